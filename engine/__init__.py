@@ -1,0 +1,63 @@
+"""Gradserve's engine: a numpy autograd engine with torch's API and semantics.
+
+>>> import engine
+>>> w = engine.tensor(0.5, requires_grad=True)
+>>> loss = (w * 3.0 - 1.0) ** 2
+>>> engine.autograd_grad(loss, w)
+(tensor(3.),)
+"""
+
+from __future__ import annotations
+
+from . import _dtype
+from ._autograd import (
+    PRIMITIVES,
+    backward,
+    enable_grad,
+    grad,
+    is_grad_enabled,
+    no_grad,
+    set_grad_enabled,
+)
+from ._dtype import (
+    bool,  # noqa: A004
+    double,
+    dtype,
+    float,  # noqa: A004
+    float16,
+    float32,
+    float64,
+    get_default_dtype,
+    half,
+    int,  # noqa: A004
+    int8,
+    int16,
+    int32,
+    int64,
+    long,
+    promote_types,
+    result_type,
+    short,
+    uint8,
+)
+from .ops import OPS, OpInfo
+from .ops import namespace as _ops_namespace
+from .ops.creation import manual_seed
+from .tensor import Size, Tensor, as_tensor, from_numpy, tensor
+from . import autograd  # noqa: E402
+
+globals().update(_ops_namespace)
+
+autograd_grad = grad
+autograd_backward = backward
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "Size", "tensor", "as_tensor", "from_numpy", "dtype", "autograd", "autograd_grad",
+    "autograd_backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+    "manual_seed", "OPS", "OpInfo", "PRIMITIVES", "result_type", "promote_types",
+    "get_default_dtype", "float16", "float32", "float64", "int8", "int16", "int32", "int64",
+    "uint8", "bool", "half", "float", "double", "short", "int", "long", "_dtype",
+    *sorted(_ops_namespace),
+]

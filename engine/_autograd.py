@@ -1,0 +1,573 @@
+"""The autograd core: grad mode, graph nodes, primitive application and the backward pass.
+
+A primitive is a numpy forward plus a VJP written in engine ops, so that running the VJP with
+grad mode on (``create_graph=True``) records a graph of its own: any order of derivative comes
+free. Unbroadcasting and dtype casts of gradients happen here, once, not in every VJP.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .tensor import Tensor
+
+# ---------------------------------------------------------------- grad mode (thread-local)
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    """True when operations record a graph (``torch.is_grad_enabled``)."""
+    return getattr(_state, "enabled", True)
+
+
+def _set_enabled(mode: bool) -> None:
+    _state.enabled = mode
+
+
+class _GradMode:
+    """Base for the grad-mode switches: usable as context manager and as decorator."""
+
+    _mode: bool
+
+    def __enter__(self) -> None:
+        self._prev = is_grad_enabled()
+        _set_enabled(self._mode)
+
+    def __exit__(self, *exc: object) -> None:
+        _set_enabled(self._prev)
+
+    def __call__(self, fn: Callable) -> Callable:
+        mode = self._mode
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            prev = is_grad_enabled()
+            _set_enabled(mode)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _set_enabled(prev)
+
+        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
+        wrapper.__doc__ = fn.__doc__
+        return wrapper
+
+
+class no_grad(_GradMode):
+    """Disable graph recording. ``with engine.no_grad(): y = x * 2``"""
+
+    _mode = False
+
+
+class enable_grad(_GradMode):
+    """Enable graph recording inside a ``no_grad`` region."""
+
+    _mode = True
+
+
+class set_grad_enabled(_GradMode):
+    """Set grad mode now; restore the previous mode when used as a context manager."""
+
+    def __init__(self, mode: bool) -> None:
+        self._prev = is_grad_enabled()
+        self._mode = bool(mode)
+        _set_enabled(self._mode)
+
+    def __enter__(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------- primitives and nodes
+PRIMITIVES: dict[str, Primitive] = {}
+_seq = itertools.count()
+
+FREED_MSG = (
+    "Trying to backward through the graph a second time (or directly access saved tensors after "
+    "they have already been freed). Saved intermediate values of the graph are freed when you call "
+    ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the "
+    "graph a second time or if you need to access saved tensors after calling backward."
+)
+
+
+class Primitive:
+    """One differentiable operation: a numpy forward and a VJP over engine ops.
+
+    ``save`` names what backward needs: input positions (ints >= 0) and outputs (-1 is output 0,
+    -2 output 1, ...). Only those are kept, and they are freed after backward unless
+    ``retain_graph``. With ``aux=True`` the forward returns ``(out, aux)`` and ``aux`` (plain
+    numpy data such as argmax indices) is saved too.
+    """
+
+    __slots__ = ("name", "fwd", "bwd", "save", "n_out", "aux")
+
+    def __init__(self, name: str, fwd: Callable, save: tuple[int, ...] = (), n_out: int = 1,
+                 aux: bool = False) -> None:
+        self.name, self.fwd, self.save, self.n_out, self.aux = name, fwd, save, n_out, aux
+        self.bwd: Callable | None = None
+        if name in PRIMITIVES:
+            raise ValueError(f"primitive {name!r} defined twice")
+        PRIMITIVES[name] = self
+
+    def defvjp(self, fn: Callable) -> Callable:
+        self.bwd = fn
+        return fn
+
+    def __call__(self, *args: Any, **params: Any) -> Any:
+        return apply(self, args, params)
+
+    def __repr__(self) -> str:
+        return f"<primitive {self.name}>"
+
+
+def primitive(save: tuple[int, ...] = (), n_out: int = 1, aux: bool = False,
+              name: str | None = None) -> Callable[[Callable], Primitive]:
+    """Decorator turning a numpy forward into a :class:`Primitive`; add its VJP with ``.defvjp``."""
+
+    def deco(fwd: Callable) -> Primitive:
+        return Primitive(name or fwd.__name__.strip("_"), fwd, save, n_out, aux)
+
+    return deco
+
+
+class _SavedOutput:
+    __slots__ = ("array", "idx")
+
+    def __init__(self, array: np.ndarray, idx: int) -> None:
+        self.array, self.idx = array, idx
+
+
+class Node:
+    """A recorded application of a primitive (torch's ``grad_fn``)."""
+
+    __slots__ = ("prim", "edges", "params", "saved", "aux", "in_meta", "out_meta", "seq", "hooks",
+                 "retains", "__weakref__")
+
+    def __init__(self, prim: Primitive, edges: tuple, params: dict | None, saved: tuple | None,
+                 aux: Any, in_meta: tuple) -> None:
+        self.prim = prim
+        self.edges = edges          # per input: None, or (Node | leaf Tensor, output index)
+        self.params = params
+        self.saved = saved
+        self.aux = aux
+        self.in_meta = in_meta      # per input: (shape, numpy dtype) or None
+        self.out_meta: tuple | None = None  # multi-output primitives: (shape, dtype) per output
+        self.seq = next(_seq)       # creation order: a valid topological order
+        self.hooks: dict[int, list] | None = None
+        self.retains: dict[int, Any] | None = None
+
+    def name(self) -> str:
+        return "".join(p.capitalize() for p in self.prim.name.split("_")) + "Backward0"
+
+    @property
+    def next_functions(self) -> tuple:
+        return tuple((e[0] if e is not None and isinstance(e[0], Node) else None,
+                      e[1] if e is not None else 0) for e in self.edges)
+
+    @property
+    def needs_input_grad(self) -> tuple[bool, ...]:
+        return tuple(e is not None for e in self.edges)
+
+    def __repr__(self) -> str:
+        return f"<{self.name()} object at {hex(id(self))}>"
+
+    def _unpack(self) -> tuple:
+        saved = self.saved
+        if saved is None:
+            raise RuntimeError(FREED_MSG)
+        if not saved:
+            return saved
+        return tuple(Tensor._make(s.array, self, s.idx, True) if type(s) is _SavedOutput else s
+                     for s in saved)
+
+
+# ---------------------------------------------------------------- forward: applying a primitive
+def _is_tensor(a: object) -> bool:
+    return isinstance(a, Tensor)
+
+
+def apply(prim: Primitive, args: Sequence, params: dict | None = None,
+          dtype: np.dtype | None = None) -> Any:
+    """Run ``prim`` on tensors/constants and record a node if any input requires grad.
+
+    ``dtype`` casts tensor inputs and Python scalars to a common numpy dtype first (type
+    promotion); gradients are cast back to each input's dtype in backward.
+    """
+    arrays = []
+    rg = False
+    for a in args:
+        if isinstance(a, Tensor):
+            x = a._data
+            if dtype is not None and x.dtype != dtype:
+                x = x.astype(dtype)
+            rg = rg or a._rg
+        elif dtype is not None and isinstance(a, (int, float, bool)):
+            x = dtype.type(a)
+        else:
+            x = a
+        arrays.append(x)
+    out = prim.fwd(*arrays, **params) if params else prim.fwd(*arrays)
+    aux = None
+    if prim.aux:
+        out, aux = out
+    if not rg or not getattr(_state, "enabled", True):
+        if prim.n_out == 1:
+            return Tensor._make(out)
+        return tuple(Tensor._make(o) for o in out)
+    edges = tuple((a.grad_fn or a, a._out) if isinstance(a, Tensor) and a._rg else None
+                  for a in args)
+    in_meta = tuple((a._data.shape, a._data.dtype) if e is not None else None
+                    for a, e in zip(args, edges))
+    saved = None
+    node = Node(prim, edges, params, saved, aux, in_meta)
+    if prim.n_out == 1:
+        outs = (Tensor._make(out, node, 0, True),)
+    else:
+        outs = tuple(Tensor._make(o, node, i, True) for i, o in enumerate(out))
+        node.out_meta = tuple((o._data.shape, o._data.dtype) for o in outs)
+    if prim.save:
+        node.saved = tuple(args[i] if i >= 0 else _SavedOutput(outs[-1 - i]._data, -1 - i)
+                           for i in prim.save)
+    else:
+        node.saved = ()
+    return outs[0] if prim.n_out == 1 else outs
+
+
+# ---------------------------------------------------------------- backward
+def _accumulate(a: Tensor | None, b: Tensor, create_graph: bool) -> Tensor:
+    if a is None:
+        return b
+    if create_graph and (a._rg or b._rg):
+        return a + b
+    return Tensor._make(a._data + b._data)
+
+
+def _fit(g: Tensor, meta: tuple) -> Tensor:
+    """Sum a gradient back to its input's shape and cast it to its input's dtype."""
+    shape, dt = meta
+    if g._data.shape != shape:
+        g = g.sum_to_size(shape)
+    if g._data.dtype != dt:
+        g = g.to(dt)
+    return g
+
+
+def _run_node(node: Node, buf: list, retain_graph: bool) -> tuple:
+    prim = node.prim
+    saved = node._unpack() if prim.save else node.saved
+    if saved is None:  # defensive: a node without saves is never freed
+        saved = ()
+    if prim.n_out == 1:
+        g = buf[0]
+    else:  # outputs that received no gradient get zeros
+        g = tuple(b if b is not None else Tensor._make(np.zeros(*meta))
+                  for b, meta in zip(buf, node.out_meta))
+    grads = prim.bwd(node, g, *saved, **node.params) if node.params else prim.bwd(node, g, *saved)
+    if len(node.edges) == 1:
+        grads = (grads,)
+    if not retain_graph and prim.save:
+        node.saved = None
+        node.aux = None
+    out = []
+    for e, gi, meta in zip(node.edges, grads, node.in_meta):
+        if e is None or gi is None:
+            out.append(None)
+        else:
+            out.append(_fit(gi, meta))
+    return tuple(out)
+
+
+def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Sequence[Tensor] | None,
+                  retain_graph: bool, create_graph: bool, accumulate: bool) -> list:
+    """Propagate ``grads`` from ``roots``. Returns the gradients of ``targets`` (None if unused);
+    with ``accumulate`` it also adds them (or all leaf gradients) into ``.grad``."""
+    buffers: dict[Node, list] = {}
+    leaf_grads: dict[int, list] = {}
+
+    def send(target: Node | Tensor, idx: int, g: Tensor) -> None:
+        if type(target) is Node:
+            buf = buffers.get(target)
+            if buf is None:
+                buf = buffers[target] = [None] * target.prim.n_out
+            buf[idx] = _accumulate(buf[idx], g, create_graph)
+        else:
+            entry = leaf_grads.get(id(target))
+            if entry is None:
+                leaf_grads[id(target)] = [target, g]
+            else:
+                entry[1] = _accumulate(entry[1], g, create_graph)
+
+    for t, g in zip(roots, grads):
+        send(t.grad_fn or t, t._out, g)
+
+    # Discover the graph; creation order (seq) is a topological order.
+    nodes: list[Node] = []
+    seen: set[Node] = set()
+    stack = [n for n in buffers]
+    seen.update(stack)
+    while stack:
+        n = stack.pop()
+        nodes.append(n)
+        for e in n.edges:
+            if e is not None:
+                t = e[0]
+                if type(t) is Node and t not in seen:
+                    seen.add(t)
+                    stack.append(t)
+    nodes.sort(key=_seq_key)
+
+    capture_nodes: dict[tuple, list[int]] = {}
+    capture_leaves: dict[int, list[int]] = {}
+    needed: set[Node] | None = None
+    if targets is not None:
+        for pos, t in enumerate(targets):
+            if t.grad_fn is not None:
+                capture_nodes.setdefault((t.grad_fn, t._out), []).append(pos)
+            else:
+                capture_leaves.setdefault(id(t), []).append(pos)
+        needed = set()
+        for n in nodes:  # ascending: inputs of n are decided before n
+            for e in n.edges:
+                if e is not None:
+                    t, i = e
+                    if (t in needed or (t, i) in capture_nodes) if type(t) is Node \
+                            else id(t) in capture_leaves:
+                        needed.add(n)
+                        break
+    results: list = [None] * (len(targets) if targets is not None else 0)
+
+    prev = is_grad_enabled()
+    _set_enabled(create_graph)
+    try:
+        for node in reversed(nodes):
+            buf = buffers.pop(node, None)
+            if buf is None:
+                continue
+            if node.hooks or node.retains:
+                _run_tensor_hooks(node, buf, create_graph)
+            if capture_nodes:
+                for idx, g in enumerate(buf):
+                    for pos in capture_nodes.get((node, idx), ()):
+                        results[pos] = g
+                        if accumulate:
+                            _accumulate_grad(targets[pos], g, create_graph)
+            if needed is not None and node not in needed:
+                continue
+            for e, g in zip(node.edges, _run_node(node, buf, retain_graph)):
+                if g is not None:
+                    send(e[0], e[1], g)
+        for leaf, g in leaf_grads.values():
+            for hook in leaf._hooks or ():
+                r = hook(g)
+                if r is not None:
+                    g = r
+            positions = capture_leaves.get(id(leaf)) if targets is not None else None
+            for pos in positions or ():
+                results[pos] = g
+            if accumulate and (targets is None or positions):
+                _accumulate_grad(leaf, g, create_graph)
+    finally:
+        _set_enabled(prev)
+    return results
+
+
+def _seq_key(n: Node) -> int:
+    return n.seq
+
+
+def _run_tensor_hooks(node: Node, buf: list, create_graph: bool) -> None:
+    for idx in range(len(buf)):
+        g = buf[idx]
+        if g is None:
+            continue
+        for hook in (node.hooks or {}).get(idx, ()):
+            r = hook(g)
+            if r is not None:
+                g = r
+        buf[idx] = g
+        ref = (node.retains or {}).get(idx)
+        t = ref() if ref is not None else None
+        if t is not None:
+            _accumulate_grad(t, g, create_graph)
+
+
+def _accumulate_grad(t: Tensor, g: Tensor, create_graph: bool) -> None:
+    if not create_graph:
+        g = g.detach() if g._rg else g
+    if t.grad is None:
+        t.grad = g if create_graph else Tensor._make(g._data.copy())
+    else:
+        t.grad = t.grad + g if create_graph else Tensor._make(t.grad._data + g._data)
+
+
+def _as_tuple(x: Any) -> tuple:
+    if isinstance(x, Tensor):
+        return (x,)
+    if x is None:
+        return ()
+    return tuple(x)
+
+
+def _make_grads(outputs: tuple, grad_outputs: Sequence, is_grads_batched: bool = False) -> list:
+    if len(grad_outputs) != len(outputs):
+        raise RuntimeError(f"got {len(outputs)} tensors and {len(grad_outputs)} gradients")
+    grads = []
+    for i, (out, g) in enumerate(zip(outputs, grad_outputs)):
+        if g is None:
+            if out._data.size != 1:
+                raise RuntimeError("grad can be implicitly created only for scalar outputs")
+            g = Tensor._make(np.ones_like(out._data))
+        else:
+            if not isinstance(g, Tensor):
+                g = Tensor._make(np.asarray(g, dtype=out._data.dtype))
+            shape = g._data.shape[1:] if is_grads_batched else g._data.shape
+            if shape != out._data.shape:
+                from .tensor import Size
+                raise RuntimeError(
+                    f"Mismatch in shape: grad_output[{i}] has a shape of {Size(g._data.shape)} "
+                    f"and output[{i}] has a shape of {Size(out._data.shape)}.")
+            if g._data.dtype != out._data.dtype:
+                g = g.to(out.dtype)
+        grads.append(g)
+    return grads
+
+
+def _check_outputs(outputs: tuple) -> None:
+    for i, out in enumerate(outputs):
+        if not isinstance(out, Tensor):
+            raise TypeError(f"expected a Tensor for output {i}, got {type(out).__name__}")
+        if not out._rg:
+            raise RuntimeError(
+                f"element {i} of tensors does not require grad and does not have a grad_fn")
+
+
+# ---------------------------------------------------------------- public entry points
+def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
+         grad_outputs: Tensor | Sequence[Tensor | None] | None = None,
+         retain_graph: bool | None = None, create_graph: bool = False,
+         only_inputs: bool = True, allow_unused: bool | None = None,
+         is_grads_batched: bool = False, materialize_grads: bool = False) -> tuple:
+    """Gradients of ``outputs`` with respect to ``inputs`` (``torch.autograd.grad``).
+
+    >>> x = engine.tensor([1.0, 2.0], requires_grad=True)
+    >>> engine.autograd_grad((x * x).sum(), x)
+    (tensor([2., 4.]),)
+    """
+    if materialize_grads and allow_unused is False:
+        raise ValueError("Expected allow_unused to be True or not passed when materialize_grads=True, "
+                         "but got: allow_unused=False.")
+    if allow_unused is None:
+        allow_unused = materialize_grads
+    outputs = _as_tuple(outputs)
+    inputs = _as_tuple(inputs)
+    if not inputs:
+        raise RuntimeError("`inputs` argument to `grad()` cannot be empty.")
+    if grad_outputs is None:
+        grad_outputs = (None,) * len(outputs)
+    else:
+        grad_outputs = _as_tuple(grad_outputs) if not isinstance(grad_outputs, Tensor) else (grad_outputs,)
+    for t in inputs:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"grad() expects Tensors as inputs, got {type(t).__name__}")
+        if not t._rg:
+            raise RuntimeError("One of the differentiated Tensors does not require grad")
+    _check_outputs(outputs)
+    grads = _make_grads(outputs, grad_outputs, is_grads_batched)
+    if retain_graph is None:
+        retain_graph = create_graph
+    if is_grads_batched:
+        from .autograd.functional import _batched_grad
+        return _batched_grad(outputs, inputs, grads, retain_graph, create_graph, allow_unused,
+                             materialize_grads)
+    res = _run_backward(outputs, grads, inputs, retain_graph, create_graph, accumulate=False)
+    return _finish(res, inputs, allow_unused, materialize_grads)
+
+
+def _finish(res: list, inputs: tuple, allow_unused: bool, materialize_grads: bool) -> tuple:
+    for i, r in enumerate(res):
+        if r is None:
+            if not allow_unused:
+                raise RuntimeError(
+                    f"The differentiated Tensor at index {i} appears to not have been used in the "
+                    "graph. Set allow_unused=True if this is the desired behavior.")
+            if materialize_grads:
+                res[i] = Tensor._make(np.zeros_like(inputs[i]._data))
+    return tuple(res)
+
+
+def backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
+             retain_graph: bool | None = None, create_graph: bool = False,
+             inputs: Tensor | Sequence[Tensor] | None = None) -> None:
+    """Accumulate gradients of ``tensors`` into the ``.grad`` of leaves (``torch.autograd.backward``).
+
+    >>> x = engine.tensor(3.0, requires_grad=True)
+    >>> engine.autograd_backward(x * x); x.grad
+    tensor(6.)
+    """
+    tensors = _as_tuple(tensors)
+    if grad_tensors is None:
+        grad_tensors = (None,) * len(tensors)
+    else:
+        grad_tensors = (grad_tensors,) if isinstance(grad_tensors, Tensor) else _as_tuple(grad_tensors)
+    targets = None
+    if inputs is not None:
+        targets = _as_tuple(inputs)
+        if not targets:
+            raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
+    _check_outputs(tensors)
+    grads = _make_grads(tensors, grad_tensors)
+    if retain_graph is None:
+        retain_graph = create_graph
+    _run_backward(tensors, grads, targets, retain_graph, create_graph, accumulate=True)
+
+
+def register_tensor_hook(t: Tensor, fn: Callable) -> Any:
+    if not t._rg:
+        raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+    if t.grad_fn is None:
+        if t._hooks is None:
+            t._hooks = []
+        hooks = t._hooks
+    else:
+        node = t.grad_fn
+        if node.hooks is None:
+            node.hooks = {}
+        hooks = node.hooks.setdefault(t._out, [])
+    hooks.append(fn)
+    return RemovableHandle(hooks, fn)
+
+
+def retain_tensor_grad(t: Tensor) -> None:
+    if not t._rg:
+        raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+    if t.grad_fn is None:
+        return
+    node = t.grad_fn
+    if node.retains is None:
+        node.retains = {}
+    node.retains[t._out] = weakref.ref(t)
+
+
+class RemovableHandle:
+    """Returned by ``register_hook``; ``remove()`` unregisters the hook."""
+
+    __slots__ = ("_hooks", "_fn")
+
+    def __init__(self, hooks: list, fn: Callable) -> None:
+        self._hooks, self._fn = hooks, fn
+
+    def remove(self) -> None:
+        try:
+            self._hooks.remove(self._fn)
+        except ValueError:
+            pass
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()

@@ -1,0 +1,14 @@
+"""``engine.autograd``: torch.autograd's entry points."""
+
+from __future__ import annotations
+
+from .._autograd import (
+    backward,
+    enable_grad,
+    grad,
+    is_grad_enabled,
+    no_grad,
+    set_grad_enabled,
+)
+
+__all__ = ["grad", "backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]

@@ -1,0 +1,31 @@
+"""All public ops. Importing this package registers them in :data:`OPS` and binds Tensor operators."""
+
+from __future__ import annotations
+
+from ..tensor import Tensor
+from . import creation, elementwise, linalg, reduction, shape  # noqa: F401  (registration)
+from ._registry import OPS, OpInfo, lookup, op
+
+
+def _reflect(fn):
+    return lambda self, other: fn(other, self)
+
+
+_E = elementwise
+for _name, _fn in {"add": _E.add, "sub": _E.sub, "mul": _E.mul, "truediv": _E.div, "pow": _E.pow}.items():
+    setattr(Tensor, f"__{_name}__", _fn)
+    setattr(Tensor, f"__r{_name}__", _reflect(_fn))
+for _name, _fn in {"eq": _E.eq, "ne": _E.ne, "lt": _E.lt, "le": _E.le, "gt": _E.gt, "ge": _E.ge}.items():
+    setattr(Tensor, f"__{_name}__", _fn)
+Tensor.__neg__ = _E.neg
+Tensor.__pos__ = lambda self: self
+Tensor.__abs__ = _E.abs
+Tensor.__floordiv__ = lambda self, other: _E.div(self, other, rounding_mode="floor")
+Tensor.__rfloordiv__ = lambda self, other: _E.div(other, self, rounding_mode="floor")
+Tensor.divide = Tensor.div
+Tensor.subtract = Tensor.sub
+
+# Top-level names: every op registered without a namespace prefix.
+namespace = {name: info.fn for name, info in OPS.items() if "." not in name}
+
+__all__ = ["OPS", "OpInfo", "lookup", "op", "namespace"]

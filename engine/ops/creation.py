@@ -1,0 +1,172 @@
+"""Constructors and random numbers."""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from .._dtype import float32, get_default_dtype, to_dtype
+from ..tensor import Size, Tensor, tensor
+from ._registry import op
+
+_rng = np.random.default_rng()
+
+
+def manual_seed(seed: int) -> np.random.Generator:
+    """Seed the random constructors (``rand``, ``randn``, ...)."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+    return _rng
+
+
+def _size(size: tuple) -> tuple:
+    if len(size) == 1 and isinstance(size[0], (tuple, list, Size)):
+        size = tuple(size[0])
+    for s in size:
+        if not isinstance(s, (int, np.integer)) or isinstance(s, bool):
+            raise TypeError(f"size must be a tuple of ints, got {s!r}")
+        if s < 0:
+            raise RuntimeError(f"Trying to create tensor with negative dimension {s}: {list(size)}")
+    return tuple(int(s) for s in size)
+
+
+def _finish(arr: np.ndarray, requires_grad: bool) -> Tensor:
+    t = Tensor._make(arr)
+    if requires_grad:
+        t.requires_grad_()
+    return t
+
+
+def _np_dtype(dtype: object, default: object = None) -> np.dtype:
+    return to_dtype(dtype).np if dtype is not None else (default or get_default_dtype()).np
+
+
+@op(differentiable=())
+def zeros(*size, dtype=None, device=None, requires_grad=False):
+    """A tensor of zeros."""
+    return _finish(np.zeros(_size(size), _np_dtype(dtype)), requires_grad)
+
+
+@op(differentiable=())
+def ones(*size, dtype=None, device=None, requires_grad=False):
+    """A tensor of ones."""
+    return _finish(np.ones(_size(size), _np_dtype(dtype)), requires_grad)
+
+
+@op(differentiable=())
+def empty(*size, dtype=None, device=None, requires_grad=False):
+    """An uninitialised tensor (zeros here: numpy memory is never shared between requests)."""
+    return zeros(*size, dtype=dtype, requires_grad=requires_grad)
+
+
+def _fill_dtype(fill_value: object) -> object:
+    if isinstance(fill_value, bool):
+        return to_dtype("bool")
+    if isinstance(fill_value, int):
+        return to_dtype("int64")
+    return float32
+
+
+@op(differentiable=())
+def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
+    """A tensor filled with ``fill_value`` (its dtype inferred from the value, as in torch)."""
+    dt = _np_dtype(dtype, _fill_dtype(fill_value))
+    return _finish(np.full(_size((size,)), fill_value, dt), requires_grad)
+
+
+def _like(input: Tensor, dtype: object) -> np.dtype:
+    return to_dtype(dtype).np if dtype is not None else input._data.dtype
+
+
+@op(differentiable=())
+def zeros_like(input, *, dtype=None, device=None, requires_grad=False):
+    """Zeros with ``input``'s shape and dtype."""
+    return _finish(np.zeros(input._data.shape, _like(input, dtype)), requires_grad)
+
+
+@op(differentiable=())
+def ones_like(input, *, dtype=None, device=None, requires_grad=False):
+    """Ones with ``input``'s shape and dtype."""
+    return _finish(np.ones(input._data.shape, _like(input, dtype)), requires_grad)
+
+
+@op(differentiable=())
+def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False):
+    """``fill_value`` with ``input``'s shape and dtype."""
+    return _finish(np.full(input._data.shape, fill_value, _like(input, dtype)), requires_grad)
+
+
+@op(differentiable=())
+def empty_like(input, *, dtype=None, device=None, requires_grad=False):
+    """Zeros with ``input``'s shape and dtype."""
+    return zeros_like(input, dtype=dtype, requires_grad=requires_grad)
+
+
+@op(differentiable=())
+def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
+    """Values from ``start`` to ``end`` (exclusive) by ``step``."""
+    if end is None:
+        start, end = 0, start
+    if step == 0:
+        raise RuntimeError("step must be nonzero")
+    if ((end - start) / step) < 0:
+        raise RuntimeError("upper bound and larger bound inconsistent with step sign")
+    ints = builtins.all(isinstance(v, (int, np.integer)) for v in (start, end, step))
+    dt = _np_dtype(dtype, to_dtype("int64") if ints else float32)
+    n = int(np.ceil((end - start) / step))
+    return _finish((start + step * np.arange(n, dtype=np.float64)).astype(dt), requires_grad)
+
+
+@op(differentiable=())
+def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
+    """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
+    if steps < 0:
+        raise RuntimeError("number of steps must be non-negative")
+    return _finish(np.linspace(start, end, steps).astype(_np_dtype(dtype)), requires_grad)
+
+
+@op(differentiable=())
+def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
+    """The identity matrix (``n`` x ``m``)."""
+    return _finish(np.eye(n, n if m is None else m, dtype=_np_dtype(dtype)), requires_grad)
+
+
+@op(differentiable=())
+def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    """Uniform samples on [0, 1)."""
+    rng = generator if generator is not None else _rng
+    return _finish(rng.random(_size(size)).astype(_np_dtype(dtype)), requires_grad)
+
+
+@op(differentiable=())
+def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    """Standard normal samples."""
+    rng = generator if generator is not None else _rng
+    return _finish(rng.standard_normal(_size(size)).astype(_np_dtype(dtype)), requires_grad)
+
+
+@op(differentiable=())
+def randint(low, high=None, size=(), *, generator=None, dtype=None, device=None):
+    """Integers uniform on ``[low, high)``."""
+    if high is None:
+        low, high = 0, low
+    rng = generator if generator is not None else _rng
+    return Tensor._make(rng.integers(low, high, _size((size,))).astype(
+        _np_dtype(dtype, to_dtype("int64"))))
+
+
+@op(differentiable=())
+def rand_like(input, *, dtype=None, requires_grad=False):
+    """Uniform samples with ``input``'s shape."""
+    return _finish(_rng.random(input._data.shape).astype(_like(input, dtype)), requires_grad)
+
+
+@op(differentiable=())
+def randn_like(input, *, dtype=None, requires_grad=False):
+    """Normal samples with ``input``'s shape."""
+    return _finish(_rng.standard_normal(input._data.shape).astype(_like(input, dtype)),
+                   requires_grad)
+
+
+__all__ = ["manual_seed", "tensor"]

@@ -1,0 +1,285 @@
+"""Reductions: sums, extrema, moments, norms, (log-)softmax and scans."""
+
+from __future__ import annotations
+
+import builtins
+from collections import namedtuple
+
+import numpy as np
+
+from .._autograd import primitive
+from ..tensor import Tensor
+from ._registry import op
+from .elementwise import exp, log, sqrt, to_float, where
+from .shape import expand, flip, gather, norm_dim, reshape, squeeze
+
+_max_result = namedtuple("max", ["values", "indices"])
+_min_result = namedtuple("min", ["values", "indices"])
+
+
+def _dims(dim: object, ndim: int) -> tuple[int, ...] | None:
+    if dim is None:
+        return None
+    if isinstance(dim, int):
+        return (norm_dim(dim, ndim),)
+    dims = tuple(norm_dim(d, ndim) for d in dim)
+    return dims if dims else None
+
+
+def _keep_shape(shape: tuple, dims: tuple | None) -> tuple:
+    if dims is None:
+        return (1,) * len(shape)
+    return tuple(1 if i in dims else s for i, s in enumerate(shape))
+
+
+def _expand_back(g: Tensor, shape: tuple, dims: tuple | None, keepdim: bool) -> Tensor:
+    """Broadcast a reduced gradient back over the reduced dims."""
+    if not keepdim:
+        g = reshape(g, _keep_shape(shape, dims))
+    return expand(g, shape)
+
+
+# ---------------------------------------------------------------- sums
+@primitive()
+def _sum(x, dims, keepdim):
+    return np.sum(x, axis=dims, keepdims=keepdim)
+
+
+_sum.defvjp(lambda ctx, g, dims, keepdim: _expand_back(g, ctx.in_meta[0][0], dims, keepdim))
+
+
+@op(method=True)
+def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001
+    """Sum over all elements, or over ``dim``."""
+    if dtype is not None:
+        input = input.to(dtype)
+    elif input._data.dtype.kind in "bi" and input._data.dtype != np.int64:
+        input = input.to(np.int64)
+    return _sum(input, dims=_dims(dim, input._data.ndim), keepdim=keepdim)
+
+
+@op(method=True)
+def mean(input, dim=None, keepdim=False, *, dtype=None):
+    """Arithmetic mean over all elements, or over ``dim``."""
+    if dtype is not None:
+        input = input.to(dtype)
+    if input._data.dtype.kind != "f":
+        raise RuntimeError(
+            "mean(): could not infer output dtype. Input dtype must be either a floating point or "
+            f"complex dtype. Got: {input.dtype.name.capitalize()}")
+    dims = _dims(dim, input._data.ndim)
+    shape = input._data.shape
+    n = int(np.prod([shape[d] for d in dims])) if dims is not None else input._data.size
+    return sum(input, dims, keepdim) / n if n else sum(input, dims, keepdim) * float("nan")
+
+
+@op(method=True)
+def nansum(input, dim=None, keepdim=False):
+    """Sum treating NaN as zero."""
+    return sum(where(input != input, 0.0, input), dim, keepdim)
+
+
+@primitive()
+def _cumsum(x, dim):
+    return np.cumsum(x, axis=dim)
+
+
+_cumsum.defvjp(lambda ctx, g, dim: flip(_cumsum(flip(g, dim), dim=dim), dim))
+
+
+@op(method=True)
+def cumsum(input, dim, *, dtype=None):
+    """Running sum along ``dim``."""
+    if dtype is not None:
+        input = input.to(dtype)
+    return _cumsum(input, dim=norm_dim(dim, input._data.ndim))
+
+
+# ---------------------------------------------------------------- extrema
+@primitive(save=(0, -1))
+def _amax(x, dims, keepdim):
+    return np.amax(x, axis=dims, keepdims=keepdim)
+
+
+@primitive(save=(0, -1))
+def _amin(x, dims, keepdim):
+    return np.amin(x, axis=dims, keepdims=keepdim)
+
+
+def _extremum_vjp(ctx, g, x, out, dims, keepdim):
+    # Ties share the gradient evenly (torch's amax/amin convention).
+    shape = ctx.in_meta[0][0]
+    if not keepdim:
+        out, g = reshape(out, _keep_shape(shape, dims)), reshape(g, _keep_shape(shape, dims))
+    mask = Tensor._make(x._data == out._data).to(g.dtype)
+    count = mask.sum(dim=dims, keepdim=True)
+    return g * mask / count
+
+
+_amax.defvjp(_extremum_vjp)
+_amin.defvjp(_extremum_vjp)
+
+
+def _check_nonempty(input: Tensor, name: str, dims: tuple | None) -> None:
+    shape = input._data.shape
+    if (dims is None and input._data.size == 0) or (dims and builtins.any(shape[d] == 0 for d in dims)):
+        raise IndexError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0. "
+                         "Specify the reduction dim with the 'dim' argument.")
+
+
+@op(method=True)
+def amax(input, dim=(), keepdim=False):
+    """Maximum over ``dim`` (all dims when empty); ties share the gradient."""
+    dims = _dims(dim, input._data.ndim)
+    _check_nonempty(input, "amax", dims)
+    return _amax(input, dims=dims, keepdim=keepdim)
+
+
+@op(method=True)
+def amin(input, dim=(), keepdim=False):
+    """Minimum over ``dim`` (all dims when empty); ties share the gradient."""
+    dims = _dims(dim, input._data.ndim)
+    _check_nonempty(input, "amin", dims)
+    return _amin(input, dims=dims, keepdim=keepdim)
+
+
+def _arg_extremum(input: Tensor, dim: int | None, keepdim: bool, fn: object) -> Tensor:
+    x = input._data
+    if dim is None:
+        r = np.asarray(fn(x.reshape(-1)))
+        return Tensor._make(r.reshape((1,) * x.ndim) if keepdim else r.astype(np.int64))
+    d = norm_dim(dim, x.ndim)
+    r = fn(x, axis=d, keepdims=keepdim) if x.ndim else np.asarray(fn(x))
+    return Tensor._make(np.asarray(r, np.int64))
+
+
+def _nan_first(fn: object, nanfn: object) -> object:
+    # torch propagates NaN: a NaN is the extremum and its index is returned.
+    def f(x, axis=None, keepdims=False):
+        if x.dtype.kind == "f" and np.isnan(x).any():
+            return np.argmax(np.isnan(x), axis=axis, keepdims=keepdims) if axis is not None \
+                else np.argmax(np.isnan(x))
+        return fn(x, axis=axis, keepdims=keepdims) if axis is not None else fn(x)
+    return f
+
+
+_argmax_np = _nan_first(np.argmax, None)
+_argmin_np = _nan_first(np.argmin, None)
+
+
+@op(differentiable=(), method=True)
+def argmax(input, dim=None, keepdim=False):
+    """Index of the maximum (first occurrence). Not differentiable."""
+    return _arg_extremum(input, dim, keepdim, _argmax_np)
+
+
+@op(differentiable=(), method=True)
+def argmin(input, dim=None, keepdim=False):
+    """Index of the minimum (first occurrence). Not differentiable."""
+    return _arg_extremum(input, dim, keepdim, _argmin_np)
+
+
+def _extremum_dim(input: Tensor, dim: object, keepdim: bool, is_max: bool) -> object:
+    from .elementwise import maximum, minimum
+    if isinstance(dim, Tensor):  # max(input, other)
+        return (maximum if is_max else minimum)(input, dim)
+    if dim is None:
+        return amax(input) if is_max else amin(input)
+    d = norm_dim(dim, input._data.ndim)
+    name = "max" if is_max else "min"
+    if input._data.ndim and input._data.shape[d] == 0:
+        raise IndexError(f"{name}(): Expected reduction dim {d} to have non-zero size.")
+    idx = (argmax if is_max else argmin)(input, d, True)
+    values = gather(input, d, idx) if input._data.ndim else input
+    if not keepdim and input._data.ndim:
+        values, idx = squeeze(values, d), squeeze(idx, d)
+    return (_max_result if is_max else _min_result)(values, idx)
+
+
+@op(method=True, n_outputs=None)
+def max(input, dim=None, keepdim=False):  # noqa: A001
+    """Whole-tensor max (ties share the gradient), or ``(values, indices)`` along ``dim``, or
+    ``maximum(input, other)`` when ``dim`` is a tensor."""
+    return _extremum_dim(input, dim, keepdim, True)
+
+
+@op(method=True, n_outputs=None)
+def min(input, dim=None, keepdim=False):  # noqa: A001
+    """Whole-tensor min, or ``(values, indices)`` along ``dim``."""
+    return _extremum_dim(input, dim, keepdim, False)
+
+
+# ---------------------------------------------------------------- moments and norms
+@op(method=True)
+def var(input, dim=None, *, correction=1, keepdim=False):
+    """Variance with Bessel's ``correction`` (1 by default)."""
+    dims = _dims(dim, input._data.ndim)
+    shape = input._data.shape
+    n = int(np.prod([shape[d] for d in dims])) if dims is not None else input._data.size
+    centered = input - mean(input, dims, keepdim=True)
+    return sum(centered * centered, dims, keepdim) / builtins.max(n - correction, 0)
+
+
+@op(method=True)
+def std(input, dim=None, *, correction=1, keepdim=False):
+    """Standard deviation with Bessel's ``correction``."""
+    return sqrt(var(input, dim, correction=correction, keepdim=keepdim))
+
+
+@op(method=True)
+def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
+    """Vector p-norm over ``dim`` (Frobenius by default); the gradient at 0 is 0, as in torch."""
+    if dtype is not None:
+        input = input.to(dtype)
+    x = to_float(input)
+    if p in ("fro", 2, 2.0):
+        sq = sum(x * x, dim, keepdim)
+        safe = where(sq == 0, 1.0, sq)
+        return where(sq == 0, 0.0, sqrt(safe))
+    if p in (float("inf"), "inf"):
+        return amax(x.abs(), () if dim is None else dim, keepdim)
+    if p in (-float("inf"),):
+        return amin(x.abs(), () if dim is None else dim, keepdim)
+    if p == 1:
+        return sum(x.abs(), dim, keepdim)
+    if p == 0:
+        return sum((x != 0).to(x.dtype), dim, keepdim)
+    s = sum(x.abs() ** p, dim, keepdim)
+    safe = where(s == 0, 1.0, s)
+    return where(s == 0, 0.0, safe ** (1.0 / p))
+
+
+# ---------------------------------------------------------------- softmax family
+@op(method=True)
+def logsumexp(input, dim, keepdim=False):
+    """``log(sum(exp(input), dim))``, computed stably."""
+    x = to_float(input)
+    dims = _dims(dim, x._data.ndim)
+    m = np.amax(x._data, axis=dims, keepdims=True) if x._data.size else np.zeros(
+        _keep_shape(x._data.shape, dims), x._data.dtype)
+    m = np.where(np.isfinite(m), m, 0).astype(x._data.dtype)
+    shift = Tensor._make(m)
+    out = log(sum(exp(x - shift), dims, True)) + shift
+    return out if keepdim else reshape(out, tuple(s for i, s in enumerate(out._data.shape)
+                                                  if i not in (dims or range(x._data.ndim))))
+
+
+def _softmax_dim(dim: int | None, input: Tensor) -> int:
+    if dim is None:  # torch's legacy implicit-dim rule
+        dim = 0 if input._data.ndim in (0, 1, 3) else 1
+    return dim
+
+
+@op(method=True)
+def log_softmax(input, dim=None, dtype=None):
+    """``input - logsumexp(input, dim)``."""
+    if dtype is not None:
+        input = input.to(dtype)
+    dim = _softmax_dim(dim, input)
+    return input - logsumexp(input, dim, keepdim=True)
+
+
+@op(method=True)
+def softmax(input, dim=None, dtype=None):
+    """``exp(log_softmax(input, dim))``."""
+    return exp(log_softmax(input, dim, dtype))

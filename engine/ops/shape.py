@@ -1,0 +1,552 @@
+"""Shape and indexing ops: views, joins, splits, gathers and casts."""
+
+from __future__ import annotations
+
+import builtins
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from .._autograd import apply, primitive
+from .._dtype import to_dtype
+from ..tensor import Size, Tensor
+from ._registry import as_tensor_arg, op, promote
+
+
+def norm_dim(dim: int, ndim: int) -> int:
+    """Wrap a negative dim; torch's IndexError when out of range."""
+    lo, hi = (-1, 0) if ndim == 0 else (-ndim, ndim - 1)
+    if not lo <= dim <= hi:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{lo}, {hi}], "
+                         f"but got {dim})")
+    return dim % builtins.max(ndim, 1)
+
+
+def _shape_args(shape: tuple) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list, Size)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+# ---------------------------------------------------------------- reshaping
+@primitive()
+def _reshape(x, shape):
+    return np.reshape(x, shape)
+
+
+_reshape.defvjp(lambda ctx, g, shape: reshape(g, ctx.in_meta[0][0]))
+
+
+@op(method=True)
+def reshape(input, *shape):
+    """A tensor with the same values in ``shape`` (one entry may be -1)."""
+    shape = _shape_args(shape)
+    if tuple(shape) == input._data.shape:
+        return input
+    try:
+        np.empty(0 if 0 in input._data.shape else input._data.size, np.int8).reshape(shape) \
+            if -1 in shape else None
+        if -1 not in shape and math.prod(shape) != input._data.size:
+            raise ValueError
+    except ValueError:
+        raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size "
+                           f"{input._data.size}") from None
+    return _reshape(input, shape=tuple(shape))
+
+
+def _view(self, *shape):
+    if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list, Size)):
+        return self.to(shape[0])
+    return reshape(self, *shape)
+
+
+op(name="view", differentiable=("input",))(lambda input, *shape: reshape(input, *shape))
+Tensor.view = _view
+
+
+@op(method=True)
+def view_as(input, other):
+    """Reshape to ``other``'s shape."""
+    return reshape(input, other._data.shape)
+
+
+Tensor.reshape_as = view_as
+
+
+@op(method=True)
+def flatten(input, start_dim=0, end_dim=-1):
+    """Merge dims ``start_dim..end_dim`` into one."""
+    shape = input._data.shape
+    if not shape:
+        return reshape(input, (1,))
+    s, e = norm_dim(start_dim, len(shape)), norm_dim(end_dim, len(shape))
+    if s > e:
+        raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+    return reshape(input, shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:])
+
+
+@op(method=True)
+def unflatten(input, dim, sizes):
+    """Split dim ``dim`` into ``sizes``."""
+    shape = input._data.shape
+    d = norm_dim(dim, len(shape))
+    return reshape(input, shape[:d] + tuple(sizes) + shape[d + 1:])
+
+
+@op(method=True)
+def squeeze(input, dim=None):
+    """Drop size-1 dims (all, or those in ``dim``)."""
+    shape = input._data.shape
+    if dim is None:
+        dims = {i for i, s in enumerate(shape) if s == 1}
+    else:
+        dims = {norm_dim(d, len(shape)) for d in ((dim,) if isinstance(dim, int) else dim)}
+        dims = {d for d in dims if shape and shape[d] == 1}
+    return reshape(input, tuple(s for i, s in enumerate(shape) if i not in dims))
+
+
+@op(method=True)
+def unsqueeze(input, dim):
+    """Insert a size-1 dim at ``dim``."""
+    shape = input._data.shape
+    d = norm_dim(dim, len(shape) + 1)
+    return reshape(input, shape[:d] + (1,) + shape[d:])
+
+
+@primitive()
+def _expand(x, shape):
+    return np.broadcast_to(x, shape)
+
+
+_expand.defvjp(lambda ctx, g, shape: sum_to_size(g, ctx.in_meta[0][0]))
+
+
+@op(method=True)
+def expand(input, *sizes):
+    """Broadcast to ``sizes`` without copying (-1 keeps a dim)."""
+    sizes = _shape_args(sizes)
+    shape = input._data.shape
+    lead = len(sizes) - len(shape)
+    if lead < 0:
+        raise RuntimeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater or "
+                           f"equal to the number of dimensions in the tensor ({len(shape)})")
+    full = tuple(shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(sizes))
+    if full == shape:
+        return input
+    for i, s in enumerate(shape):
+        if s != 1 and s != full[i + lead]:
+            raise RuntimeError(
+                f"The expanded size of the tensor ({full[i + lead]}) must match the existing size "
+                f"({s}) at non-singleton dimension {i + lead}.  Target sizes: {list(sizes)}.  "
+                f"Tensor sizes: {list(shape)}")
+    return _expand(input, shape=full)
+
+
+@op(method=True)
+def expand_as(input, other):
+    """Expand to ``other``'s shape."""
+    return expand(input, other._data.shape)
+
+
+@op()
+def broadcast_to(input, size):
+    """Broadcast ``input`` to ``size``."""
+    return expand(input, tuple(size))
+
+
+@op(differentiable=())
+def broadcast_shapes(*shapes):
+    """The shape that ``shapes`` broadcast to."""
+    try:
+        return Size(np.broadcast_shapes(*shapes))
+    except ValueError as e:
+        raise RuntimeError(f"Shape mismatch: objects cannot be broadcast to a single shape: {e}") \
+            from None
+
+
+@op(differentiable=("tensors",), n_outputs=None)
+def broadcast_tensors(*tensors):
+    """Expand all tensors to their common shape."""
+    shape = tuple(np.broadcast_shapes(*(t._data.shape for t in tensors)))
+    return tuple(expand(t, shape) for t in tensors)
+
+
+@op(method=True)
+def sum_to_size(input, *size):
+    """Sum ``input`` down to ``size`` (the inverse of broadcasting)."""
+    size = tuple(_shape_args(size))
+    shape = input._data.shape
+    lead = len(shape) - len(size)
+    dims = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(size)
+                                      if s == 1 and shape[i + lead] != 1)
+    out = input.sum(dim=dims, keepdim=True) if dims else input
+    return reshape(out, size)
+
+
+@primitive()
+def _permute(x, dims):
+    return np.transpose(x, dims)
+
+
+_permute.defvjp(lambda ctx, g, dims: permute(g, tuple(np.argsort(dims))))
+
+
+@op(method=True)
+def permute(input, *dims):
+    """Reorder dims."""
+    dims = _shape_args(dims)
+    n = input._data.ndim
+    if len(dims) != n:
+        raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does not "
+                           f"match the length of the desired ordering of dimensions i.e. input.dim() "
+                           f"= {n} is not equal to len(dims) = {len(dims)}")
+    dims = tuple(norm_dim(d, n) for d in dims)
+    if len(set(dims)) != n:
+        raise RuntimeError("permute(): duplicate dims are not allowed.")
+    if dims == tuple(range(n)):
+        return input
+    return _permute(input, dims=dims)
+
+
+@op(method=True, aliases=("swapaxes", "swapdims"))
+def transpose(input, dim0, dim1):
+    """Swap two dims."""
+    n = input._data.ndim
+    if n == 0:
+        return input
+    d0, d1 = norm_dim(dim0, n), norm_dim(dim1, n)
+    dims = list(range(n))
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    return permute(input, tuple(dims))
+
+
+@op(method=True)
+def t(input):
+    """Transpose of a tensor with at most 2 dims."""
+    if input._data.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
+                           f"{input._data.ndim}D")
+    return transpose(input, 0, 1) if input._data.ndim == 2 else input
+
+
+Tensor.T = property(lambda self: permute(self, tuple(range(self._data.ndim))[::-1]))
+Tensor.mT = property(lambda self: transpose(self, -2, -1))
+
+
+@op(method=True)
+def movedim(input, source, destination):
+    """Move dims from ``source`` to ``destination``."""
+    n = input._data.ndim
+    src = [norm_dim(d, n) for d in ((source,) if isinstance(source, int) else source)]
+    dst = [norm_dim(d, n) for d in ((destination,) if isinstance(destination, int) else destination)]
+    order = [d for d in range(n) if d not in src]
+    for d, s in sorted(zip(dst, src)):
+        order.insert(d, s)
+    return permute(input, tuple(order))
+
+
+# ---------------------------------------------------------------- joining and splitting
+@primitive()
+def _cat(*xs, dim):
+    return np.concatenate(xs, axis=dim)
+
+
+@_cat.defvjp
+def _cat_vjp(ctx, g, dim):
+    grads, start = [], 0
+    for meta in ctx.in_meta:
+        n = meta[0][dim] if meta is not None else 0
+        grads.append(narrow(g, dim, start, n) if meta is not None else None)
+        start += n
+    return tuple(grads)
+
+
+@op(differentiable=("tensors",), aliases=("concat", "concatenate"))
+def cat(tensors, dim=0):
+    """Join tensors along an existing dim (torch.cat)."""
+    tensors = [as_tensor_arg(t) for t in tensors]
+    if not tensors:
+        raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
+    ref = next((t for t in tensors if t._data.ndim), tensors[0])
+    if ref._data.ndim == 0:
+        raise RuntimeError("zero-dimensional tensor (at position 0) cannot be concatenated")
+    d = norm_dim(dim, ref._data.ndim)
+    for i, t in enumerate(tensors):
+        s = t._data.shape
+        if len(s) != ref._data.ndim:
+            raise RuntimeError(f"Tensors must have same number of dimensions: got {ref._data.ndim} "
+                               f"and {len(s)}")
+        for k in range(len(s)):
+            if k != d and s[k] != ref._data.shape[k]:
+                raise RuntimeError(
+                    f"Sizes of tensors must match except in dimension {d}. Expected size "
+                    f"{ref._data.shape[k]} but got size {s[k]} for tensor number {i} in the list.")
+    return apply(_cat, tuple(tensors), {"dim": d}, promote(*tensors))
+
+
+@op(differentiable=("tensors",))
+def stack(tensors, dim=0):
+    """Join tensors along a new dim."""
+    tensors = [as_tensor_arg(t) for t in tensors]
+    if not tensors:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    shape = tensors[0]._data.shape
+    for i, t in enumerate(tensors):
+        if t._data.shape != shape:
+            raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(shape)} at "
+                               f"entry 0 and {list(t._data.shape)} at entry {i}")
+    d = norm_dim(dim, len(shape) + 1)
+    return cat([unsqueeze(t, d) for t in tensors], d)
+
+
+@op(method=True)
+def narrow(input, dim, start, length):
+    """The slice ``start:start+length`` of dim ``dim``."""
+    d = norm_dim(dim, input._data.ndim)
+    size = input._data.shape[d]
+    if start < 0:
+        start += size
+    if not (0 <= start and start + length <= size and length >= 0):
+        raise RuntimeError(f"start ({start}) + length ({length}) exceeds dimension size ({size}).")
+    key = (slice(None),) * d + (slice(start, start + length),)
+    return getitem(input, key)
+
+
+@op(method=True)
+def select(input, dim, index):
+    """Index ``index_`` of dim ``dim``, removing that dim."""
+    d = norm_dim(dim, input._data.ndim)
+    size = input._data.shape[d]
+    if not -size <= index < size:
+        raise IndexError(f"select(): index {index} out of range for tensor of size "
+                         f"{list(input._data.shape)} at dimension {d}")
+    return getitem(input, (slice(None),) * d + (index,))
+
+
+@op(method=True, n_outputs=None)
+def split(input, split_size_or_sections, dim=0):
+    """Split into chunks of a size, or of the given sizes."""
+    d = norm_dim(dim, input._data.ndim)
+    size = input._data.shape[d]
+    if isinstance(split_size_or_sections, int):
+        step = split_size_or_sections
+        sizes = [builtins.min(step, size - s) for s in range(0, size, step)] or [0]
+    else:
+        sizes = list(split_size_or_sections)
+        if sum(sizes) != size:
+            raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {size} "
+                               f"(input tensor's size at dimension {d}), but got split_sizes={sizes}")
+    out, start = [], 0
+    for n in sizes:
+        out.append(narrow(input, d, start, n))
+        start += n
+    return tuple(out)
+
+
+@op(method=True, n_outputs=None)
+def chunk(input, chunks, dim=0):
+    """Split into ``chunks`` nearly equal pieces."""
+    size = input._data.shape[norm_dim(dim, input._data.ndim)]
+    return split(input, builtins.max(1, -(-size // chunks)), dim)
+
+
+@op(method=True, n_outputs=None)
+def unbind(input, dim=0):
+    """All slices along ``dim``."""
+    d = norm_dim(dim, input._data.ndim)
+    return tuple(select(input, d, i) for i in range(input._data.shape[d]))
+
+
+# ---------------------------------------------------------------- indexing
+def _normalize_key(key: object) -> tuple:
+    if not isinstance(key, tuple):
+        key = (key,)
+    out = []
+    for k in key:
+        if isinstance(k, Tensor):
+            k = k._data
+        elif isinstance(k, (list, np.ndarray)):
+            k = np.asarray(k)
+            if k.dtype.kind == "f":
+                raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
+        out.append(k)
+    return tuple(out)
+
+
+def _is_basic(key: tuple) -> bool:
+    return all(k is None or k is Ellipsis or isinstance(k, (int, slice, np.integer)) for k in key)
+
+
+@primitive()
+def _index(x, key):
+    return x[key]
+
+
+_index.defvjp(lambda ctx, g, key: _index_backward(g, key=key, shape=ctx.in_meta[0][0]))
+
+
+@primitive()
+def _index_backward(g, key, shape):
+    out = np.zeros(shape, g.dtype)
+    if _is_basic(key) or all(not isinstance(k, np.ndarray) or k.dtype == np.bool_ for k in key):
+        out[key] = g
+    else:
+        np.add.at(out, key, g)  # duplicate indices accumulate
+    return out
+
+
+_index_backward.defvjp(lambda ctx, g, key, shape: _index(g, key=key))
+
+
+@op(differentiable=("input",))
+def getitem(input, key):
+    """``input[key]`` with ints, slices, None, Ellipsis, bool masks and integer arrays."""
+    key = _normalize_key(key)
+    try:
+        return _index(input, key=key)
+    except IndexError as e:
+        raise IndexError(str(e)) from None
+
+
+Tensor.__getitem__ = getitem
+
+
+def _setitem(self, key, value):
+    raise TypeError("engine tensors are immutable: use engine.where, index_put or masked_fill "
+                    "instead of item assignment")
+
+
+Tensor.__setitem__ = _setitem
+
+
+@op(method=True)
+def index_select(input, dim, index):
+    """Select entries ``index`` along ``dim``."""
+    d = norm_dim(dim, input._data.ndim)
+    idx = np.asarray(index._data if isinstance(index, Tensor) else index)
+    if idx.ndim > 1:
+        raise IndexError("index_select(): Index is supposed to be a vector")
+    return getitem(input, (slice(None),) * d + (idx.reshape(-1),))
+
+
+@primitive()
+def _gather(x, idx, dim):
+    return np.take_along_axis(x, idx, axis=dim)
+
+
+_gather.defvjp(lambda ctx, g, idx, dim: _scatter_add_zeros(g, idx=idx, dim=dim,
+                                                           shape=ctx.in_meta[0][0]))
+
+
+@primitive()
+def _scatter_add_zeros(g, idx, dim, shape):
+    out = np.zeros(shape, g.dtype)
+    grids = list(np.indices(idx.shape, sparse=True))
+    grids[dim] = idx
+    np.add.at(out, tuple(grids), g)
+    return out
+
+
+_scatter_add_zeros.defvjp(lambda ctx, g, idx, dim, shape: _gather(g, idx=idx, dim=dim))
+
+
+@op(method=True)
+def gather(input, dim, index):
+    """``out[i][j] = input[index[i][j]][j]`` along ``dim`` (torch.gather)."""
+    d = norm_dim(dim, input._data.ndim)
+    idx = np.asarray(index._data if isinstance(index, Tensor) else index)
+    if idx.dtype.kind not in "iu":
+        raise RuntimeError("gather(): Expected dtype int64 for index")
+    if idx.ndim != input._data.ndim:
+        raise RuntimeError("Index tensor must have the same number of dimensions as input tensor")
+    return _gather(input, idx=idx, dim=d)
+
+
+@op(method=True)
+def masked_fill(input, mask, value):
+    """``value`` where ``mask`` is true, else ``input``."""
+    from .elementwise import where
+    return where(mask, value, input)
+
+
+@primitive()
+def _flip(x, dims):
+    return np.flip(x, dims)
+
+
+_flip.defvjp(lambda ctx, g, dims: _flip(g, dims=dims))
+
+
+@op(method=True)
+def flip(input, dims):
+    """Reverse the order along ``dims``."""
+    n = input._data.ndim
+    dims = tuple(norm_dim(d, n) for d in ((dims,) if isinstance(dims, int) else dims))
+    return _flip(input, dims=dims)
+
+
+@op(method=True)
+def repeat(input, *sizes):
+    """Tile the tensor ``sizes`` times along each dim (Tensor.repeat)."""
+    sizes = _shape_args(sizes)
+    shape = input._data.shape
+    if len(sizes) < len(shape):
+        raise RuntimeError("Number of dimensions of repeat dims can not be smaller than number of "
+                           "dimensions of tensor")
+    shape = (1,) * (len(sizes) - len(shape)) + shape
+    x = reshape(input, shape)
+    inter = tuple(v for s in shape for v in (1, s))
+    big = tuple(v for r, s in zip(sizes, shape) for v in (r, s))
+    return reshape(expand(reshape(x, inter), big), tuple(r * s for r, s in zip(sizes, shape)))
+
+
+# ---------------------------------------------------------------- casts
+@primitive()
+def _to(x, dtype):
+    return x.astype(dtype)
+
+
+_to.defvjp(lambda ctx, g, dtype: g)  # cast back to the input's dtype happens centrally
+
+
+def to(self, *args, **kwargs):
+    """Cast to a dtype (float-to-float casts are differentiable, as in torch)."""
+    dt = kwargs.get("dtype")
+    for a in args:
+        if isinstance(a, Tensor):
+            dt = a.dtype
+        elif a is not None and not isinstance(a, str):
+            dt = a
+    if dt is None:
+        return self
+    np_dt = to_dtype(dt).np
+    if np_dt == self._data.dtype:
+        return self
+    return _to(self, dtype=np_dt)
+
+
+def _type(self, dtype=None):
+    if dtype is None:
+        return "torch." + {"float32": "FloatTensor", "float64": "DoubleTensor", "int64": "LongTensor",
+                           "int32": "IntTensor", "bool": "BoolTensor"}.get(self.dtype.name, "Tensor")
+    return to(self, dtype)
+
+
+Tensor.to = to
+Tensor.type = _type
+Tensor.float = lambda self: to(self, np.float32)
+Tensor.double = lambda self: to(self, np.float64)
+Tensor.half = lambda self: to(self, np.float16)
+Tensor.long = lambda self: to(self, np.int64)
+Tensor.int = lambda self: to(self, np.int32)
+Tensor.bool = lambda self: to(self, np.bool_)
+Tensor.type_as = lambda self, other: to(self, other.dtype)
+Tensor.contiguous = lambda self, memory_format=None: self
+Tensor.cpu = lambda self: self
+
+
+@op(method=True)
+def clone(input, *, memory_format=None):
+    """A copy that stays in the graph."""
+    return _to(input, dtype=input._data.dtype)

@@ -1,0 +1,254 @@
+"""The Tensor: an immutable numpy array plus its place in the autograd graph.
+
+Op methods (``x.exp()``, ``x + y``, ...) are attached by the op modules, each op defined once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from . import _dtype
+from ._dtype import dtype as DType
+
+__all__ = ["Tensor", "Size", "tensor", "as_tensor", "from_numpy"]
+
+
+class Size(tuple):
+    """A tensor shape (``torch.Size``): a tuple of ints."""
+
+    def __repr__(self) -> str:
+        return f"torch.Size({list(self)})"
+
+    def numel(self) -> int:
+        n = 1
+        for s in self:
+            n *= s
+        return n
+
+
+class Tensor:
+    """An n-dimensional array that can record the operations applied to it.
+
+    >>> x = engine.tensor([1.0, 2.0], requires_grad=True)
+    >>> (x * x).sum().backward(); x.grad
+    tensor([2., 4.])
+    """
+
+    __slots__ = ("_data", "_rg", "grad_fn", "_out", "grad", "_hooks", "__weakref__")
+    __array_priority__ = 1000  # numpy scalars defer to our reflected operators
+
+    @classmethod
+    def _make(cls, data: Any, grad_fn: Any = None, out: int = 0, rg: bool = False) -> Tensor:
+        t = object.__new__(cls)
+        if type(data) is not np.ndarray:
+            data = np.asarray(data)
+        t._data = data
+        t.grad_fn = grad_fn
+        t._out = out
+        # Only floating outputs of a recorded node require grad (indices, masks never do).
+        t._rg = rg and data.dtype.kind == "f"
+        if grad_fn is not None and not t._rg:
+            t.grad_fn = None
+        t.grad = None
+        t._hooks = None
+        return t
+
+    def __init__(self, data: Any = (), *, dtype: Any = None, requires_grad: bool = False) -> None:
+        src = tensor(data, dtype=dtype)
+        self._data, self.grad_fn, self._out, self.grad, self._hooks = src._data, None, 0, None, None
+        self._rg = False
+        if requires_grad:
+            self.requires_grad_()
+
+    # ------------------------------------------------------------ metadata
+    @property
+    def shape(self) -> Size:
+        return Size(self._data.shape)
+
+    def size(self, dim: int | None = None) -> Size | int:
+        return Size(self._data.shape) if dim is None else self._data.shape[dim]
+
+    @property
+    def dtype(self) -> DType:
+        return _dtype.from_numpy_dtype(self._data.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    def dim(self) -> int:
+        return self._data.ndim
+
+    def numel(self) -> int:
+        return int(self._data.size)
+
+    nelement = numel
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    def is_floating_point(self) -> bool:
+        return self._data.dtype.kind == "f"
+
+    def __len__(self) -> int:
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    # ------------------------------------------------------------ autograd state
+    @property
+    def requires_grad(self) -> bool:
+        return self._rg
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if self.grad_fn is not None:
+            if not value:
+                raise RuntimeError(
+                    "you can only change requires_grad flags of leaf variables. If you want to use a "
+                    "computed variable in a subgraph that doesn't require differentiation use "
+                    "var_no_grad = var.detach().")
+            return
+        if value and self._data.dtype.kind != "f":
+            raise RuntimeError("only Tensors of floating point dtype can require gradients")
+        self._rg = bool(value)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def data(self) -> Tensor:
+        return Tensor._make(self._data)
+
+    def detach(self) -> Tensor:
+        """A tensor sharing the values, cut from the graph."""
+        return Tensor._make(self._data)
+
+    def retain_grad(self) -> None:
+        from ._autograd import retain_tensor_grad
+        retain_tensor_grad(self)
+
+    def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> Any:
+        """Call ``hook(grad)`` when this tensor's gradient is computed; a returned tensor replaces it."""
+        from ._autograd import register_tensor_hook
+        return register_tensor_hook(self, hook)
+
+    def backward(self, gradient: Tensor | None = None, retain_graph: bool | None = None,
+                 create_graph: bool = False, inputs: Any = None) -> None:
+        """Accumulate the gradient of this tensor into the leaves' ``.grad``."""
+        from ._autograd import backward
+        backward(self, gradient, retain_graph, create_graph, inputs)
+
+    # ------------------------------------------------------------ conversion
+    def numpy(self) -> np.ndarray:
+        if self._rg:
+            raise RuntimeError(
+                "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
+        return self._data
+
+    def item(self) -> float | int | bool:
+        if self._data.size != 1:
+            raise RuntimeError(
+                f"a Tensor with {self._data.size} elements cannot be converted to Scalar")
+        return self._data.reshape(()).item()
+
+    def tolist(self) -> Any:
+        return self._data.tolist()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        if self._data.size != 1:
+            raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
+        return bool(self._data.reshape(()).item())
+
+    def __index__(self) -> int:
+        if self._data.dtype.kind not in "iub" or self._data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self._data.reshape(()).item())
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self._data if dtype is None else self._data.astype(dtype)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        if self._data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return iter(self.unbind(0))
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        body = np.array2string(self._data, separator=", ", precision=4, prefix="tensor(")
+        extra = ""
+        if self._data.dtype not in (np.float32, np.int64, np.bool_):
+            extra += f", dtype={self.dtype!r}"
+        if self.grad_fn is not None:
+            extra += f", grad_fn=<{self.grad_fn.name()}>"
+        elif self._rg:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+
+# ---------------------------------------------------------------- construction
+def _infer(data: Any) -> np.ndarray:
+    if isinstance(data, Tensor):
+        return data._data.copy()
+    if isinstance(data, np.ndarray):
+        return data.copy()
+    if isinstance(data, np.generic):
+        return np.asarray(data)
+    arr = np.array(data)
+    if arr.dtype == np.float64:
+        return arr.astype(np.float32)  # Python floats default to float32, as in torch
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind not in "fb":
+        raise TypeError(f"can't convert {type(data).__name__} of dtype {arr.dtype} to a tensor")
+    return arr
+
+
+def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """Build a leaf tensor from a number, a (nested) list or a numpy array (``torch.tensor``).
+
+    >>> engine.tensor([1.0, 2.0], requires_grad=True).dtype
+    engine.float32
+    """
+    arr = _infer(data)
+    if dtype is not None:
+        arr = arr.astype(_dtype.to_dtype(dtype).np, copy=False)
+    else:
+        _dtype.from_numpy_dtype(arr.dtype)  # rejects unsupported dtypes
+    t = Tensor._make(arr)
+    if requires_grad:
+        t.requires_grad_()
+    return t
+
+
+def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
+    """Like :func:`tensor`, sharing memory with a numpy array or tensor where possible."""
+    if isinstance(data, Tensor) and (dtype is None or data.dtype is _dtype.to_dtype(dtype)):
+        return data
+    if isinstance(data, np.ndarray):
+        arr = data if dtype is None else data.astype(_dtype.to_dtype(dtype).np, copy=False)
+        _dtype.from_numpy_dtype(arr.dtype)
+        return Tensor._make(arr)
+    return tensor(data, dtype=dtype)
+
+
+def from_numpy(arr: np.ndarray) -> Tensor:
+    """A tensor sharing memory with ``arr`` (``torch.from_numpy``)."""
+    _dtype.from_numpy_dtype(arr.dtype)
+    return Tensor._make(arr)
