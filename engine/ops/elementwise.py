@@ -45,7 +45,7 @@ def to_float(x: object) -> Tensor:
     return x
 
 
-def zeros_grad(ctx: object, g: Tensor, *saved: object) -> Tensor:
+def zeros_grad(ctx: object, g: Tensor, *saved: object, **params: object) -> Tensor:
     """VJP of piecewise-constant ops: zeros that do not require grad."""
     return Tensor._make(np.zeros_like(g._data))
 
