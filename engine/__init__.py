@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
-from . import _dtype
+from . import (
+    _dtype,
+    autograd,  # noqa: E402
+)
 from ._autograd import (
     PRIMITIVES,
     backward,
@@ -44,7 +47,6 @@ from .ops import OPS, OpInfo
 from .ops import namespace as _ops_namespace
 from .ops.creation import manual_seed
 from .tensor import Size, Tensor, as_tensor, from_numpy, tensor
-from . import autograd  # noqa: E402
 
 globals().update(_ops_namespace)
 

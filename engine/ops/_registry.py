@@ -52,8 +52,7 @@ def op(name: str | None = None, *, differentiable: tuple[str, ...] | None = None
         diff = differentiable
         if diff is None:
             diff = (next(iter(sig.parameters)),)
-        prefix = _NAMESPACES.get(fn.__module__, "")
-        full = prefix + (name or fn.__name__)
+        full = name if name and "." in name else _namespace(fn.__module__) + (name or fn.__name__)
         info = OpInfo(full, fn, tuple(diff), sig, n_outputs)
         for n in (full, *aliases):
             if n in OPS:
@@ -64,6 +63,14 @@ def op(name: str | None = None, *, differentiable: tuple[str, ...] | None = None
         return fn
 
     return deco
+
+
+def _namespace(module: str) -> str:
+    # engine.nn.functional and its private submodules (engine.nn.functional._loss, ...) share one prefix
+    for mod, prefix in _NAMESPACES.items():
+        if module == mod or module.startswith(mod + "."):
+            return prefix
+    return ""
 
 
 def lookup(name: str) -> OpInfo:
