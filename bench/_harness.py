@@ -1,0 +1,140 @@
+"""Cases, interleaved timing and result checking: everything a benchmark case plugs into.
+
+A :class:`Case` builds, for each library, a zero-argument callable that runs one repetition on
+inputs shared by all libraries and returns its results (tensors or arrays). The harness first
+checks every library's results against torch's, then times the callables round-robin, so that
+machine noise (other processes on the 2 shared cores) hits all libraries alike.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LIBS = ("engine", "torch", "hips")
+REFERENCE = "torch"
+
+Run = Callable[[], Sequence]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A required ratio: ``engine/torch <= torch``, ``engine/HIPS <= 1/hips_speedup``."""
+
+    source: str                      # where the target comes from, e.g. "#2", "#5"
+    torch: float | None = None
+    hips_speedup: float | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case.
+
+    ``build(quick)`` returns ``{library: run}``; a library missing from the dict is reported as
+    n/a. ``unavailable()`` returns a reason to skip the whole case (an engine op not there yet).
+    """
+
+    name: str
+    title: str
+    build: Callable[[bool], dict[str, Run]]
+    reps: int
+    quick_reps: int
+    targets: tuple[Target, ...] = ()
+    rtol: float = 1e-4
+    atol: float = 1e-5
+    unavailable: Callable[[], str | None] = field(default=lambda: None)
+
+
+@dataclass
+class Result:
+    case: Case
+    times: dict[str, list[float]]          # seconds per repetition, per library
+    skipped: str | None = None
+
+    def median(self, lib: str) -> float | None:
+        t = self.times.get(lib)
+        return statistics.median(t) if t else None
+
+    def ratio(self, lib: str, other: str) -> float | None:
+        a, b = self.median(lib), self.median(other)
+        return a / b if a is not None and b else None
+
+
+CASES: list[Case] = []
+
+
+def register(case: Case) -> Case:
+    if any(c.name == case.name for c in CASES):
+        raise ValueError(f"benchmark case {case.name!r} registered twice")
+    CASES.append(case)
+    return case
+
+
+def to_arrays(results: Sequence) -> list[np.ndarray]:
+    """Results of any library as numpy arrays (torch and engine tensors have ``detach().numpy()``)."""
+    out = []
+    for r in results:
+        if hasattr(r, "detach"):
+            r = r.detach().numpy()
+        out.append(np.asarray(r))
+    return out
+
+
+def check(case: Case, runs: dict[str, Run]) -> None:
+    """Every library's results must equal the reference's (allclose) before anything is timed."""
+    ref = to_arrays(runs[REFERENCE]())
+    for lib, run in runs.items():
+        if lib == REFERENCE:
+            continue
+        got = to_arrays(run())
+        if len(got) != len(ref):
+            raise AssertionError(f"{case.name}: {lib} returned {len(got)} results, torch {len(ref)}")
+        for i, (g, r) in enumerate(zip(got, ref)):
+            if g.shape != r.shape:
+                raise AssertionError(f"{case.name}: {lib} result {i} has shape {g.shape}, torch {r.shape}")
+            if lib == "engine" and g.dtype != r.dtype:
+                raise AssertionError(f"{case.name}: engine result {i} is {g.dtype}, torch {r.dtype}")
+            np.testing.assert_allclose(g, r, rtol=case.rtol, atol=case.atol,
+                                       err_msg=f"{case.name}: {lib} result {i} differs from torch")
+
+
+def measure(runs: dict[str, Run], reps: int, warmup: int = 2,
+            budget_s: float | None = None) -> dict[str, list[float]]:
+    """Time each run ``reps`` times, interleaved; the starting library rotates every round.
+
+    With ``budget_s``, stop early once that much wall time is spent (at least 3 rounds run).
+    """
+    names = list(runs)
+    for _ in range(warmup):
+        for n in names:
+            runs[n]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    start = time.perf_counter()
+    clock = time.perf_counter
+    for r in range(reps):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            run = runs[n]
+            gc.collect()  # garbage left by one library is not collected on another's clock
+            t0 = clock()
+            run()
+            times[n].append(clock() - t0)
+        if budget_s is not None and r >= 2 and clock() - start > budget_s:
+            break
+    return times
+
+
+def run_case(case: Case, quick: bool, budget_s: float | None = None) -> Result:
+    reason = case.unavailable()
+    if reason:
+        return Result(case, {}, skipped=reason)
+    runs = case.build(quick)
+    check(case, runs)
+    times = measure(runs, case.quick_reps if quick else case.reps, warmup=1 if quick else 3,
+                    budget_s=budget_s)
+    return Result(case, times)

@@ -1,0 +1,191 @@
+"""Engine cases: the same computation written for the engine, torch and HIPS autograd.
+
+Inputs come from one numpy generator and are handed to all three libraries, float32 throughout.
+Each ``run`` returns what the case computes (gradients, Hessian-vector products) so that the
+harness can compare the engine with torch before timing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._harness import Case, Run, Target, register
+
+MLP_SIZES = (784, 512, 512, 10)
+BATCH = 64
+CHAIN_STEPS = 1000  # 1000 x (mul, add) = the 2000-op scalar chain of issue 5
+
+
+# ---------------------------------------------------------------- shared inputs
+def mlp_inputs(seed: int = 0) -> dict[str, np.ndarray]:
+    """An MLP batch and parameters initialised like torch's Linear (uniform +-1/sqrt(fan_in))."""
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {
+        "x": rng.standard_normal((BATCH, MLP_SIZES[0])).astype(np.float32),
+        "y": rng.integers(0, MLP_SIZES[-1], BATCH).astype(np.int64),
+    }
+    for i, (n_in, n_out) in enumerate(zip(MLP_SIZES, MLP_SIZES[1:])):
+        bound = 1 / np.sqrt(n_in)
+        arrays[f"W{i}"] = rng.uniform(-bound, bound, (n_in, n_out)).astype(np.float32)
+        arrays[f"b{i}"] = rng.uniform(-bound, bound, (n_out,)).astype(np.float32)
+        # the direction of the Hessian-vector product, one block per parameter
+        arrays[f"vW{i}"] = rng.standard_normal((n_in, n_out)).astype(np.float32)
+        arrays[f"vb{i}"] = rng.standard_normal((n_out,)).astype(np.float32)
+    return arrays
+
+
+def _param_names() -> list[str]:
+    return [f"{k}{i}" for i in range(len(MLP_SIZES) - 1) for k in ("W", "b")]
+
+
+# ---------------------------------------------------------------- the MLP loss, per library
+def _engine_loss(params: list, x, y):
+    import engine
+    h = x
+    n = len(params) // 2
+    for i in range(n):
+        h = engine.matmul(h, params[2 * i]) + params[2 * i + 1]
+        if i < n - 1:
+            h = engine.tanh(h)
+    logp = engine.log_softmax(h, dim=1)
+    return -logp[np.arange(BATCH), y].mean()
+
+
+def _torch_loss(params: list, x, y):
+    import torch
+    import torch.nn.functional as F
+    h = x
+    n = len(params) // 2
+    for i in range(n):
+        h = torch.addmm(params[2 * i + 1], h, params[2 * i])
+        if i < n - 1:
+            h = torch.tanh(h)
+    return F.nll_loss(F.log_softmax(h, dim=1), y)
+
+
+def _hips_loss(params: list, x, y):
+    import autograd.numpy as anp
+    from autograd.scipy.special import logsumexp
+    h = x
+    n = len(params) // 2
+    for i in range(n):
+        h = anp.dot(h, params[2 * i]) + params[2 * i + 1]
+        if i < n - 1:
+            h = anp.tanh(h)
+    logp = h - logsumexp(h, axis=1, keepdims=True)
+    return -anp.mean(logp[np.arange(BATCH), y])
+
+
+# ---------------------------------------------------------------- (a) MLP step
+def build_mlp(quick: bool) -> dict[str, Run]:
+    import autograd
+    import torch
+
+    import engine
+    a = mlp_inputs()
+    names = _param_names()
+
+    ep = [engine.tensor(a[k], requires_grad=True) for k in names]
+    ex, ey = engine.tensor(a["x"]), a["y"]
+
+    def run_engine():
+        return engine.autograd_grad(_engine_loss(ep, ex, ey), ep)
+
+    tp = [torch.tensor(a[k], requires_grad=True) for k in names]
+    tx, ty = torch.from_numpy(a["x"]), torch.from_numpy(a["y"])
+
+    def run_torch():
+        return torch.autograd.grad(_torch_loss(tp, tx, ty), tp)
+
+    hp = [a[k] for k in names]
+    hips_grad = autograd.grad(lambda p: _hips_loss(p, a["x"], a["y"]))
+
+    def run_hips():
+        return hips_grad(hp)
+
+    return {"engine": run_engine, "torch": run_torch, "hips": run_hips}
+
+
+# ---------------------------------------------------------------- (b) scalar chain
+def build_chain(quick: bool) -> dict[str, Run]:
+    import autograd
+    import torch
+
+    import engine
+    x0 = np.array([0.5], np.float32)
+
+    def chain(x):
+        for _ in range(CHAIN_STEPS):
+            x = x * 1.0001 + 0.0001
+        return x
+
+    ex = engine.tensor(x0, requires_grad=True)
+    tx = torch.tensor(x0, requires_grad=True)
+    hips_value_and_grad = autograd.value_and_grad(lambda x: chain(x)[0])
+
+    def run_engine():
+        y = chain(ex)
+        return (y, *engine.autograd_grad(y, ex))
+
+    def run_torch():
+        y = chain(tx)
+        return (y, *torch.autograd.grad(y, tx))
+
+    def run_hips():
+        y, g = hips_value_and_grad(x0)
+        return (np.reshape(y, (1,)), g)
+
+    return {"engine": run_engine, "torch": run_torch, "hips": run_hips}
+
+
+# ---------------------------------------------------------------- (c) Hessian-vector product
+def build_hvp(quick: bool) -> dict[str, Run]:
+    import autograd
+    import autograd.numpy as anp
+    import torch
+
+    import engine
+    a = mlp_inputs()
+    names = _param_names()
+    v = [a["v" + k] for k in names]
+
+    ep = [engine.tensor(a[k], requires_grad=True) for k in names]
+    ev = [engine.tensor(t) for t in v]
+    ex, ey = engine.tensor(a["x"]), a["y"]
+
+    def run_engine():
+        gs = engine.autograd_grad(_engine_loss(ep, ex, ey), ep, create_graph=True)
+        dot = sum((g * vi).sum() for g, vi in zip(gs, ev))
+        return engine.autograd_grad(dot, ep)
+
+    tp = [torch.tensor(a[k], requires_grad=True) for k in names]
+    tv = [torch.from_numpy(t) for t in v]
+    tx, ty = torch.from_numpy(a["x"]), torch.from_numpy(a["y"])
+
+    def run_torch():
+        gs = torch.autograd.grad(_torch_loss(tp, tx, ty), tp, create_graph=True)
+        dot = sum((g * vi).sum() for g, vi in zip(gs, tv))
+        return torch.autograd.grad(dot, tp)
+
+    hips_g = autograd.grad(lambda p: _hips_loss(p, a["x"], a["y"]))
+    hips_hvp = autograd.grad(lambda p: sum(anp.sum(g * vi) for g, vi in zip(hips_g(p), v)))
+    hp = [a[k] for k in names]
+
+    def run_hips():
+        return hips_hvp(hp)
+
+    return {"engine": run_engine, "torch": run_torch, "hips": run_hips}
+
+
+register(Case("mlp", "MLP step 64x784-512-512-10, tanh, log_softmax+NLL, grad of 6 params",
+              build_mlp, reps=60, quick_reps=8,
+              targets=(Target("#2", torch=1.2, hips_speedup=2), Target("#5", torch=1.1, hips_speedup=3)),
+              rtol=2e-3, atol=1e-6))
+register(Case("chain", f"scalar chain {CHAIN_STEPS} x (x*1.0001 + 0.0001), forward + backward",
+              build_chain, reps=60, quick_reps=8,
+              targets=(Target("#2", torch=1.0, hips_speedup=2), Target("#5", torch=0.8, hips_speedup=3)),
+              rtol=1e-5))
+register(Case("hvp", "Hessian-vector product of the MLP loss (create_graph)",
+              build_hvp, reps=40, quick_reps=6,
+              targets=(Target("#2", torch=1.5, hips_speedup=2), Target("#5", torch=1.2)),
+              rtol=5e-3, atol=1e-5))

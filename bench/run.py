@@ -1,0 +1,50 @@
+"""The benchmark command: ``python -m bench [--quick] [--cases a,b] [--docs]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import engine_cases  # noqa: F401  (registers the cases)
+from ._harness import CASES, run_case
+from .report import environment, text_table, write_docs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="few repetitions: a smoke run under a minute")
+    p.add_argument("--cases", help="comma-separated case names (default: all)")
+    p.add_argument("--docs", action="store_true",
+                   help="also write docs/benchmarks.md and its PNG plots")
+    args = p.parse_args(argv)
+
+    cases = CASES
+    if args.cases:
+        wanted = args.cases.split(",")
+        unknown = [w for w in wanted if w not in {c.name for c in CASES}]
+        if unknown:
+            p.error(f"unknown case(s) {unknown}; known: {[c.name for c in CASES]}")
+        cases = [c for c in CASES if c.name in wanted]
+
+    print(f"# {environment()}", flush=True)
+    t0 = time.perf_counter()
+    results = []
+    for case in cases:
+        print(f"# {case.name}: {case.title} ...", flush=True)
+        results.append(run_case(case, args.quick, budget_s=8.0 if args.quick else None))
+    print()
+    print(text_table(results))
+    print(f"\n# {'quick' if args.quick else 'full'} run in {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.docs:
+        command = "python -m bench --docs" + (" --quick" if args.quick else "")
+        for f in write_docs(results, ROOT / "docs" / "benchmarks.md", command):
+            print(f"# wrote {f.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

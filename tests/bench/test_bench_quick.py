@@ -1,0 +1,35 @@
+"""The benchmark suite must keep running: its quick mode runs end to end and prints the table.
+
+Timings are not asserted (they belong in the closing note). The suite checks the engine's results
+against torch's before timing, so a wrong gradient makes this test fail too.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import engine_cases  # noqa: F401  (registers the cases)
+from bench._harness import CASES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_mode_prints_the_table() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    start = next((i for i, line in enumerate(lines)
+                  if line.startswith("case ") and "engine/torch" in line), None)
+    assert start is not None, f"no table header:\n{proc.stdout}"
+    rows = {line.split()[0]: line.split() for line in lines[start + 2:] if line.strip()
+            and not line.startswith("#")}
+    assert CASES
+    for case in CASES:
+        assert case.name in rows, f"no row for {case.name}:\n{proc.stdout}"
+        cells = rows[case.name]
+        if cells[1] != "skipped":
+            # three medians and two ratios: positive numbers, or n/a for a library without the case
+            assert all(c == "n/a" or float(c) > 0 for c in cells[1:6]), cells
