@@ -7,6 +7,7 @@ free. Unbroadcasting and dtype casts of gradients happen here, once, not in ever
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import weakref
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .tensor import Tensor
+from .tensor import Size, Tensor
 
 # ---------------------------------------------------------------- grad mode (thread-local)
 _state = threading.local()
@@ -45,6 +46,7 @@ class _GradMode:
     def __call__(self, fn: Callable) -> Callable:
         mode = self._mode
 
+        @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             prev = is_grad_enabled()
             _set_enabled(mode)
@@ -53,25 +55,34 @@ class _GradMode:
             finally:
                 _set_enabled(prev)
 
-        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
-        wrapper.__doc__ = fn.__doc__
         return wrapper
 
 
-class no_grad(_GradMode):
+class _NoParamGradMode(_GradMode):
+    # torch accepts both ``@no_grad()`` and a bare ``@no_grad``.
+    def __new__(cls, orig_func: Callable | None = None) -> Any:
+        if orig_func is None:
+            return super().__new__(cls)
+        return cls()(orig_func)
+
+
+class no_grad(_NoParamGradMode):
     """Disable graph recording. ``with engine.no_grad(): y = x * 2``"""
 
     _mode = False
 
 
-class enable_grad(_GradMode):
+class enable_grad(_NoParamGradMode):
     """Enable graph recording inside a ``no_grad`` region."""
 
     _mode = True
 
 
 class set_grad_enabled(_GradMode):
-    """Set grad mode now; restore the previous mode when used as a context manager."""
+    """Set grad mode now; restore the previous mode when used as a context manager.
+
+    >>> with engine.set_grad_enabled(False): y = x * 2
+    """
 
     def __init__(self, mode: bool) -> None:
         self._prev = is_grad_enabled()
@@ -80,6 +91,11 @@ class set_grad_enabled(_GradMode):
 
     def __enter__(self) -> None:
         pass
+
+    def __call__(self, fn: Callable) -> Callable:
+        # As a decorator the mode applies inside ``fn`` only: undo the switch made by __init__.
+        _set_enabled(self._prev)
+        return super().__call__(fn)
 
 
 # ---------------------------------------------------------------- primitives and nodes
@@ -284,17 +300,26 @@ def _run_node(node: Node, buf: list, retain_graph: bool) -> tuple:
 def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Sequence[Tensor] | None,
                   retain_graph: bool, create_graph: bool, accumulate: bool) -> list:
     """Propagate ``grads`` from ``roots``. Returns the gradients of ``targets`` (None if unused);
-    with ``accumulate`` it also adds them (or all leaf gradients) into ``.grad``."""
+    with ``accumulate`` it also adds them (or all leaf gradients) into ``.grad``.
+
+    With ``targets`` only the nodes on a path to them run, as in torch: the others keep their
+    saved tensors and their hooks are not called.
+    """
     buffers: dict[Node, list] = {}
     leaf_grads: dict[int, list] = {}
+    needed: set[Node] | None = None
+    capture_nodes: dict[tuple, list[int]] = {}
+    capture_leaves: dict[int, list[int]] = {}
 
     def send(target: Node | Tensor, idx: int, g: Tensor) -> None:
         if type(target) is Node:
+            if needed is not None and target not in needed and (target, idx) not in capture_nodes:
+                return
             buf = buffers.get(target)
             if buf is None:
                 buf = buffers[target] = [None] * target.prim.n_out
             buf[idx] = _accumulate(buf[idx], g, create_graph)
-        else:
+        elif needed is None or id(target) in capture_leaves:
             entry = leaf_grads.get(id(target))
             if entry is None:
                 leaf_grads[id(target)] = [target, g]
@@ -302,7 +327,8 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
                 entry[1] = _accumulate(entry[1], g, create_graph)
 
     for t, g in zip(roots, grads):
-        send(t.grad_fn or t, t._out, g)
+        if g is not None:
+            send(t.grad_fn or t, t._out, g)
 
     # Discover the graph; creation order (seq) is a topological order.
     nodes: list[Node] = []
@@ -320,9 +346,6 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
                     stack.append(t)
     nodes.sort(key=_seq_key)
 
-    capture_nodes: dict[tuple, list[int]] = {}
-    capture_leaves: dict[int, list[int]] = {}
-    needed: set[Node] | None = None
     if targets is not None:
         for pos, t in enumerate(targets):
             if t.grad_fn is not None:
@@ -338,6 +361,9 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
                             else id(t) in capture_leaves:
                         needed.add(n)
                         break
+        if accumulate:  # torch runs a non-leaf input's own grad_fn in backward(inputs=...)
+            needed.update(n for n, _ in capture_nodes)
+    captured = {n for n, _ in capture_nodes} if capture_nodes and not accumulate else ()
     results: list = [None] * (len(targets) if targets is not None else 0)
 
     prev = is_grad_enabled()
@@ -347,16 +373,17 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
             buf = buffers.pop(node, None)
             if buf is None:
                 continue
+            if needed is not None and node not in needed:
+                # Captured but not needed upstream: torch runs the tensor hooks, then captures.
+                if node.hooks or node.retains:
+                    _run_tensor_hooks(node, buf, create_graph)
+                if node in captured:
+                    _capture(node, buf, capture_nodes, results)
+                continue
+            if node in captured:  # torch captures a needed node's gradient before its hooks
+                _capture(node, buf, capture_nodes, results)
             if node.hooks or node.retains:
                 _run_tensor_hooks(node, buf, create_graph)
-            if capture_nodes:
-                for idx, g in enumerate(buf):
-                    for pos in capture_nodes.get((node, idx), ()):
-                        results[pos] = g
-                        if accumulate:
-                            _accumulate_grad(targets[pos], g, create_graph)
-            if needed is not None and node not in needed:
-                continue
             for e, g in zip(node.edges, _run_node(node, buf, retain_graph)):
                 if g is not None:
                     send(e[0], e[1], g)
@@ -366,13 +393,20 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
                 if r is not None:
                     g = r
             positions = capture_leaves.get(id(leaf)) if targets is not None else None
-            for pos in positions or ():
-                results[pos] = g
-            if accumulate and (targets is None or positions):
+            if not accumulate:
+                for pos in positions or ():
+                    results[pos] = g
+            elif targets is None or positions:
                 _accumulate_grad(leaf, g, create_graph)
     finally:
         _set_enabled(prev)
     return results
+
+
+def _capture(node: Node, buf: list, capture_nodes: dict, results: list) -> None:
+    for idx, g in enumerate(buf):
+        for pos in capture_nodes.get((node, idx), ()):
+            results[pos] = g
 
 
 def _seq_key(n: Node) -> int:
@@ -413,44 +447,68 @@ def _as_tuple(x: Any) -> tuple:
 
 
 def _make_grads(outputs: tuple, grad_outputs: Sequence, is_grads_batched: bool = False) -> list:
-    if len(grad_outputs) != len(outputs):
-        raise RuntimeError(f"got {len(outputs)} tensors and {len(grad_outputs)} gradients")
+    """torch's ``_make_grads``: check each given gradient's shape and create the implicit ones.
+
+    Like torch it zips, so surplus gradients are ignored and a shortfall is reported later by
+    :func:`_check_roots`.
+    """
     grads = []
     for i, (out, g) in enumerate(zip(outputs, grad_outputs)):
-        if g is None:
-            if out._data.size != 1:
-                raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            g = Tensor._make(np.ones_like(out._data))
-        else:
-            if not isinstance(g, Tensor):
-                g = Tensor._make(np.asarray(g, dtype=out._data.dtype))
+        if not isinstance(out, Tensor):
+            raise TypeError(f"expected a Tensor for output {i}, got {type(out).__name__}")
+        if isinstance(g, Tensor):
             shape = g._data.shape[1:] if is_grads_batched else g._data.shape
             if shape != out._data.shape:
-                from .tensor import Size
-                raise RuntimeError(
-                    f"Mismatch in shape: grad_output[{i}] has a shape of {Size(g._data.shape)} "
-                    f"and output[{i}] has a shape of {Size(out._data.shape)}.")
-            if g._data.dtype != out._data.dtype:
-                g = g.to(out.dtype)
+                found = (f"grad_output[{i}] has a shape of {Size(shape)} and output[{i}] has a shape "
+                         f"of {Size(out._data.shape)}.")
+                if is_grads_batched:
+                    raise RuntimeError(
+                        "If `is_grads_batched=True`, we interpret the first dimension of each "
+                        "grad_output as the batch dimension. The sizes of the remaining dimensions are "
+                        f"expected to match the shape of corresponding output, but a mismatch was "
+                        f"detected: {found} If you only want some tensors in `grad_output` to be "
+                        "considered batched, consider using vmap.")
+                raise RuntimeError("Mismatch in shape: " + found)
+        elif g is None:
+            if out._rg:  # an output that does not require grad is reported by _check_roots
+                if out._data.size != 1:
+                    raise RuntimeError("grad can be implicitly created only for scalar outputs")
+                g = Tensor._make(np.ones_like(out._data))
+        else:
+            raise TypeError(f"gradients can be either Tensors or None, but got {type(g).__name__}")
         grads.append(g)
     return grads
 
 
-def _check_outputs(outputs: tuple) -> None:
+def _check_roots(outputs: tuple, grads: list) -> list:
+    """The engine-side checks, in torch's order; casts each gradient to its output's dtype."""
+    if len(outputs) != len(grads):
+        raise RuntimeError(f"got {len(outputs)} tensors and {len(grads)} gradients")
     for i, out in enumerate(outputs):
-        if not isinstance(out, Tensor):
-            raise TypeError(f"expected a Tensor for output {i}, got {type(out).__name__}")
         if not out._rg:
             raise RuntimeError(
                 f"element {i} of tensors does not require grad and does not have a grad_fn")
+    return [g.to(out.dtype) if g._data.dtype != out._data.dtype else g
+            for out, g in zip(outputs, grads)]
+
+
+def _inputs_tuple(inputs: Any, fn: str) -> tuple[tuple, list | None]:
+    """Inputs as a tuple, plus the keys when they came as a dict (torch then returns a dict)."""
+    if type(inputs) is dict:
+        return tuple(inputs.values()), list(inputs)
+    inputs = _as_tuple(inputs)
+    for t in inputs:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{fn}() expects Tensors as inputs, got {type(t).__name__}")
+    return inputs, None
 
 
 # ---------------------------------------------------------------- public entry points
-def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
+def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor] | dict[str, Tensor],
          grad_outputs: Tensor | Sequence[Tensor | None] | None = None,
          retain_graph: bool | None = None, create_graph: bool = False,
          only_inputs: bool = True, allow_unused: bool | None = None,
-         is_grads_batched: bool = False, materialize_grads: bool = False) -> tuple:
+         is_grads_batched: bool = False, materialize_grads: bool = False) -> tuple | dict:
     """Gradients of ``outputs`` with respect to ``inputs`` (``torch.autograd.grad``).
 
     >>> x = engine.tensor([1.0, 2.0], requires_grad=True)
@@ -463,63 +521,75 @@ def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
     if allow_unused is None:
         allow_unused = materialize_grads
     outputs = _as_tuple(outputs)
-    inputs = _as_tuple(inputs)
+    inputs, keys = _inputs_tuple(inputs, "grad")
     if not inputs:
         raise RuntimeError("`inputs` argument to `grad()` cannot be empty.")
     if grad_outputs is None:
         grad_outputs = (None,) * len(outputs)
     else:
         grad_outputs = _as_tuple(grad_outputs) if not isinstance(grad_outputs, Tensor) else (grad_outputs,)
+    grads = _check_roots(outputs, _make_grads(outputs, grad_outputs, is_grads_batched))
     for t in inputs:
-        if not isinstance(t, Tensor):
-            raise TypeError(f"grad() expects Tensors as inputs, got {type(t).__name__}")
         if not t._rg:
             raise RuntimeError("One of the differentiated Tensors does not require grad")
-    _check_outputs(outputs)
-    grads = _make_grads(outputs, grad_outputs, is_grads_batched)
     if retain_graph is None:
         retain_graph = create_graph
     if is_grads_batched:
         from .autograd.functional import _batched_grad
-        return _batched_grad(outputs, inputs, grads, retain_graph, create_graph, allow_unused,
-                             materialize_grads)
-    res = _run_backward(outputs, grads, inputs, retain_graph, create_graph, accumulate=False)
-    return _finish(res, inputs, allow_unused, materialize_grads)
+        res = _batched_grad(outputs, inputs, grads, retain_graph, create_graph, allow_unused,
+                            materialize_grads)
+    else:
+        res = _run_backward(outputs, grads, inputs, retain_graph, create_graph, accumulate=False)
+        res = _finish(res, inputs, allow_unused, materialize_grads, create_graph)
+    return dict(zip(keys, res)) if keys is not None else res
 
 
-def _finish(res: list, inputs: tuple, allow_unused: bool, materialize_grads: bool) -> tuple:
+def _finish(res: list, inputs: tuple, allow_unused: bool, materialize_grads: bool,
+            create_graph: bool = False) -> tuple:
     for i, r in enumerate(res):
         if r is None:
             if not allow_unused:
                 raise RuntimeError(
                     f"The differentiated Tensor at index {i} appears to not have been used in the "
                     "graph. Set allow_unused=True if this is the desired behavior.")
-            if materialize_grads:
+            if materialize_grads:  # torch: zeros_like(input, requires_grad=create_graph)
                 res[i] = Tensor._make(np.zeros_like(inputs[i]._data))
+                res[i]._rg = create_graph
     return tuple(res)
 
 
 def backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
              retain_graph: bool | None = None, create_graph: bool = False,
-             inputs: Tensor | Sequence[Tensor] | None = None) -> None:
+             grad_variables: Any = None,
+             inputs: Tensor | Sequence[Tensor] | dict[str, Tensor] | None = None) -> None:
     """Accumulate gradients of ``tensors`` into the ``.grad`` of leaves (``torch.autograd.backward``).
+
+    ``grad_variables`` is torch's deprecated alias of ``grad_tensors``.
 
     >>> x = engine.tensor(3.0, requires_grad=True)
     >>> engine.autograd_backward(x * x); x.grad
     tensor(6.)
     """
+    if grad_variables is not None:
+        if grad_tensors is not None:
+            raise RuntimeError("'grad_tensors' and 'grad_variables' (deprecated) arguments both "
+                               "passed to backward(). Please only use 'grad_tensors'.")
+        grad_tensors = grad_variables
+    targets = None
+    if inputs is not None:
+        targets, _ = _inputs_tuple(inputs, "backward")
+        if not targets:
+            raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
     tensors = _as_tuple(tensors)
     if grad_tensors is None:
         grad_tensors = (None,) * len(tensors)
     else:
         grad_tensors = (grad_tensors,) if isinstance(grad_tensors, Tensor) else _as_tuple(grad_tensors)
-    targets = None
-    if inputs is not None:
-        targets = _as_tuple(inputs)
-        if not targets:
-            raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
-    _check_outputs(tensors)
-    grads = _make_grads(tensors, grad_tensors)
+    grads = _check_roots(tensors, _make_grads(tensors, grad_tensors))
+    for t in targets or ():
+        # As torch does: a non-leaf input's gradient lands in .grad through retain_grad (which
+        # also gives the error for an input that does not require grad).
+        retain_tensor_grad(t)
     if retain_graph is None:
         retain_graph = create_graph
     _run_backward(tensors, grads, targets, retain_graph, create_graph, accumulate=True)

@@ -16,6 +16,11 @@ from ._dtype import dtype as DType
 __all__ = ["Tensor", "Size", "tensor", "as_tensor", "from_numpy"]
 
 
+_NON_LEAF_RG_MSG = (
+    "you can only change requires_grad flags of leaf variables. If you want to use a computed "
+    "variable in a subgraph that doesn't require differentiation use var_no_grad = var.detach().")
+
+
 class Size(tuple):
     """A tensor shape (``torch.Size``): a tuple of ints."""
 
@@ -56,8 +61,16 @@ class Tensor:
         t._hooks = None
         return t
 
-    def __init__(self, data: Any = (), *, dtype: Any = None, requires_grad: bool = False) -> None:
-        src = tensor(data, dtype=dtype)
+    def __init__(self, *args: Any, dtype: Any = None, requires_grad: bool = False) -> None:
+        # torch's legacy constructor: ``Tensor(2, 3)`` is a 2x3 tensor, ``Tensor([1, 2])`` data;
+        # either way float32 unless ``dtype`` says otherwise.
+        dtype = _dtype.float32 if dtype is None else dtype
+        if args and all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+            src = tensor(np.zeros(args), dtype=dtype)
+        elif len(args) <= 1:
+            src = tensor(args[0] if args else (), dtype=dtype)
+        else:
+            raise TypeError("Tensor() takes one data argument or integer sizes")
         self._data, self.grad_fn, self._out, self.grad, self._hooks = src._data, None, 0, None, None
         self._rg = False
         if requires_grad:
@@ -107,19 +120,29 @@ class Tensor:
     @requires_grad.setter
     def requires_grad(self, value: bool) -> None:
         if self.grad_fn is not None:
-            if not value:
-                raise RuntimeError(
-                    "you can only change requires_grad flags of leaf variables. If you want to use a "
-                    "computed variable in a subgraph that doesn't require differentiation use "
-                    "var_no_grad = var.detach().")
-            return
+            # torch: the attribute of a non-leaf cannot be set at all (requires_grad_ may set True)
+            if value:
+                raise RuntimeError("you can only change requires_grad flags of leaf variables.")
+            raise RuntimeError(_NON_LEAF_RG_MSG)
         if value and self._data.dtype.kind != "f":
             raise RuntimeError("only Tensors of floating point dtype can require gradients")
         self._rg = bool(value)
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Make this leaf record operations (in place); returns the tensor."""
+        if self.grad_fn is not None:
+            if not requires_grad:
+                raise RuntimeError(_NON_LEAF_RG_MSG)
+            return self
         self.requires_grad = requires_grad
         return self
+
+    @property
+    def retains_grad(self) -> bool:
+        """True for a non-leaf whose ``.grad`` is kept (see :meth:`retain_grad`)."""
+        node = self.grad_fn
+        ref = node.retains.get(self._out) if node is not None and node.retains else None
+        return ref is not None and ref() is self
 
     @property
     def is_leaf(self) -> bool:
@@ -146,14 +169,16 @@ class Tensor:
                  create_graph: bool = False, inputs: Any = None) -> None:
         """Accumulate the gradient of this tensor into the leaves' ``.grad``."""
         from ._autograd import backward
-        backward(self, gradient, retain_graph, create_graph, inputs)
+        backward(self, gradient, retain_graph, create_graph, inputs=inputs)
 
     # ------------------------------------------------------------ conversion
     def numpy(self) -> np.ndarray:
+        """The values as a numpy array sharing memory, read-only: tensors are immutable, and a
+        write would silently corrupt tensors saved for backward."""
         if self._rg:
             raise RuntimeError(
                 "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
-        return self._data
+        return _readonly(self._data)
 
     def item(self) -> float | int | bool:
         if self._data.size != 1:
@@ -181,7 +206,9 @@ class Tensor:
         return int(self._data.reshape(()).item())
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return self._data if dtype is None else self._data.astype(dtype)
+        if dtype is not None and np.dtype(dtype) != self._data.dtype:
+            return self._data.astype(dtype)
+        return self._data.copy() if copy else _readonly(self._data)
 
     def __iter__(self) -> Iterator[Tensor]:
         if self._data.ndim == 0:
@@ -200,6 +227,14 @@ class Tensor:
         elif self._rg:
             extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    if not a.flags.writeable:
+        return a
+    v = a.view()
+    v.flags.writeable = False
+    return v
 
 
 # ---------------------------------------------------------------- construction
@@ -233,7 +268,9 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
         _dtype.from_numpy_dtype(arr.dtype)  # rejects unsupported dtypes
     t = Tensor._make(arr)
     if requires_grad:
-        t.requires_grad_()
+        if arr.dtype.kind != "f":  # torch's wording differs from requires_grad_()'s here
+            raise RuntimeError("Only Tensors of floating point and complex dtype can require gradients")
+        t._rg = True
     return t
 
 

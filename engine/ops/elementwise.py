@@ -315,7 +315,9 @@ tanh = _unary("tanh", np.tanh, OUT, lambda c, g, y: g * (1 - y * y), "Hyperbolic
 sigmoid = _unary("sigmoid", lambda x: _sigmoid_np(x), OUT, lambda c, g, y: g * y * (1 - y),
                  "Logistic sigmoid 1 / (1 + exp(-input)).")
 relu = _unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype, copy=False), OUT,
-              lambda c, g, y: g * (y > 0), "max(input, 0); relu'(0) = 0.", float_only=False)
+              # g * sign(y), not g * (y > 0): as torch's, the gradient stays attached to the graph
+              # with create_graph (its own derivative is zero).
+              lambda c, g, y: g * sign(y), "max(input, 0); relu'(0) = 0.", float_only=False)
 abs = _unary("abs", np.abs, IN, lambda c, g, x: g * sign(x), "Absolute value; abs'(0) = 0.",  # noqa: A001
              float_only=False, aliases=("absolute",))
 sign = _unary("sign", np.sign, (), zeros_grad, "Sign (-1, 0, 1); zero gradient.", float_only=False)

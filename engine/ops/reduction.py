@@ -68,9 +68,24 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):
             "mean(): could not infer output dtype. Input dtype must be either a floating point or "
             f"complex dtype. Got: {input.dtype.name.capitalize()}")
     dims = _dims(dim, input._data.ndim)
-    shape = input._data.shape
-    n = int(np.prod([shape[d] for d in dims])) if dims is not None else input._data.size
-    return sum(input, dims, keepdim) / n if n else sum(input, dims, keepdim) * float("nan")
+    if not _count(input._data.shape, dims):
+        return sum(input, dims, keepdim) * float("nan")
+    return _mean(input, dims=dims, keepdim=keepdim)
+
+
+def _count(shape: tuple, dims: tuple | None) -> int:
+    return int(np.prod([shape[d] for d in dims])) if dims is not None else int(np.prod(shape))
+
+
+# A primitive of its own (not sum / n) because, as torch's MeanBackward, it saves no tensors:
+# its graph may be run twice without retain_graph.
+@primitive()
+def _mean(x, dims, keepdim):
+    return np.mean(x, axis=dims, keepdims=keepdim)
+
+
+_mean.defvjp(lambda ctx, g, dims, keepdim: _expand_back(g, ctx.in_meta[0][0], dims, keepdim)
+             / _count(ctx.in_meta[0][0], dims))
 
 
 @op(method=True)
