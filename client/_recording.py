@@ -1,0 +1,506 @@
+"""Recording: client tensors remember the ops applied to them, as wire-format v1 nodes.
+
+The op names, their signatures and which ones are Tensor methods all come from ``engine.OPS``,
+so an op added to the engine is at once a client function and method. Nothing is computed here:
+values come from the server (or the embedded core) when asked for. Shapes of computed tensors are
+found by running the recorded forward pass locally with the engine, and only when asked for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import engine
+
+if TYPE_CHECKING:
+    from ._client import _BaseClient
+
+__all__ = ["Tensor", "Node", "Recorder", "Namespace", "collect", "local_values"]
+
+class Node:
+    """One recorded op: its wire form (``inputs``/``attributes`` already encoded) and its raw
+    arguments (client tensors in place) for local shape evaluation."""
+
+    __slots__ = ("op", "seq", "inputs", "attributes", "outputs", "parents", "args", "kwargs")
+
+    def __init__(self, op: str, seq: int, inputs: list, attributes: dict, parents: tuple[Tensor, ...],
+                 args: tuple, kwargs: dict) -> None:
+        self.op = op
+        self.seq = seq
+        self.inputs = inputs
+        self.attributes = attributes
+        self.parents = parents
+        self.args = args
+        self.kwargs = kwargs
+        self.outputs: list[Tensor] = []
+
+    def wire(self) -> dict[str, Any]:
+        node: dict[str, Any] = {"op": self.op}
+        if self.op != "grad":
+            node["inputs"] = self.inputs
+        if self.attributes:
+            node["attributes"] = self.attributes
+        node["outputs"] = [t.name for t in self.outputs]
+        return node
+
+
+class Tensor:
+    """A tensor recorded by a :class:`~client.Client`: a leaf holding data, or the output of an op.
+
+    It offers the engine's ops as methods and operators, and records them instead of computing.
+    ``numpy()`` and ``item()`` fetch the value (one request, then cached).
+
+    >>> x = c.tensor([1.0, 2.0], requires_grad=True)
+    >>> y = (x * x).sum()          # recorded, nothing sent yet
+    >>> y.item()                   # one request
+    5.0
+    """
+
+    __slots__ = ("_client", "name", "_seq", "_node", "_value", "_has_value", "_meta", "_rg", "__weakref__")
+    __array_priority__ = 1000
+    __array_ufunc__ = None  # numpy defers to our reflected operators: np_array * t records a node
+
+    def __init__(self, client: _BaseClient, name: str, seq: int, node: Node | None = None,
+                 value: np.ndarray | None = None, requires_grad: bool = False) -> None:
+        self._client = client
+        self.name = name
+        self._seq = seq
+        self._node = node
+        self._value = value
+        self._has_value = value is not None
+        self._meta: tuple[tuple[int, ...], np.dtype] | None = (
+            (value.shape, value.dtype) if value is not None else None)
+        self._rg = requires_grad
+
+    # ------------------------------------------------------------ identity and metadata
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors made by ``c.tensor`` (and constants), False for op outputs."""
+        return self._node is None
+
+    @property
+    def op(self) -> str | None:
+        """The recorded op that produced this tensor (None for leaves)."""
+        return None if self._node is None else self._node.op
+
+    @property
+    def requires_grad(self) -> bool:
+        """Exact for leaves; for op outputs, whether a differentiable op was applied to a tensor
+        that requires grad (the dtype rule, ints never require grad, is applied when known)."""
+        if self._meta is not None and self._meta[1].kind != "f":
+            return False
+        return self._rg
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Make a leaf require grad, as ``torch.Tensor.requires_grad_`` (floating leaves only)."""
+        if self._node is not None:
+            raise RuntimeError("you can only change requires_grad flags of leaf variables.")
+        if requires_grad and self._value is not None and self._value.dtype.kind != "f":
+            raise RuntimeError("only Tensors of floating point dtype can require gradients")
+        self._rg = bool(requires_grad)
+        return self
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape; for op outputs found by a local forward pass (no request)."""
+        return engine.Size(self._meta_now()[0])
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[dim]
+
+    @property
+    def dtype(self) -> Any:
+        """The engine dtype (``engine.float32``, ...)."""
+        return engine._dtype.from_numpy_dtype(self._meta_now()[1])
+
+    @property
+    def ndim(self) -> int:
+        return len(self._meta_now()[0])
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def numel(self) -> int:
+        return math.prod(self._meta_now()[0])
+
+    def _meta_now(self) -> tuple[tuple[int, ...], np.dtype]:
+        if self._meta is None:
+            local_values([self])
+        assert self._meta is not None
+        return self._meta
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        if not self.shape:
+            raise TypeError("iteration over a 0-d tensor")
+        return iter(self.unbind(0))
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            f"the truth value of recorded tensor {self.name!r} is not known while recording: "
+            "use .item() to fetch it, or engine ops such as where() to branch inside the graph")
+
+    __hash__ = object.__hash__  # identity: == records an `eq` node, as in torch
+
+    def __repr__(self) -> str:
+        parts = [repr(self.name)]
+        if self._node is not None:
+            parts.append(f"op={self._node.op!r}")
+        if self._meta is not None:
+            parts.append(f"shape={tuple(self._meta[0])}, dtype={self._meta[1]}")
+        if self._rg:
+            parts.append("requires_grad=True")
+        if self._has_value and self._value is not None and self._value.size <= 6:
+            parts.append(f"value={self._value.tolist()}")
+        return f"Tensor({', '.join(parts)})"
+
+    # ------------------------------------------------------------ values (fetched on demand)
+    def numpy(self) -> np.ndarray | None:
+        """The value as a numpy array; for op outputs one request, cached afterwards.
+
+        None only for the gradient of an unused input (``allow_unused=True``).
+        """
+        if not self._has_value:
+            self._client._fetch_values_sync([self])
+        return self._value
+
+    def item(self) -> float | int | bool:
+        arr = self.numpy()
+        if arr is None:
+            raise RuntimeError(f"{self.name!r} is None (the gradient of an unused input)")
+        if arr.size != 1:
+            raise RuntimeError(f"a Tensor with {arr.size} elements cannot be converted to Scalar")
+        return arr.reshape(()).item()
+
+    def tolist(self) -> Any:
+        arr = self.numpy()
+        return None if arr is None else arr.tolist()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self.numpy()
+        if arr is None:
+            raise TypeError(f"{self.name!r} is None (the gradient of an unused input)")
+        return arr if dtype is None else arr.astype(dtype)
+
+    # ------------------------------------------------------------ ops as methods
+    def __getattr__(self, name: str) -> Any:
+        info = engine.OPS.get(name)
+        if info is None or name.startswith("_") or not callable(getattr(engine.Tensor, name, None)):
+            raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+        client = self._client
+        fn = lambda *args, **kwargs: client._record(name, (self, *args), kwargs)
+        fn.__name__, fn.__doc__ = name, info.fn.__doc__
+        return fn
+
+    def __dir__(self) -> list[str]:
+        ops = [n for n in engine.OPS if "." not in n and callable(getattr(engine.Tensor, n, None))]
+        return sorted(set(super().__dir__()) | set(ops))
+
+    def where(self, condition: Any, y: Any) -> Tensor:
+        """``x.where(condition, y)`` is ``where(condition, x, y)``."""
+        return self._client._record("where", (condition, self, y), {})
+
+    def reshape_as(self, other: Tensor) -> Tensor:
+        return self._client._record("view_as", (self, other), {})
+
+    def subtract(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        return self._client._record("sub", (self, other), {"alpha": alpha} if alpha != 1 else {})
+
+    def contiguous(self, memory_format: Any = None) -> Tensor:
+        return self
+
+    def cpu(self) -> Tensor:
+        return self
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - torch's name
+        return self._client._record("permute", (self, *reversed(range(self.ndim))), {})
+
+    @property
+    def mT(self) -> Tensor:  # noqa: N802 - torch's name
+        return self._client._record("transpose", (self, -2, -1), {})
+
+    # ------------------------------------------------------------ operators
+    def _bin(name: str, reflected: bool = False, **fixed: Any) -> Callable:  # noqa: N805
+        if reflected:
+            return lambda self, other: self._client._record(name, (other, self), dict(fixed))
+        return lambda self, other: self._client._record(name, (self, other), dict(fixed))
+
+    __add__, __radd__ = _bin("add"), _bin("add", True)
+    __sub__, __rsub__ = _bin("sub"), _bin("sub", True)
+    __mul__, __rmul__ = _bin("mul"), _bin("mul", True)
+    __truediv__, __rtruediv__ = _bin("div"), _bin("div", True)
+    __floordiv__ = _bin("div", rounding_mode="floor")
+    __rfloordiv__ = _bin("div", True, rounding_mode="floor")
+    __pow__, __rpow__ = _bin("pow"), _bin("pow", True)
+    __matmul__, __rmatmul__ = _bin("matmul"), _bin("matmul", True)
+    __eq__, __ne__ = _bin("eq"), _bin("ne")  # type: ignore[assignment]
+    __lt__, __le__, __gt__, __ge__ = _bin("lt"), _bin("le"), _bin("gt"), _bin("ge")
+    del _bin
+
+    def __neg__(self) -> Tensor:
+        return self._client._record("neg", (self,), {})
+
+    def __pos__(self) -> Tensor:
+        return self
+
+    def __abs__(self) -> Tensor:
+        return self._client._record("abs", (self,), {})
+
+    def __getitem__(self, key: Any) -> Tensor:
+        return self._client._record("getitem", (self, key), {})
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise TypeError("tensors are immutable: use where(), masked_fill() or index ops instead of "
+                        "item assignment")
+
+
+# ---------------------------------------------------------------- names
+_AUTO = re.compile(r"_(\d+)$")
+
+
+class Recorder:
+    """Deterministic, unique names and sequence numbers for one client's tensors and nodes."""
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self._issued = -1
+        self._user: set[str] = set()
+
+    def _seq(self) -> int:
+        self._issued = next(self._count)
+        return self._issued
+
+    def name(self, prefix: str, user: str | None = None) -> tuple[str, int]:
+        """A fresh ``(name, seq)``: ``user`` if given and free, else ``<prefix>_<seq>``."""
+        if user is not None:
+            if not isinstance(user, str) or not user:
+                raise ValueError("a tensor name must be a non-empty string")
+            m = _AUTO.search(user)
+            if user in self._user or (m and int(m.group(1)) <= self._issued):
+                raise ValueError(f"the name {user!r} is already used in this client")
+            self._user.add(user)
+            return user, self._seq()
+        while True:
+            seq = self._seq()
+            name = f"{prefix}_{seq}"
+            if name not in self._user:
+                return name, seq
+
+
+# ---------------------------------------------------------------- namespaces
+class Namespace:
+    """A torch-like namespace of recording functions (``c.exp``, ``c.nn.functional.relu``, ...)."""
+
+    def __init__(self, client: _BaseClient, prefix: str = "") -> None:
+        self._client = client
+        self._prefix = prefix
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        full = self._prefix + name
+        info = engine.OPS.get(full)
+        if info is not None:
+            client = self._client
+            fn = lambda *args, **kwargs: client._record(full, args, kwargs)
+            fn.__name__, fn.__qualname__, fn.__doc__ = name, full, info.fn.__doc__
+            fn.__signature__ = info.signature  # type: ignore[attr-defined]
+            return fn
+        if any(op.startswith(full + ".") for op in engine.OPS):
+            return Namespace(self._client, full + ".")
+        where = f"namespace {self._prefix[:-1]!r}" if self._prefix else "the engine"
+        raise AttributeError(f"{where} has no op {name!r}")
+
+    def __dir__(self) -> list[str]:
+        n = len(self._prefix)
+        return sorted({op[n:].split(".")[0] for op in engine.OPS if op.startswith(self._prefix)})
+
+
+# ---------------------------------------------------------------- argument encoding
+def _scalar(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, engine.Size):
+        return list(v)
+    return v
+
+
+def _dtype_name(v: Any) -> str | None:
+    if isinstance(v, engine.dtype):
+        return v.name
+    if v in (float, int, bool) or isinstance(v, np.dtype) or (
+            isinstance(v, type) and issubclass(v, np.generic)):
+        try:
+            return engine._dtype.to_dtype(v).name
+        except TypeError:
+            return None
+    return None
+
+
+class _Encoder:
+    """Encodes one op's arguments, creating constant leaves for arrays and non-finite scalars.
+
+    Positional arguments go to ``inputs``, where a string names a value (so string literals are
+    wrapped as ``{"literal": s}``); keyword arguments go to ``attributes``, where strings are
+    literals and tensors are ``{"ref": name}``. Index keys use ``{"slice"}``, ``{"ellipsis"}`` and
+    ``{"tuple"}``, as the server's expression compiler does.
+    """
+
+    def __init__(self, client: _BaseClient) -> None:
+        self.client = client
+        self.parents: list[Tensor] = []
+
+    def tensor(self, t: Tensor) -> str:
+        if t._client is not self.client:
+            raise ValueError(f"tensor {t.name!r} was recorded by another client")
+        if t._node is not None and t._node.op == "grad" and t._has_value and t._value is None:
+            raise RuntimeError(f"{t.name!r} is None: the gradient of an input that was not used")
+        self.parents.append(t)
+        return t.name
+
+    def constant(self, v: Any) -> str:
+        return self.tensor(self.client._constant(v))
+
+    def value(self, v: Any, in_inputs: bool) -> Any:
+        v = _scalar(v)
+        if isinstance(v, Tensor):
+            name = self.tensor(v)
+            return name if in_inputs else {"ref": name}
+        if isinstance(v, (np.ndarray, engine.Tensor)) or (isinstance(v, float) and not math.isfinite(v)):
+            name = self.constant(v)  # JSON has no NaN/Infinity numbers, and arrays travel as tensors
+            return name if in_inputs else {"ref": name}
+        if v is None or isinstance(v, (bool, int, float)):
+            return v
+        if isinstance(v, str):
+            return {"literal": v} if in_inputs else v
+        if v is Ellipsis:
+            return {"ellipsis": True}
+        if isinstance(v, slice):
+            return {"slice": [self.value(v.start, in_inputs), self.value(v.stop, in_inputs),
+                              self.value(v.step, in_inputs)]}
+        if isinstance(v, (list, tuple)):
+            return [self.value(x, in_inputs) for x in v]
+        if isinstance(v, dict):
+            return {str(k): self.value(x, in_inputs) for k, x in v.items()}
+        name = _dtype_name(v)
+        if name is not None:
+            return {"literal": name} if in_inputs else name
+        raise TypeError(f"cannot send an argument of type {type(v).__name__} over the wire")
+
+    def key(self, key: Any) -> Any:
+        """An indexing key: a tuple stays a tuple (``x[0, 1]`` is not ``x[[0, 1]]``)."""
+        if isinstance(key, tuple):
+            return {"tuple": [self.value(k, True) for k in key]}
+        return self.value(key, True)
+
+
+def encode_call(client: _BaseClient, op: str, args: tuple, kwargs: dict) -> tuple[list, dict, list[Tensor]]:
+    """Encode a call as wire ``inputs`` (the positional arguments) and ``attributes`` (the keyword
+    arguments), after checking them against the op's signature as Python would."""
+    info = engine.OPS[op]
+    try:
+        info.signature.bind(*args, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"{op}(): {e}") from None
+    enc = _Encoder(client)
+    if op == "getitem" and len(args) == 2:
+        inputs = [enc.value(args[0], True), enc.key(args[1])]
+    else:
+        inputs = [enc.value(a, True) for a in args]
+    attributes = {k: enc.value(v, False) for k, v in kwargs.items()}
+    return inputs, attributes, enc.parents
+
+
+def has_tensor(v: Any) -> bool:
+    if isinstance(v, Tensor):
+        return True
+    if isinstance(v, (list, tuple)):
+        return any(has_tensor(x) for x in v)
+    if isinstance(v, dict):
+        return any(has_tensor(x) for x in v.values())
+    return False
+
+
+# ---------------------------------------------------------------- graph collection
+def collect(roots: Sequence[Tensor]) -> tuple[list[Tensor], list[Node]]:
+    """The leaves and nodes the roots depend on, each in recording order (a topological order)."""
+    leaves: dict[int, Tensor] = {}
+    nodes: dict[int, Node] = {}
+    stack = list(roots)
+    seen: set[int] = set()
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if t._node is None:
+            leaves[id(t)] = t
+        elif id(t._node) not in nodes:
+            nodes[id(t._node)] = t._node
+            stack.extend(t._node.parents)
+    order = sorted(nodes.values(), key=lambda n: n.seq)
+    return sorted(leaves.values(), key=lambda t: t._seq), order
+
+
+# ---------------------------------------------------------------- local evaluation (shapes)
+def _substitute(v: Any, env: dict[int, Any]) -> Any:
+    if isinstance(v, Tensor):
+        return env[id(v)]
+    if isinstance(v, tuple):
+        return tuple(_substitute(x, env) for x in v)
+    if isinstance(v, list):
+        return [_substitute(x, env) for x in v]
+    if isinstance(v, dict):
+        return {k: _substitute(x, env) for k, x in v.items()}
+    return v
+
+
+def run_node(node: Node, env: dict[int, Any]) -> tuple[Any, ...]:
+    """Run one recorded node with the engine; ``env`` maps ``id(client tensor)`` to engine tensors."""
+    if node.op == "grad":
+        a = node.kwargs
+        outs = [env[id(t)] for t in a["outputs"]]
+        ins = [env[id(t)] for t in a["inputs"]]
+        gos = a["grad_outputs"]
+        gos = None if gos is None else [None if g is None else env[id(g)] for g in gos]
+        flags = {k: v for k, v in a.items() if k not in ("outputs", "inputs", "grad_outputs")}
+        return tuple(engine.autograd_grad(outs, ins, gos, **flags))
+    res = engine.OPS[node.op].fn(*_substitute(node.args, env), **_substitute(node.kwargs, env))
+    return tuple(res) if isinstance(res, (tuple, list)) else (res,)
+
+
+def local_values(targets: Sequence[Tensor]) -> list[Any]:
+    """Run the recorded forward pass (and ``grad`` nodes) locally with the engine.
+
+    Used only for metadata: shapes and dtypes of computed tensors, and the number of results of
+    ops such as ``split``. It records the meta of every tensor it meets.
+    """
+    leaves, nodes = collect(targets)
+    env: dict[int, Any] = {}
+    for t in leaves:
+        env[id(t)] = engine.tensor(t._value, requires_grad=t._rg)
+    for node in nodes:
+        res = run_node(node, env)
+        for t, r in zip(node.outputs, res, strict=False):
+            env[id(t)] = r
+            if r is not None and t._meta is None:
+                t._meta = (tuple(r.shape), r._data.dtype)
+                t._rg = r.requires_grad
+    return [env.get(id(t)) for t in targets]
