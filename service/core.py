@@ -1,0 +1,229 @@
+"""The transport-free core of ``POST /v1/grad``: payload in, response object out.
+
+The HTTP layer (:mod:`service.app`) and the client's embedded mode both call this module; it
+imports neither fastapi nor starlette. Errors are :mod:`service.errors` exceptions.
+
+>>> out = evaluate({"graph": {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2],
+...                                       "data": [1.0, 2.0], "requires_grad": True}],
+...                           "source": "loss = sum(x * x)"},
+...                 "outputs": ["loss"], "inputs": ["x"], "return": ["loss"]})
+>>> out["grads"][0]["data"], out["values"]["loss"]["data"]
+([2.0, 4.0], [5.0])
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+
+import engine
+
+from . import codec
+from .errors import BadRequest, InvalidRequest
+from .executor import Result, binary_tensors, build_plan, run_plan
+from .settings import Settings
+from .wire import GradRequest
+
+__all__ = ["evaluate", "evaluate_binary", "parse_request", "parse_json", "process_body", "list_ops",
+           "JSON_MEDIA_TYPE", "BINARY_MEDIA_TYPE", "HEADER_LENGTH"]
+
+JSON_MEDIA_TYPE = "application/json"
+BINARY_MEDIA_TYPE = "application/octet-stream"
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+_UNION_LABELS = {"str", "int", "bool", "float", "none", "Ref", "TensorIn", "op", "grad"}
+
+
+# ---------------------------------------------------------------- parsing
+def parse_json(raw: bytes | memoryview) -> dict[str, Any]:
+    """Parse a JSON request body with orjson (BadRequest when it is not a JSON object)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"malformed JSON: {e}", loc=("body",)) from None
+    if not isinstance(obj, dict):
+        raise BadRequest("the request body must be a JSON object", loc=("body",))
+    return obj
+
+
+def _clean_loc(loc: tuple) -> list[str | int]:
+    out: list[str | int] = []
+    for x in loc:
+        if isinstance(x, str) and (x in _UNION_LABELS or "[" in x):
+            continue  # pydantic's union-branch and tag labels say nothing to a user
+        out.append(x)
+    return out
+
+
+def parse_request(payload: Any) -> GradRequest:
+    """Validate the JSON header against the v1 schema (InvalidRequest naming each field)."""
+    if isinstance(payload, GradRequest):
+        return payload
+    if not isinstance(payload, dict):
+        raise BadRequest("the request must be a JSON object", loc=("body",))
+    try:
+        return GradRequest.model_validate(payload)
+    except ValidationError as e:
+        errors = []
+        for err in e.errors(include_url=False, include_input=False, include_context=False):
+            msg = err["msg"].removeprefix("Value error, ")
+            errors.append({"loc": _clean_loc(err["loc"]), "msg": msg})
+        first = errors[0]
+        where = ".".join(str(x) for x in first["loc"]) or "request"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise InvalidRequest(f"{where}: {first['msg']}{more}", errors=errors) from None
+
+
+# ---------------------------------------------------------------- encoding
+def _wire_array(arr: np.ndarray) -> np.ndarray:
+    try:
+        codec.datatype_of(arr)
+        return arr
+    except TypeError:  # int8/uint8/int16 and friends travel widened
+        return arr.astype(np.int64 if arr.dtype.kind in "iu" else np.float64)
+
+
+def _tensor(name: str, arr: np.ndarray, encoding: str, blobs: list | None, numpy_ok: bool) -> dict:
+    arr = _wire_array(arr)
+    out: dict[str, Any] = {"name": name, "datatype": codec.datatype_of(arr), "shape": list(arr.shape)}
+    if blobs is not None:
+        raw = codec.raw_bytes(arr)
+        out["parameters"] = {"binary_data_size": raw.nbytes}
+        blobs.append(raw)
+    elif encoding == "b64":
+        out["b64"] = codec.b64_data(arr)
+    else:
+        out["data"] = codec.json_data(arr, numpy_ok=numpy_ok)
+    return out
+
+
+def _encode(result: Result, req: GradRequest, blobs: list | None, numpy_ok: bool) -> dict[str, Any]:
+    enc = req.response_encoding
+    names = [req.inputs] if isinstance(req.inputs, str) else list(req.inputs or [])
+    grads = [None if g is None else _tensor(names[i], g, enc, blobs, numpy_ok)
+             for i, g in enumerate(result.grads)]
+    values = {k: None if v is None else _tensor(k, v, enc, blobs, numpy_ok) for k, v in result.values.items()}
+    return {"grads": grads, "values": values}
+
+
+def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Settings | None,
+         deadline: float | None) -> tuple[GradRequest, Result]:
+    s = settings or Settings()
+    if deadline is None:
+        deadline = time.monotonic() + s.request_timeout_s
+    req = parse_request(payload)
+    plan = build_plan(req, s)
+    if rest is not None:  # a binary body: cut the remainder into blobs, in tensor order
+        blobs, off = [], 0
+        for t, _ in binary_tensors(req):
+            size = t.parameters.binary_data_size if t.parameters else 0
+            blobs.append(rest[off:off + size])
+            off += size
+        if off != len(rest):
+            raise BadRequest(f"the binary part has {len(rest)} bytes but the header's binary_data_size "
+                             f"values add up to {off}", loc=("body",))
+    return req, run_plan(plan, blobs, s, deadline)
+
+
+# ---------------------------------------------------------------- public entry points
+def evaluate(payload: dict[str, Any], blobs: list[bytes] | None = None, settings: Settings | None = None,
+             *, deadline: float | None = None) -> dict[str, Any]:
+    """Evaluate a v1 request; return the v1 response object (plain JSON types).
+
+    ``payload`` is the parsed JSON request; tensors carry ``data``, ``b64``, or
+    ``parameters.binary_data_size`` with their bytes in ``blobs`` (graph inputs first, then
+    inline grad_outputs, in order). The response is ``{"grads": [...], "values": {...}}`` with
+    tensors as ``data`` lists (non-finite as "NaN"/"Infinity"/"-Infinity") or ``b64`` per
+    ``response_encoding``. ``deadline`` is a ``time.monotonic()`` instant (default: now plus
+    ``settings.request_timeout_s``). Raises :class:`service.errors.GradserveError` subclasses.
+    """
+    req, result = _run(payload, blobs, None, settings, deadline)
+    return _encode(result, req, None, numpy_ok=False)
+
+
+def evaluate_binary(payload: dict[str, Any], blobs: list[bytes] | None = None,
+                    settings: Settings | None = None, *, deadline: float | None = None
+                    ) -> tuple[dict[str, Any], list[memoryview]]:
+    """Like :func:`evaluate`, with every result tensor as a binary blob (Triton layout):
+    each tensor has ``parameters.binary_data_size`` and its bytes are the matching blob."""
+    req, result = _run(payload, blobs, None, settings, deadline)
+    out_blobs: list[memoryview] = []
+    return _encode(result, req, out_blobs, numpy_ok=False), out_blobs
+
+
+def _dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def process_body(body: bytes, media_type: str, header_length: str | None, binary_response: bool,
+                 settings: Settings | None = None, deadline: float | None = None
+                 ) -> tuple[bytes, str, dict[str, str]]:
+    """Handle one HTTP body end to end: (response bytes, media type, extra headers).
+
+    ``media_type`` is application/json or application/octet-stream (then ``header_length`` is
+    the Inference-Header-Content-Length value). Meant to run in a worker thread.
+    """
+    rest = None
+    if media_type == BINARY_MEDIA_TYPE:
+        if header_length is None:
+            raise BadRequest(f"a binary body needs the {HEADER_LENGTH} header",
+                             loc=("headers", HEADER_LENGTH))
+        try:
+            n = int(header_length)
+        except ValueError:
+            n = -1
+        if not 0 <= n <= len(body):
+            raise BadRequest(f"{HEADER_LENGTH} must be an integer between 0 and the body length "
+                             f"({len(body)}), got {header_length[:40]!r}", loc=("headers", HEADER_LENGTH))
+        view = memoryview(body)
+        payload: Any = parse_json(view[:n])
+        rest = view[n:]
+    else:
+        payload = parse_json(body)
+    req, result = _run(payload, None, rest, settings, deadline)
+    if binary_response:
+        blobs: list[memoryview] = []
+        header = _dumps(_encode(result, req, blobs, numpy_ok=True))
+        out = b"".join([header, *blobs])
+        return out, BINARY_MEDIA_TYPE, {HEADER_LENGTH: str(len(header))}
+    return _dumps(_encode(result, req, None, numpy_ok=True)), JSON_MEDIA_TYPE, {}
+
+
+# ---------------------------------------------------------------- op listing
+def _jsonable(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v if np.isfinite(v) else repr(v)
+    if isinstance(v, (tuple, list)) and all(isinstance(x, (bool, int, float, str)) for x in v):
+        return list(v)
+    return repr(v)
+
+
+_OPS_CACHE: tuple[int, list[dict[str, Any]]] | None = None
+
+
+def list_ops() -> list[dict[str, Any]]:
+    """Every op in ``engine.OPS`` (aliases included) with signature and differentiable args."""
+    global _OPS_CACHE
+    if _OPS_CACHE is not None and _OPS_CACHE[0] == len(engine.OPS):
+        return _OPS_CACHE[1]
+    out = []
+    for name in sorted(engine.OPS):
+        info = engine.OPS[name]
+        params = []
+        for p in info.signature.parameters.values():
+            item: dict[str, Any] = {"name": p.name, "kind": p.kind.name.lower()}
+            if p.default is not p.empty:
+                item["default"] = _jsonable(p.default)
+            params.append(item)
+        doc = (info.fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        out.append({"name": name, "canonical": info.name, "signature": f"{info.name}{info.signature}",
+                    "parameters": params, "differentiable": list(info.differentiable),
+                    "n_outputs": info.n_outputs, "doc": doc})
+    _OPS_CACHE = (len(engine.OPS), out)
+    return out

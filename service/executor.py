@@ -1,0 +1,612 @@
+"""Validate a v1 request against the engine (a :class:`Plan`), then run it.
+
+:func:`build_plan` checks everything that can be checked without tensors: op names (resolved
+only through ``engine.OPS``, so new ops appear by themselves), references, duplicate names,
+cycles, arity and keyword names (bound against each op's ``inspect.Signature``), limits.
+:func:`run_plan` decodes the inputs, runs the nodes in a stable topological order (the listed
+order whenever it is valid), then the final ``autograd_grad``; engine exceptions become
+:class:`~service.errors.EngineError` / :class:`~service.errors.AutogradError` carrying torch's
+type name and message.
+
+>>> from service.wire import GradRequest
+>>> req = GradRequest.model_validate({"graph": {
+...     "inputs": [{"name": "x", "datatype": "FP64", "shape": [], "data": 3.0, "requires_grad": True}],
+...     "source": "y = x * x"}, "outputs": "y", "inputs": "x"})
+>>> run_plan(build_plan(req)).grads
+[array(6.)]
+"""
+
+from __future__ import annotations
+
+import difflib
+import heapq
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+import engine
+
+from . import codec
+from .errors import (
+    AutogradError,
+    BadRequest,
+    EngineError,
+    InvalidGraph,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+)
+from .expr import compile_source
+from .settings import Settings
+from .wire import DATATYPES, GradNode, GradRequest, Node, OpNode, Ref, TensorIn
+
+__all__ = ["Plan", "Step", "Result", "build_plan", "run_plan", "numel"]
+
+Loc = tuple[str | int, ...]
+_NODE_ADAPTER: TypeAdapter = TypeAdapter(Node)
+
+
+def numel(shape: Sequence[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+# ---------------------------------------------------------------- argument templates
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    """A reference to a named value inside a node's arguments."""
+
+    name: str
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class _Seq:
+    """A list (or index tuple) holding at least one reference."""
+
+    items: tuple
+    is_tuple: bool
+
+
+def _template(v: Any, loc: Loc, *, in_inputs: bool, refs: list[_Ref]) -> Any:
+    """Turn a JSON argument into a template: literals stay as they are, names become _Ref."""
+    if isinstance(v, str):
+        if in_inputs:
+            r = _Ref(v, loc)
+            refs.append(r)
+            return r
+        return v
+    if v is None or isinstance(v, (bool, int, float)):
+        return v
+    if isinstance(v, list):
+        items = [_template(x, (*loc, i), in_inputs=in_inputs, refs=refs) for i, x in enumerate(v)]
+        if any(isinstance(x, (_Ref, _Seq)) or x is Ellipsis or isinstance(x, slice) for x in items):
+            return _Seq(tuple(items), False)
+        return items
+    if isinstance(v, dict):
+        if len(v) != 1:
+            raise InvalidGraph(_OBJ_HELP, loc=loc)
+        (key, val), = v.items()
+        if key == "ref":
+            if not isinstance(val, str):
+                raise InvalidGraph("{\"ref\": ...} takes a value name (a string)", loc=(*loc, "ref"))
+            r = _Ref(val, (*loc, "ref"))
+            refs.append(r)
+            return r
+        if key == "literal":
+            return val
+        if key == "ellipsis":
+            return Ellipsis
+        if key == "slice":
+            if not (isinstance(val, list) and 1 <= len(val) <= 3
+                    and all(x is None or (type(x) is int) for x in val)):
+                raise InvalidGraph("{\"slice\": [start, stop, step]} takes up to 3 integers or nulls",
+                                   loc=(*loc, "slice"))
+            return slice(*val)
+        if key == "tuple":
+            if not isinstance(val, list):
+                raise InvalidGraph("{\"tuple\": [...]} takes a list", loc=(*loc, "tuple"))
+            items = [_template(x, (*loc, "tuple", i), in_inputs=True, refs=refs) for i, x in enumerate(val)]
+            return _Seq(tuple(items), True)
+        raise InvalidGraph(_OBJ_HELP, loc=loc)
+    raise InvalidGraph(f"unsupported argument of type {type(v).__name__}", loc=loc)
+
+
+_OBJ_HELP = ('an argument object must be one of {"ref": name}, {"literal": value}, '
+             '{"slice": [start, stop, step]}, {"tuple": [...]}, {"ellipsis": true}')
+
+
+def _resolve(t: Any, env: dict[str, Any]) -> Any:
+    if type(t) is _Ref:
+        return env[t.name]
+    if type(t) is _Seq:
+        items = [_resolve(x, env) for x in t.items]
+        return tuple(items) if t.is_tuple else items
+    return t
+
+
+def _dtype_attr(v: Any, loc: Loc) -> Any:
+    if not isinstance(v, str):
+        return v
+    try:
+        return engine._dtype.to_dtype(DATATYPES.get(v, v))
+    except TypeError:
+        raise InvalidGraph(f"unknown dtype {v!r}", loc=loc) from None
+
+
+# ---------------------------------------------------------------- plan
+@dataclass(slots=True)
+class Step:
+    """One node, validated: what to call and which names its results get."""
+
+    index: int
+    op: engine.OpInfo | None          # None for a grad node
+    args: list
+    kwargs: dict
+    outputs: list[str]
+    loc: Loc
+    pos: tuple[int, int] | None       # (line, col) when compiled from source
+    refs: list[_Ref]
+    grad: dict[str, Any] | None = None  # grad node: resolved attribute templates
+    deps: set[int] = field(default_factory=set)
+
+    @property
+    def label(self) -> str:
+        op = "grad" if self.op is None else self.op.name
+        where = f"line {self.pos[0]}, col {self.pos[1]}" if self.pos else f"node {self.index}"
+        return f"{where} ({op} -> {', '.join(self.outputs)})"
+
+
+@dataclass(slots=True)
+class Plan:
+    request: GradRequest
+    steps: list[Step]                 # in execution order
+    input_names: list[str]
+
+
+class _Locator:
+    """Builds errors that name the node and field, for JSON nodes and for compiled source."""
+
+    def __init__(self, positions: list[tuple[int, int]] | None) -> None:
+        self.positions = positions
+
+    def loc(self, index: int, field_loc: Loc = ()) -> Loc:
+        if self.positions is not None:
+            return ("graph", "source")
+        return ("graph", "nodes", index, *field_loc)
+
+    def item(self, index: int, msg: str, field_loc: Loc = (), node: str | None = None) -> dict[str, Any]:
+        it: dict[str, Any] = {"loc": list(self.loc(index, field_loc)), "msg": msg}
+        if self.positions is not None:
+            line, col = self.positions[index]
+            it["msg"] = f"line {line}, col {col}: {msg}"
+            it["line"], it["col"] = line, col
+        if node is not None:
+            it["node"] = node
+        return it
+
+    def graph_error(self, index: int, msg: str, field_loc: Loc = (), node: str | None = None,
+                    cls: type[InvalidGraph] = InvalidGraph) -> InvalidGraph:
+        it = self.item(index, msg, field_loc, node)
+        return cls(it["msg"], errors=[it])
+
+
+def _close(name: str, pool: Any) -> str:
+    m = difflib.get_close_matches(name, list(pool), n=3)
+    return f"; did you mean {', '.join(repr(x) for x in m)}?" if m else ""
+
+
+def _bind_field(msg: str) -> Loc:
+    if "keyword" in msg or "multiple values" in msg:
+        m = re.search(r"argument '(\w+)'", msg)
+        return ("attributes", m.group(1)) if m else ("attributes",)
+    return ("inputs",)
+
+
+def build_plan(req: GradRequest, settings: Settings | None = None) -> Plan:
+    """Check the request without running anything (raises InvalidGraph & co.)."""
+    s = settings or Settings()
+    g = req.graph
+    positions: list[tuple[int, int]] | None = None
+    if g.source is not None:
+        if len(g.source) > s.max_source_chars:
+            raise PayloadTooLarge(f"graph.source has {len(g.source)} characters; the limit "
+                                  f"max_source_chars is {s.max_source_chars}",
+                                  limit="max_source_chars", loc=("graph", "source"))
+        compiled = compile_source(g.source, [t.name for t in g.inputs])
+        positions = compiled.positions
+        if len(compiled.nodes) > s.max_nodes:
+            raise PayloadTooLarge(f"the source compiles to {len(compiled.nodes)} nodes; the limit "
+                                  f"max_nodes is {s.max_nodes}", limit="max_nodes", loc=("graph", "source"))
+        nodes: list[OpNode | GradNode] = []
+        for i, n in enumerate(compiled.nodes):
+            try:
+                nodes.append(_NODE_ADAPTER.validate_python(n))
+            except ValidationError as e:  # the compiler should never produce these
+                raise _Locator(positions).graph_error(i, e.errors()[0]["msg"]) from None
+    else:
+        nodes = list(g.nodes or [])
+        if len(nodes) > s.max_nodes:
+            raise PayloadTooLarge(f"the graph has {len(nodes)} nodes; the limit max_nodes is {s.max_nodes}",
+                                  limit="max_nodes", loc=("graph", "nodes"))
+    where = _Locator(positions)
+
+    # -- names: graph inputs, then node outputs; each defined exactly once
+    inputs: dict[str, int] = {}
+    for i, t in enumerate(g.inputs):
+        if t.name in inputs:
+            raise InvalidGraph(f"duplicate name {t.name!r}: graph inputs {inputs[t.name]} and {i}",
+                               loc=("graph", "inputs", i, "name"))
+        inputs[t.name] = i
+        if numel(t.shape) > s.max_tensor_elements:
+            raise PayloadTooLarge(f"graph input {t.name!r} has {numel(t.shape)} elements; the limit "
+                                  f"max_tensor_elements is {s.max_tensor_elements}",
+                                  limit="max_tensor_elements", loc=("graph", "inputs", i, "shape"))
+    producer: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for j, name in enumerate(n.outputs):
+            if not name:
+                raise where.graph_error(i, "output names must be non-empty", ("outputs", j))
+            if name in inputs:
+                raise where.graph_error(i, f"duplicate name {name!r}: it is already a graph input",
+                                        ("outputs", j), name)
+            if name in producer:
+                raise where.graph_error(i, f"duplicate name {name!r}: node {producer[name]} already "
+                                        "produces it", ("outputs", j), name)
+            producer[name] = i
+
+    # -- nodes: resolve ops, build templates, bind signatures
+    steps: list[Step] = []
+    for i, n in enumerate(nodes):
+        try:
+            steps.append(_make_step(i, n, where, positions))
+        except RecursionError:
+            raise where.graph_error(i, "arguments are nested too deeply") from None
+
+    # -- references and dependencies
+    for st in steps:
+        for r in st.refs:
+            if r.name in inputs:
+                continue
+            p = producer.get(r.name)
+            if p is None:
+                raise where.graph_error(st.index, f"unknown name {r.name!r}: not a graph input or a "
+                                        f"node output{_close(r.name, [*inputs, *producer])}",
+                                        r.loc, st.outputs[0])
+            if p == st.index:
+                raise where.graph_error(st.index, f"cycle: the node uses its own output {r.name!r}",
+                                        r.loc, st.outputs[0])
+            st.deps.add(p)
+    order = _toposort(steps, where)
+
+    # -- top-level references
+    known = set(inputs) | set(producer)
+
+    def check(name: str, loc: Loc) -> None:
+        if name not in known:
+            raise InvalidGraph(f"unknown name {name!r}: not a graph input or a node output"
+                               f"{_close(name, known)}", loc=loc)
+
+    if (req.outputs is None) != (req.inputs is None):
+        missing = "outputs" if req.outputs is None else "inputs"
+        raise InvalidRequest(f"{missing} is missing: outputs and inputs go together (leave both out "
+                             "to compute values only)", loc=(missing,))
+    for key in ("outputs", "inputs"):
+        v = getattr(req, key)
+        for i, name in enumerate([v] if isinstance(v, str) else v or []):
+            check(name, (key,) if isinstance(v, str) else (key, i))
+    go = req.grad_outputs
+    for i, x in enumerate([go] if isinstance(go, str) else go or []):
+        if isinstance(x, str):
+            check(x, ("grad_outputs",) if isinstance(go, str) else ("grad_outputs", i))
+        elif isinstance(x, TensorIn) and numel(x.shape) > s.max_tensor_elements:
+            raise PayloadTooLarge(f"grad_outputs[{i}] has {numel(x.shape)} elements; the limit "
+                                  f"max_tensor_elements is {s.max_tensor_elements}",
+                                  limit="max_tensor_elements", loc=("grad_outputs", i, "shape"))
+    for i, name in enumerate(req.return_):
+        check(name, ("return", i))
+    return Plan(req, [steps[k] for k in order], list(inputs))
+
+
+def _make_step(i: int, n: OpNode | GradNode, where: _Locator, positions: Any) -> Step:
+    refs: list[_Ref] = []
+    pos = positions[i] if positions is not None else None
+    base: Loc = ("graph", "nodes", i)
+    if isinstance(n, GradNode):
+        a = n.attributes
+        grad: dict[str, Any] = {}
+        for key in ("outputs", "inputs", "grad_outputs"):
+            v = getattr(a, key)
+            if v is None:
+                grad[key] = None
+                continue
+            many = isinstance(v, list)
+            items = []
+            for j, x in enumerate(v if many else [v]):
+                if x is None:
+                    items.append(None)
+                    continue
+                loc = (*base, "attributes", key, *((j,) if many else ()))
+                r = _Ref(x.ref if isinstance(x, Ref) else x, loc)
+                refs.append(r)
+                items.append(r)
+            grad[key] = items
+        grad.update(retain_graph=a.retain_graph, create_graph=a.create_graph, allow_unused=a.allow_unused,
+                    materialize_grads=a.materialize_grads, is_grads_batched=a.is_grads_batched)
+        if len(n.outputs) != len(grad["inputs"]):
+            k = len(grad["inputs"])
+            raise where.graph_error(i, f"a grad node returns one gradient per input: {k} input"
+                                    f"{'s' * (k != 1)} but {len(n.outputs)} output names", ("outputs",),
+                                    n.outputs[0])
+        return Step(i, None, [], {}, list(n.outputs), base, pos, refs, grad)
+
+    info = engine.OPS.get(n.op)
+    if info is None:
+        raise where.graph_error(i, f"unknown op {n.op!r}{_close(n.op, engine.OPS)} (GET /v1/ops lists "
+                                "them)", ("op",), n.outputs[0])
+    try:
+        args = [_template(x, (*base, "inputs", j), in_inputs=True, refs=refs) for j, x in enumerate(n.inputs)]
+        kwargs = {k: _template(v, (*base, "attributes", k), in_inputs=False, refs=refs)
+                  for k, v in n.attributes.items()}
+        if "dtype" in kwargs:
+            kwargs["dtype"] = _dtype_attr(kwargs["dtype"], (*base, "attributes", "dtype"))
+    except InvalidGraph as e:
+        loc = tuple(e.errors[0]["loc"][3:]) if e.errors else ()
+        raise where.graph_error(i, e.detail, loc, n.outputs[0]) from None
+    try:
+        info.signature.bind(*args, **kwargs)
+    except TypeError as e:
+        raise where.graph_error(i, f"{info.name}(): {e}", _bind_field(str(e)), n.outputs[0]) from None
+    return Step(i, info, args, kwargs, list(n.outputs), base, pos, refs)
+
+
+def _toposort(steps: list[Step], where: _Locator) -> list[int]:
+    """Stable topological order (lowest index first among ready nodes); InvalidGraph on a cycle."""
+    users: dict[int, list[int]] = {st.index: [] for st in steps}
+    waiting = {st.index: len(st.deps) for st in steps}
+    for st in steps:
+        for d in st.deps:
+            users[d].append(st.index)
+    ready = [i for i, w in waiting.items() if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users[i]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) == len(steps):
+        return order
+    # A cycle among the rest: walk dependencies from a blocked node until one repeats.
+    blocked = {i for i, w in waiting.items() if w > 0}
+    path: list[int] = []
+    seen: dict[int, int] = {}
+    i = min(blocked)
+    while i not in seen:
+        seen[i] = len(path)
+        path.append(i)
+        i = min(d for d in steps[i].deps if d in blocked)
+    cycle = path[seen[i]:] + [i]
+    names = " -> ".join(f"{steps[k].outputs[0]!r} (node {k})" for k in cycle)
+    first = cycle[0]
+    raise where.graph_error(first, f"cycle: {names}", (), steps[first].outputs[0])
+
+
+# ---------------------------------------------------------------- running
+@dataclass(slots=True)
+class Result:
+    """Gradients (one per top-level input, None where unused) and the requested values."""
+
+    grads: list[np.ndarray | None]
+    values: dict[str, np.ndarray | None]
+
+
+def _decode(t: TensorIn, blob: Any, loc: Loc) -> np.ndarray:
+    try:
+        if t.source == "data":
+            return codec.decode_data(t.data, t.datatype, t.shape)
+        if t.source == "b64":
+            return codec.decode_b64(t.b64 or "", t.datatype, t.shape)
+        return codec.decode_bytes(blob, t.datatype, t.shape)
+    except codec.TensorDecodeError as e:
+        field = {"data": "data", "b64": "b64"}.get(t.source, "parameters")
+        raise InvalidRequest(str(e), loc=(*loc, field)) from None
+
+
+def _leaf(t: TensorIn, arr: np.ndarray, loc: Loc) -> Any:
+    x = engine.from_numpy(arr)
+    if t.requires_grad:
+        try:
+            x.requires_grad_()
+        except Exception as e:
+            raise EngineError.from_exception(e, loc=(*loc, "requires_grad")) from None
+    return x
+
+
+def binary_tensors(req: GradRequest) -> list[tuple[TensorIn, Loc]]:
+    """Tensors whose bytes travel in the binary body, in body order."""
+    out = [(t, ("graph", "inputs", i)) for i, t in enumerate(req.graph.inputs) if t.source == "binary"]
+    if isinstance(req.grad_outputs, list):
+        out += [(t, ("grad_outputs", i)) for i, t in enumerate(req.grad_outputs)
+                if isinstance(t, TensorIn) and t.source == "binary"]
+    return out
+
+
+_AUTOGRAD_LOCS: tuple[tuple[re.Pattern, Callable[[re.Match], Loc]], ...] = (
+    (re.compile(r"differentiated Tensor at index (\d+)"), lambda m: ("inputs", int(m.group(1)))),
+    (re.compile(r"^element (\d+) of tensors"), lambda m: ("outputs", int(m.group(1)))),
+    (re.compile(r"grad_output\[(\d+)\]"), lambda m: ("grad_outputs", int(m.group(1)))),
+    (re.compile(r"gradients|implicitly created|grad_output"), lambda m: ("grad_outputs",)),
+    (re.compile(r"differentiated Tensors|`inputs`|allow_unused"), lambda m: ("inputs",)),
+    (re.compile(r"output"), lambda m: ("outputs",)),
+)
+
+
+def _autograd_field(msg: str) -> Loc:
+    for pat, f in _AUTOGRAD_LOCS:
+        m = pat.search(msg)
+        if m:
+            return f(m)
+    return ()
+
+
+class _Runner:
+    def __init__(self, plan: Plan, settings: Settings, deadline: float | None) -> None:
+        self.plan, self.s, self.deadline = plan, settings, deadline
+        self.where = _Locator(None if plan.request.graph.source is None else
+                              [st.pos for st in sorted(plan.steps, key=lambda st: st.index)])
+        self.env: dict[str, Any] = {}
+
+    def check_deadline(self, what: str) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise RequestTimeout(f"the request ran past request_timeout_s={self.s.request_timeout_s:g} "
+                                 f"(stopped before {what}); its work was stopped")
+
+    def run_step(self, st: Step) -> None:
+        env = self.env
+        if st.op is None:
+            self.run_grad(st)
+            return
+        args = [_resolve(a, env) for a in st.args]
+        kwargs = {k: _resolve(v, env) for k, v in st.kwargs.items()}
+        try:
+            if st.op.name == "getitem" and isinstance(args[0], (tuple, list)):
+                res = args[0][args[1]]  # picking one result of a multi-output op
+            else:
+                res = st.op.fn(*args, **kwargs)
+        except MemoryError:
+            raise PayloadTooLarge(f"out of memory running {st.label}", limit="memory",
+                                  loc=st.loc) from None
+        except Exception as e:
+            item = self.where.item(st.index, f"{st.op.name}: {e or type(e).__name__}", (), st.outputs[0])
+            err = EngineError.from_exception(e)
+            err.errors = [item]
+            raise err from None
+        self.bind(st, res)
+
+    def bind(self, st: Step, res: Any) -> None:
+        outs = st.outputs
+        if isinstance(res, tuple) and len(outs) > 1:
+            if len(res) != len(outs):
+                raise self.where.graph_error(
+                    st.index, f"{st.op.name if st.op else 'grad'} returned {len(res)} results but the "
+                    f"node names {len(outs)} outputs", ("outputs",), outs[0])
+            for name, v in zip(outs, res):
+                self.env[name] = self.checked(st, name, v)
+        elif len(outs) > 1:
+            raise self.where.graph_error(st.index, f"{st.op.name if st.op else 'grad'} returned one result "
+                                         f"but the node names {len(outs)} outputs", ("outputs",), outs[0])
+        else:
+            self.env[outs[0]] = self.checked(st, outs[0], res)
+
+    def checked(self, st: Step, name: str, v: Any) -> Any:
+        if isinstance(v, engine.Tensor) and v.numel() > self.s.max_tensor_elements:
+            raise PayloadTooLarge(f"{st.label} produced {name!r} with {v.numel()} elements; the limit "
+                                  f"max_tensor_elements is {self.s.max_tensor_elements}",
+                                  limit="max_tensor_elements", loc=st.loc)
+        return v
+
+    def run_grad(self, st: Step) -> None:
+        a = st.grad or {}
+        env = self.env
+        outs = [env[r.name] for r in a["outputs"]]
+        ins = [env[r.name] for r in a["inputs"]]
+        gos = None if a["grad_outputs"] is None else [None if r is None else env[r.name]
+                                                      for r in a["grad_outputs"]]
+        try:
+            res = engine.autograd_grad(outs, ins, gos, retain_graph=a["retain_graph"],
+                                       create_graph=a["create_graph"], allow_unused=a["allow_unused"],
+                                       is_grads_batched=a["is_grads_batched"],
+                                       materialize_grads=a["materialize_grads"])
+        except MemoryError:
+            raise PayloadTooLarge(f"out of memory running {st.label}", limit="memory", loc=st.loc) from None
+        except Exception as e:
+            field = _autograd_field(str(e))
+            item = self.where.item(st.index, f"grad: {e or type(e).__name__}",
+                                   ("attributes", *field), st.outputs[0])
+            err = AutogradError.from_exception(e)
+            err.errors = [item]
+            raise err from None
+        for name, v in zip(st.outputs, res):  # one output name per input, checked in the plan
+            self.env[name] = self.checked(st, name, v)
+
+    def final_grad(self, blobs: dict[int, Any]) -> list[np.ndarray | None]:
+        req = self.plan.request
+        if req.outputs is None:
+            return []
+        env = self.env
+        outs = [env[n] for n in ([req.outputs] if isinstance(req.outputs, str) else req.outputs)]
+        ins = [env[n] for n in ([req.inputs] if isinstance(req.inputs, str) else req.inputs or [])]
+        gos = None
+        go = req.grad_outputs
+        if go is not None:
+            gos = []
+            for i, x in enumerate([go] if isinstance(go, str) else go):
+                if isinstance(x, TensorIn):
+                    loc = ("grad_outputs", i)
+                    gos.append(engine.from_numpy(_decode(x, blobs.get(id(x)), loc)))
+                else:
+                    gos.append(None if x is None else env[x])
+        self.check_deadline("the final autograd_grad")
+        try:
+            res = engine.autograd_grad(outs, ins, gos, retain_graph=req.retain_graph,
+                                       create_graph=req.create_graph, allow_unused=req.allow_unused,
+                                       is_grads_batched=req.is_grads_batched,
+                                       materialize_grads=req.materialize_grads)
+        except MemoryError:
+            raise PayloadTooLarge("out of memory in the final autograd_grad", limit="memory") from None
+        except Exception as e:
+            msg = str(e) or type(e).__name__
+            raise AutogradError.from_exception(e, loc=_autograd_field(msg) or ("inputs",)) from None
+        return [None if g is None else _array(g, f"grads[{i}]") for i, g in enumerate(res)]
+
+
+def _array(v: Any, name: str) -> np.ndarray | None:
+    if v is None:
+        return None
+    if isinstance(v, engine.Tensor):
+        return v.detach().numpy()
+    if isinstance(v, (bool, int, float)) or (isinstance(v, tuple) and all(isinstance(x, int) for x in v)):
+        return np.asarray(v)
+    if isinstance(v, (tuple, list)):
+        raise InvalidGraph(f"value {name!r} holds {len(v)} results; name them in the node's outputs "
+                           "(or index it) to return them", loc=("return",))
+    raise InvalidGraph(f"value {name!r} is not a tensor", loc=("return",))
+
+
+def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings | None = None,
+             deadline: float | None = None) -> Result:
+    """Decode the inputs and run the plan; ``blobs`` feed the binary tensors in order."""
+    s = settings or Settings()
+    req = plan.request
+    binary = binary_tensors(req)
+    blobs = list(blobs or [])
+    if len(blobs) != len(binary):
+        raise BadRequest(f"{len(binary)} tensors are marked binary but {len(blobs)} binary blobs came")
+    by_id = {id(t): b for (t, _), b in zip(binary, blobs)}
+    for (t, loc), b in zip(binary, blobs):
+        size = t.parameters.binary_data_size if t.parameters else None
+        if len(b) != size:
+            raise BadRequest(f"binary_data_size is {size} but its blob has {len(b)} bytes",
+                             loc=(*loc, "parameters", "binary_data_size"))
+    r = _Runner(plan, s, deadline)
+    with engine.enable_grad():
+        for i, t in enumerate(req.graph.inputs):
+            loc = ("graph", "inputs", i)
+            r.env[t.name] = _leaf(t, _decode(t, by_id.get(id(t)), loc), loc)
+        for st in plan.steps:
+            r.check_deadline(st.label)
+            r.run_step(st)
+        grads = r.final_grad(by_id)
+    values = {name: _array(r.env[name], name) for name in req.return_}
+    return Result(grads, values)
+

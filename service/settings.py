@@ -1,0 +1,58 @@
+"""Service settings, read from ``GRADSERVE_*`` environment variables (pydantic-settings).
+
+>>> Settings(max_nodes=100).max_nodes
+100
+
+``GRADSERVE_API_KEYS`` takes one key or several separated by commas (or a JSON list).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import orjson
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+MiB = 1 << 20
+
+
+def _default_concurrency() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Limits and switches of one server process. Every limit is named in the error it causes."""
+
+    model_config = SettingsConfigDict(env_prefix="GRADSERVE_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address `gradserve serve` binds by default.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `gradserve serve` binds by default.")
+    workers: int = Field(1, ge=1, description="Worker processes of `gradserve serve`.")
+    log_level: str = Field("info", description="uvicorn log level.")
+
+    max_body_bytes: int = Field(128 * MiB, ge=1, description="Largest request body accepted.")
+    max_nodes: int = Field(10_000, ge=1, description="Most nodes in one graph (after compiling source).")
+    max_tensor_elements: int = Field(1 << 24, ge=1,
+                                     description="Most elements in any input or computed tensor.")
+    max_source_chars: int = Field(100_000, ge=1, description="Longest `graph.source` accepted.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Deadline per request, queueing included.")
+    max_concurrency: int = Field(default_factory=_default_concurrency, ge=1,
+                                 description="Requests computing at once (engine threads).")
+    max_queue: int = Field(64, ge=0, description="Requests waiting for an engine thread before 503.")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Accepted bearer keys; empty means no authentication.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            s = v.strip()
+            if s.startswith("["):
+                return orjson.loads(s)
+            return [k.strip() for k in s.split(",") if k.strip()]
+        return v

@@ -1,0 +1,224 @@
+"""Wire format v1: pydantic models of the JSON header of ``POST /v1/grad``.
+
+Tensor payloads are never validated element by element here: ``data`` stays raw JSON (``Any``)
+and ``b64`` a string, both turned into numpy arrays by :mod:`service.codec`.
+
+>>> req = GradRequest.model_validate({
+...     "graph": {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2],
+...                           "requires_grad": True}],
+...               "nodes": [{"op": "mul", "inputs": ["x", "x"], "outputs": ["y"]},
+...                         {"op": "sum", "inputs": ["y"], "outputs": ["loss"]}]},
+...     "outputs": ["loss"], "inputs": ["x"]})
+>>> req.graph.nodes[0].op
+'mul'
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+__all__ = [
+    "DATATYPES", "DATATYPE_ALIASES", "canonical_datatype", "TensorParameters", "TensorIn", "Ref",
+    "OpNode", "GradAttributes", "GradNode", "Node", "Graph", "GradRequest", "TensorOut",
+    "GradResponse", "ErrorItem", "Problem",
+]
+
+# Open Inference Protocol names -> numpy dtype names, and the numpy names accepted as aliases.
+DATATYPES: dict[str, str] = {"FP16": "float16", "FP32": "float32", "FP64": "float64",
+                             "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
+DATATYPE_ALIASES: dict[str, str] = {v: k for k, v in DATATYPES.items()}
+
+
+def canonical_datatype(name: str) -> str:
+    """The OIP name for an OIP or numpy dtype name (``"float32"`` -> ``"FP32"``); ValueError if unknown."""
+    if name in DATATYPES:
+        return name
+    if name in DATATYPE_ALIASES:
+        return DATATYPE_ALIASES[name]
+    raise ValueError(f"unknown datatype {name!r}; expected one of "
+                     f"{', '.join(DATATYPES)} (or {', '.join(DATATYPE_ALIASES)})")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# ---------------------------------------------------------------- tensors
+class TensorParameters(BaseModel):
+    """Per-tensor parameters; ``binary_data_size`` marks a tensor carried in the binary body."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    binary_data_size: Annotated[int, Field(ge=0)] | None = None
+
+
+class TensorIn(_Model):
+    """An input tensor: exactly one of ``data``, ``b64`` or ``parameters.binary_data_size``."""
+
+    name: str | None = None
+    datatype: str
+    shape: list[Annotated[int, Field(ge=0)]]
+    data: Any = None
+    b64: str | None = None
+    parameters: TensorParameters | None = None
+    requires_grad: bool = False
+
+    @field_validator("datatype")
+    @classmethod
+    def _datatype_ok(cls, v: str) -> str:
+        return canonical_datatype(v)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TensorIn:
+        sources = [k for k in ("data", "b64") if k in self.model_fields_set]
+        if self.parameters is not None and self.parameters.binary_data_size is not None:
+            sources.append("parameters.binary_data_size")
+        if len(sources) != 1:
+            found = ", ".join(sources) if sources else "none"
+            raise ValueError("a tensor needs exactly one of data, b64 or parameters.binary_data_size "
+                             f"(found: {found})")
+        if "data" in self.model_fields_set and self.data is None:
+            raise ValueError("data must be a number or a (nested) list, not null")
+        return self
+
+    @property
+    def source(self) -> str:
+        """Where the values are: ``"data"``, ``"b64"`` or ``"binary"``."""
+        if "data" in self.model_fields_set:
+            return "data"
+        return "b64" if self.b64 is not None else "binary"
+
+
+class Ref(_Model):
+    """A reference to a named value where a plain string would be a literal: ``{"ref": "x"}``."""
+
+    ref: str
+
+
+# ---------------------------------------------------------------- nodes
+class OpNode(_Model):
+    """An engine op. ``inputs`` are positional (a string names a value; numbers, booleans and
+    number lists are literals; ``{"ref"}``, ``{"literal"}``, ``{"slice"}``, ``{"tuple"}`` and
+    ``{"ellipsis"}`` objects cover the rest), ``attributes`` are keyword arguments (strings are
+    literals there; a tensor is ``{"ref": "name"}``), ``outputs`` names each result."""
+
+    op: str
+    inputs: list[Any] = Field(default_factory=list)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    outputs: list[str] = Field(min_length=1)
+
+
+NameRef = str | Ref
+
+
+class GradAttributes(_Model):
+    """The arguments of ``autograd_grad`` inside a graph, with its defaults."""
+
+    outputs: NameRef | list[NameRef]
+    inputs: NameRef | list[NameRef]
+    grad_outputs: NameRef | list[NameRef | None] | None = None
+    retain_graph: bool | None = None
+    create_graph: bool = False
+    allow_unused: bool | None = None
+    materialize_grads: bool = False
+    is_grads_batched: bool = False
+
+
+class GradNode(_Model):
+    """``autograd_grad`` as a node: one output name per differentiated input."""
+
+    op: Literal["grad"]
+    attributes: GradAttributes
+    inputs: list[Any] = Field(default_factory=list, max_length=0,
+                              description="Unused: a grad node takes its operands in attributes.")
+    outputs: list[str] = Field(min_length=1)
+
+
+def _node_kind(v: Any) -> str | None:
+    if isinstance(v, dict):
+        return "grad" if v.get("op") == "grad" else "op"
+    if isinstance(v, BaseModel):
+        return "grad" if isinstance(v, GradNode) else "op"
+    return None
+
+
+Node = Annotated[Annotated[OpNode, Tag("op")] | Annotated[GradNode, Tag("grad")],
+                 Discriminator(_node_kind, custom_error_type="invalid_node",
+                               custom_error_message="a node must be an object with an 'op'")]
+
+
+class Graph(_Model):
+    """Named input tensors plus either ``nodes`` or an expression ``source``."""
+
+    inputs: list[TensorIn] = Field(default_factory=list)
+    nodes: list[Node] | None = None
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _nodes_or_source(self) -> Graph:
+        if (self.nodes is None) == (self.source is None):
+            raise ValueError("a graph needs exactly one of nodes or source")
+        for i, t in enumerate(self.inputs):
+            if not t.name:
+                raise ValueError(f"graph input {i} needs a name")
+        return self
+
+
+# ---------------------------------------------------------------- request
+class GradRequest(_Model):
+    """The top level is the final ``autograd_grad`` call; ``return`` adds values to send back.
+
+    Leaving out both ``outputs`` and ``inputs`` skips the gradient (``grads`` is then empty).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    graph: Graph
+    outputs: str | list[str] | None = None
+    inputs: str | list[str] | None = None
+    grad_outputs: str | list[str | TensorIn | None] | None = None
+    retain_graph: bool | None = None
+    create_graph: bool = False
+    allow_unused: bool | None = None
+    materialize_grads: bool = False
+    is_grads_batched: bool = False
+    return_: list[str] = Field(default_factory=list, alias="return")
+    response_encoding: Literal["json", "b64"] = "json"
+
+
+# ---------------------------------------------------------------- response (documentation/clients)
+class TensorOut(BaseModel):
+    """A result tensor: ``data`` (flat, row-major), ``b64``, or ``parameters.binary_data_size``."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[Any] | None = None
+    b64: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class GradResponse(BaseModel):
+    """``grads`` lines up with the request's ``inputs`` (null where allow_unused gives None)."""
+
+    grads: list[TensorOut | None]
+    values: dict[str, TensorOut | None]
+
+
+class ErrorItem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; ``exception`` is set for engine and autograd errors."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ErrorItem] = Field(default_factory=list)
+    exception: str | None = None
