@@ -1,0 +1,116 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+>>> from service.app import create_app
+>>> app = create_app(Settings(max_nodes=1000))   # run with: uvicorn --factory service.app:create_app
+
+Domain errors (:mod:`service.errors`) become problem+json in one handler; so do FastAPI's and
+Starlette's own errors (404, 405, validation), so bad input never gets a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import engine
+
+from .errors import PROBLEM_MEDIA_TYPE, GradserveError, InvalidRequest, problem_headers, to_problem
+from .gate import Gate
+from .routers import grad, health, ops
+from .settings import Settings
+from .wire import GradRequest
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("gradserve")
+
+
+def _problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE,
+                    headers=headers)
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GradserveError)
+    body = to_problem(exc)
+    if body["status"] >= 500 and body["status"] not in (503, 504):
+        log.error("internal error on %s %s: %s", request.method, request.url.path, exc)
+    return _problem_response(body, problem_headers(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    phrase = HTTPStatus(exc.status_code).phrase
+    body = {"type": "about:blank", "title": phrase, "status": exc.status_code,
+            "detail": exc.detail if isinstance(exc.detail, str) else phrase,
+            "errors": [{"loc": ["path"], "msg": f"{request.method} {request.url.path}: {phrase}"}]}
+    return _problem_response(body, dict(exc.headers or {}))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()]
+    detail = errors[0]["msg"] if errors else "invalid request"
+    return _problem_response(to_problem(InvalidRequest(detail, errors=errors)))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _problem_response({"type": "about:blank", "title": "Internal Server Error", "status": 500,
+                              "detail": "an internal error occurred; this is a bug", "errors": []})
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes)
+        models = GradRequest.model_json_schema(ref_template="#/components/schemas/{model}",
+                                               by_alias=True)
+        comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        comps.update(models.pop("$defs", {}))
+        comps["GradRequest"] = models
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the Gradserve app. ``settings`` defaults to ``Settings()`` (``GRADSERVE_*`` env)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False  # readiness fails first, so load balancers stop sending
+            app.state.gate.shutdown()
+
+    app = FastAPI(
+        title="Gradserve",
+        version=engine.__version__,
+        description="torch.autograd.grad over HTTP: send a graph and tensors, get gradients.",
+        lifespan=lifespan,
+        docs_url="/docs",
+    )
+    app.state.settings = settings
+    app.state.gate = Gate(settings.max_concurrency, settings.max_queue, settings.retry_after_s)
+    app.state.ready = True  # also true when served without lifespan events (plain ASGI tests)
+    app.include_router(health.router)
+    app.include_router(ops.router)
+    app.include_router(grad.router)
+    app.add_exception_handler(GradserveError, _domain_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

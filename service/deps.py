@@ -1,0 +1,44 @@
+"""FastAPI dependencies and their typed aliases (``SettingsDep``, ``GateDep``, ``ApiKeyDep``)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from .errors import Unauthorized
+from .gate import Gate
+from .settings import Settings
+
+__all__ = ["get_settings", "get_gate", "require_api_key", "SettingsDep", "GateDep", "ApiKeyDep"]
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_gate(request: Request) -> Gate:
+    return request.app.state.gate
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+GateDep = Annotated[Gate, Depends(get_gate)]
+
+
+def require_api_key(request: Request, settings: SettingsDep) -> None:
+    """With ``api_keys`` configured, demand ``Authorization: Bearer <key>`` (constant-time compare)."""
+    keys = settings.api_keys
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    given = token.strip().encode()
+    ok = False
+    for key in keys:  # compare against every key so timing says nothing about which one matched
+        ok |= hmac.compare_digest(given, key.get_secret_value().encode())
+    if scheme.lower() != "bearer" or not given or not ok:
+        raise Unauthorized("missing or invalid API key: send 'Authorization: Bearer <key>'",
+                           loc=("headers", "Authorization"))
+
+
+ApiKeyDep = Annotated[None, Depends(require_api_key)]

@@ -1,0 +1,97 @@
+"""``POST /v1/grad``: run a graph and ``autograd_grad`` (JSON or Triton binary body)."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+from fastapi import APIRouter, Request, Response
+
+from .. import core
+from ..deps import ApiKeyDep, GateDep, SettingsDep
+from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from ..wire import GradResponse, Problem
+
+router = APIRouter(prefix="/v1", tags=["grad"])
+
+_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+_SCHEMA_REF = {"$ref": "#/components/schemas/GradRequest"}
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def _wants_binary(accept: str | None) -> bool:
+    """True when Accept prefers application/octet-stream over JSON."""
+    q_bin = q_json = 0.0
+    for part in (accept or "").split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for p in params:
+            if p.startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        if media == core.BINARY_MEDIA_TYPE:
+            q_bin = max(q_bin, q)
+        elif media in (core.JSON_MEDIA_TYPE, "application/*", "*/*"):
+            q_json = max(q_json, q if media == core.JSON_MEDIA_TYPE else q * 0.999)
+    return q_bin > 0 and q_bin >= q_json
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            n = int(declared)
+        except ValueError:
+            raise BadRequest("Content-Length is not an integer", loc=("headers", "Content-Length")) from None
+        if n > limit:
+            raise PayloadTooLarge(f"the body has {n} bytes; the limit max_body_bytes is {limit}",
+                                  limit="max_body_bytes", loc=("body",))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is over the limit max_body_bytes ({limit} bytes)",
+                                  limit="max_body_bytes", loc=("body",))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/grad",
+    summary="Evaluate a graph and autograd_grad",
+    response_model=GradResponse,
+    responses={
+        200: {"content": {core.BINARY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+              "description": "Gradients and values (binary layout with Accept: application/octet-stream)"},
+        400: _PROBLEM, 401: _PROBLEM, 413: _PROBLEM, 415: _PROBLEM, 422: _PROBLEM, 503: _PROBLEM,
+        504: _PROBLEM,
+    },
+    openapi_extra={"requestBody": {"required": True, "content": {
+        core.JSON_MEDIA_TYPE: {"schema": _SCHEMA_REF},
+        core.BINARY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary",
+                                            "description": "Inference-Header-Content-Length bytes of "
+                                                           "GradRequest JSON, then the tensor blobs"}},
+    }}},
+)
+async def grad(request: Request, settings: SettingsDep, gate: GateDep, _: ApiKeyDep) -> Response:
+    """The graph's ``inputs`` and ``nodes`` (or ``source``) are built, then the top level's
+    ``autograd_grad(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused,
+    materialize_grads)`` runs; ``return`` names further values to send back."""
+    deadline = time.monotonic() + settings.request_timeout_s
+    media = _media_type(request.headers.get("content-type"))
+    if media not in (core.JSON_MEDIA_TYPE, core.BINARY_MEDIA_TYPE):
+        raise UnsupportedMediaType(
+            f"Content-Type must be {core.JSON_MEDIA_TYPE} or {core.BINARY_MEDIA_TYPE} "
+            f"(with {core.HEADER_LENGTH}), got {media or 'none'!r}", loc=("headers", "Content-Type"))
+    body = await _read_body(request, settings.max_body_bytes)
+    job = partial(core.process_body, body, media, request.headers.get(core.HEADER_LENGTH),
+                  _wants_binary(request.headers.get("accept")), settings, deadline)
+    content, media_type, headers = await gate.run(job, max(0.0, deadline - time.monotonic()))
+    return Response(content, media_type=media_type, headers=headers)
+
