@@ -208,7 +208,11 @@ def div(input, other, *, rounding_mode=None):
 @op(method=True, aliases=("negative",))
 def neg(input):
     """``-input``."""
-    return _neg(_arg(input))
+    input = _arg(input)
+    if isinstance(input, Tensor) and input._data.dtype == np.bool_:
+        raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported. If you are "
+                           "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
+    return _neg(input)
 
 
 @op(differentiable=("input", "exponent"), method=True)

@@ -363,10 +363,8 @@ def _normalize_key(key: object) -> tuple:
         key = (key,)
     out = []
     for k in key:
-        if isinstance(k, Tensor):
-            k = k._data
-        elif isinstance(k, (list, np.ndarray)):
-            k = np.asarray(k)
+        if isinstance(k, (Tensor, list, np.ndarray)):
+            k = k._data if isinstance(k, Tensor) else np.asarray(k)
             if k.dtype.kind == "f":
                 raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
         out.append(k)
@@ -404,8 +402,8 @@ def getitem(input, key):
     key = _normalize_key(key)
     try:
         return _index(input, key=key)
-    except IndexError as e:
-        raise IndexError(str(e)) from None
+    except IndexError as e:  # numpy says "axis" where torch says "dimension"
+        raise IndexError(str(e).replace(" for axis ", " for dimension ")) from None
 
 
 Tensor.__getitem__ = getitem
