@@ -123,6 +123,13 @@ class _BaseClient:
         if response_encoding not in ("auto", "json", "b64", "binary"):
             raise ValueError(
                 f"response_encoding must be auto, json, b64 or binary, not {response_encoding!r}")
+        if base_url is not None:
+            try:
+                scheme = httpx.URL(base_url).scheme
+            except httpx.InvalidURL as e:
+                raise ValueError(f"bad base_url {base_url!r}: {e}") from None
+            if scheme not in ("http", "https"):
+                raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
         self.base_url = base_url.rstrip("/") if base_url else None
         self.api_key = api_key if api_key is not None else os.environ.get("GRADSERVE_API_KEY")
         self.timeout = timeout
@@ -195,7 +202,7 @@ class _BaseClient:
             return self._leaves(info.fn(*args, **kwargs))
         if op.startswith("rand") and op.endswith("_like"):  # random too: drawn once, here
             return self._leaves(info.fn(*local_values([args[0]]), *args[1:], **kwargs))
-        inputs, attributes, parents = encode_call(self, op, args, kwargs)
+        inputs, attributes, parents, args, kwargs = encode_call(self, op, args, kwargs)
         node = Node(op, -1, inputs, attributes, tuple(parents), args, kwargs)
         n, kind = self._n_outputs(info, node)
         prefix = op.rsplit(".", 1)[-1]

@@ -131,7 +131,10 @@ class Tensor:
 
     def _meta_now(self) -> tuple[tuple[int, ...], np.dtype]:
         if self._meta is None:
-            local_values([self])
+            try:
+                local_values([self])
+            except AttributeError as e:  # inside a property it would read as "no attribute 'shape'"
+                raise RuntimeError(f"cannot infer the shape of {self.name!r}: {e}") from e
         assert self._meta is not None
         return self._meta
 
@@ -375,16 +378,21 @@ class _Encoder:
         self.parents.append(t)
         return t.name
 
-    def constant(self, v: Any) -> str:
-        return self.tensor(self.client._constant(v))
+    def lift(self, v: Any) -> Any:
+        """Arguments as the server will see them: arrays, engine tensors and non-finite floats
+        become constant leaves (JSON has no NaN or Infinity numbers; arrays travel as tensors)."""
+        v = _scalar(v)
+        if isinstance(v, (np.ndarray, engine.Tensor)) or (isinstance(v, float) and not math.isfinite(v)):
+            return self.client._constant(v)
+        if isinstance(v, (list, tuple)) and not hasattr(v, "_fields"):
+            return type(v)(self.lift(x) for x in v)
+        if isinstance(v, dict):
+            return {k: self.lift(x) for k, x in v.items()}
+        return v
 
     def value(self, v: Any, in_inputs: bool) -> Any:
-        v = _scalar(v)
         if isinstance(v, Tensor):
             name = self.tensor(v)
-            return name if in_inputs else {"ref": name}
-        if isinstance(v, (np.ndarray, engine.Tensor)) or (isinstance(v, float) and not math.isfinite(v)):
-            name = self.constant(v)  # JSON has no NaN/Infinity numbers, and arrays travel as tensors
             return name if in_inputs else {"ref": name}
         if v is None or isinstance(v, (bool, int, float)):
             return v
@@ -411,21 +419,24 @@ class _Encoder:
         return self.value(key, True)
 
 
-def encode_call(client: _BaseClient, op: str, args: tuple, kwargs: dict) -> tuple[list, dict, list[Tensor]]:
+def encode_call(client: _BaseClient, op: str, args: tuple, kwargs: dict
+                ) -> tuple[list, dict, list[Tensor], tuple, dict]:
     """Encode a call as wire ``inputs`` (the positional arguments) and ``attributes`` (the keyword
-    arguments), after checking them against the op's signature as Python would."""
+    arguments), after checking them against the op's signature as Python would. Also returns the
+    arguments with constants lifted to leaves, for local shape evaluation."""
     info = engine.OPS[op]
     try:
         info.signature.bind(*args, **kwargs)
     except TypeError as e:
         raise TypeError(f"{op}(): {e}") from None
     enc = _Encoder(client)
+    args, kwargs = enc.lift(tuple(args)), enc.lift(dict(kwargs))
     if op == "getitem" and len(args) == 2:
         inputs = [enc.value(args[0], True), enc.key(args[1])]
     else:
         inputs = [enc.value(a, True) for a in args]
     attributes = {k: enc.value(v, False) for k, v in kwargs.items()}
-    return inputs, attributes, enc.parents
+    return inputs, attributes, enc.parents, args, kwargs
 
 
 def has_tensor(v: Any) -> bool:
