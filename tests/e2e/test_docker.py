@@ -9,6 +9,7 @@ skipped: without a working Docker it fails with the script's message.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,3 +45,15 @@ def test_docker_smoke() -> None:
         pytest.fail(f"{SCRIPT.name} did not finish within {TIMEOUT_S} s:\n{out}")
     assert proc.returncode == 0, f"{SCRIPT.name} failed (exit {proc.returncode}):\n{out}"
     assert "smoke: PASS" in out, out
+
+
+def test_readme_docker_section_documents_every_setting() -> None:
+    """The README's Docker configuration table names every GRADSERVE_* setting (no silent drift)."""
+    from service.settings import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    section = re.search(r"^## Docker\n(.*?)(?=^## |\Z)", readme, re.S | re.M)
+    assert section, "README.md has no '## Docker' section"
+    documented = set(re.findall(r"GRADSERVE_[A-Z0-9_]+", section.group(1)))
+    missing = {f"GRADSERVE_{n.upper()}" for n in Settings.model_fields} - documented
+    assert not missing, f"README '## Docker' configuration table lacks: {sorted(missing)}"
