@@ -174,9 +174,25 @@ def add(input, other, *, alpha=1):
 def sub(input, other, *, alpha=1):
     """``input - alpha * other``."""
     input, other = _arg(input), _arg(other)
+    _check_bool_sub(input, other)
     if alpha != 1:
         other = mul(other, alpha)
     return apply(_sub, (input, other), None, binary_dtype(input, other))
+
+
+def _is_bool(x: object) -> bool:
+    return x._data.dtype == np.bool_ if isinstance(x, Tensor) else isinstance(x, bool)
+
+
+def _check_bool_sub(a: object, b: object) -> None:
+    # torch refuses bool subtraction (a Python bool counts as a bool tensor).
+    if _is_bool(a) and _is_bool(b):
+        raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not supported. "
+                           "Use the `^` or `logical_xor()` operator instead.")
+    if _is_bool(a) or _is_bool(b):
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported. If you "
+                           "are trying to invert a mask, use the `~` or `logical_not()` operator "
+                           "instead.")
 
 
 @op(differentiable=("input", "other"), method=True, aliases=("multiply",))
@@ -192,17 +208,29 @@ def div(input, other, *, rounding_mode=None):
     input, other = _arg(input), _arg(other)
     dt = binary_dtype(input, other)
     if rounding_mode is not None:
+        if rounding_mode not in ("trunc", "floor"):
+            raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' "
+                               f"but found '{rounding_mode}'")
         a, b = np.asarray(input if not isinstance(input, Tensor) else input._data, dt), \
             np.asarray(other if not isinstance(other, Tensor) else other._data, dt)
-        r = np.true_divide(a, b)
-        r = np.trunc(r) if rounding_mode == "trunc" else np.floor(r)
-        if rounding_mode not in ("trunc", "floor"):
-            raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but "
-                             f"found '{rounding_mode}'")
-        return Tensor._make(r.astype(dt))
+        return Tensor._make(_rounded_div(a, b, rounding_mode).astype(dt, copy=False))
     if dt.kind != "f":
         dt = _F32
     return apply(_div, (input, other), None, dt)
+
+
+def _rounded_div(a: np.ndarray, b: np.ndarray, mode: str) -> np.ndarray:
+    if a.dtype == np.bool_:
+        raise NotImplementedError(f"\"div_{mode}_cpu\" not implemented for 'Bool'")
+    if a.dtype.kind in "iu":  # exact in integers (a float round trip loses digits past 2**53)
+        if np.any(b == 0):
+            raise RuntimeError("ZeroDivisionError")
+        if mode == "floor":
+            return np.floor_divide(a, b)
+        q = np.abs(a) // np.abs(b)
+        return np.where((a < 0) != (b < 0), -q, q)
+    r = np.true_divide(a, b)
+    return np.trunc(r) if mode == "trunc" else np.floor(r)
 
 
 @op(method=True, aliases=("negative",))
@@ -222,6 +250,10 @@ def pow(input, exponent):
     dt = binary_dtype(input, exponent)
     if dt.kind in "iu" and isinstance(exponent, int) and exponent < 0:
         raise RuntimeError("Integers to negative integer powers are not allowed.")
+    if dt == np.bool_:  # torch: only a bool tensor to a Python bool power; the result stays bool
+        if not isinstance(exponent, bool):
+            raise NotImplementedError("\"pow\" not implemented for 'Bool'")
+        return Tensor._make(np.power(input._data, exponent).astype(np.bool_))
     return apply(_pow, (input, exponent), None, dt)
 
 
