@@ -225,6 +225,28 @@ class Tensor:
     def subtract(self, other: Any, *, alpha: Any = 1) -> Tensor:
         return self._client._record("sub", (self, other), {"alpha": alpha} if alpha != 1 else {})
 
+    # casts (float-to-float casts stay differentiable, as in torch)
+    def float(self) -> Tensor:
+        return self._client._record("to", (self,), {"dtype": engine.float32})
+
+    def double(self) -> Tensor:
+        return self._client._record("to", (self,), {"dtype": engine.float64})
+
+    def half(self) -> Tensor:
+        return self._client._record("to", (self,), {"dtype": engine.float16})
+
+    def long(self) -> Tensor:
+        return self._client._record("to", (self,), {"dtype": engine.int64})
+
+    def int(self) -> Tensor:
+        return self._client._record("to", (self,), {"dtype": engine.int32})
+
+    def bool(self) -> Tensor:
+        return self._client._record("to", (self,), {"dtype": engine.bool})
+
+    def type_as(self, other: Tensor) -> Tensor:
+        return self._client._record("to", (self, other), {})
+
     def contiguous(self, memory_format: Any = None) -> Tensor:
         return self
 
@@ -419,6 +441,19 @@ class _Encoder:
         return self.value(key, True)
 
 
+def _dtype_to_keyword(info: engine.OpInfo, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``x.to(engine.float64)``: a dtype given positionally becomes the ``dtype`` keyword, the
+    one place where the server turns a dtype name back into a dtype."""
+    params = info.signature.parameters
+    if "dtype" in kwargs or not ("dtype" in params or any(
+            p.kind is p.VAR_KEYWORD for p in params.values())):
+        return args, kwargs
+    for i, a in enumerate(args[1:], 1):
+        if not isinstance(a, (Tensor, engine.Tensor, np.ndarray)) and _dtype_name(a) is not None:
+            return args[:i] + args[i + 1:], {**kwargs, "dtype": a}
+    return args, kwargs
+
+
 def encode_call(client: _BaseClient, op: str, args: tuple, kwargs: dict
                 ) -> tuple[list, dict, list[Tensor], tuple, dict]:
     """Encode a call as wire ``inputs`` (the positional arguments) and ``attributes`` (the keyword
@@ -429,8 +464,9 @@ def encode_call(client: _BaseClient, op: str, args: tuple, kwargs: dict
         info.signature.bind(*args, **kwargs)
     except TypeError as e:
         raise TypeError(f"{op}(): {e}") from None
+    args, kwargs = _dtype_to_keyword(info, tuple(args), dict(kwargs))
     enc = _Encoder(client)
-    args, kwargs = enc.lift(tuple(args)), enc.lift(dict(kwargs))
+    args, kwargs = enc.lift(args), enc.lift(kwargs)
     if op == "getitem" and len(args) == 2:
         inputs = [enc.value(args[0], True), enc.key(args[1])]
     else:

@@ -222,6 +222,24 @@ def numpy_operands_and_non_finite_constants(h: Harness) -> None:
     _close(pv, tp)
 
 
+def casts_detach_and_namespaces(h: Harness) -> None:
+    c = h.c
+    xv = np.array([[0.5, -1.5, 2.0], [1.0, 0.25, -0.75]], np.float32)
+    x = c.tensor(xv, requires_grad=True)
+    y = x.double() * x.to(c.tensor(1.0, dtype="float64").dtype)  # float-to-float casts differentiate
+    z = y.sum() + (x.detach() * x).sum() + c.nn.functional.relu(x).float().sum()
+    idx = x.argmax(dim=1).long()
+    (gx,), (zv, iv) = h.grad(z, [x], return_values=[z, idx])
+
+    tx = _t(xv, True)
+    tz = (tx.double() * tx.to(torch.float64)).sum() + (tx.detach() * tx).sum() \
+        + torch.nn.functional.relu(tx).float().sum()
+    (tgx,) = torch.autograd.grad(tz, [tx])
+    _close(gx, tgx)
+    _close(zv, tz)
+    _close(iv, tx.argmax(dim=1))
+
+
 def unused_inputs(h: Harness) -> None:
     c = h.c
     a, b = c.tensor([1.0, 2.0], requires_grad=True), c.tensor([3.0], requires_grad=True)
@@ -311,6 +329,6 @@ def engine_errors_are_typed(h: Harness) -> None:
 SCENARIOS: list[Callable[[Harness], None]] = [
     seed_example, value_and_grad, several_values_in_one_trip, second_derivative, hessian_vector_product,
     grad_outputs_and_broadcasting, multi_output_and_indexing, numpy_operands_and_non_finite_constants,
-    unused_inputs, autograd_errors_match_torch, retain_graph_error_inside_one_request,
-    engine_errors_are_typed,
+    casts_detach_and_namespaces, unused_inputs, autograd_errors_match_torch,
+    retain_graph_error_inside_one_request, engine_errors_are_typed,
 ]
