@@ -64,7 +64,7 @@ class _Ref:
     """A reference to a named value inside a node's arguments."""
 
     name: str
-    loc: Loc
+    loc: Loc  # full location, starting ("graph", "nodes", i, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,10 +279,10 @@ def build_plan(req: GradRequest, settings: Settings | None = None) -> Plan:
             if p is None:
                 raise where.graph_error(st.index, f"unknown name {r.name!r}: not a graph input or a "
                                         f"node output{_close(r.name, [*inputs, *producer])}",
-                                        r.loc, st.outputs[0])
+                                        r.loc[3:], st.outputs[0])
             if p == st.index:
                 raise where.graph_error(st.index, f"cycle: the node uses its own output {r.name!r}",
-                                        r.loc, st.outputs[0])
+                                        r.loc[3:], st.outputs[0])
             st.deps.add(p)
     order = _toposort(steps, where)
 
@@ -599,7 +599,8 @@ def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings 
             raise BadRequest(f"binary_data_size is {size} but its blob has {len(b)} bytes",
                              loc=(*loc, "parameters", "binary_data_size"))
     r = _Runner(plan, s, deadline)
-    with engine.enable_grad():
+    # torch does not warn on log(0) or 0/0; the server should not log a warning per request either
+    with engine.enable_grad(), np.errstate(all="ignore"):
         for i, t in enumerate(req.graph.inputs):
             loc = ("graph", "inputs", i)
             r.env[t.name] = _leaf(t, _decode(t, by_id.get(id(t)), loc), loc)

@@ -253,6 +253,7 @@ class _Compiler:
         if isinstance(e, (ast.List, ast.Tuple)):
             return _Seq(tuple(self.expr(x) for x in e.elts))
         if isinstance(e, ast.Attribute):
+            self.check_name(e, e.attr)
             raise self.error(e, f"attribute access is not allowed ({ast.unparse(e)[:60]!r}); "
                                 "only op names can be called")
         what = _FORBIDDEN.get(type(e), f"`{type(e).__name__}` expressions")
