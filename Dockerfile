@@ -8,6 +8,7 @@
 # No `# syntax=` line on purpose: it would make BuildKit pull a frontend image from a registry.
 
 FROM python:3.11-slim AS builder
+LABEL org.opencontainers.image.title="gradserve-builder"
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1

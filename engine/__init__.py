@@ -50,13 +50,15 @@ from .tensor import Size, Tensor, as_tensor, from_numpy, tensor
 
 globals().update(_ops_namespace)
 
+from . import nn  # noqa: E402  (after the core ops it builds on)
+
 autograd_grad = grad
 autograd_backward = backward
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "Size", "tensor", "as_tensor", "from_numpy", "dtype", "autograd", "autograd_grad",
+    "Tensor", "Size", "tensor", "nn", "as_tensor", "from_numpy", "dtype", "autograd", "autograd_grad",
     "autograd_backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "manual_seed", "OPS", "OpInfo", "PRIMITIVES", "result_type", "promote_types",
     "get_default_dtype", "float16", "float32", "float64", "int8", "int16", "int32", "int64",

@@ -35,12 +35,19 @@ docker info >/dev/null 2>&1 || fail "no Docker daemon answers 'docker info'"
 log "building $image"
 t_build=$SECONDS
 buildlog=$(mktemp)
-if ! docker build --tag "$image" "$root" >"$buildlog" 2>&1; then
+# The builder stage is tagged too, so that pruning below keeps its layers: they are the cache.
+if ! { docker build --target builder --tag "$image-builder" "$root" \
+       && docker build --tag "$image" "$root"; } >"$buildlog" 2>&1; then
   tail -n 60 "$buildlog" >&2; rm -f "$buildlog"
   fail "docker build failed (last lines above)"
 fi
 rm -f "$buildlog"
 log "built $image in $((SECONDS - t_build)) s"
+# Each rebuild leaves the previous images dangling (a venv of ~260 MB each); drop ours. The current
+# builder is tagged, so the layer cache survives.
+for title in gradserve gradserve-builder; do
+  docker image prune --force --filter "label=org.opencontainers.image.title=$title" >/dev/null || true
+done
 
 # Static checks of the image: non-root user, no torch, no build tooling.
 user=$(docker image inspect --format '{{.Config.User}}' "$image")
