@@ -274,9 +274,9 @@ def _fit(g: Tensor, meta: tuple) -> Tensor:
 
 def _run_node(node: Node, buf: list, retain_graph: bool) -> tuple:
     prim = node.prim
-    saved = node._unpack() if prim.save else node.saved
-    if saved is None:  # defensive: a node without saves is never freed
-        saved = ()
+    if node.saved is None:
+        raise RuntimeError(FREED_MSG)
+    saved = node._unpack() if prim.save else ()
     if prim.n_out == 1:
         g = buf[0]
     else:  # outputs that received no gradient get zeros
@@ -285,7 +285,7 @@ def _run_node(node: Node, buf: list, retain_graph: bool) -> tuple:
     grads = prim.bwd(node, g, *saved, **node.params) if node.params else prim.bwd(node, g, *saved)
     if len(node.edges) == 1:
         grads = (grads,)
-    if not retain_graph and prim.save:
+    if not retain_graph and (prim.save or (node.params and _holds_index(node.params))):
         node.saved = None
         node.aux = None
     out = []
@@ -295,6 +295,16 @@ def _run_node(node: Node, buf: list, retain_graph: bool) -> tuple:
         else:
             out.append(_fit(gi, meta))
     return tuple(out)
+
+
+def _holds_index(params: dict) -> bool:
+    """Integer or bool arrays among a node's parameters are index tensors (gather, advanced
+    indexing, ...). torch saves those, so like saved tensors they are freed after backward."""
+    for v in params.values():
+        for a in (v if type(v) is tuple else (v,)):
+            if type(a) is np.ndarray and a.dtype.kind in "iub":
+                return True
+    return False
 
 
 def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Sequence[Tensor] | None,
