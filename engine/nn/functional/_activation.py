@@ -1,0 +1,466 @@
+"""Activations of ``engine.nn.functional``, with torch's names, defaults and kink conventions.
+
+Most are compositions of engine ops: ``where`` sends the gradient to the branch torch's backward
+uses at a kink, so autograd reproduces torch's first *and* second derivatives. Four are primitives
+because no composition gives torch's derivatives: the elu family and prelu (torch's double backward
+masks with ``x < 0`` while the first derivative switches at ``x > 0``), softplus (first derivative
+switches at ``beta*x > threshold``, second at ``beta*x < threshold``, and it must not overflow) and
+erf for exact gelu (scipy forward). Their VJPs are engine ops, so any order works.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import scipy.special
+
+from ..._autograd import primitive
+from ...ops import elementwise as _E
+from ...ops._registry import as_tensor_arg, op
+from ...ops.elementwise import exp, where
+from ...ops.reduction import log_softmax as _log_softmax
+from ...ops.reduction import softmax as _softmax
+from ...ops.shape import narrow, norm_dim, reshape
+from ...tensor import Tensor
+
+_TORCH_TYPE = {"float64": "Double", "float32": "Float", "float16": "Half", "int64": "Long",
+               "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+
+
+def torch_type_name(t: Tensor) -> str:
+    """torch's C++ name of a tensor's dtype (``Float``, ``Long``...), as its error messages say it."""
+    return _TORCH_TYPE.get(t._data.dtype.name, t._data.dtype.name)
+
+
+def check_inplace(inplace: bool, name: str) -> None:
+    """Engine tensors are immutable: ``inplace=True`` is refused rather than silently ignored."""
+    if inplace:
+        raise RuntimeError(f"{name}(..., inplace=True) is not supported: engine tensors are immutable. "
+                           "Use inplace=False and the returned tensor.")
+
+
+def float_kernel(input: object, kernel: str) -> Tensor:
+    """``input`` as a tensor; torch's NotImplementedError for integer inputs of float-only kernels."""
+    x = as_tensor_arg(input)
+    if x._data.dtype.kind != "f":
+        raise NotImplementedError(f'"{kernel}" not implemented for \'{torch_type_name(x)}\'')
+    return x
+
+
+def _bound(x: Tensor, v: float) -> float | int:
+    # An integer tensor keeps its dtype: torch converts float bounds to the tensor's type.
+    return v if x._data.dtype.kind == "f" else int(v)
+
+
+# ---------------------------------------------------------------- rectifiers and clamps
+@op()
+def relu(input, inplace=False):
+    """``max(input, 0)`` (``engine.relu``); relu'(0) = 0.
+
+    >>> F.relu(engine.tensor([-1.0, 2.0]))
+    tensor([0., 2.])
+    """
+    check_inplace(inplace, "relu")
+    return _E.relu(input)
+
+
+@op()
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    """``input`` where positive, else ``negative_slope * input``; the slope applies at 0.
+
+    >>> F.leaky_relu(engine.tensor([-2.0, 3.0]), 0.1)
+    tensor([-0.2000,  3.0000])
+    """
+    check_inplace(inplace, "leaky_relu")
+    x = float_kernel(input, "leaky_relu_cpu")
+    return where(x > 0, x, x * negative_slope)
+
+
+@op()
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    """Clamp to ``[min_val, max_val]``; unlike ``clamp``, the gradient is 0 at the bounds (torch).
+
+    >>> F.hardtanh(engine.tensor([-3.0, 0.5, 3.0]))
+    tensor([-1.0000,  0.5000,  1.0000])
+    """
+    if min_val > max_val:
+        raise ValueError("min_val cannot be greater than max_val")
+    check_inplace(inplace, "hardtanh")
+    x = as_tensor_arg(input)
+    lo, hi = _bound(x, min_val), _bound(x, max_val)
+    return where(x <= lo, lo, where(x >= hi, hi, x))
+
+
+@op()
+def relu6(input, inplace=False):
+    """``hardtanh(input, 0, 6)``.
+
+    >>> F.relu6(engine.tensor([-1.0, 7.0]))
+    tensor([0., 6.])
+    """
+    check_inplace(inplace, "relu6")
+    return hardtanh(input, 0.0, 6.0)
+
+
+@op()
+def threshold(input, threshold, value, inplace=False):
+    """``input`` where ``input > threshold``, else ``value``.
+
+    >>> F.threshold(engine.tensor([0.5, 2.0]), 1.0, -1.0)
+    tensor([-1.,  2.])
+    """
+    check_inplace(inplace, "threshold")
+    x = as_tensor_arg(input)
+    return where(x > _bound(x, threshold), x, _bound(x, value))
+
+
+@op()
+def hardsigmoid(input, inplace=False):
+    """``relu6(input + 3) / 6``; gradient 1/6 strictly inside (-3, 3).
+
+    >>> F.hardsigmoid(engine.tensor([-4.0, 0.0, 4.0]))
+    tensor([0.0000, 0.5000, 1.0000])
+    """
+    check_inplace(inplace, "hardsigmoid")
+    x = float_kernel(input, "hardsigmoid_cpu")
+    return where(x <= -3.0, 0.0, where(x >= 3.0, 1.0, (x + 3.0) / 6.0))
+
+
+@op()
+def hardswish(input, inplace=False):
+    """``input * relu6(input + 3) / 6``; torch's gradient is 0 at -3 and 1 at 3.
+
+    >>> F.hardswish(engine.tensor([-4.0, 1.0, 4.0]))
+    tensor([-0.0000,  0.6667,  4.0000])
+    """
+    check_inplace(inplace, "hardswish")
+    x = float_kernel(input, "hardswish_cpu")
+    return where(x <= -3.0, 0.0, where(x >= 3.0, x, x * (x + 3.0) / 6.0))
+
+
+@op()
+def softshrink(input, lambd=0.5):
+    """``input - lambd`` above ``lambd``, ``input + lambd`` below ``-lambd``, else 0.
+
+    >>> F.softshrink(engine.tensor([-1.0, 0.2, 1.0]))
+    tensor([-0.5000,  0.0000,  0.5000])
+    """
+    x = float_kernel(input, "softshrink_check")
+    if lambd < 0:
+        raise RuntimeError(f"lambda must be in range [0, {np.finfo(x._data.dtype).max:g}] for input "
+                           f"dtype {torch_type_name(x)}, but found {lambd:g}")
+    return where(x > lambd, x - lambd, where(x < -lambd, x + lambd, 0.0))
+
+
+@op()
+def hardshrink(input, lambd=0.5):
+    """``input`` where ``|input| > lambd``, else 0.
+
+    >>> F.hardshrink(engine.tensor([-1.0, 0.2, 1.0]))
+    tensor([-1.,  0.,  1.])
+    """
+    x = float_kernel(input, "hardshrink_cpu")
+    return where(x > lambd, x, where(x < -lambd, x, 0.0))
+
+
+@op()
+def tanhshrink(input):
+    """``input - tanh(input)``.
+
+    >>> F.tanhshrink(engine.tensor([1.0]))
+    tensor([0.2384])
+    """
+    x = as_tensor_arg(input)
+    return x - _E.tanh(x)
+
+
+@op()
+def softsign(input):
+    """``input / (1 + |input|)``.
+
+    >>> F.softsign(engine.tensor([-1.0, 3.0]))
+    tensor([-0.5000,  0.7500])
+    """
+    x = as_tensor_arg(input)
+    return x / (x.abs() + 1)
+
+
+# ---------------------------------------------------------------- exponential units (primitive)
+@primitive(save=(0,))
+def _elu(x, alpha, scale, input_scale):
+    neg = np.expm1(np.minimum(x, 0) * input_scale) * (alpha * scale)
+    return np.where(x > 0, x * scale, neg).astype(x.dtype, copy=False)
+
+
+@_elu.defvjp
+def _elu_vjp(ctx, g, x, alpha, scale, input_scale):
+    # torch: slope `scale` for x > 0, else alpha*scale*input_scale*exp(x*input_scale) (so at 0 too);
+    # its double backward masks the exp branch with x < 0, hence the exponent's gradient path.
+    xn = where(x < 0, x, 0.0)
+    return g * where(x > 0, scale, exp(xn * input_scale) * (alpha * scale * input_scale))
+
+
+@op()
+def elu(input, alpha=1.0, inplace=False):
+    """``input`` where positive, else ``alpha * (exp(input) - 1)``.
+
+    >>> F.elu(engine.tensor([-1.0, 2.0]))
+    tensor([-0.6321,  2.0000])
+    """
+    check_inplace(inplace, "elu")
+    x = float_kernel(input, "elu_cpu")
+    return _elu(x, alpha=float(alpha), scale=1.0, input_scale=1.0)
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@op()
+def selu(input, inplace=False):
+    """``scale * elu(input, alpha)`` with the self-normalizing constants.
+
+    >>> F.selu(engine.tensor([1.0]))
+    tensor([1.0507])
+    """
+    check_inplace(inplace, "selu")
+    x = float_kernel(input, "elu_cpu")
+    return _elu(x, alpha=_SELU_ALPHA, scale=_SELU_SCALE, input_scale=1.0)
+
+
+@op()
+def celu(input, alpha=1.0, inplace=False):
+    """``max(0, input) + min(0, alpha * (exp(input / alpha) - 1))``.
+
+    >>> F.celu(engine.tensor([-1.0]), 2.0)
+    tensor([-0.7869])
+    """
+    check_inplace(inplace, "celu")
+    x = float_kernel(input, "elu_cpu")
+    if alpha == 0:
+        raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
+    return _elu(x, alpha=float(alpha), scale=1.0, input_scale=1.0 / alpha)
+
+
+# ---------------------------------------------------------------- smooth units
+@primitive(save=(0,))
+def _softplus(x, beta, threshold):
+    z = x * beta
+    # log1p(exp(z)) without overflow: max(z, 0) + log1p(exp(-|z|))
+    sp = (np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))) / beta
+    return np.where(z > threshold, x, sp).astype(x.dtype, copy=False)
+
+
+@_softplus.defvjp
+def _softplus_vjp(ctx, g, x, beta, threshold):
+    z = x * beta
+    if threshold == math.inf:
+        return g * _E.sigmoid(z)
+    # torch: slope 1 where z > threshold; its double backward masks with z < threshold
+    zs = where(z < threshold, z, z.detach())
+    return g * where(z > threshold, 1.0, _E.sigmoid(zs))
+
+
+def softplus_inf(x: Tensor) -> Tensor:
+    """``log(1 + exp(x))`` computed stably, with no linear cut-off (gradient: sigmoid)."""
+    return _softplus(x, beta=1.0, threshold=math.inf)
+
+
+@op()
+def softplus(input, beta=1.0, threshold=20.0):
+    """``log(1 + exp(beta * input)) / beta``, linear where ``beta * input > threshold``.
+
+    >>> F.softplus(engine.tensor([0.0, 30.0]))
+    tensor([ 0.6931, 30.0000])
+    """
+    x = float_kernel(input, "softplus_cpu")
+    return _softplus(x, beta=float(beta), threshold=float(threshold))
+
+
+@op()
+def logsigmoid(input):
+    """``log(sigmoid(input))``, stable for large ``|input|``.
+
+    >>> F.logsigmoid(engine.tensor([0.0]))
+    tensor([-0.6931])
+    """
+    x = float_kernel(input, "log_sigmoid_cpu")
+    return -softplus_inf(-x)
+
+
+@op()
+def silu(input, inplace=False):
+    """``input * sigmoid(input)`` (swish).
+
+    >>> F.silu(engine.tensor([1.0]))
+    tensor([0.7311])
+    """
+    check_inplace(inplace, "silu")
+    x = float_kernel(input, "silu_cpu")
+    return x * _E.sigmoid(x)
+
+
+@op()
+def mish(input, inplace=False):
+    """``input * tanh(softplus(input))``.
+
+    >>> F.mish(engine.tensor([1.0]))
+    tensor([0.8651])
+    """
+    check_inplace(inplace, "mish")
+    x = float_kernel(input, "mish_cpu")
+    return x * _E.tanh(softplus_inf(x))
+
+
+@primitive(save=(0,), name="nn_functional_erf")
+def _erf(x):
+    return scipy.special.erf(x)
+
+
+# d/dx erf(x) = 2/sqrt(pi) * exp(-x^2). Private to gelu until engine.erf exists; then use that.
+_erf.defvjp(lambda ctx, g, x: g * exp(-(x * x)) * (2.0 / math.sqrt(math.pi)))
+
+_SQRT1_2 = math.sqrt(0.5)
+_SQRT_2_PI = math.sqrt(2.0 / math.pi)
+
+
+@op()
+def gelu(input, approximate="none"):
+    """``input * Phi(input)`` (``approximate='none'``, via erf) or its tanh approximation.
+
+    >>> F.gelu(engine.tensor([1.0]))
+    tensor([0.8413])
+    """
+    if approximate not in ("none", "tanh"):
+        raise RuntimeError("approximate argument must be either none or tanh.")
+    x = float_kernel(input, "GeluKernelImpl")
+    if approximate == "none":
+        return x * 0.5 * (_erf(x * _SQRT1_2) + 1.0)
+    inner = (x + x * x * x * 0.044715) * _SQRT_2_PI
+    return x * 0.5 * (_E.tanh(inner) + 1.0)
+
+
+@op()
+def glu(input, dim=-1):
+    """Gated linear unit: ``a * sigmoid(b)`` for the two halves ``a, b`` of ``input`` along ``dim``.
+
+    >>> F.glu(engine.tensor([1.0, 0.0]))
+    tensor([0.5000])
+    """
+    x = as_tensor_arg(input)
+    if x._data.ndim == 0:
+        raise RuntimeError("glu does not support scalars because halving size must be even")
+    d = norm_dim(dim, x._data.ndim)
+    n = x._data.shape[d]
+    if n % 2:
+        raise RuntimeError(f"Halving dimension must be even, but dimension {d} is size {n}")
+    return narrow(x, d, 0, n // 2) * _E.sigmoid(narrow(x, d, n // 2, n // 2))
+
+
+# ---------------------------------------------------------------- prelu (primitive)
+@primitive(save=(0, 1))
+def _prelu(x, w):
+    return np.where(x > 0, x, w * x)
+
+
+@_prelu.defvjp
+def _prelu_vjp(ctx, g, x, w):
+    # torch's first derivative takes the weight branch at x == 0; its double backward masks the
+    # mixed (x, weight) terms with x < 0, hence the detached weight at 0.
+    gx = gw = None
+    if ctx.edges[0] is not None:
+        gx = g * where(x > 0, 1.0, where(x < 0, w, w.detach()))
+    if ctx.edges[1] is not None:
+        gw = g * where(x < 0, x, 0.0)
+    return gx, gw
+
+
+@op(differentiable=("input", "weight"))
+def prelu(input, weight):
+    """``input`` where positive, else ``weight * input``; ``weight`` has 1 or ``C`` (dim 1) entries.
+
+    >>> F.prelu(engine.tensor([[-1.0, 2.0]]), engine.tensor([0.25]))
+    tensor([[-0.2500,  2.0000]])
+    """
+    x, w = float_kernel(input, "prelu_cpu"), as_tensor_arg(weight)
+    if w._data.ndim > 1:
+        raise RuntimeError(f"prelu: Expected `weight` to be a scalar or 1D tensor, but got: ndim = "
+                           f"{w._data.ndim}")
+    channels = x._data.shape[1] if x._data.ndim >= 2 else 1
+    if w._data.size != 1 and w._data.size != channels:
+        raise RuntimeError(f"Mismatch of parameter numbers and input channel size. Found parameter "
+                           f"numbers = {w._data.size} and channel size = {channels}.")
+    if w._data.dtype != x._data.dtype:
+        raise RuntimeError(f"prelu: Type promoting not supported. Got {torch_type_name(x)} and "
+                           f"{torch_type_name(w)}")
+    if w._data.size == 1:
+        w = reshape(w, ())
+    elif x._data.ndim > 2:
+        w = reshape(w, (channels,) + (1,) * (x._data.ndim - 2))
+    return _prelu(x, w)
+
+
+# ---------------------------------------------------------------- torch.nn.functional aliases
+@op()
+def sigmoid(input):
+    """``1 / (1 + exp(-input))`` (``engine.sigmoid``).
+
+    >>> F.sigmoid(engine.tensor([0.0]))
+    tensor([0.5000])
+    """
+    return _E.sigmoid(input)
+
+
+@op()
+def tanh(input):
+    """Hyperbolic tangent (``engine.tanh``).
+
+    >>> F.tanh(engine.tensor([0.0]))
+    tensor([0.])
+    """
+    return _E.tanh(input)
+
+
+def _implicit_dim(name: str, ndim: int) -> int:
+    warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the call to "
+                  "include dim=X as an argument.", stacklevel=3)
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+@op()
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """``exp(input) / sum(exp(input), dim)``; ``dtype`` casts the input first.
+
+    >>> F.softmax(engine.tensor([0.0, 0.0]), dim=0)
+    tensor([0.5000, 0.5000])
+    """
+    if dim is None:
+        dim = _implicit_dim("softmax", input.ndim)
+    return _softmax(input, dim, dtype)
+
+
+@op()
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """``input - logsumexp(input, dim)``.
+
+    >>> F.log_softmax(engine.tensor([0.0, 0.0]), dim=0)
+    tensor([-0.6931, -0.6931])
+    """
+    if dim is None:
+        dim = _implicit_dim("log_softmax", input.ndim)
+    return _log_softmax(input, dim, dtype)
+
+
+@op()
+def softmin(input, dim=None, _stacklevel=3, dtype=None):
+    """``softmax(-input, dim)``.
+
+    >>> F.softmin(engine.tensor([0.0, 1.0]), dim=0)
+    tensor([0.7311, 0.2689])
+    """
+    if dim is None:
+        dim = _implicit_dim("softmin", input.ndim)
+    return _softmax(-input, dim, dtype)
+
