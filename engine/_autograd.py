@@ -8,6 +8,7 @@ free. Unbroadcasting and dtype casts of gradients happen here, once, not in ever
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import threading
 import weakref
@@ -45,6 +46,8 @@ class _GradMode:
 
     def __call__(self, fn: Callable) -> Callable:
         mode = self._mode
+        if inspect.isgeneratorfunction(fn):
+            return _wrap_generator(fn, mode)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -56,6 +59,36 @@ class _GradMode:
                 _set_enabled(prev)
 
         return wrapper
+
+
+def _wrap_generator(fn: Callable, mode: bool) -> Callable:
+    """As torch's decorators: the mode holds while the generator's body runs, and the caller's
+    own mode is back in force between the yields."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        gen = fn(*args, **kwargs)
+        step = functools.partial(gen.send, None)
+        while True:
+            prev = is_grad_enabled()
+            _set_enabled(mode)
+            try:
+                out = step()
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                _set_enabled(prev)
+            try:
+                sent = yield out
+            except GeneratorExit:
+                gen.close()
+                raise
+            except BaseException as exc:  # thrown in by the caller: hand it to the generator
+                step = functools.partial(gen.throw, exc)
+            else:
+                step = functools.partial(gen.send, sent)
+
+    return wrapper
 
 
 class _NoParamGradMode(_GradMode):

@@ -176,3 +176,32 @@ def test_threads_record_graphs_independently():
         return results["on"], results["off"]
 
     parity(f)
+
+
+def test_decorated_generators_run_their_body_in_the_mode():
+    def f(m):
+        @m.no_grad()
+        def gen():
+            sent = yield m.is_grad_enabled()
+            yield sent, m.is_grad_enabled()
+
+        @m.enable_grad()
+        def gen2():
+            try:
+                yield m.is_grad_enabled()
+            except KeyError:
+                yield "caught", m.is_grad_enabled()
+            return 7
+
+        g = gen()
+        seen = [next(g), m.is_grad_enabled(), g.send(5), m.is_grad_enabled()]
+        with m.no_grad():
+            g2 = gen2()
+            seen += [next(g2), g2.throw(KeyError("x")), m.is_grad_enabled()]
+            try:
+                next(g2)
+            except StopIteration as stop:
+                seen.append(stop.value)
+        return seen
+
+    parity(f)
