@@ -124,7 +124,7 @@ def decode_bytes(buf: bytes | memoryview, datatype: str, shape: list[int]) -> np
 def decode_b64(text: str, datatype: str, shape: list[int]) -> np.ndarray:
     """Base64 of little-endian row-major bytes as an array."""
     try:
-        raw = base64.b64decode(text, validate=True)
+        raw = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         raise TensorDecodeError("b64 is not valid base64") from None
     return decode_bytes(raw, datatype, shape)
