@@ -70,6 +70,28 @@ def test_duplicated_input_gets_the_full_gradient_in_each_place():
     parity(f)
 
 
+def test_a_duplicated_output_contributes_twice():
+    def f(m):
+        x = leaf(m, A3)
+        y = (x * x).sum()
+        return grad(m, [y, y, x.exp()], x, [None, m.tensor(3.0), m.ones(3)])
+
+    parity(f)
+
+
+def test_hooks_and_retain_grad_on_a_root_see_its_grad_output():
+    def f(m):
+        x = leaf(m, A3)
+        y = x.exp()
+        y.register_hook(lambda g: g * 3.0)
+        y.retain_grad()
+        r = grad(m, y, x, m.tensor(A3 + 1.0), retain_graph=True)
+        y.backward(m.tensor(A3))
+        return r, y.grad, x.grad
+
+    parity(f)
+
+
 def test_inputs_as_a_dict_return_a_dict():
     def f(m):
         x, w = leaf(m, A3), leaf(m, A23)
