@@ -1,0 +1,251 @@
+"""engine.nn.functional against torch.nn.functional: errors, warnings, dtypes and options that the
+registry-driven gradient checks (test_gradcheck.py) do not cover."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import engine
+import engine.nn.functional as EF
+
+from .opsamples import SAMPLES
+
+r = np.random.default_rng(0)
+X = r.standard_normal((3, 4))
+P = r.uniform(0.1, 0.9, (3, 4))
+T3 = np.array([0, 1, 2])
+
+
+def _conv(lib: object, x: object, grad: bool) -> object:
+    if isinstance(x, np.ndarray):
+        t = lib.tensor(x)
+        return t.requires_grad_() if grad and x.dtype.kind == "f" else t
+    if isinstance(x, (list, tuple)):
+        return type(x)(_conv(lib, v, grad) for v in x)
+    return x
+
+
+def _call(lib: object, F: object, name: str, args: tuple, kwargs: dict, grad: tuple) -> object:
+    a = [_conv(lib, v, i in grad) for i, v in enumerate(args)]
+    k = {n: _conv(lib, v, n in grad) for n, v in kwargs.items()}
+    return getattr(F, name)(*a, **k)
+
+
+# ---------------------------------------------------------------- errors: same type, same message
+ERRORS = [
+    # (op, args, kwargs, args that require grad)
+    ("nll_loss", (X, T3.astype(np.float64)), {}, ()),
+    ("nll_loss", (X, T3.astype(np.int32)), {}, ()),
+    ("nll_loss", (X, np.array([0, 1, 4])), {}, ()),
+    ("nll_loss", (X, np.array([0, -1, 2])), {}, ()),
+    ("nll_loss", (X, np.array([0, 1])), {}, ()),
+    ("nll_loss", (X, np.zeros((3, 1), np.int64)), {}, ()),
+    ("nll_loss", (X[0], np.array([2, 1])), {}, ()),
+    ("nll_loss", (np.array(X[0, 0]), np.array(2)), {}, ()),
+    ("nll_loss", (r.standard_normal((2, 3, 4)), np.zeros((2, 5), np.int64)), {}, ()),
+    ("nll_loss", (r.standard_normal((2, 3, 4, 5)), np.zeros((2, 4, 4), np.int64)), {}, ()),
+    ("nll_loss", (r.standard_normal((2, 3, 4, 5)), np.zeros((2, 4, 5))), {}, ()),
+    ("nll_loss", (X, T3), {"weight": np.ones(3)}, ()),
+    ("nll_loss", (X, T3), {"weight": np.ones((2, 2))}, ()),
+    ("nll_loss", (X, T3), {"weight": np.ones(4, np.float32)}, ()),
+    ("nll_loss", (X, T3), {"weight": np.ones(4)}, (0, "weight")),
+    ("nll_loss", (X, T3), {"reduction": "avg"}, ()),
+    ("cross_entropy", (X, r.uniform(size=(3, 3))), {}, ()),
+    ("cross_entropy", (X, np.zeros((3, 4), np.int64)), {}, ()),
+    ("cross_entropy", (X, P), {"ignore_index": 1}, ()),
+    ("cross_entropy", (X, T3), {"label_smoothing": 1.5}, ()),
+    ("cross_entropy", (X, P), {"label_smoothing": 1.5}, ()),
+    ("cross_entropy", (X, P), {"weight": np.ones(3)}, ()),
+    ("cross_entropy", (X, T3), {"weight": np.ones(3), "label_smoothing": 0.1}, ()),
+    ("cross_entropy", (X, T3), {"weight": np.ones(4)}, (0, "weight")),
+    ("cross_entropy", (X, np.array([0, 1, 9])), {}, ()),
+    ("mse_loss", (X, X), {"weight": np.ones(4)}, ()),
+    ("mse_loss", (X, X), {"reduction": "avg"}, ()),
+    ("mse_loss", (X, X), {"reduction": "avg", "weight": np.ones((3, 4))}, ()),
+    ("mse_loss", (T3, T3), {}, ()),
+    ("l1_loss", (X, X), {"reduction": "avg"}, ()),
+    ("huber_loss", (X, X), {"reduction": "avg"}, ()),
+    ("huber_loss", (X, X), {"delta": 0.0}, ()),
+    ("smooth_l1_loss", (X, X), {"beta": -1.0}, ()),
+    ("binary_cross_entropy", (X, P), {}, ()),
+    ("binary_cross_entropy", (P, P[0]), {}, ()),
+    ("binary_cross_entropy", (P, np.ones((3, 4), np.int64)), {}, ()),
+    ("binary_cross_entropy", (P, P.astype(np.float32)), {}, ()),
+    ("binary_cross_entropy", (P, P), {"weight": np.ones(4)}, (0, "weight")),
+    ("binary_cross_entropy_with_logits", (X, P[0]), {}, ()),
+    ("binary_cross_entropy_with_logits", (X, P), {"pos_weight": np.ones(4)}, (0, "pos_weight")),
+    ("binary_cross_entropy_with_logits", (X, P), {"weight": np.ones(4)}, (0, "weight")),
+    ("kl_div", (T3, T3), {"reduction": "sum"}, ()),
+    ("kl_div", (X, P), {"reduction": "avg"}, ()),
+    ("glu", (r.standard_normal((3, 3)),), {}, ()),
+    ("glu", (np.array(1.0),), {}, ()),
+    ("glu", (X,), {"dim": 2}, ()),
+    ("prelu", (r.standard_normal((2, 3, 4)), np.ones(4)), {}, ()),
+    ("prelu", (r.standard_normal((2, 3, 4)), np.ones((3, 1))), {}, ()),
+    ("prelu", (X[0], np.ones(3)), {}, ()),
+    ("prelu", (X, np.ones(1, np.float32)), {}, ()),
+    ("prelu", (T3, np.array([1])), {}, ()),
+    ("gelu", (X,), {"approximate": "fast"}, ()),
+    ("celu", (X,), {"alpha": 0.0}, ()),
+    ("hardtanh", (X, 1.0, -1.0), {}, ()),
+    ("softshrink", (X, -1.0), {}, ()),
+    ("leaky_relu", (T3,), {}, ()),
+    ("elu", (T3,), {}, ()),
+    ("selu", (T3,), {}, ()),
+    ("softplus", (T3,), {}, ()),
+    ("gelu", (T3,), {}, ()),
+    ("hardsigmoid", (T3,), {}, ()),
+    ("hardswish", (T3,), {}, ()),
+    ("logsigmoid", (T3,), {}, ()),
+    ("silu", (T3,), {}, ()),
+    ("mish", (T3,), {}, ()),
+    ("hardshrink", (T3,), {}, ()),
+    ("cosine_similarity", (X, r.standard_normal((3, 3))), {}, ()),
+    ("cosine_similarity", (T3, T3), {"dim": 0}, ()),
+    ("pairwise_distance", (X, r.standard_normal((3, 3))), {}, ()),
+    ("cosine_embedding_loss", (X, X, np.ones((3, 1))), {}, ()),
+    ("cosine_embedding_loss", (X, X, np.ones(())), {}, ()),
+    ("cosine_embedding_loss", (X[0], X[1], np.ones(3)), {}, ()),
+    ("margin_ranking_loss", (X, X, np.ones(3)), {}, ()),
+    ("multi_margin_loss", (X, T3), {"p": 3}, ()),
+    ("multi_margin_loss", (X, np.array([0, 1, 4])), {}, ()),
+    ("multi_margin_loss", (X, np.array([0, 1])), {}, ()),
+    ("multi_margin_loss", (X, T3.astype(np.float64)), {}, ()),
+    ("multi_margin_loss", (X, T3), {"weight": np.ones(3)}, ()),
+    ("multi_margin_loss", (X, T3), {"weight": np.ones((4, 1))}, ()),
+    ("multi_margin_loss", (X, T3), {"weight": np.ones(4)}, (0, "weight")),
+    ("multi_margin_loss", (r.standard_normal((2, 3, 4)), T3), {}, ()),
+    ("gaussian_nll_loss", (X, X, -np.ones((3, 4))), {}, ()),
+    ("gaussian_nll_loss", (X, X, np.ones((4, 4))), {}, ()),
+    ("gaussian_nll_loss", (X, X, -1.0), {}, ()),
+    ("gaussian_nll_loss", (X, X, np.ones((3, 4))), {"reduction": "avg"}, ()),
+    ("poisson_nll_loss", (X, X), {"reduction": "avg"}, ()),
+    ("multilabel_soft_margin_loss", (X, P), {"reduction": "avg"}, ()),
+    ("triplet_margin_loss", (X, X, X), {"margin": 0.0}, ()),
+    ("triplet_margin_loss", (X, X[0], X), {}, ()),
+    ("soft_margin_loss", (X, np.sign(X)), {}, (0, 1)),
+]
+
+
+@pytest.mark.parametrize("case", ERRORS, ids=lambda c: c[0])
+def test_error_matches_torch(case: tuple) -> None:
+    name, args, kwargs, grad = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(Exception) as t_err:
+            _call(torch, TF, name, args, kwargs, grad)
+        with pytest.raises(Exception) as e_err:
+            _call(engine, EF, name, args, kwargs, grad)
+    assert type(e_err.value) is type(t_err.value), (e_err.value, t_err.value)
+    assert str(e_err.value) == str(t_err.value)
+
+
+# ---------------------------------------------------------------- warnings
+WARNINGS = [
+    ("mse_loss", (X, X[0]), {}),
+    ("l1_loss", (X, X[0]), {}),
+    ("smooth_l1_loss", (X, X[0]), {}),
+    ("huber_loss", (X, X[0]), {}),
+    ("mse_loss", (X, X), {"size_average": False}),
+    ("nll_loss", (X, T3), {"reduce": False}),
+    ("multilabel_soft_margin_loss", (X, P), {"size_average": True}),
+    ("kl_div", (X, P), {}),
+    ("kl_div", (X, P), {"reduce": True}),
+    ("softmax", (X,), {}),
+    ("log_softmax", (X,), {}),
+    ("softmin", (X,), {}),
+    ("cross_entropy", (X, T3), {"reduction": "elementwise_mean"}),
+]
+
+
+@pytest.mark.parametrize("case", WARNINGS, ids=lambda c: c[0])
+def test_warning_and_value_match_torch(case: tuple) -> None:
+    name, args, kwargs = case
+    with warnings.catch_warnings(record=True) as tw:
+        warnings.simplefilter("always")
+        t_out = _call(torch, TF, name, args, kwargs, ())
+    with warnings.catch_warnings(record=True) as ew:
+        warnings.simplefilter("always")
+        e_out = _call(engine, EF, name, args, kwargs, ())
+    assert [str(w.message) for w in ew] == [str(w.message) for w in tw]
+    assert all(w.filename == __file__ for w in ew), [w.filename for w in ew]  # points at the caller
+    np.testing.assert_allclose(e_out.numpy(), t_out.numpy(), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- float32 in, float32 out
+def _f32(x: object) -> object:
+    if isinstance(x, np.ndarray) and x.dtype == np.float64:
+        return x.astype(np.float32)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_f32(v) for v in x)
+    return x
+
+
+F_CASES = [(n, i) for n in sorted(SAMPLES) if n.startswith("nn.functional.") for i in range(len(SAMPLES[n]))]
+
+
+@pytest.mark.parametrize("case", F_CASES, ids=lambda c: f"{c[0]}-{c[1]}")
+def test_float32_samples_keep_dtype_and_match_torch(case: tuple) -> None:
+    name, i = case
+    s = SAMPLES[name][i]
+    short = name.removeprefix("nn.functional.")
+    args, kwargs = _f32(s.args), {k: _f32(v) for k, v in s.kwargs.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t_out = _call(torch, TF, short, args, kwargs, ())
+        e_out = _call(engine, EF, short, args, kwargs, ())
+    assert e_out.dtype.name == str(t_out.dtype).removeprefix("torch.")
+    np.testing.assert_allclose(e_out.numpy(), t_out.numpy(), rtol=2e-5, atol=2e-6)
+
+
+# ---------------------------------------------------------------- options outside the samples
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
+def test_softmax_dtype_option(name: str) -> None:
+    x = X.astype(np.float32)
+    e = getattr(EF, name)(engine.tensor(x), dim=1, dtype=engine.float64)
+    t = getattr(TF, name)(torch.tensor(x), dim=1, dtype=torch.float64)
+    assert e.dtype == engine.float64
+    np.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["relu", "relu6", "hardtanh", "threshold"])
+def test_integer_inputs_keep_their_dtype(name: str) -> None:
+    args = (np.array([-2, 0, 1, 3, 7]),) + ((0.5, 7.5) if name == "threshold" else ())
+    e = _call(engine, EF, name, args, {}, ())
+    t = _call(torch, TF, name, args, {}, ())
+    assert e.dtype.name == str(t.dtype).removeprefix("torch.")
+    np.testing.assert_array_equal(e.numpy(), t.numpy())
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "elu", "hardtanh", "silu", "threshold"])
+def test_inplace_is_refused(name: str) -> None:
+    args = (engine.tensor(X),) + ((0.1, 0.0) if name == "threshold" else ())
+    with pytest.raises(RuntimeError, match="immutable"):
+        getattr(EF, name)(*args, inplace=True)
+
+
+def test_nn_functional_is_reachable_from_engine() -> None:
+    assert engine.nn.functional.cross_entropy is EF.cross_entropy
+    assert engine.OPS["nn.functional.relu"].fn is EF.relu
+    assert engine.nn.F is engine.nn.functional
+    names = {n.removeprefix("nn.functional.") for n in engine.OPS if n.startswith("nn.functional.")}
+    assert names == set(EF.__all__)
+
+
+def test_cross_entropy_hessian_vector_product_matches_torch() -> None:
+    # create_graph through log_softmax + nll with weights, ignore_index and label smoothing
+    x, v = r.standard_normal((4, 5)), r.standard_normal((4, 5))
+    tgt, w = np.array([1, 4, 2, 4]), r.uniform(0.5, 2.0, 5)
+    out = []
+    for lib, F in ((engine, EF), (torch, TF)):
+        xt = lib.tensor(x, requires_grad=True)
+        loss = F.cross_entropy(xt, lib.tensor(tgt), weight=lib.tensor(w), ignore_index=4, label_smoothing=0.1)
+        (g,) = lib.autograd.grad(loss, xt, create_graph=True)
+        (h,) = lib.autograd.grad((g * lib.tensor(v)).sum(), xt)
+        out.append(h.detach().numpy())
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-10, atol=1e-12)
