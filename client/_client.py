@@ -3,7 +3,8 @@
 Everything that decides what to send and how to read the answer is in ``_BaseClient`` and
 ``_wire`` (no I/O); the two classes only differ in how they wait: ``time.sleep`` and a blocking
 httpx client, or ``asyncio.sleep`` and an async one. Embedded mode (no ``base_url``) hands the
-same request to ``service.core.evaluate`` in this process instead of sending it.
+same request to ``service.core`` in this process instead of sending it (the core that serves
+``POST /v1/grad``, so both modes give the same answers and the same errors).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
@@ -97,7 +98,6 @@ class _Plan:
     blobs: list[bytes]
     finish: Callable[[Result | None], Any]
     binary_response: bool = False
-    targets: dict[str, Tensor] = field(default_factory=dict)
 
 
 def _as_tuple(x: Any) -> tuple:
@@ -282,7 +282,7 @@ class _BaseClient:
             grads = call.shape_result(tuple(result.grads))
             return grads if rets is None else (grads, tuple(t._value for t in rets))
 
-        return _Plan(payload, blobs, finish, binary, names)
+        return _Plan(payload, blobs, finish, binary)
 
     def _plan_lazy_grad(self, call: _GradCall, rets: tuple[Tensor, ...] | None) -> _Plan:
         """create_graph=True: record a ``grad`` node; its results are client tensors."""
@@ -327,7 +327,7 @@ class _BaseClient:
         if not missing:
             return _Plan(None, [], finish)
         payload, blobs, binary, names = self._payload(missing, top={}, returns=missing)
-        return _Plan(payload, blobs, finish, binary, names)
+        return _Plan(payload, blobs, finish, binary)
 
     def _store(self, result: Result, names: dict[str, Tensor]) -> None:
         for name, arr in result.values.items():
@@ -369,13 +369,13 @@ class _BaseClient:
 
     def _binary_response(self, binary_request: bool) -> bool:
         if self.embedded:
-            return False  # the embedded core answers with a dict
+            return True  # raw result buffers from the core: no encoding at all
         if self.response_encoding == "auto":
             return binary_request
         return self.response_encoding == "binary"
 
     def _response_json(self) -> str:
-        return "b64" if self.embedded or self.response_encoding == "auto" else self.response_encoding
+        return "b64" if self.response_encoding == "auto" else self.response_encoding
 
     # ------------------------------------------------------------ printing requests
     def to_json(self, outputs: Any = None, inputs: Any = None, grad_outputs: Any = None,
@@ -419,7 +419,8 @@ class _BaseClient:
         if self.settings is None:
             self.settings = settings.Settings()  # read GRADSERVE_* once, as a server does at start
         try:
-            body = core.evaluate(plan.payload, plan.blobs or None, self.settings)
+            # Results as raw buffers, as with Accept: application/octet-stream over HTTP.
+            body, blobs = core.evaluate_binary(plan.payload, plan.blobs or None, self.settings)
         except errors.GradserveError as e:  # the same problem+json path as an HTTP answer
             problem = errors.to_problem(e)
             retry_after = _wire.retry_after_seconds(errors.problem_headers(e).get("Retry-After"))
@@ -427,7 +428,7 @@ class _BaseClient:
         except Exception as e:  # a bug in the core: a 500 over HTTP
             raise ServerError(f"the embedded engine failed: {type(e).__name__}: {e}", status=500,
                               title="Internal server error") from e
-        return _wire.decode_result(body)
+        return _wire.decode_result(body, blobs)
 
     def _request(self, plan: _Plan) -> HTTPRequest:
         assert plan.payload is not None

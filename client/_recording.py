@@ -542,7 +542,8 @@ def local_values(targets: Sequence[Tensor]) -> list[Any]:
     leaves, nodes = collect(targets)
     env: dict[int, Any] = {}
     for t in leaves:
-        env[id(t)] = engine.tensor(t._value, requires_grad=t._rg)
+        leaf = engine.from_numpy(t._value)  # no copy: engine tensors are immutable
+        env[id(t)] = leaf.requires_grad_() if t._rg else leaf
     for node in nodes:
         res = run_node(node, env)
         for t, r in zip(node.outputs, res, strict=False):

@@ -11,7 +11,7 @@ import email.utils
 import json
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -91,7 +91,7 @@ def encode_tensor(name: str, arr: np.ndarray, encoding: Encoding,
     return obj, blob
 
 
-def decode_tensor(obj: Any, blob: bytes | None = None) -> np.ndarray:
+def decode_tensor(obj: Any, blob: bytes | bytearray | memoryview | None = None) -> np.ndarray:
     """The numpy array of a v1 tensor object (``data``, ``b64`` or the binary ``blob``)."""
     if not isinstance(obj, Mapping):
         raise ResponseError(f"expected a tensor object, got {type(obj).__name__}")
@@ -111,6 +111,8 @@ def decode_tensor(obj: Any, blob: bytes | None = None) -> np.ndarray:
             arr = np.asarray(_nonfinite(data) if dt.kind == "f" else data, dtype=dt)
         else:
             raise ResponseError(f"tensor {obj.get('name')!r} has neither data, b64 nor binary data")
+        if not arr.flags.writeable:  # users get ordinary arrays, as from torch's .numpy()
+            arr = arr.copy()
         return arr.reshape(shape)
     except (ValueError, TypeError) as e:
         raise ResponseError(f"tensor {obj.get('name')!r}: cannot decode ({e})") from None
@@ -172,7 +174,7 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def parse_binary_body(content: bytes, header_length: str | None) -> tuple[dict[str, Any], list[bytes]]:
+def parse_binary_body(content: bytes, header_length: str | None) -> tuple[dict[str, Any], list[bytearray]]:
     """Split a binary-layout body into its JSON header and the raw tensor bytes, in order."""
     try:
         n = int(header_length or "")
@@ -189,7 +191,7 @@ def parse_binary_body(content: bytes, header_length: str | None) -> tuple[dict[s
             continue
         if pos + size > len(rest):
             raise ResponseError("the binary response is shorter than its header says")
-        blobs.append(bytes(rest[pos:pos + size]))
+        blobs.append(bytearray(rest[pos:pos + size]))  # one copy, and the arrays stay writable
         pos += size
     if pos != len(rest):
         raise ResponseError(f"the binary response has {len(rest) - pos} bytes more than its header says")
@@ -236,7 +238,7 @@ class Result:
     values: dict[str, np.ndarray | None]
 
 
-def decode_result(body: Any, blobs: list[bytes] | None = None) -> Result:
+def decode_result(body: Any, blobs: Sequence[bytes | bytearray | memoryview] | None = None) -> Result:
     """Decode the tensors of a v1 response body (blobs: the binary layout's chunks, in order)."""
     if not isinstance(body, Mapping):
         raise ResponseError("the server's answer is not a JSON object")

@@ -94,6 +94,7 @@ def value_and_grad(h: Harness) -> None:
     loss = (y ** 2).sum()
     (gx,), (lv, yv) = h.grad(loss, [x], return_values=[loss, y])
     assert h.requests == 1
+    assert gx.flags.writeable and yv.flags.writeable  # ordinary arrays, whatever the transport
 
     tx = _t(xv, True)
     ty = torch.tanh(tx) * 2
