@@ -509,6 +509,10 @@ class Client(_BaseClient):
         recorded as a ``grad`` node, that can be differentiated again; their values come on demand.
         With ``return_values=[...]`` it returns ``(grads, values)``: value and grad in one trip.
 
+        Each request rebuilds the graph on the server, so ``retain_graph`` acts within one request
+        (``grad`` nodes, then the final call), not across calls; ``only_inputs`` is ignored, as in
+        torch. Errors in the graph (a shape mismatch, say) surface when the request is made.
+
         >>> gw, gb = c.autograd_grad(loss, [w, b])
         >>> (gw, gb), (lv,) = c.autograd_grad(loss, [w, b], return_values=[loss])
         """
