@@ -247,15 +247,15 @@ def movedim(input, source, destination):
 
 # ---------------------------------------------------------------- joining and splitting
 @primitive()
-def _cat(*xs, dim):
+def _cat(*xs, dim, sizes):
     return np.concatenate(xs, axis=dim)
 
 
 @_cat.defvjp
-def _cat_vjp(ctx, g, dim):
+def _cat_vjp(ctx, g, dim, sizes):
+    # ``sizes`` along dim of every input: inputs that need no gradient still take up room in g
     grads, start = [], 0
-    for meta in ctx.in_meta:
-        n = meta[0][dim] if meta is not None else 0
+    for meta, n in zip(ctx.in_meta, sizes):
         grads.append(narrow(g, dim, start, n) if meta is not None else None)
         start += n
     return tuple(grads)
@@ -281,7 +281,8 @@ def cat(tensors, dim=0):
                 raise RuntimeError(
                     f"Sizes of tensors must match except in dimension {d}. Expected size "
                     f"{ref._data.shape[k]} but got size {s[k]} for tensor number {i} in the list.")
-    return apply(_cat, tuple(tensors), {"dim": d}, promote(*tensors))
+    return apply(_cat, tuple(tensors), {"dim": d, "sizes": tuple(t._data.shape[d] for t in tensors)},
+                 promote(*tensors))
 
 
 @op(differentiable=("tensors",))
