@@ -39,6 +39,11 @@ def build(sample: Any, lib: Any) -> tuple[tuple, dict, list]:
     return args, kwargs, leaves
 
 
+def call(fn: Callable, sample: Any, args: tuple, kwargs: dict) -> Any:
+    """Run the op, inside the sample's ``wrap`` composition when it has one."""
+    return fn(*args, **kwargs) if sample.wrap is None else sample.wrap(fn, *args, **kwargs)
+
+
 def float_outputs(out: Any) -> list:
     """The differentiable (floating) tensors among an op's outputs."""
     if isinstance(out, (Tensor, torch.Tensor)):
@@ -65,7 +70,7 @@ def cotangents(outs: list, seed: int = 1) -> list[np.ndarray]:
 def first_order(fn: Callable, lib: Any, sample: Any) -> tuple[list, list, list, Any]:
     """Run fn; return (leaves, outputs, grads of <v, out> wrt leaves, raw output)."""
     args, kwargs, leaves = build(sample, lib)
-    out = fn(*args, **kwargs)
+    out = call(fn, sample, args, kwargs)
     outs = [o for o in float_outputs(out) if o.requires_grad]
     if not leaves or not outs:
         return leaves, outs, [], out
@@ -79,7 +84,7 @@ def scalar_L(fn: Callable, sample: Any, arrays: list[np.ndarray]) -> float:
     s = _with_leaves(sample, arrays)
     args, kwargs, _ = build(s, engine)
     with engine.no_grad():
-        out = fn(*args, **kwargs)
+        out = call(fn, s, args, kwargs)
     outs = float_outputs(out)
     return float(sum((to_np(o) * v).sum() for o, v in zip(outs, cotangents(outs))))
 
@@ -87,7 +92,7 @@ def scalar_L(fn: Callable, sample: Any, arrays: list[np.ndarray]) -> float:
 def second_scalar(fn: Callable, lib: Any, sample: Any, create: bool = True) -> tuple[list, Any]:
     """G(x) = <u, grad_x <v, f(x)>>; returns (leaves, G) with G differentiable (create_graph)."""
     args, kwargs, leaves = build(sample, lib)
-    out = fn(*args, **kwargs)
+    out = call(fn, sample, args, kwargs)
     outs = [o for o in float_outputs(out) if o.requires_grad]
     vs = [lib.tensor(v) for v in cotangents(outs)]
     grads = lib.autograd.grad(outs, leaves, vs, allow_unused=True, materialize_grads=True,

@@ -29,6 +29,9 @@ class Sample:
     torch_fn: Any = AUTO              # AUTO: resolve by name in torch; None: no torch equivalent
     second_order: bool = True         # False only where torch lacks a second derivative too
     fd: bool = True                   # finite differences (False for non-smooth-by-design ops)
+    wrap: Any = None                  # wrap(op, *args, **kwargs): run the op inside the same
+    #                                   composition for engine and torch (gauge-invariant outputs,
+    #                                   symmetric inputs); None: call the op directly
     atol: float = 1e-6
     rtol: float = 1e-5
     note: str = ""
