@@ -411,18 +411,41 @@ def _clamp_vjp(ctx, g, x, min=None, max=None):
     return g * Tensor._make(keep)
 
 
-@op(method=True, aliases=("clip",))
+@primitive(save=(0, 1, 2))
+def _clamp_t(x, lo, hi):
+    out = x if lo is None else np.maximum(x, lo)
+    return out if hi is None else np.minimum(out, hi)
+
+
+@_clamp_t.defvjp
+def _clamp_t_vjp(ctx, g, x, lo, hi):
+    # torch's clamp.Tensor: x passes on [lo, hi]; a bound gets the gradient where it is the
+    # output, and lo only when lo < hi (with lo > hi the output is hi).
+    zero = 0.0
+    if lo is not None and hi is not None:
+        gx = where((x >= lo) & (x <= hi), g, zero)
+        glo = where((x < lo) & (lo < hi), g, zero) if _needs(ctx, 1) else None
+        ghi = where((x > hi) | (hi < lo), g, zero) if _needs(ctx, 2) else None
+    elif lo is not None:
+        gx, glo, ghi = where(x >= lo, g, zero), where(x < lo, g, zero) if _needs(ctx, 1) else None, None
+    else:
+        gx, glo, ghi = where(x <= hi, g, zero), None, where(x > hi, g, zero) if _needs(ctx, 2) else None
+    return (gx if _needs(ctx, 0) else None), glo, ghi
+
+
+@op(differentiable=("input", "min", "max"), method=True, aliases=("clip",))
 def clamp(input, min=None, max=None):
-    """Limit values to ``[min, max]``; the gradient passes at the boundaries."""
+    """Limit values to ``[min, max]`` (numbers or tensors); the gradient passes at the boundaries.
+
+    With tensor bounds each bound gets the gradient where it is the output (torch's convention).
+    """
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        out = _arg(input)
-        if min is not None:
-            out = where(out < min, min, out)
-        if max is not None:
-            out = where(out > max, max, out)
-        return out
+        input = _arg(input)
+        lo = None if min is None else as_tensor_arg(min) if not isinstance(min, Tensor) else min
+        hi = None if max is None else as_tensor_arg(max) if not isinstance(max, Tensor) else max
+        return apply(_clamp_t, (input, lo, hi), None, result_type(input, lo, hi).np)
     input = _arg(input)
     params = {}
     if min is not None:
@@ -494,3 +517,247 @@ Tensor.__and__ = Tensor.__rand__ = _bitwise(np.bitwise_and, np.logical_and)
 Tensor.__or__ = Tensor.__ror__ = _bitwise(np.bitwise_or, np.logical_or)
 Tensor.__xor__ = Tensor.__rxor__ = _bitwise(np.bitwise_xor, np.logical_xor)
 Tensor.__invert__ = lambda self: Tensor._make(np.invert(self._data))
+
+
+# ---------------------------------------------------------------- more binary math
+_TYPE_NAMES = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
+               "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+
+
+def type_name(dt: np.dtype) -> str:
+    """torch's C++ name of a dtype, as in its error messages (Float, Double, Long, ...)."""
+    return _TYPE_NAMES.get(dt.name, dt.name)
+
+
+def float_only(kernel: str, dt: np.dtype) -> None:
+    """torch's NotImplementedError for a floating-only kernel applied to an integer dtype."""
+    if dt.kind != "f":
+        raise NotImplementedError(f'"{kernel}" not implemented for \'{type_name(dt)}\'')
+
+
+def _tensors(*xs: object) -> tuple:
+    return tuple(as_tensor_arg(x) if not isinstance(x, Tensor) else x for x in xs)
+
+
+@primitive(save=(0, 1, -1))
+def _hypot(a, b):
+    return np.hypot(a, b)
+
+
+_hypot.defvjp(lambda ctx, g, a, b, out: (g * a / out if _needs(ctx, 0) else None,
+                                         g * b / out if _needs(ctx, 1) else None))
+
+
+@op(differentiable=("input", "other"), method=True)
+def hypot(input, other):
+    """``sqrt(input**2 + other**2)`` without overflow."""
+    input, other = _tensors(input, other)
+    dt = binary_dtype(input, other)
+    float_only("hypot_cpu", dt)
+    return apply(_hypot, (input, other), None, dt)
+
+
+@primitive(save=(0, 1))
+def _logaddexp(a, b):
+    return np.logaddexp(a, b)
+
+
+_logaddexp.defvjp(lambda ctx, g, a, b: (g / (1 + exp(b - a)) if _needs(ctx, 0) else None,
+                                        g / (1 + exp(a - b)) if _needs(ctx, 1) else None))
+
+
+@primitive(save=(0, 1))
+def _logaddexp2(a, b):
+    return np.logaddexp2(a, b)
+
+
+_logaddexp2.defvjp(lambda ctx, g, a, b: (g / (1 + 2.0 ** (b - a)) if _needs(ctx, 0) else None,
+                                         g / (1 + 2.0 ** (a - b)) if _needs(ctx, 1) else None))
+
+
+@op(differentiable=("input", "other"), method=True)
+def logaddexp(input, other):
+    """``log(exp(input) + exp(other))``, computed stably."""
+    input, other = _tensors(input, other)
+    dt = binary_dtype(input, other)
+    float_only("logaddexp_cpu", dt)
+    return apply(_logaddexp, (input, other), None, dt)
+
+
+@op(differentiable=("input", "other"), method=True)
+def logaddexp2(input, other):
+    """``log2(2**input + 2**other)``, computed stably."""
+    input, other = _tensors(input, other)
+    dt = binary_dtype(input, other)
+    float_only("logaddexp2_cpu", dt)
+    return apply(_logaddexp2, (input, other), None, dt)
+
+
+def _quotient(a: object, b: object, rnd: Callable) -> Tensor:
+    """The rounded quotient as a constant (its derivative is zero almost everywhere)."""
+    x = a._data if isinstance(a, Tensor) else a
+    y = b._data if isinstance(b, Tensor) else b
+    return Tensor._make(rnd(np.true_divide(x, y)))
+
+
+@primitive(save=(0, 1))
+def _fmod(a, b):
+    return np.fmod(a, b)
+
+
+@primitive(save=(0, 1))
+def _remainder(a, b):
+    return np.remainder(a, b)
+
+
+# torch: d/da = 1, d/db = -(a / b) rounded toward zero (fmod) or down (remainder)
+_fmod.defvjp(lambda ctx, g, a, b: (g, -g * _quotient(a, b, np.trunc) if _needs(ctx, 1) else None))
+_remainder.defvjp(lambda ctx, g, a, b: (g, -g * _quotient(a, b, np.floor) if _needs(ctx, 1) else None))
+
+
+def _modulo(prim: Primitive, input: object, other: object) -> Tensor:
+    input, other = _arg(input), _arg(other)
+    dt = binary_dtype(input, other)
+    if dt.kind in "iub":
+        b = other._data if isinstance(other, Tensor) else other
+        if np.any(np.asarray(b) == 0):
+            raise RuntimeError("ZeroDivisionError")
+    return apply(prim, (input, other), None, dt)
+
+
+@op(differentiable=("input", "other"), method=True)
+def fmod(input, other):
+    """C-style remainder: the result has the sign of ``input``."""
+    return _modulo(_fmod, input, other)
+
+
+@op(differentiable=("input", "other"), method=True)
+def remainder(input, other):
+    """Python-style remainder: the result has the sign of ``other`` (also ``input % other``)."""
+    return _modulo(_remainder, input, other)
+
+
+Tensor.__mod__ = remainder
+Tensor.__rmod__ = lambda self, other: remainder(other, self)
+
+
+@primitive(save=(0, -1))
+def _copysign(a, b):
+    return np.copysign(a, b)
+
+
+@_copysign.defvjp
+def _copysign_vjp(ctx, g, a, out):
+    # torch: d/da = out / a (0 where a == 0), a piecewise constant; d/db = 0
+    x = a._data
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(x == 0, 0, out._data / np.where(x == 0, 1, x)).astype(out._data.dtype)
+    gb = Tensor._make(np.zeros(*ctx.in_meta[1])) if _needs(ctx, 1) else None
+    return g * Tensor._make(ratio), gb
+
+
+@op(differentiable=("input", "other"), method=True)
+def copysign(input, other):
+    """``|input|`` with the sign of ``other`` (signed zeros included); ``other`` gets zero gradient."""
+    input, other = _arg(input), _arg(other)
+    dt = binary_dtype(input, other)
+    return apply(_copysign, (input, other), None, dt if dt.kind == "f" else _F32)
+
+
+@primitive()
+def _heaviside(x, values):
+    return np.heaviside(x, values).astype(x.dtype, copy=False)
+
+
+_heaviside.defvjp(lambda ctx, g: (zeros_grad(ctx, g), None if ctx.edges[1] is None else
+                                  Tensor._make(np.zeros(*ctx.in_meta[1]))))
+
+
+@op(differentiable=("input", "values"), method=True)
+def heaviside(input, values):
+    """Step function: 0 below zero, 1 above, ``values`` at zero. Zero gradient.
+
+    (torch raises "derivative for aten::heaviside is not implemented"; a zero gradient like
+    ``sign`` and ``floor`` is what the Gradserve API promises.)
+    """
+    input, values = _tensors(input, values)
+    if input._data.dtype != values._data.dtype:
+        raise RuntimeError("heaviside is not yet implemented for tensors with different dtypes.")
+    return apply(_heaviside, (input, values), None, binary_dtype(input, values))
+
+
+@op(differentiable=("input", "end", "weight"), method=True)
+def lerp(input, end, weight):
+    """``input + weight * (end - input)``."""
+    input, end = _tensors(input, end)
+    if input._data.dtype != end._data.dtype:
+        raise RuntimeError(f"expected dtype {_dtname(input)} for `end` but got dtype {_dtname(end)}")
+    return input + weight * (end - input)
+
+
+def _dtname(t: Tensor) -> str:
+    return {"float32": "float", "float64": "double", "float16": "half"}.get(t.dtype.name, t.dtype.name)
+
+
+@op(differentiable=("input", "tensor1", "tensor2"), method=True)
+def addcmul(input, tensor1, tensor2, *, value=1):
+    """``input + value * tensor1 * tensor2``."""
+    prod = mul(tensor1, tensor2)
+    return add(input, prod if value == 1 else mul(prod, value))
+
+
+@op(differentiable=("input", "tensor1", "tensor2"), method=True)
+def addcdiv(input, tensor1, tensor2, *, value=1):
+    """``input + value * tensor1 / tensor2``."""
+    t1, t2 = _tensors(tensor1, tensor2)
+    if t1._data.dtype.kind in "iub" and t2._data.dtype.kind in "iub":
+        raise RuntimeError(
+            "Integer division with addcdiv is no longer supported, and in a future  release addcdiv "
+            "will perform a true division of tensor1 and tensor2. The historic addcdiv behavior can "
+            "be implemented as (input + value * torch.trunc(tensor1 / tensor2)).to(input.dtype) for "
+            "integer inputs and as (input + value * tensor1 / tensor2) for float inputs. The future "
+            "addcdiv behavior is just the latter implementation: (input + value * tensor1 / "
+            "tensor2), for all dtypes.")
+    q = div(t1, t2)
+    return add(input, q if value == 1 else mul(q, value))
+
+
+# ---------------------------------------------------------------- more unary math
+@op(method=True)
+def sinc(input):
+    """``sin(pi x) / (pi x)``, 1 at 0; torch's gradient is 0 at 0."""
+    x = to_float(input)
+    at0 = x == 0
+    px = where(at0, 1.0, x) * math.pi
+    return where(at0, 1.0, sin(px) / px)
+
+
+@op(method=True)
+def deg2rad(input):
+    """Degrees to radians."""
+    return to_float(input) * (math.pi / 180)
+
+
+@op(method=True)
+def rad2deg(input):
+    """Radians to degrees."""
+    return to_float(input) * (180 / math.pi)
+
+
+@op(method=True)
+def frac(input):
+    """``input - trunc(input)``; its gradient is 1."""
+    input = _arg(input)
+    float_only("frac_cpu", input._data.dtype)
+    return input - trunc(input)
+
+
+@op(method=True)
+def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
+    """NaN and +-inf replaced by finite numbers (the dtype's extremes by default); zero gradient
+    at the replaced entries."""
+    x = _arg(input)
+    if x._data.dtype.kind != "f":
+        return x
+    fill = np.nan_to_num(x._data, nan=nan, posinf=posinf, neginf=neginf)
+    return where(Tensor._make(np.isfinite(x._data)), x, Tensor._make(fill))
