@@ -1,4 +1,4 @@
-"""``engine.nn``: torch.nn's functional API, at ``engine.nn.functional`` (also ``F`` below).
+"""``engine.nn``: torch.nn's functional API, at ``engine.nn.functional``.
 
 >>> import engine.nn.functional as F
 >>> F.relu(engine.tensor([-1.0, 2.0]))
@@ -8,6 +8,5 @@ tensor([0., 2.])
 from __future__ import annotations
 
 from . import functional
-from . import functional as F  # noqa: N812  (torch's conventional alias)
 
-__all__ = ["functional", "F"]
+__all__ = ["functional"]

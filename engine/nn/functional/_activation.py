@@ -71,7 +71,7 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
     """``input`` where positive, else ``negative_slope * input``; the slope applies at 0.
 
     >>> F.leaky_relu(engine.tensor([-2.0, 3.0]), 0.1)
-    tensor([-0.2000,  3.0000])
+    tensor([-0.2,  3. ])
     """
     check_inplace(inplace, "leaky_relu")
     x = float_kernel(input, "leaky_relu_cpu")
@@ -83,7 +83,7 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     """Clamp to ``[min_val, max_val]``; unlike ``clamp``, the gradient is 0 at the bounds (torch).
 
     >>> F.hardtanh(engine.tensor([-3.0, 0.5, 3.0]))
-    tensor([-1.0000,  0.5000,  1.0000])
+    tensor([-1. ,  0.5,  1. ])
     """
     if min_val > max_val:
         raise ValueError("min_val cannot be greater than max_val")
@@ -121,7 +121,7 @@ def hardsigmoid(input, inplace=False):
     """``relu6(input + 3) / 6``; gradient 1/6 strictly inside (-3, 3).
 
     >>> F.hardsigmoid(engine.tensor([-4.0, 0.0, 4.0]))
-    tensor([0.0000, 0.5000, 1.0000])
+    tensor([0. , 0.5, 1. ])
     """
     check_inplace(inplace, "hardsigmoid")
     x = float_kernel(input, "hardsigmoid_cpu")
@@ -133,7 +133,7 @@ def hardswish(input, inplace=False):
     """``input * relu6(input + 3) / 6``; torch's gradient is 0 at -3 and 1 at 3.
 
     >>> F.hardswish(engine.tensor([-4.0, 1.0, 4.0]))
-    tensor([-0.0000,  0.6667,  4.0000])
+    tensor([0.    , 0.6667, 4.    ])
     """
     check_inplace(inplace, "hardswish")
     x = float_kernel(input, "hardswish_cpu")
@@ -145,7 +145,7 @@ def softshrink(input, lambd=0.5):
     """``input - lambd`` above ``lambd``, ``input + lambd`` below ``-lambd``, else 0.
 
     >>> F.softshrink(engine.tensor([-1.0, 0.2, 1.0]))
-    tensor([-0.5000,  0.0000,  0.5000])
+    tensor([-0.5,  0. ,  0.5])
     """
     x = float_kernel(input, "softshrink_check")
     if lambd < 0:
@@ -181,7 +181,7 @@ def softsign(input):
     """``input / (1 + |input|)``.
 
     >>> F.softsign(engine.tensor([-1.0, 3.0]))
-    tensor([-0.5000,  0.7500])
+    tensor([-0.5 ,  0.75])
     """
     x = as_tensor_arg(input)
     return x / (x.abs() + 1)
@@ -207,7 +207,7 @@ def elu(input, alpha=1.0, inplace=False):
     """``input`` where positive, else ``alpha * (exp(input) - 1)``.
 
     >>> F.elu(engine.tensor([-1.0, 2.0]))
-    tensor([-0.6321,  2.0000])
+    tensor([-0.6321,  2.    ])
     """
     check_inplace(inplace, "elu")
     x = float_kernel(input, "elu_cpu")
@@ -273,7 +273,7 @@ def softplus(input, beta=1.0, threshold=20.0):
     """``log(1 + exp(beta * input)) / beta``, linear where ``beta * input > threshold``.
 
     >>> F.softplus(engine.tensor([0.0, 30.0]))
-    tensor([ 0.6931, 30.0000])
+    tensor([ 0.6931, 30.    ])
     """
     x = float_kernel(input, "softplus_cpu")
     return _softplus(x, beta=float(beta), threshold=float(threshold))
@@ -347,7 +347,7 @@ def glu(input, dim=-1):
     """Gated linear unit: ``a * sigmoid(b)`` for the two halves ``a, b`` of ``input`` along ``dim``.
 
     >>> F.glu(engine.tensor([1.0, 0.0]))
-    tensor([0.5000])
+    tensor([0.5])
     """
     x = as_tensor_arg(input)
     if x._data.ndim == 0:
@@ -382,7 +382,7 @@ def prelu(input, weight):
     """``input`` where positive, else ``weight * input``; ``weight`` has 1 or ``C`` (dim 1) entries.
 
     >>> F.prelu(engine.tensor([[-1.0, 2.0]]), engine.tensor([0.25]))
-    tensor([[-0.2500,  2.0000]])
+    tensor([[-0.25,  2.  ]])
     """
     x, w = float_kernel(input, "prelu_cpu"), as_tensor_arg(weight)
     if w._data.ndim > 1:
@@ -408,7 +408,7 @@ def sigmoid(input):
     """``1 / (1 + exp(-input))`` (``engine.sigmoid``).
 
     >>> F.sigmoid(engine.tensor([0.0]))
-    tensor([0.5000])
+    tensor([0.5])
     """
     return _E.sigmoid(input)
 
@@ -434,7 +434,7 @@ def softmax(input, dim=None, _stacklevel=3, dtype=None):
     """``exp(input) / sum(exp(input), dim)``; ``dtype`` casts the input first.
 
     >>> F.softmax(engine.tensor([0.0, 0.0]), dim=0)
-    tensor([0.5000, 0.5000])
+    tensor([0.5, 0.5])
     """
     if dim is None:
         dim = _implicit_dim("softmax", input.ndim)

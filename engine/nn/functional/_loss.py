@@ -191,7 +191,7 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     ``var`` is clamped to ``eps`` for the value only; the gradient flows as if unclamped (torch).
 
     >>> F.gaussian_nll_loss(engine.tensor([1.0]), engine.tensor([0.0]), engine.tensor([1.0]))
-    tensor(0.5000)
+    tensor(0.5)
     """
     input, target = as_tensor_arg(input), as_tensor_arg(target)
     if isinstance(var, (int, float)):
@@ -549,7 +549,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     """Multi-class hinge loss ``sum_{j != y} max(0, margin - x[y] + x[j])^p / C`` (``p`` 1 or 2).
 
     >>> F.multi_margin_loss(engine.tensor([[0.1, 0.2, 0.4]]), engine.tensor([2]))
-    tensor(0.5000)
+    tensor(0.5)
     """
     reduction = _reduction(reduction, size_average, reduce)
     if p != 1 and p != 2:
@@ -597,7 +597,7 @@ def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=No
     """``input`` where ``target == 1``, ``max(0, margin - input)`` where ``target == -1``.
 
     >>> F.hinge_embedding_loss(engine.tensor([0.3, 2.0]), engine.tensor([-1.0, 1.0]))
-    tensor(1.3500)
+    tensor(1.35)
     """
     reduction = _reduction(reduction, size_average, reduce)
     x, t = as_tensor_arg(input), as_tensor_arg(target)
