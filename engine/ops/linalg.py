@@ -1,13 +1,16 @@
-"""Linear algebra core: matrix products and triangular/diagonal views."""
+"""Linear algebra core: matrix products, triangles, diagonals and einsum."""
 
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
 
-from .._autograd import apply, primitive
+from .._autograd import Primitive, apply, primitive
 from ..tensor import Tensor
-from ._registry import op, promote
-from .shape import reshape, squeeze, transpose, unsqueeze
+from ._registry import as_tensor_arg, op, promote
+from .elementwise import type_name
+from .shape import expand, norm_dim, reshape, squeeze, transpose, unsqueeze
 
 
 # ---------------------------------------------------------------- matmul
@@ -156,3 +159,253 @@ def triu(input, diagonal=0):
     if input._data.ndim < 2:
         raise RuntimeError("triu: input tensor must have at least 2 dimensions")
     return _triu(input, diagonal=diagonal)
+
+
+# ---------------------------------------------------------------- diagonals
+@primitive()
+def _diagonal(x, offset, dim1, dim2):
+    return np.diagonal(x, offset, dim1, dim2).copy()
+
+
+@primitive()
+def _diag_scatter(g, shape, offset, dim1, dim2):
+    # zeros of ``shape`` with ``g`` (diagonal last) written on the (dim1, dim2) diagonal
+    out = np.zeros(shape, g.dtype)
+    i = np.arange(g.shape[-1])
+    np.moveaxis(out, (dim1, dim2), (-2, -1))[..., i + max(-offset, 0), i + max(offset, 0)] = g
+    return out
+
+
+_diagonal.defvjp(lambda ctx, g, offset, dim1, dim2: _diag_scatter(
+    g, shape=ctx.in_meta[0][0], offset=offset, dim1=dim1, dim2=dim2))
+_diag_scatter.defvjp(lambda ctx, g, shape, offset, dim1, dim2: _diagonal(
+    g, offset=offset, dim1=dim1, dim2=dim2))
+
+
+def _diag_dims(dim1: int, dim2: int, ndim: int) -> tuple[int, int]:
+    d1, d2 = norm_dim(dim1, ndim), norm_dim(dim2, ndim)
+    if d1 == d2:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    return d1, d2
+
+
+@op(method=True)
+def diagonal(input, offset=0, dim1=0, dim2=1):
+    """The diagonal of the (dim1, dim2) planes, ``offset`` above the main one, as the last dim."""
+    d1, d2 = _diag_dims(dim1, dim2, input._data.ndim)
+    return _diagonal(input, offset=offset, dim1=d1, dim2=d2)
+
+
+@op(method=True)
+def trace(input):
+    """Sum of a matrix's main diagonal."""
+    if input._data.ndim != 2:
+        raise RuntimeError(f"trace: expected a matrix, but got tensor with dim {input._data.ndim}")
+    return _diagonal(input, offset=0, dim1=0, dim2=1).sum()
+
+
+# ---------------------------------------------------------------- einsum
+# Subscripts are ints: 0-25 'A'-'Z', 26-51 'a'-'z', 52+ ellipsis dims; ``_einsum_np`` relabels
+# them compactly because numpy's sublist form accepts labels below 52 only.
+_EINSUM: dict[int, Primitive] = {}
+
+
+def _einsum_np(*ops, subs, out):
+    labels = {lab: i for i, lab in enumerate(dict.fromkeys([*(s for sub in subs for s in sub), *out]))}
+    if len(labels) > 52:
+        raise RuntimeError("einsum(): at most 52 distinct subscripts (ellipsis dims included) are "
+                           "supported")
+    args = []
+    for o, sub in zip(ops, subs):
+        args += [o, [labels[s] for s in sub]]
+    r = np.einsum(*args, [labels[s] for s in out], optimize=len(ops) > 2)
+    return np.asarray(r, dtype=ops[0].dtype)
+
+
+def _einsum_prim(n: int) -> Primitive:
+    prim = _EINSUM.get(n)
+    if prim is None:
+        prim = _EINSUM[n] = Primitive(f"einsum{n}" if n > 1 else "einsum", _einsum_np,
+                                      save=tuple(range(n)))
+        prim.defvjp(_einsum_vjp)
+    return prim
+
+
+def _einsum_vjp(ctx, g, *ops, subs, out):
+    # d/d(operand k): contract g with the other operands onto operand k's subscripts. A subscript
+    # only operand k has is broadcast with a ones vector; a repeated one (a diagonal) is embedded
+    # with an identity matrix.
+    grads = []
+    fresh = builtins.max([*(s for sub in subs for s in sub), *out], default=0) + 1
+    for k, sk in enumerate(subs):
+        if ctx.edges[k] is None:
+            grads.append(None)
+            continue
+        args, asubs = [g], [out]
+        for j, (o, sj) in enumerate(zip(ops, subs)):
+            if j != k:
+                args.append(o)
+                asubs.append(sj)
+        have = {s for sub in asubs for s in sub}
+        target: list[int] = []
+        dt = g._data.dtype
+        for lab, size in zip(sk, ctx.in_meta[k][0]):
+            if lab in target:
+                args.append(Tensor._make(np.eye(size, dtype=dt)))
+                asubs.append((lab, fresh))
+                target.append(fresh)
+                fresh += 1
+                continue
+            if lab not in have:
+                args.append(Tensor._make(np.ones(size, dt)))
+                asubs.append((lab,))
+                have.add(lab)
+            target.append(lab)
+        grads.append(_einsum_prim(len(args))(*args, subs=tuple(asubs), out=tuple(target)))
+    return tuple(grads) if len(grads) > 1 else grads[0]
+
+
+def _label(c: str) -> int | None:
+    if "A" <= c <= "Z":
+        return ord(c) - ord("A")
+    if "a" <= c <= "z":
+        return ord(c) - ord("a") + 26
+    return None
+
+
+def _parse_term(eq: str, start: int, stop: int) -> list:
+    """Subscripts of eq[start:stop]: label ints and ``...`` (as Ellipsis)."""
+    out, i = [], start
+    while i < stop:
+        c = eq[i]
+        if c == " ":
+            i += 1
+        elif eq.startswith("...", i):
+            if Ellipsis in out:
+                raise RuntimeError("einsum(): found '.' for operand for which an ellipsis was already "
+                                   "found")
+            out.append(Ellipsis)
+            i += 3
+        elif _label(c) is not None:
+            out.append(_label(c))
+            i += 1
+        else:
+            raise RuntimeError(f"einsum(): invalid subscript given at index {i} in the equation "
+                               "string, subscripts must be in [a-zA-Z]")
+    return out
+
+
+def _letter(lab: int) -> str:
+    return chr(ord("A") + lab) if lab < 26 else chr(ord("a") + lab - 26)
+
+
+def _from_sublists(args: tuple) -> tuple[list, list, list | None]:
+    out = None
+    if len(args) % 2:  # a trailing output sublist
+        out, args = args[-1], args[:-1]
+
+    def conv(sub: object) -> list:
+        return [Ellipsis if s is Ellipsis else int(s) for s in sub]
+
+    return list(args[0::2]), [conv(t) for t in args[1::2]], None if out is None else conv(out)
+
+
+@op(differentiable=("operands",))
+def einsum(equation, *operands):
+    """Einstein summation with torch's equation syntax: explicit (``'ij,jk->ik'``) or implicit
+    output, ``...`` for broadcast dims, repeated subscripts for diagonals, or the sublist form.
+
+    >>> engine.einsum("ij,jk->ik", a, b)  # == a @ b
+    """
+    if isinstance(equation, str):
+        if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+            operands = tuple(operands[0])
+        eq = equation
+        arrow = eq.find("->")
+        lhs_end = arrow if arrow >= 0 else len(eq)
+        terms, start = [], 0
+        while True:
+            comma = eq.find(",", start, lhs_end)
+            stop = lhs_end if comma < 0 else comma
+            terms.append(_parse_term(eq, start, stop))
+            if comma < 0:
+                break
+            start = comma + 1
+        out = _parse_term(eq, arrow + 2, len(eq)) if arrow >= 0 else None
+    else:  # sublist form: einsum(op0, sub0, op1, sub1, ..., [out])
+        operands, terms, out = _from_sublists((equation, *operands))
+    ops = [as_tensor_arg(o) for o in operands]
+    if len(terms) > len(ops):
+        raise RuntimeError("einsum(): fewer operands were provided than specified in the equation")
+    if len(terms) < len(ops):
+        raise RuntimeError("einsum(): more operands were provided than specified in the equation")
+    dt0 = ops[0]._data.dtype
+    for o in ops[1:]:
+        if o._data.dtype != dt0:
+            raise RuntimeError(f"expected scalar type {type_name(dt0)} but found "
+                               f"{type_name(o._data.dtype)}")
+    # ellipsis dims get labels 52.., right-aligned across operands
+    n_ell = 0
+    for k, (o, t) in enumerate(zip(ops, terms)):
+        n_lab = len(t) - (Ellipsis in t)
+        nd = o._data.ndim
+        if Ellipsis in t:
+            if n_lab > nd:
+                raise RuntimeError(f"einsum(): the number of subscripts in the equation ({n_lab}) is "
+                                   f"more than the number of dimensions ({nd}) for operand {k}")
+            n_ell = builtins.max(n_ell, nd - n_lab)
+        elif n_lab != nd:
+            raise RuntimeError(f"einsum(): the number of subscripts in the equation ({n_lab}) does not "
+                               f"match the number of dimensions ({nd}) for operand {k} and no "
+                               "ellipsis was given")
+    ell = list(range(52, 52 + n_ell))
+    subs = []
+    for o, t in zip(ops, terms):
+        if Ellipsis in t:
+            e = o._data.ndim - (len(t) - 1)
+            i = t.index(Ellipsis)
+            t = t[:i] + ell[n_ell - e:] + t[i + 1:]
+        subs.append(t)
+    if out is None:
+        counts: dict[int, int] = {}
+        for t in subs:
+            for s in t:
+                counts[s] = counts.get(s, 0) + 1
+        out = ell + sorted(s for s, c in counts.items() if c == 1 and s < 52)
+    else:
+        seen: set = set()
+        for s in out:
+            if s is Ellipsis:
+                continue
+            if s in seen:
+                raise RuntimeError(f"einsum(): output subscript {_letter(s)} appears more than once "
+                                   "in the output")
+            seen.add(s)
+            if not builtins.any(s in t for t in subs):
+                raise RuntimeError(f"einsum(): output subscript {_letter(s)} does not appear in the "
+                                   "equation for any input operand")
+        if Ellipsis in out:
+            i = out.index(Ellipsis)
+            out = out[:i] + ell + out[i + 1:]
+    # sizes: equal, or 1 (broadcast, as in torch)
+    sizes: dict[int, int] = {}
+    for k, (o, t) in enumerate(zip(ops, subs)):
+        own: dict[int, int] = {}
+        for s, n in zip(t, o._data.shape):
+            if s in own and own[s] != n:
+                raise RuntimeError(f"einsum(): subscript {_letter(s)} is repeated for operand {k} but "
+                                   f"the sizes don't match, {n} != {own[s]}")
+            own[s] = n
+            prev = sizes.get(s, 1)
+            if n != 1 and prev != 1 and n != prev:
+                if s >= 52:
+                    e = builtins.sum(1 for x in t if x >= 52)
+                    raise RuntimeError(
+                        f"einsum(): dimension {s - 52 - (n_ell - e)} "
+                        f"covered by ellipsis in operand {k}has size {n} which does not broadcast "
+                        f"with previously seen ellipsis with size {prev} for the respective dimension")
+                raise RuntimeError(f"einsum(): subscript {_letter(s)} has size {n} for operand {k} "
+                                   f"which does not broadcast with previously seen size {prev}")
+            sizes[s] = builtins.max(prev, n)
+    ops = [expand(o, tuple(sizes[s] for s in t)) for o, t in zip(ops, subs)]
+    return _einsum_prim(len(ops))(*ops, subs=tuple(tuple(t) for t in subs), out=tuple(out))

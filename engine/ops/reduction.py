@@ -11,7 +11,7 @@ from .._autograd import primitive
 from ..tensor import Tensor
 from ._registry import op
 from .elementwise import exp, log, sqrt, to_float, where
-from .shape import expand, flip, gather, norm_dim, reshape, squeeze
+from .shape import cat, expand, flip, gather, movedim, narrow, norm_dim, reshape, squeeze, unsqueeze
 
 _max_result = namedtuple("max", ["values", "indices"])
 _min_result = namedtuple("min", ["values", "indices"])
@@ -108,6 +108,96 @@ def cumsum(input, dim, *, dtype=None):
     if dtype is not None:
         input = input.to(dtype)
     return _cumsum(input, dim=norm_dim(dim, input._data.ndim))
+
+
+# ---------------------------------------------------------------- products
+def _int_to_long(input: Tensor, dtype: object) -> Tensor:
+    if dtype is not None:
+        return input.to(dtype)
+    if input._data.dtype.kind in "bi" and input._data.dtype != np.int64:
+        return input.to(np.int64)
+    return input
+
+
+@primitive(save=(0, -1))
+def _prod(x, dim, keepdim):
+    return np.prod(x, axis=dim, keepdims=keepdim)
+
+
+@_prod.defvjp
+def _prod_vjp(ctx, g, x, out, dim, keepdim):
+    shape = ctx.in_meta[0][0]
+    if not shape:
+        return g
+    if dim is None:  # as torch: the whole-tensor product is the product along dim 0 of the flat input
+        x, g, out, dim = reshape(x, (-1,)), reshape(g, (1,)), reshape(out, (1,)), 0
+    elif not keepdim:
+        g, out = unsqueeze(g, dim), unsqueeze(out, dim)
+    if not (x._data == 0).any():
+        grad = g * (out / x)
+    else:  # torch's zero-safe form: the product of all the other entries of the slice
+        grad = g * _prod_of_others(x, dim)
+    return reshape(grad, shape)
+
+
+def _prod_of_others(x: Tensor, dim: int) -> Tensor:
+    """For each entry, the product of the other entries along ``dim``: exclusive cumulative
+    products from the left times those from the right (no division, so zeros are fine)."""
+    n = x._data.shape[dim]
+    if n == 0:
+        return x
+    ones = Tensor._make(np.ones(_keep_shape(x._data.shape, (dim,)), x._data.dtype))
+    left = cumprod(cat([ones, narrow(x, dim, 0, n - 1)], dim), dim)
+    right = flip(cumprod(cat([ones, flip(narrow(x, dim, 1, n - 1), dim)], dim), dim), dim)
+    return left * right
+
+
+@op(method=True)
+def prod(input, dim=None, keepdim=False, *, dtype=None):
+    """Product of all elements, or along ``dim``; gradients are exact with zeros in the input."""
+    input = _int_to_long(input, dtype)
+    if dim is not None and not isinstance(dim, (int, np.integer)):
+        raise TypeError("prod(): argument 'dim' must be int, not " + type(dim).__name__)
+    if dim is None:
+        return _prod(input, dim=None, keepdim=False)
+    return _prod(input, dim=norm_dim(dim, input._data.ndim), keepdim=keepdim)
+
+
+@primitive(save=(0, -1))
+def _cumprod(x, dim):
+    return np.cumprod(x, axis=dim)
+
+
+@_cumprod.defvjp
+def _cumprod_vjp(ctx, g, x, out, dim):
+    n = x._data.shape[dim] if x._data.ndim else 1
+    if n <= 1:
+        return g
+    if not (x._data == 0).any():
+        return _rev_cumsum(out * g, dim) / x
+    # With zeros: grad_i = sum_{k >= i} g_k prod_{j <= k, j != i} x_j. Row i of the (n, n) table
+    # below is x with x_i replaced by 1, so its cumprod holds prod_{j <= k, j != i} x_j.
+    xm = movedim(x, dim, -1)
+    gm = movedim(g, dim, -1)
+    eye = Tensor._make(np.eye(n, dtype=bool))
+    table = cumprod(where(eye, 1.0, unsqueeze(xm, -2)), -1)
+    upper = Tensor._make(np.triu(np.ones((n, n), x._data.dtype)))
+    grad = sum(table * upper * unsqueeze(gm, -2), -1)
+    return movedim(grad, -1, dim)
+
+
+def _rev_cumsum(x: Tensor, dim: int) -> Tensor:
+    return flip(cumsum(flip(x, dim), dim), dim)
+
+
+@op(method=True)
+def cumprod(input, dim, *, dtype=None):
+    """Running product along ``dim``; gradients are exact with zeros in the input."""
+    input = _int_to_long(input, dtype)
+    if input._data.ndim == 0:
+        norm_dim(dim, 0)
+        return reshape(_cumprod(reshape(input, (1,)), dim=0), ())
+    return _cumprod(input, dim=norm_dim(dim, input._data.ndim))
 
 
 # ---------------------------------------------------------------- extrema

@@ -508,6 +508,7 @@ def _to(x, dtype):
 _to.defvjp(lambda ctx, g, dtype: g)  # cast back to the input's dtype happens centrally
 
 
+@op(name="to")
 def to(self, *args, **kwargs):
     """Cast to a dtype (float-to-float casts are differentiable, as in torch)."""
     dt = kwargs.get("dtype")
@@ -542,6 +543,12 @@ Tensor.bool = lambda self: to(self, np.bool_)
 Tensor.type_as = lambda self, other: to(self, other.dtype)
 Tensor.contiguous = lambda self, memory_format=None: self
 Tensor.cpu = lambda self: self
+
+
+@op(differentiable=())
+def detach(input):
+    """The same values, cut from the graph (never requires grad)."""
+    return input.detach()
 
 
 @op(method=True)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+import engine
 
 from . import NO_VALUE_PARITY, add, away, distinct, ints, pos, randn, unit
 
@@ -185,3 +188,61 @@ add("randn_like", randn(2, 3))
 add("randint", 0, 10, (3,))
 for name in ("rand", "randn", "rand_like", "randn_like", "randint", "empty", "empty_like"):
     NO_VALUE_PARITY[name] = "random or uninitialised values; shapes and dtypes are still compared"
+
+# ---------------------------------------------------------------- products (zeros: exact gradients)
+ONE_ZERO = np.array([[1.5, 0.0, -2.0], [0.5, 1.2, 0.7]])
+TWO_ZEROS = np.array([[0.0, 2.0, 0.0], [1.0, 0.0, 3.0], [0.0, -1.5, 0.8]])
+add("prod", randn(2, 3))
+add("prod", randn(2, 3, 4), 1)
+add("prod", randn(2, 3, 4), -1, keepdim=True)
+add("prod", ONE_ZERO, opts={"note": "exactly one zero: its gradient is the product of the others"})
+add("prod", ONE_ZERO, 1, opts={"note": "one zero in one slice"})
+add("prod", TWO_ZEROS, opts={"note": "several zeros: zero gradient, nonzero second derivative"})
+add("prod", TWO_ZEROS, 0, opts={"note": "two zeros in a slice, one zero in another"})
+add("prod", TWO_ZEROS, 1, keepdim=True)
+add("prod", np.array([[1, 2], [3, 4]]))
+add("prod", np.array([2.5]))
+add("prod", np.array(1.7), opts={"note": "0-d"})
+
+# ---------------------------------------------------------------- einsum, trace, diagonal
+add("einsum", "ij,jk->ik", randn(3, 4), randn(4, 2, seed=1))
+add("einsum", "bij,bjk->bik", randn(2, 3, 4), randn(2, 4, 2, seed=1))
+add("einsum", "i,j", randn(3), randn(2, seed=1), opts={"note": "implicit output"})
+add("einsum", "bj,ji", randn(2, 3), randn(3, 4, seed=1), opts={"note": "implicit output, sorted"})
+add("einsum", "ii->i", randn(3, 3), opts={"note": "repeated index: diagonal"})
+add("einsum", "ii", randn(3, 3), opts={"note": "implicit trace"})
+add("einsum", "ij->j", randn(2, 3), opts={"note": "summed-only index"})
+add("einsum", "iij,jk->ik", randn(3, 3, 2), randn(2, 4, seed=1))
+add("einsum", "...ij,...jk->...ik", randn(2, 3, 4), randn(4, 2, seed=1), opts={"note": "ellipsis"})
+add("einsum", "...ij,...jk", randn(2, 1, 3, 4), randn(5, 4, 2, seed=1),
+    opts={"note": "ellipsis broadcasting, implicit"})
+add("einsum", "ij,jk->ik", randn(2, 1), randn(3, 2, seed=1), opts={"note": "size-1 broadcasting"})
+add("einsum", "i,i,i->", randn(3), randn(3, seed=1), randn(3, seed=2))
+add("einsum", "bn,anm,bm->ba", randn(2, 3), randn(4, 3, 5, seed=1), randn(2, 5, seed=2))
+add("einsum", " i j , j k -> i k ", randn(2, 3), randn(3, 2, seed=1), opts={"note": "spaces"})
+add("einsum", "ij,jk->ik", [randn(2, 3), randn(3, 2, seed=1)], opts={"note": "operands as a list"})
+add("einsum", randn(2, 3), [0, 1], randn(3, seed=1), [1], [0], opts={"note": "sublist form"})
+add("trace", randn(3, 3))
+add("trace", randn(3, 4))
+add("trace", np.array([[1, 2], [3, 4]]))
+add("diagonal", randn(3, 4))
+add("diagonal", randn(3, 4), 1)
+add("diagonal", randn(3, 4), -2)
+add("diagonal", randn(2, 3, 4), 0, 0, 2)
+add("diagonal", randn(2, 3, 4), 1, -1, -3, opts={"note": "dim1 > dim2"})
+add("diagonal", randn(3, 4), 5, opts={"note": "offset past the edge: empty"})
+
+# ---------------------------------------------------------------- casts and detach
+def _torch_to(x, d):
+    return x.to(getattr(torch, d.name))
+
+
+add("to", randn(2, 3), engine.float64, opts={"torch_fn": _torch_to})
+add("to", randn(2, 3), engine.float32, opts={"torch_fn": _torch_to, "fd": False,
+                                             "note": "float32 output is too coarse for finite differences"})
+add("to", randn(2, 3), dtype=engine.float32, opts={"torch_fn": lambda x, dtype: _torch_to(x, dtype),
+                                                   "fd": False})
+add("to", np.array([1, 2]), engine.float64, opts={"torch_fn": _torch_to, "note": "int to float"})
+add("to", np.array([1.5, -2.5]), engine.int64, opts={"torch_fn": _torch_to, "nondiff": (0,),
+                                                     "note": "an integer cast cuts the graph"})
+add("detach", randn(2, 3))

@@ -1,4 +1,4 @@
-"""Samples for issue 4's extra elementwise ops.
+"""Samples for issue 4's cumprod and extra elementwise ops.
 
 Smooth samples sit away from kinks (ties, zeros, integer jumps); the ``KINK`` samples sit on them
 and compare with torch's convention only (finite differences do not apply there).
@@ -12,6 +12,16 @@ import torch
 from . import add, away, distinct, pos, randn, unit
 
 KINK = {"fd": False}
+
+# ---------------------------------------------------------------- scans
+ONE_ZERO = np.array([[1.5, 0.0, -2.0, 0.7], [0.5, 1.2, 0.7, -1.1]])
+TWO_ZEROS = np.array([[0.0, 2.0, 0.0, 1.3], [1.0, 0.0, 3.0, 0.0]])
+add("cumprod", randn(3, 4), 1)
+add("cumprod", randn(3, 4), 0)
+add("cumprod", ONE_ZERO, 1, opts={"note": "one zero: exact gradient without dividing by it"})
+add("cumprod", TWO_ZEROS, 1, opts={"note": "several zeros"})
+add("cumprod", TWO_ZEROS, 0)
+add("cumprod", np.array([[1, 2], [3, 4]]), 1)
 
 # ---------------------------------------------------------------- elementwise
 add("nan_to_num", np.array([1.5, np.nan, np.inf, -np.inf, -0.3]),
