@@ -178,14 +178,14 @@ def build_hvp(quick: bool) -> dict[str, Run]:
 
 
 register(Case("mlp", "MLP step 64x784-512-512-10, tanh, log_softmax+NLL, grad of 6 params",
-              build_mlp, reps=60, quick_reps=8,
+              build_mlp, reps=300, quick_reps=8,
               targets=(Target("#2", torch=1.2, hips_speedup=2), Target("#5", torch=1.1, hips_speedup=3)),
               rtol=2e-3, atol=1e-6))
 register(Case("chain", f"scalar chain {CHAIN_STEPS} x (x*1.0001 + 0.0001), forward + backward",
-              build_chain, reps=60, quick_reps=8,
+              build_chain, reps=150, quick_reps=8,
               targets=(Target("#2", torch=1.0, hips_speedup=2), Target("#5", torch=0.8, hips_speedup=3)),
               rtol=1e-5))
 register(Case("hvp", "Hessian-vector product of the MLP loss (create_graph)",
-              build_hvp, reps=40, quick_reps=6,
+              build_hvp, reps=150, quick_reps=6,
               targets=(Target("#2", torch=1.5, hips_speedup=2), Target("#5", torch=1.2)),
               rtol=5e-3, atol=1e-5))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import operator
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -19,13 +20,18 @@ import numpy as np
 
 from .tensor import Size, Tensor
 
+
 # ---------------------------------------------------------------- grad mode (thread-local)
-_state = threading.local()
+class _GradState(threading.local):
+    enabled = True  # the class attribute is every new thread's default: reading it never raises
+
+
+_state = _GradState()
 
 
 def is_grad_enabled() -> bool:
     """True when operations record a graph (``torch.is_grad_enabled``)."""
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 def _set_enabled(mode: bool) -> None:
@@ -152,11 +158,12 @@ class Primitive:
     numpy data such as argmax indices) is saved too.
     """
 
-    __slots__ = ("name", "fwd", "bwd", "save", "n_out", "aux")
+    __slots__ = ("name", "fwd", "bwd", "save", "n_out", "aux", "saves_output")
 
     def __init__(self, name: str, fwd: Callable, save: tuple[int, ...] = (), n_out: int = 1,
                  aux: bool = False) -> None:
         self.name, self.fwd, self.save, self.n_out, self.aux = name, fwd, save, n_out, aux
+        self.saves_output = any(i < 0 for i in save)
         self.bwd: Callable | None = None
         if name in PRIMITIVES:
             raise ValueError(f"primitive {name!r} defined twice")
@@ -201,7 +208,7 @@ class Node:
         self.prim = prim
         self.edges = edges          # per input: None, or (Node | leaf Tensor, output index)
         self.params = params
-        self.saved = saved
+        self.saved = saved          # () when nothing is saved; None once freed
         self.aux = aux
         self.in_meta = in_meta      # per input: (shape, numpy dtype) or None
         self.out_meta: tuple | None = None  # multi-output primitives: (shape, dtype) per output
@@ -228,7 +235,7 @@ class Node:
         saved = self.saved
         if saved is None:
             raise RuntimeError(FREED_MSG)
-        if not saved:
+        if not self.prim.saves_output:
             return saved
         return tuple(Tensor._make(s.array, self, s.idx, True) if type(s) is _SavedOutput else s
                      for s in saved)
@@ -246,6 +253,8 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
     ``dtype`` casts tensor inputs and Python scalars to a common numpy dtype first (type
     promotion); gradients are cast back to each input's dtype in backward.
     """
+    # This is the forward hot path (and, with VJPs written in engine ops, half the backward):
+    # one pass over the arguments, no per-call closures or generators.
     arrays = []
     rg = False
     for a in args:
@@ -253,8 +262,9 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
             x = a._data
             if dtype is not None and x.dtype != dtype:
                 x = x.astype(dtype)
-            rg = rg or a._rg
-        elif dtype is not None and isinstance(a, (int, float, bool)):
+            if a._rg:
+                rg = True
+        elif dtype is not None and isinstance(a, _PY_SCALARS):
             x = dtype.type(a)
         else:
             x = a
@@ -263,36 +273,56 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
     aux = None
     if prim.aux:
         out, aux = out
-    if not rg or not getattr(_state, "enabled", True):
+    if not rg or not _state.enabled:
         if prim.n_out == 1:
             return Tensor._make(out)
         return tuple(Tensor._make(o) for o in out)
-    edges = tuple((a.grad_fn or a, a._out) if isinstance(a, Tensor) and a._rg else None
-                  for a in args)
-    in_meta = tuple((a._data.shape, a._data.dtype) if e is not None else None
-                    for a, e in zip(args, edges))
-    saved = None
-    node = Node(prim, edges, params, saved, aux, in_meta)
+    edges = []
+    in_meta = []
+    for a in args:
+        if isinstance(a, Tensor) and a._rg:
+            edges.append((a.grad_fn or a, a._out))
+            in_meta.append((a._data.shape, a._data.dtype))
+        else:
+            edges.append(None)
+            in_meta.append(None)
+    node = Node(prim, tuple(edges), params, (), aux, tuple(in_meta))
     if prim.n_out == 1:
-        outs = (Tensor._make(out, node, 0, True),)
+        result = Tensor._make(out, node, 0, True)
+        outs = (result,)
     else:
-        outs = tuple(Tensor._make(o, node, i, True) for i, o in enumerate(out))
+        result = outs = tuple(Tensor._make(o, node, i, True) for i, o in enumerate(out))
         node.out_meta = tuple((o._data.shape, o._data.dtype) for o in outs)
-    if prim.save:
-        node.saved = tuple(args[i] if i >= 0 else _SavedOutput(outs[-1 - i]._data, -1 - i)
-                           for i in prim.save)
-    else:
-        node.saved = ()
-    return outs[0] if prim.n_out == 1 else outs
+    save = prim.save
+    if save:
+        if prim.saves_output:  # outputs are kept as arrays: a tensor would point back at the node
+            node.saved = tuple(args[i] if i >= 0 else _SavedOutput(outs[-1 - i]._data, -1 - i)
+                               for i in save)
+        else:
+            node.saved = tuple([args[i] for i in save])
+    return result
+
+
+_PY_SCALARS = (int, float, bool)
 
 
 # ---------------------------------------------------------------- backward
-def _accumulate(a: Tensor | None, b: Tensor, create_graph: bool) -> Tensor:
+def _accumulate(a: Tensor | None, b: Tensor, create_graph: bool, owned: set[int]) -> Tensor:
+    """``a + b`` for a gradient buffer.
+
+    Without a graph to record, a sum made here belongs to this backward pass alone (its id is in
+    ``owned`` until the buffer is consumed), so later contributions are added into it in place.
+    """
     if a is None:
         return b
     if create_graph and (a._rg or b._rg):
         return a + b
-    return Tensor._make(a._data + b._data)
+    if id(a) in owned:
+        np.add(a._data, b._data, out=a._data)
+        return a
+    s = Tensor._make(a._data + b._data)
+    owned.add(id(s))
+    return s
 
 
 def _fit(g: Tensor, meta: tuple) -> Tensor:
@@ -306,6 +336,7 @@ def _fit(g: Tensor, meta: tuple) -> Tensor:
 
 
 def _run_node(node: Node, buf: list, retain_graph: bool) -> tuple:
+    """Call the node's VJP; returns one raw gradient (or None) per input, not yet fitted."""
     prim = node.prim
     if node.saved is None:
         raise RuntimeError(FREED_MSG)
@@ -316,18 +347,11 @@ def _run_node(node: Node, buf: list, retain_graph: bool) -> tuple:
         g = tuple(b if b is not None else Tensor._make(np.zeros(*meta))
                   for b, meta in zip(buf, node.out_meta))
     grads = prim.bwd(node, g, *saved, **node.params) if node.params else prim.bwd(node, g, *saved)
-    if len(node.edges) == 1:
-        grads = (grads,)
+    # Free what backward has used, as soon as it has.
     if not retain_graph and (prim.save or (node.params and _holds_index(node.params))):
         node.saved = None
         node.aux = None
-    out = []
-    for e, gi, meta in zip(node.edges, grads, node.in_meta):
-        if e is None or gi is None:
-            out.append(None)
-        else:
-            out.append(_fit(gi, meta))
-    return tuple(out)
+    return (grads,) if len(node.edges) == 1 else grads
 
 
 def _holds_index(params: dict) -> bool:
@@ -353,6 +377,7 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
     needed: set[Node] | None = None
     capture_nodes: dict[tuple, list[int]] = {}
     capture_leaves: dict[int, list[int]] = {}
+    owned: set[int] = set()  # ids of buffer sums this pass made (see _accumulate)
 
     def send(target: Node | Tensor, idx: int, g: Tensor) -> None:
         if type(target) is Node:
@@ -361,13 +386,13 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
             buf = buffers.get(target)
             if buf is None:
                 buf = buffers[target] = [None] * target.prim.n_out
-            buf[idx] = _accumulate(buf[idx], g, create_graph)
+            buf[idx] = _accumulate(buf[idx], g, create_graph, owned)
         elif needed is None or id(target) in capture_leaves:
             entry = leaf_grads.get(id(target))
             if entry is None:
                 leaf_grads[id(target)] = [target, g]
             else:
-                entry[1] = _accumulate(entry[1], g, create_graph)
+                entry[1] = _accumulate(entry[1], g, create_graph, owned)
 
     for t, g in zip(roots, grads):
         if g is not None:
@@ -399,9 +424,12 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
         for n in nodes:  # ascending: inputs of n are decided before n
             for e in n.edges:
                 if e is not None:
-                    t, i = e
-                    if (t in needed or (t, i) in capture_nodes) if type(t) is Node \
-                            else id(t) in capture_leaves:
+                    t = e[0]
+                    if type(t) is Node:
+                        if t in needed or (capture_nodes and (t, e[1]) in capture_nodes):
+                            needed.add(n)
+                            break
+                    elif id(t) in capture_leaves:
                         needed.add(n)
                         break
         if accumulate:  # torch runs a non-leaf input's own grad_fn in backward(inputs=...)
@@ -416,6 +444,9 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
             buf = buffers.pop(node, None)
             if buf is None:
                 continue
+            if owned:  # the buffer leaves this pass's hands: no more in-place adds into it
+                for g in buf:
+                    owned.discard(id(g))
             if needed is not None and node not in needed:
                 # Captured but not needed upstream: torch runs the tensor hooks, then captures.
                 if node.hooks or node.retains:
@@ -427,9 +458,19 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
                 _capture(node, buf, capture_nodes, results)
             if node.hooks or node.retains:
                 _run_tensor_hooks(node, buf, create_graph)
-            for e, g in zip(node.edges, _run_node(node, buf, retain_graph)):
-                if g is not None:
-                    send(e[0], e[1], g)
+            for e, g, meta in zip(node.edges, _run_node(node, buf, retain_graph), node.in_meta):
+                if g is None or e is None:
+                    continue
+                d = g._data
+                if d.shape != meta[0] or d.dtype != meta[1]:
+                    g = _fit(g, meta)
+                t = e[0]
+                # Fast path, the commonest case: the first gradient for a single-output node.
+                if type(t) is Node and t.prim.n_out == 1 and (needed is None or t in needed) \
+                        and t not in buffers:
+                    buffers[t] = [g]
+                else:
+                    send(t, e[1], g)
         for leaf, g in leaf_grads.values():
             for hook in leaf._hooks or ():
                 r = hook(g)
@@ -452,8 +493,7 @@ def _capture(node: Node, buf: list, capture_nodes: dict, results: list) -> None:
             results[pos] = g
 
 
-def _seq_key(n: Node) -> int:
-    return n.seq
+_seq_key = operator.attrgetter("seq")
 
 
 def _run_tensor_hooks(node: Node, buf: list, create_graph: bool) -> None:

@@ -34,6 +34,9 @@ class Size(tuple):
         return n
 
 
+_new = object.__new__
+
+
 class Tensor:
     """An n-dimensional array that can record the operations applied to it.
 
@@ -47,18 +50,21 @@ class Tensor:
 
     @classmethod
     def _make(cls, data: Any, grad_fn: Any = None, out: int = 0, rg: bool = False) -> Tensor:
-        t = object.__new__(cls)
+        # Every tensor the engine creates comes through here: keep it short.
+        t = _new(cls)
         if type(data) is not np.ndarray:
             data = np.asarray(data)
         t._data = data
-        t.grad_fn = grad_fn
         t._out = out
-        # Only floating outputs of a recorded node require grad (indices, masks never do).
-        t._rg = rg and data.dtype.kind == "f"
-        if grad_fn is not None and not t._rg:
-            t.grad_fn = None
         t.grad = None
         t._hooks = None
+        # Only floating outputs of a recorded node require grad (indices, masks never do).
+        if rg and data.dtype.kind == "f":
+            t._rg = True
+            t.grad_fn = grad_fn
+        else:
+            t._rg = False
+            t.grad_fn = None
         return t
 
     def __init__(self, *args: Any, dtype: Any = None, requires_grad: bool = False) -> None:

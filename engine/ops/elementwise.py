@@ -22,12 +22,28 @@ def _key(x: object) -> object:
     return (x._data.dtype, x._data.ndim == 0) if isinstance(x, Tensor) else type(x)
 
 
+_ARG_TYPES = (Tensor, *_SCALARS)
+
+
 def _arg(x: object) -> object:
-    return x if isinstance(x, (Tensor, *_SCALARS)) else as_tensor_arg(x)
+    return x if isinstance(x, _ARG_TYPES) else as_tensor_arg(x)
 
 
 def binary_dtype(a: object, b: object) -> np.dtype:
     """Torch's promoted numpy dtype for a binary op (cached: this is on the hot path)."""
+    # Short cuts for the two commonest cases, straight from torch's rules: equal tensor dtypes
+    # stay, and a Python number never promotes a floating tensor.
+    if type(a) is Tensor:
+        dt = a._data.dtype
+        if type(b) is Tensor:
+            if b._data.dtype == dt:
+                return dt
+        elif dt.kind == "f" and type(b) in _SCALARS:
+            return dt
+    elif type(b) is Tensor and type(a) in _SCALARS:
+        dt = b._data.dtype
+        if dt.kind == "f":
+            return dt
     k = (_key(a), _key(b))
     dt = _DT_CACHE.get(k)
     if dt is None:
