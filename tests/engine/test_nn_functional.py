@@ -82,6 +82,7 @@ ERRORS = [
     ("binary_cross_entropy_with_logits", (X, P[0]), {}, ()),
     ("binary_cross_entropy_with_logits", (X, P), {"pos_weight": np.ones(4)}, (0, "pos_weight")),
     ("binary_cross_entropy_with_logits", (X, P), {"weight": np.ones(4)}, (0, "weight")),
+    ("binary_cross_entropy_with_logits", (X, P), {"pos_weight": np.ones(3)}, ()),
     ("kl_div", (T3, T3), {"reduction": "sum"}, ()),
     ("kl_div", (X, P), {"reduction": "avg"}, ()),
     ("glu", (r.standard_normal((3, 3)),), {}, ()),
