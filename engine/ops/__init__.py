@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..tensor import Tensor
-from . import creation, elementwise, linalg, reduction, shape  # noqa: F401  (registration)
+from . import creation, elementwise, indexing, linalg, reduction, shape, sorting  # noqa: F401  (registration)
 from ._registry import OPS, OpInfo, lookup, op
 
 

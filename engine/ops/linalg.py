@@ -197,11 +197,58 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
 
 
 @op(method=True)
+def diag_embed(input, offset=0, dim1=-2, dim2=-1):
+    """Place the last dim of ``input`` on the (dim1, dim2) diagonal of a new, larger tensor."""
+    n = input._data.ndim + 1
+    d1, d2 = _diag_dims(dim1, dim2, n)
+    size = input._data.shape[-1] + builtins.abs(offset)
+    rest = iter(input._data.shape[:-1])
+    shape = tuple(size if p in (d1, d2) else next(rest) for p in range(n))
+    return _diag_scatter(input, shape=shape, offset=offset, dim1=d1, dim2=d2)
+
+
+@op(method=True)
+def diag(input, diagonal=0):
+    """A 1-D tensor's diagonal matrix, or a matrix's diagonal (``diagonal`` picks which)."""
+    nd = input._data.ndim
+    if nd == 1:
+        return diag_embed(input, diagonal)
+    if nd == 2:
+        return _diagonal(input, offset=diagonal, dim1=0, dim2=1)
+    raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {nd}D")
+
+
+@op(method=True)
 def trace(input):
     """Sum of a matrix's main diagonal."""
     if input._data.ndim != 2:
         raise RuntimeError(f"trace: expected a matrix, but got tensor with dim {input._data.ndim}")
     return _diagonal(input, offset=0, dim1=0, dim2=1).sum()
+
+
+@op(differentiable=("tensors",))
+def block_diag(*tensors):
+    """A block-diagonal matrix from 0-, 1- and 2-D tensors (1-D ones are single rows)."""
+    from .shape import cat
+    mats = []
+    for i, t in enumerate(tensors):
+        t = as_tensor_arg(t)
+        nd = t._data.ndim
+        if nd > 2:
+            raise RuntimeError(f"torch.block_diag: Input tensors must have 2 or fewer dimensions. "
+                               f"Input {i} has {nd} dimensions")
+        mats.append(reshape(t, (1, 1)) if nd == 0 else unsqueeze(t, 0) if nd == 1 else t)
+    if not mats:
+        return Tensor._make(np.zeros((1, 0), np.float32))
+    dt = promote(*mats)
+    cols = builtins.sum(m._data.shape[1] for m in mats)
+    rows, left = [], 0
+    for m in mats:
+        r, c = m._data.shape
+        rows.append(cat([Tensor._make(np.zeros((r, left), dt)), m,
+                         Tensor._make(np.zeros((r, cols - left - c), dt))], 1))
+        left += c
+    return cat(rows, 0)
 
 
 # ---------------------------------------------------------------- einsum

@@ -10,7 +10,7 @@ import numpy as np
 from .._autograd import primitive
 from ..tensor import Tensor
 from ._registry import op
-from .elementwise import exp, log, sqrt, to_float, where
+from .elementwise import exp, float_only, log, sqrt, to_float, where
 from .shape import cat, expand, flip, gather, movedim, narrow, norm_dim, reshape, squeeze, unsqueeze
 
 _max_result = namedtuple("max", ["values", "indices"])
@@ -198,6 +198,90 @@ def cumprod(input, dim, *, dtype=None):
         norm_dim(dim, 0)
         return reshape(_cumprod(reshape(input, (1,)), dim=0), ())
     return _cumprod(input, dim=norm_dim(dim, input._data.ndim))
+
+
+# ---------------------------------------------------------------- scans
+_cummax_result = namedtuple("cummax", ["values", "indices"])
+_cummin_result = namedtuple("cummin", ["values", "indices"])
+
+
+def _cum_extremum(input: Tensor, dim: int, is_max: bool) -> tuple:
+    x = input._data
+    if x.ndim == 0:
+        norm_dim(dim, 0)
+        idx = np.zeros((), np.int64)
+        return (_cummax_result if is_max else _cummin_result)(input, Tensor._make(idx))
+    d = norm_dim(dim, x.ndim)
+    run = (np.maximum if is_max else np.minimum).accumulate(x, axis=d)
+    # torch's index is the latest position that set the running value: ties move it forward, and
+    # every NaN (which propagates) does too.
+    hit = x == run
+    if x.dtype.kind == "f":
+        hit |= np.isnan(x)
+    pos = np.arange(x.shape[d]).reshape((-1,) + (1,) * (x.ndim - 1 - d))
+    idx = np.maximum.accumulate(np.where(hit, pos, 0), axis=d).astype(np.int64)
+    values = gather(input, d, Tensor._make(idx))
+    return (_cummax_result if is_max else _cummin_result)(values, Tensor._make(idx))
+
+
+@op(method=True, n_outputs=2)
+def cummax(input, dim):
+    """Running maximum along ``dim`` and the index where it was (last) attained."""
+    return _cum_extremum(input, dim, True)
+
+
+@op(method=True, n_outputs=2)
+def cummin(input, dim):
+    """Running minimum along ``dim`` and the index where it was (last) attained."""
+    return _cum_extremum(input, dim, False)
+
+
+@primitive(save=(0, -1))
+def _logcumsumexp(x, dim):
+    return np.logaddexp.accumulate(x, axis=dim)
+
+
+@_logcumsumexp.defvjp
+def _logcumsumexp_vjp(ctx, g, x, out, dim):
+    # torch's stable form of grad_i = sum_{k >= i} g_k exp(x_i - out_k): the positive and
+    # negative parts of g go through a reversed logcumsumexp separately.
+    lowest = float(np.finfo(g._data.dtype).min)
+    log_abs = log(g.abs())
+    pos = where(g > 0, log_abs, lowest)
+    neg = where(g < 0, log_abs, lowest)
+
+    def rev(t: Tensor) -> Tensor:
+        return flip(_logcumsumexp(flip(t, dim), dim=dim), dim)
+
+    return exp(rev(pos - out) + x) - exp(rev(neg - out) + x)
+
+
+@op(method=True)
+def logcumsumexp(input, dim):
+    """``log(cumsum(exp(input), dim))``, computed stably."""
+    float_only("logcumsumexp_out_cpu", input._data.dtype)
+    if input._data.ndim == 0:
+        norm_dim(dim, 0)
+        return input
+    return _logcumsumexp(input, dim=norm_dim(dim, input._data.ndim))
+
+
+@op(method=True)
+def diff(input, n=1, dim=-1, prepend=None, append=None):
+    """``n``-th forward difference along ``dim`` (after joining ``prepend`` and ``append``)."""
+    if n < 0:
+        raise RuntimeError(f"order must be non-negative but got {n}")
+    if input._data.ndim == 0:
+        raise RuntimeError("diff expects input to be at least one-dimensional")
+    d = norm_dim(dim, input._data.ndim)
+    parts = [t for t in (prepend, input, append) if t is not None]
+    x = cat(parts, d) if len(parts) > 1 else input
+    for _ in range(n):
+        size = x._data.shape[d]
+        if size == 0:
+            break
+        x = narrow(x, d, 1, size - 1) - narrow(x, d, 0, size - 1)
+    return x
 
 
 # ---------------------------------------------------------------- extrema

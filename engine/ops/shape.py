@@ -499,6 +499,105 @@ def repeat(input, *sizes):
     return reshape(expand(reshape(x, inter), big), tuple(r * s for r, s in zip(sizes, shape)))
 
 
+@op(method=True)
+def tile(input, dims):
+    """Repeat the tensor ``dims`` times along each dim; missing leading entries of ``dims`` are 1."""
+    dims = tuple(dims)
+    n = input._data.ndim
+    return repeat(input, (1,) * (n - len(dims)) + dims)
+
+
+@op(method=True)
+def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
+    """Repeat each element (of the flattened input, or along ``dim``) ``repeats`` times.
+
+    With only a tensor of counts, returns the indices ``0..n-1`` each repeated that often.
+    """
+    if repeats is None:  # torch.repeat_interleave(repeats)
+        r = np.asarray(input._data)
+        if r.ndim > 1:
+            raise RuntimeError("repeat_interleave only accept 1D vector as repeat")
+        if (r < 0).any():
+            raise RuntimeError("repeats can not be negative")
+        return Tensor._make(np.repeat(np.arange(r.size, dtype=np.int64), r.reshape(-1)))
+    if dim is None:
+        input, d = reshape(input, (-1,)), 0
+    else:
+        d = norm_dim(dim, input._data.ndim)
+    n = input._data.shape[d] if input._data.ndim else 1
+    r = np.asarray(repeats._data if isinstance(repeats, Tensor) else repeats)
+    if r.ndim > 1:
+        raise RuntimeError("repeat_interleave only accept 1D vector as repeat")
+    if r.size == 1:
+        r = np.full(n, int(r.reshape(())))
+    elif r.shape != (n,):
+        raise RuntimeError(f"repeats must have the same size as input along dim, but got "
+                           f"repeats.size(0) = {r.size} and input.size({d}) = {n}")
+    if (r < 0).any():
+        raise RuntimeError("repeats can not be negative")
+    if input._data.ndim == 0:
+        input = reshape(input, (1,))
+    return getitem(input, (slice(None),) * d + (np.repeat(np.arange(n), r),))
+
+
+def _roll1(x: Tensor, shift: int, d: int) -> Tensor:
+    n = x._data.shape[d]
+    s = shift % n if n else 0
+    if s == 0:
+        return x
+    return cat([narrow(x, d, n - s, s), narrow(x, d, 0, n - s)], d)
+
+
+@op(method=True)
+def roll(input, shifts, dims=None):
+    """Shift entries cyclically by ``shifts`` along ``dims`` (the flattened tensor if None)."""
+    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+    if dims is None:
+        if len(shifts) != 1:
+            raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:0")
+        return reshape(_roll1(reshape(input, (-1,)), shifts[0], 0), input._data.shape)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if len(shifts) != len(dims):
+        raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:{len(dims)}")
+    out = input
+    for s, d in zip(shifts, dims):
+        out = _roll1(out, s, norm_dim(d, input._data.ndim))
+    return out
+
+
+@op(differentiable=("tensors",), n_outputs=None)
+def meshgrid(*tensors, indexing=None):
+    """Coordinate grids from 0-/1-D tensors (``indexing`` 'ij', the default, or 'xy')."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing is None:
+        import warnings
+        warnings.warn("torch.meshgrid: in an upcoming release, it will be required to pass the "
+                      "indexing argument.", UserWarning, stacklevel=2)
+        indexing = "ij"
+    if indexing not in ("ij", "xy"):
+        raise RuntimeError(f"torch.meshgrid: indexing must be one of \"xy\" or \"ij\", but received: "
+                           f"{indexing}")
+    tensors = [as_tensor_arg(t) for t in tensors]
+    for t in tensors:
+        if t._data.ndim > 1:
+            raise RuntimeError(f"torch.meshgrid: Expected 0D or 1D tensor in the tensor list but got: "
+                               f"{t._data.ndim}D")
+        if t._data.dtype != tensors[0]._data.dtype:
+            raise RuntimeError("torch.meshgrid: Expected all tensors in the tensor list to have the "
+                               "same dtype.")
+    flat = [reshape(t, (-1,)) for t in tensors]
+    swap = indexing == "xy" and len(flat) >= 2
+    if swap:
+        flat[0], flat[1] = flat[1], flat[0]
+    shape = tuple(t._data.shape[0] for t in flat)
+    k = len(flat)
+    grids = [expand(reshape(t, (1,) * i + (-1,) + (1,) * (k - 1 - i)), shape) for i, t in enumerate(flat)]
+    if swap:  # the grids of the swapped inputs go back to their places
+        grids[0], grids[1] = grids[1], grids[0]
+    return tuple(grids)
+
+
 # ---------------------------------------------------------------- casts
 @primitive()
 def _to(x, dtype):

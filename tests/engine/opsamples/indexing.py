@@ -1,4 +1,4 @@
-"""Samples for issue 4's cumprod and extra elementwise ops.
+"""Samples for issue 4's indexing, shape, scan, selection and extra elementwise ops.
 
 Smooth samples sit away from kinks (ties, zeros, integer jumps); the ``KINK`` samples sit on them
 and compare with torch's convention only (finite differences do not apply there).
@@ -13,6 +13,68 @@ from . import add, away, distinct, pos, randn, unit
 
 KINK = {"fd": False}
 
+# ---------------------------------------------------------------- scatter family
+IDX = np.array([[0, 1, 2, 0], [2, 0, 1, 1]])            # no position written twice
+DUP = np.array([[0, 1, 2, 0], [0, 1, 0, 0], [2, 1, 0, 1]])  # positions hit several times
+add("scatter", randn(3, 4), 0, IDX, randn(2, 4, seed=1))
+add("scatter", randn(4, 3), 1, IDX.T[:, :2].copy(), randn(4, 2, seed=1))
+add("scatter", randn(3, 4), 0, IDX, randn(3, 5, seed=1),
+    opts={"nondiff": (3,), "note": "src larger than index (torch cannot differentiate src there)"})
+add("scatter", randn(3, 4), 0, IDX, 0.5, opts={"note": "value form"})
+add("scatter_add", randn(3, 4), 0, DUP, randn(3, 4, seed=1))
+add("scatter_add", randn(3, 4), 1, np.array([[0, 0], [3, 1], [2, 2]]), randn(3, 2, seed=1))
+VALS = distinct(7, 4)  # one pool, so self and src never tie by accident
+SELF, SRC = VALS[:3].copy(), VALS[3:6].copy()
+for red in ("sum", "prod", "mean", "amax", "amin"):
+    for inc in (True, False):
+        add("scatter_reduce", SELF, 0, DUP, SRC, red, include_self=inc)
+add("scatter_reduce", SELF, 1, np.array([[0, 0, 3], [1, 1, 1], [2, 0, 2]]), SRC[:, :3].copy(), "mean",
+    include_self=False)
+ZS = np.array([[1.5, 0.0, 0.0, 2.0]])
+add("scatter_reduce", np.array([[1.0, 2.0, 0.0, 4.0]]), 1, np.array([[0, 0, 1, 1]]),
+    np.array([[3.0, 0.0, 1.5, 3.0]]), "prod", opts={"note": "one zero in src and in self per slot"})
+add("scatter_reduce", np.array([[1.0, -2.0, 0.5]]), 1, np.array([[0, 0, 2, 2]]), ZS, "prod",
+    include_self=False, opts={"note": "one zero per slot"})
+add("scatter_reduce", np.array([[1.0, -2.0, 0.5]]), 1, np.array([[0, 1, 1, 2]]), ZS, "prod",
+    opts={"second_order": False, "note": "two src zeros in one slot: torch has no double backward"})
+add("scatter_reduce", np.array([[3.0, 1.0, 2.0]]), 1, np.array([[0, 0, 1, 1]]),
+    np.array([[3.0, 3.0, 0.5, 1.0]]), "amax", opts={**KINK, "note": "ties share the gradient"})
+add("scatter_reduce", np.array([[3.0, 1.0, 2.0]]), 1, np.array([[0, 0, 1, 1]]),
+    np.array([[3.0, 3.0, 0.5, 1.0]]), "amin", include_self=False, opts=KINK)
+add("index_add", randn(4, 3), 0, np.array([0, 2, 0]), randn(3, 3, seed=1))
+add("index_add", randn(4, 3), 1, np.array([2, 1]), randn(4, 2, seed=1), alpha=2.5)
+add("index_copy", randn(4, 3), 0, np.array([3, 1]), randn(2, 3, seed=1))
+add("index_copy", randn(4, 3), -1, np.array([0, 2]), randn(4, 2, seed=1))
+add("index_fill", randn(4, 3), 1, np.array([0, 2]), 1.5)
+add("index_fill", randn(4, 3), 0, np.array([0, 2, 0]), np.array(0.7),
+    opts={"note": "a 0-d value tensor gets the sum over the filled entries, duplicates once"})
+ORDER = np.argsort(distinct(3, 4), axis=1)
+add("take_along_dim", randn(3, 4), ORDER, 1)
+add("take_along_dim", randn(3, 4), np.array([[0, 2, 2]]), 1, opts={"note": "broadcast rows"})
+add("take_along_dim", randn(3, 4), np.array([5, 0, 11, 5]))
+
+# ---------------------------------------------------------------- shape
+add("repeat_interleave", randn(3), 2)
+add("repeat_interleave", randn(2, 3), np.array([1, 0, 2]), 1)
+add("repeat_interleave", randn(2, 3), np.array([2]), dim=0)
+add("repeat_interleave", np.array([1, 2, 0, 3]))
+add("roll", randn(3, 4), 1)
+add("roll", randn(3, 4), (1, -2), (0, 1))
+add("roll", randn(3, 4), 5, 1)
+add("tile", randn(2, 3), (2,))
+add("tile", randn(3), (2, 2))
+add("meshgrid", randn(3), randn(2, seed=1), indexing="ij")
+add("meshgrid", randn(3), randn(2, seed=1), randn(4, seed=2), indexing="xy")
+add("diag", randn(3))
+add("diag", randn(3), 1)
+add("diag", randn(3, 4))
+add("diag", randn(4, 3), -1)
+add("diag_embed", randn(2, 3))
+add("diag_embed", randn(2, 3), 1, 0, 2)
+add("diag_embed", randn(2, 3), -2, -1, 0)
+add("block_diag", randn(2, 2), randn(3, seed=1), np.array(2.5), randn(1, 3, seed=2))
+add("block_diag", randn(2, 3), np.array([[1, 2]]), opts={"note": "an int block is promoted"})
+
 # ---------------------------------------------------------------- scans
 ONE_ZERO = np.array([[1.5, 0.0, -2.0, 0.7], [0.5, 1.2, 0.7, -1.1]])
 TWO_ZEROS = np.array([[0.0, 2.0, 0.0, 1.3], [1.0, 0.0, 3.0, 0.0]])
@@ -22,6 +84,42 @@ add("cumprod", ONE_ZERO, 1, opts={"note": "one zero: exact gradient without divi
 add("cumprod", TWO_ZEROS, 1, opts={"note": "several zeros"})
 add("cumprod", TWO_ZEROS, 0)
 add("cumprod", np.array([[1, 2], [3, 4]]), 1)
+for name in ("cummax", "cummin"):
+    add(name, distinct(3, 5), 1)
+    add(name, distinct(3, 5), 0)
+    add(name, np.array([[1.0, 3.0, 2.0, 3.0, 0.5, 3.0]]), 1, opts={**KINK, "note": "ties: latest index"})
+    add(name, np.array([1.0, np.nan, 2.0, np.nan, -1.0]), 0, opts={**KINK, "note": "NaN propagates"})
+add("logcumsumexp", randn(3, 4), 1)
+add("logcumsumexp", randn(3, 4) * 30, 0, opts={"note": "large magnitudes"})
+add("diff", randn(3, 5))
+add("diff", randn(3, 5), 2, 0)
+add("diff", randn(3, 5), 1, 1, randn(3, 1, seed=1), randn(3, 2, seed=2))
+
+# ---------------------------------------------------------------- sorting and selection
+add("sort", distinct(3, 5))
+add("sort", distinct(3, 5), 0, True)
+add("sort", np.array([[3.0, 1.0, 2.0, 1.0, 3.0, 1.0]]), descending=True, stable=True,
+    opts={**KINK, "note": "ties keep their order"})
+add("sort", np.array([3.0, np.nan, 1.0]), opts={**KINK, "note": "NaN sorts last"})
+add("argsort", distinct(3, 5), 1)
+add("argsort", distinct(3, 5), 0, True)
+add("topk", distinct(3, 5), 2)
+add("topk", distinct(3, 5), 2, 0, False)
+add("kthvalue", distinct(3, 5), 2)
+add("kthvalue", distinct(3, 5), 3, 0, True)
+add("median", distinct(3, 5))
+add("median", distinct(4))
+add("median", distinct(3, 5), 1)
+add("median", distinct(3, 4), 0, True)
+add("median", np.array([1.0, 2.0, 2.0, 3.0, 2.0]), opts={**KINK, "note": "ties share the gradient"})
+add("median", np.array([[1.0, np.nan, 2.0, np.nan]]), 1, opts={**KINK, "note": "NaN: the first NaN"})
+add("quantile", distinct(3, 5), 0.3, 1)
+add("quantile", distinct(3, 5), 0.75)
+add("quantile", distinct(3, 5), np.array([0.2, 0.5, 1.0]), 0, True, opts={"nondiff": (1,)})
+for mode in ("lower", "higher", "midpoint", "nearest"):
+    add("quantile", distinct(3, 5), 0.4, 1, interpolation=mode)
+add("quantile", np.array([[1.0, np.nan, 2.0], [0.5, 1.5, 2.5]]), 0.5, 1,
+    opts={**KINK, "note": "a NaN row gives NaN"})
 
 # ---------------------------------------------------------------- elementwise
 add("nan_to_num", np.array([1.5, np.nan, np.inf, -np.inf, -0.3]),
