@@ -25,6 +25,13 @@ Tensor.__rfloordiv__ = lambda self, other: _E.div(other, self, rounding_mode="fl
 Tensor.divide = Tensor.div
 Tensor.subtract = Tensor.sub
 
+# Aliases of Tensor-method ops are methods too, as in torch (x.absolute(), x.swapaxes(0, 1), ...).
+for _name, _info in OPS.items():
+    if "." not in _name and _name != _info.name and not hasattr(Tensor, _name):
+        _method = getattr(Tensor, _info.name, None)
+        if _method is not None:
+            setattr(Tensor, _name, _method)
+
 # Top-level names: every op registered without a namespace prefix.
 namespace = {name: info.fn for name, info in OPS.items() if "." not in name}
 

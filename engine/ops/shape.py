@@ -233,7 +233,7 @@ Tensor.T = property(lambda self: permute(self, tuple(range(self._data.ndim))[::-
 Tensor.mT = property(lambda self: transpose(self, -2, -1))
 
 
-@op(method=True)
+@op(method=True, aliases=("moveaxis",))
 def movedim(input, source, destination):
     """Move dims from ``source`` to ``destination``."""
     n = input._data.ndim
