@@ -258,7 +258,7 @@ def _cat_vjp(ctx, g, dim, sizes):
     for meta, n in zip(ctx.in_meta, sizes):
         grads.append(narrow(g, dim, start, n) if meta is not None else None)
         start += n
-    return tuple(grads)
+    return tuple(grads) if len(grads) > 1 else grads[0]  # a one-input node takes a bare gradient
 
 
 @op(differentiable=("tensors",), aliases=("concat", "concatenate"))
