@@ -63,6 +63,6 @@ __all__ = [
     "manual_seed", "OPS", "OpInfo", "PRIMITIVES", "result_type", "promote_types",
     "get_default_dtype", "float16", "float32", "float64", "int8", "int16", "int32", "int64",
     "uint8", "bool", "half", "float", "double", "short", "int", "long", "_dtype",
-    "linalg",
+    "linalg", "special",
     *sorted(_ops_namespace),
 ]

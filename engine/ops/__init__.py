@@ -32,9 +32,10 @@ for _name, _info in OPS.items():
         if _method is not None:
             setattr(Tensor, _name, _method)
 
-# After the core ops they build on: matrix (top-level linalg ops) loads engine.linalg, which
-# registers the linalg.* ops and its top-level aliases (det, inverse, ...).
-from . import matrix  # noqa: E402, F401  (registration)
+# After the core ops they build on: engine.linalg and engine.special register the namespaced ops;
+# matrix (top-level linalg ops) loads engine.linalg, whose aliases (det, inverse, ...) are top-level.
+from .. import special  # noqa: E402, F401  (registration)
+from . import matrix, special_fns  # noqa: E402, F401  (registration)
 
 # Top-level names: every op registered without a namespace prefix.
 namespace = {name: info.fn for name, info in OPS.items() if "." not in name}
