@@ -226,8 +226,8 @@ class _BaseClient:
 
     def _n_outputs(self, info: engine.OpInfo, node: Node) -> tuple[int, Any]:
         """How many results an op gives, and the tuple type to return them in (None: one tensor)."""
-        if info.n_outputs is not None:
-            return info.n_outputs, None
+        if info.n_outputs is not None:  # fixed: one tensor, or a tuple (eigh, svd, qr, slogdet)
+            return info.n_outputs, (None if info.n_outputs == 1 else tuple)
         # max/min: two results exactly when a dim is given; other variable ops need shapes.
         if info.name in ("max", "min"):
             bound = info.signature.bind(*node.args, **node.kwargs).arguments
