@@ -176,6 +176,28 @@ def test_det_gradient_at_a_singular_matrix_is_the_adjugate() -> None:
     _close(engine.autograd.grad(engine.linalg.det(e), e)[0], adjT, 1e-9)
 
 
+def test_det_second_order_in_a_batch_mixing_singular_and_repeated_singular_values() -> None:
+    # The SVD formula must not see the regular matrices: the identity's repeated singular values
+    # would turn its second derivative into NaN.
+    x = np.stack([SINGULAR, np.eye(3)])
+    w = np.arange(18.0).reshape(2, 3, 3)
+
+    def run(lib: object, fn: object) -> tuple:
+        t = lib.tensor(x, requires_grad=True)
+        (g,) = lib.autograd.grad(fn(t).sum(), t, create_graph=True)
+        (h,) = lib.autograd.grad((g * lib.tensor(w)).sum(), t)
+        return g, h
+
+    def cofactor_det(A):  # torch oracle: the cofactor expansion (see test above)
+        a = lambda i, j: A[..., i, j]  # noqa: E731
+        return (a(0, 0) * (a(1, 1) * a(2, 2) - a(1, 2) * a(2, 1))
+                - a(0, 1) * (a(1, 0) * a(2, 2) - a(1, 2) * a(2, 0))
+                + a(0, 2) * (a(1, 0) * a(2, 1) - a(1, 1) * a(2, 0)))
+
+    for e, t in zip(run(engine, engine.linalg.det), run(torch, cofactor_det)):
+        _close(e, t, 1e-9)
+
+
 def test_slogdet_and_logdet_gradients_at_a_singular_matrix() -> None:
     e, t = _pair(np.ones((2, 2)))
     ge = engine.autograd.grad(engine.linalg.slogdet(e).logabsdet, e)[0]
