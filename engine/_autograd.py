@@ -158,12 +158,14 @@ class Primitive:
     numpy data such as argmax indices) is saved too.
     """
 
-    __slots__ = ("name", "fwd", "bwd", "save", "n_out", "aux", "saves_output")
+    __slots__ = ("name", "fwd", "bwd", "save", "n_out", "aux", "saves_output", "pick_saved")
 
     def __init__(self, name: str, fwd: Callable, save: tuple[int, ...] = (), n_out: int = 1,
                  aux: bool = False) -> None:
         self.name, self.fwd, self.save, self.n_out, self.aux = name, fwd, save, n_out, aux
         self.saves_output = any(i < 0 for i in save)
+        # several saved inputs: picked from the arguments in one C call (a tuple)
+        self.pick_saved = operator.itemgetter(*save) if len(save) > 1 else None
         self.bwd: Callable | None = None
         if name in PRIMITIVES:
             raise ValueError(f"primitive {name!r} defined twice")
@@ -203,8 +205,8 @@ class Node:
     __slots__ = ("prim", "edges", "params", "saved", "aux", "in_meta", "out_meta", "seq", "hooks",
                  "retains", "__weakref__")
 
-    def __init__(self, prim: Primitive, edges: tuple, params: dict | None, saved: tuple | None,
-                 aux: Any, in_meta: tuple) -> None:
+    def __init__(self, prim: Primitive, edges: list, params: dict | None, saved: tuple | None,
+                 aux: Any, in_meta: list) -> None:
         self.prim = prim
         self.edges = edges          # per input: None, or (Node | leaf Tensor, output index)
         self.params = params
@@ -255,38 +257,42 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
     """
     # This is the forward hot path (and, with VJPs written in engine ops, half the backward):
     # one pass over the arguments, no per-call closures or generators.
+    enabled = _state.enabled
     arrays = []
+    edges = []
+    in_meta = []
     rg = False
     for a in args:
         if isinstance(a, Tensor):
             x = a._data
+            if a._rg and enabled:
+                rg = True
+                edges.append((a.grad_fn or a, a._out))
+                in_meta.append((x.shape, x.dtype))
+            else:
+                edges.append(None)
+                in_meta.append(None)
             if dtype is not None and x.dtype != dtype:
                 x = x.astype(dtype)
-            if a._rg:
-                rg = True
-        elif dtype is not None and isinstance(a, _PY_SCALARS):
-            x = dtype.type(a)
-        else:
-            x = a
-        arrays.append(x)
-    out = prim.fwd(*arrays, **params) if params else prim.fwd(*arrays)
-    aux = None
-    if prim.aux:
-        out, aux = out
-    if not rg or not _state.enabled:
-        if prim.n_out == 1:
-            return Tensor._make(out)
-        return tuple(Tensor._make(o) for o in out)
-    edges = []
-    in_meta = []
-    for a in args:
-        if isinstance(a, Tensor) and a._rg:
-            edges.append((a.grad_fn or a, a._out))
-            in_meta.append((a._data.shape, a._data.dtype))
         else:
             edges.append(None)
             in_meta.append(None)
-    node = Node(prim, tuple(edges), params, (), aux, tuple(in_meta))
+            x = dtype.type(a) if dtype is not None and isinstance(a, _PY_SCALARS) else a
+        arrays.append(x)
+    try:
+        out = prim.fwd(*arrays, **params) if params else prim.fwd(*arrays)
+    except ValueError as e:
+        if "broadcast" not in str(e):
+            raise
+        raise _broadcast_error(arrays) or e from None
+    aux = None
+    if prim.aux:
+        out, aux = out
+    if not rg:
+        if prim.n_out == 1:
+            return Tensor._make(out)
+        return tuple(Tensor._make(o) for o in out)
+    node = Node(prim, edges, params, (), aux, in_meta)
     if prim.n_out == 1:
         result = Tensor._make(out, node, 0, True)
         outs = (result,)
@@ -298,8 +304,10 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
         if prim.saves_output:  # outputs are kept as arrays: a tensor would point back at the node
             node.saved = tuple(args[i] if i >= 0 else _SavedOutput(outs[-1 - i]._data, -1 - i)
                                for i in save)
+        elif len(save) == 1:
+            node.saved = (args[save[0]],)
         else:
-            node.saved = tuple([args[i] for i in save])
+            node.saved = prim.pick_saved(args)
     return result
 
 
@@ -325,6 +333,21 @@ def _accumulate(a: Tensor | None, b: Tensor, create_graph: bool, owned: set[int]
     return s
 
 
+def _broadcast_error(arrays: list) -> RuntimeError | None:
+    """torch's wording for operands that do not broadcast (numpy raises a ValueError)."""
+    shapes = [np.shape(a) for a in arrays]
+    n = max((len(s) for s in shapes), default=0)
+    for dim in reversed(range(n)):  # torch names the last mismatching dim
+        sizes = [(i, s[len(s) - n + dim]) for i, s in enumerate(shapes) if len(s) - n + dim >= 0]
+        big = [(i, k) for i, k in sizes if k != 1]
+        for (i, a), (j, b) in zip(big, big[1:]):
+            if a != b:
+                names = "abcdefghijklmnopqrstuvwxyz"
+                return RuntimeError(f"The size of tensor {names[i]} ({a}) must match the size of "
+                                    f"tensor {names[j]} ({b}) at non-singleton dimension {dim}")
+    return None
+
+
 def _fit(g: Tensor, meta: tuple) -> Tensor:
     """Sum a gradient back to its input's shape and cast it to its input's dtype."""
     shape, dt = meta
@@ -340,7 +363,7 @@ def _run_node(node: Node, buf: list, retain_graph: bool) -> tuple:
     prim = node.prim
     if node.saved is None:
         raise RuntimeError(FREED_MSG)
-    saved = node._unpack() if prim.save else ()
+    saved = node._unpack() if prim.saves_output else node.saved
     if prim.n_out == 1:
         g = buf[0]
     else:  # outputs that received no gradient get zeros

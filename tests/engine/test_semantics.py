@@ -913,3 +913,13 @@ def test_entry_point_signatures_match_torch(ours, theirs):
     p_theirs = list(inspect.signature(theirs).parameters.values())
     assert [p.name for p in p_ours] == [p.name for p in p_theirs]
     assert [p.default for p in p_ours] == [p.default for p in p_theirs]
+
+
+@pytest.mark.parametrize("shapes", [((100,), (2,)), ((3, 4), (2, 1, 5)), ((2, 3), (3, 2))])
+def test_broadcast_mismatch_matches_torch(shapes: tuple) -> None:
+    a, b = shapes
+    with pytest.raises(RuntimeError) as t_err:
+        torch.ones(*a) + torch.ones(*b)
+    with pytest.raises(RuntimeError) as e_err:
+        engine.ones(*a) + engine.ones(*b)
+    assert str(e_err.value) == str(t_err.value)
