@@ -244,13 +244,15 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- construction
-def _infer(data: Any) -> np.ndarray:
+def _infer(data: Any, np_dtype: np.dtype | None = None) -> np.ndarray:
     if isinstance(data, Tensor):
         return data._data.copy()
     if isinstance(data, np.ndarray):
         return data.copy()
     if isinstance(data, np.generic):
         return np.asarray(data)
+    if np_dtype is not None:  # straight to the asked dtype: no rounding through float32
+        return np.array(data, dtype=np_dtype)
     arr = np.array(data)
     if arr.dtype == np.float64:
         return arr.astype(np.float32)  # Python floats default to float32, as in torch
@@ -267,9 +269,10 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
     >>> engine.tensor([1.0, 2.0], requires_grad=True).dtype
     engine.float32
     """
-    arr = _infer(data)
-    if dtype is not None:
-        arr = arr.astype(_dtype.to_dtype(dtype).np, copy=False)
+    np_dtype = _dtype.to_dtype(dtype).np if dtype is not None else None
+    arr = _infer(data, np_dtype)
+    if np_dtype is not None:
+        arr = arr.astype(np_dtype, copy=False)
     else:
         _dtype.from_numpy_dtype(arr.dtype)  # rejects unsupported dtypes
     t = Tensor._make(arr)

@@ -122,17 +122,21 @@ def _pow(a, b):
 def _pow_vjp(ctx, g, a, b, out):
     ga = gb = None
     if _needs(ctx, 0):
-        if isinstance(b, (int, float)):
-            ga = g * b * a ** (b - 1) if b != 0 else zeros_grad(ctx, g)
-            if b == 2:
-                ga = g * 2 * a
+        if not isinstance(b, (int, float)):
+            ga = g * b * a ** (b - 1)
+        elif b == 0:
+            ga = zeros_grad(ctx, g)
+        elif b == 2:
+            ga = g * 2 * a
         else:
             ga = g * b * a ** (b - 1)
     if _needs(ctx, 1):
-        # torch: the exponent's gradient is 0 where base == 0 and exponent >= 0
-        base = as_tensor_arg(a) if not isinstance(a, Tensor) else a
-        safe = where((base == 0) & (as_tensor_arg(b) >= 0), 0.0, out * log(base))
-        gb = g * safe
+        if isinstance(a, (int, float)) and a > 0:
+            gb = g * out * math.log(a)  # a scalar base: its log in float64, not a float32 tensor
+        else:
+            # torch: the exponent's gradient is 0 where base == 0 and exponent >= 0
+            base = as_tensor_arg(a) if not isinstance(a, Tensor) else a
+            gb = g * where((base == 0) & (as_tensor_arg(b) >= 0), 0.0, out * log(base))
     return ga, gb
 
 

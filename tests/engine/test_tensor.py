@@ -419,3 +419,10 @@ def test_tensor_copies_its_numpy_input():
     arr[0] = 9.0
     assert x.tolist() == [1.0, 2.0]
     assert_same(engine.tensor(arr), torch.tensor(arr))
+
+
+def test_tensor_from_python_floats_with_float64_dtype_is_exact() -> None:
+    data = [0.3, 1.7, 1e-20]
+    t = engine.tensor(data, dtype=engine.float64)
+    expected = torch.tensor(data, dtype=torch.float64).numpy()
+    assert t.numpy().tobytes() == expected.tobytes()
