@@ -1,0 +1,151 @@
+"""``interpolate``: nearest, nearest-exact, (bi/tri)linear, bicubic and area resampling.
+
+Every mode is separable, so the op works one spatial dim at a time: nearest modes gather source
+indices (``take``), the others multiply by a constant (out, in) weight matrix built here from
+torch's source-index formulas (``along``, a matmul). Both are linear with engine-op VJPs, so
+double backward works.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...ops._registry import as_tensor_arg, op
+from ._pooling import _avg_matrix, along
+from ._windows import take, type_name
+
+_MODES = ("nearest", "linear", "bilinear", "bicubic", "trilinear", "area", "nearest-exact")
+_LINEAR = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
+_DIM_LETTERS = {1: ("W",), 2: ("H", "W"), 3: ("D", "H", "W")}
+
+
+def _kernel_scale(i: int, o: int, scale: float | None, align_corners: bool) -> float:
+    """torch's area_pixel_compute_scale."""
+    if align_corners:
+        return (i - 1) / (o - 1) if o > 1 else 0.0
+    return 1.0 / scale if scale is not None and scale > 0 else i / o
+
+
+def _nearest_index(i: int, o: int, scale: float | None, exact: bool) -> np.ndarray:
+    dst = np.arange(o)
+    if not exact:
+        if o == i:
+            return dst
+        if o == 2 * i:
+            return dst >> 1
+    s = np.float32(1.0 / scale if scale is not None and scale > 0 else i / o)
+    src = (dst.astype(np.float32) + np.float32(0.5 if exact else 0.0)) * s  # torch: float math
+    return np.minimum(np.floor(src).astype(np.int64), i - 1)
+
+
+def _linear_matrix(i: int, o: int, scale: float | None, align_corners: bool) -> np.ndarray:
+    m = np.zeros((o, i))
+    rows = np.arange(o)
+    if o == i:
+        m[rows, rows] = 1.0
+        return m
+    s = _kernel_scale(i, o, scale, align_corners)
+    src = s * rows if align_corners else np.maximum(s * (rows + 0.5) - 0.5, 0.0)
+    i0 = src.astype(np.int64)
+    i1 = i0 + (i0 < i - 1)
+    lam1 = np.clip(src - i0, 0.0, 1.0)
+    np.add.at(m, (rows, i0), 1.0 - lam1)  # small constant matrix: clarity over speed
+    np.add.at(m, (rows, i1), lam1)
+    return m
+
+
+def _cubic_matrix(i: int, o: int, scale: float | None, align_corners: bool) -> np.ndarray:
+    a = -0.75  # torch's bicubic coefficient
+    rows = np.arange(o)
+    s = _kernel_scale(i, o, scale, align_corners)
+    src = s * rows if align_corners else s * (rows + 0.5) - 0.5
+    f = np.floor(src)
+    t = src - f
+
+    def near(x: np.ndarray) -> np.ndarray:   # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: np.ndarray) -> np.ndarray:    # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    m = np.zeros((o, i))
+    for off, w in ((-1, far(t + 1)), (0, near(t)), (1, near(1 - t)), (2, far(2 - t))):
+        np.add.at(m, (rows, np.clip(f.astype(np.int64) + off, 0, i - 1)), w)
+    return m
+
+
+@op()
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None, antialias=False):
+    """Resample the spatial dims of (N, C, *spatial) to ``size`` or by ``scale_factor``.
+
+    >>> F.interpolate(engine.tensor([[[1.0, 2.0]]]), scale_factor=2, mode="linear")
+    tensor([[[1.0000, 1.2500, 1.7500, 2.0000]]])
+    """
+    x = as_tensor_arg(input)
+    nd = x._data.ndim - 2
+    if mode not in _MODES or nd not in (1, 2, 3):
+        raise NotImplementedError(f"Input Error: Only 3D, 4D and 5D input Tensors supported (got "
+                                  f"{x._data.ndim}D) for the modes: nearest | linear | bilinear | "
+                                  f"bicubic | trilinear | lanczos | area | nearest-exact (got {mode})")
+    if align_corners is not None and mode not in _LINEAR:
+        raise ValueError("align_corners option can only be set with the interpolating modes: linear | "
+                         "bilinear | bicubic | trilinear")
+    align = bool(align_corners)
+    if antialias:
+        raise ValueError("antialias=True is not supported (torch restricts it to bilinear and "
+                         "bicubic); use antialias=False")
+    sp = x._data.shape[2:]
+    if size is not None and scale_factor is not None:
+        raise ValueError("only one of size or scale_factor should be defined")
+    if size is not None:
+        out = (int(size),) * nd if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
+        if len(out) != nd:
+            raise ValueError(f"Input and output must have the same number of spatial dimensions, but "
+                             f"got input with spatial dimensions of {list(sp)} and output size of "
+                             f"{tuple(size)}. Please provide input tensor in (N, C, d1, d2, ...,dK) "
+                             "format and output size in (o1, o2, ...,oK) format.")
+        scales: tuple = (None,) * nd
+    elif scale_factor is not None:
+        sf = (float(scale_factor),) * nd if isinstance(scale_factor, (int, float)) \
+            else tuple(float(s) for s in scale_factor)
+        if len(sf) != nd:
+            raise ValueError(f"Input and scale_factor must have the same number of spatial dimensions, "
+                             f"but got input with spatial dimensions of {list(sp)} and scale_factor of "
+                             f"shape {tuple(scale_factor)}. Please provide input tensor in (N, C, d1, "
+                             "d2, ...,dK) format and scale_factor in (s1, s2, ...,sK) format.")
+        out = tuple(int(math.floor(float(i) * s)) for i, s in zip(sp, sf))
+        scales = (None,) * nd if recompute_scale_factor else sf
+    else:
+        raise ValueError("either size or scale_factor should be defined")
+    if mode in _LINEAR and _LINEAR[mode] != nd:
+        raise NotImplementedError(f"Got {nd + 2}D input, but {mode} mode needs {_LINEAR[mode] + 2}D "
+                                  "input")
+    if any(v <= 0 for v in out):
+        letters = _DIM_LETTERS[nd]
+        ins = ", ".join(f"{a}: {v}" for a, v in zip(letters, sp))
+        outs = ", ".join(f"{a}: {v}" for a, v in zip(letters, out))
+        sep = " and " if nd == 1 else " "
+        raise RuntimeError(f"Input and output sizes should be greater than 0, but got input ({ins})"
+                           f"{sep}output ({outs})")
+    if x._data.dtype.kind != "f":
+        kernel = "compute_indices_weights_nearest" if "nearest" in mode else \
+            "compute_indices_weights_linear"
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(x)}'")
+    dt = x._data.dtype
+    for j in range(nd):  # last dim first
+        d = nd - 1 - j
+        i, o, s = sp[d], out[d], scales[d]
+        if mode in ("nearest", "nearest-exact"):
+            if o != i:
+                x = take(x, _nearest_index(i, o, s, mode == "nearest-exact"), 2 + d)
+        elif mode == "area":
+            if o != i:
+                x = along(x, _avg_matrix(i, o, dt), j + 1)
+        else:
+            build = _cubic_matrix if mode == "bicubic" else _linear_matrix
+            if o != i or mode == "bicubic" or align:
+                x = along(x, build(i, o, s, align).astype(dt), j + 1)
+    return x

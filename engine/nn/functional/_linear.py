@@ -1,0 +1,67 @@
+"""Linear layers: ``linear`` (``x @ W.T + b``) and ``bilinear`` (``x1 @ W[o] @ x2 + b[o]``).
+
+Compositions of matmul, so their derivatives of any order are matmul's.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ...ops._registry import as_tensor_arg, op
+from ...ops.linalg import matmul
+from ...ops.shape import permute, reshape, t
+
+
+@op(differentiable=("input", "weight", "bias"))
+def linear(input, weight, bias=None):
+    """``input @ weight.T + bias``; ``weight`` is (out_features, in_features).
+
+    >>> F.linear(engine.ones(2, 3), engine.ones(4, 3), engine.zeros(4)).shape
+    torch.Size([2, 4])
+    """
+    x, w = as_tensor_arg(input), as_tensor_arg(weight)
+    xs, ws = x._data.shape, w._data.shape
+    if xs and ws and xs[-1] != ws[-1] and w._data.ndim == 2:
+        raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({math.prod(xs[:-1])}x{xs[-1]} "
+                           f"and {ws[1]}x{ws[0]})")
+    y = matmul(x, t(w))
+    return y + as_tensor_arg(bias) if bias is not None else y
+
+
+@op(differentiable=("input1", "input2", "weight", "bias"))
+def bilinear(input1, input2, weight, bias=None):
+    """``y[..., o] = sum_ij input1[..., i] * weight[o, i, j] * input2[..., j] + bias[o]``.
+
+    >>> F.bilinear(engine.ones(2, 3), engine.ones(2, 4), engine.ones(5, 3, 4)).shape
+    torch.Size([2, 5])
+    """
+    x1, x2, w = as_tensor_arg(input1), as_tensor_arg(input2), as_tensor_arg(weight)
+    s1, s2, sw = x1._data.shape, x2._data.shape, w._data.shape
+    if len(sw) != 3:
+        raise RuntimeError(f"bilinear(): weight must be 3-dimensional, but got {len(sw)} dimensions")
+    if x1._data.ndim != x2._data.ndim:
+        raise RuntimeError(f"bilinear(): input dimensions do not match: got {x1._data.ndim} and "
+                           f"{x2._data.ndim}")
+    for i in range(x1._data.ndim - 1):
+        if s1[i] != s2[i]:
+            raise RuntimeError(f"bilinear(): input batch dimensions do not match: got {s1[i]} and "
+                               f"{s2[i]}")
+    if s1[-1] != sw[1]:
+        raise RuntimeError(f"bilinear(): input1 size does not match weight size: got {s1[-1]} but "
+                           f"expected {sw[1]}")
+    if s2[-1] != sw[2]:
+        raise RuntimeError(f"bilinear(): input2 size does not match weight size: got {s2[-1]} but "
+                           f"expected {sw[2]}")
+    if bias is not None and as_tensor_arg(bias)._data.shape != (sw[0],):
+        raise RuntimeError(f"bilinear(): bias size does not match weight size: got "
+                           f"{as_tensor_arg(bias)._data.shape[-1] if as_tensor_arg(bias)._data.ndim else 1} "
+                           f"but expected {sw[0]}")
+    o, i1, i2 = sw
+    lead = s1[:-1]
+    # (B, I1) @ (I1, O*I2) -> (B, O, I2), then contract I2 with x2 as a batched matrix-vector product
+    a = matmul(reshape(x1, (math.prod(lead), i1)), reshape(permute(w, (1, 0, 2)), (i1, o * i2)))
+    y = matmul(reshape(a, (math.prod(lead), o, i2)), reshape(x2, (math.prod(lead), i2, 1)))
+    y = reshape(y, lead + (o,))
+    return y + as_tensor_arg(bias) if bias is not None else y
+
+

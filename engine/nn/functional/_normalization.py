@@ -1,0 +1,194 @@
+"""Normalization layers: batch, layer, group, instance and RMS norm, and ``normalize``.
+
+All are compositions of engine ops (mean, subtraction, rsqrt, products), so their first and second
+derivatives are autograd's: torch's closed-form backward formulas are these same derivatives.
+
+Engine tensors are immutable, so ``batch_norm`` and ``instance_norm`` never update
+``running_mean``/``running_var`` in place (torch does, in training mode). Compute the updated
+statistics yourself when you need them:
+``(1 - momentum) * running_mean + momentum * x.mean(dims)``, and likewise with the unbiased
+batch variance ``x.var(dims)`` for ``running_var``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...ops._registry import as_tensor_arg, op
+from ...ops.elementwise import rsqrt
+from ...ops.reduction import mean, norm
+from ...ops.shape import reshape
+from ...tensor import Size, Tensor
+from ._windows import size_str
+
+
+def _stats(x: Tensor, dims: tuple, eps: float) -> tuple[Tensor, Tensor]:
+    """``(x - mean, 1/sqrt(biased var + eps))`` over ``dims``, kept for broadcasting."""
+    xc = x - mean(x, dims, keepdim=True)
+    return xc, rsqrt(mean(xc * xc, dims, keepdim=True) + eps)
+
+
+def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None, shape: tuple) -> Tensor:
+    if weight is not None:
+        y = y * reshape(as_tensor_arg(weight), shape)
+    if bias is not None:
+        y = y + reshape(as_tensor_arg(bias), shape)
+    return y
+
+
+def _check_vec(t: object, name: str, n: int) -> None:
+    if t is not None and as_tensor_arg(t)._data.size != n:
+        raise RuntimeError(f"{name} should contain {n} elements not {as_tensor_arg(t)._data.size}")
+
+
+# ---------------------------------------------------------------- batch norm
+@op(differentiable=("input", "weight", "bias"))
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+               eps=1e-05):
+    """Normalize each channel (dim 1) by batch statistics (``training``) or by the running ones.
+
+    Unlike torch, ``running_mean``/``running_var`` are never updated in place (engine tensors are
+    immutable): in training mode they are only checked, and the batch statistics are used.
+
+    >>> x = engine.tensor([[1.0, 2.0], [3.0, 6.0]])
+    >>> F.batch_norm(x, None, None, training=True)
+    tensor([[-1.0000, -1.0000],
+            [ 1.0000,  1.0000]])
+    """
+    x = as_tensor_arg(input)
+    shape = x._data.shape
+    c = shape[1] if x._data.ndim > 1 else 0
+    if not training and (running_mean is None or running_var is None):
+        which = "running_mean" if running_mean is None else "running_var"
+        raise RuntimeError(f"{which} must be defined in evaluation mode")
+    _check_vec(running_mean, "running_mean", c)
+    _check_vec(running_var, "running_var", c)
+    _check_vec(weight, "weight", c)
+    _check_vec(bias, "bias", c)
+    bshape = (1, c) + (1,) * (x._data.ndim - 2)
+    if training:
+        if math.prod(shape) // max(c, 1) <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                             f"{Size(shape)!r}")
+        dims = (0,) + tuple(range(2, x._data.ndim))
+        xc, inv = _stats(x, dims, eps)
+        return _affine(xc * inv, weight, bias, bshape)
+    rm, rv = as_tensor_arg(running_mean), as_tensor_arg(running_var)
+    inv = rsqrt(reshape(rv, bshape) + eps)
+    return _affine((x - reshape(rm, bshape)) * inv, weight, bias, bshape)
+
+
+@op(differentiable=("input", "weight", "bias"))
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats=True, momentum=0.1, eps=1e-05):
+    """Normalize each (sample, channel) over its spatial dims; running stats are used only with
+    ``use_input_stats=False`` and never updated in place.
+
+    >>> F.instance_norm(engine.tensor([[[1.0, 3.0]]]))
+    tensor([[[-1.0000,  1.0000]]])
+    """
+    x = as_tensor_arg(input)
+    shape = x._data.shape
+    c = shape[1] if x._data.ndim > 1 else 0
+    _check_vec(weight, "weight", c)
+    _check_vec(bias, "bias", c)
+    bshape = (1, c) + (1,) * (x._data.ndim - 2)
+    if use_input_stats:
+        if math.prod(shape[2:]) <= 1:
+            raise ValueError(f"Expected more than 1 spatial element when training, got input size "
+                             f"{Size(shape)!r}")
+        xc, inv = _stats(x, tuple(range(2, x._data.ndim)), eps)
+        return _affine(xc * inv, weight, bias, bshape)
+    return batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps)
+
+
+# ---------------------------------------------------------------- layer, group and RMS norm
+def _norm_shape(x: Tensor, normalized_shape: object, form: str) -> tuple:
+    ns = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    k = len(ns)
+    if k == 0 or x._data.shape[x._data.ndim - k:] != ns or x._data.ndim < k:
+        expect = form.format(", ".join(map(str, ns)))
+        raise RuntimeError(f"Given normalized_shape={list(ns)}, expected input with shape {expect}, but "
+                           f"got input of size{size_str(x._data.shape)}")
+    return ns
+
+
+def _check_param(t: object, name: str, ns: tuple) -> None:
+    if t is not None and as_tensor_arg(t)._data.shape != ns:
+        raise RuntimeError(f"Expected {name} to be of same shape as normalized_shape, but got {name} of "
+                           f"shape {size_str(as_tensor_arg(t)._data.shape)} and normalized_shape = "
+                           f"{size_str(ns)}")
+
+
+@op(differentiable=("input", "weight", "bias"))
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
+    """Normalize over the last ``len(normalized_shape)`` dims, then scale and shift elementwise.
+
+    >>> F.layer_norm(engine.tensor([[1.0, 3.0]]), (2,))
+    tensor([[-1.0000,  1.0000]])
+    """
+    x = as_tensor_arg(input)
+    ns = _norm_shape(x, normalized_shape, "[*, {}]")
+    _check_param(weight, "weight", ns)
+    _check_param(bias, "bias", ns)
+    xc, inv = _stats(x, tuple(range(x._data.ndim - len(ns), x._data.ndim)), eps)
+    return _affine(xc * inv, weight, bias, ns)
+
+
+@op(differentiable=("input", "weight"))
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """``input / sqrt(mean(input**2) + eps)`` over the last dims, times ``weight``; ``eps`` defaults
+    to the dtype's machine epsilon, as in torch.
+
+    >>> F.rms_norm(engine.tensor([[3.0, 4.0]]), (2,))
+    tensor([[0.8485, 1.1314]])
+    """
+    x = as_tensor_arg(input)
+    ns = _norm_shape(x, normalized_shape, "[*{}]")
+    _check_param(weight, "weight", ns)
+    if eps is None:
+        eps = float(np.finfo(x._data.dtype).eps) if x._data.dtype.kind == "f" else 1.1920928955078125e-07
+    dims = tuple(range(x._data.ndim - len(ns), x._data.ndim))
+    y = x * rsqrt(mean(x * x, dims, keepdim=True) + eps)
+    return y * as_tensor_arg(weight) if weight is not None else y
+
+
+@op(differentiable=("input", "weight", "bias"))
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
+    """Normalize channel groups: (N, C, *) split into ``num_groups`` groups of C/num_groups channels.
+
+    >>> F.group_norm(engine.tensor([[[1.0], [3.0]]]), 1).flatten()
+    tensor([-1.0000,  1.0000])
+    """
+    x = as_tensor_arg(input)
+    shape = x._data.shape
+    if x._data.ndim < 2:
+        raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received "
+                           f"{x._data.ndim}")
+    n, c = shape[:2]
+    if num_groups <= 0 or c % num_groups:
+        raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but "
+                           f"got input of shape {size_str(shape)} and num_groups={num_groups}")
+    for t, name in ((weight, "weight"), (bias, "bias")):
+        if t is not None and as_tensor_arg(t)._data.shape != (c,):
+            raise RuntimeError(f"Expected {name} to be a vector of size equal to the number of "
+                               f"channels in input, but got {name} of shape "
+                               f"{size_str(as_tensor_arg(t)._data.shape)} and input of shape "
+                               f"{size_str(shape)}")
+    g = reshape(x, (n, num_groups, -1))
+    xc, inv = _stats(g, (2,), eps)
+    return _affine(reshape(xc * inv, shape), weight, bias, (1, c) + (1,) * (x._data.ndim - 2))
+
+
+@op()
+def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
+    """``input / max(||input||_p, eps)`` along ``dim``.
+
+    >>> F.normalize(engine.tensor([[3.0, 4.0]]))
+    tensor([[0.6000, 0.8000]])
+    """
+    x = as_tensor_arg(input)
+    n = norm(x, p, dim, keepdim=True)
+    return x / n.clamp(min=eps).expand_as(x)
