@@ -292,10 +292,11 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 # ---------------------------------------------------------------- unfold (im2col) and fold (col2im)
 def _block_args(kernel_size, dilation, padding, stride) -> tuple:
+    for name, v in (("kernel_size", kernel_size), ("dilation", dilation), ("padding", padding),
+                    ("stride", stride)):
+        if not isinstance(v, int) and len(tuple(v)) != 2:
+            raise RuntimeError(f"It is expected {name} equals to 2, but got size {len(tuple(v))}")
     k = ntuple(kernel_size, 2, "kernel_size")
-    if not isinstance(kernel_size, int) and len(tuple(kernel_size)) not in (1, 2):
-        raise RuntimeError(f"It is expected kernel_size equals to 2, but got size "
-                           f"{len(tuple(kernel_size))}")
     d, p, s = (ntuple(v, 2, n) for v, n in ((dilation, "dilation"), (padding, "padding"),
                                             (stride, "stride")))
     for name, vals, lo in (("kernel", k, 1), ("dilation", d, 1), ("padding", p, 0), ("stride", s, 1)):

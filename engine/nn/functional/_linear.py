@@ -44,8 +44,8 @@ def bilinear(input1, input2, weight, bias=None):
                            f"{x2._data.ndim}")
     for i in range(x1._data.ndim - 1):
         if s1[i] != s2[i]:
-            raise RuntimeError(f"bilinear(): input batch dimensions do not match: got {s1[i]} and "
-                               f"{s2[i]}")
+            raise RuntimeError(f"bilinear(): input batch dimensions do not match at dim {i}: got "
+                               f"{s1[i]} and {s2[i]}")
     if s1[-1] != sw[1]:
         raise RuntimeError(f"bilinear(): input1 size does not match weight size: got {s1[-1]} but "
                            f"expected {sw[1]}")

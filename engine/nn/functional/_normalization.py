@@ -38,6 +38,15 @@ def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None, shape: tuple)
     return y
 
 
+def _check_mixed(x: Tensor, *params: object) -> None:
+    """torch's CPU kernels want the parameters in the input's dtype."""
+    for t in params:
+        if t is not None and as_tensor_arg(t)._data.dtype != x._data.dtype:
+            if x._data.dtype == np.float32:
+                raise RuntimeError("mixed dtype (CPU): expect parameter to have scalar type of Float")
+            raise RuntimeError("mixed dtype (CPU): all inputs must share same datatype.")
+
+
 def _check_vec(t: object, name: str, n: int) -> None:
     if t is not None and as_tensor_arg(t)._data.size != n:
         raise RuntimeError(f"{name} should contain {n} elements not {as_tensor_arg(t)._data.size}")
@@ -67,6 +76,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     _check_vec(running_var, "running_var", c)
     _check_vec(weight, "weight", c)
     _check_vec(bias, "bias", c)
+    _check_mixed(x, running_mean, running_var, weight, bias)
     bshape = (1, c) + (1,) * (x._data.ndim - 2)
     if training:
         if math.prod(shape) // max(c, 1) <= 1:
@@ -133,6 +143,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
     ns = _norm_shape(x, normalized_shape, "[*, {}]")
     _check_param(weight, "weight", ns)
     _check_param(bias, "bias", ns)
+    _check_mixed(x, weight, bias)
     xc, inv = _stats(x, tuple(range(x._data.ndim - len(ns), x._data.ndim)), eps)
     return _affine(xc * inv, weight, bias, ns)
 
@@ -177,6 +188,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
                                f"channels in input, but got {name} of shape "
                                f"{size_str(as_tensor_arg(t)._data.shape)} and input of shape "
                                f"{size_str(shape)}")
+    _check_mixed(x, weight, bias)
     g = reshape(x, (n, num_groups, -1))
     xc, inv = _stats(g, (2,), eps)
     return _affine(reshape(xc * inv, shape), weight, bias, (1, c) + (1,) * (x._data.ndim - 2))
