@@ -568,6 +568,9 @@ def _make_grads(outputs: tuple, grad_outputs: Sequence, is_grads_batched: bool =
                 found = (f"grad_output[{i}] has a shape of {Size(shape)} and output[{i}] has a shape "
                          f"of {Size(out._data.shape)}.")
                 if is_grads_batched:
+                    # torch's wording drops one dimension more than its check: grad[0].shape[1:]
+                    found = (f"grad_output[{i}] has a shape of {Size(g._data.shape[2:])} and output[{i}] "
+                             f"has a shape of {Size(out._data.shape)}.")
                     raise RuntimeError(
                         "If `is_grads_batched=True`, we interpret the first dimension of each "
                         "grad_output as the batch dimension. The sizes of the remaining dimensions are "

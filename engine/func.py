@@ -1,0 +1,636 @@
+"""Composable function transforms (``torch.func``): grad, grad_and_value, vjp, jvp, jacrev,
+jacfwd, hessian and vmap.
+
+Each transform is built on :func:`engine.autograd_grad`. A transformed function differentiates
+with respect to fresh copies of its arguments (aliases when an argument already requires grad),
+and keeps the graph of its results only when something outside can still differentiate them:
+an argument that requires grad, or a captured tensor that does. So transforms nest (``grad`` of
+``grad``, ``jacfwd`` of ``jacrev``, ``vmap`` of ``grad``) and compose with ``autograd_grad``.
+Arguments and results may be pytrees (tuples, lists, dicts of tensors).
+
+How they run:
+
+- ``jvp`` and ``jacfwd`` are forward mode by the double-backward trick: ``u -> J^T u`` is
+  linear, so differentiating it against a tangent ``v`` gives ``J v``. ``jacfwd`` pays one
+  backward pass per input element (through that graph), ``jacrev`` one per output element.
+- ``vmap`` runs the function once per batch element and stacks the results (the engine has no
+  batching rules). It is exact, including for random ops (each element draws its own numbers,
+  like ``randomness="different"``), but it is not vectorized: per-sample gradients cost one
+  backward pass per sample.
+
+>>> def loss(w, x):
+...     return ((x @ w) ** 2).mean()
+>>> w, xs = engine.ones(3), engine.randn(8, 3)
+>>> per_sample = vmap(grad(loss), in_dims=(None, 0))(w, xs)   # shape (8, 3)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import _autograd
+from ._autograd import enable_grad, is_grad_enabled
+from .tensor import Size, Tensor
+
+__all__ = ["grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd", "hessian", "vmap"]
+
+
+# ---------------------------------------------------------------- pytrees
+class _Spec:
+    """The structure of a pytree: a leaf (``kind`` None) or a container of sub-structures."""
+
+    __slots__ = ("kind", "meta", "children")
+
+    def __init__(self, kind: Any = None, meta: Any = None, children: tuple = ()) -> None:
+        self.kind, self.meta, self.children = kind, meta, children
+
+    @property
+    def num_leaves(self) -> int:
+        return 1 if self.kind is None else sum(c.num_leaves for c in self.children)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, _Spec) and self.kind == other.kind and self.meta == other.meta
+                and self.children == other.children)
+
+    def __repr__(self) -> str:
+        if self.kind is None:
+            return "*"
+        name = self.kind.__name__ if isinstance(self.kind, type) else str(self.kind)
+        inner = ", ".join(map(repr, self.children))
+        return f"{name}({inner})" if self.kind is not dict else f"dict({list(self.meta)}: {inner})"
+
+
+def _flatten(tree: Any) -> tuple[list[Any], _Spec]:
+    leaves: list[Any] = []
+
+    def go(t: Any) -> _Spec:
+        if isinstance(t, (tuple, list)) and not isinstance(t, Size):
+            return _Spec(type(t), None, tuple(go(x) for x in t))  # namedtuples keep their type
+        if isinstance(t, dict):
+            return _Spec(dict, tuple(t), tuple(go(v) for v in t.values()))
+        if t is None:
+            return _Spec("None")
+        leaves.append(t)
+        return _Spec()
+
+    return leaves, go(tree)
+
+
+def _unflatten(leaves: list[Any], spec: _Spec) -> Any:
+    it = iter(leaves)
+
+    def go(s: _Spec) -> Any:
+        if s.kind is None:
+            return next(it)
+        if s.kind == "None":
+            return None
+        items = [go(c) for c in s.children]
+        if s.kind is dict:
+            return dict(zip(s.meta, items))
+        if s.kind in (tuple, list):
+            return s.kind(items)
+        return s.kind(*items)  # a namedtuple
+
+    return go(spec)
+
+
+def _tree_map(fn: Callable, tree: Any) -> Any:
+    leaves, spec = _flatten(tree)
+    return _unflatten([fn(x) for x in leaves], spec)
+
+
+# ---------------------------------------------------------------- levels
+class _Level:
+    """One application of a transform: the fresh tensors it differentiates with respect to."""
+
+    def __init__(self) -> None:
+        self.grad_enabled = is_grad_enabled()
+        self.inputs: list[Tensor] = []
+        self.outer = False  # does an input come from outside (an argument that requires grad)?
+
+    def wrap(self, x: Any) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise ValueError(f"Thing passed to transform API must be Tensor, got {type(x)}")
+        if x._rg:
+            from .ops.shape import _reshape  # an alias node: differentiable back to x
+            t = _reshape(x, shape=x._data.shape)
+            self.outer = True
+        else:
+            t = x.detach().requires_grad_()
+        self.inputs.append(t)
+        return t
+
+    def keeps_graph(self, roots: list[Any]) -> bool:
+        """Whether results must stay differentiable: only when grad mode was on at the call and
+        something outside this level (an argument or a captured tensor) requires grad."""
+        if not self.grad_enabled:
+            return False
+        return self.outer or _reaches_outside([r for r in roots if isinstance(r, Tensor)], self.inputs)
+
+    def release(self, tree: Any, keep: bool) -> Any:
+        """Results handed back to the caller: without an outer graph they are plain tensors."""
+        if keep:
+            return tree
+        return _tree_map(lambda t: t.detach() if isinstance(t, Tensor) and t._rg else t, tree)
+
+
+def _reaches_outside(roots: list[Tensor], own: list[Tensor]) -> bool:
+    """True if the graph of ``roots`` reaches a tensor that requires grad other than ``own``."""
+    own_ids = {id(t) for t in own}
+    own_nodes = {id(t.grad_fn) for t in own if t.grad_fn is not None}
+    stack = []
+    for r in roots:
+        if not r._rg:
+            continue
+        if r.grad_fn is None:
+            if id(r) not in own_ids:
+                return True
+        elif id(r.grad_fn) not in own_nodes:
+            stack.append(r.grad_fn)
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for e in node.edges:
+            if e is None:
+                continue
+            t = e[0]
+            if isinstance(t, Tensor):
+                if id(t) not in own_ids:
+                    return True
+            elif id(t) not in own_nodes:
+                stack.append(t)
+    return False
+
+
+def _zeros(t: Tensor) -> Tensor:
+    return Tensor._make(np.zeros_like(t._data))
+
+
+def _argnums(argnums: Any, n: int) -> tuple[tuple[int, ...], bool]:
+    """Normalized positions and whether a single int was given (torch's errors)."""
+    single = isinstance(argnums, int) and not isinstance(argnums, bool)
+    nums = (argnums,) if single else argnums
+    if not single:
+        if not isinstance(argnums, tuple) or not all(isinstance(a, int) for a in argnums):
+            raise RuntimeError(f"argnums must be int or Tuple[int, ...], got: {type(argnums)}")
+        if not argnums:
+            raise RuntimeError("argnums must be non-empty")
+    out = []
+    for a in nums:
+        if not -n <= a < n:
+            raise RuntimeError(f"Got argnum={a}, but only {n} positional inputs")
+        out.append(a % n)
+    if len(set(out)) != len(out):
+        raise RuntimeError(f"argnums elements must be unique, got {argnums}")
+    return tuple(out), single
+
+
+def _wrap_args(level: _Level, args: tuple, nums: tuple[int, ...]) -> tuple[tuple, list[list[Tensor]],
+                                                                        list[_Spec]]:
+    """Replace the differentiated arguments by fresh tensors; per argnum, its leaves and spec."""
+    new = list(args)
+    leaves_per, specs = [], []
+    for i in nums:
+        leaves, spec = _flatten(args[i])
+        wrapped = [level.wrap(x) for x in leaves]
+        new[i] = _unflatten(wrapped, spec)
+        leaves_per.append(wrapped)
+        specs.append(spec)
+    return tuple(new), leaves_per, specs
+
+
+def _pack(per_arg: list[list[Any]], specs: list[_Spec], single: bool) -> Any:
+    res = tuple(_unflatten(v, s) for v, s in zip(per_arg, specs))
+    return res[0] if single else res
+
+
+def _split_aux(out: Any, has_aux: bool, api: str) -> tuple[Any, Any]:
+    if not has_aux:
+        return out, None
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise RuntimeError(f"{api}: output of function f should be a tuple: (output, aux) if has_aux is True")
+    for t in _flatten(out[1])[0]:
+        if not isinstance(t, Tensor):
+            raise RuntimeError(f"Expected tensors, got unsupported type {type(t)}")
+    return out
+
+
+def _grads_of(outs: list[Tensor], targets: list[Tensor], cotangents: list[Tensor] | None,
+              create_graph: bool, retain_graph: bool = False) -> list[Tensor]:
+    """``autograd_grad`` over the outputs that require grad; zeros where nothing depends."""
+    pairs = [(o, None if cotangents is None else c) for o, c in
+             zip(outs, cotangents if cotangents is not None else outs) if o._rg]
+    if not pairs:
+        return [_zeros(t) for t in targets]
+    res = _autograd.grad([o for o, _ in pairs], targets, [c for _, c in pairs], retain_graph=retain_graph,
+                         create_graph=create_graph, allow_unused=True)
+    return [_zeros(t) if g is None else g for g, t in zip(res, targets)]
+
+
+# ---------------------------------------------------------------- grad
+def grad_and_value(func: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:
+    """Like :func:`grad`, returning ``(gradient, value)`` (``((gradient, (value, aux))`` with
+    ``has_aux``).
+
+    >>> g, v = grad_and_value(lambda x: (x ** 2).sum())(engine.tensor([1.0, 2.0]))
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        api = "grad_and_value(f)(*args)"
+        nums, single = _argnums(argnums, len(args))
+        level = _Level()
+        with enable_grad():
+            new_args, leaves_per, specs = _wrap_args(level, args, nums)
+            out, aux = _split_aux(func(*new_args, **kwargs), has_aux, api)
+            if not isinstance(out, Tensor):
+                raise RuntimeError(f"{api}: Expected f(*args) to return a Tensor, got {type(out)}")
+            if out._data.ndim != 0:
+                raise RuntimeError(f"{api}: Expected f(*args) to return a scalar Tensor, got tensor with "
+                                   f"{out._data.ndim} dims. Maybe you wanted to use the vjp or jacrev APIs "
+                                   "instead?")
+            keep = level.keeps_graph([out, *_flatten(aux)[0]])
+            flat = [t for leaves in leaves_per for t in leaves]
+            g = _grads_of([out], flat, None, create_graph=keep)
+        it = iter(g)
+        grads = _pack([[next(it) for _ in leaves] for leaves in leaves_per], specs, single)
+        value = level.release(out, keep)
+        if has_aux:
+            return grads, (value, level.release(aux, keep))
+        return grads, value
+
+    return wrapper
+
+
+def grad(func: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:
+    """The gradient of a scalar function with respect to its ``argnums`` arguments
+    (``torch.func.grad``); with ``has_aux``, ``func`` returns ``(value, aux)`` and the transform
+    ``(gradient, aux)``.
+
+    >>> grad(lambda x: (x ** 3).sum())(engine.tensor([1.0, 2.0]))
+    tensor([ 3., 12.])
+    >>> grad(grad(lambda x: x ** 3))(engine.tensor(2.0))
+    tensor(12.)
+    """
+    gv = grad_and_value(func, argnums, has_aux)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        g, value = gv(*args, **kwargs)
+        return (g, value[1]) if has_aux else g
+
+    return wrapper
+
+
+# ---------------------------------------------------------------- vjp and jvp
+def _tensor_outputs(out: Any, api: str) -> tuple[list[Tensor], _Spec]:
+    leaves, spec = _flatten(out)
+    for t in leaves:
+        if not isinstance(t, Tensor):
+            raise RuntimeError(f"{api}: expected f(*primals) to return only tensors, got unsupported type "
+                               f"{type(t)}")
+    return leaves, spec
+
+
+def vjp(func: Callable, *primals: Any, has_aux: bool = False) -> tuple:
+    """``(func(*primals), vjp_fn)`` where ``vjp_fn(cotangents)`` gives the vector-Jacobian product
+    with respect to each primal (``torch.func.vjp``); ``(output, vjp_fn, aux)`` with ``has_aux``.
+    ``vjp_fn`` may be called several times.
+
+    >>> out, vjp_fn = vjp(engine.sin, engine.tensor([0.0, 1.0]))
+    >>> (g,) = vjp_fn(engine.ones(2))
+    """
+    api = "vjp(f, *primals)"
+    level = _Level()
+    with enable_grad():
+        leaves_in, spec_in = _flatten(primals)
+        wrapped = [level.wrap(x) for x in leaves_in]
+        out, aux = _split_aux(func(*_unflatten(wrapped, spec_in)), has_aux, api)
+        outs, spec_out = _tensor_outputs(out, api)
+        keep = level.keeps_graph([*outs, *_flatten(aux)[0]])
+    grad_enabled = level.grad_enabled
+
+    def vjp_fn(cotangents: Any) -> tuple:
+        cts, spec_ct = _flatten(cotangents)
+        if spec_ct != spec_out:
+            raise RuntimeError("Expected pytree structure of cotangents to be the same as pytree structure "
+                               f"of outputs to the function. cotangents: {spec_ct}, primal output: "
+                               f"{spec_out}")
+        for c in cts:
+            if not isinstance(c, Tensor):
+                raise ValueError(f"Thing passed to transform API must be Tensor, got {type(c)}")
+        create = grad_enabled and is_grad_enabled() and (keep or any(c._rg for c in cts))
+        with enable_grad():
+            g = _grads_of(outs, wrapped, cts, create_graph=create, retain_graph=True)
+        return tuple(_unflatten(g, spec_in))
+
+    res = (level.release(out, keep), vjp_fn)
+    return (*res, level.release(aux, keep)) if has_aux else res
+
+
+def _jvp_core(outs: list[Tensor], xs: list[Tensor], tangents: list[Tensor], create_graph: bool,
+              batched: bool = False) -> list[Tensor | None]:
+    """``J t`` by the double-backward trick: ``g(u) = J^T u`` is linear in ``u``, so the gradient
+    of ``<g(u), t>`` with respect to ``u`` is ``J t``. None where an output does not depend."""
+    # ones, not zeros: see engine.autograd.functional._dummy_cotangent
+    us = [Tensor._make(np.ones_like(o._data)).requires_grad_() if o._rg else None for o in outs]
+    live_out = [(o, u) for o, u in zip(outs, us) if u is not None]
+    if not live_out:
+        return [None] * len(outs)
+    g = _autograd.grad([o for o, _ in live_out], xs, [u for _, u in live_out], retain_graph=True,
+                       create_graph=True, allow_unused=True)
+    live = [(gi, t) for gi, t in zip(g, tangents) if gi is not None and gi._rg]
+    if not live:
+        return [None] * len(outs)
+    targets = [u for u in us if u is not None]
+    res = _autograd.grad([gi for gi, _ in live], targets, [t for _, t in live], retain_graph=True,
+                         create_graph=create_graph, allow_unused=True, is_grads_batched=batched)
+    it = iter(res)
+    return [next(it) if u is not None else None for u in us]
+
+
+def jvp(func: Callable, primals: Any, tangents: Any, *, strict: bool = False,
+        has_aux: bool = False) -> tuple:
+    """``(func(*primals), J tangents)`` (``torch.func.jvp``); ``(output, jvp_out, aux)`` with
+    ``has_aux``. Forward mode by the double-backward trick (two backward passes). ``strict`` is
+    accepted and, as in torch, has no effect.
+
+    >>> out, tangent = jvp(engine.sin, (engine.tensor([0.0]),), (engine.tensor([2.0]),))
+    """
+    api = "jvp(f, primals, tangents)"
+    if not isinstance(primals, tuple):
+        raise RuntimeError(f"{api}: Expected primals to be a tuple. E.g. it should be valid to call "
+                           "f(*primals).")
+    leaves_in, spec_in = _flatten(primals)
+    tans, spec_t = _flatten(tangents)
+    if spec_t != spec_in:
+        raise RuntimeError(f"{api}: Expected primals and tangents to have the same python structure. For "
+                           "example, if primals is a tuple of 3 tensors, tangents also must be. Got "
+                           f"primals with structure {spec_in} and tangents with structure {spec_t}")
+    for what, leaves in (("primals", leaves_in), ("tangents", tans)):
+        if not leaves:
+            raise RuntimeError(f"{api}: Expected {what} to contain at least one Tensor.")
+        for t in leaves:
+            if not isinstance(t, Tensor):
+                raise RuntimeError(f"{api}: Expected {what} to only contain Tensors, got {type(t)}")
+    for p, t in zip(leaves_in, tans):
+        if p.shape != t.shape:
+            raise RuntimeError("Trying to set a forward gradient that has a different size than that of the "
+                               f"original Tensor, this is not supported. Tensor is of size {list(p.shape)} "
+                               f"while the given forward gradient is of size {list(t.shape)}.")
+    level = _Level()
+    with enable_grad():
+        wrapped = [level.wrap(x) for x in leaves_in]
+        out, aux = _split_aux(func(*_unflatten(wrapped, spec_in)), has_aux, api)
+        outs, spec_out = _tensor_outputs(out, api)
+        keep = level.keeps_graph([*outs, *_flatten(aux)[0]]) or (
+            level.grad_enabled and any(t._rg for t in tans))
+        jv = _jvp_core(outs, wrapped, tans, create_graph=keep)
+    jv = [_zeros(o) if j is None else j for j, o in zip(jv, outs)]
+    res = (level.release(out, keep), level.release(_unflatten(jv, spec_out), keep))
+    return (*res, level.release(aux, keep)) if has_aux else res
+
+
+# ---------------------------------------------------------------- Jacobians
+def _jac(func: Callable, argnums: Any, has_aux: bool, mode: str, api: str) -> Callable:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nums, single = _argnums(argnums, len(args))
+        level = _Level()
+        with enable_grad():
+            new_args, leaves_per, specs = _wrap_args(level, args, nums)
+            out, aux = _split_aux(func(*new_args, **kwargs), has_aux, api)
+            outs, spec_out = _tensor_outputs(out, api)
+            keep = level.keeps_graph([*outs, *_flatten(aux)[0]])
+            xs = [t for leaves in leaves_per for t in leaves]
+            blocks = (_jacrev_blocks if mode == "rev" else _jacfwd_blocks)(outs, xs, keep)
+        per_out = []
+        for row in blocks:  # one row of blocks per output leaf, one block per input leaf
+            it = iter(row)
+            per_out.append(_pack([[next(it) for _ in leaves] for leaves in leaves_per], specs, single))
+        jac = level.release(_unflatten(per_out, spec_out), keep)
+        return (jac, level.release(aux, keep)) if has_aux else jac
+
+    return wrapper
+
+
+def _identity_rows(outs: list[Tensor]) -> list[Tensor]:
+    """The standard basis of the concatenated outputs, split per output: ``(M, *out.shape)``."""
+    numels = [o.numel() for o in outs]
+    total = sum(numels)
+    offsets = np.cumsum([0, *numels])
+    rows = []
+    for o, a, b in zip(outs, offsets[:-1], offsets[1:]):
+        eye = np.zeros((total, b - a), dtype=o._data.dtype)
+        eye[a:b] = np.eye(b - a, dtype=o._data.dtype)
+        rows.append(Tensor._make(eye.reshape((total, *o._data.shape))))
+    return rows
+
+
+def _jacrev_blocks(outs: list[Tensor], xs: list[Tensor], keep: bool) -> list[list[Tensor]]:
+    live = [(o, r) for o, r in zip(outs, _identity_rows(outs)) if o._rg]
+    numels = [o.numel() for o in outs]
+    offsets = np.cumsum([0, *numels])
+    if live:
+        res = _autograd.grad([o for o, _ in live], xs, [r for _, r in live], retain_graph=True,
+                             create_graph=keep, allow_unused=True, is_grads_batched=True)
+    else:
+        res = [None] * len(xs)
+    blocks = []
+    for o, a, b in zip(outs, offsets[:-1], offsets[1:]):
+        shape = o._data.shape
+        row = []
+        for x, r in zip(xs, res):
+            if r is None:
+                row.append(Tensor._make(np.zeros(shape + x._data.shape, dtype=x._data.dtype)))
+            else:
+                row.append(r[a:b].reshape(shape + x._data.shape))
+        blocks.append(row)
+    return blocks
+
+
+def _jacfwd_blocks(outs: list[Tensor], xs: list[Tensor], keep: bool) -> list[list[Tensor]]:
+    # One batched double-backward pass over the standard basis of the concatenated inputs.
+    cols = _jvp_core(outs, xs, _identity_rows(xs), create_graph=keep, batched=True)
+    numels = [x.numel() for x in xs]
+    offsets = np.cumsum([0, *numels])
+    blocks = []
+    for o, c in zip(outs, cols):
+        shape = o._data.shape
+        nd = len(shape)
+        row = []
+        for x, a, b in zip(xs, offsets[:-1], offsets[1:]):
+            if c is None:
+                row.append(Tensor._make(np.zeros(shape + x._data.shape, dtype=o._data.dtype)))
+                continue
+            part = c[a:b]  # (n_x, *out.shape): input axis last, then unflatten it
+            if nd:
+                part = part.permute(*range(1, nd + 1), 0)
+            row.append(part.reshape(shape + x._data.shape))
+        blocks.append(row)
+    return blocks
+
+
+def jacrev(func: Callable, argnums: int | tuple[int, ...] = 0, *, has_aux: bool = False,
+           chunk_size: int | None = None, _preallocate_and_copy: bool = False) -> Callable:
+    """The Jacobian by reverse mode (``torch.func.jacrev``): one backward pass per output element.
+    Each output leaf gets blocks of shape ``out.shape + input.shape``.
+
+    >>> jacrev(engine.sin)(engine.tensor([0.0, 1.0])).shape
+    torch.Size([2, 2])
+    """
+    _check_chunk(chunk_size, "jacrev")
+    return _jac(func, argnums, has_aux, "rev", "vjp(f, *primals)")
+
+
+def jacfwd(func: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False, *,
+           randomness: str = "error") -> Callable:
+    """The Jacobian by forward mode (``torch.func.jacfwd``): one pass per input element, by the
+    double-backward trick. Same results as :func:`jacrev`; cheaper when inputs are fewer.
+    """
+    _check_randomness(randomness)
+    return _jac(func, argnums, has_aux, "fwd", "jvp(f, primals, tangents)")
+
+
+def hessian(func: Callable, argnums: int | tuple[int, ...] = 0) -> Callable:
+    """``jacfwd(jacrev(func, argnums), argnums)`` (``torch.func.hessian``).
+
+    >>> hessian(lambda x: (x ** 3).sum())(engine.tensor([1.0, 2.0]))
+    tensor([[ 6.,  0.],
+            [ 0., 12.]])
+    """
+    return jacfwd(jacrev(func, argnums), argnums)
+
+
+def _check_chunk(chunk_size: int | None, api: str) -> None:
+    if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size > 0):
+        raise ValueError(f"{api}: `chunk_size` should be greater than 0.")
+
+
+def _check_randomness(randomness: str) -> None:
+    if randomness not in ("error", "different", "same"):
+        raise RuntimeError("Only allowed values for randomness are 'error', 'different', or 'same'. "
+                           f"Got {randomness}")
+
+
+# ---------------------------------------------------------------- vmap
+def vmap(func: Callable, in_dims: Any = 0, out_dims: Any = 0, randomness: str = "error", *,
+         chunk_size: int | None = None) -> Callable:
+    """Map ``func`` over a dimension of its inputs (``torch.func.vmap``).
+
+    ``in_dims`` is an int, or a (nested) tuple matching the positional arguments, with None for
+    arguments passed whole; ``out_dims`` places the mapped dimension in each output. Keyword
+    arguments are passed whole. It runs ``func`` once per batch element and stacks the results:
+    exact, composes with :func:`grad` and friends, but not vectorized (``randomness`` is checked
+    and behaves as ``"different"``; ``chunk_size`` is checked and has nothing to chunk).
+
+    >>> vmap(engine.dot)(engine.ones(4, 3), engine.ones(4, 3))
+    tensor([3., 3., 3., 3.])
+    """
+    _check_randomness(randomness)
+    _check_chunk(chunk_size, "vmap")
+    name = getattr(func, "__name__", repr(func))
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        api = f"vmap({name}, in_dims={in_dims}, ...)(<inputs>)"
+        if not (isinstance(in_dims, (int, tuple)) and not isinstance(in_dims, bool)):
+            raise ValueError(f"{api}: expected `in_dims` to be int or a (potentially nested) tuple matching "
+                             f"the structure of inputs, got: {type(in_dims)}.")
+        leaves, spec = _flatten(args)
+        dims = _dims_for(in_dims, args, f"{api}: in_dims is not compatible with the structure of `inputs`.",
+                         "in_dims", "inputs")
+        sizes = []
+        for x, d in zip(leaves, dims):
+            if d is None:
+                continue
+            if not isinstance(x, Tensor):
+                raise ValueError(f"{api}: Got in_dim={d} for an input but the input is of type {type(x)}. We "
+                                 "cannot vmap over non-Tensor arguments, please use None as the respective "
+                                 "in_dim")
+            nd = x._data.ndim
+            if not -nd <= d < nd:
+                raise ValueError(f"{api}: Got in_dim={d} for some input, but that input is a Tensor of "
+                                 f"dimensionality {nd} so expected in_dim to satisfy -{nd} <= in_dim < {nd}.")
+            sizes.append(x._data.shape[d])
+        if not sizes:
+            raise ValueError(f"{api}: at least one input must be a Tensor with a non-None in_dim; got "
+                             "nothing to map over")
+        if len(set(sizes)) > 1:
+            raise ValueError("vmap: Expected all tensors to have the same size in the mapped dimension, got "
+                             f"sizes {sizes} for the mapped dimension")
+        if sizes[0] == 0:  # no element to run on: learn the output shapes from one of zeros
+            sl = [x if d is None else _zeros_slice(x, d) for x, d in zip(leaves, dims)]
+            return _stack_outputs([func(*_unflatten(sl, spec), **kwargs)], out_dims, name, empty=True)
+        results = []
+        for b in range(sizes[0]):
+            sl = [x if d is None else x.select(d, b) for x, d in zip(leaves, dims)]
+            results.append(func(*_unflatten(sl, spec), **kwargs))
+        return _stack_outputs(results, out_dims, name)
+
+    return wrapper
+
+
+def _zeros_slice(x: Tensor, d: int) -> Tensor:
+    shape = list(x._data.shape)
+    del shape[d]
+    return Tensor._make(np.zeros(shape, dtype=x._data.dtype))
+
+
+def _dims_for(dims: Any, tree: Any, msg: str, dname: str, tname: str) -> list[int | None]:
+    """One dim (or None) per leaf of ``tree``: an int or None applies to a whole subtree,
+    containers must match the tree's containers."""
+
+    def go(d: Any, t: Any) -> list[int | None]:
+        if d is None or (isinstance(d, int) and not isinstance(d, bool)):
+            return [d] * _flatten(t)[1].num_leaves
+        if isinstance(d, (tuple, list)) and type(d) is type(t) and len(d) == len(t):
+            return [x for di, ti in zip(d, t) for x in go(di, ti)]
+        if isinstance(d, dict) and isinstance(t, dict) and list(d) == list(t):
+            return [x for k in t for x in go(d[k], t[k])]
+        raise ValueError(f"{msg} {dname} has structure {_flatten(dims)[1]} but {tname} has structure "
+                         f"{_flatten(tree)[1]}.")
+
+    return go(dims, tree)
+
+
+def _stack_outputs(results: list[Any], out_dims: Any, name: str, empty: bool = False) -> Any:
+    flat = [_flatten(r) for r in results]
+    leaves0, spec = flat[0]
+    if spec.kind == "None":
+        leaves0 = [None]
+    for lv, _ in flat:
+        for t in lv or leaves0:
+            if not isinstance(t, Tensor):
+                raise ValueError(f"vmap({name}, ...): `{name}` must only return Tensors, got type {type(t)}. "
+                                 "Did you mean to set out_dims= to None for output?")
+    out_tree = results[0]
+    if isinstance(out_dims, tuple) and len(out_dims) == 1 and spec.kind is None:
+        out_dims = out_dims[0]  # torch accepts (d,) for a single output
+    dims = _dims_for(out_dims, out_tree, f"vmap({name}, ..., out_dims={out_dims})(<inputs>): out_dims is not "
+                     "compatible with the structure of `outputs`.", "out_dims", "outputs")
+    from .ops.shape import stack
+    out = []
+    for k, d in enumerate(dims):
+        items = [lv[k] for lv, _ in flat]
+        if d is None:
+            out.append(items[0])
+        elif empty:
+            t = items[0]
+            shape = list(t._data.shape)
+            nd = len(shape) + 1
+            if not -nd <= d < nd:
+                raise IndexError(f"Dimension out of range (expected to be in range of [{-nd}, {nd - 1}], but "
+                                 f"got {d})")
+            shape.insert(d % nd, 0)
+            out.append(Tensor._make(np.zeros(shape, dtype=t._data.dtype)))
+        else:
+            out.append(stack(items, d))
+    return _unflatten(out, spec)
