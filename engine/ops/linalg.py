@@ -9,7 +9,7 @@ import numpy as np
 from .._autograd import Primitive, apply, primitive
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op, promote
-from .elementwise import type_name
+from .elementwise import binary_dtype, type_name
 from .shape import expand, norm_dim, reshape, squeeze, transpose, unsqueeze
 
 
@@ -70,12 +70,13 @@ def matmul(input, other):
                                f"({_shape_str(sa)} and {_shape_str(sb)})")
         raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: "
                            f"[{kb}, {ka}] but got: {list(b.shape[-2:])}.")
-    try:
-        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    except ValueError:
-        raise RuntimeError(f"The size of tensor a must match the size of tensor b at a "
-                           f"non-singleton dimension: {list(a.shape)} and {list(b.shape)}") from None
-    return apply(_matmul, (input, other), None, promote(input, other))
+    if a.ndim > 2 and b.ndim > 2:
+        try:
+            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            raise RuntimeError(f"The size of tensor a must match the size of tensor b at a "
+                               f"non-singleton dimension: {list(a.shape)} and {list(b.shape)}") from None
+    return apply(_matmul, (input, other), None, binary_dtype(input, other))
 
 
 Tensor.__matmul__ = matmul

@@ -459,13 +459,32 @@ def _softmax_dim(dim: int | None, input: Tensor) -> int:
     return dim
 
 
+@primitive(save=(-1,))
+def _log_softmax(x, dim):
+    if x.size == 0:
+        return x.copy()
+    m = np.amax(x, axis=dim, keepdims=True)
+    shifted = x - np.where(np.isfinite(m), m, 0)  # all -inf slices stay -inf - log(0) = nan
+    return shifted - np.log(np.sum(np.exp(shifted), axis=dim, keepdims=True))
+
+
+# torch's formula, in engine ops so that it differentiates again: g - softmax * sum(g).
+_log_softmax.defvjp(lambda ctx, g, out, dim: g - exp(out) * sum(g, dim, keepdim=True))
+
+
 @op(method=True)
 def log_softmax(input, dim=None, dtype=None):
-    """``input - logsumexp(input, dim)``."""
+    """``input - logsumexp(input, dim)``, as one primitive (it is the hot end of every classifier).
+
+    >>> engine.log_softmax(engine.tensor([0.0, 0.0]), dim=0)
+    tensor([-0.6931, -0.6931])
+    """
     if dtype is not None:
         input = input.to(dtype)
-    dim = _softmax_dim(dim, input)
-    return input - logsumexp(input, dim, keepdim=True)
+    x = to_float(input)
+    dim = _softmax_dim(dim, x)
+    ndim = x._data.ndim
+    return _log_softmax(x, dim=norm_dim(dim, ndim) if ndim else None)
 
 
 @op(method=True)

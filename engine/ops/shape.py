@@ -177,10 +177,11 @@ def sum_to_size(input, *size):
     size = tuple(_shape_args(size))
     shape = input._data.shape
     lead = len(shape) - len(size)
-    dims = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(size)
-                                      if s == 1 and shape[i + lead] != 1)
-    out = input.sum(dim=dims, keepdim=True) if dims else input
-    return reshape(out, size)
+    lead_dims = tuple(range(lead))
+    kept = tuple(i + lead for i, s in enumerate(size) if s == 1 and shape[i + lead] != 1)
+    if kept:  # size-1 dims of ``size`` are kept; reshape drops the leading ones
+        return reshape(input.sum(dim=lead_dims + kept, keepdim=True), size)
+    return reshape(input.sum(dim=lead_dims) if lead else input, size)
 
 
 @primitive()
@@ -215,9 +216,11 @@ def transpose(input, dim0, dim1):
     if n == 0:
         return input
     d0, d1 = norm_dim(dim0, n), norm_dim(dim1, n)
+    if d0 == d1:
+        return input
     dims = list(range(n))
     dims[d0], dims[d1] = dims[d1], dims[d0]
-    return permute(input, tuple(dims))
+    return _permute(input, dims=tuple(dims))  # already a valid permutation: no re-checking
 
 
 @op(method=True)
