@@ -25,6 +25,7 @@ import engine
 
 from .errors import PROBLEM_MEDIA_TYPE, GradserveError, InvalidRequest, problem_headers, to_problem
 from .gate import Gate
+from .plan_cache import PlanCache
 from .routers import grad, health, ops
 from .settings import Settings
 from .wire import GradRequest
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.gate = Gate(settings.max_concurrency, settings.max_queue, settings.retry_after_s)
+    app.state.plan_cache = PlanCache(settings.plan_cache_size)  # soft state: compiled graphs by hash
     app.state.ready = True  # also true when served without lifespan events (plain ASGI tests)
     app.include_router(health.router)
     app.include_router(ops.router)

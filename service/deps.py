@@ -7,15 +7,18 @@ dependency in a worker thread, which costs a thread hand-off per dependency per 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from .errors import Unauthorized
 from .gate import Gate
+from .plan_cache import PlanCache
 from .settings import Settings
 
-__all__ = ["get_settings", "get_gate", "require_api_key", "SettingsDep", "GateDep", "ApiKeyDep"]
+__all__ = ["get_settings", "get_gate", "require_api_key", "get_service", "Service", "SettingsDep",
+           "GateDep", "ApiKeyDep", "ServiceDep"]
 
 
 async def get_settings(request: Request) -> Settings:
@@ -46,3 +49,23 @@ async def require_api_key(request: Request, settings: SettingsDep) -> None:
 
 
 ApiKeyDep = Annotated[None, Depends(require_api_key)]
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """What ``POST /v1/grad`` needs from its app. One dependency instead of three: each costs
+    FastAPI's dependency solver about 10 us per request, a tenth of a seed example's budget."""
+
+    settings: Settings
+    gate: Gate
+    plan_cache: PlanCache
+
+
+async def get_service(request: Request) -> Service:
+    """The app's settings, gate and plan cache, once the API key (when configured) is checked."""
+    state = request.app.state
+    await require_api_key(request, state.settings)
+    return Service(state.settings, state.gate, state.plan_cache)
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]

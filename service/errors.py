@@ -7,6 +7,7 @@ exception handler. Nothing below ``service.app`` knows about HTTP::
     ├── BadRequest                 400  malformed JSON or body layout
     ├── Unauthorized               401  missing or bad API key
     ├── PayloadTooLarge            413  over a configured size limit (the limit is named)
+    ├── PlanNotCached              409  ``graph.hash`` names a graph this process has no plan for
     ├── UnsupportedMediaType       415  wrong Content-Type
     ├── InvalidRequest             422  the header does not match the wire schema
     │   ├── InvalidGraph           422  unknown op, bad reference, duplicate name, cycle, arity
@@ -31,7 +32,7 @@ from typing import Any
 
 __all__ = [
     "GradserveError", "BadRequest", "Unauthorized", "PayloadTooLarge", "UnsupportedMediaType",
-    "InvalidRequest", "InvalidGraph", "ExpressionError", "EngineError", "AutogradError",
+    "PlanNotCached", "InvalidRequest", "InvalidGraph", "ExpressionError", "EngineError", "AutogradError",
     "Overloaded", "RequestTimeout", "PROBLEMS", "problem_info", "to_problem", "problem_headers",
     "PROBLEM_MEDIA_TYPE", "TORCH_EXCEPTION_TYPES",
 ]
@@ -74,6 +75,11 @@ class PayloadTooLarge(GradserveError):
 
     def extensions(self) -> dict[str, Any]:
         return {"limit": self.limit}
+
+
+class PlanNotCached(GradserveError):
+    """``graph.hash`` names a graph whose plan this server process does not hold (never sent
+    here, evicted, or another replica): send the request again with the whole graph."""
 
 
 class UnsupportedMediaType(GradserveError):
@@ -155,6 +161,7 @@ PROBLEMS: dict[type[GradserveError], tuple[int, str, str]] = {
     BadRequest: (400, "malformed-request", "Malformed request"),
     Unauthorized: (401, "unauthorized", "Missing or invalid API key"),
     PayloadTooLarge: (413, "payload-too-large", "Over a size limit"),
+    PlanNotCached: (409, "plan-not-cached", "Graph plan not cached: send the whole graph"),
     UnsupportedMediaType: (415, "unsupported-media-type", "Unsupported media type"),
     InvalidRequest: (422, "invalid-request", "Invalid request"),
     InvalidGraph: (422, "invalid-graph", "Invalid graph"),

@@ -43,9 +43,9 @@ from .errors import (
 )
 from .expr import compile_source
 from .settings import Settings
-from .wire import DATATYPES, GradNode, GradRequest, Node, OpNode, Ref, TensorIn
+from .wire import DATATYPES, GradNode, GradRequest, Graph, Node, OpNode, Ref, TensorIn
 
-__all__ = ["Plan", "Step", "Result", "build_plan", "run_plan", "numel"]
+__all__ = ["GraphPlan", "Plan", "Step", "Result", "compile_graph", "build_plan", "run_plan", "numel"]
 
 Loc = tuple[str | int, ...]
 _NODE_ADAPTER: TypeAdapter = TypeAdapter(Node)
@@ -165,10 +165,32 @@ class Step:
 
 
 @dataclass(slots=True)
-class Plan:
-    request: GradRequest
+class GraphPlan:
+    """A compiled graph: validated steps in execution order. It depends only on the graph's nodes
+    (or source) and input names, never on tensor values or the top-level call, so one GraphPlan
+    serves every request with the same graph (see :mod:`service.plan_cache`). Read-only once
+    built: several engine threads may run it at once."""
+
     steps: list[Step]                 # in execution order
     input_names: list[str]
+    known: frozenset[str]             # graph inputs and node outputs
+    positions: list[tuple[int, int]] | None  # (line, col) per node index, for graph.source
+
+
+@dataclass(slots=True)
+class Plan:
+    """One request's plan: its compiled graph plus the request's own top-level call and tensors."""
+
+    request: GradRequest
+    graph: GraphPlan
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.graph.steps
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.graph.input_names
 
 
 class _Locator:
@@ -210,10 +232,11 @@ def _bind_field(msg: str) -> Loc:
     return ("inputs",)
 
 
-def build_plan(req: GradRequest, settings: Settings | None = None) -> Plan:
-    """Check the request without running anything (raises InvalidGraph & co.)."""
+def compile_graph(g: Graph, settings: Settings | None = None) -> GraphPlan:
+    """Check a graph's nodes (or source) without running anything (raises InvalidGraph & co.)."""
     s = settings or Settings()
-    g = req.graph
+    if g.hash is not None:
+        raise InvalidGraph("a graph given by hash has no nodes to compile", loc=("graph", "hash"))
     positions: list[tuple[int, int]] | None = None
     if g.source is not None:
         if len(g.source) > s.max_source_chars:
@@ -245,10 +268,6 @@ def build_plan(req: GradRequest, settings: Settings | None = None) -> Plan:
             raise InvalidGraph(f"duplicate name {t.name!r}: graph inputs {inputs[t.name]} and {i}",
                                loc=("graph", "inputs", i, "name"))
         inputs[t.name] = i
-        if numel(t.shape) > s.max_tensor_elements:
-            raise PayloadTooLarge(f"graph input {t.name!r} has {numel(t.shape)} elements; the limit "
-                                  f"max_tensor_elements is {s.max_tensor_elements}",
-                                  limit="max_tensor_elements", loc=("graph", "inputs", i, "shape"))
     producer: dict[str, int] = {}
     for i, n in enumerate(nodes):
         for j, name in enumerate(n.outputs):
@@ -285,9 +304,31 @@ def build_plan(req: GradRequest, settings: Settings | None = None) -> Plan:
                                         r.loc[3:], st.outputs[0])
             st.deps.add(p)
     order = _toposort(steps, where)
+    return GraphPlan([steps[k] for k in order], list(inputs), frozenset(inputs) | frozenset(producer),
+                     positions)
+
+
+def build_plan(req: GradRequest, settings: Settings | None = None, graph: GraphPlan | None = None) -> Plan:
+    """Check the request without running anything (raises InvalidGraph & co.).
+
+    ``graph`` is the request's graph already compiled (a plan-cache hit); by default it is
+    compiled here. The top-level call and the tensor limits are checked per request.
+    """
+    s = settings or Settings()
+    if graph is None:
+        graph = compile_graph(req.graph, s)
+    names = [t.name for t in req.graph.inputs]
+    if names != graph.input_names:  # only possible for a graph given by hash
+        raise InvalidRequest(f"graph.inputs are named {names} but the graph {req.graph.hash} was built "
+                             f"with inputs {graph.input_names}", loc=("graph", "inputs"))
+    for i, t in enumerate(req.graph.inputs):
+        if numel(t.shape) > s.max_tensor_elements:
+            raise PayloadTooLarge(f"graph input {t.name!r} has {numel(t.shape)} elements; the limit "
+                                  f"max_tensor_elements is {s.max_tensor_elements}",
+                                  limit="max_tensor_elements", loc=("graph", "inputs", i, "shape"))
 
     # -- top-level references
-    known = set(inputs) | set(producer)
+    known = graph.known
 
     def check(name: str, loc: Loc) -> None:
         if name not in known:
@@ -312,7 +353,7 @@ def build_plan(req: GradRequest, settings: Settings | None = None) -> Plan:
                                   limit="max_tensor_elements", loc=("grad_outputs", i, "shape"))
     for i, name in enumerate(req.return_):
         check(name, ("return", i))
-    return Plan(req, [steps[k] for k in order], list(inputs))
+    return Plan(req, graph)
 
 
 def _make_step(i: int, n: OpNode | GradNode, where: _Locator, positions: Any) -> Step:
@@ -462,8 +503,7 @@ def _autograd_field(msg: str) -> Loc:
 class _Runner:
     def __init__(self, plan: Plan, settings: Settings, deadline: float | None) -> None:
         self.plan, self.s, self.deadline = plan, settings, deadline
-        self.where = _Locator(None if plan.request.graph.source is None else
-                              [st.pos for st in sorted(plan.steps, key=lambda st: st.index)])
+        self.where = _Locator(plan.graph.positions)
         self.env: dict[str, Any] = {}
 
     def check_deadline(self, what: str) -> None:

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
                                  description="Requests computing at once (engine threads).")
     max_queue: int = Field(64, ge=0, description="Requests waiting for an engine thread before 503.")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503.")
+    plan_cache_size: int = Field(256, ge=0, description="Compiled graph plans kept per process, by "
+                                 "graph hash (LRU; 0 disables the cache and requests by hash).")
+    inline_max_ms: float = Field(1.0, ge=0, description="A graph whose cached plan ran within this "
+                                 "budget runs on the event loop, skipping the engine-thread hand-off "
+                                 "(0: always use engine threads).")
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Accepted bearer keys; empty means no authentication.")
 

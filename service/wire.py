@@ -148,17 +148,24 @@ Node = Annotated[Annotated[OpNode, Tag("op")] | Annotated[GradNode, Tag("grad")]
                                custom_error_message="a node must be an object with an 'op'")]
 
 
+GRAPH_HASH_PATTERN = r"^sha256:[0-9a-f]{64}$"
+
+
 class Graph(_Model):
-    """Named input tensors plus either ``nodes`` or an expression ``source``."""
+    """Named input tensors plus exactly one of ``nodes``, an expression ``source``, or the
+    ``hash`` of a graph sent before (see :func:`service.plan_cache.graph_hash`): a server that
+    still has that graph's plan cached runs it on the new inputs, otherwise it answers 409
+    ``plan-not-cached`` and the client sends the whole graph again."""
 
     inputs: list[TensorIn] = Field(default_factory=list)
     nodes: list[Node] | None = None
     source: str | None = None
+    hash: Annotated[str, Field(pattern=GRAPH_HASH_PATTERN)] | None = None
 
     @model_validator(mode="after")
     def _nodes_or_source(self) -> Graph:
-        if (self.nodes is None) == (self.source is None):
-            raise ValueError("a graph needs exactly one of nodes or source")
+        if sum(x is not None for x in (self.nodes, self.source, self.hash)) != 1:
+            raise ValueError("a graph needs exactly one of nodes, source or hash")
         for i, t in enumerate(self.inputs):
             if not t.name:
                 raise ValueError(f"graph input {i} needs a name")

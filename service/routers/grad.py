@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from functools import partial
 
 from fastapi import APIRouter, Request, Response
 
 from .. import core
-from ..deps import ApiKeyDep, GateDep, SettingsDep
+from ..deps import ServiceDep
 from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ..wire import GradResponse, Problem
 
@@ -69,8 +68,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
     responses={
         200: {"content": {core.BINARY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
               "description": "Gradients and values (binary layout with Accept: application/octet-stream)"},
-        400: _PROBLEM, 401: _PROBLEM, 413: _PROBLEM, 415: _PROBLEM, 422: _PROBLEM, 503: _PROBLEM,
-        504: _PROBLEM,
+        400: _PROBLEM, 401: _PROBLEM, 409: _PROBLEM, 413: _PROBLEM, 415: _PROBLEM, 422: _PROBLEM,
+        503: _PROBLEM, 504: _PROBLEM,
     },
     openapi_extra={"requestBody": {"required": True, "content": {
         core.JSON_MEDIA_TYPE: {"schema": _SCHEMA_REF},
@@ -79,10 +78,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
                                                            "GradRequest JSON, then the tensor blobs"}},
     }}},
 )
-async def grad(request: Request, settings: SettingsDep, gate: GateDep, _: ApiKeyDep) -> Response:
+async def grad(request: Request, service: ServiceDep) -> Response:
     """The graph's ``inputs`` and ``nodes`` (or ``source``) are built, then the top level's
     ``autograd_grad(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused,
     materialize_grads)`` runs; ``return`` names further values to send back."""
+    settings = service.settings
     deadline = time.monotonic() + settings.request_timeout_s
     media = _media_type(request.headers.get("content-type"))
     if media not in (core.JSON_MEDIA_TYPE, core.BINARY_MEDIA_TYPE):
@@ -90,8 +90,11 @@ async def grad(request: Request, settings: SettingsDep, gate: GateDep, _: ApiKey
             f"Content-Type must be {core.JSON_MEDIA_TYPE} or {core.BINARY_MEDIA_TYPE} "
             f"(with {core.HEADER_LENGTH}), got {media or 'none'!r}", loc=("headers", "Content-Type"))
     body = await _read_body(request, settings.max_body_bytes)
-    job = partial(core.process_body, body, media, request.headers.get(core.HEADER_LENGTH),
-                  _wants_binary(request.headers.get("accept")), settings, deadline)
-    content, media_type, headers = await gate.run(job, max(0.0, deadline - time.monotonic()))
+    job = core.Job(body, media, request.headers.get(core.HEADER_LENGTH),
+                   _wants_binary(request.headers.get("accept")), settings, deadline, service.plan_cache)
+    if job.runs_fast():  # a small graph known to run fast: cheaper than a thread hand-off
+        content, media_type, headers = job()
+    else:
+        content, media_type, headers = await service.gate.run(job, max(0.0, deadline - time.monotonic()))
     return Response(content, media_type=media_type, headers=headers)
 

@@ -1,0 +1,146 @@
+"""Compiled graph plans, cached by the graph's content hash: soft state, a bounded LRU per process.
+
+Building a plan (validating every node, binding signatures, ordering) costs about as much as
+running a small graph, and clients send the same graph again and again with new inputs. So each
+server process keeps the :class:`~service.executor.GraphPlan` of recently seen graphs, keyed by
+:func:`graph_hash`. Nothing else is kept between requests: a replica that restarts, or another
+replica, just builds the plan again, so replicas stay stateless.
+
+The hash covers exactly what a plan depends on, the input names and the nodes (or source), and
+not the tensor values, shapes or the top-level call. It is computed by the server from the graph
+it compiles: a request that names a graph by ``{"hash": ...}`` can only find a plan the server
+built from a graph with that very hash, so two different graphs cannot share a plan (short of a
+SHA-256 collision). A hash the process does not know gets 409 ``plan-not-cached``, and the
+client sends the whole graph again.
+
+>>> g = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]}],
+...      "nodes": [{"op": "sum", "inputs": ["x"], "outputs": ["s"]}]}
+>>> graph_hash(g) == graph_hash({"nodes": g["nodes"], "inputs": [{"name": "x", "shape": [9], "b64": ""}]})
+True
+>>> cache = PlanCache(maxsize=2)
+>>> cache.get(graph_hash(g)) is None, cache.stats()["misses"]
+(True, 1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .executor import GraphPlan
+from .stats import report_plan_cache
+
+__all__ = ["graph_hash", "canonical_graph", "PlanCache", "CachedPlan"]
+
+HASH_PREFIX = "sha256:"
+
+
+def canonical_graph(graph: Any) -> bytes | None:
+    """The bytes the graph hash is taken over, or None when ``graph`` is not hashable as sent
+    (not an object, not exactly one of nodes/source, an input without a string name): such a
+    graph is invalid anyway, and validation says why.
+
+    The canonical form is the JSON object ``{"inputs": [name, ...], "nodes": [...]}`` (or
+    ``"source": "..."``) with keys sorted at every level, no whitespace, UTF-8, and numbers as
+    orjson writes them: whitespace, key order and number spelling (``1.0`` vs ``1.00``) in the
+    request do not change the hash.
+    """
+    if not isinstance(graph, dict):
+        return None
+    body = [k for k in ("nodes", "source") if k in graph]
+    inputs = graph.get("inputs", [])
+    if len(body) != 1 or not isinstance(inputs, list):
+        return None
+    names = [t.get("name") if isinstance(t, dict) else None for t in inputs]
+    if not all(isinstance(n, str) for n in names):
+        return None
+    try:
+        return orjson.dumps({"inputs": names, body[0]: graph[body[0]]}, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # not JSON data (only possible for payloads built in Python)
+        return None
+
+
+def graph_hash(graph: Any) -> str | None:
+    """``"sha256:<hex>"`` of :func:`canonical_graph`, or None when the graph is not hashable."""
+    canon = canonical_graph(graph)
+    return None if canon is None else HASH_PREFIX + hashlib.sha256(canon).hexdigest()
+
+
+@dataclass(slots=True)
+class CachedPlan:
+    """A cached plan and what its runs taught: inputs of up to ``fast_elements`` elements (in
+    total) ran within the inline budget, so such requests may skip the engine thread pool."""
+
+    plan: GraphPlan
+    fast_elements: int = -1
+
+    def record(self, seconds: float, elements: int, budget_s: float) -> None:
+        """Note one run (``elements``: input elements in total); races between threads only
+        make the estimate a little stale."""
+        if seconds <= budget_s:
+            self.fast_elements = max(self.fast_elements, elements)
+        elif elements <= self.fast_elements:
+            self.fast_elements = elements - 1  # a slow run: stay below its size from now on
+
+    def runs_fast(self, elements: int) -> bool:
+        return elements <= self.fast_elements
+
+
+class PlanCache:
+    """A thread-safe LRU of :class:`CachedPlan` by graph hash, with hit/miss/eviction counters.
+
+    ``maxsize`` 0 disables it (every lookup misses, nothing is kept).
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.hits = self.misses = self.evictions = 0
+        self._plans: OrderedDict[str, CachedPlan] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._plans
+
+    def peek(self, key: str) -> CachedPlan | None:
+        """The entry for ``key`` without counting a lookup or refreshing its place."""
+        return self._plans.get(key)
+
+    def get(self, key: str) -> CachedPlan | None:
+        """The entry for ``key`` (a hit makes it the most recently used), counting hit or miss."""
+        with self._lock:
+            entry = self._plans.get(key)
+            if entry is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+                self._plans.move_to_end(key)
+        report_plan_cache(entry is not None)  # Prometheus counters, summed over worker processes
+        return entry
+
+    def put(self, key: str, plan: GraphPlan) -> CachedPlan:
+        """Keep ``plan`` under ``key``, evicting the least recently used beyond ``maxsize``."""
+        entry = CachedPlan(plan)
+        if self.maxsize <= 0:
+            return entry
+        with self._lock:
+            old = self._plans.get(key)
+            if old is not None:  # built twice concurrently: keep the first (and what it learnt)
+                return old
+            self._plans[key] = entry
+            while len(self._plans) > self.maxsize:
+                self._plans.popitem(last=False)
+                self.evictions += 1
+        return entry
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics: ``hits``, ``misses``, ``evictions``, ``size``, ``maxsize``."""
+        return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions,
+                "size": len(self._plans), "maxsize": self.maxsize}
