@@ -40,7 +40,8 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 # instead of the graph next time (service.plan_cache).
 GRAPH_HASH_HEADER = "Gradserve-Graph-Hash"
 
-_UNION_LABELS = {"str", "int", "bool", "float", "none", "Ref", "TensorIn", "op", "grad"}
+_UNION_LABELS = {"str", "int", "bool", "float", "none", "Ref", "TensorIn", "op", "grad", "jacobian",
+                 "hessian", "product"}
 
 
 # ---------------------------------------------------------------- parsing

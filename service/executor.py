@@ -36,6 +36,7 @@ from .errors import (
     AutogradError,
     BadRequest,
     EngineError,
+    GradserveError,
     InvalidGraph,
     InvalidRequest,
     PayloadTooLarge,
@@ -43,7 +44,19 @@ from .errors import (
 )
 from .expr import compile_source
 from .settings import Settings
-from .wire import DATATYPES, GradNode, GradRequest, Graph, Node, OpNode, Ref, TensorIn
+from .wire import (
+    DATATYPES,
+    GradNode,
+    GradRequest,
+    Graph,
+    HessianNode,
+    JacobianNode,
+    Node,
+    OpNode,
+    ProductNode,
+    Ref,
+    TensorIn,
+)
 
 __all__ = ["GraphPlan", "Plan", "Step", "Result", "compile_graph", "build_plan", "run_plan", "numel"]
 
@@ -155,11 +168,12 @@ class Step:
     pos: tuple[int, int] | None       # (line, col) when compiled from source
     refs: list[_Ref]
     grad: dict[str, Any] | None = None  # grad node: resolved attribute templates
+    functional: dict[str, Any] | None = None  # jacobian/hessian/vjp/jvp/hvp/vhp node
     deps: set[int] = field(default_factory=set)
 
     @property
     def label(self) -> str:
-        op = "grad" if self.op is None else self.op.name
+        op = self.functional["kind"] if self.functional else "grad" if self.op is None else self.op.name
         where = f"line {self.pos[0]}, col {self.pos[1]}" if self.pos else f"node {self.index}"
         return f"{where} ({op} -> {', '.join(self.outputs)})"
 
@@ -356,10 +370,12 @@ def build_plan(req: GradRequest, settings: Settings | None = None, graph: GraphP
     return Plan(req, graph)
 
 
-def _make_step(i: int, n: OpNode | GradNode, where: _Locator, positions: Any) -> Step:
+def _make_step(i: int, n: OpNode | GradNode | _FunctionalNode, where: _Locator, positions: Any) -> Step:
     refs: list[_Ref] = []
     pos = positions[i] if positions is not None else None
     base: Loc = ("graph", "nodes", i)
+    if isinstance(n, (JacobianNode, HessianNode, ProductNode)):
+        return _functional_step(i, n, where, pos)
     if isinstance(n, GradNode):
         a = n.attributes
         grad: dict[str, Any] = {}
@@ -406,6 +422,44 @@ def _make_step(i: int, n: OpNode | GradNode, where: _Locator, positions: Any) ->
     except TypeError as e:
         raise where.graph_error(i, f"{info.name}(): {e}", _bind_field(str(e)), n.outputs[0]) from None
     return Step(i, info, args, kwargs, list(n.outputs), base, pos, refs)
+
+
+_FunctionalNode = JacobianNode | HessianNode | ProductNode
+
+
+def _functional_step(i: int, n: _FunctionalNode, where: _Locator, pos: Any) -> Step:
+    """A functional node: references for the function's outputs, inputs and ``v``; checks that
+    it names one result per block (jacobian, hessian) or per vector (the products)."""
+    base: Loc = ("graph", "nodes", i)
+    refs: list[_Ref] = []
+    a = n.attributes
+    fn: dict[str, Any] = {"kind": n.op}
+    for key in ("outputs", "inputs", "v"):
+        v = getattr(a, key, None)
+        if v is None:
+            fn[key] = None
+            continue
+        many = isinstance(v, list)
+        items = []
+        for j, x in enumerate(v if many else [v]):
+            r = _Ref(x.ref if isinstance(x, Ref) else x, (*base, "attributes", key, *((j,) if many else ())))
+            refs.append(r)
+            items.append(r)
+        if not items:
+            raise where.graph_error(i, f"{n.op}: {key} must name at least one value", ("attributes", key),
+                                    n.outputs[0])
+        fn[key] = (items, many)
+    fn["flags"] = a.model_dump(exclude={"outputs", "inputs", "v"})
+    n_out, n_in = len(fn["outputs"][0]), len(fn["inputs"][0])
+    expected, per = {
+        "jacobian": (n_out * n_in, f"one block per (output, input) pair, row-major: {n_out} x {n_in}"),
+        "hessian": (n_in * n_in, f"one block per (input, input) pair, row-major: {n_in} x {n_in}"),
+        "jvp": (n_out, "one product per function output"),
+    }.get(n.op, (n_in, "one product per function input"))
+    if len(n.outputs) != expected:
+        raise where.graph_error(i, f"a {n.op} node returns {per}, so it needs {expected} output name"
+                                f"{'s' * (expected != 1)}, got {len(n.outputs)}", ("outputs",), n.outputs[0])
+    return Step(i, None, [], {}, list(n.outputs), base, pos, refs, functional=fn)
 
 
 def _toposort(steps: list[Step], where: _Locator) -> list[int]:
@@ -513,6 +567,9 @@ class _Runner:
 
     def run_step(self, st: Step) -> None:
         env = self.env
+        if st.functional is not None:
+            self.run_functional(st)
+            return
         if st.op is None:
             self.run_grad(st)
             return
@@ -579,6 +636,95 @@ class _Runner:
         for name, v in zip(st.outputs, res):  # one output name per input, checked in the plan
             self.env[name] = self.checked(st, name, v)
 
+    # ------------------------------------------------------------ functional nodes
+    def run_functional(self, st: Step) -> None:
+        """``engine.autograd.functional.<kind>`` of the sub-graph from the node's inputs to its
+        outputs; the results are bound, in row-major order, to the node's output names."""
+        fn = st.functional or {}
+        kind = fn["kind"]
+        out_refs, out_many = fn["outputs"]
+        in_refs, in_many = fn["inputs"]
+        xs = tuple(self.tensor_ref(st, r) for r in in_refs)
+        outs = [self.tensor_ref(st, r) for r in out_refs]
+        self.check_result_size(st, kind, outs, xs)
+        steps = self.subgraph(st, [r.name for r in in_refs], [r.name for r in out_refs])
+
+        def func(*new: Any) -> Any:
+            saved = self.env
+            self.env = {**saved, **{r.name: x for r, x in zip(in_refs, new)}}
+            try:
+                for s in steps:
+                    self.check_deadline(s.label)
+                    self.run_step(s)
+                res = tuple(self.env[r.name] for r in out_refs)
+            finally:
+                self.env = saved
+            return res if out_many else res[0]
+
+        args: list[Any] = [func, xs if in_many else xs[0]]
+        if kind not in ("jacobian", "hessian"):
+            v = fn["v"]
+            vs = None if v is None else tuple(self.tensor_ref(st, r) for r in v[0])
+            args.append(None if vs is None else vs if v[1] else vs[0])
+        try:
+            res = getattr(engine.autograd.functional, kind)(*args, **fn["flags"])
+        except GradserveError:
+            raise  # raised by a node of the function itself, which it names
+        except MemoryError:
+            raise PayloadTooLarge(f"out of memory running {st.label}", limit="memory", loc=st.loc) from None
+        except Exception as e:
+            item = self.where.item(st.index, f"{kind}: {e or type(e).__name__}",
+                                   ("attributes", *_functional_field(str(e))), st.outputs[0])
+            err = AutogradError.from_exception(e)
+            err.errors = [item]
+            raise err from None
+        flat = _flatten_results(res if kind in ("jacobian", "hessian") else res[1])
+        for name, t in zip(st.outputs, flat):  # the counts were checked in the plan
+            self.env[name] = self.checked(st, name, t)
+
+    def tensor_ref(self, st: Step, r: _Ref) -> Any:
+        v = self.env[r.name]
+        if not isinstance(v, engine.Tensor):
+            raise self.where.graph_error(st.index, f"{r.name!r} is not a tensor", r.loc[3:], st.outputs[0])
+        return v
+
+    def check_result_size(self, st: Step, kind: str, outs: list[Any], xs: tuple) -> None:
+        """Jacobian and Hessian blocks are products of sizes: refuse them before computing."""
+        if kind == "jacobian":
+            pairs = [(o, x) for o in outs for x in xs]
+        elif kind == "hessian":
+            pairs = [(x, y) for x in xs for y in xs]
+        else:
+            return
+        for a, b in pairs:
+            n = a.numel() * b.numel()
+            if n > self.s.max_tensor_elements:
+                limit = self.s.max_tensor_elements
+                raise PayloadTooLarge(f"{st.label} would produce a block of {a.numel()} x {b.numel()} = {n} "
+                                      f"elements; the limit max_tensor_elements is {limit}",
+                                      limit="max_tensor_elements", loc=st.loc)
+
+    def subgraph(self, st: Step, inputs: list[str], outputs: list[str]) -> list[Step]:
+        """The steps to re-run at new input values: those before ``st`` that depend on an input
+        and that an output depends on. A step producing an input is never re-run."""
+        tainted = set(inputs)
+        rerun = []
+        for s in self.plan.steps:
+            if s is st:
+                break
+            if any(o in inputs for o in s.outputs):
+                continue
+            if any(r.name in tainted for r in s.refs):
+                rerun.append(s)
+                tainted.update(s.outputs)
+        needed = set(outputs)
+        keep = []
+        for s in reversed(rerun):
+            if any(o in needed for o in s.outputs):
+                keep.append(s)
+                needed.update(r.name for r in s.refs)
+        return keep[::-1]
+
     def final_grad(self, blobs: dict[int, Any]) -> list[np.ndarray | None]:
         req = self.plan.request
         if req.outputs is None:
@@ -608,6 +754,32 @@ class _Runner:
             msg = str(e) or type(e).__name__
             raise AutogradError.from_exception(e, loc=_autograd_field(msg) or ("inputs",)) from None
         return [None if g is None else _array(g, f"grads[{i}]") for i, g in enumerate(res)]
+
+
+_FUNCTIONAL_LOCS: tuple[tuple[re.Pattern, Callable[[re.Match], Loc]], ...] = (
+    (re.compile(r"\bv\b|vector v"), lambda m: ("v",)),
+    (re.compile(r"^Output \d+ of the user-provided function is independent of input (\d+)"),
+     lambda m: ("inputs", int(m.group(1)))),
+    (re.compile(r"^Output \d+|returned by the function|function given to"), lambda m: ("outputs",)),
+    (re.compile(r"input (\d+)"), lambda m: ("inputs", int(m.group(1)))),
+    (re.compile(r"strategy|forward-mode"), lambda m: ("strategy",)),
+    (re.compile(r"vectoriz"), lambda m: ("vectorize",)),
+)
+
+
+def _functional_field(msg: str) -> Loc:
+    for pat, f in _FUNCTIONAL_LOCS:
+        m = pat.search(msg)
+        if m:
+            return f(m)
+    return ()
+
+
+def _flatten_results(res: Any) -> list[Any]:
+    """Nested tuples (or lists: torch's forward-mode jacobian) of tensors, row-major."""
+    if isinstance(res, (tuple, list)):
+        return [t for r in res for t in _flatten_results(r)]
+    return [res]
 
 
 def _array(v: Any, name: str) -> np.ndarray | None:

@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 __all__ = [
     "DATATYPES", "DATATYPE_ALIASES", "canonical_datatype", "TensorParameters", "TensorIn", "Ref",
-    "OpNode", "GradAttributes", "GradNode", "Node", "Graph", "GradRequest", "TensorOut",
+    "OpNode", "GradAttributes", "GradNode", "FUNCTIONAL_OPS", "FunctionalAttributes",
+    "JacobianAttributes", "HessianAttributes", "ProductAttributes", "JacobianNode", "HessianNode",
+    "ProductNode", "Node", "Graph", "GradRequest", "TensorOut",
     "GradResponse", "ErrorItem", "Problem",
 ]
 
@@ -135,15 +137,96 @@ class GradNode(_Model):
     outputs: list[str] = Field(min_length=1)
 
 
+# ---------------------------------------------------------------- functional nodes
+Strategy = Literal["reverse-mode", "forward-mode"]
+
+
+class FunctionalAttributes(_Model):
+    """The function a functional node differentiates: the part of the graph from the values
+    named in ``inputs`` to those named in ``outputs``, which the server re-runs at fresh copies
+    of the inputs (as ``torch.autograd.functional`` calls ``func``). A single name stands for a
+    single tensor, a list for a tuple, exactly as torch distinguishes them."""
+
+    outputs: NameRef | list[NameRef]
+    inputs: NameRef | list[NameRef]
+    create_graph: bool = False
+    strict: bool = False
+
+
+class JacobianAttributes(FunctionalAttributes):
+    """``torch.autograd.functional.jacobian``'s options."""
+
+    vectorize: bool = False
+    strategy: Strategy = "reverse-mode"
+
+
+class HessianAttributes(FunctionalAttributes):
+    """``torch.autograd.functional.hessian``'s options (``outputs`` names one scalar)."""
+
+    vectorize: bool = False
+    outer_jacobian_strategy: Strategy = "reverse-mode"
+
+
+class ProductAttributes(FunctionalAttributes):
+    """``vjp``/``jvp``/``hvp``/``vhp``: ``v`` names the vector(s), shaped like the outputs (vjp)
+    or the inputs (the others); null only where torch allows it (a one-element tensor)."""
+
+    v: NameRef | list[NameRef] | None = None
+
+
+_NO_INPUTS = Field(default_factory=list, max_length=0,
+                   description="Unused: a functional node takes its operands in attributes.")
+
+
+class JacobianNode(_Model):
+    """The Jacobian: one output name per (function output, function input) block, row-major;
+    block ``[i][j]`` has shape ``outputs[i].shape + inputs[j].shape``."""
+
+    op: Literal["jacobian"]
+    attributes: JacobianAttributes
+    inputs: list[Any] = _NO_INPUTS
+    outputs: list[str] = Field(min_length=1)
+
+
+class HessianNode(_Model):
+    """The Hessian of a scalar: one output name per (input, input) block, row-major."""
+
+    op: Literal["hessian"]
+    attributes: HessianAttributes
+    inputs: list[Any] = _NO_INPUTS
+    outputs: list[str] = Field(min_length=1)
+
+
+class ProductNode(_Model):
+    """A vector product: one output name per function input (``vjp``, ``hvp``, ``vhp``) or per
+    function output (``jvp``). The function's value is the graph value ``outputs`` names."""
+
+    op: Literal["vjp", "jvp", "hvp", "vhp"]
+    attributes: ProductAttributes
+    inputs: list[Any] = _NO_INPUTS
+    outputs: list[str] = Field(min_length=1)
+
+
+FUNCTIONAL_OPS: dict[str, str] = {"jacobian": "jacobian", "hessian": "hessian", "vjp": "product",
+                                  "jvp": "product", "hvp": "product", "vhp": "product"}
+_NODE_TAGS: dict[type, str] = {GradNode: "grad", JacobianNode: "jacobian", HessianNode: "hessian",
+                               ProductNode: "product"}
+
+
 def _node_kind(v: Any) -> str | None:
     if isinstance(v, dict):
-        return "grad" if v.get("op") == "grad" else "op"
+        op = v.get("op")
+        if op == "grad":
+            return "grad"
+        return FUNCTIONAL_OPS.get(op, "op") if isinstance(op, str) else "op"
     if isinstance(v, BaseModel):
-        return "grad" if isinstance(v, GradNode) else "op"
+        return _NODE_TAGS.get(type(v), "op")
     return None
 
 
-Node = Annotated[Annotated[OpNode, Tag("op")] | Annotated[GradNode, Tag("grad")],
+Node = Annotated[Annotated[OpNode, Tag("op")] | Annotated[GradNode, Tag("grad")]
+                 | Annotated[JacobianNode, Tag("jacobian")] | Annotated[HessianNode, Tag("hessian")]
+                 | Annotated[ProductNode, Tag("product")],
                  Discriminator(_node_kind, custom_error_type="invalid_node",
                                custom_error_message="a node must be an object with an 'op'")]
 
