@@ -24,6 +24,7 @@ import numpy as np
 import engine
 
 from . import _wire
+from ._functional import AsyncFunctional, SyncFunctional
 from ._recording import Namespace, Node, Recorder, Tensor, collect, encode_call, has_tensor, local_values
 from ._wire import Encoding, HTTPRequest, Result, RetryPolicy
 from .errors import (
@@ -470,7 +471,7 @@ def _retry_delay(policy: RetryPolicy, attempt: int, error: Exception | None,
 
 
 # ---------------------------------------------------------------- the sync shell
-class Client(_BaseClient):
+class Client(SyncFunctional, _BaseClient):
     """Gradserve's Python client: record a graph with torch-like code, get torch's gradients.
 
     With no ``base_url`` the engine runs in this process (embedded); with one, requests go to a
@@ -557,7 +558,7 @@ class Client(_BaseClient):
 
 
 # ---------------------------------------------------------------- the async shell
-class AsyncClient(_BaseClient):
+class AsyncClient(AsyncFunctional, _BaseClient):
     """The async twin of :class:`Client`: same constructor, same method names, awaitable requests.
 
     Tensors record as with :class:`Client`; fetch values with ``await c.values(...)`` (``.numpy()``

@@ -519,8 +519,14 @@ def _substitute(v: Any, env: dict[int, Any]) -> Any:
     return v
 
 
+_FUNCTIONAL = frozenset({"jacobian", "hessian", "vjp", "jvp", "hvp", "vhp"})  # client._functional
+
+
 def run_node(node: Node, env: dict[int, Any]) -> tuple[Any, ...]:
     """Run one recorded node with the engine; ``env`` maps ``id(client tensor)`` to engine tensors."""
+    if node.op in _FUNCTIONAL:
+        from ._functional import run_functional_node
+        return run_functional_node(node, env)
     if node.op == "grad":
         a = node.kwargs
         outs = [env[id(t)] for t in a["outputs"]]
