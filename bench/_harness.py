@@ -48,6 +48,12 @@ class Case:
     rtol: float = 1e-4
     atol: float = 1e-5
     unavailable: Callable[[], str | None] = field(default=lambda: None)
+    # A case measured another way (the service cases: a server, floors instead of torch):
+    # ``runner(case, quick)`` replaces build/check/measure, and ``rows(result)`` gives its table
+    # rows under its own ``header`` (same number of columns as the engine table's).
+    runner: Callable[[Case, bool], Result] | None = None
+    header: tuple[str, ...] | None = None
+    rows: Callable[[Result], list[tuple[str, ...]]] | None = None
 
 
 @dataclass
@@ -55,6 +61,7 @@ class Result:
     case: Case
     times: dict[str, list[float]]          # seconds per repetition, per library
     skipped: str | None = None
+    extra: dict = field(default_factory=dict)  # anything else a runner measured
 
     def median(self, lib: str) -> float | None:
         t = self.times.get(lib)
@@ -133,6 +140,8 @@ def run_case(case: Case, quick: bool, budget_s: float | None = None) -> Result:
     reason = case.unavailable()
     if reason:
         return Result(case, {}, skipped=reason)
+    if case.runner is not None:
+        return case.runner(case, quick)
     runs = case.build(quick)
     check(case, runs)
     times = measure(runs, case.quick_reps if quick else case.reps, warmup=1 if quick else 3,

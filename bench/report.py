@@ -51,6 +51,9 @@ def rows(results: list[Result]) -> list[tuple[str, ...]]:
         if r.skipped:
             out.append((r.case.name, "skipped", "", "", "", "", "", r.skipped))
             continue
+        if r.case.rows is not None:
+            out.extend(r.case.rows(r))
+            continue
         reps = min(len(t) for t in r.times.values())
         out.append((r.case.name, _ms(r.median("engine")), _ms(r.median("torch")), _ms(r.median("hips")),
                     _ratio(r.ratio("engine", "torch")), _ratio(r.ratio("engine", "hips")), str(reps),
@@ -58,19 +61,41 @@ def rows(results: list[Result]) -> list[tuple[str, ...]]:
     return out
 
 
+def sections(results: list[Result]) -> list[tuple[tuple[str, ...], list[tuple[str, ...]]]]:
+    """(header, rows) per run of consecutive results sharing a header (engine, then service)."""
+    out: list[tuple[tuple[str, ...], list[tuple[str, ...]]]] = []
+    for r in results:
+        header = r.case.header or HEADER
+        if not out or out[-1][0] != header:
+            out.append((header, []))
+        out[-1][1].extend(rows([r]))
+    return out
+
+
 def text_table(results: list[Result]) -> str:
-    body = [HEADER, *rows(results)]
+    blocks = sections(results) or [(HEADER, [])]
+    body = [row for header, rs in blocks for row in (header, *rs)]
     widths = [max(len(row[i]) for row in body) for i in range(len(HEADER))]
-    lines = ["  ".join(c.ljust(w) if i in (0, 7) else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(row, widths))).rstrip() for row in body]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) if i in (0, 7) else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    lines: list[str] = []
+    for header, rs in blocks:
+        if lines:
+            lines.append("")
+        lines += [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rs)]
     return "\n".join(lines)
 
 
 def markdown_table(results: list[Result]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
-    return "\n".join(lines)
+    tables = []
+    for header, rs in sections(results) or [(HEADER, [])]:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rs]
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def write_docs(results: list[Result], path: Path, command: str) -> list[Path]:
@@ -103,7 +128,7 @@ def _plot(results: list[Result], outdir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in results if not r.skipped]
+    done = [r for r in results if not r.skipped and r.case.runner is None]  # the engine cases
     if not done:
         return []
     outdir.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import engine_cases  # noqa: F401  (registers the cases)
+from . import engine_cases, service_cases  # noqa: F401  (registers the cases)
 from ._harness import CASES, run_case
 from .report import environment, text_table, write_docs
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import engine_cases  # noqa: F401  (registers the cases)
+from bench import engine_cases, service_cases  # noqa: F401  (registers the cases)
 from bench._harness import CASES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +30,10 @@ def test_quick_mode_prints_the_table() -> None:
     for case in CASES:
         assert case.name in rows, f"no row for {case.name}:\n{proc.stdout}"
         cells = rows[case.name]
-        if cells[1] != "skipped":
+        if case.runner is not None and cells[1] != "skipped":
+            # service rows: served, floor (ms, or requests/s) and their ratio, then a verdict
+            assert all(float(c.removesuffix("/s")) > 0 for c in cells[1:4]), cells
+            assert cells[5] == "#5" and cells[6] in ("ok", "MISS"), cells
+        elif cells[1] != "skipped":
             # three medians and two ratios: positive numbers, or n/a for a library without the case
             assert all(c == "n/a" or float(c) > 0 for c in cells[1:6]), cells
