@@ -267,3 +267,20 @@ def test_jacobian_blocks_over_the_element_limit_are_refused_before_running(make_
     body = problem(c, {"graph": graph(node), "return": ["J"]}, status=413)
     assert body["limit"] == "max_tensor_elements"
     assert "8 x 15 = 120" in body["detail"]
+
+
+def test_is_grads_batched_at_the_top_level_and_in_a_grad_node(client: Any) -> None:
+    """A batch of cotangents (here the identity) in one call: the Jacobian, as torch gives it."""
+    eye = np.eye(8).reshape(8, 4, 2)
+    node = {"op": "grad", "attributes": {"outputs": "y", "inputs": ["b1"], "grad_outputs": ["eye"],
+                                         "is_grads_batched": True, "retain_graph": True},
+            "outputs": ["Jb"]}
+    g = graph(node, requires_grad=True)
+    g["inputs"].append(wire_tensor("eye", eye))
+    out = post(client, {"graph": g, "outputs": "y", "inputs": ["w1", "b1"],
+                        "grad_outputs": [wire_tensor("go", eye)], "is_grads_batched": True, "return": ["Jb"]})
+    w, b = T(W1, requires_grad=True), T(B1, requires_grad=True)
+    gw, gb = torch.autograd.grad(out_of(w, b), (w, b), T(eye), is_grads_batched=True)
+    close(read_tensor(out["grads"][0]), gw)
+    close(read_tensor(out["grads"][1]), gb)
+    close(read_tensor(out["values"]["Jb"]), gb)
