@@ -1,0 +1,92 @@
+"""Per-request engine statistics, reported by :mod:`service.core` to whoever listens.
+
+The core stays free of the server's dependencies (prometheus_client, OpenTelemetry): it calls
+:func:`report_run` after running a plan and :func:`report_plan_cache` on a plan-cache lookup.
+The server registers an observer (:mod:`service.observe`); with none registered (the client's
+embedded mode) a report costs one function call and an empty loop.
+
+>>> class Printer:
+...     def on_run(self, s: RunStats) -> None: print(s.nodes, s.ok)
+...     def on_plan_cache(self, hit: bool) -> None: print("hit" if hit else "miss")
+>>> add_observer(Printer())          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = ["RunStats", "Observer", "add_observer", "remove_observer", "report_run", "report_plan_cache"]
+
+_ITEMSIZE = {"FP16": 2, "FP32": 4, "FP64": 8, "INT32": 4, "INT64": 8, "BOOL": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    """One plan run. ``bytes_in`` counts the decoded input tensors (graph inputs and inline
+    grad_outputs), ``bytes_out`` the result arrays (gradients and returned values)."""
+
+    nodes: int
+    bytes_in: int
+    bytes_out: int
+    compute_s: float
+    start_ns: int   # wall clock (time.time_ns) when the run started, for tracing spans
+    ok: bool
+
+
+class Observer(Protocol):
+    def on_run(self, stats: RunStats) -> None: ...
+
+    def on_plan_cache(self, hit: bool) -> None: ...
+
+
+_observers: list[Observer] = []
+
+
+def add_observer(obs: Observer) -> None:
+    """Register ``obs`` (idempotent: the same object is registered once)."""
+    if not any(o is obs for o in _observers):
+        _observers.append(obs)
+
+
+def remove_observer(obs: Observer) -> None:
+    _observers[:] = [o for o in _observers if o is not obs]
+
+
+def _tensor_bytes(t: Any) -> int:
+    n = _ITEMSIZE.get(getattr(t, "datatype", ""), 0)
+    for s in getattr(t, "shape", ()):
+        n *= s
+    return n
+
+
+def _bytes_in(req: Any) -> int:
+    total = sum(_tensor_bytes(t) for t in req.graph.inputs)
+    if isinstance(req.grad_outputs, list):
+        total += sum(_tensor_bytes(t) for t in req.grad_outputs if hasattr(t, "datatype"))
+    return total
+
+
+def _bytes_out(result: Any) -> int:
+    arrays = [*result.grads, *result.values.values()]
+    return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
+
+
+def report_run(plan: Any, result: Any, compute_s: float) -> None:
+    """Called by the core after ``run_plan`` (``result`` is None when it raised)."""
+    if not _observers:
+        return
+    stats = RunStats(nodes=len(plan.steps), bytes_in=_bytes_in(plan.request),
+                     bytes_out=0 if result is None else _bytes_out(result), compute_s=compute_s,
+                     start_ns=time.time_ns() - int(compute_s * 1e9), ok=result is not None)
+    for obs in _observers:
+        obs.on_run(stats)
+
+
+def report_plan_cache(hit: bool) -> None:
+    """Called on every plan-cache lookup of a request."""
+    for obs in _observers:
+        obs.on_plan_cache(hit)
