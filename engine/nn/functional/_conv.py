@@ -1,10 +1,11 @@
-"""Convolutions (1-, 2- and 3-d, plain and transposed) and unfold/fold, as im2col + one matmul.
+"""Convolutions (1-, 2- and 3-d, plain and transposed) and unfold/fold, as im2col + matmul.
 
-Layout: the batch moves next to the spatial dims, ``(C, N, *spatial)``, so the windows copy into
-``(C*K, N*L)`` columns and a whole convolution is a single GEMM ``(O, C*K) @ (C*K, N*L)`` (one
-per group), not one per image; the weight gradient is one GEMM too. The only primitives are the
-window view and its adjoint (``_windows.py``) plus engine matmul/reshape/permute, so every
-derivative (input, weight, bias, and double backward) comes from those VJPs.
+The input's windows (a strided view) are copied once into ``(N, C*K, L)`` columns and multiplied
+by the weight as ``(O, C*K) @ (N, C*K, L)``, which leaves the output contiguous in torch's layout
+(a layout with the batch next to the spatial dims allows one single GEMM, but its output and
+gradients are strided views that cost more downstream than they save). The only primitives are
+the window view and its adjoint (``_windows.py``) plus engine matmul/reshape, so every derivative
+(input, weight, bias, and double backward) comes from those VJPs.
 """
 
 from __future__ import annotations
@@ -77,28 +78,24 @@ def _sizes(t: tuple) -> str:
 def _conv_core(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple, pads: list, dilation: tuple,
                groups: int) -> Tensor:
     """Batched ``x`` (N, C, *sp), weight (O, C/groups, *k): the convolution, (N, O, *out)."""
-    nd = len(stride)
     n, c = x._data.shape[:2]
     o = w._data.shape[0]
     k = w._data.shape[2:]
-    xc = permute(x, (1, 0) + tuple(range(2, nd + 2)))  # (C, N, *sp): a view
     if any(a or bb for a, bb in pads):
-        xc = pad_constant(xc, [(0, 0), (0, 0)] + list(pads))
-    psp = xc._data.shape[2:]
+        x = pad_constant(x, [(0, 0), (0, 0)] + list(pads))
+    psp = x._data.shape[2:]
     out = tuple((p - d * (kk - 1) - 1) // s + 1 for p, d, kk, s in zip(psp, dilation, k, stride))
-    cols = windows(xc, k, stride, dilation, out)           # (C, N, *k, *out): a view
-    nk = len(k)
-    cols = permute(cols, (0,) + tuple(range(2, 2 + nk)) + (1,) + tuple(range(2 + nk, 2 + 2 * nk)))
-    kk, length = math.prod(k), n * math.prod(out)
-    if groups == 1:
-        y = matmul(reshape(w, (o, c * kk)), reshape(cols, (c * kk, length)))   # (O, N*L): one GEMM
+    cols = windows(x, k, stride, dilation, out)          # (N, C, *k, *out): a view
+    kk, length = math.prod(k), math.prod(out)
+    if groups == 1:  # (O, C*K) @ (N, C*K, L): the reshape is the one im2col copy
+        y = matmul(reshape(w, (o, c * kk)), reshape(cols, (n, c * kk, length)))
     else:
         cg = c // groups
-        y = matmul(reshape(w, (groups, o // groups, cg * kk)), reshape(cols, (groups, cg * kk, length)))
-        y = reshape(y, (o, length))
+        y = matmul(reshape(w, (groups, o // groups, cg * kk)), reshape(cols, (n, groups, cg * kk, length)))
+        y = reshape(y, (n, o, length))
     if b is not None:
         y = y + reshape(b, (o, 1))
-    return permute(reshape(y, (o, n) + out), (1, 0) + tuple(range(2, nd + 2)))
+    return reshape(y, (n, o) + out)                        # contiguous NC*spatial, as torch's
 
 
 def _conv(input, weight, bias, stride, padding, dilation, groups, nd: int, name: str) -> Tensor:

@@ -82,12 +82,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if math.prod(shape) // max(c, 1) <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size "
                              f"{Size(shape)!r}")
-        dims = (0,) + tuple(range(2, x._data.ndim))
-        xc, inv = _stats(x, dims, eps)
-        return _affine(xc * inv, weight, bias, bshape)
-    rm, rv = as_tensor_arg(running_mean), as_tensor_arg(running_var)
-    inv = rsqrt(reshape(rv, bshape) + eps)
-    return _affine((x - reshape(rm, bshape)) * inv, weight, bias, bshape)
+        xc, inv = _stats(x, (0,) + tuple(range(2, x._data.ndim)), eps)
+    else:
+        rm, rv = as_tensor_arg(running_mean), as_tensor_arg(running_var)
+        xc, inv = x - reshape(rm, bshape), rsqrt(reshape(rv, bshape) + eps)
+    if weight is not None:  # per-channel: fold the weight into the small factor (one pass less)
+        inv = inv * reshape(as_tensor_arg(weight), bshape)
+    return _affine(xc * inv, None, bias, bshape)
 
 
 @op(differentiable=("input", "weight", "bias"))

@@ -81,23 +81,27 @@ def _named(prefix: str, vals: tuple, nd: int) -> str:
 
 
 # ---------------------------------------------------------------- max pooling
-def _argmax(v: np.ndarray, kernel: tuple) -> np.ndarray:
-    """Flat kernel index of each window's maximum; ``v`` is ``(lead, *out, *kernel)``.
+def _argmax(v: np.ndarray, kernel: tuple, source: np.ndarray) -> np.ndarray:
+    """Flat kernel index of each window's maximum; ``v`` is ``(lead, *out, *kernel)``, a view of
+    (or gathered from) ``source``.
 
     A running comparison over the kernel offsets (a few passes over the output, no window copy),
     with torch's rule: a later entry wins if it is greater or NaN, so ties keep the first maximum
     and a window holding NaN picks its last NaN.
     """
-    best = idx = None
+    nan = v.dtype.kind == "f" and bool(np.isnan(source).any())
+    best = idx = win = None
     for t, offs in enumerate(itertools.product(*(range(k) for k in kernel))):
         cur = v[(Ellipsis,) + offs]
         if best is None:
-            best, idx = cur.copy(), np.zeros(cur.shape, np.intp)
+            best, idx, win = cur.copy(), np.zeros(cur.shape, np.intp), np.empty(cur.shape, np.bool_)
             continue
-        win = cur > best
-        if cur.dtype.kind == "f":
+        np.greater(cur, best, out=win)
+        if nan:
             win |= np.isnan(cur)
-        np.copyto(best, cur, where=win)
+            np.copyto(best, cur, where=win)
+        else:
+            np.maximum(best, cur, out=best)
         np.copyto(idx, t, where=win)
     return idx
 
@@ -129,7 +133,7 @@ def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_i
     v = sliding_window_view(xp, span, axis=tuple(range(xp.ndim - nd, xp.ndim)))
     v = v[(Ellipsis,) + tuple(slice(0, (o - 1) * ss + 1, ss) for o, ss in zip(out, s))
           + tuple(slice(None, None, dd) for dd in d)]
-    am = _argmax(v, k)
+    am = _argmax(v, k, xd)
     # The input coordinate o*s - p + t*d is linear in the window position o and the kernel offset
     # t, so the flat index is base[o] + offset[t]: two small tables and one lookup.
     plane = np.cumprod((1,) + sp[:0:-1])[::-1]                    # row-major strides of sp
@@ -352,7 +356,7 @@ def _adaptive_max(input, output_size, return_indices, nd: int, name: str):
         shape[j], shape[nd + j] = pj.shape
         grids.append(pj.reshape(shape))
     vals = xd[(Ellipsis,) + tuple(grids)]
-    t = np.unravel_index(_argmax(vals, kmax), kmax)
+    t = np.unravel_index(_argmax(vals, kmax, xd), kmax)
     flat = np.zeros(t[0].shape, np.intp)
     for j, (s, e) in enumerate(bounds):
         o = np.arange(out[j]).reshape((-1,) + (1,) * (nd - 1 - j))
