@@ -14,7 +14,7 @@ import math
 
 from ...ops._registry import as_tensor_arg, op
 from ...ops.linalg import matmul
-from ...ops.shape import getitem, permute, reshape, squeeze, transpose, unsqueeze
+from ...ops.shape import getitem, reshape, squeeze, transpose, unsqueeze
 from ...tensor import Tensor
 from ._windows import fold_windows, ntuple, pad_constant, size_str, windows
 
@@ -233,20 +233,17 @@ def _conv_transpose(input, weight, bias, stride, padding, output_padding, groups
         raise RuntimeError(f"Given input size per channel: ({_sizes(sp)}). Calculated output size per "
                            f"channel: ({_sizes(out)}). Output size is too small")
     n = x._data.shape[0]
-    length = n * math.prod(sp)
+    length = math.prod(sp)
     kk = math.prod(k)
     cg = cin // groups
-    xc = reshape(permute(x, (1, 0) + tuple(range(2, nd + 2))), (groups, cg, length))
-    wt = transpose(reshape(w, (groups, cg, og * kk)), 1, 2)            # (G, Og*K, Cg)
-    cols = matmul(wt, xc)                                              # (G, Og*K, N*L)
-    cols = reshape(cols, (o,) + k + (n,) + sp)
-    cols = permute(cols, (0, nd + 1) + tuple(range(1, nd + 1)) + tuple(range(nd + 2, 2 * nd + 2)))
-    y = fold_windows(cols, k, stride, dilation, full)                  # (O, N, *full)
+    # columns (N, G, Og*K, L) = W_g^T (Og*K, Cg) @ x_g (Cg, L); then add them back into place
+    wt = transpose(reshape(w, (groups, cg, og * kk)), 1, 2)
+    cols = matmul(wt, reshape(x, (n, groups, cg, length)))
+    y = fold_windows(reshape(cols, (n, o) + k + sp), k, stride, dilation, full)   # (N, O, *full)
     if any(pad):
         y = getitem(y, (slice(None), slice(None)) + tuple(slice(p, p + v) for p, v in zip(pad, out)))
     if b is not None:
-        y = y + reshape(b, (o,) + (1,) * (nd + 1))
-    y = permute(y, (1, 0) + tuple(range(2, nd + 2)))
+        y = y + reshape(b, (o,) + (1,) * nd)
     return squeeze(y, 0) if unbatched else y
 
 

@@ -24,7 +24,12 @@ def linear(input, weight, bias=None):
     if xs and ws and xs[-1] != ws[-1] and w._data.ndim == 2:
         raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({math.prod(xs[:-1])}x{xs[-1]} "
                            f"and {ws[1]}x{ws[0]})")
-    y = matmul(x, t(w))
+    if x._data.ndim > 2 and w._data.ndim == 2:
+        # one (B, in) @ (in, out) GEMM, so the weight gradient is one GEMM too (not one per batch
+        # entry plus a sum)
+        y = reshape(matmul(reshape(x, (-1, xs[-1])), t(w)), xs[:-1] + (ws[0],))
+    else:
+        y = matmul(x, t(w))
     return y + as_tensor_arg(bias) if bias is not None else y
 
 
