@@ -39,7 +39,10 @@ JSON = {"Content-Type": "application/json"}
 WORKERS = 2
 MiB = 1 << 20
 
-SERVICE_HEADER = ("service case", "served ms", "floor ms", "", "served/floor", "", "reps", "targets")
+# served and floor: wall-clock medians (what the targets are about); CPU: the server processes'
+# CPU time per request (from /proc), which other processes on a busy machine barely disturb.
+SERVICE_HEADER = ("service case", "served ms", "floor ms", "CPU us s/f", "served/floor", "CPU ratio",
+                  "reps", "targets")
 
 
 # ---------------------------------------------------------------- the server and a client
@@ -72,6 +75,25 @@ class Server:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("the bench server did not become ready in 60 s")
+
+    def _pids(self) -> list[int]:
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return [self.proc.pid, *map(int, f.read().split())]
+        except OSError:
+            return []
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds the server's processes (every thread) have used, or None without /proc."""
+        total, pids = 0, self._pids()
+        for pid in pids:
+            try:
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                        total += int(f.read().split()[0])
+            except OSError:
+                continue  # a thread that just ended
+        return total / 1e9 if pids else None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -116,14 +138,20 @@ class Conn:
 
 
 def measure(runs: dict[str, Callable[[], Any]], reps: int, warmup: int,
-            budget_s: float | None = None) -> dict[str, list[float]]:
+            budget_s: float | None = None) -> Result:
     """Time each run ``reps`` times, interleaved, the starting one rotating every round; the
-    bench process's garbage collector is paused (it would otherwise strike mid-request)."""
+    bench process's garbage collector is paused (it would otherwise strike mid-request).
+
+    Returns a Result without its case: wall seconds per repetition in ``times``, and in
+    ``extra["cpu"]`` the server's CPU seconds per repetition (mean), read between requests.
+    """
     names = list(runs)
     for _ in range(warmup):
         for n in names:
             runs[n]()
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, float] = dict.fromkeys(names, 0.0)
+    cpu_now = server().cpu_s
     gc.collect()
     gc.disable()
     try:
@@ -131,14 +159,20 @@ def measure(runs: dict[str, Callable[[], Any]], reps: int, warmup: int,
         for r in range(reps):
             k = r % len(names)
             for n in names[k:] + names[:k]:
+                c0 = cpu_now()
                 t0 = time.perf_counter()
                 runs[n]()
                 times[n].append(time.perf_counter() - t0)
+                c1 = cpu_now()
+                if c0 is not None and c1 is not None:
+                    cpu[n] += c1 - c0
             if budget_s is not None and r >= 2 and time.perf_counter() - start > budget_s:
                 break
     finally:
         gc.enable()
-    return times
+    done = {n: len(t) for n, t in times.items()}
+    per_rep = {n: cpu[n] / done[n] for n in names} if cpu_now() is not None else {}
+    return Result(None, times, extra={"cpu": per_rep})  # type: ignore[arg-type]
 
 
 def ok(status: int, content: bytes) -> None:
@@ -229,8 +263,8 @@ def run_seed(case: Case, quick: bool) -> Result:
     ok(status, content)
     check_seed(content, x)
     runs = {"service": conn.caller(GRAD_PATH, body, headers), "floor": conn.caller(FLOOR_PATH, body, headers)}
-    times = measure(runs, case.quick_reps if quick else case.reps, warmup=20, budget_s=5.0 if quick else None)
-    return Result(case, times)
+    return _with_case(case, measure(runs, case.quick_reps if quick else case.reps, warmup=20,
+                                    budget_s=5.0 if quick else None))
 
 
 # ---------------------------------------------------------------- seed example: throughput
@@ -307,7 +341,8 @@ def run_big(enc: str) -> Callable[[Case, bool], Result]:
         echo = x.tobytes()
         runs = {"service": conn.caller(GRAD_PATH, body, headers),
                 "floor": conn.caller(ECHO_PATH, echo, {"Content-Type": "application/octet-stream"})}
-        return Result(case, measure(runs, case.quick_reps if quick else case.reps, warmup=1 if quick else 2))
+        return _with_case(case, measure(runs, case.quick_reps if quick else case.reps,
+                                        warmup=1 if quick else 2))
     return run
 
 
@@ -376,7 +411,12 @@ def run_graph1000(case: Case, quick: bool) -> Result:
 
     runs = {"again": cycle(agains), "hash": cycle(by_hash),
             "first": lambda: conn.caller(GRAD_PATH, next(firsts), JSON)()}
-    return Result(case, measure(runs, reps, warmup=warmup))
+    return _with_case(case, measure(runs, reps, warmup=warmup))
+
+
+def _with_case(case: Case, result: Result) -> Result:
+    result.case = case
+    return result
 
 
 # ---------------------------------------------------------------- table rows
@@ -393,8 +433,11 @@ def _latency_row(name: str, result: Result, served: str, floor: str, bound: floa
     s, f = result.median(served), result.median(floor)
     ratio = s / f if s is not None and f else None
     reps = str(min(len(result.times[served]), len(result.times[floor])))
-    return (name, _ms(s), _ms(f), "", "n/a" if ratio is None else f"{ratio:.2f}", "", reps,
-            _target("#5", ratio, "<=", bound, what))
+    cpu = result.extra.get("cpu", {})
+    cs, cf = cpu.get(served), cpu.get(floor)
+    cpu_cells = (f"{cs * 1e6:.0f}/{cf * 1e6:.0f}", f"{cs / cf:.2f}") if cs and cf else ("n/a", "n/a")
+    return (name, _ms(s), _ms(f), cpu_cells[0], "n/a" if ratio is None else f"{ratio:.2f}", cpu_cells[1],
+            reps, _target("#5", ratio, "<=", bound, what))
 
 
 def seed_rows(r: Result) -> list[tuple]:
@@ -404,8 +447,8 @@ def seed_rows(r: Result) -> list[tuple]:
 def throughput_rows(r: Result) -> list[tuple]:
     rates = r.extra["rates"]
     s, f = statistics.median(rates["service"]), statistics.median(rates["floor"])
-    return [(r.case.name, f"{s:.0f}/s", f"{f:.0f}/s", "", f"{s / f:.2f}", "", str(len(rates["service"])),
-             _target("#5", s / f, ">=", 0.6, f"floor, workers={WORKERS}"))]
+    return [(r.case.name, f"{s:.0f}/s", f"{f:.0f}/s", "n/a", f"{s / f:.2f}", "n/a",
+             str(len(rates["service"])), _target("#5", s / f, ">=", 0.6, f"floor, workers={WORKERS}"))]
 
 
 def echo_rows(bound: float) -> Callable[[Result], list[tuple]]:

@@ -31,9 +31,9 @@ def test_quick_mode_prints_the_table() -> None:
         assert case.name in rows, f"no row for {case.name}:\n{proc.stdout}"
         cells = rows[case.name]
         if case.runner is not None and cells[1] != "skipped":
-            # service rows: served, floor (ms, or requests/s) and their ratio, then a verdict
-            assert all(float(c.removesuffix("/s")) > 0 for c in cells[1:4]), cells
-            assert cells[5] == "#5" and cells[6] in ("ok", "MISS"), cells
+            # service rows: served and floor (ms, or requests/s), ..., then a verdict
+            assert all(float(c.removesuffix("/s")) > 0 for c in cells[1:3]), cells
+            assert "#5" in cells and cells[cells.index("#5") + 1] in ("ok", "MISS"), cells
         elif cells[1] != "skipped":
             # three medians and two ratios: positive numbers, or n/a for a library without the case
             assert all(c == "n/a" or float(c) > 0 for c in cells[1:6]), cells
