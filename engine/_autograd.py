@@ -290,14 +290,14 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
         out, aux = out
     if not rg:
         if prim.n_out == 1:
-            return Tensor._make(out)
-        return tuple(Tensor._make(o) for o in out)
+            return _make(out)
+        return tuple(_make(o) for o in out)
     node = Node(prim, edges, params, (), aux, in_meta)
     if prim.n_out == 1:
-        result = Tensor._make(out, node, 0, True)
+        result = _make(out, node, 0, True)
         outs = (result,)
     else:
-        result = outs = tuple(Tensor._make(o, node, i, True) for i, o in enumerate(out))
+        result = outs = tuple(_make(o, node, i, True) for i, o in enumerate(out))
         node.out_meta = tuple((o._data.shape, o._data.dtype) for o in outs)
     save = prim.save
     if save:
@@ -312,6 +312,7 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
 
 
 _PY_SCALARS = (int, float, bool)
+_make = Tensor._make  # bound once: apply is the hot path
 
 
 # ---------------------------------------------------------------- backward

@@ -29,6 +29,15 @@ def _arg(x: object) -> object:
     return x if isinstance(x, _ARG_TYPES) else as_tensor_arg(x)
 
 
+def _operands(a: object, b: object) -> tuple:
+    """A binary op's operands (Python numbers stay numbers) and their promoted numpy dtype."""
+    if not isinstance(a, _ARG_TYPES):
+        a = as_tensor_arg(a)
+    if not isinstance(b, _ARG_TYPES):
+        b = as_tensor_arg(b)
+    return a, b, binary_dtype(a, b)
+
+
 def binary_dtype(a: object, b: object) -> np.dtype:
     """Torch's promoted numpy dtype for a binary op (cached: this is on the hot path)."""
     # Short cuts for the two commonest cases, straight from torch's rules: equal tensor dtypes
@@ -84,7 +93,7 @@ def _sub(a, b):
     return np.subtract(a, b)
 
 
-_sub.defvjp(lambda ctx, g: (g, -g if _needs(ctx, 1) else None))
+_sub.defvjp(lambda ctx, g: (g, -g if ctx.edges[1] is not None else None))
 
 
 @primitive(save=(0, 1))
@@ -92,8 +101,8 @@ def _mul(a, b):
     return np.multiply(a, b)
 
 
-_mul.defvjp(lambda ctx, g, a, b: (g * b if _needs(ctx, 0) else None,
-                                  g * a if _needs(ctx, 1) else None))
+_mul.defvjp(lambda ctx, g, a, b: (g * b if ctx.edges[0] is not None else None,
+                                  g * a if ctx.edges[1] is not None else None))
 
 
 @primitive(save=(0, 1))
@@ -101,8 +110,8 @@ def _div(a, b):
     return np.true_divide(a, b)
 
 
-_div.defvjp(lambda ctx, g, a, b: (g / b if _needs(ctx, 0) else None,
-                                  -g * a / (b * b) if _needs(ctx, 1) else None))
+_div.defvjp(lambda ctx, g, a, b: (g / b if ctx.edges[0] is not None else None,
+                                  -g * a / (b * b) if ctx.edges[1] is not None else None))
 
 
 @primitive()
@@ -184,20 +193,22 @@ def _where_vjp(ctx, g, cond):
 @op(differentiable=("input", "other"), method=True)
 def add(input, other, *, alpha=1):
     """``input + alpha * other`` with broadcasting and torch's type promotion."""
-    input, other = _arg(input), _arg(other)
+    input, other, dt = _operands(input, other)
     if alpha != 1:
         other = mul(other, alpha)
-    return apply(_add, (input, other), None, binary_dtype(input, other))
+        dt = binary_dtype(input, other)
+    return apply(_add, (input, other), None, dt)
 
 
 @op(differentiable=("input", "other"), method=True)
 def sub(input, other, *, alpha=1):
     """``input - alpha * other``."""
-    input, other = _arg(input), _arg(other)
+    input, other, dt = _operands(input, other)
     _check_bool_sub(input, other)
     if alpha != 1:
         other = mul(other, alpha)
-    return apply(_sub, (input, other), None, binary_dtype(input, other))
+        dt = binary_dtype(input, other)
+    return apply(_sub, (input, other), None, dt)
 
 
 def _is_bool(x: object) -> bool:
@@ -218,15 +229,14 @@ def _check_bool_sub(a: object, b: object) -> None:
 @op(differentiable=("input", "other"), method=True, aliases=("multiply",))
 def mul(input, other):
     """Elementwise product."""
-    input, other = _arg(input), _arg(other)
-    return apply(_mul, (input, other), None, binary_dtype(input, other))
+    input, other, dt = _operands(input, other)
+    return apply(_mul, (input, other), None, dt)
 
 
 @op(differentiable=("input", "other"), method=True, aliases=("divide", "true_divide"))
 def div(input, other, *, rounding_mode=None):
     """True division (integers give float32); ``rounding_mode`` 'trunc'/'floor' has zero grad."""
-    input, other = _arg(input), _arg(other)
-    dt = binary_dtype(input, other)
+    input, other, dt = _operands(input, other)
     if rounding_mode is not None:
         if rounding_mode not in ("trunc", "floor"):
             raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' "
@@ -266,8 +276,7 @@ def neg(input):
 @op(differentiable=("input", "exponent"), method=True)
 def pow(input, exponent):
     """``input ** exponent`` for tensor or scalar base and exponent."""
-    input, exponent = _arg(input), _arg(exponent)
-    dt = binary_dtype(input, exponent)
+    input, exponent, dt = _operands(input, exponent)
     if dt.kind in "iu" and isinstance(exponent, int) and exponent < 0:
         raise RuntimeError("Integers to negative integer powers are not allowed.")
     if dt == np.bool_:  # torch: only a bool tensor to a Python bool power; the result stays bool
@@ -280,23 +289,22 @@ def pow(input, exponent):
 @op(differentiable=("input", "other"), method=True, aliases=("arctan2",))
 def atan2(input, other):
     """Elementwise ``atan(input / other)`` with the quadrant of (other, input)."""
-    input, other = _arg(input), _arg(other)
-    dt = binary_dtype(input, other)
+    input, other, dt = _operands(input, other)
     return apply(_atan2, (input, other), None, dt if dt.kind == "f" else _F32)
 
 
 @op(differentiable=("input", "other"), method=True)
 def maximum(input, other):
     """Elementwise maximum; ties split the gradient evenly."""
-    input, other = _arg(input), _arg(other)
-    return apply(_maximum, (input, other), None, binary_dtype(input, other))
+    input, other, dt = _operands(input, other)
+    return apply(_maximum, (input, other), None, dt)
 
 
 @op(differentiable=("input", "other"), method=True)
 def minimum(input, other):
     """Elementwise minimum; ties split the gradient evenly."""
-    input, other = _arg(input), _arg(other)
-    return apply(_minimum, (input, other), None, binary_dtype(input, other))
+    input, other, dt = _operands(input, other)
+    return apply(_minimum, (input, other), None, dt)
 
 
 @op(differentiable=("input", "other"))
