@@ -139,6 +139,15 @@ MISUSE = {
                                                                 T(np.ones(3)).float(), training=True),
     "layer_norm mixed": lambda lib, F, T: F.layer_norm(T(X3), (5,), T(np.ones(5)).float()),
     "fold block count": lambda lib, F, T: F.fold(T(np.ones((1, 4, 5))), (3, 3), 2),
+    "pixel_shuffle 2-D": lambda lib, F, T: F.pixel_shuffle(T(X4[0, 0]), 2),
+    "pixel_shuffle channels": lambda lib, F, T: F.pixel_shuffle(T(X4), 2),
+    "pixel_unshuffle height": lambda lib, F, T: F.pixel_unshuffle(T(X4[..., :4]), 2),
+    "pixel_unshuffle width": lambda lib, F, T: F.pixel_unshuffle(T(X4[..., :4, :]), 2),
+    "channel_shuffle groups": lambda lib, F, T: F.channel_shuffle(T(X3), 2),
+    "channel_shuffle 2-D": lambda lib, F, T: F.channel_shuffle(T(X3[:, :, 0]), 3),
+    "channel_shuffle zero groups": lambda lib, F, T: F.channel_shuffle(T(X3), 0),
+    "local_response_norm 2-D": lambda lib, F, T: F.local_response_norm(T(X3[:, :, 0]), 2),
+    "alpha_dropout p": lambda lib, F, T: F.alpha_dropout(T(X3), 2.0),
 }
 
 

@@ -9,6 +9,7 @@ not reproduced, so masks differ from torch's for the same seed.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -112,3 +113,49 @@ def dropout3d(input, p=0.5, training=True, inplace=False, *, generator=None):
     torch.Size([1, 2, 2, 2, 2])
     """
     return _feature_dropout(input, p, training, inplace, generator, 3, "dropout3d")
+
+
+# ---------------------------------------------------------------- alpha dropout (for SELU networks)
+_ALPHA = 1.7580993408473766  # -SELU's negative saturation value, as torch's kernel has it
+
+
+def _alpha(x: Tensor, p: float, mask_shape: tuple, generator: object) -> Tensor:
+    """torch's alpha dropout: dropped entries go to SELU's saturation, then an affine map keeps
+    the mean and variance: ``x * (keep * a) + (keep - 1) * alpha * a + alpha * a * p``."""
+    a = 1.0 / math.sqrt((_ALPHA * _ALPHA * p + 1) * (1 - p)) if p < 1 else 0.0
+    keep = (_rng(generator).random(mask_shape) >= p).astype(np.float64)
+    mul = (keep * a).astype(x._data.dtype)
+    add = ((keep - 1.0) * _ALPHA * a + _ALPHA * a * p).astype(x._data.dtype)
+    return x * Tensor._make(mul) + Tensor._make(add)
+
+
+@op()
+def alpha_dropout(input, p=0.5, training=False, inplace=False, *, generator=None):
+    """Dropout that keeps SELU's self-normalizing mean and variance (note: ``training=False`` by
+    default, as in torch).
+
+    >>> F.alpha_dropout(engine.zeros(2, 3), 0.5, True, generator=0).shape
+    torch.Size([2, 3])
+    """
+    _check_p(p)
+    check_inplace(inplace, "alpha_dropout")
+    x = as_tensor_arg(input)
+    if not training or p == 0.0 or x._data.size == 0:
+        return x
+    return _alpha(x, p, x._data.shape, generator)
+
+
+@op()
+def feature_alpha_dropout(input, p=0.5, training=False, inplace=False, *, generator=None):
+    """Alpha dropout of whole channels of (N, C, *).
+
+    >>> F.feature_alpha_dropout(engine.zeros(2, 3, 4), 0.5, True, generator=0).shape
+    torch.Size([2, 3, 4])
+    """
+    _check_p(p)
+    check_inplace(inplace, "feature_alpha_dropout")
+    x = as_tensor_arg(input)
+    if not training or p == 0.0 or x._data.size == 0:
+        return x
+    s = x._data.shape
+    return _alpha(x, p, s[:2] + (1,) * (len(s) - 2), generator)

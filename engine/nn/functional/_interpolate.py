@@ -1,4 +1,5 @@
-"""``interpolate``: nearest, nearest-exact, (bi/tri)linear, bicubic and area resampling.
+"""Resampling: ``interpolate`` (nearest, nearest-exact, (bi/tri)linear, bicubic, area), the
+deprecated ``upsample*`` spellings, and the pixel/channel shuffles (pure reshapes).
 
 Every mode is separable, so the op works one spatial dim at a time: nearest modes gather source
 indices (``take``), the others multiply by a constant (out, in) weight matrix built here from
@@ -9,12 +10,14 @@ double backward works.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
 from ...ops._registry import as_tensor_arg, op
+from ...ops.shape import permute, reshape, transpose
 from ._pooling import _avg_matrix, along
-from ._windows import take, type_name
+from ._windows import size_str, take, type_name
 
 _MODES = ("nearest", "linear", "bilinear", "bicubic", "trilinear", "area", "nearest-exact")
 _LINEAR = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
@@ -149,3 +152,107 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             if o != i or mode == "bicubic" or align:
                 x = along(x, build(i, o, s, align).astype(dt), j + 1)
     return x
+
+
+def _deprecated(name: str) -> None:
+    warnings.warn(f"`nn.functional.{name}` is deprecated. Use `nn.functional.interpolate` instead.",
+                  stacklevel=3)
+
+
+@op()
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """Deprecated spelling of :func:`interpolate` (warns, as torch does).
+
+    >>> F.upsample(engine.ones(1, 1, 2), scale_factor=2).shape  # doctest: +SKIP
+    torch.Size([1, 1, 4])
+    """
+    _deprecated("upsample")
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+@op()
+def upsample_nearest(input, size=None, scale_factor=None):
+    """Deprecated: ``interpolate(input, size, scale_factor, mode='nearest')``."""
+    _deprecated("upsample_nearest")
+    return interpolate(input, size, scale_factor, mode="nearest")
+
+
+@op()
+def upsample_bilinear(input, size=None, scale_factor=None):
+    """Deprecated: ``interpolate(..., mode='bilinear', align_corners=True)``."""
+    _deprecated("upsample_bilinear")
+    return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
+
+
+# ---------------------------------------------------------------- shuffles (reshape + permute)
+@op()
+def pixel_shuffle(input, upscale_factor):
+    """(*, C*r*r, H, W) -> (*, C, H*r, W*r).
+
+    >>> F.pixel_shuffle(engine.arange(4.0).reshape(1, 4, 1, 1), 2)
+    tensor([[[[0., 1.],
+              [2., 3.]]]])
+    """
+    x, r = as_tensor_arg(input), int(upscale_factor)
+    s = x._data.shape
+    if len(s) < 3:
+        raise RuntimeError(f"pixel_shuffle expects input to have at least 3 dimensions, but got input "
+                           f"with {len(s)} dimension(s)")
+    if r <= 0:
+        raise RuntimeError(f"pixel_shuffle expects a positive upscale_factor, but got {r}")
+    if s[-3] % (r * r):
+        raise RuntimeError(f"pixel_shuffle expects its input's 'channel' dimension to be divisible by "
+                           f"the square of upscale_factor, but input.size(-3)={s[-3]} is not "
+                           f"divisible by {r * r}")
+    lead, c, h, w = s[:-3], s[-3] // (r * r), s[-2], s[-1]
+    n = len(lead)
+    y = reshape(x, lead + (c, r, r, h, w))
+    y = permute(y, tuple(range(n)) + (n, n + 3, n + 1, n + 4, n + 2))
+    return reshape(y, lead + (c, h * r, w * r))
+
+
+@op()
+def pixel_unshuffle(input, downscale_factor):
+    """(*, C, H*r, W*r) -> (*, C*r*r, H, W), the inverse of :func:`pixel_shuffle`.
+
+    >>> F.pixel_unshuffle(engine.arange(4.0).reshape(1, 1, 2, 2), 2).flatten()
+    tensor([0., 1., 2., 3.])
+    """
+    x, r = as_tensor_arg(input), int(downscale_factor)
+    s = x._data.shape
+    if len(s) < 3:
+        raise RuntimeError(f"pixel_unshuffle expects input to have at least 3 dimensions, but got "
+                           f"input with {len(s)} dimension(s)")
+    if r <= 0:
+        raise RuntimeError(f"pixel_unshuffle expects a positive downscale_factor, but got {r}")
+    for name, d in (("height", -2), ("width", -1)):
+        if s[d] % r:
+            raise RuntimeError(f"pixel_unshuffle expects {name} to be divisible by downscale_factor, "
+                               f"but input.size({d})={s[d]} is not divisible by {r}")
+    lead, c, h, w = s[:-3], s[-3], s[-2] // r, s[-1] // r
+    n = len(lead)
+    y = reshape(x, lead + (c, h, r, w, r))
+    y = permute(y, tuple(range(n)) + (n, n + 2, n + 4, n + 1, n + 3))
+    return reshape(y, lead + (c * r * r, h, w))
+
+
+@op()
+def channel_shuffle(input, groups):
+    """Interleave ``groups`` channel groups of (N, C, *): (N, g, C/g, *) -> (N, C/g, g, *).
+
+    >>> F.channel_shuffle(engine.arange(4.0).reshape(1, 4, 1), 2).flatten()
+    tensor([0., 2., 1., 3.])
+    """
+    x, g = as_tensor_arg(input), int(groups)
+    s = x._data.shape
+    if g <= 0:
+        raise RuntimeError(f"Number of groups to divide channels in must be positive. Value of "
+                           f"groups:{g}")
+    if len(s) <= 2:
+        raise RuntimeError(f"channel_shuffle expects input with > 2 dims, but got input with sizes "
+                           f"{size_str(s)}")
+    if s[1] % g:
+        raise RuntimeError(f"Number of channels must be divisible by groups. Got {s[1]} channels and "
+                           f"{g} groups.")
+    y = transpose(reshape(x, (s[0], g, s[1] // g) + s[2:]), 1, 2)
+    return reshape(y, s)

@@ -205,3 +205,30 @@ def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     x = as_tensor_arg(input)
     n = norm(x, p, dim, keepdim=True)
     return x / n.clamp(min=eps).expand_as(x)
+
+
+@op()
+def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
+    """Divide each entry by ``(k + alpha * mean of squares over size neighbouring channels)**beta``.
+
+    >>> F.local_response_norm(engine.ones(1, 3, 2), 2).shape
+    torch.Size([1, 3, 2])
+    """
+    from ._padding import pad
+    from ._pooling import avg_pool2d, avg_pool3d
+    x = as_tensor_arg(input)
+    dim = x._data.ndim
+    if dim < 3:
+        raise ValueError(f"Expected 3D or higher dimensionality                          input (got "
+                         f"{dim} dimensions)")
+    if x._data.size == 0:
+        return x
+    div = x * x
+    if dim == 3:
+        div = pad(div.unsqueeze(1), (0, 0, size // 2, (size - 1) // 2))
+        div = avg_pool2d(div, (size, 1), stride=1).squeeze(1)
+    else:
+        s = x._data.shape
+        div = pad(reshape(div, (s[0], 1, s[1], s[2], -1)), (0, 0, 0, 0, size // 2, (size - 1) // 2))
+        div = reshape(avg_pool3d(div, (size, 1, 1), stride=1).squeeze(1), s)
+    return x / (div * alpha + k) ** beta

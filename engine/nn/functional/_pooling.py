@@ -393,3 +393,48 @@ def adaptive_max_pool3d(input, output_size, return_indices=False):
     torch.Size([1, 1, 2, 2, 2])
     """
     return _adaptive_max(input, output_size, return_indices, 3, "adaptive_max_pool3d")
+
+
+# ---------------------------------------------------------------- power-average pooling
+def _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, nd: int) -> Tensor:
+    x = as_tensor_arg(input)
+    k = ntuple(kernel_size, nd, "kernel_size")
+    maxp = (max_pool1d, max_pool2d, max_pool3d)[nd - 1]
+    avgp = (avg_pool1d, avg_pool2d, avg_pool3d)[nd - 1]
+    if norm_type == math.inf:
+        return maxp(x.abs(), kernel_size, stride, 0, 1, ceil_mode)
+    if norm_type == -math.inf:
+        return -maxp(-x.abs(), kernel_size, stride, 0, 1, ceil_mode)
+    out = avgp(x ** norm_type, kernel_size, stride, 0, ceil_mode)
+    # torch's form: sign(out) * relu(|out|) keeps a zero window's gradient at zero
+    return ((out.sign() * out.abs().relu()) * math.prod(k)) ** (1.0 / norm_type)
+
+
+@op()
+def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """``(sum over each window of input**p) ** (1/p)``; ``p = inf`` is max pooling of ``|input|``.
+
+    >>> F.lp_pool1d(engine.tensor([[[3.0, 4.0]]]), 2, 2)
+    tensor([[[5.]]])
+    """
+    return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, 1)
+
+
+@op()
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """Power-average pooling over 2-d windows.
+
+    >>> F.lp_pool2d(engine.ones(1, 1, 2, 2), 1, 2)
+    tensor([[[[4.]]]])
+    """
+    return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, 2)
+
+
+@op()
+def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """Power-average pooling over 3-d windows.
+
+    >>> F.lp_pool3d(engine.ones(1, 1, 2, 2, 2), 1, 2).flatten()
+    tensor([8.])
+    """
+    return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, 3)

@@ -112,6 +112,11 @@ add(F + "adaptive_max_pool2d", pooled(2, 2, 5, 4), (3, 2))
 add(F + "adaptive_max_pool2d", pooled(2, 5, 4), 3, True, opts={"note": "overlapping windows"})
 add(F + "adaptive_max_pool1d", pooled(2, 3, 7), 3, return_indices=True)
 add(F + "adaptive_max_pool3d", pooled(1, 2, 3, 4, 3), (2, 3, 2))
+for _nd, _x in ((1, pos(2, 3, 7)), (2, pos(1, 2, 4, 5)), (3, pos(1, 1, 3, 4, 3))):
+    add(F + f"lp_pool{_nd}d", _x, 2, 2)
+    add(F + f"lp_pool{_nd}d", _x, 3.0, 3, 2, True, opts={"note": "p=3, stride, ceil_mode"})
+    add(F + f"lp_pool{_nd}d", pooled(*_x.shape), float("inf"), 2, opts={"note": "p=inf: max of |x|"})
+add(F + "lp_pool2d", randn(1, 2, 4, 4), 1, 2, opts={"note": "p=1 on signed input: |sum| of windows"})
 
 # ---------------------------------------------------------------- normalization
 STATS = {"nondiff": (1, 2)}
@@ -138,6 +143,8 @@ add(F + "rms_norm", randn(2, 2, 3), (2, 3), randn(2, 3, seed=1), 1e-4)
 add(F + "normalize", randn(3, 4))
 add(F + "normalize", randn(2, 3, 2), 3.0, 2)
 add(F + "normalize", randn(3, 4), 1.0, 0)
+add(F + "local_response_norm", randn(2, 4, 3), 3)
+add(F + "local_response_norm", randn(2, 5, 2, 2), 2, 0.1, 0.5, 2.0)
 
 # ---------------------------------------------------------------- dropout
 
@@ -168,6 +175,28 @@ for _nd, _x in ((1, randn(2, 3, 4)), (2, randn(2, 3, 2, 2)), (3, randn(2, 2, 2, 
         opts={"torch_fn": lambda *a, _c=_nd, **k: _torch_dropout(*a, channels=_c, **k),
               "note": DROP + "; unbatched"})
     add(F + f"dropout{_nd}d", _x, 0.5, training=False, opts={"note": "eval mode: identity"})
+
+
+
+def _torch_alpha_dropout(input, p=0.5, training=False, inplace=False, *, generator=None, feature=False):
+    """torch's alpha-dropout arithmetic on the engine's documented mask."""
+    if not training or p == 0:
+        return input
+    shape = tuple(input.shape)
+    if feature:
+        shape = shape[:2] + (1,) * (len(shape) - 2)
+    keep = (np.random.default_rng(generator).random(shape) >= p).astype(float)
+    alpha = 1.7580993408473766
+    a = 1.0 / np.sqrt((alpha * alpha * p + 1) * (1 - p))
+    return input * torch.tensor(keep * a) + torch.tensor((keep - 1) * alpha * a + alpha * a * p)
+
+
+add(F + "alpha_dropout", randn(3, 4), 0.3, True, generator=2,
+    opts={"torch_fn": _torch_alpha_dropout, "note": DROP})
+add(F + "alpha_dropout", randn(3, 4), 0.3, opts={"note": "training=False by default: identity"})
+add(F + "feature_alpha_dropout", randn(2, 3, 4), 0.4, True, generator=6,
+    opts={"torch_fn": lambda *a, **k: _torch_alpha_dropout(*a, feature=True, **k), "note": DROP})
+add(F + "feature_alpha_dropout", randn(2, 3, 4), 0.4, opts={"note": "identity when not training"})
 
 # ---------------------------------------------------------------- embedding, one_hot
 W = randn(5, 3)
@@ -237,3 +266,14 @@ add(F + "interpolate", randn(2, 2, 5), scale_factor=0.5, mode="linear", align_co
 add(F + "interpolate", randn(2, 2, 5), 3, mode="nearest")
 add(F + "interpolate", randn(1, 1, 2, 3, 2), (3, 2, 4), mode="trilinear")
 add(F + "interpolate", randn(1, 1, 2, 3, 2), scale_factor=2, mode="nearest")
+add(F + "upsample", I2, scale_factor=2, mode="bilinear")
+add(F + "upsample_nearest", I2, (5, 6))
+add(F + "upsample_bilinear", I2, scale_factor=1.5)
+
+# ---------------------------------------------------------------- shuffles
+add(F + "pixel_shuffle", randn(2, 8, 2, 3), 2)
+add(F + "pixel_shuffle", randn(9, 2, 2), 3, opts={"note": "unbatched"})
+add(F + "pixel_unshuffle", randn(2, 2, 4, 6), 2)
+add(F + "pixel_unshuffle", randn(1, 2, 1, 3, 3), 3, opts={"note": "extra leading dims"})
+add(F + "channel_shuffle", randn(2, 6, 3), 3)
+add(F + "channel_shuffle", randn(1, 4, 2, 2), 2)
