@@ -23,10 +23,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import engine
 
+from . import metrics
 from .errors import PROBLEM_MEDIA_TYPE, GradserveError, InvalidRequest, problem_headers, to_problem
 from .gate import Gate
+from .logs import current_request_id
+from .observe import install as install_observability
 from .plan_cache import PlanCache
-from .routers import grad, health, ops
+from .routers import grad, health, ops, v2
 from .settings import Settings
 from .wire import GradRequest
 
@@ -36,6 +39,10 @@ log = logging.getLogger("gradserve")
 
 
 def _problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    rid = current_request_id()
+    if rid is not None:
+        body["request_id"] = rid
+    metrics.observe_problem(body["type"], body["status"])
     return Response(orjson.dumps(body), status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE,
                     headers=headers)
 
@@ -110,9 +117,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(ops.router)
     app.include_router(grad.router)
+    app.include_router(v2.router)
     app.add_exception_handler(GradserveError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    install_observability(app, settings)  # request ids, access log, /metrics, tracing
     return app

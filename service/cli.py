@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
+import logging.config
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 
+from .logs import log_config
 from .settings import Settings
 
 __all__ = ["main"]
@@ -23,6 +30,26 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client (service.metrics)
+
+
+@contextlib.contextmanager
+def _metrics_dir(workers: int) -> Iterator[str | None]:
+    """With several workers, a fresh directory shared by their metric files, removed afterwards,
+    so that GET /metrics on any worker adds up all of them. One given in the environment is used
+    as it is (Prometheus' advice: empty it before each start)."""
+    if workers <= 1 or os.environ.get(MULTIPROC_ENV):
+        yield os.environ.get(MULTIPROC_ENV)
+        return
+    path = tempfile.mkdtemp(prefix="gradserve-metrics-")
+    os.environ[MULTIPROC_ENV] = path  # inherited by the worker processes uvicorn spawns
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run uvicorn with the app factory."""
     s = Settings()
@@ -34,18 +61,23 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=s.workers,
                        help=f"worker processes (default {s.workers}; GRADSERVE_WORKERS)")
     serve.add_argument("--log-level", default=s.log_level, help="uvicorn log level")
+    serve.add_argument("--log-format", default=s.log_format, choices=["json", "text"],
+                       help=f"log lines: JSON objects or text (default {s.log_format}; GRADSERVE_LOG_FORMAT)")
     args = p.parse_args(argv)
     if args.command is None:
         args = p.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
 
     import uvicorn
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    logs = log_config(args.log_level, args.log_format)
+    logging.config.dictConfig(logs)
     if not s.api_keys and not _is_loopback(args.host):
         log.warning("listening on %s without API keys: anyone who can reach it can use it "
                     "(set GRADSERVE_API_KEYS)", args.host)
-    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=args.log_level)
+    with _metrics_dir(args.workers):
+        # uvicorn's access log is off: service.observe logs each request with its request id.
+        uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=args.log_level, log_config=logs, access_log=False)
     return 0
 
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 import engine
 
-from . import codec
+from . import codec, stats
 from .errors import BadRequest, InvalidRequest, PlanNotCached
 from .executor import Plan, Result, binary_tensors, build_plan, numel, run_plan
 from .plan_cache import CachedPlan, PlanCache, graph_hash
@@ -178,7 +178,11 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
         if off != len(rest):
             raise BadRequest(f"the binary part has {len(rest)} bytes but the header's binary_data_size "
                              f"values add up to {off}", loc=("body",))
-    result = run_plan(plan, blobs, s, deadline)
+    t0, result = time.perf_counter(), None
+    try:
+        result = run_plan(plan, blobs, s, deadline)
+    finally:  # metrics and tracing listen here (service.stats); a no-op without observers
+        stats.report_run(plan, result, time.perf_counter() - t0)
     if entry is not None:  # what the inline dispatch (Job.runs_fast) learns from
         entry.record(time.perf_counter() - start, _input_elements(req), s.inline_max_ms / 1e3)
     return req, result

@@ -6,6 +6,7 @@ exception handler. Nothing below ``service.app`` knows about HTTP::
     GradserveError                 (500, a bug if it ever escapes as itself)
     ├── BadRequest                 400  malformed JSON or body layout
     ├── Unauthorized               401  missing or bad API key
+    ├── NotFound                   404  no such model or version (Open Inference Protocol routes)
     ├── PayloadTooLarge            413  over a configured size limit (the limit is named)
     ├── PlanNotCached              409  ``graph.hash`` names a graph this process has no plan for
     ├── UnsupportedMediaType       415  wrong Content-Type
@@ -31,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
-    "GradserveError", "BadRequest", "Unauthorized", "PayloadTooLarge", "UnsupportedMediaType",
+    "GradserveError", "BadRequest", "Unauthorized", "NotFound", "PayloadTooLarge", "UnsupportedMediaType",
     "PlanNotCached", "InvalidRequest", "InvalidGraph", "ExpressionError", "EngineError", "AutogradError",
     "Overloaded", "RequestTimeout", "PROBLEMS", "problem_info", "to_problem", "problem_headers",
     "PROBLEM_MEDIA_TYPE", "TORCH_EXCEPTION_TYPES",
@@ -64,6 +65,10 @@ class BadRequest(GradserveError):
 
 class Unauthorized(GradserveError):
     """API keys are configured and the request has no valid ``Authorization: Bearer`` key."""
+
+
+class NotFound(GradserveError):
+    """The request names a model or version this server does not have."""
 
 
 class PayloadTooLarge(GradserveError):
@@ -160,6 +165,7 @@ PROBLEMS: dict[type[GradserveError], tuple[int, str, str]] = {
     GradserveError: (500, "internal-error", "Internal server error"),
     BadRequest: (400, "malformed-request", "Malformed request"),
     Unauthorized: (401, "unauthorized", "Missing or invalid API key"),
+    NotFound: (404, "not-found", "Not found"),
     PayloadTooLarge: (413, "payload-too-large", "Over a size limit"),
     PlanNotCached: (409, "plan-not-cached", "Graph plan not cached: send the whole graph"),
     UnsupportedMediaType: (415, "unsupported-media-type", "Unsupported media type"),

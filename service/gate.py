@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -95,7 +96,8 @@ class Gate:
         start = loop.time()
         await self._acquire(timeout)
         try:
-            cf = self._executor().submit(fn)
+            # The job runs in the request's context (request id for logs, tracing parent span).
+            cf = self._executor().submit(contextvars.copy_context().run, fn)
         except BaseException:
             self._release()
             raise

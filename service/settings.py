@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import Field, SecretStr, field_validator
@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port `gradserve serve` binds by default.")
     workers: int = Field(1, ge=1, description="Worker processes of `gradserve serve`.")
     log_level: str = Field("info", description="uvicorn log level.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Log lines of `gradserve serve`: one JSON object each, or plain text.")
+    metrics: bool = Field(True, description="Serve Prometheus metrics at GET /metrics.")
+    pid_header: bool = Field(False, description="Send X-Gradserve-Pid with every response (to see "
+                                                "which worker process answered).")
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        "none", description="OpenTelemetry span exporter (needs the `otel` extra).")
 
     max_body_bytes: int = Field(128 * MiB, ge=1, description="Largest request body accepted.")
     max_nodes: int = Field(10_000, ge=1, description="Most nodes in one graph (after compiling source).")
