@@ -23,7 +23,7 @@ import numpy as np
 
 import engine
 
-from . import _wire
+from . import _graphs, _wire
 from ._functional import AsyncFunctional, SyncFunctional
 from ._recording import Namespace, Node, Recorder, Tensor, collect, encode_call, has_tensor, local_values
 from ._wire import Encoding, HTTPRequest, Result, RetryPolicy
@@ -92,6 +92,20 @@ class _GradCall:
 
 
 @dataclass
+class _Outgoing:
+    """A request about to be sent: ``full()`` builds it with the whole graph; ``short`` names the
+    graph by hash instead (when the server confirmed it has it); ``back`` maps names back."""
+
+    full: Callable[[], HTTPRequest]
+    short: HTTPRequest | None
+    graph_hash: str | None
+    back: dict[str, str]
+
+    def first(self) -> HTTPRequest:
+        return self.short if self.short is not None else self.full()
+
+
+@dataclass
 class _Plan:
     """A request to make (or none) and what to do with its result."""
 
@@ -143,6 +157,8 @@ class _BaseClient:
         self._recorder = Recorder()
         self._ns = Namespace(self)
         self._http: Any = None
+        self._known_graphs = _graphs.KnownGraphs()  # graph hashes the server said it has cached
+        self._plan_cache: Any = None                # embedded mode: service.plan_cache.PlanCache
         if not self.embedded:
             try:
                 self._http = self._open(transport)
@@ -417,11 +433,17 @@ class _BaseClient:
     def _embedded_call(self, plan: _Plan) -> Result:
         # Imported here: remote use never loads the service package (nor pydantic).
         from service import core, errors, settings
+        from service.plan_cache import PlanCache
         if self.settings is None:
             self.settings = settings.Settings()  # read GRADSERVE_* once, as a server does at start
+        if self._plan_cache is None:  # compiled graphs, reused when the same graph comes again
+            self._plan_cache = PlanCache(self.settings.plan_cache_size)
+        assert plan.payload is not None
+        payload, back = _graphs.canonical(plan.payload, self._recorder._user)
         try:
             # Results as raw buffers, as with Accept: application/octet-stream over HTTP.
-            body, blobs = core.evaluate_binary(plan.payload, plan.blobs or None, self.settings)
+            body, blobs = core.evaluate_binary(payload, plan.blobs or None, self.settings,
+                                               plan_cache=self._plan_cache)
         except errors.GradserveError as e:  # the same problem+json path as an HTTP answer
             problem = errors.to_problem(e)
             retry_after = _wire.retry_after_seconds(errors.problem_headers(e).get("Retry-After"))
@@ -429,12 +451,39 @@ class _BaseClient:
         except Exception as e:  # a bug in the core: a 500 over HTTP
             raise ServerError(f"the embedded engine failed: {type(e).__name__}: {e}", status=500,
                               title="Internal server error") from e
-        return _wire.decode_result(body, blobs)
+        result = _wire.decode_result(body, blobs)
+        result.values = _graphs.restore_names(result.values, back)
+        return result
 
-    def _request(self, plan: _Plan) -> HTTPRequest:
-        assert plan.payload is not None
-        return _wire.build_request(plan.payload, plan.blobs, binary_response=plan.binary_response,
+    def _request(self, plan: _Plan, payload: dict[str, Any]) -> HTTPRequest:
+        return _wire.build_request(payload, plan.blobs, binary_response=plan.binary_response,
                                    api_key=self.api_key, extra_headers=self._headers)
+
+    def _outgoing(self, plan: _Plan) -> _Outgoing:
+        """The request for a plan, with canonical names; by hash when the server knows the graph."""
+        assert plan.payload is not None
+        payload, back = _graphs.canonical(plan.payload, self._recorder._user)
+        h = _graphs.graph_hash(payload["graph"])
+        short = None
+        if h is not None and h in self._known_graphs:
+            short = self._request(plan, _graphs.by_hash(payload, h))
+        return _Outgoing(lambda: self._request(plan, payload), short, h, back)
+
+    def _answer(self, out: _Outgoing, resp: httpx.Response) -> Result:
+        """Decode a final answer (or raise its error); remember a graph the server has cached."""
+        result = _wire.parse_response(resp.status_code, resp.headers, resp.content)
+        if out.graph_hash is not None and resp.headers.get(_graphs.GRAPH_HASH_HEADER) == out.graph_hash:
+            self._known_graphs.add(out.graph_hash)
+        result.values = _graphs.restore_names(result.values, out.back)
+        return result
+
+    def _resend_whole(self, out: _Outgoing, req: HTTPRequest, resp: httpx.Response) -> HTTPRequest | None:
+        """The full request when a request by hash met a server that no longer has the graph."""
+        if req is not out.short or not _graphs.is_plan_miss(resp.status_code, resp.content):
+            return None
+        assert out.graph_hash is not None
+        self._known_graphs.discard(out.graph_hash)
+        return out.full()
 
     def _fetch_values_sync(self, tensors: Sequence[Tensor]) -> None:
         raise NotImplementedError
@@ -537,7 +586,8 @@ class Client(SyncFunctional, _BaseClient):
         if self.embedded:
             return self._embedded_call(plan)
         assert self._http is not None
-        req = self._request(plan)
+        out = self._outgoing(plan)
+        req = out.first()
         attempt = 0
         while True:
             try:
@@ -548,9 +598,13 @@ class Client(SyncFunctional, _BaseClient):
                     raise _convert(e) from e
                 log.info("retrying in %.2fs after %s", delay, type(e).__name__)
             else:
+                whole = self._resend_whole(out, req, resp)
+                if whole is not None:  # the server no longer has the graph: send all of it
+                    req = whole
+                    continue
                 delay = _retry_delay(self.retry, attempt, None, resp)
                 if delay is None:
-                    return _wire.parse_response(resp.status_code, resp.headers, resp.content)
+                    return self._answer(out, resp)
                 log.info("retrying in %.2fs after HTTP %d", delay, resp.status_code)
                 resp.close()
             time.sleep(delay)
@@ -609,7 +663,8 @@ class AsyncClient(AsyncFunctional, _BaseClient):
             # Engine work off the event loop, as the server does.
             return await asyncio.to_thread(self._embedded_call, plan)
         assert self._http is not None
-        req = self._request(plan)
+        out = self._outgoing(plan)
+        req = out.first()
         attempt = 0
         while True:
             try:
@@ -621,9 +676,13 @@ class AsyncClient(AsyncFunctional, _BaseClient):
                     raise _convert(e) from e
                 log.info("retrying in %.2fs after %s", delay, type(e).__name__)
             else:
+                whole = self._resend_whole(out, req, resp)
+                if whole is not None:  # the server no longer has the graph: send all of it
+                    req = whole
+                    continue
                 delay = _retry_delay(self.retry, attempt, None, resp)
                 if delay is None:
-                    return _wire.parse_response(resp.status_code, resp.headers, resp.content)
+                    return self._answer(out, resp)
                 log.info("retrying in %.2fs after HTTP %d", delay, resp.status_code)
                 await resp.aclose()
             await asyncio.sleep(delay)

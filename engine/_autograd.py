@@ -29,6 +29,22 @@ class _GradState(threading.local):
 _state = _GradState()
 
 
+class _Hooks(threading.local):
+    """Per-thread hooks for callers that run untrusted graphs; None (the default) costs one test.
+
+    ``meta``: meta mode (:mod:`engine._meta`), called as ``meta(prim, arrays, params)`` instead of
+    a primitive's numpy forward; it returns outputs of the right shape and dtype without computing.
+    ``backward``: called as ``backward(node, grads)`` after each node's VJP in a backward pass
+    (cooperative deadlines, anomaly checks); whatever it raises ends the pass.
+    """
+
+    meta: Callable | None = None
+    backward: Callable | None = None
+
+
+_hooks = _Hooks()
+
+
 def is_grad_enabled() -> bool:
     """True when operations record a graph (``torch.is_grad_enabled``)."""
     return _state.enabled
@@ -280,7 +296,10 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
             x = dtype.type(a) if dtype is not None and isinstance(a, _PY_SCALARS) else a
         arrays.append(x)
     try:
-        out = prim.fwd(*arrays, **params) if params else prim.fwd(*arrays)
+        if _hooks.meta is None:
+            out = prim.fwd(*arrays, **params) if params else prim.fwd(*arrays)
+        else:
+            out = _hooks.meta(prim, arrays, params)
     except ValueError as e:
         if "broadcast" not in str(e):
             raise
@@ -461,6 +480,7 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
     captured = {n for n, _ in capture_nodes} if capture_nodes and not accumulate else ()
     results: list = [None] * (len(targets) if targets is not None else 0)
 
+    monitor = _hooks.backward
     prev = is_grad_enabled()
     _set_enabled(create_graph)
     try:
@@ -482,7 +502,10 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
                 _capture(node, buf, capture_nodes, results)
             if node.hooks or node.retains:
                 _run_tensor_hooks(node, buf, create_graph)
-            for e, g, meta in zip(node.edges, _run_node(node, buf, retain_graph), node.in_meta):
+            out_grads = _run_node(node, buf, retain_graph)
+            if monitor is not None:
+                monitor(node, out_grads)
+            for e, g, meta in zip(node.edges, out_grads, node.in_meta):
                 if g is None or e is None:
                     continue
                 d = g._data
