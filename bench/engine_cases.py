@@ -41,14 +41,14 @@ def _param_names() -> list[str]:
 # ---------------------------------------------------------------- the MLP loss, per library
 def _engine_loss(params: list, x, y):
     import engine
+    import engine.nn.functional as F
     h = x
     n = len(params) // 2
     for i in range(n):
         h = engine.matmul(h, params[2 * i]) + params[2 * i + 1]
         if i < n - 1:
             h = engine.tanh(h)
-    logp = engine.log_softmax(h, dim=1)
-    return -logp[np.arange(BATCH), y].mean()
+    return F.nll_loss(F.log_softmax(h, dim=1), y)
 
 
 def _torch_loss(params: list, x, y):
@@ -86,7 +86,7 @@ def build_mlp(quick: bool) -> dict[str, Run]:
     names = _param_names()
 
     ep = [engine.tensor(a[k], requires_grad=True) for k in names]
-    ex, ey = engine.tensor(a["x"]), a["y"]
+    ex, ey = engine.tensor(a["x"]), engine.tensor(a["y"])
 
     def run_engine():
         return engine.autograd_grad(_engine_loss(ep, ex, ey), ep)
@@ -151,7 +151,7 @@ def build_hvp(quick: bool) -> dict[str, Run]:
 
     ep = [engine.tensor(a[k], requires_grad=True) for k in names]
     ev = [engine.tensor(t) for t in v]
-    ex, ey = engine.tensor(a["x"]), a["y"]
+    ex, ey = engine.tensor(a["x"]), engine.tensor(a["y"])
 
     def run_engine():
         gs = engine.autograd_grad(_engine_loss(ep, ex, ey), ep, create_graph=True)

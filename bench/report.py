@@ -17,8 +17,10 @@ def environment() -> str:
         hips = version("autograd")
     except Exception:  # pragma: no cover - metadata missing
         hips = "?"
-    return (f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), autograd {hips}, {os.cpu_count()} cores")
+    blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    return (f"python {platform.python_version()}, numpy {np.__version__} (BLAS threads: {blas}), "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), autograd {hips}, "
+            f"{os.cpu_count()} cores")
 
 
 def _ms(x: float | None) -> str:

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import engine_cases, service_cases  # noqa: F401  (registers the cases)
+from . import engine_cases, model_cases, service_cases  # noqa: F401  (registers the cases, in table order)
 from ._harness import CASES, run_case
 from .report import environment, text_table, write_docs
 
@@ -20,7 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", help="comma-separated case names (default: all)")
     p.add_argument("--docs", action="store_true",
                    help="also write docs/benchmarks.md and its PNG plots")
+    p.add_argument("--threads", type=int,
+                   help="BLAS and torch threads for every library (default: each library's own); "
+                        "1 is steadier on a busy machine")
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
 
     cases = CASES
     if args.cases:
@@ -40,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text_table(results))
     print(f"\n# {'quick' if args.quick else 'full'} run in {time.perf_counter() - t0:.1f} s", flush=True)
     if args.docs:
-        command = "python -m bench --docs" + (" --quick" if args.quick else "")
+        command = "python -m bench --docs" + (" --quick" if args.quick else "") + \
+            (f" --threads {args.threads}" if args.threads else "")
         for f in write_docs(results, ROOT / "docs" / "benchmarks.md", command):
             print(f"# wrote {f.relative_to(ROOT)}")
     return 0
