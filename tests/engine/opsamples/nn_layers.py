@@ -188,7 +188,8 @@ def _torch_alpha_dropout(input, p=0.5, training=False, inplace=False, *, generat
     keep = (np.random.default_rng(generator).random(shape) >= p).astype(float)
     alpha = 1.7580993408473766
     a = 1.0 / np.sqrt((alpha * alpha * p + 1) * (1 - p))
-    return input * torch.tensor(keep * a) + torch.tensor((keep - 1) * alpha * a + alpha * a * p)
+    return (input * torch.tensor(keep * a, dtype=input.dtype)
+            + torch.tensor((keep - 1) * alpha * a + alpha * a * p, dtype=input.dtype))
 
 
 add(F + "alpha_dropout", randn(3, 4), 0.3, True, generator=2,
