@@ -13,6 +13,7 @@ imports neither fastapi nor starlette. Errors are :mod:`service.errors` exceptio
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
@@ -136,13 +137,51 @@ def _wire_array(arr: np.ndarray) -> np.ndarray:
         return arr.astype(np.int64 if arr.dtype.kind in "iu" else np.float64)
 
 
-def _tensor(name: str, arr: np.ndarray, encoding: str, blobs: list | None, numpy_ok: bool) -> dict:
+# Base64 payloads from this size on are not written by orjson (which would scan and copy them)
+# but spliced into its output afterwards, in place of a marker it cannot have been given.
+SPLICE_MIN_BYTES = 1 << 20
+_SPLICE_NONCE = secrets.token_hex(8)
+
+
+class _Splice:
+    """Stands for ``spliced[index]`` (base64 bytes) in a response object until it is written."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _splice_marker(obj: Any) -> str:
+    if isinstance(obj, _Splice):
+        return f"\0{_SPLICE_NONCE}:{obj.index}\0"
+    raise TypeError(f"cannot serialize {type(obj).__name__}")
+
+
+def _json_parts(obj: Any, spliced: list[bytes]) -> list[bytes]:
+    """``obj`` as JSON, in pieces: orjson's output cut where the big base64 strings go."""
+    text = orjson.dumps(obj, default=_splice_marker, option=orjson.OPT_SERIALIZE_NUMPY)
+    parts, pos = [], 0
+    for i, b64 in enumerate(spliced):
+        marker = f"\\u0000{_SPLICE_NONCE}:{i}\\u0000".encode()  # as orjson escapes it
+        at = text.index(marker, pos)
+        parts += [text[pos:at], b64]  # the marker's quotes stay: base64 needs no escaping
+        pos = at + len(marker)
+    parts.append(text[pos:])
+    return parts
+
+
+def _tensor(name: str, arr: np.ndarray, encoding: str, blobs: list | None, numpy_ok: bool,
+            spliced: list[bytes] | None = None) -> dict:
     arr = _wire_array(arr)
     out: dict[str, Any] = {"name": name, "datatype": codec.datatype_of(arr), "shape": list(arr.shape)}
     if blobs is not None:
         raw = codec.raw_bytes(arr)
         out["parameters"] = {"binary_data_size": raw.nbytes}
         blobs.append(raw)
+    elif encoding == "b64" and spliced is not None and arr.nbytes >= SPLICE_MIN_BYTES:
+        out["b64"] = _Splice(len(spliced))
+        spliced.append(codec.b64_bytes(arr))
     elif encoding == "b64":
         out["b64"] = codec.b64_data(arr)
     else:
@@ -150,12 +189,14 @@ def _tensor(name: str, arr: np.ndarray, encoding: str, blobs: list | None, numpy
     return out
 
 
-def _encode(result: Result, req: GradRequest, blobs: list | None, numpy_ok: bool) -> dict[str, Any]:
+def _encode(result: Result, req: GradRequest, blobs: list | None, numpy_ok: bool,
+            spliced: list[bytes] | None = None) -> dict[str, Any]:
     enc = req.response_encoding
     names = [req.inputs] if isinstance(req.inputs, str) else list(req.inputs or [])
-    grads = [None if g is None else _tensor(names[i], g, enc, blobs, numpy_ok)
+    grads = [None if g is None else _tensor(names[i], g, enc, blobs, numpy_ok, spliced)
              for i, g in enumerate(result.grads)]
-    values = {k: None if v is None else _tensor(k, v, enc, blobs, numpy_ok) for k, v in result.values.items()}
+    values = {k: None if v is None else _tensor(k, v, enc, blobs, numpy_ok, spliced)
+              for k, v in result.values.items()}
     return {"grads": grads, "values": values}
 
 
@@ -291,6 +332,12 @@ class Job:
         return entry is not None and entry.runs_fast(_raw_input_elements(payload))
 
     def __call__(self) -> tuple[bytes, str, dict[str, str]]:
+        parts, media_type, headers = self.parts()
+        return b"".join(parts), media_type, headers
+
+    def parts(self) -> tuple[list[bytes | memoryview], str, dict[str, str]]:
+        """Like calling the job, with the body as buffers to send one after another: tensor
+        bytes and big base64 strings are not copied into one body."""
         payload, rest = self._split()
         req, result = _run(payload, None, rest, self.settings, self.deadline, self.plan_cache, self._key)
         headers = {}
@@ -300,8 +347,9 @@ class Job:
             blobs: list[memoryview] = []
             header = _dumps(_encode(result, req, blobs, numpy_ok=True))
             headers[HEADER_LENGTH] = str(len(header))
-            return b"".join([header, *blobs]), BINARY_MEDIA_TYPE, headers
-        return _dumps(_encode(result, req, None, numpy_ok=True)), JSON_MEDIA_TYPE, headers
+            return [header, *blobs], BINARY_MEDIA_TYPE, headers
+        spliced: list[bytes] = []
+        return _json_parts(_encode(result, req, None, True, spliced), spliced), JSON_MEDIA_TYPE, headers
 
 
 def _raw_input_elements(payload: dict[str, Any]) -> int:

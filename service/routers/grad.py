@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
@@ -39,6 +40,22 @@ def _wants_binary(accept: str | None) -> bool:
         elif media in (core.JSON_MEDIA_TYPE, "application/*", "*/*"):
             q_json = max(q_json, q if media == core.JSON_MEDIA_TYPE else q * 0.999)
     return q_bin > 0 and q_bin >= q_json
+
+
+class PartsResponse(Response):
+    """A response whose body is several buffers sent one after another, so that tensor bytes
+    and big base64 strings go out as they are instead of being joined into one copy first."""
+
+    def __init__(self, parts: list[bytes | memoryview], media_type: str, headers: dict[str, str]) -> None:
+        self.parts = parts
+        super().__init__(None, media_type=media_type,
+                         headers={**headers, "content-length": str(sum(len(p) for p in parts))})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        last = len(self.parts) - 1
+        for i, part in enumerate(self.parts):
+            await send({"type": "http.response.body", "body": part, "more_body": i < last})
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -93,8 +110,8 @@ async def grad(request: Request, service: ServiceDep) -> Response:
     job = core.Job(body, media, request.headers.get(core.HEADER_LENGTH),
                    _wants_binary(request.headers.get("accept")), settings, deadline, service.plan_cache)
     if job.runs_fast():  # a small graph known to run fast: cheaper than a thread hand-off
-        content, media_type, headers = job()
+        parts, media_type, headers = job.parts()
     else:
-        content, media_type, headers = await service.gate.run(job, max(0.0, deadline - time.monotonic()))
-    return Response(content, media_type=media_type, headers=headers)
+        parts, media_type, headers = await service.gate.run(job.parts, max(0.0, deadline - time.monotonic()))
+    return PartsResponse(parts, media_type, headers)
 
