@@ -369,6 +369,10 @@ class _BaseClient:
                 blobs.append(blob)
         payload: dict[str, Any] = {"graph": {"inputs": graph_inputs, "nodes": [n.wire() for n in nodes]}}
         payload.update(top)
+        if any(t._value.dtype.kind == "f" and not np.isfinite(t._value).all() for t in leaves):
+            # torch computes with NaN and infinity: values the user gave on purpose are sent so
+            # (a server refuses them without this flag, as likely mistakes in hand-written requests)
+            payload["allow_non_finite"] = True
         names = {t.name: t for t in returns}
         if names:
             payload["return"] = list(names)

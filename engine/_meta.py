@@ -811,7 +811,69 @@ def op_rule(*names: str) -> Callable[[Callable], Callable]:
 def run_op(name: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
     """Call the public op ``name`` in meta mode (through its override, if it has one)."""
     r = OP_RULES.get(name)
-    return fn(*args, **kwargs) if r is None else r(fn, *args, **kwargs)
+    if r is None:
+        return fn(*args, **kwargs)
+    s = _local.session
+    if s is None:
+        return r(fn, *args, **kwargs)
+    prev, s.current = s.current, name
+    try:
+        return r(fn, *args, **kwargs)
+    finally:
+        s.current = prev
+
+
+def _prechecked(shapes: Callable[..., list]) -> Callable:
+    """An override for an op that builds arrays sized by its parameters in numpy (outside
+    primitives): ``shapes(*args, **kwargs)`` lists the sizes it will build, checked first."""
+
+    def rule(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        s = _local.session
+        if s is not None:
+            try:
+                want = shapes(*args, **kwargs)
+            except Exception:  # arguments the op rejects: its own error follows
+                want = []
+            for shape in want:
+                s.check_shape(shape, f"the result of {s.current}")
+        return fn(*args, **kwargs)
+
+    return rule
+
+
+def _spatial(x: Any, nd: int) -> tuple[int, ...]:
+    return tuple(x._data.shape[-nd:]) if isinstance(x, Tensor) else ()
+
+
+def _interpolate_shapes(input: Any, size: Any = None, scale_factor: Any = None, *args: Any,
+                        **kw: Any) -> list:
+    x = input._data
+    nd = x.ndim - 2
+    sp = x.shape[2:]
+    if size is not None:
+        out = (int(size),) * nd if isinstance(size, (int, np.integer)) else tuple(int(v) for v in size)
+    else:
+        sf = (float(scale_factor),) * nd if isinstance(scale_factor, (int, float)) \
+            else tuple(float(v) for v in scale_factor)
+        out = tuple(int(math.floor(float(i) * f)) for i, f in zip(sp, sf))
+    return [x.shape[:2] + out, *((o,) for o in out)]
+
+
+def _adaptive_shapes(nd: int, matrix: bool) -> Callable[..., list]:
+    def shapes(input: Any, output_size: Any, *args: Any, **kw: Any) -> list:
+        sp = _spatial(input, nd)
+        out = (output_size,) * nd if output_size is None or isinstance(output_size, (int, np.integer)) \
+            else tuple(output_size)
+        out = tuple(i if o is None else int(o) for i, o in zip(sp, out))
+        lead = input._data.shape[:-nd]
+        return [lead + out, *(((i, o) if matrix else (o,)) for i, o in zip(sp, out))]
+    return shapes
+
+
+OP_RULES["nn.functional.interpolate"] = _prechecked(_interpolate_shapes)
+for _nd in (1, 2, 3):
+    OP_RULES[f"nn.functional.adaptive_avg_pool{_nd}d"] = _prechecked(_adaptive_shapes(_nd, True))
+    OP_RULES[f"nn.functional.adaptive_max_pool{_nd}d"] = _prechecked(_adaptive_shapes(_nd, False))
 
 
 def _meta_tensor(like: Tensor, shape: Sequence[int]) -> Tensor:
@@ -959,5 +1021,8 @@ def _one_hot(fn: Callable, tensor: Any, num_classes: Any = -1) -> Any:
         return fn(tensor, num_classes)
     if num_classes == -1:
         raise Unknown("one_hot without num_classes: the number of classes depends on the values")
-    probe = fn(Tensor._make(np.zeros(_small(idx.shape), idx.dtype)), max(num_classes, 1))
+    s = _local.session
+    if s is not None:
+        s.check_shape(idx.shape + (max(num_classes, 0),), "the result of one_hot")
+    probe = fn(Tensor._make(np.zeros(_small(idx.shape), idx.dtype)), min(max(num_classes, 0), 1))
     return _meta_tensor(probe, idx.shape + (num_classes,))

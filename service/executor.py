@@ -610,6 +610,9 @@ class _Runner:
             raise PayloadTooLarge(f"{st.label} produced {name!r} with {v.numel()} elements; the limit "
                                   f"max_tensor_elements is {self.s.max_tensor_elements}",
                                   limit="max_tensor_elements", loc=st.loc)
+        if self.plan.request.check_finite:
+            from .preflight import check_finite_output
+            check_finite_output(st, name, v)
         return v
 
     def run_grad(self, st: Step) -> None:
@@ -810,12 +813,15 @@ def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings 
         if len(b) != size:
             raise BadRequest(f"binary_data_size is {size} but its blob has {len(b)} bytes",
                              loc=(*loc, "parameters", "binary_data_size"))
+    from . import preflight  # (it builds on this module)
+    decoded = {t.name: _decode(t, by_id.get(id(t)), ("graph", "inputs", i))
+               for i, t in enumerate(req.graph.inputs)}
+    preflight.check(plan, decoded, s, deadline, by_id)  # shapes, limits, memory: nothing runs before
     r = _Runner(plan, s, deadline)
     # torch does not warn on log(0) or 0/0; the server should not log a warning per request either
-    with engine.enable_grad(), np.errstate(all="ignore"):
+    with engine.enable_grad(), np.errstate(all="ignore"), preflight.guard(plan, s, deadline):
         for i, t in enumerate(req.graph.inputs):
-            loc = ("graph", "inputs", i)
-            r.env[t.name] = _leaf(t, _decode(t, by_id.get(id(t)), loc), loc)
+            r.env[t.name] = _leaf(t, decoded[t.name], ("graph", "inputs", i))
         for st in plan.steps:
             r.check_deadline(st.label)
             r.run_step(st)

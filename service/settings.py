@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     max_tensor_elements: int = Field(1 << 24, ge=1,
                                      description="Most elements in any input or computed tensor.")
     max_source_chars: int = Field(100_000, ge=1, description="Longest `graph.source` accepted.")
+    max_graph_depth: int = Field(4096, ge=1, description="Longest chain of nodes, input to result.")
+    max_grad_nodes: int = Field(32, ge=0, description="Most grad (and functional) nodes in one graph: "
+                                "bounds nested differentiation.")
+    max_memory_bytes: int = Field(1 << 30, ge=1, description="Largest estimated memory of one request "
+                                  "(live tensors at the peak of forward and backward, inputs, response), "
+                                  "checked before it runs.")
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline per request, queueing included.")
     max_concurrency: int = Field(default_factory=_default_concurrency, ge=1,
                                  description="Requests computing at once (engine threads).")

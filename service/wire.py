@@ -60,7 +60,7 @@ class TensorIn(_Model):
 
     name: str | None = None
     datatype: str
-    shape: list[Annotated[int, Field(ge=0)]]
+    shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=64)  # numpy's most dimensions
     data: Any = None
     b64: str | None = None
     parameters: TensorParameters | None = None
@@ -275,6 +275,10 @@ class GradRequest(_Model):
     is_grads_batched: bool = False
     return_: list[str] = Field(default_factory=list, alias="return")
     response_encoding: Literal["json", "b64"] = "json"
+    allow_non_finite: bool = Field(False, description="Accept NaN and infinity in input tensors "
+                                   "(refused with 422 otherwise).")
+    check_finite: bool = Field(False, description="Refuse (422) the first node, or backward function, "
+                               "that produces NaN or infinity, naming it (like torch's anomaly mode).")
 
 
 # ---------------------------------------------------------------- response (documentation/clients)
