@@ -560,10 +560,13 @@ class _Runner:
         self.where = _Locator(plan.graph.positions)
         self.env: dict[str, Any] = {}
 
-    def check_deadline(self, what: str) -> None:
+    def check_deadline(self, what: str | Step) -> None:
+        """RequestTimeout past the deadline; ``what`` (a step's label is built only then) is
+        what would have run next."""
         if self.deadline is not None and time.monotonic() > self.deadline:
+            label = what.label if isinstance(what, Step) else what
             raise RequestTimeout(f"the request ran past request_timeout_s={self.s.request_timeout_s:g} "
-                                 f"(stopped before {what}); its work was stopped")
+                                 f"(stopped before {label}); its work was stopped")
 
     def run_step(self, st: Step) -> None:
         env = self.env
@@ -823,7 +826,7 @@ def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings 
         for i, t in enumerate(req.graph.inputs):
             r.env[t.name] = _leaf(t, decoded[t.name], ("graph", "inputs", i))
         for st in plan.steps:
-            r.check_deadline(st.label)
+            r.check_deadline(st)
             r.run_step(st)
         grads = r.final_grad(by_id)
     values = {name: _array(r.env[name], name) for name in req.return_}
