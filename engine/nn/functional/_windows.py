@@ -49,6 +49,8 @@ def _fold_windows(g, kernel, stride, dilation, size):
     k = len(kernel)
     out_sp = g.shape[g.ndim - k:]
     lead = g.shape[:g.ndim - 2 * k]
+    if all(s == 1 for s in stride) and k > 1:
+        return _fold_unit_stride(g, kernel, dilation, size, lead, out_sp)
     res = np.zeros(lead + tuple(size), g.dtype)
     ell = (Ellipsis,)
     for offs in itertools.product(*(range(kk) for kk in kernel)):
@@ -56,6 +58,26 @@ def _fold_windows(g, kernel, stride, dilation, size):
                           for o, d, s, n in zip(offs, dilation, stride, out_sp))
         res[key] += g[ell + offs + (slice(None),) * k]
     return res
+
+
+def _fold_unit_stride(g, kernel, dilation, size, lead, out_sp):
+    """Stride 1: lay the windows out with the grid's row pitch (zeros past each row's end), so
+    every kernel offset adds one long contiguous run instead of many short rows."""
+    k = len(kernel)
+    pitch = [math.prod(size[j + 1:]) for j in range(k)]
+    run = out_sp[0] * pitch[0]
+    slack = sum((kk - 1) * d * p for kk, d, p in zip(kernel[1:], dilation[1:], pitch[1:]))
+    nk = math.prod(kernel)
+    rows = math.prod(lead)
+    gp = np.zeros((rows, nk, out_sp[0]) + tuple(size[1:]), g.dtype)
+    gp[(slice(None), slice(None), slice(None)) + tuple(slice(0, n) for n in out_sp[1:])] = \
+        g.reshape((rows, nk) + tuple(out_sp))
+    gp = gp.reshape(rows, nk, run)
+    res = np.zeros((rows, math.prod(size) + slack), g.dtype)
+    for t, offs in enumerate(itertools.product(*(range(kk) for kk in kernel))):
+        start = sum(o * d * p for o, d, p in zip(offs, dilation, pitch))
+        res[:, start:start + run] += gp[:, t]
+    return res[:, :math.prod(size)].reshape(lead + tuple(size))
 
 
 _windows.defvjp(lambda ctx, g, kernel, stride, dilation, out: _fold_windows(
