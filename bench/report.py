@@ -7,6 +7,9 @@ import platform
 from pathlib import Path
 
 from ._harness import Result, Target
+from .memory import HEADER as MEMORY_HEADER
+from .memory import MemoryResult
+from .memory import rows as memory_rows
 
 
 def environment() -> str:
@@ -100,9 +103,29 @@ def markdown_table(results: list[Result]) -> str:
     return "\n\n".join(tables)
 
 
-def write_docs(results: list[Result], path: Path, command: str) -> list[Path]:
+def _aligned(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    body = [header, *rows]
+    widths = [max(len(row[i]) for row in body) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i in (0, len(header) - 1) else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in body]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def memory_table(memory: list[MemoryResult]) -> str:
+    """Peak memory per library (bench.memory), as text."""
+    return _aligned(MEMORY_HEADER, memory_rows(memory))
+
+
+def _markdown(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def write_docs(results: list[Result], path: Path, command: str,
+               memory: list[MemoryResult] = ()) -> list[Path]:
     """Write the Markdown report and its PNG plots next to it; returns the files written."""
-    plots = _plot(results, path.parent)
+    plots = _plot(results, path.parent) + _case_plots(results, path.parent)
     lines = [
         "# Benchmarks",
         "",
@@ -113,6 +136,12 @@ def write_docs(results: list[Result], path: Path, command: str) -> list[Path]:
         "",
         markdown_table(results),
         "",
+    ]
+    if memory:
+        lines += ["Peak memory of one step (resident-set high-water mark above the resident set "
+                  "before it, each library in a fresh process; see `bench/memory.py`):", "",
+                  _markdown(MEMORY_HEADER, memory_rows(memory)), ""]
+    lines += [
         "Cases:",
         "",
     ]
@@ -123,6 +152,13 @@ def write_docs(results: list[Result], path: Path, command: str) -> list[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return [path, *plots]
+
+
+def _case_plots(results: list[Result], outdir: Path) -> list[Path]:
+    """The plots that cases draw themselves (the service transports sweep)."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    made = [r.case.plot(r, outdir) for r in results if r.case.plot is not None and not r.skipped]
+    return [p for p in made if p is not None]
 
 
 def _plot(results: list[Result], outdir: Path) -> list[Path]:

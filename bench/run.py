@@ -9,9 +9,11 @@ from pathlib import Path
 
 from . import engine_cases, model_cases, service_cases  # noqa: F401  (registers the cases, in table order)
 from ._harness import CASES, run_case
-from .report import environment, text_table, write_docs
+from .memory import run_memory
+from .report import environment, memory_table, text_table, write_docs
 
 ROOT = Path(__file__).resolve().parent.parent
+MEMORY_CASES = ("mlp", "cnn")  # issue 5's peak-memory target; --quick measures the first only
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,13 +44,22 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases:
         print(f"# {case.name}: {case.title} ...", flush=True)
         results.append(run_case(case, args.quick, budget_s=8.0 if args.quick else None))
+    memory = []
+    ran = {r.case.name for r in results if not r.skipped}
+    for name in MEMORY_CASES[:1] if args.quick else MEMORY_CASES:
+        if name in ran:
+            print(f"# peak memory of {name}, one process per library ...", flush=True)
+            memory.append(run_memory(name))
     print()
     print(text_table(results))
+    if memory:
+        print()
+        print(memory_table(memory))
     print(f"\n# {'quick' if args.quick else 'full'} run in {time.perf_counter() - t0:.1f} s", flush=True)
     if args.docs:
         command = "python -m bench --docs" + (" --quick" if args.quick else "") + \
             (f" --threads {args.threads}" if args.threads else "")
-        for f in write_docs(results, ROOT / "docs" / "benchmarks.md", command):
+        for f in write_docs(results, ROOT / "docs" / "benchmarks.md", command, memory):
             print(f"# wrote {f.relative_to(ROOT)}")
     return 0
 
