@@ -76,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                     "(set GRADSERVE_API_KEYS)", args.host)
     with _metrics_dir(args.workers):
         # uvicorn's access log is off: service.observe logs each request with its request id.
+        # SIGTERM: stop accepting, let requests in flight finish (their own deadline bounds them)
         uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, log_level=args.log_level, log_config=logs, access_log=False)
+                    workers=args.workers, log_level=args.log_level, log_config=logs, access_log=False,
+                    timeout_graceful_shutdown=s.request_timeout_s + 5)
     return 0
 
 

@@ -8,6 +8,7 @@ exception handler. Nothing below ``service.app`` knows about HTTP::
     ├── Unauthorized               401  missing or bad API key
     ├── NotFound                   404  no such model or version (Open Inference Protocol routes)
     ├── PayloadTooLarge            413  over a configured size limit (the limit is named)
+    ├── BodyTimeout                408  the request body did not arrive within ``request_timeout_s``
     ├── PlanNotCached              409  ``graph.hash`` names a graph this process has no plan for
     ├── UnsupportedMediaType       415  wrong Content-Type
     ├── InvalidRequest             422  the header does not match the wire schema
@@ -34,8 +35,8 @@ from typing import Any
 __all__ = [
     "GradserveError", "BadRequest", "Unauthorized", "NotFound", "PayloadTooLarge", "UnsupportedMediaType",
     "PlanNotCached", "InvalidRequest", "InvalidGraph", "ExpressionError", "EngineError", "AutogradError",
-    "Overloaded", "RequestTimeout", "PROBLEMS", "problem_info", "to_problem", "problem_headers",
-    "PROBLEM_MEDIA_TYPE", "TORCH_EXCEPTION_TYPES",
+    "Overloaded", "RequestTimeout", "BodyTimeout", "PROBLEMS", "problem_info", "to_problem",
+    "problem_headers", "PROBLEM_MEDIA_TYPE", "TORCH_EXCEPTION_TYPES",
 ]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -160,6 +161,10 @@ class RequestTimeout(GradserveError):
     """The request ran past ``request_timeout_s``; its work was stopped."""
 
 
+class BodyTimeout(GradserveError):
+    """The client sent its body too slowly, or stopped sending it (a client-side timeout: 408)."""
+
+
 # The one status table: class -> (HTTP status, problem type slug, title).
 PROBLEMS: dict[type[GradserveError], tuple[int, str, str]] = {
     GradserveError: (500, "internal-error", "Internal server error"),
@@ -176,6 +181,7 @@ PROBLEMS: dict[type[GradserveError], tuple[int, str, str]] = {
     AutogradError: (422, "autograd-error", "autograd_grad failed"),
     Overloaded: (503, "overloaded", "Server overloaded"),
     RequestTimeout: (504, "timeout", "Request timed out"),
+    BodyTimeout: (408, "body-timeout", "Request body timed out"),
 }
 
 PROBLEM_TYPE_PREFIX = "urn:gradserve:problem:"

@@ -615,7 +615,7 @@ class _Runner:
                                   limit="max_tensor_elements", loc=st.loc)
         if self.plan.request.check_finite:
             from .preflight import check_finite_output
-            check_finite_output(st, name, v)
+            check_finite_output(st, name, v, self.where)
         return v
 
     def run_grad(self, st: Step) -> None:

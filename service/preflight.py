@@ -445,12 +445,13 @@ def guard(plan: Plan, settings: Settings | None = None, deadline: float | None =
         yield
 
 
-def check_finite_output(st: Step, name: str, v: Any) -> None:
+def check_finite_output(st: Step, name: str, v: Any, where: _Locator) -> None:
     """With ``check_finite``: refuse the first node whose result holds NaN or infinity."""
     d = getattr(v, "_data", None)
     if d is None or d.dtype.kind != "f" or np.isfinite(d).all():
         return
     what = "NaN" if np.isnan(d).any() else "infinity"
-    raise EngineError(f"{st.label} produced {what} in {name!r} (check_finite)", exception="RuntimeError",
-                      loc=st.loc, errors=[{"loc": list(st.loc), "msg": f"{st.label}: {name!r} holds {what}",
-                                           "node": name}])
+    detail = f"{st.label} produced {what} in {name!r} (check_finite)"
+    err = EngineError(detail, exception="RuntimeError", loc=st.loc)
+    err.errors = [where.item(st.index, f"{name!r} holds {what} (check_finite)", (), name)]
+    raise err

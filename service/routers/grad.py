@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from .. import core
 from ..deps import ServiceDep
-from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from ..errors import BadRequest, BodyTimeout, PayloadTooLarge, UnsupportedMediaType
 from ..wire import GradResponse, Problem
 
 router = APIRouter(prefix="/v1", tags=["grad"])
@@ -58,7 +59,21 @@ class PartsResponse(Response):
             await send({"type": "http.response.body", "body": part, "more_body": i < last})
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """The whole body, within ``max_body_bytes`` and within ``timeout`` seconds (by default the
+    app's ``request_timeout_s``): a client that sends slowly or stops mid-body gets 408, and its
+    connection is closed, instead of holding a request open for ever."""
+    if timeout is None:
+        settings = getattr(request.app.state, "settings", None)
+        timeout = settings.request_timeout_s if settings is not None else None
+    try:
+        return await asyncio.wait_for(_read_all(request, limit), timeout)
+    except TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within request_timeout_s={timeout:g} s",
+                          loc=("body",)) from None
+
+
+async def _read_all(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
