@@ -13,6 +13,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -54,6 +55,7 @@ class Case:
     runner: Callable[[Case, bool], Result] | None = None
     header: tuple[str, ...] | None = None
     rows: Callable[[Result], list[tuple[str, ...]]] | None = None
+    plot: Callable[[Result, Path], Path | None] | None = None  # a PNG for --docs, in that folder
 
 
 @dataclass

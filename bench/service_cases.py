@@ -419,6 +419,63 @@ def _with_case(case: Case, result: Result) -> Result:
     return result
 
 
+# ---------------------------------------------------------------- latency against payload size
+SWEEP_BYTES = (1 << 10, 1 << 14, 1 << 18, 1 << 22, 1 << 24)  # 1 KiB .. 16 MiB of float32
+QUICK_SWEEP_BYTES = (1 << 10, 1 << 18)
+JSON_MAX_BYTES = 1 << 22  # a JSON number list of 16 MiB takes seconds a request
+
+
+def run_transports(case: Case, quick: bool) -> Result:
+    """The gradient of sum(x*x) for x of each size, per transport, and a byte echo of x."""
+    conn = Conn(server().port)
+    reps = case.quick_reps if quick else case.reps
+    sweep: dict[str, dict[int, float]] = {"json": {}, "b64": {}, "binary": {}, "echo": {}}
+    for nbytes in QUICK_SWEEP_BYTES if quick else SWEEP_BYTES:
+        x = np.random.default_rng(nbytes).standard_normal(nbytes // 4).astype(np.float32)
+        runs = {"echo": conn.caller(ECHO_PATH, x.tobytes(), {"Content-Type": "application/octet-stream"})}
+        for enc in ("json", "b64", "binary"):
+            if enc != "json" or nbytes <= JSON_MAX_BYTES:
+                runs[enc] = conn.caller(GRAD_PATH, *_big_request(x, enc))
+        timed = measure(runs, reps if nbytes < (1 << 22) else max(2, reps // 3), warmup=1)
+        for enc, t in timed.times.items():
+            sweep[enc][nbytes] = statistics.median(t)
+    return Result(case, {}, extra={"sweep": sweep})
+
+
+def transports_rows(r: Result) -> list[tuple]:
+    sweep = r.extra["sweep"]
+    n = max(sweep["json"])
+    s, f = sweep["json"][n], sweep["echo"][n]
+    return [(r.case.name, _ms(s), _ms(f), "n/a", f"{s / f:.2f}", "n/a", "",
+             f"JSON data, {n >> 10} KiB each way, vs byte echo (all: docs/bench_service_transports.png)")]
+
+
+def plot_transports(r: Result, outdir: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    labels = {"json": "JSON data", "b64": "base64 in JSON", "binary": "binary body",
+              "echo": "byte echo (floor)"}
+    for enc, points in r.extra["sweep"].items():
+        sizes = sorted(points)
+        ax.plot(sizes, [points[n] * 1e3 for n in sizes], marker="o", label=labels[enc],
+                linestyle="--" if enc == "echo" else "-")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("float32 payload each way (bytes)")
+    ax.set_ylabel("median latency (ms)")
+    ax.set_title("POST /v1/grad, gradient of sum(x*x), per transport")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = outdir / "bench_service_transports.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 # ---------------------------------------------------------------- table rows
 def _ms(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 1e3:.3f}"
@@ -461,9 +518,9 @@ def graph_rows(r: Result) -> list[tuple]:
 
 
 def _service_case(name: str, title: str, runner: Callable[[Case, bool], Result], rows: Callable,
-                  reps: int, quick_reps: int) -> Case:
+                  reps: int, quick_reps: int, plot: Callable | None = None) -> Case:
     return register(Case(name, title, build=lambda quick: {}, reps=reps, quick_reps=quick_reps,
-                         runner=runner, header=SERVICE_HEADER, rows=rows))
+                         runner=runner, header=SERVICE_HEADER, rows=rows, plot=plot))
 
 
 _service_case("svc_seed", "seed example (issue 3's JSON), keep-alive, vs an empty POST route",
@@ -476,3 +533,6 @@ _service_case("svc_16mib_b64", "the same with base64 in JSON both ways, vs the s
               run_big("b64"), echo_rows(3.0), reps=15, quick_reps=2)
 _service_case("svc_graph1000", "1000-node graph sent again with new inputs (full graph; and by "
               "hash), vs its first request", run_graph1000, graph_rows, reps=20, quick_reps=2)
+_service_case("svc_transports", "latency against payload size per transport (JSON data, base64, "
+              "binary) and a byte echo", run_transports, transports_rows, reps=9, quick_reps=2,
+              plot=plot_transports)
