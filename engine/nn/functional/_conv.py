@@ -1,22 +1,28 @@
 """Convolutions (1-, 2- and 3-d, plain and transposed) and unfold/fold, as im2col + matmul.
 
-The input's windows (a strided view) are copied once into ``(N, C*K, L)`` columns and multiplied
-by the weight as ``(O, C*K) @ (N, C*K, L)``, which leaves the output contiguous in torch's layout
+The input's windows (a strided view) are copied into ``(N, C*K, L)`` columns and multiplied by
+the weight as ``(O, C*K) @ (N, C*K, L)``, which leaves the output contiguous in torch's layout
 (a layout with the batch next to the spatial dims allows one single GEMM, but its output and
-gradients are strided views that cost more downstream than they save). The only primitives are
-the window view and its adjoint (``_windows.py``) plus engine matmul/reshape, so every derivative
-(input, weight, bias, and double backward) comes from those VJPs.
+gradients are strided views that cost more downstream than they save). ``_conv_gemm`` is the one
+convolution primitive: its VJP, in engine ops, is col2im of ``W^T g`` for the input and
+``g @ im2col(x)^T`` for the weight, recomputing the columns instead of saving them (K times the
+input's memory), so every derivative, double backward included, goes through engine ops.
+Transposed convolution is matmul + col2im directly.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from ..._autograd import apply, primitive
 from ...ops._registry import as_tensor_arg, op
 from ...ops.linalg import matmul
+from ...ops.reduction import sum as sum_
 from ...ops.shape import getitem, reshape, squeeze, transpose, unsqueeze
 from ...tensor import Tensor
-from ._windows import fold_windows, ntuple, pad_constant, size_str, windows
+from ._windows import _windows, fold_windows, ntuple, pad_constant, size_str, windows
 
 _DIM_NAMES = {1: ("width",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 
@@ -75,27 +81,53 @@ def _sizes(t: tuple) -> str:
 
 
 # ---------------------------------------------------------------- the convolution core
+@primitive(save=(0, 1))
+def _conv_gemm(xp, w, kernel, stride, dilation, out, groups):
+    """``xp`` (N, C, *padded), ``w`` (O, C/groups, *kernel) -> (N, O, *out): im2col + one GEMM.
+
+    The columns are a temporary: backward recomputes them from ``xp`` (1/K of their size) rather
+    than keeping K copies of the input alive between forward and backward.
+    """
+    n, c = xp.shape[:2]
+    o = w.shape[0]
+    kk, length, cg = math.prod(kernel), math.prod(out), c // groups
+    cols = _windows.fwd(xp, kernel, stride, dilation, out).reshape(n, groups, cg * kk, length)
+    y = np.matmul(w.reshape(groups, o // groups, cg * kk), cols)   # (N, G, O/G, L)
+    return y.reshape((n, o) + tuple(out))
+
+
+@_conv_gemm.defvjp
+def _conv_gemm_vjp(ctx, g, xp, w, kernel, stride, dilation, out, groups):
+    n, c = xp._data.shape[:2]
+    o = w._data.shape[0]
+    kk, length, cg = math.prod(kernel), math.prod(out), c // groups
+    g3 = reshape(g, (n, groups, o // groups, length))
+    gx = gw = None
+    if ctx.edges[1] is not None:  # g @ im2col(x)^T, summed over the batch (columns freed first)
+        cols = reshape(windows(xp, kernel, stride, dilation, out), (n, groups, cg * kk, length))
+        gw = reshape(sum_(matmul(g3, transpose(cols, 2, 3)), 0), w._data.shape)
+        del cols
+    if ctx.edges[0] is not None:  # col2im of W^T g
+        wt = transpose(reshape(w, (groups, o // groups, cg * kk)), 1, 2)
+        cols_grad = reshape(matmul(wt, g3), (n, c) + tuple(kernel) + tuple(out))
+        gx = fold_windows(cols_grad, kernel, stride, dilation, xp._data.shape[2:])
+    return gx, gw
+
+
 def _conv_core(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple, pads: list, dilation: tuple,
                groups: int) -> Tensor:
     """Batched ``x`` (N, C, *sp), weight (O, C/groups, *k): the convolution, (N, O, *out)."""
-    n, c = x._data.shape[:2]
     o = w._data.shape[0]
     k = w._data.shape[2:]
     if any(a or bb for a, bb in pads):
         x = pad_constant(x, [(0, 0), (0, 0)] + list(pads))
     psp = x._data.shape[2:]
     out = tuple((p - d * (kk - 1) - 1) // s + 1 for p, d, kk, s in zip(psp, dilation, k, stride))
-    cols = windows(x, k, stride, dilation, out)          # (N, C, *k, *out): a view
-    kk, length = math.prod(k), math.prod(out)
-    if groups == 1:  # (O, C*K) @ (N, C*K, L): the reshape is the one im2col copy
-        y = matmul(reshape(w, (o, c * kk)), reshape(cols, (n, c * kk, length)))
-    else:
-        cg = c // groups
-        y = matmul(reshape(w, (groups, o // groups, cg * kk)), reshape(cols, (n, groups, cg * kk, length)))
-        y = reshape(y, (n, o, length))
+    y = apply(_conv_gemm, (x, w), {"kernel": tuple(k), "stride": tuple(stride),
+                                   "dilation": tuple(dilation), "out": out, "groups": groups})
     if b is not None:
-        y = y + reshape(b, (o, 1))
-    return reshape(y, (n, o) + out)                        # contiguous NC*spatial, as torch's
+        y = y + reshape(b, (o,) + (1,) * len(k))
+    return y                                                # contiguous (N, O, *out), as torch's
 
 
 def _conv(input, weight, bias, stride, padding, dilation, groups, nd: int, name: str) -> Tensor:

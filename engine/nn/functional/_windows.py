@@ -62,21 +62,29 @@ def _fold_windows(g, kernel, stride, dilation, size):
 
 def _fold_unit_stride(g, kernel, dilation, size, lead, out_sp):
     """Stride 1: lay the windows out with the grid's row pitch (zeros past each row's end), so
-    every kernel offset adds one long contiguous run instead of many short rows."""
+    every kernel offset adds one long contiguous run instead of many short rows. The relaid
+    windows go through a small buffer, a block of (sample, channel) planes at a time, so the
+    transient memory stays bounded (~1 MiB)."""
     k = len(kernel)
     pitch = [math.prod(size[j + 1:]) for j in range(k)]
     run = out_sp[0] * pitch[0]
     slack = sum((kk - 1) * d * p for kk, d, p in zip(kernel[1:], dilation[1:], pitch[1:]))
     nk = math.prod(kernel)
     rows = math.prod(lead)
-    gp = np.zeros((rows, nk, out_sp[0]) + tuple(size[1:]), g.dtype)
-    gp[(slice(None), slice(None), slice(None)) + tuple(slice(0, n) for n in out_sp[1:])] = \
-        g.reshape((rows, nk) + tuple(out_sp))
-    gp = gp.reshape(rows, nk, run)
+    starts = [sum(o * d * p for o, d, p in zip(offs, dilation, pitch))
+              for offs in itertools.product(*(range(kk) for kk in kernel))]
+    src = g.reshape((rows, nk) + tuple(out_sp))
     res = np.zeros((rows, math.prod(size) + slack), g.dtype)
-    for t, offs in enumerate(itertools.product(*(range(kk) for kk in kernel))):
-        start = sum(o * d * p for o, d, p in zip(offs, dilation, pitch))
-        res[:, start:start + run] += gp[:, t]
+    block = max(1, (1 << 18) // (nk * run))
+    buf = np.zeros((min(block, rows), nk, out_sp[0]) + tuple(size[1:]), g.dtype)  # zero margins
+    inner = (slice(None), slice(None), slice(None)) + tuple(slice(0, n) for n in out_sp[1:])
+    for r0 in range(0, rows, block):
+        r1 = min(r0 + block, rows)
+        b = buf[:r1 - r0]
+        b[inner] = src[r0:r1]
+        flat = b.reshape(r1 - r0, nk, run)
+        for t, start in enumerate(starts):
+            res[r0:r1, start:start + run] += flat[:, t]
     return res[:, :math.prod(size)].reshape(lead + tuple(size))
 
 
