@@ -795,6 +795,13 @@ def _fold_windows(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh(g.shape[:g.ndim - 2 * k] + tuple(a["size"]), g.dtype)
 
 
+@rule("conv_gemm")
+def _conv_gemm(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    xp, w = a["xp"], a["w"]
+    return _fresh((xp.shape[0], w.shape[0]) + tuple(a["out"]), np.result_type(xp.dtype, w.dtype))
+
+
 # ---------------------------------------------------------------- public ops that allocate outside primitives
 OP_RULES: dict[str, Callable] = {}
 """Overrides by public op name: ``rule(fn, *args, **kwargs)`` where ``fn`` is the real op."""
