@@ -278,6 +278,7 @@ def _check(plan: Plan, inputs: dict[str, np.ndarray], s: Settings, deadline: flo
                 arr = m.array(arr.shape, arr.dtype)
             r.env[t.name] = _leaf(t, arr, ("graph", "inputs", i))
         derived: set[str] = set()  # gradients and what is computed from them
+        deferred = False           # an error was left to the real run
         for st in plan.steps:
             r.check_deadline(st.label)
             names = {ref.name for ref in st.refs}
@@ -290,8 +291,11 @@ def _check(plan: Plan, inputs: dict[str, np.ndarray], s: Settings, deadline: flo
             try:
                 r.run_step(st)
             except (EngineError, InvalidRequest) as e:
-                if not _trusted(st, names, e, m, bounded, derived):
-                    unknown.update(st.outputs)  # placeholders may have misled it: the real run decides
+                if deferred or not _trusted(st, names, e, m, bounded, derived):
+                    # placeholders may have misled it: the real run decides, and as it may well
+                    # stop here, later errors are its to report too (limits are still checked)
+                    deferred = True
+                    unknown.update(st.outputs)
                     continue
                 _with_shapes(e, st, r.env)
                 raise
@@ -312,7 +316,7 @@ def _check(plan: Plan, inputs: dict[str, np.ndarray], s: Settings, deadline: flo
         involved = set(_names(req.outputs)) | set(_names(req.inputs)) | \
             {g for g in (req.grad_outputs if isinstance(req.grad_outputs, list) else [req.grad_outputs])
              if isinstance(g, str)}
-        if req.outputs is not None and not involved & (unknown | bounded):
+        if req.outputs is not None and not deferred and not involved & (unknown | bounded):
             m.rule_raised = False
             try:
                 grads = _final_grad(r, m)
