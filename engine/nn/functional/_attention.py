@@ -62,7 +62,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         v = repeat_interleave(v, hq // hk, dim=-3)
     e = q._data.shape[-1]
     sc = 1.0 / math.sqrt(e) if scale is None else float(scale)
-    s = matmul(q, transpose(k, -2, -1)) * sc
+    # scale whichever is smaller, the queries (L x E) or the scores (L x S): the same product
+    if e <= k._data.shape[-2]:
+        s = matmul(q * sc, transpose(k, -2, -1))
+    else:
+        s = matmul(q, transpose(k, -2, -1)) * sc
     lq, lk = s._data.shape[-2:]
     if is_causal:
         mask = Tensor._make(np.tril(np.ones((lq, lk), np.bool_)))
