@@ -110,8 +110,10 @@ def _gather_at(x: Tensor, flat: np.ndarray, nd: int, unique: bool, return_indice
     """Gather ``x`` at ``flat`` (per-plane flat spatial indices, shape ``(lead, *out)``)."""
     sp = x._data.shape[-nd:]
     lead = x._data.shape[:-nd]
-    rows = np.arange(math.prod(lead), dtype=np.intp).reshape(lead + (1,) * nd) * math.prod(sp)
-    y = take(reshape(x, (-1,)), rows + flat, 0, unique=unique)
+    n = x._data.size
+    dt = np.int32 if n < 2**31 else np.intp  # the gather node keeps these until backward
+    rows = np.arange(math.prod(lead), dtype=dt).reshape(lead + (1,) * nd) * dt(math.prod(sp))
+    y = take(reshape(x, (-1,)), rows + flat.astype(dt, copy=False), 0, unique=unique)
     return (y, Tensor._make(flat.astype(np.int64, copy=False))) if return_indices else y
 
 

@@ -141,9 +141,13 @@ _take_add.defvjp(lambda ctx, g, idx, axis, n, unique: _take(g, idx=idx, axis=axi
 
 
 def take(x: Tensor, idx: np.ndarray, axis: int, unique: bool = False) -> Tensor:
-    """``np.take(x, idx, axis)`` for a non-negative integer array ``idx`` (any shape);
-    ``unique=True`` promises no duplicate indices (a faster backward)."""
-    return _take(x, idx=np.asarray(idx, np.intp), axis=axis, unique=unique)
+    """``np.take(x, idx, axis)`` for a non-negative integer array ``idx`` (any shape, any integer
+    dtype: int32 halves what the node keeps for backward); ``unique=True`` promises no duplicate
+    indices (a faster backward)."""
+    idx = np.asarray(idx)
+    if idx.dtype.kind not in "iu":
+        idx = idx.astype(np.intp)
+    return _take(x, idx=idx, axis=axis, unique=unique)
 
 
 # ---------------------------------------------------------------- constant padding
