@@ -178,13 +178,16 @@ def _plot(results: list[Result], outdir: Path) -> list[Path]:
         vals = [r.ratio("engine", other) or 0.0 for r in done]
         ax.bar([x + (k - 0.5) * width for x in xs], vals, width, label=label)
     ax.axhline(1.0, color="black", lw=0.8)
-    for x, r in zip(xs, done):  # the strictest torch target of each case
+    for x, r in zip(xs, done):  # the strictest targets of each case, over their bars
         ts = [t.torch for t in r.case.targets if t.torch is not None]
         if ts:
             ax.plot([x - width, x], [min(ts)] * 2, color="red", lw=1.5)
+        hs = [1 / t.hips_speedup for t in r.case.targets if t.hips_speedup]
+        if hs:
+            ax.plot([x, x + width], [min(hs)] * 2, color="red", lw=1.5, ls="--")
     ax.set_xticks(list(xs), names)
     ax.set_ylabel("time ratio (lower is faster)")
-    ax.set_title("Engine time relative to torch and HIPS autograd (red: target)")
+    ax.set_title("Engine time relative to torch and HIPS autograd (red: strictest target)")
     ax.legend()
     fig.tight_layout()
     path = outdir / "bench_engine_ratios.png"
