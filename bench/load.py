@@ -76,11 +76,13 @@ def _hvp() -> dict:
             "return": ["h"]}
 
 
-def _deadline_graph(n: int = 3000) -> dict:
-    # 3000 cheap nodes: well past a 0.5 s deadline on two cores, stopped between nodes
-    src = "y0 = x * 1\n" + "".join(f"y{i + 1} = y{i} * 1.0001 + 0.0001\n" for i in range(n))
-    return {"graph": {"inputs": [_tensor("x", np.ones(2000), True, b64=True)], "source": src},
-            "return": [f"y{n}"]}
+def _deadline_graph(n: int = 1500, size: int = 1000) -> dict:
+    # n layers of tanh(y @ w), y a row, w size x size: seconds of work in small results, 2n nodes
+    # deep (under GRADSERVE_MAX_GRAPH_DEPTH); stopped at the deadline between two nodes
+    w = np.random.default_rng(0).standard_normal((size, size)) / np.sqrt(size)
+    src = "y0 = x * 1\n" + "".join(f"y{i + 1} = tanh(y{i} @ w)\n" for i in range(n))
+    inputs = [_tensor("x", np.ones((1, size)), True, b64=True), _tensor("w", w, b64=True)]
+    return {"graph": {"inputs": inputs, "source": src}, "return": [f"y{n}"]}
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def request_mix() -> list[Kind]:
         Kind("shape-mismatch", *_json(bad_shape), 422, 3),
         Kind("non-finite-input", *_json(nan), 422, 3),
         Kind("too-large", *_json(huge), 413, 3),
-        Kind("deadline", *_json(_deadline_graph()), 504, 0.4),
+        Kind("deadline", *_json(_deadline_graph()), 504, 0.12),
     ]
 
 
@@ -291,18 +293,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=25_000, help="stop after this many requests")
     p.add_argument("--duration", type=float, default=1200.0, help="... or after this many seconds")
     p.add_argument("--warmup", type=float, default=0.1, help="fraction of the requests before the first RSS")
-    p.add_argument("--timeout", type=float, default=0.5, help="GRADSERVE_REQUEST_TIMEOUT_S of the server")
+    p.add_argument("--timeout", type=float, default=1.0, help="GRADSERVE_REQUEST_TIMEOUT_S of the server")
+    p.add_argument("--concurrency", type=int, default=8, help="GRADSERVE_MAX_CONCURRENCY of the server")
     p.add_argument("--quick", action="store_true", help="400 requests, 4 clients: a smoke run")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--phases", type=int, default=5, help="RSS samples after the warm-up")
+    p.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra environment of the server processes")
+    p.add_argument("--weight", action="append", default=[], metavar="KIND=W",
+                   help="change a kind's weight in the mix (e.g. deadline=0)")
     args = p.parse_args(argv)
     if args.quick:
         args.requests, args.clients = 400, 4
 
     kinds = request_mix()
+    for item in args.weight:
+        name, _, w = item.partition("=")
+        kinds = [Kind(k.name, k.body, k.content_type, k.expect, float(w)) if k.name == name else k
+                 for k in kinds]
+    kinds = [k for k in kinds if k.weight > 0]
     expected = expected_answers(kinds)
-    env = {"GRADSERVE_REQUEST_TIMEOUT_S": str(args.timeout),
-           "GRADSERVE_MAX_QUEUE": str(4 * args.clients)}  # queue room for every client: no 503 expected
+    # Room for every client in the queue (no 503 expected), and engine threads enough that the few
+    # requests running into the deadline do not hold every slot of a worker while others wait.
+    env = {"GRADSERVE_REQUEST_TIMEOUT_S": str(args.timeout), "GRADSERVE_MAX_QUEUE": str(4 * args.clients),
+           "GRADSERVE_MAX_CONCURRENCY": str(args.concurrency),
+           **dict(item.partition("=")[::2] for item in args.server_env)}
     proc, port = start_server(args.workers, env)
     stats = Stats()
     t0 = time.monotonic()
@@ -313,9 +329,13 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_clients(port, kinds, expected, args.clients, warm, args.duration, stats, args.seed))
         pids = server_pids(proc.pid)
         rss_warm = rss(pids)
-        left = args.duration - (time.monotonic() - t0)
-        asyncio.run(run_clients(port, kinds, expected, args.clients, args.requests - warm, left, stats,
-                                args.seed + 1))
+        samples = [(warm, sum(rss_warm.values()))]
+        rest = args.requests - warm
+        for k in range(args.phases):  # RSS along the way: a leak grows, a warm-up levels off
+            n = rest // args.phases + (k < rest % args.phases)
+            left = args.duration - (time.monotonic() - t0)
+            asyncio.run(run_clients(port, kinds, expected, args.clients, n, left, stats, args.seed + 1 + k))
+            samples.append((stats.done, sum(rss(server_pids(proc.pid)).values())))
         rss_end = rss(server_pids(proc.pid))
         elapsed = time.monotonic() - t0
     finally:
@@ -329,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     warm_total, end_total = sum(rss_warm.values()), sum(rss_end.values())
     growth = (end_total - warm_total) / warm_total if warm_total else float("nan")
     print(f"# {args.workers} workers, {args.clients} clients, {elapsed:.1f} s, "
-          f"GRADSERVE_REQUEST_TIMEOUT_S={args.timeout:g}, loopback port {port}")
+          f"GRADSERVE_REQUEST_TIMEOUT_S={args.timeout:g}, GRADSERVE_MAX_CONCURRENCY={args.concurrency}, "
+          f"loopback port {port}")
     print(f"requests served: {stats.done} ({stats.done / elapsed:.0f}/s); lost: {stats.lost}; "
           f"unexpected status: {len(stats.unexpected)}; wrong answers: {stats.wrong}")
     print(f"latency ms: p50 {percentile(every, 50):.1f}  p99 {percentile(every, 99):.1f}")
@@ -344,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"server RSS MiB (processes {sorted(rss_end)}): start {sum(rss_start.values()) / mb:.1f}, "
           f"after warm-up ({warm} requests) {warm_total / mb:.1f}, end {end_total / mb:.1f}; "
           f"growth after warm-up {growth * 100:+.1f} %")
+    print("RSS MiB along the run (after N requests): "
+          + ", ".join(f"{n}: {b / mb:.1f}" for n, b in samples))
     for name, status, text in stats.unexpected[:10]:
         print(f"unexpected: {name} -> {status}: {text}")
     # a quick run is too short to separate warm-up from growth: its RSS is reported, not judged
@@ -357,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             "statuses": {k: dict(v) for k, v in stats.statuses.items()},
             "p50_ms": percentile(every, 50), "p99_ms": percentile(every, 99),
             "rss_start": sum(rss_start.values()), "rss_warm": warm_total, "rss_end": end_total,
-            "rss_growth": growth, "ok": ok}, indent=2))
+            "rss_growth": growth, "rss_samples": samples, "ok": ok}, indent=2))
     return 0 if ok else 1
 
 

@@ -151,7 +151,13 @@ def test_sigterm_finishes_requests_in_flight_and_refuses_new_ones(make_server, w
     t = threading.Thread(target=lambda: result.setdefault(
         "r", httpx.post(f"{server.url}/v1/grad", json=req, timeout=60)))
     t.start()
-    time.sleep(0.8)  # in flight
+    end = time.monotonic() + 30
+    while time.monotonic() < end:  # in flight: a worker's engine is on it (probes reach either worker)
+        if httpx.get(f"{server.url}/health/ready", timeout=5).json().get("active", 0) >= 1:
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail(f"the request never started: {result}")
     server.proc.send_signal(signal.SIGTERM)
     refused = None
     deadline = time.monotonic() + 10
@@ -164,6 +170,7 @@ def test_sigterm_finishes_requests_in_flight_and_refuses_new_ones(make_server, w
         time.sleep(0.05)
     assert refused is not None, "new connections were still accepted 10 s after SIGTERM"
     t.join(60)
+    assert "r" in result, "the request in flight got no answer"
     r = result["r"]
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(read_tensor(r.json()["grads"][0]), read_tensor(want), rtol=1e-9)
