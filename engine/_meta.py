@@ -27,7 +27,7 @@ what backward saves and what ``create_graph`` keeps are included.
 ...     x = engine.from_numpy(m.array((100_000, 100_000), "float32"))
 ...     y = (x @ x).sum(1)
 >>> y.shape, y.dtype
-(torch.Size([100000]), torch.float32)
+(torch.Size([100000]), engine.float32)
 """
 
 from __future__ import annotations

@@ -172,9 +172,11 @@ class _MetaRunner(_Runner):
             raise err from None
         self.bind(st, res)
 
+    leaves: set[int] = set()  # ids of the graph-input tensors (an op may return one as it is)
+
     def checked(self, st: Step, name: str, v: Any) -> Any:
         v = super().checked(st, name, v)
-        if isinstance(v, engine.Tensor) and not _meta.is_meta(v._data):
+        if isinstance(v, engine.Tensor) and not _meta.is_meta(v._data) and id(v) not in self.leaves:
             meta = self.session.adopt(v._data)  # computed outright by op code: count it from now on
             t = engine.Tensor._make(meta, v.grad_fn, v._out, v.requires_grad)
             v = t if v.grad_fn is not None or not v.requires_grad else t.requires_grad_()
@@ -277,6 +279,7 @@ def _check(plan: Plan, inputs: dict[str, np.ndarray], s: Settings, deadline: flo
             else:
                 arr = m.array(arr.shape, arr.dtype)
             r.env[t.name] = _leaf(t, arr, ("graph", "inputs", i))
+        r.leaves = {id(v) for v in r.env.values()}
         derived: set[str] = set()  # gradients and what is computed from them
         deferred = False           # an error was left to the real run
         for st in plan.steps:
