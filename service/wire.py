@@ -211,6 +211,8 @@ FUNCTIONAL_OPS: dict[str, str] = {"jacobian": "jacobian", "hessian": "hessian", 
                                   "jvp": "product", "hvp": "product", "vhp": "product"}
 _NODE_TAGS: dict[type, str] = {GradNode: "grad", JacobianNode: "jacobian", HessianNode: "hessian",
                                ProductNode: "product"}
+# What a node's "op" may be besides an engine op name (GET /v1/ops lists them).
+NODE_KINDS: tuple[str, ...] = ("op", "grad", *FUNCTIONAL_OPS)
 
 
 def _node_kind(v: Any) -> str | None:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Response
 
 from .. import core
 from ..deps import ApiKeyDep
+from ..wire import NODE_KINDS
 
 router = APIRouter(prefix="/v1", tags=["ops"])
 
@@ -17,5 +18,5 @@ async def list_ops(_: ApiKeyDep) -> Response:
     (name, kind, default), ``differentiable`` argument names, ``n_outputs`` (null: variable)
     and the first paragraph of its ``doc``. ``node_kinds`` lists the node kinds of the wire format."""
     ops = core.list_ops()
-    body = {"count": len(ops), "node_kinds": ["op", "grad"], "ops": ops}
+    body = {"count": len(ops), "node_kinds": list(NODE_KINDS), "ops": ops}
     return Response(orjson.dumps(body), media_type="application/json")
