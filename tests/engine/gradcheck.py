@@ -15,14 +15,19 @@ EPS = 1e-6
 
 
 # ---------------------------------------------------------------- building inputs
-def build(sample: Any, lib: Any) -> tuple[tuple, dict, list]:
-    """Convert a sample's numpy arguments to ``lib`` tensors; returns (args, kwargs, leaves)."""
+def build(sample: Any, lib: Any, float_tensor: Callable[[np.ndarray], Any] | None = None
+          ) -> tuple[tuple, dict, list]:
+    """Convert a sample's numpy arguments to ``lib`` tensors; returns (args, kwargs, leaves).
+
+    ``float_tensor`` makes the tensor for a float array (default: a float64 ``lib`` tensor)."""
     leaves: list = []
+    if float_tensor is None:
+        float_tensor = lambda x: lib.tensor(x.astype(np.float64))
 
     def conv(x: Any, diff: bool) -> Any:
         if isinstance(x, np.ndarray):
             if x.dtype.kind == "f":
-                t = lib.tensor(x.astype(np.float64))
+                t = float_tensor(x)
                 if diff:
                     t.requires_grad_(True)
                     leaves.append(t)

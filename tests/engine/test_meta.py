@@ -52,28 +52,9 @@ def _id(case: tuple) -> str:
 
 
 def build_meta(sample, m: _meta.MetaSession) -> tuple[tuple, dict, list]:
-    """Like gradcheck.build, with float arrays as meta tensors; integer and bool arrays keep
-    their values (as the service's static check keeps them: indices, masks)."""
-    leaves: list = []
-
-    def conv(x, diff):
-        if isinstance(x, np.ndarray):
-            if x.dtype.kind == "f":
-                t = Tensor._make(m.array(x.shape, np.float64))
-                if diff:
-                    t.requires_grad_(True)
-                    leaves.append(t)
-                return t
-            return engine.tensor(x)
-        if isinstance(x, list):
-            return [conv(v, diff) for v in x]
-        if isinstance(x, tuple):
-            return tuple(conv(v, diff) for v in x)
-        return x
-
-    args = tuple(conv(a, i not in sample.nondiff) for i, a in enumerate(sample.args))
-    kwargs = {k: conv(v, k not in sample.nondiff) for k, v in sample.kwargs.items()}
-    return args, kwargs, leaves
+    """gradcheck.build with float arrays as meta tensors; integer and bool arrays keep their
+    values (as the service's static check keeps them: indices, masks)."""
+    return gc.build(sample, engine, lambda x: Tensor._make(m.array(x.shape, np.float64)))
 
 
 def signature(out) -> object:
