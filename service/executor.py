@@ -546,12 +546,17 @@ _AUTOGRAD_LOCS: tuple[tuple[re.Pattern, Callable[[re.Match], Loc]], ...] = (
 )
 
 
-def _autograd_field(msg: str) -> Loc:
-    for pat, f in _AUTOGRAD_LOCS:
+def _field_of(msg: str, table: tuple) -> Loc:
+    """The request field an engine message points at: the first pattern of ``table`` it matches."""
+    for pat, f in table:
         m = pat.search(msg)
         if m:
             return f(m)
     return ()
+
+
+def _autograd_field(msg: str) -> Loc:
+    return _field_of(msg, _AUTOGRAD_LOCS)
 
 
 class _Runner:
@@ -774,11 +779,7 @@ _FUNCTIONAL_LOCS: tuple[tuple[re.Pattern, Callable[[re.Match], Loc]], ...] = (
 
 
 def _functional_field(msg: str) -> Loc:
-    for pat, f in _FUNCTIONAL_LOCS:
-        m = pat.search(msg)
-        if m:
-            return f(m)
-    return ()
+    return _field_of(msg, _FUNCTIONAL_LOCS)
 
 
 def _flatten_results(res: Any) -> list[Any]:

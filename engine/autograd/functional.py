@@ -468,6 +468,21 @@ def _scalar_output(outputs: tuple[Tensor, ...], out_tuple: bool, fn: str) -> Non
                            "element")
 
 
+def _scalar_gradient(func: Callable, inputs: Any, v: Any, create_graph: bool, strict: bool,
+                     name: str) -> tuple:
+    """The shared first half of vhp and hvp (run in grad mode): checked inputs and ``v``, the
+    scalar output, and its gradient with a graph for the second pass."""
+    in_tuple, inputs = _tupled(inputs, "inputs", name)
+    inputs = _leaves_for(inputs, create_graph, need_graph=True)
+    vt = _prepare_v(v, inputs, in_tuple, name, _V_NONE_IN, create_graph)
+    out_tuple, outputs = _run(func, inputs, name)
+    _require_grad(outputs, "outputs", strict)
+    _scalar_output(outputs, out_tuple, name)
+    jac = _grads(outputs, inputs, create_graph=True)
+    _require_grad(jac, "jacobian", strict)
+    return in_tuple, inputs, vt, out_tuple, outputs, jac
+
+
 def vhp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
         strict: bool = False) -> tuple[Any, Any]:
     """``(func(inputs), v^T H)`` for a scalar function (``torch.autograd.functional.vhp``): two
@@ -477,14 +492,8 @@ def vhp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
     (tensor(9.), tensor([ 6., 12.]))
     """
     with enable_grad():
-        in_tuple, inputs = _tupled(inputs, "inputs", "vhp")
-        inputs = _leaves_for(inputs, create_graph, need_graph=True)
-        vt = _prepare_v(v, inputs, in_tuple, "vhp", _V_NONE_IN, create_graph)
-        out_tuple, outputs = _run(func, inputs, "vhp")
-        _require_grad(outputs, "outputs", strict)
-        _scalar_output(outputs, out_tuple, "vhp")
-        jac = _grads(outputs, inputs, create_graph=True)
-        _require_grad(jac, "jacobian", strict)
+        in_tuple, inputs, vt, out_tuple, outputs, jac = _scalar_gradient(
+            func, inputs, v, create_graph, strict, "vhp")
     with set_grad_enabled(True if create_graph else is_grad_enabled()):
         res = _zeros_for_none(_grads(jac, inputs, vt, create_graph), inputs, strict, create_graph,
                               "double_back")
@@ -504,14 +513,8 @@ def hvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
     (tensor(9.), tensor([ 6., 12.]))
     """
     with enable_grad():
-        in_tuple, inputs = _tupled(inputs, "inputs", "hvp")
-        inputs = _leaves_for(inputs, create_graph, need_graph=True)
-        vt = _prepare_v(v, inputs, in_tuple, "hvp", _V_NONE_IN, create_graph)
-        out_tuple, outputs = _run(func, inputs, "hvp")
-        _require_grad(outputs, "outputs", strict)
-        _scalar_output(outputs, out_tuple, "hvp")
-        jac = _grads(outputs, inputs, create_graph=True)
-        _require_grad(jac, "jacobian", strict)
+        in_tuple, inputs, vt, out_tuple, outputs, jac = _scalar_gradient(
+            func, inputs, v, create_graph, strict, "hvp")
         us = tuple(_dummy_cotangent(x) for x in inputs)
         double_back = _grads(jac, inputs, us, create_graph=True)
         _require_grad(jac, "hessian", strict)
