@@ -76,12 +76,13 @@ def _hvp() -> dict:
             "return": ["h"]}
 
 
-def _deadline_graph(n: int = 1500, size: int = 1000) -> dict:
-    # n layers of tanh(y @ w), y a row, w size x size: seconds of work in small results, 2n nodes
-    # deep (under GRADSERVE_MAX_GRAPH_DEPTH); stopped at the deadline between two nodes
+def _deadline_graph(n: int = 1900, size: int = 1000, rows: int = 24) -> dict:
+    # n layers of tanh(y @ w), y rows x size, w size x size: several seconds of work (well past a
+    # 1 s deadline even on a quiet machine) in small results, 2n nodes deep (under
+    # GRADSERVE_MAX_GRAPH_DEPTH); stopped at the deadline between two nodes
     w = np.random.default_rng(0).standard_normal((size, size)) / np.sqrt(size)
     src = "y0 = x * 1\n" + "".join(f"y{i + 1} = tanh(y{i} @ w)\n" for i in range(n))
-    inputs = [_tensor("x", np.ones((1, size)), True, b64=True), _tensor("w", w, b64=True)]
+    inputs = [_tensor("x", np.ones((rows, size)), True, b64=True), _tensor("w", w, b64=True)]
     return {"graph": {"inputs": inputs, "source": src}, "return": [f"y{n}"]}
 
 
