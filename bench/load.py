@@ -34,24 +34,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from bench.work import timed_chain
+from bench.work import wire_tensor as _tensor
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------- the request mix
 X = np.random.default_rng(1234).random(100).astype(np.float32)
-
-
-def _tensor(name: str, arr: np.ndarray, rg: bool = False, b64: bool = False) -> dict:
-    import base64
-    t = {"name": name, "datatype": {"float32": "FP32", "float64": "FP64"}[arr.dtype.name],
-         "shape": list(arr.shape)}
-    if b64:
-        raw = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
-        t["b64"] = base64.b64encode(raw).decode()
-    else:
-        t["data"] = arr.tolist()
-    if rg:
-        t["requires_grad"] = True
-    return t
 
 
 _SEED_INPUTS = [_tensor("w", np.array([0.5], np.float32), True),
@@ -76,16 +65,6 @@ def _hvp() -> dict:
             "return": ["h"]}
 
 
-def _deadline_graph(n: int = 1900, size: int = 1000, rows: int = 24) -> dict:
-    # n layers of tanh(y @ w), y rows x size, w size x size: several seconds of work (well past a
-    # 1 s deadline even on a quiet machine) in small results, 2n nodes deep (under
-    # GRADSERVE_MAX_GRAPH_DEPTH); stopped at the deadline between two nodes
-    w = np.random.default_rng(0).standard_normal((size, size)) / np.sqrt(size)
-    src = "y0 = x * 1\n" + "".join(f"y{i + 1} = tanh(y{i} @ w)\n" for i in range(n))
-    inputs = [_tensor("x", np.ones((rows, size)), True, b64=True), _tensor("w", w, b64=True)]
-    return {"graph": {"inputs": inputs, "source": src}, "return": [f"y{n}"]}
-
-
 @dataclass(frozen=True)
 class Kind:
     name: str
@@ -95,7 +74,8 @@ class Kind:
     weight: float
 
 
-def request_mix() -> list[Kind]:
+def request_mix(timeout: float = 1.0) -> list[Kind]:
+    """The kinds of request; the deadline kind needs 3x ``timeout`` of work on this machine."""
     seed, seed_ct = _json(_seed(**{"return": ["loss"]}))
     bad_shape = _seed()
     bad_shape["graph"] = {"inputs": _SEED_INPUTS, "source": "loss = sum(x @ w)"}
@@ -115,7 +95,7 @@ def request_mix() -> list[Kind]:
         Kind("shape-mismatch", *_json(bad_shape), 422, 3),
         Kind("non-finite-input", *_json(nan), 422, 3),
         Kind("too-large", *_json(huge), 413, 3),
-        Kind("deadline", *_json(_deadline_graph()), 504, 0.12),
+        Kind("deadline", *_json(timed_chain(3 * timeout, max_bytes=768 << 20)), 504, 0.12),
     ]
 
 
@@ -308,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.requests, args.clients = 400, 4
 
-    kinds = request_mix()
+    kinds = request_mix(args.timeout)
     for item in args.weight:
         name, _, w = item.partition("=")
         kinds = [Kind(k.name, k.body, k.content_type, k.expect, float(w)) if k.name == name else k

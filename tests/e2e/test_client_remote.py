@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import client
+from bench.work import timed_layers
 from client import AsyncClient, Client
 from tests.client._scenarios import (
     SCENARIOS,
@@ -196,15 +197,17 @@ def test_overloaded_server_is_retried_after_its_retry_after(make_server: Callabl
                            "GRADSERVE_RETRY_AFTER_S": "1"}).url
     sent = threading.Event()
     errors: list[BaseException] = []
+    layers, rows, size = timed_layers(2.0, grad=True)  # measured: a fixed graph may finish in 0.2 s elsewhere
 
     def slow() -> None:
         try:
             with Client(url, retries=0) as c:
                 c._http.event_hooks["request"].append(lambda r: sent.set())  # type: ignore[union-attr]
-                a = c.tensor(np.random.default_rng(0).standard_normal((500, 500)), requires_grad=True)
-                x = a
-                for _ in range(16):  # about a second of matmuls or more: the engine thread stays busy
-                    x = c.tanh(x @ a) * 0.01
+                a = c.tensor(np.random.default_rng(0).standard_normal((size, size)) / size**0.5,
+                             requires_grad=True)
+                x = c.tensor(np.ones((rows, size)))
+                for _ in range(layers):  # the engine thread stays busy for `seconds` or more
+                    x = c.tanh(x @ a)
                 c.autograd_grad(x.sum(), [a])
         except BaseException as e:  # noqa: BLE001 - reported by the main thread
             errors.append(e)

@@ -20,8 +20,9 @@ import numpy as np
 import orjson
 import pytest
 
+from bench.work import timed_chain
 from service import core
-from tests.service.helpers import read_tensor, seed_request, seed_torch, wire_tensor
+from tests.service.helpers import read_tensor, seed_request, seed_torch
 
 ROOT = Path(__file__).resolve().parents[2]
 X = np.random.default_rng(1234).random(100).astype(np.float32)
@@ -37,15 +38,6 @@ def assert_serves(url: str, headers: dict | None = None) -> float:
     np.testing.assert_allclose(read_tensor(r.json()["grads"][0]), gw, rtol=1e-6)
     np.testing.assert_allclose(read_tensor(r.json()["grads"][1]), gb, rtol=1e-6)
     return dt
-
-
-def long_request(steps: int, n: int = 600) -> dict:
-    """``steps`` layers of tanh(h @ w) on n x n matrices: about 0.2 s per layer on 2 busy cores."""
-    x = np.random.default_rng(0).standard_normal((n, n)) / np.sqrt(n)
-    src = "h0 = x\n" + "".join(f"h{i + 1} = tanh(h{i} @ w)\n" for i in range(steps)) + f"l = sum(h{steps})\n"
-    return {"graph": {"inputs": [wire_tensor("x", x, encoding="b64"),
-                                 wire_tensor("w", x, requires_grad=True, encoding="b64")], "source": src},
-            "outputs": "l", "inputs": "w"}
 
 
 def raw_request(port: int, body: bytes, *, send: int | None = None, headers: str = "") -> socket.socket:
@@ -113,12 +105,14 @@ def test_clients_that_stop_mid_body_get_408_and_block_no_one(make_server):
 
 # ---------------------------------------------------------------- long requests and the deadline
 def test_past_the_deadline_504_while_health_checks_answer(make_server):
-    server = make_server(env={"GRADSERVE_REQUEST_TIMEOUT_S": "2.5"})
+    # about 3x the deadline of work on this machine, measured (a fixed graph finishes in time on a fast one)
+    req = timed_chain(4.5, max_bytes=768 << 20)
+    server = make_server(env={"GRADSERVE_REQUEST_TIMEOUT_S": "1.5"})
     result = {}
 
     def slow():
         t0 = time.monotonic()
-        result["r"] = httpx.post(f"{server.url}/v1/grad", json=long_request(40), timeout=60)
+        result["r"] = httpx.post(f"{server.url}/v1/grad", json=req, timeout=60)
         result["t"] = time.monotonic() - t0
 
     t = threading.Thread(target=slow)
@@ -136,7 +130,7 @@ def test_past_the_deadline_504_while_health_checks_answer(make_server):
     assert r.status_code == 504, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert "request_timeout_s" in r.json()["detail"]
-    assert result["t"] < 2.5 + 2.0  # not the ~8 s the graph needs: its work stopped
+    assert result["t"] < 1.5 + 2.0  # not the 4.5 s the graph needs: its work stopped
     assert len(probes) >= 5 and max(probes) < 1.0, probes
     assert_serves(server.url)
 
@@ -145,7 +139,7 @@ def test_past_the_deadline_504_while_health_checks_answer(make_server):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_finishes_requests_in_flight_and_refuses_new_ones(make_server, workers):
     server = make_server(args=["--workers", str(workers)])
-    req = long_request(8)
+    req = timed_chain(1.5, grad=True)  # in flight long enough to be caught there
     want = core.evaluate(req)["grads"][0]
     result = {}
     t = threading.Thread(target=lambda: result.setdefault(
