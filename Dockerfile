@@ -21,20 +21,21 @@ ENV PIP="/opt/build/bin/pip --python /opt/venv/bin/python"
 
 WORKDIR /src
 
-# Dependencies first, read from pyproject.toml, so that this (slow) layer is reused until the
-# dependency list itself changes, not on every source edit.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['server']))" > /tmp/requirements.txt \
- && $PIP install --quiet -r /tmp/requirements.txt
+# Dependencies first, as exact pins (deploy/docker/requirements.lock, generated from pyproject.toml
+# by deploy/docker/lock.py): every build installs the same versions, and this slow layer is reused
+# until the lock itself changes, not on every source edit.
+COPY deploy/docker/requirements.lock /tmp/requirements.lock
+RUN $PIP install --quiet --no-deps -r /tmp/requirements.lock
 
-# Then the project itself, as a wheel with its `server` extra (already satisfied above, so no download).
-COPY README.md ./
+# Then the project itself, as a wheel, without resolving anything again: `pip check` fails the
+# build if the lock misses or contradicts a requirement of the project or of a locked package.
+COPY pyproject.toml README.md ./
 COPY engine ./engine
 COPY service ./service
 COPY client ./client
 RUN /opt/build/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir /wheels . \
- && $PIP install --quiet "$(ls /wheels/gradserve-*.whl)[server]"
+ && $PIP install --quiet --no-deps "$(ls /wheels/gradserve-*.whl)" \
+ && $PIP check
 
 
 FROM python:3.11-slim
