@@ -798,8 +798,24 @@ def _fold_windows(prim: Any, arrays: list, params: dict) -> Any:
 @rule("conv_gemm")
 def _conv_gemm(prim: Any, arrays: list, params: dict) -> Any:
     a = _bound(prim, arrays, params)
-    xp, w = a["xp"], a["w"]
-    return _fresh((xp.shape[0], w.shape[0]) + tuple(a["out"]), np.result_type(xp.dtype, w.dtype))
+    x, w = a["x"], a["w"]
+    return _fresh((x.shape[0], w.shape[0]) + tuple(a["out"]), np.result_type(x.dtype, w.dtype))
+
+
+@rule("conv_wgrad")
+def _conv_wgrad(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    x, g = a["x"], a["g"]
+    return _fresh((g.shape[1], x.shape[1] // a["groups"]) + tuple(a["kernel"]),
+                  np.result_type(x.dtype, g.dtype))
+
+
+@rule("conv_xgrad")
+def _conv_xgrad(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    g, w = a["g"], a["w"]
+    return _fresh((g.shape[0], w.shape[1] * a["groups"]) + tuple(a["size"]),
+                  np.result_type(g.dtype, w.dtype))
 
 
 # ---------------------------------------------------------------- public ops that allocate outside primitives

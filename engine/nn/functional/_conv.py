@@ -16,13 +16,12 @@ import math
 
 import numpy as np
 
-from ..._autograd import apply, primitive
+from ..._autograd import primitive
 from ...ops._registry import as_tensor_arg, op
-from ...ops.linalg import matmul
 from ...ops.reduction import sum as sum_
-from ...ops.shape import getitem, reshape, squeeze, transpose, unsqueeze
+from ...ops.shape import getitem, reshape, squeeze, unsqueeze
 from ...tensor import Tensor
-from ._windows import _windows, fold_windows, ntuple, pad_constant, size_str, windows
+from ._windows import _fold_windows, _windows, fold_windows, ntuple, pad_constant, size_str, windows
 
 _DIM_NAMES = {1: ("width",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 
@@ -81,53 +80,145 @@ def _sizes(t: tuple) -> str:
 
 
 # ---------------------------------------------------------------- the convolution core
-@primitive(save=(0, 1))
-def _conv_gemm(xp, w, kernel, stride, dilation, out, groups):
-    """``xp`` (N, C, *padded), ``w`` (O, C/groups, *kernel) -> (N, O, *out): im2col + one GEMM.
+# Three primitives, each the others' adjoint: for T(x, w, g) = <g, conv(x, w)>, conv_wgrad is
+# dT/dw and conv_xgrad is dT/dx, and all three are bilinear, so each one's VJP is two of the
+# others (written in engine ops: double backward and beyond come free). Their numpy forwards
+# walk the batch in chunks whose columns fit in cache (~0.5 MiB): the (N, C*K, L) columns are
+# never materialized whole, padding happens per chunk, and no array K times the input's size is
+# allocated, forward or backward.
+_CHUNK_BYTES = 1 << 19
 
-    The columns are a temporary: backward recomputes them from ``xp`` (1/K of their size) rather
-    than keeping K copies of the input alive between forward and backward.
-    """
-    n, c = xp.shape[:2]
+
+def _chunk(n: int, per_sample: int) -> int:
+    return max(1, min(n, _CHUNK_BYTES // max(per_sample, 1)))
+
+
+def _padded(size: tuple, pads: tuple) -> tuple:
+    return tuple(s + a + b for s, (a, b) in zip(size, pads))
+
+
+def _columns(x: np.ndarray, pads: tuple, kernel: tuple, stride: tuple, dilation: tuple, out: tuple,
+             dt: np.dtype):
+    """Yield ``(start, cols)`` over batch chunks of ``x`` (N, C, *sp); ``cols`` (b, C, *kernel,
+    *out) are the chunk's (zero-padded) windows, in one buffer reused by every chunk."""
+    n, c = x.shape[:2]
+    step = _chunk(n, c * math.prod(kernel) * math.prod(out) * dt.itemsize)
+    buf = np.empty((min(step, n), c) + kernel + out, dt)
+    pbuf = None
+    if any(a or b for a, b in pads):  # the borders stay zero, only the interior is rewritten
+        pbuf = np.zeros((min(step, n), c) + _padded(x.shape[2:], pads), dt)
+        inner = (slice(None), slice(None)) + tuple(slice(a, a + s) for s, (a, _) in
+                                                   zip(x.shape[2:], pads))
+    for s0 in range(0, n, step):
+        xc = x[s0:s0 + step]
+        b = len(xc)
+        if pbuf is not None:
+            pbuf[:b][inner] = xc
+            xc = pbuf[:b]
+        np.copyto(buf[:b], _windows.fwd(xc, kernel, stride, dilation, out))
+        yield s0, buf[:b]
+
+
+@primitive(save=(0, 1))
+def _conv_gemm(x, w, b, pads, kernel, stride, dilation, out, groups):
+    """``x`` (N, C, *sp), ``w`` (O, C/groups, *kernel), bias ``b`` (O,) or None -> (N, O, *out),
+    ``x`` zero-padded by ``pads``: im2col + GEMM, a chunk of the batch at a time."""
+    n, c = x.shape[:2]
     o = w.shape[0]
     kk, length, cg = math.prod(kernel), math.prod(out), c // groups
-    cols = _windows.fwd(xp, kernel, stride, dilation, out).reshape(n, groups, cg * kk, length)
-    y = np.matmul(w.reshape(groups, o // groups, cg * kk), cols)   # (N, G, O/G, L)
-    return y.reshape((n, o) + tuple(out))
+    dt = np.result_type(x, w)
+    y = np.empty((n, groups, o // groups, length), dt)
+    wm = w.reshape(groups, o // groups, cg * kk).astype(dt, copy=False)
+    for s0, cols in _columns(x, pads, kernel, stride, dilation, out, dt):
+        m = len(cols)
+        np.matmul(wm, cols.reshape(m, groups, cg * kk, length), out=y[s0:s0 + m])
+    y = y.reshape((n, o) + out)
+    if b is not None:
+        y += b.reshape((o,) + (1,) * len(out))
+    return y
+
+
+@primitive(save=(0, 1))
+def _conv_wgrad(x, g, pads, kernel, stride, dilation, groups):
+    """The weight gradient of :func:`_conv_gemm` for output gradient ``g`` (N, O, *out):
+    ``sum over the batch of g @ im2col(x)^T``, shape (O, C/groups, *kernel)."""
+    n, c = x.shape[:2]
+    o, out = g.shape[1], g.shape[2:]
+    kk, length, cg = math.prod(kernel), math.prod(out), c // groups
+    dt = np.result_type(x, g)
+    gw = np.zeros((groups, o // groups, cg * kk), dt)
+    g4 = g.reshape(n, groups, o // groups, length)
+    for s0, cols in _columns(x, pads, kernel, stride, dilation, out, dt):
+        m = len(cols)
+        part = np.matmul(g4[s0:s0 + m], cols.reshape(m, groups, cg * kk, length).swapaxes(2, 3))
+        gw += part.sum(0)
+    return gw.reshape((o, cg) + kernel)
+
+
+@primitive(save=(0, 1))
+def _conv_xgrad(g, w, pads, kernel, stride, dilation, size, groups):
+    """The input gradient of :func:`_conv_gemm` (and the transposed convolution): col2im of
+    ``W^T g``, cropped to the unpadded ``size``; shape (N, C, *size)."""
+    n, o = g.shape[:2]
+    out = g.shape[2:]
+    cg = w.shape[1]
+    c, kk, length = cg * groups, math.prod(kernel), math.prod(out)
+    dt = np.result_type(g, w)
+    gx = np.empty((n, c) + size, dt)
+    wt = w.reshape(groups, o // groups, cg * kk).swapaxes(1, 2).astype(dt, copy=False)
+    g4 = g.reshape(n, groups, o // groups, length)
+    padded = _padded(size, pads)
+    inner = (Ellipsis,) + tuple(slice(a, a + s) for s, (a, _) in zip(size, pads))
+    step = _chunk(n, c * kk * length * dt.itemsize)
+    buf = np.empty((min(step, n), groups, cg * kk, length), dt)
+    for s0 in range(0, n, step):
+        gc = g4[s0:s0 + step]
+        m = len(gc)
+        cols = np.matmul(wt, gc, out=buf[:m]).reshape((m, c) + kernel + out)
+        gx[s0:s0 + m] = _fold_windows.fwd(cols, kernel, stride, dilation, padded)[inner]
+    return gx
+
+
+def _shared(pads, kernel, stride, dilation, groups) -> dict:
+    return {"pads": pads, "kernel": kernel, "stride": stride, "dilation": dilation, "groups": groups}
 
 
 @_conv_gemm.defvjp
-def _conv_gemm_vjp(ctx, g, xp, w, kernel, stride, dilation, out, groups):
-    n, c = xp._data.shape[:2]
-    o = w._data.shape[0]
-    kk, length, cg = math.prod(kernel), math.prod(out), c // groups
-    g3 = reshape(g, (n, groups, o // groups, length))
-    gx = gw = None
-    if ctx.edges[1] is not None:  # g @ im2col(x)^T, summed over the batch (columns freed first)
-        cols = reshape(windows(xp, kernel, stride, dilation, out), (n, groups, cg * kk, length))
-        gw = reshape(sum_(matmul(g3, transpose(cols, 2, 3)), 0), w._data.shape)
-        del cols
-    if ctx.edges[0] is not None:  # col2im of W^T g
-        wt = transpose(reshape(w, (groups, o // groups, cg * kk)), 1, 2)
-        cols_grad = reshape(matmul(wt, g3), (n, c) + tuple(kernel) + tuple(out))
-        gx = fold_windows(cols_grad, kernel, stride, dilation, xp._data.shape[2:])
-    return gx, gw
+def _conv_gemm_vjp(ctx, g, x, w, pads, kernel, stride, dilation, out, groups):
+    p = _shared(pads, kernel, stride, dilation, groups)
+    e = ctx.edges
+    gx = _conv_xgrad(g, w, size=tuple(x._data.shape[2:]), **p) if e[0] is not None else None
+    gw = _conv_wgrad(x, g, **p) if e[1] is not None else None
+    gb = sum_(g, (0,) + tuple(range(2, g._data.ndim))) if e[2] is not None else None
+    return gx, gw, gb
+
+
+@_conv_wgrad.defvjp
+def _conv_wgrad_vjp(ctx, h, x, g, pads, kernel, stride, dilation, groups):
+    p = _shared(pads, kernel, stride, dilation, groups)
+    e = ctx.edges
+    gx = _conv_xgrad(g, h, size=tuple(x._data.shape[2:]), **p) if e[0] is not None else None
+    gg = _conv_gemm(x, h, None, out=tuple(g._data.shape[2:]), **p) if e[1] is not None else None
+    return gx, gg
+
+
+@_conv_xgrad.defvjp
+def _conv_xgrad_vjp(ctx, z, g, w, pads, kernel, stride, dilation, size, groups):
+    p = _shared(pads, kernel, stride, dilation, groups)
+    e = ctx.edges
+    gg = _conv_gemm(z, w, None, out=tuple(g._data.shape[2:]), **p) if e[0] is not None else None
+    gw = _conv_wgrad(z, g, **p) if e[1] is not None else None
+    return gg, gw
 
 
 def _conv_core(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple, pads: list, dilation: tuple,
                groups: int) -> Tensor:
     """Batched ``x`` (N, C, *sp), weight (O, C/groups, *k): the convolution, (N, O, *out)."""
-    o = w._data.shape[0]
-    k = w._data.shape[2:]
-    if any(a or bb for a, bb in pads):
-        x = pad_constant(x, [(0, 0), (0, 0)] + list(pads))
-    psp = x._data.shape[2:]
+    k = tuple(w._data.shape[2:])
+    pads = tuple((int(a), int(bb)) for a, bb in pads)
+    psp = _padded(x._data.shape[2:], pads)
     out = tuple((p - d * (kk - 1) - 1) // s + 1 for p, d, kk, s in zip(psp, dilation, k, stride))
-    y = apply(_conv_gemm, (x, w), {"kernel": tuple(k), "stride": tuple(stride),
-                                   "dilation": tuple(dilation), "out": out, "groups": groups})
-    if b is not None:
-        y = y + reshape(b, (o,) + (1,) * len(k))
-    return y                                                # contiguous (N, O, *out), as torch's
+    return _conv_gemm(x, w, b, out=out, **_shared(pads, k, tuple(stride), tuple(dilation), groups))
 
 
 def _conv(input, weight, bias, stride, padding, dilation, groups, nd: int, name: str) -> Tensor:
@@ -264,16 +355,9 @@ def _conv_transpose(input, weight, bias, stride, padding, output_padding, groups
     if any(v <= 0 for v in out):
         raise RuntimeError(f"Given input size per channel: ({_sizes(sp)}). Calculated output size per "
                            f"channel: ({_sizes(out)}). Output size is too small")
-    n = x._data.shape[0]
-    length = math.prod(sp)
-    kk = math.prod(k)
-    cg = cin // groups
-    # columns (N, G, Og*K, L) = W_g^T (Og*K, Cg) @ x_g (Cg, L); then add them back into place
-    wt = transpose(reshape(w, (groups, cg, og * kk)), 1, 2)
-    cols = matmul(wt, reshape(x, (n, groups, cg, length)))
-    y = fold_windows(reshape(cols, (n, o) + k + sp), k, stride, dilation, full)   # (N, O, *full)
-    if any(pad):
-        y = getitem(y, (slice(None), slice(None)) + tuple(slice(p, p + v) for p, v in zip(pad, out)))
+    # the input gradient of the convolution with this weight: col2im of W^T x, cropped by pad
+    y = _conv_xgrad(x, w, size=out, **_shared(tuple((p, p) for p in pad), tuple(k), tuple(stride),
+                                               tuple(dilation), groups))
     if b is not None:
         y = y + reshape(b, (o,) + (1,) * nd)
     return squeeze(y, 0) if unbatched else y
