@@ -127,9 +127,9 @@ def decode_bytes(buf: bytes | memoryview, datatype: str, shape: list[int]) -> np
     return arr.reshape(shape)
 
 
-def decode_b64(text: str, datatype: str, shape: list[int]) -> np.ndarray:
-    """Base64 of little-endian row-major bytes as an array (strict: no characters outside the
-    alphabet, correct padding)."""
+def decode_b64(text: str | bytes | memoryview, datatype: str, shape: list[int]) -> np.ndarray:
+    """Base64 (a str, or its ASCII bytes) of little-endian row-major bytes as an array (strict:
+    no characters outside the alphabet, correct padding)."""
     try:
         raw = pybase64.b64decode(text, validate=True)
     except ValueError:  # binascii.Error, and non-ASCII text

@@ -506,11 +506,13 @@ class Result:
 
 
 def _decode(t: TensorIn, blob: Any, loc: Loc) -> np.ndarray:
+    """``t``'s array; ``blob`` holds its bytes (binary) or, for b64, its base64 text when that
+    was cut out of the JSON body (service.core)."""
     try:
         if t.source == "data":
             return codec.decode_data(t.data, t.datatype, t.shape)
         if t.source == "b64":
-            return codec.decode_b64(t.b64 or "", t.datatype, t.shape)
+            return codec.decode_b64((t.b64 or "") if blob is None else blob, t.datatype, t.shape)
         return codec.decode_bytes(blob, t.datatype, t.shape)
     except codec.TensorDecodeError as e:
         field = {"data": "data", "b64": "b64"}.get(t.source, "parameters")
@@ -803,8 +805,9 @@ def _array(v: Any, name: str) -> np.ndarray | None:
 
 
 def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings | None = None,
-             deadline: float | None = None) -> Result:
-    """Decode the inputs and run the plan; ``blobs`` feed the binary tensors in order."""
+             deadline: float | None = None, *, b64: dict[int, Any] | None = None) -> Result:
+    """Decode the inputs and run the plan; ``blobs`` feed the binary tensors in order, ``b64``
+    (by ``id`` of the tensor) the base64 text of b64 tensors that was kept out of the request."""
     s = settings or Settings()
     req = plan.request
     binary = binary_tensors(req)
@@ -812,6 +815,8 @@ def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings 
     if len(blobs) != len(binary):
         raise BadRequest(f"{len(binary)} tensors are marked binary but {len(blobs)} binary blobs came")
     by_id = {id(t): b for (t, _), b in zip(binary, blobs)}
+    if b64:
+        by_id.update(b64)
     for (t, loc), b in zip(binary, blobs):
         size = t.parameters.binary_data_size if t.parameters else None
         if len(b) != size:

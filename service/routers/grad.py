@@ -67,7 +67,8 @@ async def _read_body(request: Request, limit: int, timeout: float | None = None)
         settings = getattr(request.app.state, "settings", None)
         timeout = settings.request_timeout_s if settings is not None else None
     try:
-        return await asyncio.wait_for(_read_all(request, limit), timeout)
+        async with asyncio.timeout(timeout):  # unlike wait_for, no extra task per request
+            return await _read_all(request, limit)
     except TimeoutError:
         raise BodyTimeout(f"the request body did not arrive within request_timeout_s={timeout:g} s",
                           loc=("body",)) from None
