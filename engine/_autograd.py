@@ -272,28 +272,33 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
     promotion); gradients are cast back to each input's dtype in backward.
     """
     # This is the forward hot path (and, with VJPs written in engine ops, half the backward):
-    # one pass over the arguments, no per-call closures or generators.
+    # one pass over the arguments, no per-call closures or generators. The per-input edge lists
+    # are made only once an input that requires grad is met (never under no_grad, nor in a
+    # backward pass without create_graph).
     enabled = _state.enabled
     arrays = []
-    edges = []
-    in_meta = []
-    rg = False
+    edges = in_meta = None
     for a in args:
         if isinstance(a, Tensor):
             x = a._data
             if a._rg and enabled:
-                rg = True
+                if edges is None:
+                    edges = [None] * len(arrays)
+                    in_meta = edges.copy()
                 edges.append((a.grad_fn or a, a._out))
                 in_meta.append((x.shape, x.dtype))
-            else:
+            elif edges is not None:
                 edges.append(None)
                 in_meta.append(None)
-            if dtype is not None and x.dtype != dtype:
+            if dtype is not None and x.dtype is not dtype and x.dtype != dtype:
                 x = x.astype(dtype)
         else:
-            edges.append(None)
-            in_meta.append(None)
-            x = dtype.type(a) if dtype is not None and isinstance(a, _PY_SCALARS) else a
+            if edges is not None:
+                edges.append(None)
+                in_meta.append(None)
+            # A Python number becomes a 0-d array: cheaper to make than a numpy scalar, and
+            # ufuncs take it faster.
+            x = _array(a, dtype) if dtype is not None and isinstance(a, _PY_SCALARS) else a
         arrays.append(x)
     try:
         if _hooks.meta is None:
@@ -307,30 +312,32 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
     aux = None
     if prim.aux:
         out, aux = out
-    if not rg:
+    if edges is None:
         if prim.n_out == 1:
             return _make(out)
         return tuple(_make(o) for o in out)
-    node = Node(prim, edges, params, (), aux, in_meta)
+    save = prim.save
+    if not save or prim.saves_output:
+        saved = ()
+    elif len(save) == 1:
+        saved = (args[save[0]],)
+    else:
+        saved = prim.pick_saved(args)
+    node = Node(prim, edges, params, saved, aux, in_meta)
     if prim.n_out == 1:
         result = _make(out, node, 0, True)
         outs = (result,)
     else:
         result = outs = tuple(_make(o, node, i, True) for i, o in enumerate(out))
         node.out_meta = tuple((o._data.shape, o._data.dtype) for o in outs)
-    save = prim.save
-    if save:
-        if prim.saves_output:  # outputs are kept as arrays: a tensor would point back at the node
-            node.saved = tuple(args[i] if i >= 0 else _SavedOutput(outs[-1 - i]._data, -1 - i)
-                               for i in save)
-        elif len(save) == 1:
-            node.saved = (args[save[0]],)
-        else:
-            node.saved = prim.pick_saved(args)
+    if save and prim.saves_output:  # outputs are kept as arrays: a tensor would point back at the node
+        node.saved = tuple(args[i] if i >= 0 else _SavedOutput(outs[-1 - i]._data, -1 - i)
+                           for i in save)
     return result
 
 
 _PY_SCALARS = (int, float, bool)
+_array = np.array
 _make = Tensor._make  # bound once: apply is the hot path
 
 
