@@ -566,6 +566,8 @@ class _Runner:
         self.plan, self.s, self.deadline = plan, settings, deadline
         self.where = _Locator(plan.graph.positions)
         self.env: dict[str, Any] = {}
+        self.limit = settings.max_tensor_elements
+        self.check_finite = bool(plan.request.check_finite)
 
     def check_deadline(self, what: str | Step) -> None:
         """RequestTimeout past the deadline; ``what`` (a step's label is built only then) is
@@ -583,8 +585,10 @@ class _Runner:
         if st.op is None:
             self.run_grad(st)
             return
-        args = [_resolve(a, env) for a in st.args]
-        kwargs = {k: _resolve(v, env) for k, v in st.kwargs.items()}
+        # names and literals inline: most arguments are one or the other
+        args = [env[a.name] if type(a) is _Ref else _resolve(a, env) if type(a) is _Seq else a
+                for a in st.args]
+        kwargs = {k: _resolve(v, env) for k, v in st.kwargs.items()} if st.kwargs else {}
         try:
             if st.op.name == "getitem" and isinstance(args[0], (tuple, list)):
                 res = args[0][args[1]]  # picking one result of a multi-output op
@@ -616,11 +620,11 @@ class _Runner:
             self.env[outs[0]] = self.checked(st, outs[0], res)
 
     def checked(self, st: Step, name: str, v: Any) -> Any:
-        if isinstance(v, engine.Tensor) and v.numel() > self.s.max_tensor_elements:
+        if isinstance(v, engine.Tensor) and v.numel() > self.limit:
             raise PayloadTooLarge(f"{st.label} produced {name!r} with {v.numel()} elements; the limit "
                                   f"max_tensor_elements is {self.s.max_tensor_elements}",
                                   limit="max_tensor_elements", loc=st.loc)
-        if self.plan.request.check_finite:
+        if self.check_finite:
             from .preflight import check_finite_output
             check_finite_output(st, name, v, self.where)
         return v
