@@ -318,8 +318,8 @@ def _is_operand(a: Any) -> bool:
 ELEMENTWISE: frozenset[str] = frozenset({
     "abs", "acos", "add", "asin", "atan", "atan2", "bce", "ceil", "clamp", "clamp_min_nograd",
     "clamp_t", "copysign", "cos", "cosh", "delayed_error", "div", "elu", "erf", "erfc", "erfinv",
-    "exp", "expm1", "floor", "fmod", "heaviside", "hypot", "i0", "lgamma", "log", "log1p",
-    "logaddexp", "logaddexp2", "logit", "maximum", "minimum", "mul", "neg", "nn_functional_erf",
+    "exp", "expm1", "floor", "fmod", "gelu", "gelu_grad", "heaviside", "hypot", "i0", "lgamma",
+    "log", "log1p", "logaddexp", "logaddexp2", "logit", "maximum", "minimum", "mul", "neg",
     "polygamma", "pow", "prelu", "relu", "remainder", "round", "sigmoid", "sign", "sin", "sinh",
     "softplus", "special_entr", "special_erfcx", "special_i0e", "special_i1", "special_i1e",
     "special_log_ndtr", "special_ndtr", "special_ndtri", "special_xlog1py", "special_zeta", "sqrt",
@@ -417,7 +417,14 @@ def _reduction(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh(_reduced(np.shape(a["x"]), dims, bool(a.get("keepdim"))), dt)
 
 
-@rule("cumsum", "cumprod", "logcumsumexp", "log_softmax")
+@rule("standardize")
+def _standardize(prim: Any, arrays: list, params: dict) -> Any:
+    x = _bound(prim, arrays, params)["x"]
+    dt = _dtype_of(_probe(prim, arrays, params)[0])
+    return _fresh(np.shape(x), dt), _fresh(_reduced(np.shape(x), params["dims"], True), dt)
+
+
+@rule("cumsum", "cumprod", "logcumsumexp", "log_softmax", "softmax")
 def _scan(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh(np.shape(arrays[0]), _probe_dtype(prim, arrays, params))
 
@@ -469,6 +476,13 @@ def _matmul(prim: Any, arrays: list, params: dict) -> Any:
                          f"signature {_MATMUL_SIG} (size {b2[-2]} is different from {a2[-1]})")
     shape = _broadcast([a2[:-2], b2[:-2]]) + (a2[-2],) * (a.ndim > 1) + (b2[-1],) * (b.ndim > 1)
     return _fresh(shape, _probe_dtype(prim, (a, b), params))
+
+
+@rule("linear")
+def _linear(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    x, w = a["x"], a["w"]
+    return _fresh(x.shape[:-1] + w.shape[:1], _probe_dtype(prim, arrays, params))
 
 
 @rule("einsum")

@@ -487,7 +487,36 @@ def log_softmax(input, dim=None, dtype=None):
     return _log_softmax(x, dim=norm_dim(dim, ndim) if ndim else None)
 
 
+@primitive(save=(-1,))
+def _softmax(x, dim, mask=None):
+    # ``mask`` (bool, broadcast to x; attention's): entries where it is False get probability 0,
+    # as if they were -inf, without a masked copy of x of its own
+    if x.size == 0:
+        return x.copy()
+    y = np.where(mask, x, -np.inf).astype(x.dtype, copy=False) if mask is not None else x.copy()
+    m = np.amax(y, axis=dim, keepdims=True)
+    y -= np.where(np.isfinite(m), m, 0)  # all -inf slices: 0/0 = nan, as torch
+    np.exp(y, out=y)
+    with np.errstate(invalid="ignore"):
+        y /= np.sum(y, axis=dim, keepdims=True)
+    return y
+
+
+# y (g - sum(g y)), in engine ops so that it differentiates again; masked entries have y = 0, so
+# they get no gradient.
+_softmax.defvjp(lambda ctx, g, y, dim, mask=None: y * (g - sum(g * y, dim, keepdim=True)))
+
+
 @op(method=True)
 def softmax(input, dim=None, dtype=None):
-    """``exp(log_softmax(input, dim))``."""
-    return exp(log_softmax(input, dim, dtype))
+    """``exp(input) / sum(exp(input), dim)``, as one primitive (attention's hot spot).
+
+    >>> engine.softmax(engine.tensor([0.0, 0.0]), dim=0)
+    tensor([0.5, 0.5])
+    """
+    if dtype is not None:
+        input = input.to(dtype)
+    x = to_float(input)
+    dim = _softmax_dim(dim, x)
+    ndim = x._data.ndim
+    return _softmax(x, dim=norm_dim(dim, ndim) if ndim else None)

@@ -272,3 +272,41 @@ def test_binary_cross_entropy_saturated_probabilities_match_torch() -> None:
     np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-12)
     np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-12)
     assert np.isfinite(out[0][1]).all()
+
+
+# ---------------------------------------------------------------- float32 gelu (its own erf)
+def _ulps(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Distance of float32 results from float64 references, in float32 ulps of the reference."""
+    return np.abs(got.astype(np.float64) - ref) / np.spacing(np.abs(ref).astype(np.float32))
+
+
+@pytest.mark.parametrize("scale", [0.4, 3.0], ids=["few-tails", "mostly-tails"])
+def test_float32_gelu_and_its_derivative_are_within_a_few_ulps(scale: float) -> None:
+    import scipy.special
+
+    # both evaluation paths of the float32 erf: few |x / sqrt 2| >= 1 (gathered) and most of them
+    x = (np.random.default_rng(5).standard_normal(200_000) * scale).astype(np.float32)
+    x = np.concatenate([x, np.linspace(-9, 9, 100_001, dtype=np.float32)])
+    x64 = x.astype(np.float64)
+    cdf = 0.5 * (1 + scipy.special.erf(x64 / np.sqrt(2)))
+    y_ref, d_ref = x64 * cdf, cdf + x64 * np.exp(-0.5 * x64 * x64) / np.sqrt(2 * np.pi)
+    t = engine.tensor(x, requires_grad=True)
+    y = EF.gelu(t)
+    (d,) = engine.autograd_grad(y.sum(), t)
+    assert y.dtype == engine.float32 and d.dtype == engine.float32
+    # relative to the result, plus an absolute floor where gelu's value cancels to ~0 (x << 0)
+    for got, ref in ((y.detach().numpy(), y_ref), (d.numpy(), d_ref)):
+        err = np.abs(got - ref)
+        assert np.all((err <= 8 * np.spacing(np.abs(ref).astype(np.float32))) | (err <= 1e-7)), \
+            float(_ulps(got, ref).max())
+
+
+def test_float32_gelu_special_values_match_torch() -> None:
+    # (not +inf: torch's vectorized kernel gives nan there, its formula and ours inf)
+    x = np.array([0.0, -0.0, -np.inf, np.nan, 1e30, -1e30, 1e-40, 1.4142135, -1.4142135,
+                  5.656854, -5.656854], np.float32)
+    with np.errstate(invalid="ignore"):  # -inf * Phi(-inf) = -inf * 0, as torch
+        e, t = EF.gelu(engine.tensor(x)).numpy(), TF.gelu(torch.tensor(x)).numpy()
+    np.testing.assert_array_equal(np.isnan(e), np.isnan(t))
+    np.testing.assert_allclose(e, t, rtol=1e-6, atol=1e-30)
+    assert np.signbit(e[1]) == np.signbit(t[1])

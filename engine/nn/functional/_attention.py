@@ -14,7 +14,7 @@ import numpy as np
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import where
 from ...ops.linalg import matmul
-from ...ops.reduction import softmax
+from ...ops.reduction import _softmax, softmax
 from ...ops.shape import repeat_interleave, transpose
 from ...tensor import Tensor
 from ._dropout import dropout
@@ -70,22 +70,23 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     lq, lk = s._data.shape[-2:]
     if is_causal:
         mask = Tensor._make(np.tril(np.ones((lq, lk), np.bool_)))
-    dead = None
+    dead = keep = None
     if mask is not None:
         m = mask._data
         if m.dtype == np.bool_:
-            s = where(mask, s, -math.inf)
-            blocked = ~m
+            keep, blocked = m, ~m  # given to softmax: no masked copy of the scores
         else:
             s = s + mask
             blocked = np.isneginf(m)
         dead = np.broadcast_to(blocked, np.broadcast_shapes(blocked.shape, s._data.shape)).all(
             axis=-1, keepdims=True)
         if dead.any():  # rows with nothing to attend to: softmax over zeros, then zero them
+            if keep is not None:
+                s, keep = where(mask, s, -math.inf), None
             s = where(Tensor._make(dead), 0.0, s)
         else:
             dead = None
-    p = softmax(s, -1)
+    p = _softmax(s, dim=s._data.ndim - 1, mask=keep) if keep is not None else softmax(s, -1)
     if dead is not None:
         p = where(Tensor._make(dead), 0.0, p)
     if dropout_p > 0.0:

@@ -1,15 +1,40 @@
 """Linear layers: ``linear`` (``x @ W.T + b``) and ``bilinear`` (``x1 @ W[o] @ x2 + b[o]``).
 
-Compositions of matmul, so their derivatives of any order are matmul's.
+Compositions of matmul, so their derivatives of any order are matmul's; the common case of
+``linear`` is one primitive (addmm-like) whose VJP is matmuls too.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from ..._autograd import primitive
 from ...ops._registry import as_tensor_arg, op
 from ...ops.linalg import matmul
 from ...ops.shape import permute, reshape, t
+
+
+# x @ w.T + b as one GEMM on the flattened batch with the bias added in place: the composition
+# (reshape, t, matmul, reshape, add) was five nodes and a second output-sized buffer.
+@primitive(save=(0, 1))
+def _linear(x, w, b):
+    y = np.matmul(x.reshape(-1, x.shape[-1]), w.T).reshape(x.shape[:-1] + w.shape[:1])
+    if b is not None:
+        y += b
+    return y
+
+
+@_linear.defvjp
+def _linear_vjp(ctx, g, x, w):
+    gx = gw = None
+    if ctx.edges[0] is not None:
+        gx = matmul(g, w)
+    if ctx.edges[1] is not None:
+        n = w._data.shape[0]
+        gw = matmul(t(reshape(g, (-1, n))), reshape(x, (-1, x._data.shape[-1])))
+    return gx, gw, g if ctx.edges[2] is not None else None  # the bias: summed to its shape centrally
 
 
 @op(differentiable=("input", "weight", "bias"))
@@ -24,13 +49,17 @@ def linear(input, weight, bias=None):
     if xs and ws and xs[-1] != ws[-1] and w._data.ndim == 2:
         raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({math.prod(xs[:-1])}x{xs[-1]} "
                            f"and {ws[1]}x{ws[0]})")
+    b = as_tensor_arg(bias) if bias is not None else None
+    dt = x._data.dtype
+    if w._data.ndim == 2 and x._data.ndim >= 1 and dt.kind == "f" and w._data.dtype == dt and \
+            (b is None or (b._data.ndim <= 1 and b._data.dtype == dt)):
+        return _linear(x, w, b)
+    # the rest (a 1-D weight, mixed dtypes, a bias that broadcasts up): matmul's rules and errors
     if x._data.ndim > 2 and w._data.ndim == 2:
-        # one (B, in) @ (in, out) GEMM, so the weight gradient is one GEMM too (not one per batch
-        # entry plus a sum)
         y = reshape(matmul(reshape(x, (-1, xs[-1])), t(w)), xs[:-1] + (ws[0],))
     else:
         y = matmul(x, t(w))
-    return y + as_tensor_arg(bias) if bias is not None else y
+    return y + b if b is not None else y
 
 
 @op(differentiable=("input1", "input2", "weight", "bias"))

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from ..._autograd import primitive
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import rsqrt
 from ...ops.reduction import mean, norm
@@ -24,10 +25,35 @@ from ...tensor import Size, Tensor
 from ._windows import size_str
 
 
-def _stats(x: Tensor, dims: tuple, eps: float) -> tuple[Tensor, Tensor]:
-    """``(x - mean, 1/sqrt(biased var + eps))`` over ``dims``, kept for broadcasting."""
-    xc = x - mean(x, dims, keepdim=True)
-    return xc, rsqrt(mean(xc * xc, dims, keepdim=True) + eps)
+# One primitive for the statistics every norm shares (torch's native_layer_norm computes them in one
+# kernel too): as a composition of mean, sub, mul, mean, add, rsqrt and mul it was ten nodes and
+# kept four activation-sized arrays for backward. Both results are outputs so that the VJP,
+# written in engine ops on them, differentiates again.
+@primitive(save=(-1, -2), n_out=2)
+def _standardize(x, dims, eps):
+    """``((x - mean) * rstd, rstd)`` over ``dims``, ``rstd = 1/sqrt(biased var + eps)`` kept for
+    broadcasting."""
+    xc = x - np.mean(x, axis=dims, keepdims=True)
+    rstd = np.mean(np.square(xc), axis=dims, keepdims=True)
+    rstd += x.dtype.type(eps)
+    np.sqrt(rstd, out=rstd)
+    np.reciprocal(rstd, out=rstd)
+    xc *= rstd
+    return xc, rstd
+
+
+@_standardize.defvjp
+def _standardize_vjp(ctx, g, xhat, rstd, dims, eps):
+    # d xhat_i/d x_j = rstd (delta_ij - 1/n) - rstd xhat_i xhat_j / n, d rstd/d x_j = -rstd^2 xhat_j / n
+    gx, gr = g
+    n = math.prod(xhat._data.shape[d] for d in dims)
+    c = mean(gx * xhat, dims, keepdim=True) + gr * rstd * (1.0 / n)
+    return rstd * (gx - mean(gx, dims, keepdim=True) - xhat * c)
+
+
+def _stats(x: Tensor, dims: tuple, eps: float) -> Tensor:
+    """``(x - mean) / sqrt(biased var + eps)`` over ``dims``."""
+    return _standardize(x, dims=tuple(d % x._data.ndim for d in dims), eps=float(eps))[0]
 
 
 def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None, shape: tuple) -> Tensor:
@@ -82,10 +108,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if math.prod(shape) // max(c, 1) <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size "
                              f"{Size(shape)!r}")
-        xc, inv = _stats(x, (0,) + tuple(range(2, x._data.ndim)), eps)
-    else:
-        rm, rv = as_tensor_arg(running_mean), as_tensor_arg(running_var)
-        xc, inv = x - reshape(rm, bshape), rsqrt(reshape(rv, bshape) + eps)
+        return _affine(_stats(x, (0,) + tuple(range(2, x._data.ndim)), eps), weight, bias, bshape)
+    rm, rv = as_tensor_arg(running_mean), as_tensor_arg(running_var)
+    xc, inv = x - reshape(rm, bshape), rsqrt(reshape(rv, bshape) + eps)
     if weight is not None:  # per-channel: fold the weight into the small factor (one pass less)
         inv = inv * reshape(as_tensor_arg(weight), bshape)
     return _affine(xc * inv, None, bias, bshape)
@@ -110,8 +135,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         if math.prod(shape[2:]) <= 1:
             raise ValueError(f"Expected more than 1 spatial element when training, got input size "
                              f"{Size(shape)!r}")
-        xc, inv = _stats(x, tuple(range(2, x._data.ndim)), eps)
-        return _affine(xc * inv, weight, bias, bshape)
+        return _affine(_stats(x, tuple(range(2, x._data.ndim)), eps), weight, bias, bshape)
     return batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps)
 
 
@@ -145,8 +169,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
     _check_param(weight, "weight", ns)
     _check_param(bias, "bias", ns)
     _check_mixed(x, weight, bias)
-    xc, inv = _stats(x, tuple(range(x._data.ndim - len(ns), x._data.ndim)), eps)
-    return _affine(xc * inv, weight, bias, ns)
+    return _affine(_stats(x, tuple(range(x._data.ndim - len(ns), x._data.ndim)), eps), weight, bias, ns)
 
 
 @op(differentiable=("input", "weight"))
@@ -191,8 +214,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
                                f"{size_str(shape)}")
     _check_mixed(x, weight, bias)
     g = reshape(x, (n, num_groups, -1))
-    xc, inv = _stats(g, (2,), eps)
-    return _affine(reshape(xc * inv, shape), weight, bias, (1, c) + (1,) * (x._data.ndim - 2))
+    return _affine(reshape(_stats(g, (2,), eps), shape), weight, bias, (1, c) + (1,) * (x._data.ndim - 2))
 
 
 @op()
