@@ -318,7 +318,7 @@ def _is_operand(a: Any) -> bool:
 ELEMENTWISE: frozenset[str] = frozenset({
     "abs", "acos", "add", "asin", "atan", "atan2", "bce", "ceil", "clamp", "clamp_min_nograd",
     "clamp_t", "copysign", "cos", "cosh", "delayed_error", "div", "elu", "erf", "erfc", "erfinv",
-    "exp", "expm1", "floor", "fmod", "gelu", "gelu_grad", "heaviside", "hypot", "i0", "lgamma",
+    "exp", "expm1", "floor", "fmod", "gelu", "gelu_backward", "heaviside", "hypot", "i0", "lgamma",
     "log", "log1p", "logaddexp", "logaddexp2", "logit", "maximum", "minimum", "mul", "neg",
     "polygamma", "pow", "prelu", "relu", "remainder", "round", "sigmoid", "sign", "sin", "sinh",
     "softplus", "special_entr", "special_erfcx", "special_i0e", "special_i1", "special_i1e",

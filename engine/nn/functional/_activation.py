@@ -388,7 +388,7 @@ def _std_normal_cdf(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # Exact gelu is two primitives, like torch's gelu and gelu_backward: gelu saves only its input
 # (a composition through erf kept four activation-sized arrays alive until backward), and its
-# derivative Phi(x) + x phi(x) is one pass instead of a dozen ops.
+# VJP g * (Phi(x) + x phi(x)) is one pass instead of a dozen ops.
 @primitive(save=(0,))
 def _gelu(x):
     y, _ = _std_normal_cdf(x)
@@ -396,8 +396,8 @@ def _gelu(x):
     return y
 
 
-@primitive(save=(0,))
-def _gelu_grad(x):
+@primitive(save=(0, 1))
+def _gelu_backward(g, x):
     p, d = _std_normal_cdf(x)
     np.multiply(x, x, out=d)
     d *= -0.5
@@ -405,12 +405,19 @@ def _gelu_grad(x):
     d *= x.dtype.type(_INV_SQRT_2PI)
     d *= x
     d += p
+    d *= g
     return d
 
 
-_gelu.defvjp(lambda ctx, g, x: g * _gelu_grad(x))
-# (Phi + x phi)' = 2 phi + x phi' = phi (2 - x^2)
-_gelu_grad.defvjp(lambda ctx, g, x: g * exp(x * x * -0.5) * ((2.0 - x * x) * _INV_SQRT_2PI))
+@_gelu_backward.defvjp
+def _gelu_backward_vjp(ctx, h, g, x):
+    # linear in g; (Phi + x phi)' = 2 phi + x phi' = phi (2 - x^2)
+    hg = _gelu_backward(h, x) if ctx.edges[0] is not None else None
+    hx = h * g * exp(x * x * -0.5) * ((2.0 - x * x) * _INV_SQRT_2PI) if ctx.edges[1] is not None else None
+    return hg, hx
+
+
+_gelu.defvjp(lambda ctx, g, x: _gelu_backward(g, x))
 
 
 @op()
