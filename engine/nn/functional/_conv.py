@@ -83,9 +83,13 @@ def _sizes(t: tuple) -> str:
 # Three primitives, each the others' adjoint: for T(x, w, g) = <g, conv(x, w)>, conv_wgrad is
 # dT/dw and conv_xgrad is dT/dx, and all three are bilinear, so each one's VJP is two of the
 # others (written in engine ops: double backward and beyond come free). Their numpy forwards
-# walk the batch in chunks whose columns fit in cache (~1 MiB): the (N, C*K, L) columns are
-# never materialized whole, padding happens per chunk, and no array K times the input's size is
-# allocated, forward or backward.
+# walk the batch in chunks: the (N, C*K, L) columns are never materialized whole, padding
+# happens per chunk, and no array K times the input's size is allocated. Where one sample has
+# few window positions (L < _CHUNK_COLS / 2), a chunk of about _CHUNK_COLS positions is one
+# (C*K, m*L) GEMM, big enough for a threaded BLAS to split (one GEMM per sample is ~2x slower
+# with 2 threads); otherwise ("wide") each sample is its own GEMM, a chunk of ~_CHUNK_BYTES of
+# columns at a time (one long GEMM is ~1.5x slower single-threaded there).
+_CHUNK_COLS = 2048
 _CHUNK_BYTES = 1 << 20
 
 
@@ -93,8 +97,14 @@ def _padded(size: tuple, pads: tuple) -> tuple:
     return tuple(s + a + b for s, (a, b) in zip(size, pads))
 
 
+def _first(buf: np.ndarray, shape: tuple) -> np.ndarray:
+    """The first ``prod(shape)`` elements of the flat buffer ``buf``, contiguous, as ``shape``."""
+    return buf[:math.prod(shape)].reshape(shape)
+
+
 class _Layout:
-    """Where one sample's (C*K, L) columns come from, for input ``size`` and ``out`` windows.
+    """Where the (C*K, m*L) columns of a chunk of m samples come from, for input ``size`` and
+    ``out`` windows.
 
     With unit strides the L positions follow the padded input's row pitch: every kernel offset's
     column row is then one contiguous run of the flattened padded plane (a plain copy, not a
@@ -111,6 +121,7 @@ class _Layout:
         self.kk = math.prod(kernel)
         self.inner = (Ellipsis,) + tuple(slice(a, a + s) for s, (a, _) in zip(size, pads))
         self.pitched = all(s == 1 for s in stride)
+        self.junk = []
         if self.pitched:
             pitch = [math.prod(self.padded[j + 1:]) for j in range(len(kernel))]
             self.starts = [sum(o * d * p for o, d, p in zip(offs, dilation, pitch))
@@ -124,31 +135,41 @@ class _Layout:
                          (len(out) - 2 - j) for j, o in enumerate(out[1:]) if o < self.padded[j + 1]]
         else:
             self.length = math.prod(out)
+            self.grid, self.crop = out, (Ellipsis,)
+        self.wide = 2 * self.length >= _CHUNK_COLS
 
     def step(self, n: int, c: int, dt: np.dtype) -> int:
         """Samples per chunk."""
-        return max(1, min(n, _CHUNK_BYTES // max(c * self.kk * self.length * dt.itemsize, 1)))
+        per = max(self.length, 1)
+        cap = _CHUNK_BYTES // max(c * self.kk * per * dt.itemsize, 1)
+        return max(1, min(n, cap if self.wide else min(_CHUNK_COLS // per, 2 * cap)))
+
+    def order(self, rows: int, m: int, buf: np.ndarray) -> np.ndarray:
+        """A (rows, m, L) view of the flat ``buf``: contiguous, or for wide layouts the
+        transpose of a contiguous (m, rows, L)."""
+        if self.wide:
+            return _first(buf, (m, rows, self.length)).swapaxes(0, 1)
+        return _first(buf, (rows, m, self.length))
 
     def junk_matters(self, factor: np.ndarray) -> bool:
         """Whether the junk positions must be zeroed: ``factor``, the operand that multiplies the
         zero gradient there, is not all finite (0 * inf is NaN)."""
-        return (self.pitched and bool(self.junk) and factor.dtype.kind in "fc"
-                and not np.isfinite(factor).all())
+        return bool(self.junk) and factor.dtype.kind in "fc" and not np.isfinite(factor).all()
 
     def zero_junk(self, a: np.ndarray) -> None:
         """Zero the junk positions of ``a`` (..., L)."""
-        if self.pitched and self.junk:
-            v = a.reshape(a.shape[:-1] + self.grid)
-            for key in self.junk:
-                v[key] = 0
+        v = a.reshape(a.shape[:-1] + self.grid)
+        for key in self.junk:
+            v[key] = 0
 
     def columns(self, x: np.ndarray, dt: np.dtype):
-        """Yield ``(start, cols)`` over batch chunks of ``x`` (N, C, *size); ``cols`` (m, C, K, L)
-        are the chunk's zero-padded windows, in one buffer reused by every chunk."""
+        """Yield ``(start, cols)`` over batch chunks of ``x`` (N, C, *size); ``cols`` (C, K, m, L)
+        are the chunk's zero-padded windows (a view, see :meth:`order`), in one buffer reused by
+        every chunk."""
         n, c = x.shape[:2]
         step = self.step(n, c, dt)
         m0 = min(step, n)
-        buf = np.empty((m0, c, self.kk, self.length), dt)
+        buf = np.empty(c * self.kk * m0 * self.length, dt)
         padded = any(a or b for a, b in self.pads)
         if self.pitched:  # the borders (and the slack) stay zero, only the interior is rewritten
             flat = np.zeros((m0, c, self.plane + self.slack), dt)
@@ -156,37 +177,39 @@ class _Layout:
         elif padded:
             pbuf = np.zeros((m0, c) + self.padded, dt)
             img = pbuf[self.inner]
+        nd = len(self.kernel)
         for s0 in range(0, n, step):
             xc = x[s0:s0 + step]
             m = len(xc)
-            cols = buf[:m]
+            cols = self.order(c * self.kk, m, buf).reshape(c, self.kk, m, self.length)
             if self.pitched:
                 img[:m] = xc
                 for t, st in enumerate(self.starts):
-                    cols[:, :, t] = flat[:m, :, st:st + self.length]
+                    np.copyto(cols[:, t], flat[:m, :, st:st + self.length].swapaxes(0, 1))
             else:
                 if padded:
                     img[:m] = xc
                     xc = pbuf[:m]
                 win = _windows.fwd(xc, self.kernel, self.stride, self.dilation, self.out)
-                np.copyto(cols.reshape((m, c) + self.kernel + self.out), win)
+                np.copyto(cols.reshape((c,) + self.kernel + (m,) + self.out),
+                          win.transpose((1,) + tuple(range(2, 2 + nd)) + (0,) +
+                                        tuple(range(2 + nd, 2 + 2 * nd))))
             yield s0, cols
 
     def spread(self, g: np.ndarray, step: int, dt: np.dtype):
-        """Yield ``(start, chunk)`` of ``g`` (N, O, *out) laid out as (m, O, L): zeros at the
-        junk positions."""
+        """Yield ``(start, chunk)`` of ``g`` (N, O, *out) laid out as (O, m, L) (see
+        :meth:`order`), zero at the junk positions."""
         n, o = g.shape[:2]
-        if not self.pitched:
-            for s0 in range(0, n, step):
-                gc = g[s0:s0 + step]
-                yield s0, gc.reshape(len(gc), o, self.length)
-            return
-        buf = np.zeros((min(step, n), o) + self.grid, dt)
+        m0 = min(step, n)
+        buf = np.zeros(o * m0 * self.length, dt)
         for s0 in range(0, n, step):
             gc = g[s0:s0 + step]
             m = len(gc)
-            buf[:m][self.crop] = gc
-            yield s0, buf[:m].reshape(m, o, self.length)
+            if m < m0 and self.junk and not self.wide:  # a shorter view: its junk moved
+                buf.fill(0)
+            v = self.order(o, m, buf)
+            v.reshape((o, m) + self.grid)[self.crop] = gc.swapaxes(0, 1)
+            yield s0, v
 
 
 @primitive(save=(0, 1))
@@ -200,15 +223,17 @@ def _conv_gemm(x, w, b, pads, kernel, stride, dilation, out, groups):
     lay = _Layout(x.shape[2:], pads, kernel, stride, dilation, out)
     y = np.empty((n, o) + out, dt)
     wm = w.reshape(groups, o // groups, cg * lay.kk).astype(dt, copy=False)
-    if lay.pitched:  # computed on the grid, then cropped
-        res = np.empty((lay.step(n, c, dt), groups, o // groups, lay.length), dt)
+    res = np.empty(o * lay.step(n, c, dt) * lay.length, dt)
     for s0, cols in lay.columns(x, dt):
-        m = len(cols)
-        cm = cols.reshape(m, groups, cg * lay.kk, lay.length)
-        if lay.pitched:
-            y[s0:s0 + m] = np.matmul(wm, cm, out=res[:m]).reshape((m, o) + lay.grid)[lay.crop]
+        m = cols.shape[2]
+        if lay.wide:  # one GEMM per sample
+            r = np.matmul(wm, cols.reshape(groups, cg * lay.kk, m, lay.length).transpose(2, 0, 1, 3),
+                          out=_first(res, (m, groups, o // groups, lay.length)))
+            y[s0:s0 + m] = r.reshape((m, o) + lay.grid)[lay.crop]
         else:
-            np.matmul(wm, cm, out=y[s0:s0 + m].reshape(m, groups, o // groups, lay.length))
+            r = np.matmul(wm, cols.reshape(groups, cg * lay.kk, m * lay.length),
+                          out=_first(res, (groups, o // groups, m * lay.length)))
+            y[s0:s0 + m] = r.reshape((o, m) + lay.grid)[lay.crop].swapaxes(0, 1)
     if b is not None:
         y += b.reshape((o,) + (1,) * len(out))
     return y
@@ -224,18 +249,22 @@ def _conv_wgrad(x, g, pads, kernel, stride, dilation, groups):
     dt = np.result_type(x, g)
     lay = _Layout(x.shape[2:], pads, kernel, stride, dilation, g.shape[2:])
     step = lay.step(n, c, dt)
-    # computed transposed, cols (C*K, L) @ g^T (L, O): with the big operand first and a
-    # preallocated result, numpy's GEMM here is ~1.7x faster than g @ cols^T
+    # computed transposed, cols (C*K, m*L) @ g^T (m*L, O): ~1.4x faster than g @ cols^T here
     gwt = np.zeros((groups, cg * lay.kk, o // groups), dt)
-    part = np.empty((min(step, n), groups, cg * lay.kk, o // groups), dt)
+    part = np.empty(min(step, n) * gwt.size if lay.wide else gwt.size, dt)
     junk = lay.junk_matters(x)
     for (_, cols), (_, gc) in zip(lay.columns(x, dt), lay.spread(g, step, dt)):
-        m = len(cols)
+        m = cols.shape[2]
         if junk:
             lay.zero_junk(cols)
-        cm = cols.reshape(m, groups, cg * lay.kk, lay.length)
-        gt = gc.reshape(m, groups, o // groups, lay.length).swapaxes(2, 3)
-        gwt += np.matmul(cm, gt, out=part[:m]).sum(0)
+        if lay.wide:  # one GEMM per sample, summed
+            cm = cols.reshape(groups, cg * lay.kk, m, lay.length).transpose(2, 0, 1, 3)
+            gt = gc.reshape(groups, o // groups, m, lay.length).transpose(2, 0, 3, 1)
+            gwt += np.matmul(cm, gt, out=_first(part, (m,) + gwt.shape)).sum(0)
+        else:
+            gt = gc.reshape(groups, o // groups, m * lay.length).swapaxes(1, 2)
+            gwt += np.matmul(cols.reshape(groups, cg * lay.kk, m * lay.length), gt,
+                             out=part.reshape(gwt.shape))
     return np.ascontiguousarray(gwt.swapaxes(1, 2)).reshape((o, cg) + kernel)
 
 
@@ -252,25 +281,34 @@ def _conv_xgrad(g, w, pads, kernel, stride, dilation, size, groups):
     wt = w.reshape(groups, o // groups, cg * lay.kk).swapaxes(1, 2).astype(dt, copy=False)
     step = lay.step(n, c, dt)
     m0 = min(step, n)
-    buf = np.empty((m0, groups, cg * lay.kk, lay.length), dt)
+    buf = np.empty(c * lay.kk * m0 * lay.length, dt)
     junk = lay.junk_matters(w)
     if lay.pitched:
         acc = np.empty((m0, c, lay.plane + lay.slack), dt)
         img = np.reshape(acc[:, :, :lay.plane], (m0, c) + lay.padded, copy=False)[lay.inner]
     for s0, gc in lay.spread(g, step, dt):
-        m = len(gc)
-        cols = np.matmul(wt, gc.reshape(m, groups, o // groups, lay.length), out=buf[:m])
-        cols = cols.reshape(m, c, lay.kk, lay.length)
+        m = min(step, n - s0)
+        if lay.wide:  # one GEMM per sample
+            cols = np.matmul(wt, gc.reshape(groups, o // groups, m, lay.length).transpose(2, 0, 1, 3),
+                             out=_first(buf, (m, groups, cg * lay.kk, lay.length)))
+            cols = cols.reshape(m, c, lay.kk, lay.length).transpose(1, 2, 0, 3)
+        else:
+            cols = np.matmul(wt, gc.reshape(groups, o // groups, m * lay.length),
+                             out=_first(buf, (groups, cg * lay.kk, m * lay.length)))
+            cols = cols.reshape(c, lay.kk, m, lay.length)
         if lay.pitched:  # col2im: one contiguous run per kernel offset
             if junk:
                 lay.zero_junk(cols)
             a = acc[:m]
             a.fill(0)
             for t, st in enumerate(lay.starts):
-                a[:, :, st:st + lay.length] += cols[:, :, t]
+                a[:, :, st:st + lay.length] += cols[:, t].swapaxes(0, 1)
             gx[s0:s0 + m] = img[:m]
         else:
-            cols = cols.reshape((m, c) + kernel + lay.out)
+            nd = len(kernel)
+            cols = cols.reshape((c,) + kernel + (m,) + lay.out)
+            cols = cols.transpose((1 + nd, 0) + tuple(range(1, 1 + nd)) +
+                                  tuple(range(2 + nd, 2 + 2 * nd)))
             gx[s0:s0 + m] = _fold_windows.fwd(cols, kernel, stride, dilation, lay.padded)[lay.inner]
     return gx
 
