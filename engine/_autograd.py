@@ -314,7 +314,7 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
         out, aux = out
     if edges is None:
         if prim.n_out == 1:
-            return _make(out)
+            return _make(out, None, 0, False)  # every argument given: Python's fastest call
         return tuple(_make(o) for o in out)
     save = prim.save
     if not save or prim.saves_output:
@@ -385,23 +385,10 @@ def _fit(g: Tensor, meta: tuple) -> Tensor:
     return g
 
 
-def _run_node(node: Node, buf: list, retain_graph: bool) -> tuple:
-    """Call the node's VJP; returns one raw gradient (or None) per input, not yet fitted."""
-    prim = node.prim
-    if node.saved is None:
-        raise RuntimeError(FREED_MSG)
-    saved = node._unpack() if prim.saves_output else node.saved
-    if prim.n_out == 1:
-        g = buf[0]
-    else:  # outputs that received no gradient get zeros
-        g = tuple(b if b is not None else Tensor._make(np.zeros(*meta))
-                  for b, meta in zip(buf, node.out_meta))
-    grads = prim.bwd(node, g, *saved, **node.params) if node.params else prim.bwd(node, g, *saved)
-    # Free what backward has used, as soon as it has.
-    if not retain_graph and (prim.save or (node.params and _holds_index(node.params))):
-        node.saved = None
-        node.aux = None
-    return (grads,) if len(node.edges) == 1 else grads
+def _output_grads(node: Node, buf: list) -> tuple:
+    """A multi-output node's gradients: outputs that received none get zeros."""
+    return tuple(b if b is not None else Tensor._make(np.zeros(*meta))
+                 for b, meta in zip(buf, node.out_meta))
 
 
 def _holds_index(params: dict) -> bool:
@@ -509,14 +496,28 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
                 _capture(node, buf, capture_nodes, results)
             if node.hooks or node.retains:
                 _run_tensor_hooks(node, buf, create_graph)
-            out_grads = _run_node(node, buf, retain_graph)
+            # The node's VJP, inline: this loop body runs once per node.
+            prim = node.prim
+            saved = node.saved
+            if saved is None:
+                raise RuntimeError(FREED_MSG)
+            if prim.saves_output:
+                saved = node._unpack()
+            params = node.params
+            g = buf[0] if prim.n_out == 1 else _output_grads(node, buf)
+            out_grads = prim.bwd(node, g, *saved, **params) if params else prim.bwd(node, g, *saved)
+            if not retain_graph and (prim.save or (params and _holds_index(params))):
+                node.saved = node.aux = None  # free what backward has used, as soon as it has
+            edges = node.edges
+            if len(edges) == 1:
+                out_grads = (out_grads,)
             if monitor is not None:
                 monitor(node, out_grads)
-            for e, g, meta in zip(node.edges, out_grads, node.in_meta):
-                if g is None or e is None:
+            for e, g, meta in zip(edges, out_grads, node.in_meta):
+                if e is None or g is None:
                     continue
                 d = g._data
-                if d.shape != meta[0] or d.dtype != meta[1]:
+                if d.shape != meta[0] or (d.dtype is not meta[1] and d.dtype != meta[1]):
                     g = _fit(g, meta)
                 t = e[0]
                 # Fast path, the commonest case: the first gradient for a single-output node.

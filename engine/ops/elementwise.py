@@ -31,6 +31,8 @@ def _arg(x: object) -> object:
 
 def _operands(a: object, b: object) -> tuple:
     """A binary op's operands (Python numbers stay numbers) and their promoted numpy dtype."""
+    if type(b) is float and type(a) is Tensor and a._data.dtype.kind == "f":
+        return a, b, a._data.dtype  # the commonest case: a Python float never promotes a float tensor
     if not isinstance(a, _ARG_TYPES):
         a = as_tensor_arg(a)
     if not isinstance(b, _ARG_TYPES):
@@ -80,11 +82,9 @@ def _needs(ctx: object, i: int) -> bool:
 
 
 # ---------------------------------------------------------------- arithmetic primitives
-@primitive()
-def _add(a, b):
-    return np.add(a, b)
-
-
+# add and mul run most often (the scalar chain is nothing else): their numpy ufuncs are their
+# forwards as they are, one Python call less per op.
+_add = Primitive("add", np.add)
 _add.defvjp(lambda ctx, g: (g, g))
 
 
@@ -96,11 +96,7 @@ def _sub(a, b):
 _sub.defvjp(lambda ctx, g: (g, -g if ctx.edges[1] is not None else None))
 
 
-@primitive(save=(0, 1))
-def _mul(a, b):
-    return np.multiply(a, b)
-
-
+_mul = Primitive("mul", np.multiply, save=(0, 1))
 _mul.defvjp(lambda ctx, g, a, b: (g * b if ctx.edges[0] is not None else None,
                                   g * a if ctx.edges[1] is not None else None))
 
