@@ -321,9 +321,9 @@ ELEMENTWISE: frozenset[str] = frozenset({
     "exp", "expm1", "floor", "fmod", "gelu", "gelu_backward", "heaviside", "hypot", "i0", "lgamma",
     "log", "log1p", "logaddexp", "logaddexp2", "logit", "maximum", "minimum", "mul", "neg",
     "polygamma", "pow", "prelu", "relu", "remainder", "round", "sigmoid", "sign", "sin", "sinh",
-    "softplus", "special_entr", "special_erfcx", "special_i0e", "special_i1", "special_i1e",
-    "special_log_ndtr", "special_ndtr", "special_ndtri", "special_xlog1py", "special_zeta", "sqrt",
-    "sub", "tan", "tanh", "to", "trunc", "where", "xlogy",
+    "softmax_backward", "softplus", "special_entr", "special_erfcx", "special_i0e", "special_i1",
+    "special_i1e", "special_log_ndtr", "special_ndtr", "special_ndtri", "special_xlog1py",
+    "special_zeta", "sqrt", "sub", "tan", "tanh", "to", "trunc", "where", "xlogy",
 })
 """Primitives whose output is the broadcast of their array operands (positional and keyword)."""
 

@@ -502,9 +502,27 @@ def _softmax(x, dim, mask=None):
     return y
 
 
-# y (g - sum(g y)), in engine ops so that it differentiates again; masked entries have y = 0, so
-# they get no gradient.
-_softmax.defvjp(lambda ctx, g, y, dim, mask=None: y * (g - sum(g * y, dim, keepdim=True)))
+@primitive(save=(0, 1))
+def _softmax_backward(g, y, dim):
+    # y (g - sum(g y)) in one buffer; masked entries have y = 0, so they get no gradient
+    d = np.multiply(g, y, out=np.empty(y.shape, np.result_type(g, y)))  # out=: 0-d stays an array
+    s = np.sum(d, axis=dim, keepdims=True)
+    np.subtract(g, s, out=d)
+    d *= y
+    return d
+
+
+@_softmax_backward.defvjp
+def _softmax_backward_vjp(ctx, h, g, y, dim):
+    # linear in g (the same map again); in y: h (g - sum(g y)) - g sum(h y)
+    hg = _softmax_backward(h, y, dim=dim) if ctx.edges[0] is not None else None
+    hy = None
+    if ctx.edges[1] is not None:
+        hy = h * (g - sum(g * y, dim, keepdim=True)) - g * sum(h * y, dim, keepdim=True)
+    return hg, hy
+
+
+_softmax.defvjp(lambda ctx, g, y, dim, mask=None: _softmax_backward(g, y, dim=dim))
 
 
 @op(method=True)
