@@ -29,7 +29,7 @@ from .errors import BadRequest, InvalidRequest, PlanNotCached
 from .executor import Plan, Result, binary_tensors, build_plan, numel, run_plan
 from .plan_cache import CachedPlan, PlanCache, graph_hash
 from .settings import Settings
-from .wire import GradRequest
+from .wire import GradRequest, TensorIn
 
 try:
     import resource
@@ -293,10 +293,10 @@ def _dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _tensors_in(req: GradRequest) -> list[Any]:
-    go = req.grad_outputs
-    return [*req.graph.inputs, *(x for x in go if not isinstance(x, str) and x is not None)] \
-        if isinstance(go, list) else list(req.graph.inputs)
+def _tensors_in(req: GradRequest) -> list[TensorIn]:
+    """The request's tensors: graph inputs, then the tensors among grad_outputs."""
+    go = req.grad_outputs if isinstance(req.grad_outputs, list) else []
+    return [*req.graph.inputs, *(x for x in go if isinstance(x, TensorIn))]
 
 
 # Base64 strings of a JSON body from this size on are cut out before orjson parses the rest:
