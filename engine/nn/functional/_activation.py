@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import scipy.special
@@ -314,17 +315,22 @@ def mish(input, inplace=False):
     return x * _E.tanh(softplus_inf(x))
 
 
-# erf in float32 without scipy, which evaluates each element in double through scalar C code
-# (~10x torch's time on a gelu of 512k entries). Polynomials fitted here (least squares on
-# Chebyshev nodes, relative error) and evaluated by Horner in float32: at most ~2.5 ulp from the
-# correctly rounded erf over all float32 (tests/engine/test_nn_functional.py checks it).
-# |x| < 1: erf(x) = x * P(x^2); 1 <= |x| < 4: erf(|x|) = 1 - exp(-x^2) * Q(|x|) (Q ~ erfcx);
-# |x| >= 4: 1 to float32 precision, so Q is evaluated at 4.
+# Phi(x) = (1 + erf(x / sqrt 2)) / 2 in float32 without scipy, which evaluates each element in
+# double through scalar C code (~10x torch's time on a gelu of 512k entries). erf's polynomials
+# were fitted here (least squares on Chebyshev nodes, relative error) and are evaluated by Horner
+# in float32, at most ~2.5 ulp from the correctly rounded erf (tests/engine/test_nn_functional.py
+# checks gelu and its derivative). |t| < 1: erf(t) = t P(t^2); 1 <= |t| < 4:
+# erf(|t|) = 1 - exp(-t^2) Q(|t|) (Q ~ erfcx); |t| >= 4: 1 to float32 precision, Q taken at 4.
 _ERF_P = (1.1283791065216064, -0.37612318992614746, 0.11280130594968796, -0.02670995518565178,
           0.004916026722639799, -0.0005625399062409997)
 _ERF_Q = (0.9922682046890259, -1.082141637802124, 0.8737443089485168, -0.5418185591697693,
           0.2575716972351074, -0.09242025762796402, 0.02443726547062397, -0.004594458267092705,
           0.000579196959733963, -4.378835001261905e-05, 1.4981617368903244e-06)
+_SQRT1_2 = math.sqrt(0.5)
+_SQRT_2_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+# |x| < sqrt 2: Phi(x) = 1/2 + x P'(x^2), P'_i = P_i / (2 sqrt(2)^(2i+1)): no pass to scale x
+_PHI_P = tuple(c * 0.5 * _SQRT1_2 ** (2 * i + 1) for i, c in enumerate(_ERF_P))
 
 
 def _horner32(coef: tuple, z: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -336,76 +342,77 @@ def _horner32(coef: tuple, z: np.ndarray, out: np.ndarray) -> np.ndarray:
     return y
 
 
-def _erf_f32(x: np.ndarray, scale: float, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-    """erf(x * scale), scale > 0, into ``out``; ``scratch`` is overwritten. ``out`` and ``scratch``
-    are C-contiguous arrays of x's shape, passed in (and x * scale recomputed rather than kept)
-    because every fresh buffer of megabytes costs page faults."""
-    k = np.float32(scale)
-    s, y = scratch.reshape(-1), out.reshape(-1)
-    np.clip(np.multiply(x, k, out=scratch), -1, 1, out=scratch)  # the tail's entries are replaced
-    _horner32(_ERF_P, np.multiply(s, s, out=s), out=y)
-    y *= np.clip(np.multiply(x, k, out=scratch), -1, 1, out=scratch).reshape(-1)
-    a = np.abs(np.multiply(x, k, out=scratch), out=scratch).reshape(-1)
-    big = a >= 1
-    n = np.count_nonzero(big)
-    if not n:
+def _std_normal_cdf_f32(x: np.ndarray, out: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> None:
+    """Phi(x) of a 1-D float32 block into ``out``; ``s1``, ``s2`` (same size) are overwritten."""
+    c = np.clip(x, -math.sqrt(2), math.sqrt(2), out=s1)  # the tail's entries are replaced below
+    _horner32(_PHI_P, np.multiply(c, c, out=s2), out=out)
+    out *= c
+    out += np.float32(0.5)
+    tail = np.flatnonzero(c != x)  # |x| >= sqrt 2, and NaN: few in typical activations
+    if tail.size:
+        xt = x[tail]
+        t = np.minimum(np.abs(xt) * np.float32(_SQRT1_2), np.float32(4))  # NaN stays NaN
+        q = _horner32(_ERF_Q, t, out=np.empty_like(t))
+        q *= np.exp(-(t * t))
+        e = np.copysign(np.float32(1) - q, xt)  # erf, rounded as torch's (1 + erf) / 2 needs
+        e += 1
+        e *= np.float32(0.5)
+        out[tail] = e
+
+
+def _std_normal_cdf(x: np.ndarray, out: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
+    """``Phi(x) = (1 + erf(x / sqrt 2)) / 2`` as torch's gelu computes it, into ``out`` (1-D blocks;
+    ``s1``, ``s2`` are scratch)."""
+    if x.dtype == np.float32:
+        _std_normal_cdf_f32(x, out, s1, s2)
         return out
-    wide = 4 * n > a.size  # then the tail everywhere beats gathering it
-    tail = slice(None) if wide else np.flatnonzero(big)  # typical activations: few
-    t = np.minimum(a[tail], k.dtype.type(4), out=a if wide else None)  # NaN stays NaN
-    q = _horner32(_ERF_Q, t, out=np.empty_like(t))
-    np.multiply(t, t, out=t)
-    np.negative(t, out=t)
-    q *= np.exp(t, out=t)
-    np.subtract(np.float32(1), q, out=q)
-    np.copysign(q, x.reshape(-1)[tail], out=q)
-    if wide:  # y where small, q where big: exact, and much faster than np.where on a random mask
-        q *= big
-        y *= ~big
-        y += q
-    else:
-        y[tail] = q
+    scipy.special.erf(np.multiply(x, x.dtype.type(_SQRT1_2), out=s1), out=out)
+    out += 1
+    out *= 0.5
     return out
 
 
-_SQRT1_2 = math.sqrt(0.5)
-_SQRT_2_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_BLOCK = 1 << 16  # elements: a block's few buffers stay in L2 between the passes over it
 
 
-def _std_normal_cdf(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``Phi(x) = (1 + erf(x / sqrt 2)) / 2`` as torch's gelu computes it, in x's dtype, plus a
-    spare buffer of x's shape that the caller may reuse."""
-    p, spare = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
-    if x.dtype == np.float32:
-        _erf_f32(x, _SQRT1_2, p, spare)
-    else:
-        scipy.special.erf(np.multiply(x, x.dtype.type(_SQRT1_2), out=spare), out=p)
-    p += 1
-    p *= 0.5
-    return p, spare
+def _blocks(*arrays: np.ndarray) -> Iterator[list[np.ndarray]]:
+    """Blocks of the flattened (C-contiguous, same-size) arrays, plus three scratch blocks."""
+    flats = [a.reshape(-1) for a in arrays]
+    n = flats[0].size
+    scratch = np.empty((3, min(n, _BLOCK)), arrays[0].dtype)
+    for i in range(0, n, _BLOCK):
+        k = min(_BLOCK, n - i)
+        yield [f[i:i + k] for f in flats] + [scratch[0, :k], scratch[1, :k], scratch[2, :k]]
 
 
 # Exact gelu is two primitives, like torch's gelu and gelu_backward: gelu saves only its input
 # (a composition through erf kept four activation-sized arrays alive until backward), and its
-# VJP g * (Phi(x) + x phi(x)) is one pass instead of a dozen ops.
+# VJP g * (Phi(x) + x phi(x)) is one pass instead of a dozen ops. Both work block by block: the
+# output is their only activation-sized buffer.
 @primitive(save=(0,))
 def _gelu(x):
-    y, _ = _std_normal_cdf(x)
-    y *= x
+    x = np.ascontiguousarray(x)
+    y = np.empty(x.shape, x.dtype)
+    for xb, yb, s1, s2, _ in _blocks(x, y):
+        _std_normal_cdf(xb, yb, s1, s2)
+        yb *= xb
     return y
 
 
 @primitive(save=(0, 1))
 def _gelu_backward(g, x):
-    p, d = _std_normal_cdf(x)
-    np.multiply(x, x, out=d)
-    d *= -0.5
-    np.exp(d, out=d)
-    d *= x.dtype.type(_INV_SQRT_2PI)
-    d *= x
-    d += p
-    d *= g
+    x = np.ascontiguousarray(x)
+    g = np.ascontiguousarray(np.broadcast_to(g, x.shape))
+    d = np.empty(x.shape, np.result_type(g, x))
+    for xb, gb, db, pb, s1, s2 in _blocks(x, g, d):
+        _std_normal_cdf(xb, pb, s1, s2)
+        np.multiply(xb, xb, out=db)
+        db *= -0.5
+        np.exp(db, out=db)
+        db *= x.dtype.type(_INV_SQRT_2PI)
+        db *= xb
+        db += pb
+        db *= gb
     return d
 
 
