@@ -356,6 +356,19 @@ def _inv_sqrt1m(x):
     return rsqrt(1 - x * x)
 
 
+@primitive(save=(1,))
+def _relu_backward(g, y):
+    """relu's VJP, ``g * (y > 0)`` in one pass (torch's threshold_backward). A primitive of ``y``
+    too, so that with create_graph the gradient stays attached to the graph, as torch's; its
+    derivative in ``y`` is zero."""
+    return np.multiply(g, y > 0)
+
+
+_relu_backward.defvjp(lambda ctx, h, y: (
+    _relu_backward(h, y) if ctx.edges[0] is not None else None,
+    Tensor._make(np.zeros_like(y._data)) if ctx.edges[1] is not None else None))
+
+
 #              name      numpy forward  saves  VJP                                        doc
 exp = _unary("exp", np.exp, OUT, lambda c, g, y: g * y, "e ** input.")
 expm1 = _unary("expm1", np.expm1, OUT, lambda c, g, y: g * (y + 1), "exp(input) - 1, accurate near 0.")
@@ -375,9 +388,7 @@ tanh = _unary("tanh", np.tanh, OUT, lambda c, g, y: g * (1 - y * y), "Hyperbolic
 sigmoid = _unary("sigmoid", lambda x: _sigmoid_np(x), OUT, lambda c, g, y: g * y * (1 - y),
                  "Logistic sigmoid 1 / (1 + exp(-input)).")
 relu = _unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype, copy=False), OUT,
-              # g * sign(y), not g * (y > 0): as torch's, the gradient stays attached to the graph
-              # with create_graph (its own derivative is zero).
-              lambda c, g, y: g * sign(y), "max(input, 0); relu'(0) = 0.", float_only=False)
+              lambda c, g, y: _relu_backward(g, y), "max(input, 0); relu'(0) = 0.", float_only=False)
 abs = _unary("abs", np.abs, IN, lambda c, g, x: g * sign(x), "Absolute value; abs'(0) = 0.",  # noqa: A001
              float_only=False, aliases=("absolute",))
 sign = _unary("sign", np.sign, (), zeros_grad, "Sign (-1, 0, 1); zero gradient.", float_only=False)
