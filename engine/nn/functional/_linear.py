@@ -29,10 +29,10 @@ def _linear(x, w, b):
 @_linear.defvjp
 def _linear_vjp(ctx, g, x, w):
     gx = gw = None
-    if ctx.edges[0] is not None:
-        gx = matmul(g, w)
+    n = w._data.shape[0]
+    if ctx.edges[0] is not None:  # one GEMM over the flattened batch (not one per batch entry)
+        gx = matmul(g, w) if g._data.ndim <= 2 else reshape(matmul(reshape(g, (-1, n)), w), x._data.shape)
     if ctx.edges[1] is not None:
-        n = w._data.shape[0]
         gw = matmul(t(reshape(g, (-1, n))), reshape(x, (-1, x._data.shape[-1])))
     return gx, gw, g if ctx.edges[2] is not None else None  # the bias: summed to its shape centrally
 
