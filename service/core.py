@@ -31,12 +31,6 @@ from .plan_cache import CachedPlan, PlanCache, graph_hash
 from .settings import Settings
 from .wire import GradRequest, TensorIn
 
-try:
-    import resource
-    _RUSAGE_THREAD: int | None = resource.RUSAGE_THREAD  # Linux
-except (ImportError, AttributeError):
-    _RUSAGE_THREAD = None
-
 __all__ = ["evaluate", "evaluate_binary", "parse_request", "parse_json", "process_body", "Job", "list_ops",
            "JSON_MEDIA_TYPE", "BINARY_MEDIA_TYPE", "HEADER_LENGTH", "GRAPH_HASH_HEADER",
            "INLINE_MAX_BODY_BYTES"]
@@ -216,7 +210,7 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
     if cache is not None and key is None:
         key = _cache_key(payload)
     req, plan, entry = _plan(payload, s, cache, key)
-    start, usage = time.perf_counter(), _thread_usage()
+    start = time.perf_counter()
     if rest is not None:  # a binary body: cut the remainder into blobs, in tensor order
         blobs, off = [], 0
         for t, _ in binary_tensors(req):
@@ -235,27 +229,8 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
     finally:  # metrics and tracing listen here (service.stats); a no-op without observers
         stats.report_run(plan, result, time.perf_counter() - t0)
     if entry is not None:  # what the inline dispatch (Job.runs_fast) learns from
-        entry.record(_held_seconds(start, usage), _input_elements(req), s.inline_max_ms / 1e3)
+        entry.record(time.perf_counter() - start, _input_elements(req), s.inline_max_ms / 1e3)
     return req, result
-
-
-def _thread_usage() -> tuple[float, int] | None:
-    """CPU seconds and voluntary context switches of this thread so far (None off Linux)."""
-    if _RUSAGE_THREAD is None:
-        return None
-    r = resource.getrusage(_RUSAGE_THREAD)
-    return r.ru_utime + r.ru_stime, r.ru_nvcsw
-
-
-def _held_seconds(start: float, usage: tuple[float, int] | None) -> float:
-    """How long a run since ``start`` held its thread: its CPU time, or its wall time when it
-    waited for something (a voluntary context switch: sleep, I/O, a lock). Being preempted on a
-    busy machine does not make a run slow: that would send small requests to engine threads,
-    where the hand-off and the GIL cost them more than they ran."""
-    now = _thread_usage()
-    if usage is None or now is None or now[1] != usage[1]:
-        return time.perf_counter() - start
-    return now[0] - usage[0]
 
 
 def _input_elements(req: GradRequest) -> int:

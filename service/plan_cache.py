@@ -78,14 +78,23 @@ class CachedPlan:
 
     plan: GraphPlan
     fast_elements: int = -1
+    slow_runs: int = 0  # slow runs in a row at sizes believed fast
 
     def record(self, seconds: float, elements: int, budget_s: float) -> None:
         """Note one run (``elements``: input elements in total); races between threads only
-        make the estimate a little stale."""
+        make the estimate a little stale.
+
+        Two slow runs in a row at a size believed fast move it below that size: one alone is
+        as likely a busy machine preempting the run, and sending a small request to an engine
+        thread then costs it more (hand-off, GIL) than it ran."""
         if seconds <= budget_s:
             self.fast_elements = max(self.fast_elements, elements)
+            self.slow_runs = 0
         elif elements <= self.fast_elements:
-            self.fast_elements = elements - 1  # a slow run: stay below its size from now on
+            self.slow_runs += 1
+            if self.slow_runs >= 2:
+                self.fast_elements = elements - 1  # stay below its size from now on
+                self.slow_runs = 0
 
     def runs_fast(self, elements: int) -> bool:
         return elements <= self.fast_elements
