@@ -205,9 +205,7 @@ class _Layout:
         for s0 in range(0, n, step):
             gc = g[s0:s0 + step]
             m = len(gc)
-            if m < m0 and self.junk and not self.wide:  # a shorter view: its junk moved
-                buf.fill(0)
-            v = self.order(o, m, buf)
+            v = self.order(o, m, buf)  # junk sits at the same offsets of every L-long row
             v.reshape((o, m) + self.grid)[self.crop] = gc.swapaxes(0, 1)
             yield s0, v
 
