@@ -24,6 +24,7 @@ from service.settings import Settings
 
 from .helpers import binary_body, read_tensor, seed_request, wire_tensor
 from .test_errors import assert_still_serving, locs, problem
+from .test_overload_timeout import wait_until
 
 
 # ---------------------------------------------------------------- NaN and infinity in inputs
@@ -213,7 +214,10 @@ def test_deadline_inside_a_grad_node_is_a_504_and_the_app_serves_on(make_client,
     req.update(outputs=None, inputs=None, **{"return": ["g"]})
     b = problem(c.post("/v1/grad", json=req), 504, "timeout")
     assert "request_timeout_s" in b["detail"]
+    # the abandoned job may be inside one more node when the 504 goes out; it then stops and
+    # frees its engine slot, and runs nothing after that
+    wait_until(lambda: c.app.state.gate.active == 0)
     n = len(slow_sin_backward)
     time.sleep(0.5)
-    assert len(slow_sin_backward) == n < 100  # the abandoned work stopped too
+    assert len(slow_sin_backward) == n < 100  # the abandoned work stopped, far short of 200 nodes
     assert_still_serving(c, x100)
