@@ -38,17 +38,16 @@ def wire_tensor(name: str, arr: np.ndarray, rg: bool = False, b64: bool = False)
 def _layer_seconds(rows: int, size: int, backward: bool, reps: int = 5, layers: int = 4) -> float:
     """The fastest time of one ``tanh(y @ w)`` layer (and its backward) over ``reps`` runs."""
     rng = np.random.default_rng(0)
-    y0 = rng.standard_normal((rows, size))
-    w = rng.standard_normal((size, size)) / np.sqrt(size)
+    y0 = rng.standard_normal((rows, size), np.float32)
+    w = np.full((size, size), 1 / size, np.float32)
     best = math.inf
     for _ in range(reps):
         t0 = time.perf_counter()
         y = y0
         for _ in range(layers):
             y = np.tanh(y @ w)
-            if backward:  # the backward of a layer: one more matmul for the input, one for w
-                g = y * (1 - y * y)
-                _ = g @ w.T, y0.T @ g
+            if backward:  # the backward of a layer: at least one more matmul, for its input
+                _ = (y * (1 - y * y)) @ w.T
         best = min(best, (time.perf_counter() - t0) / layers)
     return best
 
@@ -59,7 +58,7 @@ def timed_chain(seconds: float, *, grad: bool = False, max_bytes: int = 256 << 2
 
     The graph is a chain (two nodes a layer, so the service's cooperative deadline check runs
     often). ``grad=False`` asks for the last layer only; ``grad=True`` asks for
-    ``d sum(y_n) / d w``. Sizes as :func:`timed_layers` picks them.
+    ``d sum(y_n) / d x``. Sizes as :func:`timed_layers` picks them.
     """
     return _chain(*timed_layers(seconds, grad=grad, max_bytes=max_bytes, max_layers=max_layers), grad)
 
@@ -79,8 +78,8 @@ def timed_layers(seconds: float, *, grad: bool = False, max_bytes: int = 256 << 
     for size in (1000, 2000, 3000):
         for rows in (1, 4, 16, 64):
             per_layer = _layer_seconds(rows, size, grad)
-            per_layer_bytes = (3 if grad else 2) * 8 * rows * size  # values (+ saved, for grad)
-            fits = min(max_layers, (max_bytes - 8 * size * (size + rows)) // per_layer_bytes)
+            per_layer_bytes = (3 if grad else 2) * 4 * rows * size  # values (+ saved, for grad)
+            fits = min(max_layers, (max_bytes - 4 * size * (2 * size + rows)) // per_layer_bytes)
             if fits * per_layer >= seconds:
                 return math.ceil(seconds / per_layer), rows, size
             best = max(best, fits * per_layer)
@@ -89,12 +88,13 @@ def timed_layers(seconds: float, *, grad: bool = False, max_bytes: int = 256 << 
 
 
 def _chain(layers: int, rows: int, size: int, grad: bool) -> dict:
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal((size, size)) / np.sqrt(size)
-    x = rng.standard_normal((rows, size))
-    src = "y0 = x * 1\n" + "".join(f"y{i + 1} = tanh(y{i} @ w)\n" for i in range(layers))
-    inputs = [wire_tensor("x", x, b64=True), wire_tensor("w", w, rg=grad, b64=True)]
+    # w is made by the server (float32 ones / size, as timed), so the request
+    # is small and its upload and parsing take no time of their own
+    x = np.random.default_rng(0).standard_normal((rows, size), np.float32)
+    src = (f"w = ones({size}, {size}) / {size}\ny0 = x * 1\n"
+           + "".join(f"y{i + 1} = tanh(y{i} @ w)\n" for i in range(layers)))
+    inputs = [wire_tensor("x", x, rg=grad, b64=True)]
     if grad:
         return {"graph": {"inputs": inputs, "source": src + f"l = sum(y{layers})\n"},
-                "outputs": "l", "inputs": "w"}
+                "outputs": "l", "inputs": "x"}
     return {"graph": {"inputs": inputs, "source": src}, "return": [f"y{layers}"]}

@@ -203,12 +203,13 @@ def test_overloaded_server_is_retried_after_its_retry_after(make_server: Callabl
         try:
             with Client(url, retries=0) as c:
                 c._http.event_hooks["request"].append(lambda r: sent.set())  # type: ignore[union-attr]
-                a = c.tensor(np.random.default_rng(0).standard_normal((size, size)) / size**0.5,
-                             requires_grad=True)
-                x = c.tensor(np.ones((rows, size)))
-                for _ in range(layers):  # the engine thread stays busy for `seconds` or more
+                # bench.work's chain, as timed: float32, the gradient for the first layer's input
+                a = c.tensor(np.full((size, size), 1 / size, np.float32))
+                x0 = c.tensor(np.ones((rows, size), np.float32), requires_grad=True)
+                x = x0
+                for _ in range(layers):  # the engine thread stays busy for 2 s or more
                     x = c.tanh(x @ a)
-                c.autograd_grad(x.sum(), [a])
+                c.autograd_grad(x.sum(), [x0])
         except BaseException as e:  # noqa: BLE001 - reported by the main thread
             errors.append(e)
             sent.set()
