@@ -9,7 +9,7 @@ import numpy as np
 from .._autograd import Primitive, apply, primitive
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op, promote
-from .elementwise import binary_dtype, type_name
+from .elementwise import type_name
 from .shape import expand, norm_dim, reshape, squeeze, transpose, unsqueeze
 
 
@@ -49,34 +49,144 @@ def _shape_str(s: tuple) -> str:
     return "x".join(str(d) for d in s)
 
 
+# torch's C++ type names, as its mm kernel prints them in a dtype mismatch.
+_C_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half", "int64": "long int",
+            "int32": "int", "int16": "short int", "int8": "signed char", "uint8": "unsigned char",
+            "bool": "bool"}
+
+
+def _c_name(dt: np.dtype) -> str:
+    return _C_NAMES.get(dt.name, dt.name)
+
+
+def _prod(xs) -> int:
+    n = 1
+    for x in xs:
+        n *= x
+    return n
+
+
+def _dot_checks(a: np.ndarray, b: np.ndarray) -> None:
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"dot : expected both vectors to have same dtype, but found "
+                           f"{type_name(a.dtype)} and {type_name(b.dtype)}")
+    ka, kb = a.shape[0], b.shape[0]
+    if ka != kb:
+        raise RuntimeError(f"inconsistent tensor size, expected tensor [{ka}] and src [{kb}] to have "
+                           f"the same number of elements, but got {ka} and {kb} elements respectively")
+    if a.dtype.kind == "b":
+        raise NotImplementedError("\"dot\" not implemented for 'Bool'")
+
+
+def _mv_checks(mat: tuple, mdt: np.dtype, vec: tuple, vdt: np.dtype) -> None:
+    if mat[1] != vec[0]:
+        raise RuntimeError(f"size mismatch, got input ({mat[0]}), mat ({_shape_str(mat)}), "
+                           f"vec ({vec[0]})")
+    if mdt != vdt:
+        raise RuntimeError(f"addmv input tensors must have the same dtype, but got {type_name(vdt)}, "
+                           f"{type_name(mdt)}, and {type_name(vdt)}")
+    if mdt.kind == "b" and mat[0] * mat[1]:  # an empty product never reaches the kernel
+        raise NotImplementedError("\"addmv_impl_cpu\" not implemented for 'Bool'")
+
+
+def _mm_checks(m1: tuple, dt1: np.dtype, m2: tuple, dt2: np.dtype) -> None:
+    if m1[1] != m2[0]:
+        raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({_shape_str(m1)} and "
+                           f"{_shape_str(m2)})")
+    if dt1 != dt2:
+        raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {_c_name(dt1)} != "
+                           f"{_c_name(dt2)}")
+    if dt1.kind == "b" and m1[0] * m1[1] * m2[1]:
+        raise NotImplementedError("\"addmm_impl_cpu_\" not implemented for 'Bool'")
+
+
+def _broadcast_batch(sa: tuple, sb: tuple) -> tuple:
+    """torch's infer_size over the batch dims, with its error (dims counted in the result)."""
+    n = max(len(sa), len(sb))
+    out = [1] * n
+    for i in range(n - 1, -1, -1):
+        off = n - 1 - i
+        x = sa[len(sa) - 1 - off] if off < len(sa) else 1
+        y = sb[len(sb) - 1 - off] if off < len(sb) else 1
+        if x != y and x != 1 and y != 1:
+            raise RuntimeError(f"The size of tensor a ({x}) must match the size of tensor b ({y}) at "
+                               f"non-singleton dimension {i}")
+        out[i] = y if x == 1 else x
+    return tuple(out)
+
+
+def _matmul_slow(input: Tensor, other: Tensor) -> np.dtype | None:
+    """Everything but the same-dtype valid product: walk the path torch's matmul takes (dot,
+    mv, mm or bmm, after folding batch dims) and raise that kernel's error, in its order.
+    Returns the result dtype when there is no error (only an empty batched product of mixed
+    dtypes gets here: torch skips the kernel and gives ``other``'s dtype)."""
+    a, b = input._data, other._data
+    na, nb = a.ndim, b.ndim
+    if na == 0 or nb == 0:
+        raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are "
+                           f"{na}D and {nb}D")
+    da, db = a.dtype, b.dtype
+    sa, sb = a.shape, b.shape
+    if na == 1 and nb == 1:
+        _dot_checks(a, b)
+    elif na <= 2 and nb == 1:
+        _mv_checks(sa, da, sb, db)
+    elif na <= 2 and nb == 2:
+        _mm_checks(sa if na == 2 else (1,) + sa, da, sb, db)
+    elif na >= 3 and nb <= 2:
+        # torch folds the batch dims of the left operand into its rows: one mv or mm
+        folded = (_prod(sa[:-1]), sa[-1])
+        if nb == 1:
+            _mv_checks(folded, da, sb, db)
+        else:
+            _mm_checks(folded, da, sb, db)
+    elif na <= 2 and (input.requires_grad or na == 1 and (b.size == 0 or sb[-2] == 1)):
+        # torch folds the right operand transposed when that needs no copy, or when the small
+        # operand requires grad (its gradient then needs no batch-sized intermediate):
+        # other.mT reshaped to rows, times input (transposed)
+        folded = (_prod(sb[:-2]) * sb[-1], sb[-2])
+        if na == 1:
+            _mv_checks(folded, db, sa, da)
+        else:
+            _mm_checks(folded, db, (sa[1], sa[0]), da)
+    else:
+        batch = _broadcast_batch(sa[:-2], sb[:-2])
+        n = sa[-2] if na > 1 else 1
+        k1 = sa[-1]
+        k2, p = (sb[-2], sb[-1]) if nb > 1 else (sb[0], 1)
+        bs = _prod(batch)
+        if k1 != k2:
+            raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: "
+                               f"[{bs}, {k1}] but got: [{bs}, {k2}].")
+        if bs * n * p == 0 or k1 == 0:
+            return db
+        if da.kind == "b":
+            raise NotImplementedError("\"bmm\" not implemented for 'Bool'")
+        if da != db:
+            raise RuntimeError(f"expected scalar type {type_name(da)} but found {type_name(db)}")
+    return None
+
+
 @op(differentiable=("input", "other"), method=True)
 def matmul(input, other):
-    """Matrix product with numpy/torch broadcasting (1-D, 2-D and batched)."""
+    """Matrix product with torch's broadcasting (1-D, 2-D and batched).
+
+    Both operands must have the same dtype (torch does not promote here).
+
+    >>> import engine
+    >>> engine.matmul(engine.ones(4, 2, 3), engine.ones(3)).shape
+    torch.Size([4, 2])
+    """
     a, b = input._data, other._data
-    if a.ndim == 0 or b.ndim == 0:
-        raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are "
-                           f"{a.ndim}D and {b.ndim}D")
-    ka = a.shape[-1]
-    kb = b.shape[0] if b.ndim == 1 else b.shape[-2]
-    if ka != kb:
-        if a.ndim <= 2 and b.ndim <= 2:
-            if a.ndim == 1 and b.ndim == 1:
-                raise RuntimeError(f"inconsistent tensor size, expected tensor [{ka}] and src "
-                                   f"[{kb}] to have the same number of elements, but got {ka} and "
-                                   f"{kb} elements respectively")
-            sa = (1,) + a.shape if a.ndim == 1 else a.shape
-            sb = b.shape + (1,) if b.ndim == 1 else b.shape
-            raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied "
-                               f"({_shape_str(sa)} and {_shape_str(sb)})")
-        raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: "
-                           f"[{kb}, {ka}] but got: {list(b.shape[-2:])}.")
-    if a.ndim > 2 and b.ndim > 2:
-        try:
-            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-        except ValueError:
-            raise RuntimeError(f"The size of tensor a must match the size of tensor b at a "
-                               f"non-singleton dimension: {list(a.shape)} and {list(b.shape)}") from None
-    return apply(_matmul, (input, other), None, binary_dtype(input, other))
+    dt = a.dtype
+    # Fast path: one dtype comparison and the core-dim check. Every error (and bool, which
+    # torch's kernels reject) is sorted out by _matmul_slow, in torch's order.
+    if (dt is not b.dtype and dt != b.dtype) or dt.kind == "b" or a.ndim == 0 or b.ndim == 0 \
+            or a.shape[-1] != (b.shape[0] if b.ndim == 1 else b.shape[-2]):
+        return apply(_matmul, (input, other), None, _matmul_slow(input, other))
+    if a.ndim > 2 and b.ndim > 2 and a.shape[:-2] != b.shape[:-2]:
+        _broadcast_batch(a.shape[:-2], b.shape[:-2])
+    return apply(_matmul, (input, other))
 
 
 Tensor.__matmul__ = matmul
