@@ -149,7 +149,7 @@ def test_shapes_and_dtypes_of_computed_tensors_need_no_request() -> None:
     h = Harness(Client())
     c = h.c
     x = c.tensor(np.ones((2, 3), np.float32), requires_grad=True)
-    y = (x @ np.ones((3, 4), np.float64)).t()
+    y = (x.double() @ np.ones((3, 4), np.float64)).t()  # matmul wants one dtype, as in torch
     assert y.shape == (4, 2) and y.dtype == engine.float64 and y.ndim == 2 and y.numel() == 8
     assert len(y) == 4 and len(list(y)) == 4
     assert (x > 0).dtype == engine.bool and not (x > 0).requires_grad

@@ -103,22 +103,19 @@ def test_clients_that_stop_mid_body_get_408_and_block_no_one(make_server):
     assert_serves(server.url)
 
 
-# ---------------------------------------------------------------- long requests and the deadline
-def test_past_the_deadline_504_while_health_checks_answer(make_server):
-    # about 3x the deadline of work on this machine, measured (a fixed graph finishes in time on a fast one)
-    req = timed_chain(4.5, max_bytes=768 << 20)
-    server = make_server(env={"GRADSERVE_REQUEST_TIMEOUT_S": "1.5"})
+def _post_while_probing(url: str, req: dict) -> tuple[dict, list[float]]:
+    """POST ``req`` from a thread; meanwhile probe the health routes, timing each pair of probes."""
     result = {}
 
     def slow():
         t0 = time.monotonic()
-        result["r"] = httpx.post(f"{server.url}/v1/grad", json=req, timeout=60)
+        result["r"] = httpx.post(f"{url}/v1/grad", json=req, timeout=120)
         result["t"] = time.monotonic() - t0
 
     t = threading.Thread(target=slow)
     t.start()
     probes = []
-    with httpx.Client(base_url=server.url, timeout=5) as http:
+    with httpx.Client(base_url=url, timeout=5) as http:
         while t.is_alive():
             t0 = time.monotonic()
             assert http.get("/health/live").status_code == 200
@@ -126,8 +123,23 @@ def test_past_the_deadline_504_while_health_checks_answer(make_server):
             probes.append(time.monotonic() - t0)
             time.sleep(0.05)
     t.join()
-    r = result["r"]
-    assert r.status_code == 504, r.text
+    return result, probes
+
+
+# ---------------------------------------------------------------- long requests and the deadline
+def test_past_the_deadline_504_while_health_checks_answer(make_server):
+    server = make_server(env={"GRADSERVE_REQUEST_TIMEOUT_S": "1.5"})
+    # About 3x the deadline of work, as timed on this machine now (a fixed graph finishes in time
+    # on a faster one). The timing can still come out slow (a busy moment), and then the server
+    # answers in time: that answer must have come within the deadline, and the work grows 4x.
+    for attempt in range(4):
+        req = timed_chain(4.5 * 4**attempt, max_bytes=768 << 20)
+        result, probes = _post_while_probing(server.url, req)
+        r = result["r"]
+        if r.status_code != 200 or attempt == 3:
+            break
+        assert result["t"] < 1.5 + 1.0, "a 200 after the deadline"
+    assert r.status_code == 504, r.text[:300]
     assert r.headers["content-type"] == "application/problem+json"
     assert "request_timeout_s" in r.json()["detail"]
     assert result["t"] < 1.5 + 2.0  # not the 4.5 s the graph needs
