@@ -41,6 +41,21 @@ def _check_weight(w: Tensor, nd: int, stride: object) -> None:
                            f"stride={s}")
 
 
+def _batched_input(x: Tensor, w: Tensor, b: Tensor | None, nd: int, groups: int
+                   ) -> tuple[Tensor, bool, int, int]:
+    """Checks shared by conv and conv_transpose; ``x`` with a batch dim, whether it had none,
+    and the weight's first two sizes."""
+    _check_types(x, w, b)
+    unbatched = x._data.ndim == nd + 1
+    if unbatched:
+        x = unsqueeze(x, 0)
+    w0, w1 = w._data.shape[:2]
+    if w0 % groups:
+        raise RuntimeError(f"Given groups={groups}, expected weight to be divisible by {groups} at "
+                           f"dimension 0, but got weight of size [{size_str(w._data.shape)}] instead")
+    return x, unbatched, w0, w1
+
+
 def _check_types(x: Tensor, w: Tensor, b: Tensor | None) -> None:
     tn = {"float32": "Float", "float64": "Double", "int64": "Long", "int32": "Int"}
     if x._data.dtype != w._data.dtype:
@@ -379,14 +394,7 @@ def _conv(input, weight, bias, stride, padding, dilation, groups, nd: int, name:
             raise RuntimeError("negative padding is not supported")
         pads = [(v, v) for v in p]
     _check_params(stride, dilation, groups)
-    _check_types(x, w, b)
-    unbatched = x._data.ndim == nd + 1
-    if unbatched:
-        x = unsqueeze(x, 0)
-    o, cg = w._data.shape[:2]
-    if o % groups:
-        raise RuntimeError(f"Given groups={groups}, expected weight to be divisible by {groups} at "
-                           f"dimension 0, but got weight of size [{size_str(w._data.shape)}] instead")
+    x, unbatched, o, cg = _batched_input(x, w, b, nd, groups)
     if x._data.shape[1] != cg * groups:
         raise RuntimeError(f"Given groups={groups}, weight of size {size_str(w._data.shape)}, expected "
                            f"input{size_str(x._data.shape)} to have {cg * groups} channels, but got "
@@ -465,14 +473,7 @@ def _conv_transpose(input, weight, bias, stride, padding, output_padding, groups
         parts += [f"dilation_{n}: {v}" for n, v in zip(names, lift1(dilation))]
         raise RuntimeError("output padding must be smaller than either stride or dilation, but got "
                            + " ".join(parts))
-    _check_types(x, w, b)
-    unbatched = x._data.ndim == nd + 1
-    if unbatched:
-        x = unsqueeze(x, 0)
-    cin, og = w._data.shape[:2]
-    if cin % groups:
-        raise RuntimeError(f"Given groups={groups}, expected weight to be divisible by {groups} at "
-                           f"dimension 0, but got weight of size [{size_str(w._data.shape)}] instead")
+    x, unbatched, cin, og = _batched_input(x, w, b, nd, groups)
     if x._data.shape[1] != cin:
         raise RuntimeError(f"Given transposed=1, weight of size {size_str(w._data.shape)}, expected "
                            f"input{size_str(x._data.shape)} to have {cin} channels, but got "
