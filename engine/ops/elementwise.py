@@ -97,8 +97,14 @@ _sub.defvjp(lambda ctx, g: (g, -g if ctx.edges[1] is not None else None))
 
 
 _mul = Primitive("mul", np.multiply, save=(0, 1))
-_mul.defvjp(lambda ctx, g, a, b: (g * b if ctx.edges[0] is not None else None,
-                                  g * a if ctx.edges[1] is not None else None))
+
+
+@_mul.defvjp
+def _mul_vjp(ctx, g, a, b):
+    if a is b:  # x * x (square, a sum of squares): one product serves both uses, 2 passes not 3
+        return (g * 2) * a, None
+    return (g * b if ctx.edges[0] is not None else None,
+            g * a if ctx.edges[1] is not None else None)
 
 
 @primitive(save=(0, 1))
