@@ -29,7 +29,7 @@ import scipy.linalg
 from ._autograd import apply, no_grad, primitive
 from .ops._registry import op
 from .ops.elementwise import binary_dtype, where
-from .ops.linalg import matmul, tril, triu
+from .ops.linalg import _c_name, matmul, tril, triu
 from .ops.reduction import amax, amin
 from .ops.shape import cat, movedim, narrow, norm_dim, squeeze, transpose, unsqueeze
 from .ops.shape import clone as _clone
@@ -734,8 +734,10 @@ def multi_dot(tensors):
         if 0 < i < len(tensors) - 1 and nd != 2:
             raise RuntimeError(f"multi_dot(): tensor {i} must be 2D but got {nd}D")
         if t._data.dtype != tensors[0]._data.dtype:
+            # torch prints C++ names here ("float", "long int") and no second "is"
             raise RuntimeError(f"multi_dot(): all tensors must have be the same dtype but tensor 0 "
-                               f"is {_tname(tensors[0])} and tensor {i} is {_tname(t)}")
+                               f"is {_c_name(tensors[0]._data.dtype)} and tensor {i} "
+                               f"{_c_name(t._data.dtype)}")
     first_vec, last_vec = tensors[0]._data.ndim == 1, tensors[-1]._data.ndim == 1
     mats = list(tensors)
     if first_vec:

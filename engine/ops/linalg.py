@@ -226,7 +226,7 @@ def mv(input, vec):
     return matmul(input, vec)
 
 
-@op(differentiable=("input", "other"), method=True, aliases=("inner",))
+@op(differentiable=("input", "other"), method=True)
 def dot(input, other):
     """Dot product of two 1-D tensors."""
     if input._data.ndim != 1 or other._data.ndim != 1:

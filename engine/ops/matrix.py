@@ -13,8 +13,8 @@ from .. import linalg as la
 from .._autograd import primitive
 from ..tensor import Tensor
 from ._registry import op
-from .elementwise import where
-from .linalg import matmul
+from .elementwise import type_name, where
+from .linalg import _c_name, matmul
 from .shape import norm_dim, permute, reshape, unsqueeze
 
 
@@ -42,6 +42,8 @@ def tensordot(a, b, dims=2, out=None):
         da, db = ([d] if isinstance(d, int) else list(d) for d in dims)
     if len(da) != len(db):
         raise RuntimeError("both dimension lists should have same length")
+    if a._data.dtype != b._data.dtype:
+        raise RuntimeError("both inputs should have same dtype")
     for x, y in zip(da, db):
         if a._data.shape[x] != b._data.shape[y]:
             raise RuntimeError(f"contracted dimensions need to match, but first has size "
@@ -58,9 +60,32 @@ def tensordot(a, b, dims=2, out=None):
     return reshape(matmul(a2, b2), shape)
 
 
+@op(differentiable=("input", "other"), method=True)
+def inner(input, other):
+    """Contract the last dims (any ndim); a 0-D operand multiplies elementwise (promoting).
+
+    >>> engine.inner(engine.ones(2, 3), engine.ones(4, 3)).shape
+    torch.Size([2, 4])
+    """
+    if input._data.ndim == 0 or other._data.ndim == 0:
+        return input * other
+    if input._data.shape[-1] != other._data.shape[-1]:
+        raise RuntimeError(f"inner() the last dimension must match on both input tensors but got "
+                           f"shapes {list(input._data.shape)} and {list(other._data.shape)}")
+    return tensordot(input, other, dims=([-1], [-1]))
+
+
 def _affine(input: Tensor, product: Tensor, beta: object, alpha: object) -> Tensor:
     """``beta * input + alpha * product``; beta = 0 ignores input (NaNs too), as torch does."""
-    shape = product._data.shape
+    _check_expand(input, product._data.shape)
+    out = product if alpha == 1 else product * alpha
+    if beta == 0:  # zero gradient for input, and none of its values leak in
+        return out + where(Tensor._make(np.False_), input, 0)  # 0: keeps an integer dtype
+    return out + (input if beta == 1 else input * beta)
+
+
+def _check_expand(input: Tensor, shape: tuple) -> None:
+    """torch's error when ``input`` does not broadcast to the product's ``shape``."""
     try:
         ok = np.broadcast_shapes(input._data.shape, shape) == shape
     except ValueError:
@@ -71,14 +96,20 @@ def _affine(input: Tensor, product: Tensor, beta: object, alpha: object) -> Tens
         raise RuntimeError(f"The expanded size of the tensor ({shape[i]}) must match the existing "
                            f"size ({src[i]}) at non-singleton dimension {i}.  Target sizes: "
                            f"{list(shape)}.  Tensor sizes: {list(input._data.shape)}")
-    out = product if alpha == 1 else product * alpha
-    if beta == 0:  # zero gradient for input, and none of its values leak in
-        return out + where(Tensor._make(np.False_), input, 0.0)
-    return out + (input if beta == 1 else input * beta)
 
 
 def _shape(t: Tensor) -> str:
     return "x".join(str(s) for s in t._data.shape)
+
+
+def _addmm_dtypes(input: Tensor, mat1: Tensor, mat2: Tensor) -> None:
+    """torch's addmm (and addbmm, and linear with a bias) never promotes: self, then mat1, is
+    compared with mat2. Called only when some dtype differs."""
+    d2 = mat2._data.dtype
+    for name, x in (("self", input), ("mat1", mat1)):
+        if x._data.dtype != d2:
+            raise RuntimeError(f"{name} and mat2 must have the same dtype, but got "
+                               f"{type_name(x._data.dtype)} and {type_name(d2)}")
 
 
 @op(differentiable=("input", "mat1", "mat2"), method=True)
@@ -89,6 +120,9 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1):
     tensor([[6., 6.],
             [6., 6.]])
     """
+    dt = mat2._data.dtype
+    if input._data.dtype != dt or mat1._data.dtype != dt:  # torch checks dtypes before shapes
+        _addmm_dtypes(input, mat1, mat2)
     for name, m in (("mat1", mat1), ("mat2", mat2)):
         if m._data.ndim != 2:
             raise RuntimeError(f"{name} must be a matrix, got {m._data.ndim}-D tensor")
@@ -112,6 +146,11 @@ def addmv(input, mat, vec, *, beta=1, alpha=1):
             (), (1,), (mat._data.shape[0],)):
         raise RuntimeError(f"size mismatch, got input ({_shape(input)}), mat ({_shape(mat)}), "
                            f"vec ({_shape(vec)})")
+    dt = mat._data.dtype
+    if input._data.dtype != dt or vec._data.dtype != dt:
+        raise RuntimeError(f"addmv input tensors must have the same dtype, but got "
+                           f"{type_name(input._data.dtype)}, {type_name(dt)}, and "
+                           f"{type_name(vec._data.dtype)}")
     return _affine(input, matmul(mat, vec), beta, alpha)
 
 
@@ -137,6 +176,11 @@ def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
         s1, s2 = batch1._data.shape[1:], batch2._data.shape[1:]
         raise RuntimeError(f"Incompatible matrix sizes for bmm ({s1[0]}x{s1[1]} and "
                            f"{s2[0]}x{s2[1]})")
+    dt = batch2._data.dtype
+    if (input._data.dtype != dt or batch1._data.dtype != dt) and batch1._data.shape[0]:
+        # torch checks the dtypes after the shapes (no batches: no check, no product)
+        _check_expand(input, (batch1._data.shape[1], batch2._data.shape[2]))
+        _addmm_dtypes(input, batch1, batch2)
     return _affine(input, matmul(batch1, batch2).sum(0), beta, alpha)
 
 
@@ -147,6 +191,16 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     >>> engine.baddbmm(engine.zeros(3, 2, 2), engine.ones(3, 2, 4), engine.ones(3, 4, 2)).shape
     torch.Size([3, 2, 2])
     """
+    dt = input._data.dtype
+    if batch1._data.dtype != dt:
+        # torch compares input with batch1 after broadcasting input, before the batch sizes
+        # (batch2 is left to bmm's own check, matmul's)
+        for name, x in (("batch1", batch1), ("batch2", batch2)):
+            if x._data.ndim != 3:
+                raise RuntimeError(f"{name} must be a 3D tensor")
+        _check_expand(input, batch1._data.shape[:2] + batch2._data.shape[2:])
+        raise RuntimeError(f"Input dtypes must be the same, got: input {_c_name(dt)}, batch1: "
+                           f"{_c_name(batch1._data.dtype)}, batch2: {_c_name(batch2._data.dtype)}")
     _check_batches(batch1, batch2)
     b, _, k = batch1._data.shape
     if batch2._data.shape[1] != k:

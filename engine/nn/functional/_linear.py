@@ -12,7 +12,8 @@ import numpy as np
 
 from ..._autograd import primitive
 from ...ops._registry import as_tensor_arg, op
-from ...ops.linalg import matmul
+from ...ops.linalg import _c_name, matmul
+from ...ops.matrix import _addmm_dtypes, _check_expand
 from ...ops.shape import permute, reshape, t
 
 
@@ -45,11 +46,19 @@ def linear(input, weight, bias=None):
     torch.Size([2, 4])
     """
     x, w = as_tensor_arg(input), as_tensor_arg(weight)
+    b = as_tensor_arg(bias) if bias is not None else None
     xs, ws = x._data.shape, w._data.shape
+    wdt = w._data.dtype
+    if b is not None and (x._data.ndim <= 2 or b._data.ndim == 1):
+        # torch runs addmm(bias, x (batch dims folded), weight.T): its dtype check before any
+        # shape check, then the bias against the folded product
+        if b._data.dtype != wdt or x._data.dtype != wdt:
+            _addmm_dtypes(b, x, w)
+        if b._data.shape != ws[:1] and len(xs) >= 2 and len(ws) == 2 and xs[-1] == ws[-1]:
+            _check_expand(b, (math.prod(xs[:-1]), ws[0]))
     if xs and ws and xs[-1] != ws[-1] and w._data.ndim == 2:
         raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({math.prod(xs[:-1])}x{xs[-1]} "
                            f"and {ws[1]}x{ws[0]})")
-    b = as_tensor_arg(bias) if bias is not None else None
     dt = x._data.dtype
     if w._data.ndim == 2 and x._data.ndim >= 1 and dt.kind == "f" and w._data.dtype == dt and \
             (b is None or (b._data.ndim <= 1 and b._data.dtype == dt)):
@@ -70,6 +79,12 @@ def bilinear(input1, input2, weight, bias=None):
     torch.Size([2, 5])
     """
     x1, x2, w = as_tensor_arg(input1), as_tensor_arg(input2), as_tensor_arg(weight)
+    ts = [("input1", x1), ("input2", x2), ("weight", w)]
+    if bias is not None:
+        ts.append(("bias", as_tensor_arg(bias)))
+    if any(t._data.dtype != w._data.dtype for _, t in ts):
+        raise RuntimeError("All tensors must have the same dtype, got " +
+                           ", ".join(f"{n}: {_c_name(t._data.dtype)}" for n, t in ts))
     s1, s2, sw = x1._data.shape, x2._data.shape, w._data.shape
     if len(sw) != 3:
         raise RuntimeError(f"bilinear(): weight must be 3-dimensional, but got {len(sw)} dimensions")
