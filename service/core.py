@@ -26,10 +26,10 @@ import engine
 
 from . import codec, stats
 from .errors import BadRequest, InvalidRequest, PlanNotCached
-from .executor import Plan, Result, binary_tensors, build_plan, numel, run_plan
+from .executor import Plan, Result, binary_tensors, build_plan, numel, request_tensors, run_plan
 from .plan_cache import CachedPlan, PlanCache, graph_hash
 from .settings import Settings
-from .wire import GradRequest, TensorIn
+from .wire import GradRequest
 
 __all__ = ["evaluate", "evaluate_binary", "parse_request", "parse_json", "process_body", "Job", "list_ops",
            "JSON_MEDIA_TYPE", "BINARY_MEDIA_TYPE", "HEADER_LENGTH", "GRAPH_HASH_HEADER",
@@ -222,7 +222,7 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
                              f"values add up to {off}", loc=("body",))
     b64 = None
     if excised:  # the base64 text cut out of the body, for the tensors whose marker took its place
-        b64 = {id(t): excised[t.b64] for t in _tensors_in(req) if t.b64 in excised}
+        b64 = {id(t): excised[t.b64] for t, _ in request_tensors(req) if t.b64 in excised}
     t0, result = time.perf_counter(), None
     try:
         result = run_plan(plan, blobs, s, deadline, b64=b64)
@@ -266,12 +266,6 @@ def evaluate_binary(payload: dict[str, Any], blobs: list[bytes] | None = None,
 
 def _dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def _tensors_in(req: GradRequest) -> list[TensorIn]:
-    """The request's tensors: graph inputs, then the tensors among grad_outputs."""
-    go = req.grad_outputs if isinstance(req.grad_outputs, list) else []
-    return [*req.graph.inputs, *(x for x in go if isinstance(x, TensorIn))]
 
 
 # Base64 strings of a JSON body from this size on are cut out before orjson parses the rest:

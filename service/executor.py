@@ -529,13 +529,17 @@ def _leaf(t: TensorIn, arr: np.ndarray, loc: Loc) -> Any:
     return x
 
 
+def request_tensors(req: GradRequest) -> list[tuple[TensorIn, Loc]]:
+    """The request's tensors with their locations: graph inputs, then those among grad_outputs."""
+    out: list[tuple[TensorIn, Loc]] = [(t, ("graph", "inputs", i)) for i, t in enumerate(req.graph.inputs)]
+    if isinstance(req.grad_outputs, list):
+        out += [(t, ("grad_outputs", i)) for i, t in enumerate(req.grad_outputs) if isinstance(t, TensorIn)]
+    return out
+
+
 def binary_tensors(req: GradRequest) -> list[tuple[TensorIn, Loc]]:
     """Tensors whose bytes travel in the binary body, in body order."""
-    out = [(t, ("graph", "inputs", i)) for i, t in enumerate(req.graph.inputs) if t.source == "binary"]
-    if isinstance(req.grad_outputs, list):
-        out += [(t, ("grad_outputs", i)) for i, t in enumerate(req.grad_outputs)
-                if isinstance(t, TensorIn) and t.source == "binary"]
-    return out
+    return [(t, loc) for t, loc in request_tensors(req) if t.source == "binary"]
 
 
 _AUTOGRAD_LOCS: tuple[tuple[re.Pattern, Callable[[re.Match], Loc]], ...] = (
