@@ -154,10 +154,14 @@ def addmv(input, mat, vec, *, beta=1, alpha=1):
     return _affine(input, matmul(mat, vec), beta, alpha)
 
 
-def _check_batches(batch1: Tensor, batch2: Tensor) -> None:
+def _check_3d(batch1: Tensor, batch2: Tensor) -> None:
     for name, b in (("batch1", batch1), ("batch2", batch2)):
         if b._data.ndim != 3:
             raise RuntimeError(f"{name} must be a 3D tensor")
+
+
+def _check_batches(batch1: Tensor, batch2: Tensor) -> None:
+    _check_3d(batch1, batch2)
     if batch1._data.shape[0] != batch2._data.shape[0]:
         raise RuntimeError(f"batch1 and batch2 must have same number of batches, got "
                            f"{batch1._data.shape[0]} and {batch2._data.shape[0]}")
@@ -195,9 +199,7 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     if batch1._data.dtype != dt:
         # torch compares input with batch1 after broadcasting input, before the batch sizes
         # (batch2 is left to bmm's own check, matmul's)
-        for name, x in (("batch1", batch1), ("batch2", batch2)):
-            if x._data.ndim != 3:
-                raise RuntimeError(f"{name} must be a 3D tensor")
+        _check_3d(batch1, batch2)
         _check_expand(input, batch1._data.shape[:2] + batch2._data.shape[2:])
         raise RuntimeError(f"Input dtypes must be the same, got: input {_c_name(dt)}, batch1: "
                            f"{_c_name(batch1._data.dtype)}, batch2: {_c_name(batch2._data.dtype)}")
