@@ -453,10 +453,15 @@ def logsumexp(input, dim, keepdim=False):
                                                   if i not in (dims or range(x._data.ndim))))
 
 
-def _softmax_dim(dim: int | None, input: Tensor) -> int:
+def _softmax_input(input: Tensor, dim: int | None, dtype: object) -> tuple[Tensor, int | None]:
+    """softmax's and log_softmax's operand (cast, made float) and its normalised dim."""
+    if dtype is not None:
+        input = input.to(dtype)
+    x = to_float(input)
+    ndim = x._data.ndim
     if dim is None:  # torch's legacy implicit-dim rule
-        dim = 0 if input._data.ndim in (0, 1, 3) else 1
-    return dim
+        dim = 0 if ndim in (0, 1, 3) else 1
+    return x, norm_dim(dim, ndim) if ndim else None
 
 
 @primitive(save=(-1,))
@@ -479,12 +484,8 @@ def log_softmax(input, dim=None, dtype=None):
     >>> engine.log_softmax(engine.tensor([0.0, 0.0]), dim=0)
     tensor([-0.6931, -0.6931])
     """
-    if dtype is not None:
-        input = input.to(dtype)
-    x = to_float(input)
-    dim = _softmax_dim(dim, x)
-    ndim = x._data.ndim
-    return _log_softmax(x, dim=norm_dim(dim, ndim) if ndim else None)
+    x, dim = _softmax_input(input, dim, dtype)
+    return _log_softmax(x, dim=dim)
 
 
 @primitive(save=(-1,))
@@ -532,9 +533,5 @@ def softmax(input, dim=None, dtype=None):
     >>> engine.softmax(engine.tensor([0.0, 0.0]), dim=0)
     tensor([0.5, 0.5])
     """
-    if dtype is not None:
-        input = input.to(dtype)
-    x = to_float(input)
-    dim = _softmax_dim(dim, x)
-    ndim = x._data.ndim
-    return _softmax(x, dim=norm_dim(dim, ndim) if ndim else None)
+    x, dim = _softmax_input(input, dim, dtype)
+    return _softmax(x, dim=dim)
