@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from bench.work import timed_chain
+from bench.work import DEBUG_ENV, sleep_chain
 from bench.work import wire_tensor as _tensor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ class Kind:
 
 
 def request_mix(timeout: float = 1.0) -> list[Kind]:
-    """The kinds of request; the deadline kind needs 3x ``timeout`` of work on this machine."""
+    """The kinds of request; the deadline kind sleeps 10x ``timeout`` (``debug.sleep`` steps)."""
     seed, seed_ct = _json(_seed(**{"return": ["loss"]}))
     bad_shape = _seed()
     bad_shape["graph"] = {"inputs": _SEED_INPUTS, "source": "loss = sum(x @ w)"}
@@ -95,7 +95,7 @@ def request_mix(timeout: float = 1.0) -> list[Kind]:
         Kind("shape-mismatch", *_json(bad_shape), 422, 3),
         Kind("non-finite-input", *_json(nan), 422, 3),
         Kind("too-large", *_json(huge), 413, 3),
-        Kind("deadline", *_json(timed_chain(3 * timeout, max_bytes=768 << 20)), 504, 0.12),
+        Kind("deadline", *_json(sleep_chain(10 * timeout)), 504, 0.12),
     ]
 
 
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     # Room for every client in the queue (no 503 expected), and engine threads enough that the few
     # requests running into the deadline do not hold every slot of a worker while others wait.
     env = {"GRADSERVE_REQUEST_TIMEOUT_S": str(args.timeout), "GRADSERVE_MAX_QUEUE": str(4 * args.clients),
-           "GRADSERVE_MAX_CONCURRENCY": str(args.concurrency),
+           "GRADSERVE_MAX_CONCURRENCY": str(args.concurrency), **DEBUG_ENV,
            **dict(item.partition("=")[::2] for item in args.server_env)}
     proc, port = start_server(args.workers, env)
     stats = Stats()

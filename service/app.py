@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import engine
 
-from . import metrics
+from . import debug_ops, metrics
 from .errors import PROBLEM_MEDIA_TYPE, GradserveError, InvalidRequest, problem_headers, to_problem
 from .gate import Gate
 from .logs import current_request_id
@@ -111,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs",
     )
     app.state.settings = settings
+    if settings.debug_ops:
+        debug_ops.install()
     app.state.gate = Gate(settings.max_concurrency, settings.max_queue, settings.retry_after_s)
     app.state.plan_cache = PlanCache(settings.plan_cache_size)  # soft state: compiled graphs by hash
     app.state.ready = True  # also true when served without lifespan events (plain ASGI tests)

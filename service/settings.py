@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     inline_max_ms: float = Field(1.0, ge=0, description="A graph whose cached plan ran within this "
                                  "budget runs on the event loop, skipping the engine-thread hand-off "
                                  "(0: always use engine threads).")
+    debug_ops: bool = Field(False, description="Register the `debug.sleep`/`debug.spin` ops, which "
+                            "take wall-clock time on purpose (deadline and overload drills). "
+                            "Never for untrusted clients.")
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Accepted bearer keys; empty means no authentication.")
 
