@@ -26,7 +26,7 @@ import engine
 from . import _graphs, _wire
 from ._functional import AsyncFunctional, SyncFunctional
 from ._recording import Namespace, Node, Recorder, Tensor, collect, encode_call, has_tensor, local_values
-from ._wire import Encoding, HTTPRequest, Result, RetryPolicy
+from ._wire import Encoding, HTTPRequest, Plan, Result, RetryPolicy
 from .errors import (
     ConnectError,
     GradserveError,
@@ -103,16 +103,6 @@ class _Outgoing:
 
     def first(self) -> HTTPRequest:
         return self.short if self.short is not None else self.full()
-
-
-@dataclass
-class _Plan:
-    """A request to make (or none) and what to do with its result."""
-
-    payload: dict[str, Any] | None
-    blobs: list[bytes]
-    finish: Callable[[Result | None], Any]
-    binary_response: bool = False
 
 
 def _as_tuple(x: Any) -> tuple:
@@ -284,7 +274,7 @@ class _BaseClient:
         return _GradCall(self._targets(outputs, "outputs"), self._targets(inputs, "inputs"), gos,
                          flags, keys)
 
-    def _plan_grad(self, call: _GradCall, return_values: Sequence[Tensor] | None) -> _Plan:
+    def _plan_grad(self, call: _GradCall, return_values: Sequence[Tensor] | None) -> Plan:
         rets = self._targets(return_values, "return_values") if return_values is not None else None
         if call.flags["create_graph"]:
             return self._plan_lazy_grad(call, rets)
@@ -299,9 +289,9 @@ class _BaseClient:
             grads = call.shape_result(tuple(result.grads))
             return grads if rets is None else (grads, tuple(t._value for t in rets))
 
-        return _Plan(payload, blobs, finish, binary)
+        return Plan(payload, blobs, finish, binary)
 
-    def _plan_lazy_grad(self, call: _GradCall, rets: tuple[Tensor, ...] | None) -> _Plan:
+    def _plan_lazy_grad(self, call: _GradCall, rets: tuple[Tensor, ...] | None) -> Plan:
         """create_graph=True: record a ``grad`` node; its results are client tensors."""
         if not call.inputs:
             raise RuntimeError("`inputs` argument to `grad()` cannot be empty.")
@@ -317,7 +307,7 @@ class _BaseClient:
         probe = bool(call.flags["allow_unused"]) and not call.flags["materialize_grads"]
         wanted = [*(grads if probe else ()), *(rets or ())]
         if not wanted:
-            return _Plan(None, [], lambda _: call.shape_result(grads))
+            return Plan(None, [], lambda _: call.shape_result(grads))
         plan = self._plan_values(wanted)
         inner = plan.finish
 
@@ -329,7 +319,7 @@ class _BaseClient:
         plan.finish = finish
         return plan
 
-    def _plan_values(self, tensors: Sequence[Tensor]) -> _Plan:
+    def _plan_values(self, tensors: Sequence[Tensor]) -> Plan:
         ts = self._targets(tensors, "values")
         missing = list({id(t): t for t in ts if not t._has_value}.values())
 
@@ -342,9 +332,9 @@ class _BaseClient:
             return tuple(t._value for t in ts)
 
         if not missing:
-            return _Plan(None, [], finish)
+            return Plan(None, [], finish)
         payload, blobs, binary, names = self._payload(missing, top={}, returns=missing)
-        return _Plan(payload, blobs, finish, binary)
+        return Plan(payload, blobs, finish, binary)
 
     def _store(self, result: Result, names: dict[str, Tensor]) -> None:
         for name, arr in result.values.items():
@@ -434,7 +424,7 @@ class _BaseClient:
                 f"--data-binary @- <<'JSON'\n{body}\nJSON")
 
     # ------------------------------------------------------------ embedded mode
-    def _embedded_call(self, plan: _Plan) -> Result:
+    def _embedded_call(self, plan: Plan) -> Result:
         # Imported here: remote use never loads the service package (nor pydantic).
         from service import core, errors, settings
         from service.plan_cache import PlanCache
@@ -459,11 +449,11 @@ class _BaseClient:
         result.values = _graphs.restore_names(result.values, back)
         return result
 
-    def _request(self, plan: _Plan, payload: dict[str, Any]) -> HTTPRequest:
+    def _request(self, plan: Plan, payload: dict[str, Any]) -> HTTPRequest:
         return _wire.build_request(payload, plan.blobs, binary_response=plan.binary_response,
                                    api_key=self.api_key, extra_headers=self._headers)
 
-    def _outgoing(self, plan: _Plan) -> _Outgoing:
+    def _outgoing(self, plan: Plan) -> _Outgoing:
         """The request for a plan, with canonical names; by hash when the server knows the graph."""
         assert plan.payload is not None
         payload, back = _graphs.canonical(plan.payload, self._recorder._user)
@@ -586,7 +576,7 @@ class Client(SyncFunctional, _BaseClient):
     def _fetch_values_sync(self, tensors: Sequence[Tensor]) -> None:
         self.values(*tensors)
 
-    def _send(self, plan: _Plan) -> Result:
+    def _send(self, plan: Plan) -> Result:
         if self.embedded:
             return self._embedded_call(plan)
         assert self._http is not None
@@ -662,7 +652,7 @@ class AsyncClient(AsyncFunctional, _BaseClient):
         raise RuntimeError(f"the value of {names} has not been fetched: use `await client.values(...)` "
                            "with an AsyncClient")
 
-    async def _send(self, plan: _Plan) -> Result:
+    async def _send(self, plan: Plan) -> Result:
         if self.embedded:
             # Engine work off the event loop, as the server does.
             return await asyncio.to_thread(self._embedded_call, plan)

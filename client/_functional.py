@@ -12,17 +12,12 @@ recorded in the graph and differentiable again (their values come on demand).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import engine
+from ._recording import Node, Tensor, _BaseClient
+from ._wire import Plan, Result
 
-from ._recording import Node, Tensor, collect, run_node
-
-if TYPE_CHECKING:
-    from ._client import _BaseClient, _Plan
-    from ._wire import Result
-
-__all__ = ["FUNCTIONAL_OPS", "SyncFunctional", "AsyncFunctional", "run_functional_node"]
+__all__ = ["FUNCTIONAL_OPS", "SyncFunctional", "AsyncFunctional"]
 
 FUNCTIONAL_OPS = ("jacobian", "hessian", "vjp", "jvp", "hvp", "vhp")
 
@@ -50,10 +45,8 @@ def _nest(flat: list[Any], outer: int, inner: int, keep_outer: bool, keep_inner:
 
 
 def plan_functional(client: _BaseClient, kind: str, func: Callable, inputs: Any, v: Any,
-                    flags: dict[str, Any]) -> _Plan:
+                    flags: dict[str, Any]) -> Plan:
     """Record ``func`` and a ``kind`` node; the plan's finish gives torch's result layout."""
-    from ._client import _Plan
-
     in_tuple, given = _tupled(client, inputs, "inputs", kind)
     # As torch does, the function gets new tensor objects (here identity views): a tensor it
     # captures is then a constant, even when the same tensor is also passed as an input.
@@ -99,7 +92,7 @@ def plan_functional(client: _BaseClient, kind: str, func: Callable, inputs: Any,
 
     if create_graph:  # lazy: client tensors in the graph, values on demand
         value = outs if out_tuple else outs[0]
-        return _Plan(None, [], lambda _: product(value, results))
+        return Plan(None, [], lambda _: product(value, results))
     returns = [*results, *(outs if kind not in ("jacobian", "hessian") else ())]
     payload, blobs, binary, names = client._payload([*outs, *ins, *vs, *results], top={}, returns=returns)
 
@@ -110,7 +103,7 @@ def plan_functional(client: _BaseClient, kind: str, func: Callable, inputs: Any,
         vals = tuple(t._value for t in outs)
         return product(vals if out_tuple else vals[0], flat)
 
-    return _Plan(payload, blobs, finish, binary)
+    return Plan(payload, blobs, finish, binary)
 
 
 class SyncFunctional:
@@ -208,44 +201,3 @@ class AsyncFunctional:
         """Async :meth:`Client.vhp`."""
         flags = {"create_graph": create_graph, "strict": strict}
         return await self._functional("vhp", func, inputs, v, flags)
-
-
-# ---------------------------------------------------------------- local evaluation (shapes)
-def run_functional_node(node: Node, env: dict[int, Any]) -> tuple[Any, ...]:
-    """Evaluate a functional node with the engine (for local shapes), as the server does: the
-    recorded nodes between its inputs and outputs are re-run as the function."""
-    a = node.kwargs
-    ins, outs = a["inputs"], a["outputs"]
-    in_ids = {id(t) for t in ins}
-    _, nodes = collect(list(outs))
-    tainted = set(in_ids)
-    rerun = []
-    for n in nodes:
-        if any(id(o) in in_ids for o in n.outputs):
-            continue
-        if any(id(p) in tainted for p in n.parents):
-            rerun.append(n)
-            tainted.update(id(o) for o in n.outputs)
-
-    def func(*new: Any) -> Any:
-        local = {**env, **{id(t): x for t, x in zip(ins, new)}}
-        for n in rerun:
-            for t, r in zip(n.outputs, run_node(n, local), strict=False):
-                local[id(t)] = r
-        res = tuple(local[id(t)] for t in outs)
-        return res if a["out_tuple"] else res[0]
-
-    xs = tuple(env[id(t)] for t in ins)
-    args: list[Any] = [func, xs if a["in_tuple"] else xs[0]]
-    if a["kind"] not in ("jacobian", "hessian"):
-        vs = None if a["v"] is None else tuple(env[id(t)] for t in a["v"])
-        args.append(None if vs is None else vs if a["v_tuple"] else vs[0])
-    res = getattr(engine.autograd.functional, a["kind"])(*args, **a["flags"])
-    return tuple(_flat(res if a["kind"] in ("jacobian", "hessian") else res[1]))
-
-
-def _flat(res: Any) -> list[Any]:
-    if isinstance(res, (tuple, list)):
-        return [t for r in res for t in _flat(r)]
-    return [res]
-

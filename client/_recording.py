@@ -12,16 +12,26 @@ import itertools
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 import engine
 
-if TYPE_CHECKING:
-    from ._client import _BaseClient
-
 __all__ = ["Tensor", "Node", "Recorder", "Namespace", "collect", "local_values"]
+
+
+class _BaseClient(Protocol):
+    """What recorded tensors ask of the client that made them (``client.Client`` and
+    ``client.AsyncClient`` provide it): recording an op, and fetching values on demand."""
+
+    _recorder: Recorder
+
+    def _record(self, op: str, args: tuple, kwargs: dict) -> Any: ...
+
+    def _constant(self, value: Any) -> Tensor: ...
+
+    def _fetch_values_sync(self, tensors: Sequence[Tensor]) -> None: ...
 
 class Node:
     """One recorded op: its wire form (``inputs``/``attributes`` already encoded) and its raw
@@ -525,7 +535,6 @@ _FUNCTIONAL = frozenset({"jacobian", "hessian", "vjp", "jvp", "hvp", "vhp"})  # 
 def run_node(node: Node, env: dict[int, Any]) -> tuple[Any, ...]:
     """Run one recorded node with the engine; ``env`` maps ``id(client tensor)`` to engine tensors."""
     if node.op in _FUNCTIONAL:
-        from ._functional import run_functional_node
         return run_functional_node(node, env)
     if node.op == "grad":
         a = node.kwargs
@@ -558,3 +567,43 @@ def local_values(targets: Sequence[Tensor]) -> list[Any]:
                 t._meta = (tuple(r.shape), r._data.dtype)
                 t._rg = r.requires_grad
     return [env.get(id(t)) for t in targets]
+
+
+def run_functional_node(node: Node, env: dict[int, Any]) -> tuple[Any, ...]:
+    """Evaluate a functional node with the engine (for local shapes), as the server does: the
+    recorded nodes between its inputs and outputs are re-run as the function."""
+    a = node.kwargs
+    ins, outs = a["inputs"], a["outputs"]
+    in_ids = {id(t) for t in ins}
+    _, nodes = collect(list(outs))
+    tainted = set(in_ids)
+    rerun = []
+    for n in nodes:
+        if any(id(o) in in_ids for o in n.outputs):
+            continue
+        if any(id(p) in tainted for p in n.parents):
+            rerun.append(n)
+            tainted.update(id(o) for o in n.outputs)
+
+    def func(*new: Any) -> Any:
+        local = {**env, **{id(t): x for t, x in zip(ins, new)}}
+        for n in rerun:
+            for t, r in zip(n.outputs, run_node(n, local), strict=False):
+                local[id(t)] = r
+        res = tuple(local[id(t)] for t in outs)
+        return res if a["out_tuple"] else res[0]
+
+    xs = tuple(env[id(t)] for t in ins)
+    args: list[Any] = [func, xs if a["in_tuple"] else xs[0]]
+    if a["kind"] not in ("jacobian", "hessian"):
+        vs = None if a["v"] is None else tuple(env[id(t)] for t in a["v"])
+        args.append(None if vs is None else vs if a["v_tuple"] else vs[0])
+    res = getattr(engine.autograd.functional, a["kind"])(*args, **a["flags"])
+    return tuple(_flat(res if a["kind"] in ("jacobian", "hessian") else res[1]))
+
+
+def _flat(res: Any) -> list[Any]:
+    if isinstance(res, (tuple, list)):
+        return [t for r in res for t in _flat(r)]
+    return [res]
+

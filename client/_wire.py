@@ -10,7 +10,7 @@ import email.utils
 import json
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -23,6 +23,7 @@ from .errors import APIError, ResponseError, problem_to_error
 __all__ = [
     "DATATYPES", "Encoding", "RetryPolicy", "HTTPRequest", "encode_tensor", "decode_tensor",
     "build_request", "parse_response", "parse_binary_body", "retry_after_seconds", "to_json",
+    "Result", "Plan",
 ]
 
 Encoding = Literal["json", "b64", "binary"]
@@ -237,6 +238,16 @@ class Result:
 
     grads: list[np.ndarray | None]
     values: dict[str, np.ndarray | None]
+
+
+@dataclass
+class Plan:
+    """A request to make (``payload`` None: none) and what to do with its result."""
+
+    payload: dict[str, Any] | None
+    blobs: list[bytes]
+    finish: Callable[[Result | None], Any]
+    binary_response: bool = False
 
 
 def decode_result(body: Any, blobs: Sequence[bytes | bytearray | memoryview] | None = None) -> Result:
