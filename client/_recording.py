@@ -527,6 +527,9 @@ def run_node(node: Node, env: dict[int, Any]) -> tuple[Any, ...]:
     if node.op in _FUNCTIONAL:
         from ._functional import run_functional_node
         return run_functional_node(node, env)
+    if node.op in ("onnx", "onnx.parameters"):  # client._onnx
+        from ._onnx import run_onnx_node
+        return run_onnx_node(node, env)
     if node.op == "grad":
         a = node.kwargs
         outs = [env[id(t)] for t in a["outputs"]]

@@ -373,8 +373,8 @@ class OnnxModule:
                 raise OnnxError(f"domain {n.domain!r} is not supported", label, n.op_type)
             conv = CONVERTERS.get(n.op_type)
             if conv is None:
-                raise OnnxError("operator not supported (GET /v1/onnx/operators, or "
-                                "engine.onnx.operators(), lists those that are)", label, n.op_type)
+                raise OnnxError("operator not supported (engine.onnx.operators() and the README's "
+                                "ONNX section list those that are)", label, n.op_type)
             a = _attrs(onnx, n, label)
             extra = sorted(set(a) - conv.attrs)
             if extra:
