@@ -139,10 +139,11 @@ def _resolve(v: Any, env: dict[str, Any]) -> Any:
 class Sym:
     """A value known only at run time during lowering: a meta tensor and the ref naming it."""
 
-    __slots__ = ("ref", "t", "node")
+    __slots__ = ("ref", "t", "node", "value")
 
-    def __init__(self, ref: Ref, t: Tensor, node: int) -> None:
+    def __init__(self, ref: Ref, t: Tensor, node: int, value: np.ndarray | None = None) -> None:
         self.ref, self.t, self.node = ref, t, node
+        self.value = value  # a parameter's initial value
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -186,13 +187,24 @@ class Builder:
             return tuple(_np(r) for r in res) if isinstance(res, (tuple, list)) else _np(res)
         lw = self.lw
         targs, tkwargs = lw.template(args), lw.template(kwargs)
-        with _meta.meta_mode(), enable_grad():
+        with _meta.meta_mode() as m, enable_grad():
             try:
                 res = fn(*_metas(args), **_metas(kwargs))
+                probe = False
             except _meta.MetaAbort as e:
                 raise self.fail(f"cannot infer the shape of {name}: {e}") from None
             except Exception as e:
+                if m.rule_raised:  # shapes or dtypes do not fit: the real run would fail too
+                    raise self.fail(f"{name}: {e}") from None
+                probe = True  # op code read the placeholder values (an integer division by 0)
+        if probe:  # learn the result's shape and dtype on ones instead
+            try:
+                with no_grad():
+                    res = fn(*_probe(args), **_probe(kwargs))
+            except Exception as e:
                 raise self.fail(f"{name}: {e}") from None
+            res = (type(res)(_as_meta(r) for r in res) if isinstance(res, (tuple, list))
+                   else _as_meta(res))
         many = isinstance(res, (tuple, list))
         outs = [Ref(lw.fresh()) for _ in (res if many else [res])]
         lw.steps.append(Step(name, targs, tkwargs, outs, self.index))
@@ -203,6 +215,8 @@ class Builder:
 
     def const(self, v: Value, what: str) -> np.ndarray:
         """The value of an operand that must be known when the model is loaded (shapes, axes)."""
+        if isinstance(v, Sym) and v.value is not None:
+            return v.value  # a parameter used where a constant goes: its value, not differentiated
         if isinstance(v, Sym):
             raise self.fail(f"{what} must be a constant (an initializer, a Constant, or computed from "
                             "shapes), not a value computed at run time")
@@ -238,6 +252,23 @@ def _real(v: Any) -> Any:
 
 
 _metas = _real
+
+
+def _probe(v: Any) -> Any:
+    """Like :func:`_real`, with run-time values as tensors of ones of their shape and dtype."""
+    if isinstance(v, Sym):
+        return from_numpy(np.ones(v.shape, v.dtype))
+    if isinstance(v, np.ndarray):
+        return from_numpy(v)
+    if isinstance(v, (list, tuple)):
+        return type(v)(_probe(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _probe(x) for k, x in v.items()}
+    return v
+
+
+def _as_meta(r: Any) -> Any:
+    return from_numpy(_meta.meta_array(tuple(r.shape), r._data.dtype)) if isinstance(r, Tensor) else r
 
 
 class _Lowering:
@@ -361,10 +392,6 @@ class OnnxModule:
         if not MIN_OPSET <= opset <= MAX_OPSET:
             raise OnnxError(f"opset {opset} is not supported (opsets {MIN_OPSET} to {MAX_OPSET} are)")
         self.opset = opset
-        try:
-            onnx.checker.check_model(proto)
-        except Exception as e:
-            raise OnnxError(f"the model does not pass onnx.checker: {str(e).splitlines()[0][:500]}") from None
         from ._ops import CONVERTERS
         self._nodes = []
         for i, n in enumerate(g.node):
@@ -380,6 +407,10 @@ class OnnxModule:
             if extra:
                 raise OnnxError(f"attribute {extra[0]!r} is not supported", label, n.op_type)
             self._nodes.append((label, n.op_type, list(n.input), list(n.output), a, conv))
+        try:  # after the checks above, which name the node of an unsupported operator or attribute
+            onnx.checker.check_model(proto)
+        except Exception as e:
+            raise OnnxError(f"the model does not pass onnx.checker: {str(e).splitlines()[0][:500]}") from None
         inits = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
         self._params: dict[str, np.ndarray] = {}
         self._init_consts: dict[str, np.ndarray] = {}
@@ -442,7 +473,7 @@ class OnnxModule:
                 raise OnnxError(f"input {name!r} has shape {list(shape)}; the model declares {decl}")
             env[name] = Sym(Ref(name), from_numpy(_meta.meta_array(shape, dt)), -1)
         for name, arr in self._params.items():
-            env[name] = Sym(Ref(name), from_numpy(_meta.meta_array(arr.shape, arr.dtype)), -1)
+            env[name] = Sym(Ref(name), from_numpy(_meta.meta_array(arr.shape, arr.dtype)), -1, arr)
         env.update(self._init_consts)
         constants = dict(self._init_consts)
         labels = []

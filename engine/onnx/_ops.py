@@ -203,6 +203,8 @@ def _clip(b: Builder, ins: list, a: dict, n: int) -> Any:
     x = ins[0]
     lo = ins[1] if len(ins) > 1 else None
     hi = ins[2] if len(ins) > 2 else None
+    # constant bounds as numbers; run-time ones (parameters too: torch's clamp differentiates
+    # tensor bounds) stay tensors
     if lo is not None and not isinstance(lo, Sym):
         lo = np.asarray(lo).reshape(()).item()
     if hi is not None and not isinstance(hi, Sym):
