@@ -7,8 +7,9 @@ meta mode to learn shapes, with shape-computing subgraphs (``Shape -> Gather -> 
 Reshape``) folded to constants. The result, a :class:`Program`, is a list of engine-op steps that
 the module (and the service, :mod:`service.onnx_graph`) runs on real tensors.
 
-Floating-point initializers are the parameters (leaf tensors with ``requires_grad=True``);
-integer and boolean initializers are constants. The ``onnx`` package is needed only here and is
+Floating-point initializers are the parameters (leaf tensors with ``requires_grad=True``),
+except BatchNormalization's running statistics, buffers as in torch; integer and boolean
+initializers are constants. The ``onnx`` package is needed only here and is
 imported lazily: ``import engine`` never needs it.
 
 >>> import engine, engine.onnx  # doctest: +SKIP
@@ -414,9 +415,15 @@ class OnnxModule:
         inits = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
         self._params: dict[str, np.ndarray] = {}
         self._init_consts: dict[str, np.ndarray] = {}
+        # BatchNormalization's running mean and variance are buffers, not parameters (as in torch)
+        stats = {x for n in g.node if n.op_type == "BatchNormalization" for x in n.input[3:5]}
+        other = {x for n in g.node for k, x in enumerate(n.input)
+                 if not (n.op_type == "BatchNormalization" and k in (3, 4))}
+        buffers = stats - other - {o.name for o in g.output}
         for name, arr in inits.items():
             _np_dtype(onnx, onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), f"initializer {name!r}")
-            (self._params if arr.dtype.kind == "f" else self._init_consts)[name] = arr
+            param = arr.dtype.kind == "f" and name not in buffers
+            (self._params if param else self._init_consts)[name] = arr
         self.input_names = [v.name for v in g.input if v.name not in inits]
         self.output_names = [v.name for v in g.output]
         self._input_types: dict[str, tuple[np.dtype, list[int | None]]] = {}
@@ -524,7 +531,8 @@ class OnnxModule:
 
     # ------------------------------------------------------------ module API
     def parameters(self) -> dict[str, Tensor]:
-        """The floating-point initializers as named leaf tensors with ``requires_grad=True``."""
+        """The floating-point initializers as named leaf tensors with ``requires_grad=True``
+        (BatchNormalization's running statistics excepted: they are constants, as torch's buffers)."""
         if self._leaves is None:
             self._leaves = {n: from_numpy(a).requires_grad_() for n, a in self._params.items()}
         return dict(self._leaves)
