@@ -25,6 +25,7 @@ import engine
 
 from . import _graphs, _wire
 from ._functional import AsyncFunctional, SyncFunctional
+from ._onnx import split_onnx
 from ._recording import Namespace, Node, Recorder, Tensor, collect, encode_call, has_tensor, local_values
 from ._wire import Encoding, HTTPRequest, Plan, Result, RetryPolicy
 from .errors import (
@@ -149,6 +150,7 @@ class _BaseClient:
         self._http: Any = None
         self._known_graphs = _graphs.KnownGraphs()  # graph hashes the server said it has cached
         self._plan_cache: Any = None                # embedded mode: service.plan_cache.PlanCache
+        self._onnx_names: set[str] = set()          # values of the ONNX models made by onnx()
         if not self.embedded:
             try:
                 self._http = self._open(transport)
@@ -191,6 +193,18 @@ class _BaseClient:
         _wire.datatype_of(arr)  # only the wire's dtypes
         label, seq = self._recorder.name("t", name)
         return Tensor(self, label, seq, value=arr, requires_grad=requires_grad)
+
+    def onnx(self, model: Any) -> Any:
+        """An ONNX model (a path, bytes or ``onnx.ModelProto``) as a recording module: ``m(x=t)``
+        gives client tensors, ``m.parameters()`` the named parameters (they require grad). The
+        model is checked here (needs the ``onnx`` package) and sent once per client.
+
+        >>> m = c.onnx("mlp.onnx")  # doctest: +SKIP
+        >>> loss = (m(x=c.tensor(x)) ** 2).sum()  # doctest: +SKIP
+        >>> grads = c.autograd_grad(loss, list(m.parameters().values()))  # doctest: +SKIP
+        """
+        from ._onnx import OnnxModel
+        return OnnxModel(self, model)
 
     def _constant(self, value: Any) -> Tensor:
         arr = value._data if isinstance(value, engine.Tensor) else engine.tensor(value)._data
@@ -349,6 +363,7 @@ class _BaseClient:
         """The v1 request for a graph reaching ``roots``, the binary chunks, whether to ask for
         a binary response, and the names of the tensors whose values come back."""
         leaves, nodes = collect(roots)
+        model, onnx_names, nodes = split_onnx(nodes)
         blobs: list[bytes] = []
         graph_inputs = []
         for t in leaves:
@@ -363,7 +378,10 @@ class _BaseClient:
             # torch computes with NaN and infinity: values the user gave on purpose are sent so
             # (a server refuses them without this flag, as likely mistakes in hand-written requests)
             payload["allow_non_finite"] = True
-        names = {t.name: t for t in returns}
+        if model is not None:  # the model's values take its names (client._onnx)
+            payload["graph"]["onnx"] = model.wire()
+            payload = _graphs.rename(payload, onnx_names)
+        names = {onnx_names.get(t.name, t.name): t for t in returns}
         if names:
             payload["return"] = list(names)
         binary = self._binary_response(bool(blobs))
@@ -433,7 +451,10 @@ class _BaseClient:
         if self._plan_cache is None:  # compiled graphs, reused when the same graph comes again
             self._plan_cache = PlanCache(self.settings.plan_cache_size)
         assert plan.payload is not None
-        payload, back = _graphs.canonical(plan.payload, self._recorder._user)
+        payload, back = _graphs.canonical(plan.payload, self._recorder._user | self._onnx_names)
+        h = _graphs.graph_hash(payload["graph"]) if "onnx" in payload["graph"] else None
+        if h is not None and self._plan_cache.peek(h) is not None:  # the model is loaded already
+            payload = _graphs.by_hash(payload, h)
         try:
             # Results as raw buffers, as with Accept: application/octet-stream over HTTP.
             body, blobs = core.evaluate_binary(payload, plan.blobs or None, self.settings,
@@ -456,7 +477,7 @@ class _BaseClient:
     def _outgoing(self, plan: Plan) -> _Outgoing:
         """The request for a plan, with canonical names; by hash when the server knows the graph."""
         assert plan.payload is not None
-        payload, back = _graphs.canonical(plan.payload, self._recorder._user)
+        payload, back = _graphs.canonical(plan.payload, self._recorder._user | self._onnx_names)
         h = _graphs.graph_hash(payload["graph"])
         short = None
         if h is not None and h in self._known_graphs:

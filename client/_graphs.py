@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["canonical", "graph_hash", "by_hash", "is_plan_miss", "restore_names", "KnownGraphs",
+__all__ = ["canonical", "rename", "graph_hash", "by_hash", "is_plan_miss", "restore_names", "KnownGraphs",
            "GRAPH_HASH_HEADER", "PLAN_NOT_CACHED"]
 
 GRAPH_HASH_HEADER = "Gradserve-Graph-Hash"
@@ -44,7 +44,8 @@ _TOP_NAMES = ("outputs", "inputs", "grad_outputs", "return")
 def _names_map(graph: dict[str, Any], user_names: Set[str]) -> dict[str, str]:
     """Old -> new for every automatically named tensor, by position in the request."""
     order = [t["name"] for t in graph["inputs"]] + [n for node in graph["nodes"] for n in node["outputs"]]
-    taken = {n for n in order if n in user_names}
+    # an ONNX model's values are user names outside ``order``: automatic names must avoid them too
+    taken = {n for n in order if n in user_names} | (set(user_names) if "onnx" in graph else set())
     mapping: dict[str, str] = {}
     k = 0
     for name in order:
@@ -79,8 +80,13 @@ def _arg(v: Any, m: dict[str, str], strings_are_names: bool) -> Any:
 
 def canonical(payload: dict[str, Any], user_names: Set[str]) -> tuple[dict[str, Any], dict[str, str]]:
     """The request with automatic names replaced by positional ones, and new -> old names."""
+    m = _names_map(payload["graph"], user_names)
+    return rename(payload, m), {new: old for old, new in m.items()}
+
+
+def rename(payload: dict[str, Any], m: dict[str, str]) -> dict[str, Any]:
+    """The request with tensor names replaced per ``m`` (old -> new) wherever they appear."""
     graph = payload["graph"]
-    m = _names_map(graph, user_names)
     nodes = []
     for node in graph["nodes"]:
         new = dict(node)
@@ -95,11 +101,15 @@ def canonical(payload: dict[str, Any], user_names: Set[str]) -> tuple[dict[str, 
     for key in _TOP_NAMES:
         if out.get(key) is not None:
             out[key] = _arg(out[key], m, True)
-    return out, {new: old for old, new in m.items()}
+    return out
 
 
 def graph_hash(graph: dict[str, Any]) -> str | None:
-    """The server's hash of a graph (None if it cannot be computed, e.g. a 65-bit integer)."""
+    """The server's hash of a graph (None if it cannot be computed, e.g. a 65-bit integer); for
+    an ONNX graph, its model's hash (the server keeps the model, not the nodes, by hash)."""
+    if "onnx" in graph:
+        h = graph["onnx"].get("hash")
+        return h if isinstance(h, str) else None
     try:
         canon = orjson.dumps({"inputs": [t["name"] for t in graph["inputs"]], "nodes": graph["nodes"]},
                              option=orjson.OPT_SORT_KEYS)
@@ -109,7 +119,11 @@ def graph_hash(graph: dict[str, Any]) -> str | None:
 
 
 def by_hash(payload: dict[str, Any], h: str) -> dict[str, Any]:
-    """The request naming its graph by hash: the inputs travel, the nodes do not."""
+    """The request naming its graph by hash: the inputs travel, the nodes do not (for an ONNX
+    graph the model's bytes do not; its nodes still do)."""
+    graph = payload["graph"]
+    if "onnx" in graph:
+        return {**payload, "graph": {**graph, "onnx": {"hash": h}}}
     return {**payload, "graph": {"inputs": payload["graph"]["inputs"], "hash": h}}
 
 

@@ -536,6 +536,9 @@ def run_node(node: Node, env: dict[int, Any]) -> tuple[Any, ...]:
     """Run one recorded node with the engine; ``env`` maps ``id(client tensor)`` to engine tensors."""
     if node.op in _FUNCTIONAL:
         return run_functional_node(node, env)
+    if node.op in ("onnx", "onnx.parameters"):  # client._onnx
+        from ._onnx import run_onnx_node
+        return run_onnx_node(node, env)
     if node.op == "grad":
         a = node.kwargs
         outs = [env[id(t)] for t in a["outputs"]]

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 import engine
 
-from . import codec, stats
+from . import codec, onnx_graph, stats
 from .errors import BadRequest, InvalidRequest, PlanNotCached
 from .executor import Plan, Result, binary_tensors, build_plan, numel, request_tensors, run_plan
 from .plan_cache import CachedPlan, PlanCache, graph_hash
@@ -203,13 +203,16 @@ def _encode(result: Result, req: GradRequest, blobs: list | None, numpy_ok: bool
 
 def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Settings | None,
          deadline: float | None, cache: PlanCache | None = None, key: str | None = None,
-         excised: dict[str, memoryview] | None = None) -> tuple[GradRequest, Result]:
+         excised: dict[str, memoryview] | None = None) -> tuple[GradRequest, Result, str | None]:
     s = settings or Settings()
     if deadline is None:
         deadline = time.monotonic() + s.request_timeout_s
     if cache is not None and key is None:
         key = _cache_key(payload)
-    req, plan, entry = _plan(payload, s, cache, key)
+    if onnx_graph.is_onnx(payload, cache):  # the model's bytes are needed to plan it
+        req, plan, entry, key = onnx_graph.plan(payload, s, cache, rest, blobs, excised or {})
+    else:
+        req, plan, entry = _plan(payload, s, cache, key)
     start = time.perf_counter()
     if rest is not None:  # a binary body: cut the remainder into blobs, in tensor order
         blobs, off = [], 0
@@ -230,7 +233,7 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
         stats.report_run(plan, result, time.perf_counter() - t0)
     if entry is not None:  # what the inline dispatch (Job.runs_fast) learns from
         entry.record(time.perf_counter() - start, _input_elements(req), s.inline_max_ms / 1e3)
-    return req, result
+    return req, result, key
 
 
 def _input_elements(req: GradRequest) -> int:
@@ -250,7 +253,7 @@ def evaluate(payload: dict[str, Any], blobs: list[bytes] | None = None, settings
     ``settings.request_timeout_s``). ``plan_cache`` keeps compiled graphs between calls (and
     serves graphs given by hash). Raises :class:`service.errors.GradserveError` subclasses.
     """
-    req, result = _run(payload, blobs, None, settings, deadline, plan_cache)
+    req, result, _ = _run(payload, blobs, None, settings, deadline, plan_cache)
     return _encode(result, req, None, numpy_ok=False)
 
 
@@ -259,7 +262,7 @@ def evaluate_binary(payload: dict[str, Any], blobs: list[bytes] | None = None,
                     plan_cache: PlanCache | None = None) -> tuple[dict[str, Any], list[memoryview]]:
     """Like :func:`evaluate`, with every result tensor as a binary blob (Triton layout):
     each tensor has ``parameters.binary_data_size`` and its bytes are the matching blob."""
-    req, result = _run(payload, blobs, None, settings, deadline, plan_cache)
+    req, result, _ = _run(payload, blobs, None, settings, deadline, plan_cache)
     out_blobs: list[memoryview] = []
     return _encode(result, req, out_blobs, numpy_ok=False), out_blobs
 
@@ -315,6 +318,8 @@ def _markers(payload: dict[str, Any]) -> list[str]:
     graph = payload.get("graph")
     tensors = graph.get("inputs") if isinstance(graph, dict) else None
     tensors = tensors if isinstance(tensors, list) else []
+    if isinstance(graph, dict) and isinstance(graph.get("onnx"), dict):  # a model's b64 too
+        tensors = [graph["onnx"], *tensors]
     go = payload.get("grad_outputs")
     if isinstance(go, list):
         tensors = [*tensors, *go]
@@ -402,11 +407,11 @@ class Job:
         """Like calling the job, with the body as buffers to send one after another: tensor
         bytes and big base64 strings are not copied into one body."""
         payload, rest, excised = self._split()
-        req, result = _run(payload, None, rest, self.settings, self.deadline, self.plan_cache, self._key,
-                           excised)
+        req, result, key = _run(payload, None, rest, self.settings, self.deadline, self.plan_cache,
+                                self._key, excised)
         headers = {}
-        if self._key is not None and self._key in self.plan_cache:  # type: ignore[operator]
-            headers[GRAPH_HASH_HEADER] = self._key
+        if key is not None and self.plan_cache is not None and key in self.plan_cache:
+            headers[GRAPH_HASH_HEADER] = key
         if self.binary_response:
             blobs: list[memoryview] = []
             header = _dumps(_encode(result, req, blobs, numpy_ok=True))

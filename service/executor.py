@@ -189,6 +189,9 @@ class GraphPlan:
     input_names: list[str]
     known: frozenset[str]             # graph inputs and node outputs
     positions: list[tuple[int, int]] | None  # (line, col) per node index, for graph.source
+    # values every run starts from besides the inputs: name -> (array, requires_grad); an ONNX
+    # model's initializers and folded constants (service.onnx_graph)
+    constants: dict[str, tuple[np.ndarray, bool]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -531,7 +534,10 @@ def _leaf(t: TensorIn, arr: np.ndarray, loc: Loc) -> Any:
 
 def request_tensors(req: GradRequest) -> list[tuple[TensorIn, Loc]]:
     """The request's tensors with their locations: graph inputs, then those among grad_outputs."""
-    out: list[tuple[TensorIn, Loc]] = [(t, ("graph", "inputs", i)) for i, t in enumerate(req.graph.inputs)]
+    out: list[tuple[Any, Loc]] = []
+    if req.graph.onnx is not None and req.graph.onnx.source != "hash":  # the model's bytes come first
+        out.append((req.graph.onnx, ("graph", "onnx")))
+    out += [(t, ("graph", "inputs", i)) for i, t in enumerate(req.graph.inputs)]
     if isinstance(req.grad_outputs, list):
         out += [(t, ("grad_outputs", i)) for i, t in enumerate(req.grad_outputs) if isinstance(t, TensorIn)]
     return out
@@ -839,6 +845,10 @@ def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings 
     with engine.enable_grad(), np.errstate(all="ignore"), preflight.guard(plan, s, deadline):
         for i, t in enumerate(req.graph.inputs):
             r.env[t.name] = _leaf(t, decoded[t.name], ("graph", "inputs", i))
+        for name, (arr, rg) in plan.graph.constants.items():
+            if name not in r.env:
+                c = engine.from_numpy(arr)
+                r.env[name] = c.requires_grad_() if rg else c
         for st in plan.steps:
             r.check_deadline(st)
             r.run_step(st)

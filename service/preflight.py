@@ -279,6 +279,15 @@ def _check(plan: Plan, inputs: dict[str, np.ndarray], s: Settings, deadline: flo
             else:
                 arr = m.array(arr.shape, arr.dtype)
             r.env[t.name] = _leaf(t, arr, ("graph", "inputs", i))
+        for name, (arr, rg) in plan.graph.constants.items():  # an ONNX model's (service.onnx_graph)
+            if name in r.env:
+                continue
+            if arr.dtype.kind in "iub":
+                real_bytes += arr.nbytes
+            else:
+                arr = m.array(arr.shape, arr.dtype)
+            c = engine.from_numpy(arr)
+            r.env[name] = c.requires_grad_() if rg else c
         r.leaves = {id(v) for v in r.env.values()}
         derived: set[str] = set()  # gradients and what is computed from them
         deferred = False           # an error was left to the real run

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     max_tensor_elements: int = Field(1 << 24, ge=1,
                                      description="Most elements in any input or computed tensor.")
     max_source_chars: int = Field(100_000, ge=1, description="Longest `graph.source` accepted.")
+    max_onnx_bytes: int = Field(100 * MiB, ge=1, description="Largest ONNX model accepted in "
+                                "`graph.onnx` (serialized bytes).")
     max_graph_depth: int = Field(4096, ge=1, description="Longest chain of nodes, input to result.")
     max_grad_nodes: int = Field(32, ge=0, description="Most grad (and functional) nodes in one graph: "
                                 "bounds nested differentiation.")

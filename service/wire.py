@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 __all__ = [
     "DATATYPES", "DATATYPE_ALIASES", "canonical_datatype", "TensorParameters", "TensorIn", "Ref",
-    "OpNode", "GradAttributes", "GradNode", "FUNCTIONAL_OPS", "FunctionalAttributes",
+    "OpNode", "OnnxModelIn", "GradAttributes", "GradNode", "FUNCTIONAL_OPS", "FunctionalAttributes",
     "JacobianAttributes", "HessianAttributes", "ProductAttributes", "JacobianNode", "HessianNode",
     "ProductNode", "Node", "Graph", "GradRequest", "TensorOut",
     "GradResponse", "ErrorItem", "Problem",
@@ -236,6 +236,39 @@ Node = Annotated[Annotated[OpNode, Tag("op")] | Annotated[GradNode, Tag("grad")]
 GRAPH_HASH_PATTERN = r"^sha256:[0-9a-f]{64}$"
 
 
+class OnnxModelIn(_Model):
+    """An ONNX model's bytes, tensor-like: ``b64`` or ``parameters.binary_data_size`` (a part of
+    the binary body, before the graph inputs'), or only the ``hash`` of a model sent before
+    (409 ``plan-not-cached`` if this server no longer has it). ``hash`` next to the bytes is
+    checked against them."""
+
+    name: str | None = None
+    datatype: Literal["BYTES", "UINT8"] | None = None
+    shape: list[Annotated[int, Field(ge=0)]] | None = Field(None, max_length=1)
+    b64: str | None = None
+    parameters: TensorParameters | None = None
+    hash: Annotated[str, Field(pattern=GRAPH_HASH_PATTERN)] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OnnxModelIn:
+        binary = self.parameters is not None and self.parameters.binary_data_size is not None
+        if self.b64 is not None and binary:
+            raise ValueError("a model needs one of b64 or parameters.binary_data_size, not both")
+        if self.b64 is None and not binary and self.hash is None:
+            raise ValueError("a model needs b64, parameters.binary_data_size, or the hash of a model "
+                             "sent before")
+        return self
+
+    @property
+    def source(self) -> str:
+        """Where the bytes are: ``"b64"``, ``"binary"`` or ``"hash"`` (none sent)."""
+        if self.b64 is not None:
+            return "b64"
+        if self.parameters is not None and self.parameters.binary_data_size is not None:
+            return "binary"
+        return "hash"
+
+
 class Graph(_Model):
     """Named input tensors plus exactly one of ``nodes``, an expression ``source``, or the
     ``hash`` of a graph sent before (see :func:`service.plan_cache.graph_hash`): a server that
@@ -246,11 +279,17 @@ class Graph(_Model):
     nodes: list[Node] | None = None
     source: str | None = None
     hash: Annotated[str, Field(pattern=GRAPH_HASH_PATTERN)] | None = None
+    onnx: OnnxModelIn | None = Field(None, description="An ONNX model: its values (inputs, "
+                                     "initializers, node outputs) are graph values, and ``nodes``, "
+                                     "if given, run after it (service.onnx_graph).")
 
     @model_validator(mode="after")
     def _nodes_or_source(self) -> Graph:
-        if sum(x is not None for x in (self.nodes, self.source, self.hash)) != 1:
-            raise ValueError("a graph needs exactly one of nodes, source or hash")
+        if self.onnx is not None:
+            if self.source is not None or self.hash is not None:
+                raise ValueError("a graph with onnx takes nodes (run after the model), not source or hash")
+        elif sum(x is not None for x in (self.nodes, self.source, self.hash)) != 1:
+            raise ValueError("a graph needs exactly one of nodes, source, hash or onnx")
         for i, t in enumerate(self.inputs):
             if not t.name:
                 raise ValueError(f"graph input {i} needs a name")
