@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pybase64
 
 import engine
 
-from ._recording import Node, Tensor
+from ._recording import Node, Tensor, _BaseClient
 
-if TYPE_CHECKING:
-    from ._client import _BaseClient
-
-__all__ = ["OnnxModel", "CALL", "PARAMETERS", "split_onnx", "run_onnx_node"]
+__all__ = ["OnnxModel", "CALL", "PARAMETERS", "split_onnx"]
 
 CALL, PARAMETERS = "onnx", "onnx.parameters"  # the op names of the two pseudo-nodes
 
@@ -94,6 +91,15 @@ class OnnxModel:
         node.seq = node.outputs[0]._seq
         return node.outputs[0] if len(node.outputs) == 1 else tuple(node.outputs)
 
+    def run_node(self, node: Node, env: dict[int, Any]) -> tuple[Any, ...]:
+        """Run one of this model's pseudo-nodes locally with the engine (for shapes and dtypes)."""
+        if node.op == PARAMETERS:
+            return tuple(engine.from_numpy(t._value).requires_grad_() for t in node.outputs)
+        ins = {k: env[id(t)] for k, t in node.kwargs["inputs"].items()}
+        params = {name: env[id(t)] for name, t in self._params.items() if id(t) in env}
+        values = self.module.run(ins, self.output_names, params)
+        return tuple(values[o] for o in self.output_names)
+
     def __repr__(self) -> str:
         return f"OnnxModel({self.hash[:19]}..., inputs={self.input_names}, outputs={self.output_names})"
 
@@ -128,14 +134,3 @@ def split_onnx(nodes: Sequence[Node]) -> tuple[OnnxModel | None, dict[str, str],
         for name, t in zip(model.output_names, n.outputs):
             m[t.name] = name
     return model, m, [n for n in nodes if n.op not in (CALL, PARAMETERS)]
-
-
-def run_onnx_node(node: Node, env: dict[int, Any]) -> tuple[Any, ...]:
-    """Run a pseudo-node locally with the engine (for shapes and dtypes)."""
-    model: OnnxModel = node.kwargs["model"]
-    if node.op == PARAMETERS:
-        return tuple(engine.from_numpy(t._value).requires_grad_() for t in node.outputs)
-    ins = {k: env[id(t)] for k, t in node.kwargs["inputs"].items()}
-    params = {name: env[id(t)] for name, t in model._params.items() if id(t) in env}
-    values = model.module.run(ins, model.output_names, params)
-    return tuple(values[o] for o in model.output_names)

@@ -26,6 +26,9 @@ class _BaseClient(Protocol):
     ``client.AsyncClient`` provide it): recording an op, and fetching values on demand."""
 
     _recorder: Recorder
+    _onnx_names: set[str]
+
+    def tensor(self, data: Any, dtype: Any = None, requires_grad: bool = False, **kw: Any) -> Tensor: ...
 
     def _record(self, op: str, args: tuple, kwargs: dict) -> Any: ...
 
@@ -536,9 +539,8 @@ def run_node(node: Node, env: dict[int, Any]) -> tuple[Any, ...]:
     """Run one recorded node with the engine; ``env`` maps ``id(client tensor)`` to engine tensors."""
     if node.op in _FUNCTIONAL:
         return run_functional_node(node, env)
-    if node.op in ("onnx", "onnx.parameters"):  # client._onnx
-        from ._onnx import run_onnx_node
-        return run_onnx_node(node, env)
+    if node.op in ("onnx", "onnx.parameters"):  # client._onnx: the model object runs its own node
+        return node.kwargs["model"].run_node(node, env)
     if node.op == "grad":
         a = node.kwargs
         outs = [env[id(t)] for t in a["outputs"]]

@@ -210,7 +210,8 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
     if cache is not None and key is None:
         key = _cache_key(payload)
     if onnx_graph.is_onnx(payload, cache):  # the model's bytes are needed to plan it
-        req, plan, entry, key = onnx_graph.plan(payload, s, cache, rest, blobs, excised or {})
+        req, plan, entry, key = onnx_graph.plan(parse_request(payload), s, cache, rest, blobs,
+                                                excised or {})
     else:
         req, plan, entry = _plan(payload, s, cache, key)
     start = time.perf_counter()

@@ -134,14 +134,12 @@ def _model_bytes(req: GradRequest, rest: memoryview | None, blobs: list | None,
     return data
 
 
-def plan(payload: Any, s: Settings, cache: PlanCache | None, rest: memoryview | None, blobs: list | None,
+def plan(req: GradRequest, s: Settings, cache: PlanCache | None, rest: memoryview | None, blobs: list | None,
          excised: dict[str, memoryview]) -> tuple[GradRequest, Plan, CachedPlan | None, str]:
-    """Validate an ONNX request and plan it; the model comes from the cache or is loaded and
-    cached. Returns the request, its plan, the cache entry and the model's hash."""
+    """Plan a validated ONNX request; the model comes from the cache or is loaded and cached.
+    Returns the request, its plan, the cache entry and the model's hash."""
     import engine.onnx as eo
 
-    from .core import parse_request  # (core dispatches here)
-    req = parse_request(payload)
     g = req.graph
     data = _model_bytes(req, rest, blobs, excised)
     if data is not None:
