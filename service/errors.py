@@ -199,8 +199,11 @@ def problem_info(exc: GradserveError) -> tuple[int, str, str]:
 def to_problem(exc: GradserveError) -> dict[str, Any]:
     """The RFC 9457 problem object for ``exc``."""
     status, type_, title = problem_info(exc)
+    errors = exc.errors
+    if not errors and status < 500:  # every client error names a place, the body at least
+        errors = [{"loc": ["body"], "msg": exc.detail}]
     body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": exc.detail,
-                            "errors": exc.errors}
+                            "errors": errors}
     body.update(exc.extensions())
     return body
 
