@@ -103,9 +103,12 @@ class InvalidGraph(InvalidRequest):
 class ExpressionError(InvalidGraph):
     """``graph.source`` uses syntax outside the whitelist; ``line``/``col`` locate it (1-based)."""
 
-    def __init__(self, detail: str, *, line: int, col: int) -> None:
+    def __init__(self, detail: str, *, line: int, col: int, node: str | None = None) -> None:
         msg = f"line {line}, col {col}: {detail}"
-        super().__init__(msg, errors=[{"loc": ["graph", "source"], "msg": msg, "line": line, "col": col}])
+        item: dict[str, Any] = {"loc": ["graph", "source"], "msg": msg, "line": line, "col": col}
+        if node:  # the name(s) the statement assigns
+            item["node"] = node
+        super().__init__(msg, errors=[item])
         self.line, self.col = line, col
 
 

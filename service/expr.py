@@ -185,9 +185,9 @@ class _Compiler:
         self.stmt_name = ""  # the name(s) the statement being compiled assigns
 
     # -- helpers
-    @staticmethod
-    def error(node: ast.AST, msg: str) -> ExpressionError:
-        return ExpressionError(msg, line=getattr(node, "lineno", 1), col=getattr(node, "col_offset", 0) + 1)
+    def error(self, node: ast.AST, msg: str) -> ExpressionError:
+        return ExpressionError(msg, line=getattr(node, "lineno", 1), col=getattr(node, "col_offset", 0) + 1,
+                               node=self.stmt_name)
 
     def check_name(self, node: ast.AST, name: str) -> None:
         if name.startswith("__") or name.endswith("__"):
@@ -231,6 +231,7 @@ class _Compiler:
 
     # -- statements
     def statement(self, stmt: ast.stmt) -> None:
+        self.stmt_name = ""
         if not isinstance(stmt, ast.Assign):
             what = _FORBIDDEN.get(type(stmt), f"`{type(stmt).__name__}` statements")
             raise self.error(stmt, f"only assignments are allowed, not {what}")

@@ -43,6 +43,7 @@ def test_too_large_says_its_location_once_and_names_the_users_variable(make_clie
     ("a = x * 2\ny = sum(log(a) * 'no')", "y", 2),    # engine error on an intermediate value
     ("y = sum(mm(x, x))", "y", 1),                   # engine error, operand shapes listed
     ("a = x + 1\nb, c = split(a * 2, 1)\nq = b.unknownop()", "q", 3),  # unknown op
+    ("a = x + 1\nq = a.shape[0] * x", "q", 2),                         # refused while compiling
 ])
 def test_expression_errors_name_the_users_variable_and_line_never_an_internal_node(client, src, node, line):
     b = problem(client, {"graph": {"inputs": [X], "source": src}, "outputs": "y", "inputs": "x"}, 422)
