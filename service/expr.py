@@ -21,7 +21,9 @@ raises :class:`~service.errors.ExpressionError` with its line and column (and a 
 from __future__ import annotations
 
 import ast
+import difflib
 import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -96,6 +98,13 @@ _ATTR_HINTS: dict[str, str] = {
     "grad": "compute gradients with grad(y, x) (torch.autograd.grad's signature)",
     "data": "use x.detach()", "real": "the engine has real tensors only: use x itself",
 }
+
+
+def _did_you_mean(msg: str, sig: inspect.Signature) -> str:
+    """A suggestion for the misspelt keyword a bind error names (``vectorise`` -> ``vectorize``)."""
+    m = re.search(r"unexpected keyword argument '(\w+)'", msg)
+    close = difflib.get_close_matches(m.group(1), list(sig.parameters), n=2) if m else []
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 # ---------------------------------------------------------------- operands
@@ -469,7 +478,7 @@ class _Compiler:
         try:
             return dict(sig.bind(*e.args, **{kw.arg: kw.value for kw in e.keywords}).arguments)
         except TypeError as err:
-            raise self.error(e, f"{f}(): {err}") from None
+            raise self.error(e, f"{f}(): {err}{_did_you_mean(str(err), sig)}") from None
 
     def result_names(self, e: ast.Call, f: str, n: int, outputs: list[str] | None) -> list[str]:
         if outputs is None:
@@ -536,7 +545,7 @@ class _Compiler:
         try:
             bound = _GRAD_SIG.bind(*e.args, **{kw.arg: kw.value for kw in e.keywords})
         except TypeError as err:
-            raise self.error(e, f"grad(): {err}") from None
+            raise self.error(e, f"grad(): {err}{_did_you_mean(str(err), _GRAD_SIG)}") from None
         args = bound.arguments
         outs = self.names(args["outputs"], "outputs")
         ins = self.names(args["inputs"], "inputs")

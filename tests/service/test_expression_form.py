@@ -198,7 +198,8 @@ def test_functional_calls_compile_to_the_json_nodes():
 @pytest.mark.parametrize(("src", "phrase"), [
     ("J = jacobian(y, (x, x))", "returns a tuple here"),
     ("a, b, c = jacobian(y, (x, x))", "returns 2 results but 3 names"),
-    ("J = jacobian(y, x, vectorise=True)", "unexpected keyword argument 'vectorise'"),
+    ("J = jacobian(y, x, vectorise=True)", "argument 'vectorise'; did you mean 'vectorize'?"),
+    ("g, = grad(y, x, create_grpah=True)", "did you mean 'create_graph'"),
     ("J = hessian(y, x, strict=1)", "strict must be True or False"),
     ("g = vjp(y, 2, x)", "inputs must be tensors"),
 ])
