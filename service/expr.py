@@ -189,7 +189,7 @@ class _Compiler:
         self.consts: dict[str, _Operand] = {}
         self.aliases: dict[str, str] = {}
         self.out = CompiledSource()
-        self.lines = source.splitlines()
+        self.lines = [ln.encode() for ln in source.splitlines()]  # ast columns are UTF-8 offsets
         self.temps: set[str] = set()
         self.stmt_name = ""  # the name(s) the statement being compiled assigns
 
@@ -205,10 +205,10 @@ class _Compiler:
     def text(self, node: ast.AST) -> str | None:
         """The node's source text when it is one short line (columns are UTF-8 offsets)."""
         line, end = getattr(node, "lineno", 0), getattr(node, "end_lineno", None)
-        if line != end or not 0 < line <= len(self.lines):
-            return None
-        raw = self.lines[line - 1].encode()[node.col_offset:node.end_col_offset]  # type: ignore[attr-defined]
-        return raw.decode(errors="replace") if len(raw) <= 40 else None
+        start, stop = getattr(node, "col_offset", 0), getattr(node, "end_col_offset", None) or 0
+        if line != end or not 0 < line <= len(self.lines) or stop - start > 40:
+            return None  # (checked before slicing: a long line has many nodes)
+        return self.lines[line - 1][start:stop].decode(errors="replace")
 
     def tmp(self, node: ast.AST, op: str, suffix: str = "") -> str:
         """A name for an intermediate value: its source text, made unique with its position."""
