@@ -68,8 +68,9 @@ def _clean_loc(loc: tuple) -> list[str | int]:
     return out
 
 
-def _wire_fields() -> frozenset[str]:
-    """Every field name (and alias) of the v1 request models: what a misspelt key may have meant."""
+def model_fields(root: type[BaseModel]) -> frozenset[str]:
+    """Every field name (and alias) of a request model and the models it holds: what a misspelt
+    key may have meant."""
     seen: set[type] = set()
     names: set[str] = set()
 
@@ -84,19 +85,19 @@ def _wire_fields() -> frozenset[str]:
         for arg in get_args(tp):
             walk(arg)
 
-    walk(GradRequest)
+    walk(root)
     return frozenset(names)
 
 
-_WIRE_FIELDS = _wire_fields()
+_WIRE_FIELDS = model_fields(GradRequest)
 
 
-def _extra_msg(loc: tuple, msg: str) -> str:
+def extra_field_msg(loc: tuple, msg: str, pool: frozenset[str] = _WIRE_FIELDS) -> str:
     """pydantic's "Extra inputs are not permitted", with a did-you-mean for a misspelt key."""
     name = loc[-1] if loc else None
     if not isinstance(name, str):
         return msg
-    close = difflib.get_close_matches(name, _WIRE_FIELDS, n=3, cutoff=0.7)
+    close = difflib.get_close_matches(name, pool, n=3, cutoff=0.7)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return f"unknown field{hint}"
 
@@ -114,7 +115,7 @@ def parse_request(payload: Any) -> GradRequest:
         for err in e.errors(include_url=False, include_input=False, include_context=False):
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                msg = _extra_msg(err["loc"], msg)
+                msg = extra_field_msg(err["loc"], msg)
             errors.append({"loc": _clean_loc(err["loc"]), "msg": msg})
         first = errors[0]
         where = ".".join(str(x) for x in first["loc"]) or "request"

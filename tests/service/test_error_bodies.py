@@ -91,3 +91,10 @@ def test_null_hash_is_absent(client):
         assert r.json()["grads"][0]["data"] == [2.0, 4.0]  # d/dx sum(x^2) = 2x
     r = client.post("/v1/grad", json={"graph": {"inputs": [X], "hash": None}})
     assert r.status_code == 422 and "exactly one of nodes, source or hash" in r.text
+
+
+def test_unknown_infer_field_gets_a_did_you_mean(client):
+    req = {"inputs": [{"name": "graph", "datatype": "BYTES", "shape": [1], "data": ["{}"]}], "outptus": []}
+    r = client.post("/v2/models/gradserve/infer", json=req)
+    assert r.status_code == 422
+    assert r.json()["errors"][0] == {"loc": ["outptus"], "msg": "unknown field; did you mean 'outputs'?"}
