@@ -137,7 +137,8 @@ def _patch_request_schemas(comps: dict[str, Any]) -> None:
     bodies = [k for k in Graph.model_fields if k != "inputs"]
     graph = comps["Graph"]
     graph["oneOf"] = [{"required": [k], "properties": {k: _not_null()}} for k in bodies]
-    graph["properties"]["inputs"]["items"] = _ref("TensorIn")
+    graph["properties"]["inputs"]["items"] = {"allOf": [_ref("TensorIn"), {  # graph inputs are named
+        "required": ["name"], "properties": {"name": {"type": "string"}}}]}
     # a tensor: a known datatype, exactly one of data, b64, parameters.binary_data_size
     tensor = comps["TensorIn"]
     tensor["properties"]["datatype"] = {"type": "string", "enum": [*DATATYPES, *DATATYPE_ALIASES],

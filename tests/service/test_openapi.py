@@ -62,6 +62,7 @@ XG = {**X, "requires_grad": True}
     ({"graph": {"inputs": [XG], "source": "y = x * 1"}, "outputs": "y", "inputs": "x"}, True),
     ({"graph": {"inputs": [X], "source": "y = x", "nodes": []}}, False),    # two bodies
     ({"graph": {"inputs": [X]}}, False),                                     # no body
+    ({"graph": {"inputs": [{**X, "name": None}], "source": "y = 1"}}, False),  # an unnamed input
     ({"graph": {"inputs": [{**X, "datatype": "FP8"}], "source": "y = x"}}, False),
     ({"graph": {"inputs": [{**X, "b64": "AAAAAA=="}], "source": "y = x"}}, False),  # data and b64
     ({"graph": {"inputs": [{**X, "data": None}], "source": "y = x"}}, False),
