@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import engine
@@ -28,10 +27,10 @@ from .errors import PROBLEM_MEDIA_TYPE, GradserveError, InvalidRequest, problem_
 from .gate import Gate
 from .logs import current_request_id
 from .observe import install as install_observability
+from .openapi import build_openapi
 from .plan_cache import PlanCache
 from .routers import grad, health, ops, v2
 from .settings import Settings
-from .wire import GradRequest
 
 __all__ = ["create_app"]
 
@@ -77,19 +76,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
                               "detail": "an internal error occurred; this is a bug", "errors": []})
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                             routes=app.routes)
-        models = GradRequest.model_json_schema(ref_template="#/components/schemas/{model}",
-                                               by_alias=True)
-        comps = schema.setdefault("components", {}).setdefault("schemas", {})
-        comps.update(models.pop("$defs", {}))
-        comps["GradRequest"] = models
-        app.openapi_schema = schema
-    return app.openapi_schema
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the Gradserve app. ``settings`` defaults to ``Settings()`` (``GRADSERVE_*`` env)."""
     settings = settings or Settings()
@@ -124,6 +110,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     install_observability(app, settings)  # request ids, access log, /metrics, tracing
     return app

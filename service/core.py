@@ -13,14 +13,15 @@ imports neither fastapi nor starlette. Errors are :mod:`service.errors` exceptio
 
 from __future__ import annotations
 
+import difflib
 import re
 import secrets
 import time
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 import engine
 
@@ -67,6 +68,40 @@ def _clean_loc(loc: tuple) -> list[str | int]:
     return out
 
 
+def model_fields(root: type[BaseModel]) -> frozenset[str]:
+    """Every field name (and alias) of a request model and the models it holds: what a misspelt
+    key may have meant."""
+    seen: set[type] = set()
+    names: set[str] = set()
+
+    def walk(tp: Any) -> None:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if tp in seen:
+                return
+            seen.add(tp)
+            for name, f in tp.model_fields.items():
+                names.add(f.alias or name)
+                walk(f.annotation)
+        for arg in get_args(tp):
+            walk(arg)
+
+    walk(root)
+    return frozenset(names)
+
+
+_WIRE_FIELDS = model_fields(GradRequest)
+
+
+def extra_field_msg(loc: tuple, msg: str, pool: frozenset[str] = _WIRE_FIELDS) -> str:
+    """pydantic's "Extra inputs are not permitted", with a did-you-mean for a misspelt key."""
+    name = loc[-1] if loc else None
+    if not isinstance(name, str):
+        return msg
+    close = difflib.get_close_matches(name, pool, n=3, cutoff=0.7)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown field{hint}"
+
+
 def parse_request(payload: Any) -> GradRequest:
     """Validate the JSON header against the v1 schema (InvalidRequest naming each field)."""
     if isinstance(payload, GradRequest):
@@ -79,6 +114,8 @@ def parse_request(payload: Any) -> GradRequest:
         errors = []
         for err in e.errors(include_url=False, include_input=False, include_context=False):
             msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = extra_field_msg(err["loc"], msg)
             errors.append({"loc": _clean_loc(err["loc"]), "msg": msg})
         first = errors[0]
         where = ".".join(str(x) for x in first["loc"]) or "request"
@@ -91,10 +128,15 @@ def _graph(payload: Any) -> Any:
     return payload.get("graph") if isinstance(payload, dict) else None
 
 
+def _by_hash(graph: Any) -> bool:
+    """Whether a raw graph is given by hash (``"hash": null`` is absent, as the schema allows)."""
+    return isinstance(graph, dict) and graph.get("hash") is not None
+
+
 def _cache_key(payload: Any) -> str | None:
     """The plan-cache key of a raw request: the hash it names, or the hash of its graph."""
     graph = _graph(payload)
-    if isinstance(graph, dict) and "hash" in graph:
+    if _by_hash(graph):
         return graph["hash"] if isinstance(graph["hash"], str) else None
     return graph_hash(graph)
 
@@ -107,7 +149,7 @@ def _plan(payload: Any, s: Settings, cache: PlanCache | None, key: str | None
     its inputs and the top-level call are checked. A graph given by hash must be in the cache.
     """
     graph = _graph(payload)
-    if isinstance(graph, dict) and "hash" in graph:
+    if _by_hash(graph):
         req = parse_request(payload)  # checks the hash's form, and everything else
         entry = cache.get(req.graph.hash) if cache is not None else None  # type: ignore[arg-type]
         if entry is None:
@@ -118,7 +160,7 @@ def _plan(payload: Any, s: Settings, cache: PlanCache | None, key: str | None
         return req, build_plan(req, s, entry.plan), entry
     entry = cache.get(key) if cache is not None and key is not None else None
     if entry is not None:  # validate the rest of the graph object, not its (known) nodes
-        body = "nodes" if "nodes" in graph else "source"
+        body = "nodes" if graph.get("nodes") is not None else "source"
         payload = {**payload, "graph": {**{k: v for k, v in graph.items() if k != body}, "hash": key}}
     req = parse_request(payload)
     if entry is not None:

@@ -103,9 +103,12 @@ class InvalidGraph(InvalidRequest):
 class ExpressionError(InvalidGraph):
     """``graph.source`` uses syntax outside the whitelist; ``line``/``col`` locate it (1-based)."""
 
-    def __init__(self, detail: str, *, line: int, col: int) -> None:
+    def __init__(self, detail: str, *, line: int, col: int, node: str | None = None) -> None:
         msg = f"line {line}, col {col}: {detail}"
-        super().__init__(msg, errors=[{"loc": ["graph", "source"], "msg": msg, "line": line, "col": col}])
+        item: dict[str, Any] = {"loc": ["graph", "source"], "msg": msg, "line": line, "col": col}
+        if node:  # the name(s) the statement assigns
+            item["node"] = node
+        super().__init__(msg, errors=[item])
         self.line, self.col = line, col
 
 
@@ -199,8 +202,11 @@ def problem_info(exc: GradserveError) -> tuple[int, str, str]:
 def to_problem(exc: GradserveError) -> dict[str, Any]:
     """The RFC 9457 problem object for ``exc``."""
     status, type_, title = problem_info(exc)
+    errors = exc.errors
+    if not errors and status < 500:  # every client error names a place, the body at least
+        errors = [{"loc": ["body"], "msg": exc.detail}]
     body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": exc.detail,
-                            "errors": exc.errors}
+                            "errors": errors}
     body.update(exc.extensions())
     return body
 

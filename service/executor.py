@@ -42,7 +42,7 @@ from .errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
-from .expr import compile_source
+from .expr import SourcePos, compile_source
 from .settings import Settings
 from .wire import (
     DATATYPES,
@@ -165,7 +165,7 @@ class Step:
     kwargs: dict
     outputs: list[str]
     loc: Loc
-    pos: tuple[int, int] | None       # (line, col) when compiled from source
+    pos: SourcePos | None             # (line, col, statement's name) when compiled from source
     refs: list[_Ref]
     grad: dict[str, Any] | None = None  # grad node: resolved attribute templates
     functional: dict[str, Any] | None = None  # jacobian/hessian/vjp/jvp/hvp/vhp node
@@ -174,8 +174,12 @@ class Step:
     @property
     def label(self) -> str:
         op = self.functional["kind"] if self.functional else "grad" if self.op is None else self.op.name
-        where = f"line {self.pos[0]}, col {self.pos[1]}" if self.pos else f"node {self.index}"
-        return f"{where} ({op} -> {', '.join(self.outputs)})"
+        if self.pos is None:
+            return f"node {self.index} ({op} -> {', '.join(self.outputs)})"
+        where = f"line {self.pos[0]}, col {self.pos[1]}"
+        if all(o.isidentifier() for o in self.outputs):
+            return f"{where} ({op} -> {', '.join(self.outputs)})"
+        return f"{where} ({op}, assigning {self.pos.name})"  # an intermediate value of the statement
 
 
 @dataclass(slots=True)
@@ -188,7 +192,7 @@ class GraphPlan:
     steps: list[Step]                 # in execution order
     input_names: list[str]
     known: frozenset[str]             # graph inputs and node outputs
-    positions: list[tuple[int, int]] | None  # (line, col) per node index, for graph.source
+    positions: list[SourcePos] | None  # (line, col, statement's name) per node index, for graph.source
     # values every run starts from besides the inputs: name -> (array, requires_grad); an ONNX
     # model's initializers and folded constants (service.onnx_graph)
     constants: dict[str, tuple[np.ndarray, bool]] = field(default_factory=dict)
@@ -213,7 +217,7 @@ class Plan:
 class _Locator:
     """Builds errors that name the node and field, for JSON nodes and for compiled source."""
 
-    def __init__(self, positions: list[tuple[int, int]] | None) -> None:
+    def __init__(self, positions: list[SourcePos] | None) -> None:
         self.positions = positions
 
     def loc(self, index: int, field_loc: Loc = ()) -> Loc:
@@ -224,9 +228,15 @@ class _Locator:
     def item(self, index: int, msg: str, field_loc: Loc = (), node: str | None = None) -> dict[str, Any]:
         it: dict[str, Any] = {"loc": list(self.loc(index, field_loc)), "msg": msg}
         if self.positions is not None:
-            line, col = self.positions[index]
-            it["msg"] = f"line {line}, col {col}: {msg}"
+            pos = self.positions[index]
+            line, col = pos[0], pos[1]
+            where = f"line {line}, col {col}"
+            if not msg.startswith(where):  # a step's label already names it
+                it["msg"] = f"{where}: {msg}"
             it["line"], it["col"] = line, col
+            name = getattr(pos, "name", "")
+            if name and (node is None or not node.isidentifier()):  # an intermediate value: name
+                node = name  # what the user's statement assigns instead
         if node is not None:
             it["node"] = node
         return it
@@ -254,7 +264,7 @@ def compile_graph(g: Graph, settings: Settings | None = None) -> GraphPlan:
     s = settings or Settings()
     if g.hash is not None:
         raise InvalidGraph("a graph given by hash has no nodes to compile", loc=("graph", "hash"))
-    positions: list[tuple[int, int]] | None = None
+    positions: list[SourcePos] | None = None
     if g.source is not None:
         if len(g.source) > s.max_source_chars:
             raise PayloadTooLarge(f"graph.source has {len(g.source)} characters; the limit "
@@ -423,7 +433,12 @@ def _make_step(i: int, n: OpNode | GradNode | _FunctionalNode, where: _Locator, 
     try:
         info.signature.bind(*args, **kwargs)
     except TypeError as e:
-        raise where.graph_error(i, f"{info.name}(): {e}", _bind_field(str(e)), n.outputs[0]) from None
+        hint = ""
+        m = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if m:
+            hint = _close(m.group(1), [p.name for p in info.signature.parameters.values()
+                                       if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)])
+        raise where.graph_error(i, f"{info.name}(): {e}{hint}", _bind_field(str(e)), n.outputs[0]) from None
     return Step(i, info, args, kwargs, list(n.outputs), base, pos, refs)
 
 
@@ -827,7 +842,8 @@ def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings 
     binary = binary_tensors(req)
     blobs = list(blobs or [])
     if len(blobs) != len(binary):
-        raise BadRequest(f"{len(binary)} tensors are marked binary but {len(blobs)} binary blobs came")
+        raise BadRequest(f"{len(binary)} tensors are marked binary but {len(blobs)} binary blobs came",
+                         loc=(*binary[0][1], "parameters", "binary_data_size") if binary else ("body",))
     by_id = {id(t): b for (t, _), b in zip(binary, blobs)}
     if b64:
         by_id.update(b64)

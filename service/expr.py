@@ -4,9 +4,12 @@ The source is parsed with :mod:`ast` and walked against a whitelist; nothing is 
 Allowed: assignments (with tuple unpacking), ``+ - * / // % ** @``, unary ``-``/``+``/``~``,
 ``& | ^``, single comparisons, calls of op names (``mean(x)``, ``nn.functional.relu(x)``,
 ``x.sum(1)``), keyword arguments, indexing with ints/slices/None/Ellipsis/tensors, number,
-string and None literals, lists, and ``grad(...)`` with ``torch.autograd.grad``'s signature.
-Anything else (attribute reads, imports, lambdas, comprehensions, dunder names, ...) raises
-:class:`~service.errors.ExpressionError` with its line and column.
+string and None literals, lists, the tensor attributes ``x.T``, ``x.mT`` (``x.H``, ``x.mH``),
+``grad(...)`` with ``torch.autograd.grad``'s signature, and ``jacobian(y, x)``, ``hessian``,
+``vjp``/``jvp``/``hvp``/``vhp(y, x, v)``: torch.autograd.functional's with the function given by
+the values it maps (``y``, computed from ``x`` in the graph), returning the products only.
+Anything else (other attribute reads, imports, lambdas, comprehensions, dunder names, ...)
+raises :class:`~service.errors.ExpressionError` with its line and column (and a hint).
 
 >>> nodes = compile_source("y = 2 * x + 1\\nloss = mean((y - w * x) ** 2)", ["x", "w"]).nodes
 >>> [n["op"] for n in nodes]
@@ -18,13 +21,15 @@ Anything else (attribute reads, imports, lambdas, comprehensions, dunder names, 
 from __future__ import annotations
 
 import ast
+import difflib
 import inspect
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ExpressionError
 
-__all__ = ["compile_source", "CompiledSource"]
+__all__ = ["compile_source", "CompiledSource", "SourcePos", "FUNCTIONAL_SIGNATURES"]
 
 _BINOPS: dict[type, str] = {
     ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow",
@@ -53,6 +58,53 @@ def _grad_signature(outputs, inputs, grad_outputs=None, retain_graph=None, creat
 
 
 _GRAD_SIG = inspect.signature(_grad_signature)
+
+
+# torch.autograd.functional's signatures with the function replaced by the values it maps
+# (``outputs``), as the JSON functional nodes take them (service.wire).
+def _jacobian_signature(outputs, inputs, create_graph=False, strict=False, vectorize=False,
+                        strategy="reverse-mode"):  # pragma: no cover - signature only
+    """jacobian(y, x): the Jacobian blocks of ``outputs`` with respect to ``inputs``."""
+
+
+def _hessian_signature(outputs, inputs, create_graph=False, strict=False, vectorize=False,
+                       outer_jacobian_strategy="reverse-mode"):  # pragma: no cover - signature only
+    """hessian(y, x): the Hessian blocks of the scalar ``outputs``."""
+
+
+def _product_signature(outputs, inputs, v=None, create_graph=False, strict=False
+                       ):  # pragma: no cover - signature only
+    """vjp/jvp/hvp/vhp(y, x, v): the vector products (without torch's function value)."""
+
+
+FUNCTIONAL_SIGNATURES: dict[str, inspect.Signature] = {
+    "jacobian": inspect.signature(_jacobian_signature), "hessian": inspect.signature(_hessian_signature),
+    **{k: inspect.signature(_product_signature) for k in ("vjp", "jvp", "hvp", "vhp")},
+}
+_DIFF_CALLS = ("grad", *FUNCTIONAL_SIGNATURES)
+
+# Tensor attributes read as ops: x.T is t(x) (torch's x.T on other than 2-D tensors is deprecated),
+# x.mT swaps the last two dims; for real tensors x.H and x.mH are the same.
+_ATTR_OPS: dict[str, tuple[str, tuple]] = {"T": ("t", ()), "H": ("t", ()), "mT": ("transpose", (-2, -1)),
+                                           "mH": ("transpose", (-2, -1))}
+# Attributes that depend on the input shapes, and what to use instead: a graph is compiled once
+# for any input shapes (its plan is cached by graph hash), so shapes are not constants here.
+_SHAPE_HINT = ("the graph is compiled once for any input shapes, so shapes are not known in "
+               "graph.source: use -1 in reshape/view (x.reshape(-1, 2)), expand_as(x, y), view_as(x, y), "
+               "flatten/unflatten, ones_like/zeros_like, or write the size as a number")
+_ATTR_HINTS: dict[str, str] = {
+    "shape": _SHAPE_HINT, "ndim": _SHAPE_HINT,
+    "dtype": "cast with x.to(dtype='float64') (or x.double(), x.float())",
+    "grad": "compute gradients with grad(y, x) (torch.autograd.grad's signature)",
+    "data": "use x.detach()", "real": "the engine has real tensors only: use x itself",
+}
+
+
+def _did_you_mean(msg: str, sig: inspect.Signature) -> str:
+    """A suggestion for the misspelt keyword a bind error names (``vectorise`` -> ``vectorize``)."""
+    m = re.search(r"unexpected keyword argument '(\w+)'", msg)
+    close = difflib.get_close_matches(m.group(1), list(sig.parameters), n=2) if m else []
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 # ---------------------------------------------------------------- operands
@@ -109,50 +161,86 @@ def _literal(v: Any, *, in_inputs: bool) -> Any:
     return v
 
 
+class SourcePos(NamedTuple):
+    """Where a compiled node comes from: 1-based line and column, and the name(s) its statement
+    assigns (what errors call the node instead of an internal name)."""
+
+    line: int
+    col: int
+    name: str
+
+
 @dataclass
 class CompiledSource:
-    """Wire nodes compiled from source, with each node's 1-based (line, col)."""
+    """Wire nodes compiled from source, with each node's :class:`SourcePos`.
+
+    Intermediate values are named after their source text (``"x.expand(3, 2)"``), a name no
+    statement can assign, so that error messages quote the user's own expression."""
 
     nodes: list[dict[str, Any]] = field(default_factory=list)
-    positions: list[tuple[int, int]] = field(default_factory=list)
+    positions: list[SourcePos] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- compiler
 class _Compiler:
-    def __init__(self, input_names: set[str]) -> None:
+    def __init__(self, input_names: set[str], source: str) -> None:
         self.values: set[str] = set(input_names)
         self.inputs = set(input_names)
         self.consts: dict[str, _Operand] = {}
         self.aliases: dict[str, str] = {}
         self.out = CompiledSource()
-        self.n_tmp = 0
+        self.lines = [ln.encode() for ln in source.splitlines()]  # ast columns are UTF-8 offsets
+        self.temps: set[str] = set()
+        self.stmt_name = ""  # the name(s) the statement being compiled assigns
 
     # -- helpers
-    @staticmethod
-    def error(node: ast.AST, msg: str) -> ExpressionError:
-        return ExpressionError(msg, line=getattr(node, "lineno", 1), col=getattr(node, "col_offset", 0) + 1)
+    def error(self, node: ast.AST, msg: str) -> ExpressionError:
+        return ExpressionError(msg, line=getattr(node, "lineno", 1), col=getattr(node, "col_offset", 0) + 1,
+                               node=self.stmt_name)
 
     def check_name(self, node: ast.AST, name: str) -> None:
         if name.startswith("__") or name.endswith("__"):
             raise self.error(node, f"dunder names are not allowed ({name!r})")
 
-    def tmp(self) -> str:
-        self.n_tmp += 1
-        return f"%{self.n_tmp}"
+    def text(self, node: ast.AST) -> str | None:
+        """The node's source text when it is one short line (columns are UTF-8 offsets)."""
+        line, end = getattr(node, "lineno", 0), getattr(node, "end_lineno", None)
+        start, stop = getattr(node, "col_offset", 0), getattr(node, "end_col_offset", None) or 0
+        if line != end or not 0 < line <= len(self.lines) or stop - start > 40:
+            return None  # (checked before slicing: a long line has many nodes)
+        return self.lines[line - 1][start:stop].decode(errors="replace")
+
+    def tmp(self, node: ast.AST, op: str, suffix: str = "") -> str:
+        """A name for an intermediate value: its source text, made unique with its position."""
+        text = self.text(node)
+        where = f" at {node.lineno}:{node.col_offset + 1}"  # type: ignore[attr-defined]
+        name = f"{text}{suffix}" if text is not None else f"{op}(...){suffix}{where}"
+        if name in self.temps or self.is_value(name):
+            name = f"{text}{suffix}{where}" if text is not None else name
+        base, k = name, 1
+        while name in self.temps or self.is_value(name):
+            k += 1
+            name = f"{base} #{k}"
+        self.temps.add(name)
+        return name
+
+    def position(self, node: ast.AST) -> SourcePos:
+        return SourcePos(node.lineno, node.col_offset + 1, self.stmt_name)  # type: ignore[attr-defined]
 
     def emit(self, node: ast.AST, op: str, inputs: list, attributes: dict | None = None,
              outputs: list[str] | None = None) -> list[str]:
-        outs = outputs or [self.tmp()]
+        outs = outputs or [self.tmp(node, op)]
         wire: dict[str, Any] = {"op": op, "inputs": [_to_input(i) for i in inputs], "outputs": outs}
         if attributes:
             wire["attributes"] = {k: _to_attr(v) for k, v in attributes.items()}
         self.out.nodes.append(wire)
-        self.out.positions.append((node.lineno, node.col_offset + 1))
+        self.out.positions.append(self.position(node))
         self.values.update(outs)
         return outs
 
     # -- statements
     def statement(self, stmt: ast.stmt) -> None:
+        self.stmt_name = ""
         if not isinstance(stmt, ast.Assign):
             what = _FORBIDDEN.get(type(stmt), f"`{type(stmt).__name__}` statements")
             raise self.error(stmt, f"only assignments are allowed, not {what}")
@@ -161,18 +249,23 @@ class _Compiler:
         target, value = stmt.targets[0], stmt.value
         if isinstance(target, ast.Name):
             name = self.target(target)
-            if self.is_grad(value):
-                raise self.error(value, "grad() returns a tuple: unpack it (`g, = grad(...)`) "
-                                        "or index it (`grad(...)[0]`)")
+            self.stmt_name = name
+            if self.is_diff(value):
+                names, is_tuple = self.diff(value, None)
+                if is_tuple:
+                    raise self.error(value, self.tuple_msg(value))
+                self.rename(names[0], name)
+                return
             self.bind(name, self.expr(value))
         elif isinstance(target, (ast.Tuple, ast.List)):
             names = [self.target(t) for t in target.elts]
+            self.stmt_name = ", ".join(names)
             if len(set(names)) != len(names):
                 raise self.error(target, "a name appears twice in the unpacking")
             if not isinstance(value, ast.Call):
                 raise self.error(value, "only the result of a call can be unpacked")
-            if self.is_grad(value):
-                self.grad(value, names)
+            if self.is_diff(value):
+                self.diff(value, names)
             elif len(names) == 1:  # `v, = split(...)`: the tuple's single element, as in Python
                 whole = self.call(value)
                 self.emit(value, "getitem", [whole, _Lit(0)], outputs=names)
@@ -180,6 +273,10 @@ class _Compiler:
                 self.call(value, names)
         else:
             raise self.error(target, "only names and tuples of names can be assigned")
+
+    def tuple_msg(self, e: ast.Call) -> str:
+        f = e.func.id  # type: ignore[attr-defined]
+        return (f"{f}() returns a tuple here: unpack it (`g, = {f}(...)`) or index it (`{f}(...)[0]`)")
 
     def target(self, t: ast.expr) -> str:
         if not isinstance(t, ast.Name):
@@ -191,13 +288,18 @@ class _Compiler:
             raise self.error(t, f"name {t.id!r} is assigned twice")
         return t.id
 
+    def rename(self, tmp: str, name: str) -> None:
+        """Give the last node's single intermediate output the user's name."""
+        self.values.discard(tmp)
+        self.temps.discard(tmp)
+        self.out.nodes[-1]["outputs"] = [name]
+        self.values.add(name)
+
     def bind(self, name: str, o: _Operand) -> None:
         last = self.out.nodes[-1] if self.out.nodes else None
-        fresh = isinstance(o, _Val) and o.name.startswith("%")
+        fresh = isinstance(o, _Val) and o.name in self.temps
         if fresh and last is not None and last["outputs"] == [o.name]:
-            self.values.discard(o.name)
-            last["outputs"] = [name]  # the expression's own node gets the user's name
-            self.values.add(name)
+            self.rename(o.name, name)  # the expression's own node gets the user's name
         elif isinstance(o, _Val):
             self.aliases[name] = o.name
         else:
@@ -244,23 +346,45 @@ class _Compiler:
                 raise self.error(e, f"comparison {type(e.ops[0]).__name__} is not allowed")
             return _Val(self.emit(e, op, [self.expr(e.left), self.expr(e.comparators[0])])[0])
         if isinstance(e, ast.Call):
-            if self.is_grad(e):
-                raise self.error(e, "grad() returns a tuple: unpack it (`g, = grad(...)`) "
-                                    "or index it (`grad(...)[0]`)")
+            if self.is_diff(e):
+                names, is_tuple = self.diff(e, None)
+                if is_tuple:
+                    raise self.error(e, self.tuple_msg(e))
+                return _Val(names[0])
             return self.call(e)
         if isinstance(e, ast.Subscript):
             return self.subscript(e)
         if isinstance(e, (ast.List, ast.Tuple)):
             return _Seq(tuple(self.expr(x) for x in e.elts))
         if isinstance(e, ast.Attribute):
-            self.check_name(e, e.attr)
-            raise self.error(e, f"attribute access is not allowed ({ast.unparse(e)[:60]!r}); "
-                                "only op names can be called")
+            return self.attribute(e)
         what = _FORBIDDEN.get(type(e), f"`{type(e).__name__}` expressions")
         raise self.error(e, f"not allowed in an expression: {what}")
 
     def is_grad(self, e: ast.expr) -> bool:
         return isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "grad"
+
+    def is_diff(self, e: ast.expr) -> bool:
+        """``grad(...)`` or a functional call (``jacobian(y, x)``, ...), unless a value has that name."""
+        return (isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in _DIFF_CALLS
+                and not self.is_value(e.func.id))
+
+    def attribute(self, e: ast.Attribute) -> _Operand:
+        """``x.T``, ``x.mT``, ``x.H``, ``x.mH``; any other attribute is refused with a hint."""
+        self.check_name(e, e.attr)
+        what = ast.unparse(e)[:60]
+        if e.attr in _ATTR_OPS:
+            base = self.expr(e.value)
+            if not isinstance(base, _Val):
+                raise self.error(e, f"{what!r}: .{e.attr} is a tensor attribute")
+            op, extra = _ATTR_OPS[e.attr]
+            return _Val(self.emit(e, op, [base, *(_Lit(d) for d in extra)])[0])
+        hint = _ATTR_HINTS.get(e.attr)
+        if hint is None:
+            allowed = ", ".join(f".{a}" for a in _ATTR_OPS)
+            hint = (f"tensor attributes are {allowed}; call ops by name "
+                    f"(x.{e.attr}(...) or {e.attr}(x, ...) if it is an op)")
+        raise self.error(e, f"attribute access is not allowed ({what!r}): {hint}")
 
     def op_name(self, func: ast.expr) -> tuple[str, _Operand | None]:
         """The op a call names, and the tensor a method call is made on (or None)."""
@@ -285,10 +409,7 @@ class _Compiler:
                     dotted = repl + dotted[len(prefix):]
                     break
             return dotted, None
-        if isinstance(func.value, ast.Attribute):  # x.shape.foo(...)
-            raise self.error(func.value,
-                             f"attribute access is not allowed ({ast.unparse(func.value)[:60]!r})")
-        recv = self.expr(func.value)  # a method call: x.sum(1) is sum(x, 1)
+        recv = self.expr(func.value)  # a method call: x.sum(1) is sum(x, 1); x.T.sum() reads x.T first
         if not isinstance(recv, _Val):
             raise self.error(func, "methods can only be called on tensors")
         return func.attr, recv
@@ -312,15 +433,18 @@ class _Compiler:
         return _Val(self.emit(e, op, args, kwargs, outputs)[0])
 
     def subscript(self, e: ast.Subscript) -> _Operand:
-        if self.is_grad(e.value):
+        if self.is_diff(e.value):
+            f = e.value.func.id  # type: ignore[attr-defined]
             k = self.expr(e.slice)
             if not (isinstance(k, _Lit) and type(k.value) is int):
-                raise self.error(e.slice, "index grad(...) with an integer literal")
-            names = self.grad(e.value, None)
+                raise self.error(e.slice, f"index {f}(...) with an integer literal")
+            names, is_tuple = self.diff(e.value, None)  # type: ignore[arg-type]
+            if not is_tuple:  # a single tensor (jacobian(y, x)): index the tensor
+                return _Val(self.emit(e, "getitem", [_Val(names[0]), self.key(e.slice)])[0])
             try:
                 return _Val(names[k.value])
             except IndexError:
-                raise self.error(e.slice, f"grad(...) returns {len(names)} gradients; "
+                raise self.error(e.slice, f"{f}(...) returns {len(names)} results; "
                                           f"index {k.value} is out of range") from None
         base = self.expr(e.value)
         if not isinstance(base, _Val):
@@ -340,6 +464,78 @@ class _Compiler:
             return _Seq(tuple(self.key(x) for x in k.elts), is_tuple=True)
         return self.expr(k)
 
+    def diff(self, e: ast.Call, outputs: list[str] | None) -> tuple[list[str], bool]:
+        """The result names of a grad or functional call, and whether torch returns a tuple."""
+        f = e.func.id  # type: ignore[attr-defined]
+        return (self.grad(e, outputs), True) if f == "grad" else self.functional(e, f, outputs)
+
+    def bind_args(self, e: ast.Call, sig: inspect.Signature, f: str) -> dict[str, ast.expr]:
+        for a in e.args:
+            if isinstance(a, ast.Starred):
+                raise self.error(a, "`*` unpacking is not allowed")
+        if any(kw.arg is None for kw in e.keywords):
+            raise self.error(e, "`**` unpacking is not allowed")
+        try:
+            return dict(sig.bind(*e.args, **{kw.arg: kw.value for kw in e.keywords}).arguments)
+        except TypeError as err:
+            raise self.error(e, f"{f}(): {err}{_did_you_mean(str(err), sig)}") from None
+
+    def result_names(self, e: ast.Call, f: str, n: int, outputs: list[str] | None) -> list[str]:
+        if outputs is None:
+            text = self.text(e)
+            return [self.tmp(e, f, f"[{k}]" if n > 1 or text is None else "") for k in range(n)]
+        if len(outputs) != n:
+            what = "gradient" if f == "grad" else "result"
+            raise self.error(e, f"{f}() returns {n} {what}{'s' * (n != 1)} "
+                                f"but {len(outputs)} name{'s' * (len(outputs) != 1)} are unpacked")
+        return outputs
+
+    def functional(self, e: ast.Call, f: str, outputs: list[str] | None) -> tuple[list[str], bool]:
+        """``jacobian(y, x)``, ``hessian``, ``vjp``/``jvp``/``hvp``/``vhp(y, x, v)``: the functional
+        node of the same kind, its results row-major (the products only, for the vector products:
+        the function's value is ``y`` itself)."""
+        args = self.bind_args(e, FUNCTIONAL_SIGNATURES[f], f)
+        outs, out_many = self.names_or_one(args["outputs"], f, "outputs")
+        ins, in_many = self.names_or_one(args["inputs"], f, "inputs")
+        attrs: dict[str, Any] = {"outputs": outs if out_many else outs[0],
+                                 "inputs": ins if in_many else ins[0]}
+        if "v" in args:
+            o = self.expr(args["v"])
+            if not (isinstance(o, _Lit) and o.value is None):
+                vs, v_many = self.names_or_one(args["v"], f, "v")
+                attrs["v"] = vs if v_many else vs[0]
+        for key in ("create_graph", "strict", "vectorize"):
+            if key in args:
+                v = self.expr(args[key])
+                if not (isinstance(v, _Lit) and isinstance(v.value, bool)):
+                    raise self.error(args[key], f"{f}(): {key} must be True or False")
+                attrs[key] = v.value
+        for key in ("strategy", "outer_jacobian_strategy"):
+            if key in args:
+                v = self.expr(args[key])
+                if not (isinstance(v, _Lit) and isinstance(v.value, str)):
+                    raise self.error(args[key], f"{f}(): {key} must be 'reverse-mode' or 'forward-mode'")
+                attrs[key] = v.value
+        n = {"jacobian": len(outs) * len(ins), "hessian": len(ins) ** 2, "jvp": len(outs)}.get(f, len(ins))
+        # torch returns a tuple when the function's inputs (or, for jacobian and jvp, outputs) are
+        is_tuple = in_many and f != "jvp" or out_many and f in ("jacobian", "jvp")
+        names = self.result_names(e, f, n, outputs)
+        self.out.nodes.append({"op": f, "attributes": attrs, "outputs": names})
+        self.out.positions.append(self.position(e))
+        self.values.update(names)
+        return names, is_tuple
+
+    def names_or_one(self, node: ast.expr, f: str, what: str) -> tuple[list[str], bool]:
+        """The names a functional argument gives, and whether it is a tuple (as torch tells apart)."""
+        o = self.expr(node)
+        items = o.items if isinstance(o, _Seq) else (o,)
+        out = []
+        for it in items:
+            if not isinstance(it, _Val):
+                raise self.error(node, f"{f}(): {what} must be tensors")
+            out.append(it.name)
+        return out, isinstance(o, _Seq)
+
     def grad(self, e: ast.Call, outputs: list[str] | None) -> list[str]:
         for a in e.args:
             if isinstance(a, ast.Starred):
@@ -349,7 +545,7 @@ class _Compiler:
         try:
             bound = _GRAD_SIG.bind(*e.args, **{kw.arg: kw.value for kw in e.keywords})
         except TypeError as err:
-            raise self.error(e, f"grad(): {err}") from None
+            raise self.error(e, f"grad(): {err}{_did_you_mean(str(err), _GRAD_SIG)}") from None
         args = bound.arguments
         outs = self.names(args["outputs"], "outputs")
         ins = self.names(args["inputs"], "inputs")
@@ -364,14 +560,9 @@ class _Compiler:
                 if not (isinstance(v, _Lit) and (isinstance(v.value, bool) or v.value is None)):
                     raise self.error(args[flag], f"grad(): {flag} must be True, False or None")
                 attrs[flag] = v.value
-        n = len(ins)
-        if outputs is None:
-            outputs = [self.tmp() for _ in range(n)]
-        elif len(outputs) != n:
-            raise self.error(e, f"grad() returns {n} gradient{'s' * (n != 1)} "
-                                f"but {len(outputs)} name{'s' * (len(outputs) != 1)} are unpacked")
+        outputs = self.result_names(e, "grad", len(ins), outputs)
         self.out.nodes.append({"op": "grad", "attributes": attrs, "outputs": outputs})
-        self.out.positions.append((e.lineno, e.col_offset + 1))
+        self.out.positions.append(self.position(e))
         self.values.update(outputs)
         return outputs
 
@@ -408,7 +599,7 @@ def compile_source(source: str, input_names: list[str] | set[str]) -> CompiledSo
         raise ExpressionError(f"syntax error: {e.msg}", line=e.lineno or 1, col=e.offset or 1) from None
     except (ValueError, RecursionError, MemoryError) as e:
         raise ExpressionError(f"cannot parse the source: {e}", line=1, col=1) from None
-    c = _Compiler(set(input_names))
+    c = _Compiler(set(input_names), source)
     for stmt in tree.body:
         try:
             c.statement(stmt)

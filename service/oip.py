@@ -157,12 +157,16 @@ def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memo
     return core.parse_json(view[:n]), view[n:]
 
 
+_INFER_FIELDS = core.model_fields(InferRequest)
+
+
 def parse_infer(payload: dict[str, Any]) -> InferRequest:
     """Validate an infer request's JSON header (InvalidRequest naming each bad field)."""
     try:
         return InferRequest.model_validate(payload)
     except ValidationError as e:
-        errors = [{"loc": list(err["loc"]), "msg": err["msg"].removeprefix("Value error, ")}
+        errors = [{"loc": list(err["loc"]), "msg": core.extra_field_msg(err["loc"], err["msg"], _INFER_FIELDS)
+                   if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")}
                   for err in e.errors(include_url=False, include_input=False, include_context=False)]
         where = ".".join(str(x) for x in errors[0]["loc"]) or "request"
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

@@ -52,7 +52,7 @@ def canonical_graph(graph: Any) -> bytes | None:
     """
     if not isinstance(graph, dict) or "onnx" in graph:  # keyed by the model's hash (service.onnx_graph)
         return None
-    body = [k for k in ("nodes", "source") if k in graph]
+    body = [k for k in ("nodes", "source") if graph.get(k) is not None]  # null is absent
     inputs = graph.get("inputs", [])
     if len(body) != 1 or not isinstance(inputs, list):
         return None
