@@ -90,7 +90,7 @@ def test_null_hash_is_absent(client):
         assert r.status_code == 200, r.text
         assert r.json()["grads"][0]["data"] == [2.0, 4.0]  # d/dx sum(x^2) = 2x
     r = client.post("/v1/grad", json={"graph": {"inputs": [X], "hash": None}})
-    assert r.status_code == 422 and "exactly one of nodes, source or hash" in r.text
+    assert r.status_code == 422 and "exactly one of nodes, source, hash or onnx" in r.text
 
 
 def test_unknown_infer_field_gets_a_did_you_mean(client):
