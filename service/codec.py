@@ -21,7 +21,9 @@ from .wire import DATATYPE_ALIASES, DATATYPES
 __all__ = ["np_dtype", "datatype_of", "decode_data", "decode_b64", "decode_bytes", "json_data",
            "b64_data", "b64_bytes", "raw_bytes", "TensorDecodeError"]
 
-_SPECIAL = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
+# R's jsonlite spells them "NaN", "Inf" and "-Inf", and NA (which R torch reads as NaN) "NA".
+_SPECIAL = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf, "Inf": np.inf, "-Inf": -np.inf,
+            "NA": np.nan}
 
 
 class TensorDecodeError(ValueError):
