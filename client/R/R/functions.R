@@ -16,9 +16,8 @@
 #' 1-based. `torch_zeros()`, `torch_ones()`, `torch_full()`, `torch_randn()`, `torch_rand()` and
 #' `torch_arange()` make leaves from R's numbers (R's random generator).
 #'
-#' @param self,input,other,x,tensors,condition,exponent,mat1,mat2 Tensors (numbers where torch
-#'   takes them).
-#' @param dim,dim0,dim1,start_dim,end_dim,keepdim,shape,dims,min,max,... As in R torch.
+#' @param self,other,tensors,condition,exponent,mat2 Tensors (numbers where torch takes them).
+#' @param dim,dim0,dim1,start_dim,end_dim,keepdim,shape,min,max,... As in R torch.
 #' @name torch_functions
 NULL
 
@@ -199,7 +198,7 @@ torch_arange <- function(start, end, step = 1, dtype = NULL, device = NULL, requ
 #'
 #' Recorded as the engine's `nn.functional.*` ops. Class targets (`nnf_cross_entropy()`,
 #' `nnf_nll_loss()`) are 1-based, as in R torch.
-#' @param input,target,weight,bias,dim,reduction,negative_slope,beta,threshold,... As in R torch.
+#' @param input,target,weight,bias,dim,reduction,negative_slope,beta,threshold As in R torch.
 #' @name nnf_functions
 NULL
 

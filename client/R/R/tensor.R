@@ -104,6 +104,7 @@ format.gradserve_dtype <- function(x, ...) paste0("torch_", x$name)
 #' @export
 is_undefined_tensor <- function(x) .is_tensor(x) && isTRUE(.st(x)$undefined)
 
+#' @rdname is_undefined_tensor
 #' @export
 is_torch_tensor <- function(x) .is_tensor(x)
 
