@@ -68,7 +68,7 @@ def _replace_specials(data: Any) -> Any:
         except KeyError:
             raise TensorDecodeError(
                 f"data holds the string {data[:40]!r}; only numbers and \"NaN\", \"Infinity\", "
-                "\"-Infinity\" are allowed") from None
+                "\"-Infinity\" (or R's \"NA\", \"Inf\", \"-Inf\") are allowed") from None
     raise TensorDecodeError(f"data holds {_json_kind(data)}; only numbers and lists are allowed")
 
 

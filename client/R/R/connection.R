@@ -67,6 +67,15 @@ print.gradserve_connection <- function(x, ...) {
 # Doubles as JSON numbers that read back to the same double (jsonlite keeps 15 digits).
 .json_number <- function(v) structure(sprintf("%.17g", v), class = "json")
 
+# A numeric vector as one JSON array, non-finite values spelt as R does ("NA", "Inf", ...).
+.json_numbers <- function(v) {
+  s <- sprintf("%.17g", as.double(v))
+  bad <- !is.finite(v)
+  w <- v[bad]
+  s[bad] <- ifelse(is.nan(w), '"NaN"', ifelse(is.na(w), '"NA"', ifelse(w > 0, '"Inf"', '"-Inf"')))
+  structure(paste0("[", paste(s, collapse = ","), "]"), class = "json")
+}
+
 .to_json <- function(payload) {
   jsonlite::toJSON(payload, auto_unbox = TRUE, null = "null", digits = NA, json_verbatim = TRUE)
 }

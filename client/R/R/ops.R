@@ -199,7 +199,10 @@ t.gradserve_tensor <- function(x) .record("t", list(x))
     .set_requires_grad(self, requires_grad)
     invisible(self)
   },
-  print = function(self, n = 30) print(self, n = n)
+  print = function(self, n = 30) print(self, n = n),
+  backward = function(self, ...) {
+    stop("tensors of a Gradserve connection keep no .grad: use autograd_grad(outputs, inputs)", call. = FALSE)
+  }
 )
 
 .set_requires_grad <- function(self, value) {

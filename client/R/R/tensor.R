@@ -175,7 +175,7 @@ torch_tensor <- function(data, dtype = NULL, device = NULL, requires_grad = FALS
     FP64 = list(b64 = .b64(writeBin(as.double(v), raw(), size = 8, endian = "little"))),
     INT32 = list(b64 = .b64(writeBin(as.integer(v), raw(), size = 4, endian = "little"))),
     BOOL = list(data = I(as.logical(v))),
-    list(data = I(lapply(v, function(e) if (is.finite(e)) .json_number(e) else format(e))))
+    list(data = .json_numbers(v))
   ))
   if (isTRUE(st$requires_grad)) t$requires_grad <- TRUE
   t

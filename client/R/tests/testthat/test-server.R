@@ -155,3 +155,19 @@ test_that("raw REST: both jsonlite settings get 200 and the closed form", {
     expect_equal(res$body$values$loss$data, want$loss, tolerance = 1e-6)
   }
 })
+
+test_that("R idioms: indexing, integer and half tensors, non-finite values", {
+  skip_without_server()
+  M <- matrix(as.double(1:12), 3, 4)
+  P <- torch_tensor(M, dtype = torch_float64())
+  expect_equal(dim(P[1, , drop = FALSE]), c(1L, 4L))
+  expect_equal(as_array(P[-1, ]), M[3, ])  # negative indices count from the end, as in R torch
+  expect_equal(as_array(P[c(1, 3), 2]), M[c(1, 3), 2])
+  expect_equal(as.numeric(P$sum()), sum(M))
+  expect_equal(P$sum()$item(), sum(M))
+  expect_identical(as_array(torch_tensor(c(2L, 5L)) * 3L), c(6L, 15L))
+  expect_equal(as_array(torch_tensor(c(1, NA, Inf, -Inf), dtype = torch_float16()) * 2), c(2, NaN, Inf, -Inf))
+  x <- torch_tensor(c(1, NaN, Inf), requires_grad = TRUE)
+  expect_equal(as_array(autograd_grad((x * 2)$sum(), x)[[1]]), c(2, 2, 2))
+  expect_error(P$backward(), "use autograd_grad")
+})
