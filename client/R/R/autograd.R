@@ -8,7 +8,7 @@
   xs
 }
 
-.names <- function(xs) I(vapply(xs, function(t) .st(t)$name, ""))
+.marks <- function(xs) lapply(xs, .mark)
 
 #' Computes and returns the sum of gradients of outputs with respect to the inputs
 #'
@@ -42,19 +42,18 @@ autograd_grad <- function(outputs, inputs, grad_outputs = NULL, retain_graph = c
   outputs <- .check_tensors(.as_list(outputs), "outputs")
   inputs <- .check_tensors(.as_list(inputs), "inputs")
   if (!length(inputs)) stop("`inputs` argument to `grad()` cannot be empty.", call. = FALSE)
-  call <- list(outputs = .names(outputs), inputs = .names(inputs))
+  call <- list(outputs = .marks(outputs), inputs = .marks(inputs))
   gos <- list()
   if (!is.null(grad_outputs)) {
     gos <- lapply(.as_list(grad_outputs), function(g) if (is.null(g) || .is_tensor(g)) g else torch_tensor(g))
-    call$grad_outputs <- lapply(gos, function(g) if (is.null(g)) NULL else .st(g)$name)
+    call$grad_outputs <- lapply(gos, function(g) if (is.null(g)) NULL else .mark(g))
   }
   call$retain_graph <- isTRUE(retain_graph)
   call$create_graph <- isTRUE(create_graph)
   call$allow_unused <- isTRUE(allow_unused)
   gos <- Filter(Negate(is.null), gos)
   if (isTRUE(create_graph)) return(.grad_node(call, outputs, inputs, gos))
-  payload <- c(.payload(c(outputs, inputs, gos)), call)
-  grads <- .post_grad(payload)$grads
+  grads <- .post_grad(.payload(c(outputs, inputs, gos), call)$payload)$grads
   lapply(grads, function(g) {
     if (is.null(g)) return(.new_tensor(undefined = TRUE))
     d <- .decode(g)

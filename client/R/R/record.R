@@ -12,16 +12,30 @@
   node
 }
 
-# An argument as JSON: a tensor is its name (in positional inputs) or {"ref": name} (in
-# attributes, where strings are literals); lists stay lists; a length-1 vector is a scalar
-# unless wrapped in I(); non-integer doubles keep all their digits.
+# A tensor inside a node or call: its name (or {"ref": name} in op attributes, where strings are
+# literals) is only written when a request is built, by position (see .payload).
+.mark <- function(t, as_ref = FALSE) structure(list(st = .st(t), as_ref = as_ref), class = "gradserve_mark")
+
+.resolve <- function(x, canon) {
+  if (inherits(x, "gradserve_mark")) {
+    name <- canon[[x$st$name]]
+    return(if (x$as_ref) list(ref = name) else name)
+  }
+  if (!is.list(x)) return(x)
+  out <- lapply(x, .resolve, canon = canon)
+  attributes(out) <- attributes(x)
+  out
+}
+
+# An argument as JSON: a tensor is a mark (above); lists stay lists; a length-1 vector is a
+# scalar unless wrapped in I(); non-integer doubles keep all their digits.
 .encoder <- function() {
   parents <- list()
   enc <- function(v, in_inputs) {
     if (.is_tensor(v)) {
       if (is_undefined_tensor(v)) stop("an undefined tensor cannot be used in an operation", call. = FALSE)
       parents[[length(parents) + 1L]] <<- v
-      return(if (in_inputs) .st(v)$name else list(ref = .st(v)$name))
+      return(.mark(v, as_ref = !in_inputs))
     }
     if (is.null(v)) return(NULL)
     if (inherits(v, "gradserve_dtype")) return(v$wire)
@@ -53,11 +67,11 @@
   if (n_outputs == 1L) outs[[1]] else outs
 }
 
-.wire_node <- function(node) {
+.wire_node <- function(node, canon) {
   n <- list(op = node$op)
-  if (node$op != "grad") n$inputs <- node$inputs
-  if (length(node$attributes)) n$attributes <- node$attributes
-  n$outputs <- I(node$outputs)
+  if (node$op != "grad") n$inputs <- .resolve(node$inputs, canon)
+  if (length(node$attributes)) n$attributes <- .resolve(node$attributes, canon)
+  n$outputs <- I(vapply(node$outputs, function(o) canon[[o]], ""))
   n
 }
 
@@ -89,12 +103,23 @@
   list(leaves = leaves, nodes = nodes)
 }
 
-# The v1 request for the graph reaching `roots` (tensors as b64, answers as b64).
-.payload <- function(roots) {
-  g <- .collect(roots)
-  payload <- list(graph = list(inputs = lapply(g$leaves, .encode_leaf),
-                               nodes = lapply(g$nodes, .wire_node)),
+# The v1 request for the graph reaching `roots` (tensors as b64, answers as b64), with the
+# top-level `call` and the tensors to `return`. Tensors are named by position (t0, t1, ...), so
+# the same computation is the same graph, byte for byte, and the server's plan cache knows it.
+# Returns the payload and the names used (a tensor's internal name -> its name on the wire).
+.payload <- function(roots, call = NULL, returns = list()) {
+  g <- .collect(c(roots, returns))
+  canon <- new.env(parent = emptyenv())
+  k <- 0L
+  for (name in c(vapply(g$leaves, function(t) .st(t)$name, ""), unlist(lapply(g$nodes, function(n) n$outputs)))) {
+    canon[[name]] <- sprintf("t%d", k)
+    k <- k + 1L
+  }
+  payload <- list(graph = list(inputs = lapply(g$leaves, .encode_leaf, canon = canon),
+                               nodes = lapply(g$nodes, .wire_node, canon = canon)),
                   response_encoding = "b64")
+  if (!is.null(call)) payload <- c(payload, .resolve(call, canon))
+  if (length(returns)) payload[["return"]] <- I(vapply(returns, function(t) canon[[.st(t)$name]], ""))
   nonfinite <- vapply(g$leaves, function(t) {
     v <- .st(t)$value
     is.double(v) && any(!is.finite(v))
@@ -102,5 +127,5 @@
   # torch computes with NaN and infinity: values given on purpose are sent so (the server
   # refuses them otherwise, as likely mistakes in hand-written requests)
   if (any(nonfinite)) payload$allow_non_finite <- TRUE
-  payload
+  list(payload = payload, canon = canon)
 }

@@ -166,9 +166,9 @@ torch_tensor <- function(data, dtype = NULL, device = NULL, requires_grad = FALS
 # ---------------------------------------------------------------- wire encoding of leaves
 .b64 <- function(bytes) gsub("[\r\n]", "", jsonlite::base64_enc(bytes))
 
-.encode_leaf <- function(x) {
+.encode_leaf <- function(x, canon) {
   st <- .st(x)
-  t <- list(name = st$name, datatype = st$dtype, shape = I(as.integer(st$shape)))
+  t <- list(name = canon[[st$name]], datatype = st$dtype, shape = I(as.integer(st$shape)))
   v <- st$value
   t <- c(t, switch(st$dtype,
     FP32 = list(b64 = .b64(writeBin(as.double(v), raw(), size = 4, endian = "little"))),
@@ -223,16 +223,15 @@ torch_tensor <- function(data, dtype = NULL, device = NULL, requires_grad = FALS
 .materialize <- function(tensors) {
   missing <- Filter(function(t) !.st(t)$undefined && is.null(.st(t)$value), tensors)
   if (!length(missing)) return(invisible())
-  payload <- .payload(missing)
-  payload[["return"]] <- I(vapply(missing, function(t) .st(t)$name, ""))
-  .store(.post_grad(payload)$values, missing)
+  req <- .payload(list(), returns = missing)
+  .store(.post_grad(req$payload)$values, missing, req$canon)
   invisible()
 }
 
-.store <- function(values, tensors) {
+.store <- function(values, tensors, canon) {
   for (t in tensors) {
     st <- .st(t)
-    obj <- values[[st$name]]
+    obj <- values[[canon[[st$name]]]]
     if (is.null(obj)) {  # a gradient allow_unused left out
       st$undefined <- TRUE
       next

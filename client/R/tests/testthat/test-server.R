@@ -171,3 +171,29 @@ test_that("R idioms: indexing, integer and half tensors, non-finite values", {
   expect_equal(as_array(autograd_grad((x * 2)$sum(), x)[[1]]), c(2, 2, 2))
   expect_error(P$backward(), "use autograd_grad")
 })
+
+test_that("a training loop sends the same graph every step: the server's plan cache hits", {
+  skip_without_server()
+  hits <- function() {
+    resp <- httr2::req_perform(httr2::request(paste0(Sys.getenv("GRADSERVE_URL"), "/metrics")))
+    text <- httr2::resp_body_string(resp)
+    as.numeric(sub(".* ", "", grep("^gradserve_plan_cache_hits_total ", strsplit(text, "\n")[[1]], value = TRUE)))
+  }
+  set.seed(3)
+  xv <- runif(50)
+  yv <- 3 * xv - 1
+  w <- 0
+  b <- 0
+  before <- hits()
+  for (step in 1:5) {
+    wt <- torch_tensor(w, requires_grad = TRUE)
+    bt <- torch_tensor(b, requires_grad = TRUE)
+    loss <- ((torch_tensor(yv) - (wt * torch_tensor(xv) + bt))^2)$mean()
+    g <- autograd_grad(loss, list(wt, bt))
+    w <- w - 0.5 * as_array(g[[1]])
+    b <- b - 0.5 * as_array(g[[2]])
+  }
+  expect_gte(hits() - before, 4)
+  r <- yv - (w * xv + b)
+  expect_lt(mean(r^2), mean(yv^2))
+})
