@@ -64,7 +64,7 @@ autograd_grad <- function(outputs, inputs, grad_outputs = NULL, retain_graph = c
 # create_graph = TRUE: a grad node inside the graph; its results are recorded tensors whose
 # values are fetched at once (so errors show here, as in R torch) and kept.
 .grad_node <- function(call, outputs, inputs, gos) {
-  node <- .new_node("grad", list(), call, c(outputs, inputs, gos), length(inputs))
+  node <- .new_node("grad", list(), call, c(outputs, inputs, gos))
   grads <- lapply(inputs, function(i) .new_tensor(requires_grad = TRUE, node = node))
   node$outputs <- vapply(grads, function(t) .st(t)$name, "")
   node$seq <- .st(grads[[1]])$seq

@@ -2,7 +2,7 @@
 # "outputs"}) and result tensors that remember it. Nothing is computed here.
 
 # A node: its wire form, the tensors it reads (to walk the graph) and its order of creation.
-.new_node <- function(op, inputs, attributes, parents, n_outputs) {
+.new_node <- function(op, inputs, attributes, parents) {
   node <- new.env(parent = emptyenv())
   node$op <- op
   node$inputs <- inputs
@@ -39,7 +39,7 @@
     }
     if (is.null(v)) return(NULL)
     if (inherits(v, "gradserve_dtype")) return(v$wire)
-    if (is.list(v)) return(lapply(unclass(v), enc, in_inputs = TRUE))
+    if (is.list(v)) return(lapply(unclass(v), enc, in_inputs = in_inputs))
     if (is.numeric(v) && any(!is.finite(v))) {  # JSON has no NaN: such literals go as tensors
       return(enc(torch_tensor(as.double(v), dtype = torch_float64()), in_inputs))
     }
@@ -59,7 +59,7 @@
   inputs <- lapply(args, e$enc, in_inputs = TRUE)
   attributes <- lapply(Filter(Negate(is.null), attrs), e$enc, in_inputs = FALSE)
   parents <- e$parents()
-  node <- .new_node(op, inputs, attributes, parents, n_outputs)
+  node <- .new_node(op, inputs, attributes, parents)
   rg <- differentiable && any(vapply(parents, function(p) isTRUE(.st(p)$requires_grad), logical(1)))
   outs <- lapply(seq_len(n_outputs), function(i) .new_tensor(requires_grad = rg, node = node))
   node$outputs <- vapply(outs, function(t) .st(t)$name, "")
