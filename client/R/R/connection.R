@@ -67,6 +67,13 @@ print.gradserve_connection <- function(x, ...) {
 # Doubles as JSON numbers that read back to the same double (jsonlite keeps 15 digits).
 .json_number <- function(v) structure(sprintf("%.17g", v), class = "json")
 
+# An R double as a JSON float even when whole ("2.0"): R torch takes `x * 2` with a double 2,
+# which makes an integer tensor floating, where an integer literal would not.
+.json_float <- function(v) {
+  s <- sprintf("%.17g", v)
+  structure(if (grepl("[.eEn]", s)) s else paste0(s, ".0"), class = "json")
+}
+
 # A numeric vector as one JSON array, non-finite values spelt as R does ("NA", "Inf", ...).
 .json_numbers <- function(v) {
   s <- sprintf("%.17g", as.double(v))

@@ -23,6 +23,12 @@
   I(as.integer(s))
 }
 
+# An operand of an arithmetic operator: a double scalar stays a float (see .json_float).
+.operand <- function(v) {
+  if (is.double(v) && length(v) == 1L && is.null(dim(v)) && is.finite(v)) return(.json_float(v))
+  .lift(v)
+}
+
 # ---------------------------------------------------------------- operators
 .BINARY <- c("+" = "add", "-" = "sub", "*" = "mul", "/" = "div", "^" = "pow", "%%" = "remainder",
              "==" = "eq", "!=" = "ne", "<" = "lt", "<=" = "le", ">" = "gt", ">=" = "ge",
@@ -36,10 +42,10 @@ Ops.gradserve_tensor <- function(e1, e2) {
                   stop(sprintf("unary %s is not supported on tensors", .Generic), call. = FALSE)))
   }
   if (.Generic == "%/%") {
-    return(.record("div", list(.lift(e1), .lift(e2)), list(rounding_mode = "floor")))
+    return(.record("div", list(.operand(e1), .operand(e2)), list(rounding_mode = "floor")))
   }
   op <- .BINARY[[.Generic]]
-  .record(op, list(.lift(e1), .lift(e2)), differentiable = !op %in% c("eq", "ne", "lt", "le", "gt", "ge",
+  .record(op, list(.operand(e1), .operand(e2)), differentiable = !op %in% c("eq", "ne", "lt", "le", "gt", "ge",
                                                                          "logical_and", "logical_or"))
 }
 

@@ -37,7 +37,7 @@
       parents[[length(parents) + 1L]] <<- v
       return(.mark(v, as_ref = !in_inputs))
     }
-    if (is.null(v)) return(NULL)
+    if (is.null(v) || inherits(v, "json")) return(v)
     if (inherits(v, "gradserve_dtype")) return(v$wire)
     if (is.list(v)) return(lapply(unclass(v), enc, in_inputs = in_inputs))
     if (is.numeric(v) && any(!is.finite(v))) {  # JSON has no NaN: such literals go as tensors

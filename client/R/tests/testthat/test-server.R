@@ -197,3 +197,12 @@ test_that("a training loop sends the same graph every step: the server's plan ca
   r <- yv - (w * xv + b)
   expect_lt(mean(r^2), mean(yv^2))
 })
+
+test_that("R doubles in arithmetic are float scalars, as in R torch", {
+  skip_without_server()
+  l <- torch_tensor(1:3)
+  expect_equal((l * 2)$dtype$name, "Float")
+  expect_equal((l * 2L)$dtype$name, "Long")
+  expect_equal(as_array(l * 2), c(2, 4, 6))
+  expect_equal((torch_tensor(c(1, 2)) * 2)$dtype$name, "Float")
+})
