@@ -182,6 +182,19 @@ def test_default_jsonlite_mixed_node_inputs_stay_invalid(client: object) -> None
     assert "does not require grad" in resp.json()["detail"]  # type: ignore[attr-defined]
 
 
+def test_one_element_list_in_attributes_stays_a_list(client: object) -> None:
+    """Attributes are op arguments: ``"dim": [1]`` is still the tuple (1,), and ``"keepdim":
+    [false]`` is still refused (422), never read as false."""
+    x = np.float32([[1, 2], [3, 4]])
+    nodes = [{"op": "sum", "inputs": ["x"], "attributes": {"dim": [1]}, "outputs": ["y"]},
+             {"op": "sum", "inputs": ["y"], "outputs": ["s"]}]
+    body = _post(client, orjson.dumps(_nodes_request(nodes, x))).json()  # type: ignore[attr-defined]
+    assert body["values"]["y"]["shape"] == [2] and body["values"]["y"]["data"] == [3.0, 7.0]
+    nodes[0]["attributes"] = {"dim": 1, "keepdim": [False]}
+    resp = _post(client, orjson.dumps(_nodes_request(nodes, x)))
+    assert resp.status_code == 422, resp.text  # type: ignore[attr-defined]
+
+
 def test_grad_outputs_list_of_one_stays_a_list(client: object) -> None:
     """``grad_outputs: [tensor]`` is not unboxed into a bare object (which is not allowed)."""
     req = {"graph": {"inputs": [wire_tensor("x", np.float64([1, 2]), requires_grad=True)],
