@@ -186,6 +186,10 @@ torch_rand <- function(..., dtype = NULL, device = NULL, requires_grad = FALSE) 
   .leaf(stats::runif(prod(unlist(list(...)))), list(...), dtype, requires_grad)
 }
 #' @rdname torch_functions
+#' @param seed The seed of R's generator, which torch_randn() and torch_rand() use.
+#' @export
+torch_manual_seed <- function(seed) invisible(set.seed(seed))
+#' @rdname torch_functions
 #' @export
 torch_arange <- function(start, end, step = 1, dtype = NULL, device = NULL, requires_grad = FALSE) {
   v <- seq(start, end, by = step)  # R torch's arange includes `end`

@@ -228,6 +228,9 @@ t.gradserve_tensor <- function(x) .record("t", list(x))
     if (is.null(st$node) || !isTRUE(st$requires_grad)) NULL else .grad_fn_name(st$node$op)
   },
   ndim = function(self) length(.value(self)$shape),
+  grad = function(self) {
+    stop("tensors of a Gradserve connection keep no $grad: use autograd_grad(outputs, inputs)", call. = FALSE)
+  },
   device = function(self) "cpu"
 )
 
