@@ -21,7 +21,9 @@ from .wire import DATATYPE_ALIASES, DATATYPES
 __all__ = ["np_dtype", "datatype_of", "decode_data", "decode_b64", "decode_bytes", "json_data",
            "b64_data", "b64_bytes", "raw_bytes", "TensorDecodeError"]
 
-_SPECIAL = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
+# R's jsonlite spells them "NaN", "Inf" and "-Inf", and NA (which R torch reads as NaN) "NA".
+_SPECIAL = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf, "Inf": np.inf, "-Inf": -np.inf,
+            "NA": np.nan}
 
 
 class TensorDecodeError(ValueError):
@@ -66,7 +68,7 @@ def _replace_specials(data: Any) -> Any:
         except KeyError:
             raise TensorDecodeError(
                 f"data holds the string {data[:40]!r}; only numbers and \"NaN\", \"Infinity\", "
-                "\"-Infinity\" are allowed") from None
+                "\"-Infinity\" (or R's \"NA\", \"Inf\", \"-Inf\") are allowed") from None
     raise TensorDecodeError(f"data holds {_json_kind(data)}; only numbers and lists are allowed")
 
 

@@ -30,7 +30,7 @@ from .errors import BadRequest, InvalidRequest, PlanNotCached
 from .executor import Plan, Result, binary_tensors, build_plan, numel, request_tensors, run_plan
 from .plan_cache import CachedPlan, PlanCache, graph_hash
 from .settings import Settings
-from .wire import GradRequest
+from .wire import GradRequest, unbox
 
 __all__ = ["evaluate", "evaluate_binary", "parse_request", "parse_json", "process_body", "Job", "list_ops",
            "JSON_MEDIA_TYPE", "BINARY_MEDIA_TYPE", "HEADER_LENGTH", "GRAPH_HASH_HEADER",
@@ -321,7 +321,7 @@ def _dumps(obj: Any) -> bytes:
 # otherwise (a "b64" key elsewhere, escapes in the string) the body is parsed whole as sent.
 EXCISE_MIN_BYTES = 1 << 20
 _EXCISE_NONCE = secrets.token_hex(8)
-_AFTER_B64_KEY = re.compile(rb'[ \t\r\n]*:[ \t\r\n]*"')
+_AFTER_B64_KEY = re.compile(rb'[ \t\r\n]*:[ \t\r\n]*(?:\[[ \t\r\n]*)?"')  # R's ["..."] too
 
 
 def _parse_excising(body: bytes) -> tuple[dict[str, Any], dict[str, memoryview]]:
@@ -368,7 +368,7 @@ def _markers(payload: dict[str, Any]) -> list[str]:
         tensors = [*tensors, *go]
     found = []
     for t in tensors:
-        v = t.get("b64") if isinstance(t, dict) else None
+        v = unbox(t.get("b64")) if isinstance(t, dict) else None
         if isinstance(v, str) and v.startswith(_EXCISE_NONCE):
             found.append(v)
     return found

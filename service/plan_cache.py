@@ -34,6 +34,7 @@ import orjson
 
 from .executor import GraphPlan
 from .stats import report_plan_cache
+from .wire import unbox
 
 __all__ = ["graph_hash", "canonical_graph", "PlanCache", "CachedPlan"]
 
@@ -56,7 +57,7 @@ def canonical_graph(graph: Any) -> bytes | None:
     inputs = graph.get("inputs", [])
     if len(body) != 1 or not isinstance(inputs, list):
         return None
-    names = [t.get("name") if isinstance(t, dict) else None for t in inputs]
+    names = [unbox(t.get("name")) if isinstance(t, dict) else None for t in inputs]  # R's ["x"] too
     if not all(isinstance(n, str) for n in names):
         return None
     try:

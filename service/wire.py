@@ -17,14 +17,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "DATATYPES", "DATATYPE_ALIASES", "canonical_datatype", "TensorParameters", "TensorIn", "Ref",
     "OpNode", "OnnxModelIn", "GradAttributes", "GradNode", "FUNCTIONAL_OPS", "FunctionalAttributes",
     "JacobianAttributes", "HessianAttributes", "ProductAttributes", "JacobianNode", "HessianNode",
     "ProductNode", "Node", "Graph", "GradRequest", "TensorOut",
-    "GradResponse", "ErrorItem", "Problem",
+    "GradResponse", "ErrorItem", "Problem", "unbox",
 ]
 
 # Open Inference Protocol names -> numpy dtype names, and the numpy names accepted as aliases.
@@ -43,6 +52,48 @@ def canonical_datatype(name: str) -> str:
                      f"{', '.join(DATATYPES)} (or {', '.join(DATATYPE_ALIASES)})")
 
 
+# ---------------------------------------------------------------- R's JSON
+# R has no scalars, only vectors, and jsonlite writes them two ways: by default a length-1
+# vector is a one-element array ("name": ["w"], "requires_grad": [true]); with auto_unbox = TRUE
+# it is a bare scalar ("shape": 4, "return": "loss"). So a field that takes a scalar also takes
+# a one-element array of it, and a field that takes a list also takes a bare scalar. Both forms
+# were invalid before, so no valid request changes meaning. Fields where a list and a scalar
+# are both valid already (top-level "outputs"/"inputs", a node's positional inputs, attributes)
+# keep their meaning: ["x"] in a node's inputs stays a list of one tensor.
+def unbox(v: Any) -> Any:
+    """A one-element array stands for its element (jsonlite's default): ``["w"]`` -> ``"w"``."""
+    return v[0] if type(v) is list and len(v) == 1 else v
+
+
+def _box(v: Any) -> Any:
+    """A scalar stands for a one-element list (jsonlite's auto_unbox): ``4`` -> ``[4]``."""
+    return [v] if isinstance(v, (str, int, float)) else v  # bool is an int
+
+
+def _null(v: Any) -> Any:
+    """``{}`` (jsonlite's NULL) is null where null is allowed: ``allow_unused = NULL``."""
+    return None if type(v) is dict and not v else v
+
+
+def _unbox_or_null(v: Any) -> Any:
+    """:func:`unbox` or :func:`_null`: ``grad_outputs = list(g, NULL)`` is ``[["g"], {}]``."""
+    return unbox(_null(v))
+
+
+def _empty_dict(v: Any) -> Any:
+    """``[]`` (jsonlite's empty ``list()``) is an empty object."""
+    return {} if type(v) is list and not v else v
+
+
+_U = BeforeValidator(unbox)
+_B = BeforeValidator(_box)
+_N = BeforeValidator(_unbox_or_null)
+_NULL = BeforeValidator(_null)
+RStr = Annotated[str, _U]
+RBool = Annotated[bool, _U]
+RNames = Annotated[list[str], _B]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -52,19 +103,19 @@ class TensorParameters(BaseModel):
     """Per-tensor parameters; ``binary_data_size`` marks a tensor carried in the binary body."""
 
     model_config = ConfigDict(extra="allow", strict=True)
-    binary_data_size: Annotated[int, Field(ge=0)] | None = None
+    binary_data_size: Annotated[int | None, Field(ge=0), _U] = None
 
 
 class TensorIn(_Model):
     """An input tensor: exactly one of ``data``, ``b64`` or ``parameters.binary_data_size``."""
 
-    name: str | None = None
-    datatype: str
-    shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=64)  # numpy's most dimensions
+    name: Annotated[str | None, _U] = None
+    datatype: RStr
+    shape: Annotated[list[Annotated[int, Field(ge=0)]], _B] = Field(max_length=64)  # numpy's most dimensions
     data: Any = None
-    b64: str | None = None
+    b64: Annotated[str | None, _U] = None
     parameters: TensorParameters | None = None
-    requires_grad: bool = False
+    requires_grad: RBool = False
 
     @field_validator("datatype")
     @classmethod
@@ -95,7 +146,7 @@ class TensorIn(_Model):
 class Ref(_Model):
     """A reference to a named value where a plain string would be a literal: ``{"ref": "x"}``."""
 
-    ref: str
+    ref: RStr
 
 
 # ---------------------------------------------------------------- nodes
@@ -105,10 +156,10 @@ class OpNode(_Model):
     ``{"ellipsis"}`` objects cover the rest), ``attributes`` are keyword arguments (strings are
     literals there; a tensor is ``{"ref": "name"}``), ``outputs`` names each result."""
 
-    op: str
-    inputs: list[Any] = Field(default_factory=list)
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    outputs: list[str] = Field(min_length=1)
+    op: RStr
+    inputs: Annotated[list[Any], _B] = Field(default_factory=list)
+    attributes: Annotated[dict[str, Any], BeforeValidator(_empty_dict)] = Field(default_factory=dict)
+    outputs: RNames = Field(min_length=1)
 
 
 NameRef = str | Ref
@@ -119,22 +170,22 @@ class GradAttributes(_Model):
 
     outputs: NameRef | list[NameRef]
     inputs: NameRef | list[NameRef]
-    grad_outputs: NameRef | list[NameRef | None] | None = None
-    retain_graph: bool | None = None
-    create_graph: bool = False
-    allow_unused: bool | None = None
-    materialize_grads: bool = False
-    is_grads_batched: bool = False
+    grad_outputs: Annotated[NameRef | list[Annotated[NameRef | None, _N]] | None, _NULL] = None
+    retain_graph: Annotated[bool | None, _N] = None
+    create_graph: RBool = False
+    allow_unused: Annotated[bool | None, _N] = None
+    materialize_grads: RBool = False
+    is_grads_batched: RBool = False
 
 
 class GradNode(_Model):
     """``autograd_grad`` as a node: one output name per differentiated input."""
 
-    op: Literal["grad"]
+    op: Annotated[Literal["grad"], _U]
     attributes: GradAttributes
     inputs: list[Any] = Field(default_factory=list, max_length=0,
                               description="Unused: a grad node takes its operands in attributes.")
-    outputs: list[str] = Field(min_length=1)
+    outputs: RNames = Field(min_length=1)
 
 
 # ---------------------------------------------------------------- functional nodes
@@ -149,29 +200,29 @@ class FunctionalAttributes(_Model):
 
     outputs: NameRef | list[NameRef]
     inputs: NameRef | list[NameRef]
-    create_graph: bool = False
-    strict: bool = False
+    create_graph: RBool = False
+    strict: RBool = False
 
 
 class JacobianAttributes(FunctionalAttributes):
     """``torch.autograd.functional.jacobian``'s options."""
 
-    vectorize: bool = False
-    strategy: Strategy = "reverse-mode"
+    vectorize: RBool = False
+    strategy: Annotated[Strategy, _U] = "reverse-mode"
 
 
 class HessianAttributes(FunctionalAttributes):
     """``torch.autograd.functional.hessian``'s options (``outputs`` names one scalar)."""
 
-    vectorize: bool = False
-    outer_jacobian_strategy: Strategy = "reverse-mode"
+    vectorize: RBool = False
+    outer_jacobian_strategy: Annotated[Strategy, _U] = "reverse-mode"
 
 
 class ProductAttributes(FunctionalAttributes):
     """``vjp``/``jvp``/``hvp``/``vhp``: ``v`` names the vector(s), shaped like the outputs (vjp)
     or the inputs (the others); null only where torch allows it (a one-element tensor)."""
 
-    v: NameRef | list[NameRef] | None = None
+    v: Annotated[NameRef | list[NameRef] | None, _NULL] = None
 
 
 _NO_INPUTS = Field(default_factory=list, max_length=0,
@@ -182,29 +233,29 @@ class JacobianNode(_Model):
     """The Jacobian: one output name per (function output, function input) block, row-major;
     block ``[i][j]`` has shape ``outputs[i].shape + inputs[j].shape``."""
 
-    op: Literal["jacobian"]
+    op: Annotated[Literal["jacobian"], _U]
     attributes: JacobianAttributes
     inputs: list[Any] = _NO_INPUTS
-    outputs: list[str] = Field(min_length=1)
+    outputs: RNames = Field(min_length=1)
 
 
 class HessianNode(_Model):
     """The Hessian of a scalar: one output name per (input, input) block, row-major."""
 
-    op: Literal["hessian"]
+    op: Annotated[Literal["hessian"], _U]
     attributes: HessianAttributes
     inputs: list[Any] = _NO_INPUTS
-    outputs: list[str] = Field(min_length=1)
+    outputs: RNames = Field(min_length=1)
 
 
 class ProductNode(_Model):
     """A vector product: one output name per function input (``vjp``, ``hvp``, ``vhp``) or per
     function output (``jvp``). The function's value is the graph value ``outputs`` names."""
 
-    op: Literal["vjp", "jvp", "hvp", "vhp"]
+    op: Annotated[Literal["vjp", "jvp", "hvp", "vhp"], _U]
     attributes: ProductAttributes
     inputs: list[Any] = _NO_INPUTS
-    outputs: list[str] = Field(min_length=1)
+    outputs: RNames = Field(min_length=1)
 
 
 FUNCTIONAL_OPS: dict[str, str] = {"jacobian": "jacobian", "hessian": "hessian", "vjp": "product",
@@ -217,7 +268,7 @@ NODE_KINDS: tuple[str, ...] = ("op", "grad", *FUNCTIONAL_OPS)
 
 def _node_kind(v: Any) -> str | None:
     if isinstance(v, dict):
-        op = v.get("op")
+        op = unbox(v.get("op"))
         if op == "grad":
             return "grad"
         return FUNCTIONAL_OPS.get(op, "op") if isinstance(op, str) else "op"
@@ -277,8 +328,8 @@ class Graph(_Model):
 
     inputs: list[TensorIn] = Field(default_factory=list)
     nodes: list[Node] | None = None
-    source: str | None = None
-    hash: Annotated[str, Field(pattern=GRAPH_HASH_PATTERN)] | None = None
+    source: Annotated[str | None, _U] = None
+    hash: Annotated[str | None, Field(pattern=GRAPH_HASH_PATTERN), _U] = None
     onnx: OnnxModelIn | None = Field(None, description="An ONNX model: its values (inputs, "
                                      "initializers, node outputs) are graph values, and ``nodes``, "
                                      "if given, run after it (service.onnx_graph).")
@@ -308,17 +359,17 @@ class GradRequest(_Model):
     graph: Graph
     outputs: str | list[str] | None = None
     inputs: str | list[str] | None = None
-    grad_outputs: str | list[str | TensorIn | None] | None = None
-    retain_graph: bool | None = None
-    create_graph: bool = False
-    allow_unused: bool | None = None
-    materialize_grads: bool = False
-    is_grads_batched: bool = False
-    return_: list[str] = Field(default_factory=list, alias="return")
-    response_encoding: Literal["json", "b64"] = "json"
-    allow_non_finite: bool = Field(False, description="Accept NaN and infinity in input tensors "
-                                   "(refused with 422 otherwise).")
-    check_finite: bool = Field(False, description="Refuse (422) the first node, or backward function, "
+    grad_outputs: Annotated[str | list[Annotated[str | TensorIn | None, _N]] | None, _NULL] = None
+    retain_graph: Annotated[bool | None, _N] = None
+    create_graph: RBool = False
+    allow_unused: Annotated[bool | None, _N] = None
+    materialize_grads: RBool = False
+    is_grads_batched: RBool = False
+    return_: RNames = Field(default_factory=list, alias="return")
+    response_encoding: Annotated[Literal["json", "b64"], _U] = "json"
+    allow_non_finite: RBool = Field(False, description="Accept NaN and infinity in input tensors "
+                                    "(refused with 422 otherwise).")
+    check_finite: RBool = Field(False, description="Refuse (422) the first node, or backward function, "
                                "that produces NaN or infinity, naming it (like torch's anomaly mode).")
 
 

@@ -1,0 +1,4 @@
+library(testthat)
+library(gradserve)
+
+test_check("gradserve")
