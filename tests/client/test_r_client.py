@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from tests._require import require
 from tests.e2e.conftest import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "client" / "R"
 R_APT = "apt-get install -y r-base-core r-cran-jsonlite r-cran-httr2 r-cran-testthat"
 R_PACKAGES = ("jsonlite", "httr2", "testthat")
-REQUIRE_ALL = os.environ.get("GRADSERVE_REQUIRE_ALL", "") not in ("", "0", "false", "no")
 
 # Prints "failed=<n> skipped=<n>" from testthat's results; non-zero exit on any failure or error.
 RUN_TESTS = """
@@ -38,21 +38,13 @@ quit(status = if (failed > 0) 1 else 0)
 """
 
 
-def _require(ok: bool, reason: str) -> None:
-    if ok:
-        return
-    if REQUIRE_ALL:
-        pytest.fail(f"required by GRADSERVE_REQUIRE_ALL=1: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 def _rscript() -> str:
     rscript = shutil.which("Rscript")
-    _require(rscript is not None, f"needs R (`Rscript`): {R_APT}")
+    require(rscript is not None, f"needs R (`Rscript`): {R_APT}")
     check = "q(status = !all(sapply(c({}), requireNamespace, quietly = TRUE)))".format(
         ", ".join(f'"{p}"' for p in R_PACKAGES))
     ok = subprocess.run([rscript, "-e", check], capture_output=True, timeout=120).returncode == 0
-    _require(ok, f"needs the R packages {', '.join(R_PACKAGES)}: {R_APT}")
+    require(ok, f"needs the R packages {', '.join(R_PACKAGES)}: {R_APT}")
     return rscript  # type: ignore[return-value]
 
 

@@ -8,8 +8,6 @@ values come from torch. The ambiguous forms keep their meaning, one test each.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -20,13 +18,13 @@ import pytest
 import torch
 
 from service import core
+from tests._require import require_tool
 
 from .helpers import read_tensor, wire_tensor
 
 HERE = Path(__file__).parent / "r_json"
 SETTINGS = ("default", "unbox")
 R_APT = "apt-get install r-base-core r-cran-jsonlite"
-REQUIRE_ALL = os.environ.get("GRADSERVE_REQUIRE_ALL", "") not in ("", "0", "false", "no")
 
 
 def _t(values: object, dtype: torch.dtype = torch.float32, grad: bool = False) -> torch.Tensor:
@@ -104,12 +102,7 @@ def test_r_json_fixture_gets_torchs_answer(client: object, case: str, setting: s
 
 def test_fixtures_are_what_r_writes(client: object, tmp_path: Path) -> None:
     """R writes the checked-in bytes today, and the server answers them (needs Rscript)."""
-    rscript = shutil.which("Rscript")
-    if rscript is None:
-        reason = f"needs `Rscript` and jsonlite: {R_APT}"
-        if REQUIRE_ALL:
-            pytest.fail(f"required by GRADSERVE_REQUIRE_ALL=1: {reason}", pytrace=False)
-        pytest.skip(reason)
+    rscript = require_tool("Rscript", f"needs R and jsonlite: {R_APT}")
     subprocess.run([rscript, str(HERE / "make_fixtures.R"), str(tmp_path)], check=True, timeout=120)
     written = sorted(p.name for p in tmp_path.glob("*.json"))
     assert written == sorted(p.name for p in HERE.glob("*.json"))
