@@ -29,7 +29,7 @@ from .gate import Gate
 from .logs import current_request_id
 from .observe import install as install_observability
 from .plan_cache import PlanCache
-from .routers import grad, health, ops, v2
+from .routers import docs, grad, health, ops, v2
 from .settings import Settings
 from .wire import GradRequest
 
@@ -108,7 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=engine.__version__,
         description="torch.autograd.grad over HTTP: send a graph and tensors, get gradients.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by routers.docs from packaged assets, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.gate = Gate(settings.max_concurrency, settings.max_queue, settings.retry_after_s)
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(grad.router)
     app.include_router(v2.router)
+    docs.install(app)
     app.add_exception_handler(GradserveError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
