@@ -29,7 +29,7 @@ from .gate import Gate
 from .logs import current_request_id
 from .observe import install as install_observability
 from .plan_cache import PlanCache
-from .routers import docs, grad, health, ops, v2
+from .routers import docs, grad, graph, health, ops, playground, v2
 from .settings import Settings
 from .wire import GradRequest
 
@@ -119,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(grad.router)
     app.include_router(v2.router)
+    app.include_router(graph.router)
+    app.include_router(playground.router)  # the page at /playground (and /)
     docs.install(app)
     app.add_exception_handler(GradserveError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -9,10 +9,8 @@ from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
 import pytest
-from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from service.routers.docs import CSP
 
 EXTERNAL = re.compile(r"""(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}""", re.I)
 
@@ -37,17 +35,17 @@ def _refs(html: str) -> list[str]:
     return p.urls
 
 
-@pytest.fixture(scope="module")
-def keyed_client():
+@pytest.fixture
+def keyed_client(make_client):
     # with API keys set: the docs and their assets must still load without one
-    with TestClient(create_app(Settings(api_keys=["docs-test-key"]))) as c:
-        yield c
+    return make_client(api_keys=["docs-test-key"])
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 def test_docs_pages_load_every_asset_from_the_app(keyed_client, page):
     r = keyed_client.get(page)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert r.headers["content-security-policy"] == CSP  # the browser may load nothing from elsewhere
     assert EXTERNAL.findall(r.text) == [], f"{page} names an external URL"
     urls = _refs(r.text)
     assert any(u.endswith(".js") for u in urls), urls
