@@ -98,34 +98,69 @@ function el(name, attrs, parent, text) {
 }
 
 function layout(vertices) {
-  // layers by longest path from the inputs; order within a layer by the mean position of parents
+  // Layers by longest path from the inputs. An edge that skips layers gets a waypoint in each
+  // layer it crosses (so it runs between boxes, not through them); within a layer, vertices and
+  // waypoints are ordered by the mean position of their predecessors.
   const byId = new Map(vertices.map((v) => [v.id, v]));
   for (const v of vertices) v.layer = Math.max(-1, ...v.parents.map((p) => byId.get(p).layer)) + 1;
+  const all = [...vertices];
+  const edges = [];
+  for (const v of vertices) v.preds = [];
+  for (const v of vertices) {
+    for (const p of v.parents) {
+      let prev = byId.get(p);
+      const via = [];
+      for (let l = prev.layer + 1; l < v.layer; l++) {
+        const d = {id: `~${all.length}`, waypoint: true, w: 8, h: 0, layer: l, preds: [prev]};
+        all.push(d);
+        via.push(d);
+        prev = d;
+      }
+      v.preds.push(prev);
+      edges.push({from: byId.get(p), to: v, via});
+    }
+  }
   const layers = [];
-  for (const v of vertices) (layers[v.layer] = layers[v.layer] || []).push(v);
+  for (const v of all) (layers[v.layer] = layers[v.layer] || []).push(v);
   const GAP_X = 26, GAP_Y = 46, PAD = 18;
   let y = PAD, width = 0;
   layers.forEach((row, li) => {
     if (li > 0) {
-      for (const v of row) {
-        const xs = v.parents.map((p) => byId.get(p).cx);
-        v.bary = xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
-      }
+      row.forEach((v, i) => {
+        const xs = v.preds.map((p) => p.cx);
+        v.bary = xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : i;
+      });
       row.sort((a, b) => a.bary - b.bary);
     }
-    const rowWidth = row.reduce((a, v) => a + v.w, 0) + GAP_X * (row.length - 1);
-    row.rowWidth = rowWidth;
-    width = Math.max(width, rowWidth);
+    row.rowWidth = row.reduce((a, v) => a + v.w, 0) + GAP_X * (row.length - 1);
+    width = Math.max(width, row.rowWidth);
+    const h = Math.max(0, ...row.map((v) => v.h));
     let x = 0;
-    const h = Math.max(...row.map((v) => v.h));
-    for (const v of row) { v.x = x; v.y = y; v.cx = x + v.w / 2; x += v.w + GAP_X; }
+    for (const v of row) {
+      v.x = x; v.y = y; v.cx = x + v.w / 2; x += v.w + GAP_X;
+      if (v.waypoint) v.h = h;  // the edge runs straight down through this layer
+    }
     y += h + GAP_Y;
   });
   for (const row of layers) {  // centre each row
     const shift = PAD + (width - row.rowWidth) / 2;
     for (const v of row) { v.x += shift; v.cx += shift; }
   }
-  return {width: width + 2 * PAD, height: y - GAP_Y + PAD};
+  return {width: width + 2 * PAD, height: y - GAP_Y + PAD, edges};
+}
+
+function edgePath(e) {
+  const pts = [[e.from.cx, e.from.y + e.from.h]];
+  for (const d of e.via) pts.push([d.cx, d.y], [d.cx, d.y + d.h]);
+  pts.push([e.to.cx, e.to.y - 2]);
+  let path = `M${pts[0][0]},${pts[0][1]}`;
+  for (let i = 1; i < pts.length; i++) {
+    const [x1, y1] = pts[i - 1], [x2, y2] = pts[i];
+    if (i % 2 === 0) { path += ` L${x2},${y2}`; continue; }  // through a waypoint's layer
+    const my = (y1 + y2) / 2;
+    path += ` C${x1},${my} ${x2},${my} ${x2},${y2}`;
+  }
+  return path;
 }
 
 function drawGraph(desc, result, output) {
@@ -168,14 +203,9 @@ function drawGraph(desc, result, output) {
   const marker = el("marker", {id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7,
                                markerHeight: 7, orient: "auto-start-reverse"}, defs);
   el("path", {d: "M0,0 L10,5 L0,10 z", fill: "#8b95a7"}, marker);
-  const byId = new Map(vertices.map((v) => [v.id, v]));
-  for (const v of vertices) {
-    for (const p of v.parents) {
-      const a = byId.get(p);
-      const x1 = a.cx, y1 = a.y + a.h, x2 = v.cx, y2 = v.y - 2, my = (y1 + y2) / 2;
-      el("path", {class: "edge", d: `M${x1},${y1} C${x1},${my} ${x2},${my} ${x2},${y2}`,
-                  "marker-end": "url(#arrow)", "data-from": p, "data-to": v.id}, svg);
-    }
+  for (const e of size.edges) {
+    el("path", {class: "edge", d: edgePath(e), "marker-end": "url(#arrow)", "data-from": e.from.id,
+                "data-to": e.to.id}, svg);
   }
   for (const v of vertices) {
     const g = el("g", {class: `node ${v.kind}`, transform: `translate(${v.x},${v.y})`, "data-id": v.id,
@@ -219,10 +249,18 @@ function fillTable(desc, result, output) {
 }
 
 // ---------------------------------------------------------------- equivalent code
+// JSON on one line with a space after each comma and colon (as the README writes requests)
+function compact(v) {
+  if (Array.isArray(v)) return `[${v.map(compact).join(", ")}]`;
+  if (v !== null && typeof v === "object")
+    return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}: ${compact(x)}`).join(", ")}}`;
+  return JSON.stringify(v);
+}
+
 function jsonBody(req) {
-  const ins = req.graph.inputs.map((t) => `      ${JSON.stringify(t)}`).join(",\n");
+  const ins = req.graph.inputs.map((t) => `      ${compact(t)}`).join(",\n");
   const top = Object.entries(req).filter(([k]) => k !== "graph")
-    .map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(", ");
+    .map(([k, v]) => `${JSON.stringify(k)}: ${compact(v)}`).join(", ");
   return `{\n  "graph": {\n    "inputs": [\n${ins}\n    ],\n    "source": ${JSON.stringify(req.graph.source)}\n  }` +
          (top ? `,\n  ${top}` : "") + "\n}";
 }
@@ -366,6 +404,8 @@ async function run() {
     const names = new Set([...inputs.map((t) => t.name), ...desc.nodes.flatMap((n) => n.outputs.map((o) => o.name))]);
     $("curl").textContent = curlFor(simple, keyed);
     $("python").textContent = pythonFor(simple, keyed, names);
+    $("curl").classList.remove("empty");
+    $("python").classList.remove("empty");
     const ms = Math.round(performance.now() - started);
     $("status").textContent = `${desc.nodes.length} nodes, ${wrt.length} gradients · ${ms} ms`;
     document.body.dataset.state = "done";
