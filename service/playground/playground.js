@@ -325,6 +325,14 @@ function pythonFor(req, keyed, names) {
 }
 
 // ---------------------------------------------------------------- errors
+function hintFor(detail) {
+  if (/only for scalar outputs/.test(detail))
+    return "Hint: differentiate a scalar, e.g. add a line `s = sum(y)` (or name one in Differentiate).";
+  if (/does not require grad/.test(detail))
+    return "Hint: mark an input with requires_grad, e.g. `x = [1, 2]  requires_grad`.";
+  return "";
+}
+
 function showError(p, source) {
   const box = $("error");
   box.replaceChildren();
@@ -336,6 +344,13 @@ function showError(p, source) {
   detail.className = "detail";
   detail.textContent = p.detail || "";
   box.appendChild(detail);
+  const hint = hintFor(p.detail || "");
+  if (hint) {
+    const h = document.createElement("div");
+    h.className = "hint";
+    h.textContent = hint;
+    box.appendChild(h);
+  }
   if (p.exception) {
     const t = document.createElement("div");
     t.className = "type";
