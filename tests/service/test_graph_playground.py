@@ -10,6 +10,7 @@ import re
 import pytest
 import torch
 
+from service.routers.graph import GraphDescription
 from service.routers.playground import CSP
 
 SEED = "y = 2 * x + 1\nloss = mean((y - (w * x + b)) ** 2)"
@@ -27,6 +28,7 @@ def test_graph_lists_nodes_edges_and_each_values_shape_dtype_and_requires_grad(c
     r = client.post("/v1/graph", json=_seed(outputs=["loss"], inputs=["w", "b"]))
     assert r.status_code == 200, r.text
     d = r.json()
+    GraphDescription.model_validate(d)  # what the OpenAPI schema says
     assert d["hash"].startswith("sha256:")
     assert d["inputs"] == [{"name": "w", "shape": [], "datatype": "FP32", "requires_grad": True},
                            {"name": "b", "shape": [], "datatype": "FP32", "requires_grad": True},
@@ -105,8 +107,13 @@ def test_graph_refuses_what_it_cannot_describe(client, make_client):
 
 
 def test_graph_is_documented(client):
-    op = client.get("/openapi.json").json()["paths"]["/v1/graph"]["post"]
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/v1/graph"]["post"]
     assert "422" in op["responses"] and "application/json" in op["requestBody"]["content"]
+    ok = op["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/GraphDescription"}
+    props = spec["components"]["schemas"]["GraphNode"]["properties"]
+    assert {"op", "call", "inputs", "outputs", "line", "col"} <= set(props)
 
 
 def test_the_root_redirects_to_the_playground_which_loads_nothing_from_elsewhere(make_client):
