@@ -11,6 +11,24 @@ const NUMPY = {FP16: "float16", FP32: "float32", FP64: "float64", INT8: "int8", 
 
 class InputError extends Error {}
 
+const EXAMPLES = [
+  {title: "Linear regression loss (the README's seed)",
+   source: "y = 2 * x + 1\nloss = mean((y - (w * x + b)) ** 2)",
+   inputs: "w = 0.5  requires_grad\nb = 0.9  requires_grad\nx = [0.1, 0.4, 0.7, 0.9]"},
+  {title: "Hessian-vector product: grad inside the graph",
+   source: "f = sum(x ** 3)\ng, = grad(f, x, create_graph=True)\ngv = sum(g * v)",
+   inputs: "x: FP64 = [1, 2, 3]  requires_grad\nv: FP64 = [1, 0, 0]"},
+  {title: "A small MLP with cross-entropy",
+   source: "h = relu(X @ W1 + b1)\nlogits = h @ W2\nloss = nn.functional.cross_entropy(logits, target)",
+   inputs: "X = [[0.5, -1.0], [1.5, 0.2], [-0.3, 0.8]]\nW1 = [[0.1, -0.2, 0.3], [0.4, 0.5, -0.6]]  requires_grad\n" +
+           "b1 = [0.01, 0.02, 0.03]  requires_grad\nW2 = [[0.2, -0.1], [0.3, 0.1], [-0.5, 0.4]]  requires_grad\n" +
+           "target: INT64 = [0, 1, 1]"},
+  {title: "Softmax attention weights",
+   source: "scores = q @ transpose(k, 0, 1) / 2\nweights = softmax(scores, dim=-1)\nout = sum(weights @ v)",
+   inputs: "q = [[1, 0, 1, 0]]  requires_grad\nk = [[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]\n" +
+           "v = [[1, 2], [3, 4], [5, 6]]"},
+];
+
 // ---------------------------------------------------------------- reading the form
 function shapeOf(v, where) {
   if (!Array.isArray(v)) return [];
@@ -441,6 +459,18 @@ function init() {
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); run(); }
     });
   }
+  const pick = $("example");
+  EXAMPLES.forEach((ex, i) => pick.add(new Option(ex.title, String(i))));
+  pick.value = "0";
+  pick.addEventListener("change", () => {
+    const ex = EXAMPLES[Number(pick.value)];
+    if (!ex) return;
+    $("source").value = ex.source;
+    $("inputs").value = ex.inputs;
+    $("output").value = "";
+    run();
+  });
+  for (const id of ["source", "inputs"]) $(id).addEventListener("input", () => { pick.value = ""; });
   const key = $("apikey");
   key.value = sessionStorage.getItem("gradserve-api-key") || "";
   key.addEventListener("change", () => sessionStorage.setItem("gradserve-api-key", key.value.trim()));

@@ -210,6 +210,7 @@ def test_the_root_redirects_to_the_playground_and_the_seed_example_runs(server_u
     # the picture for the README: no timing, and the documented address instead of this run's port
     browser.execute_script("""
         document.getElementById('status').textContent = '';
+        document.documentElement.style.overflow = 'hidden';  // no scrollbar in the picture
         for (const id of ['curl', 'python'])
           document.getElementById(id).textContent = document.getElementById(id).textContent
             .replaceAll(arguments[0], 'http://127.0.0.1:8000');""", server_url)
@@ -219,6 +220,7 @@ def test_the_root_redirects_to_the_playground_and_the_seed_example_runs(server_u
         "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
     shot = tmp_path / "playground.png"
     shot.write_bytes(base64.b64decode(png["data"]))
+    browser.execute_script("document.documentElement.style.overflow = ''")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("GRADSERVE_UPDATE_SCREENSHOTS") == "1":
         shutil.copyfile(shot, ROOT / "docs" / "playground.png")
@@ -276,3 +278,28 @@ def test_docs_render_offline(server_url, browser, page, rendered):
     _wait(browser, lambda d: d.find_elements("css selector", rendered), f"{page} to render")
     assert "/v1/grad" in browser.find_element("tag name", "body").text
     assert _foreign_loads(browser, server_url) == []
+
+
+def test_every_example_runs_and_its_code_runs_too(server_url, browser):
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(f"{server_url}/playground")
+    pick = Select(browser.find_element("id", "example"))
+    titles = [o.text for o in pick.options if o.get_attribute("value")]
+    assert len(titles) >= 3
+    for title in titles:
+        browser.execute_script("document.body.dataset.state = 'clicked';"
+                               "document.getElementById('example').value = ''")
+        pick.select_by_visible_text(title)  # picking one runs it
+        _wait(browser, lambda d: _state(d) in ("done", "error"), f"example {title!r}")
+        assert _state(browser) == "done", (title, browser.find_element("id", "error").text)
+        n_nodes = len(browser.find_elements("css selector", "#graph svg g.node"))
+        source = browser.find_element("id", "source").get_attribute("value")
+        inputs = [ln for ln in browser.find_element("id", "inputs").get_attribute("value").splitlines() if ln]
+        assert n_nodes > len(inputs), title
+        assert browser.find_elements("css selector", "#graph svg text.grad"), title
+        for kind, cmd in (("curl", ["bash", "-c"]), ("python", [sys.executable, "-c"])):
+            code = browser.find_element("id", kind).text
+            out = subprocess.run([*cmd, code], capture_output=True, text=True, cwd=ROOT, timeout=WAIT_S)
+            assert out.returncode == 0, (title, kind, source, out.stderr)
+            assert '"status"' not in out.stdout or kind == "python", (title, out.stdout)
