@@ -6,6 +6,7 @@ itself is driven in a real browser by tests/e2e/test_playground.py."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,15 +45,18 @@ def test_graph_lists_nodes_edges_and_each_values_shape_dtype_and_requires_grad(c
     t5 = y - t4
     t6 = t5 ** 2
     loss = t6.mean()
-    steps = [("mul", "mul(2, x)", ["x"], t1), ("add", None, None, y), ("mul", "mul(w, x)", ["w", "x"], t3),
-             ("add", "add(%3, b)", ["%3", "b"], t4), ("sub", None, None, t5),
-             ("pow", "pow(%5, 2)", ["%5"], t6), ("mean", None, None, loss)]
+    # (op, operands, torch's result): "#k" is step k's result (the compiler names temporaries as it
+    # likes), other strings are inputs, numbers are literals
+    steps = [("mul", [2, "x"], t1), ("add", ["#0", 1], y), ("mul", ["w", "x"], t3), ("add", ["#2", "b"], t4),
+             ("sub", ["#1", "#3"], t5), ("pow", ["#4", 2], t6), ("mean", ["#5"], loss)]
     names = {"float32": "FP32", "float64": "FP64"}
     assert len(d["nodes"]) == len(steps)
-    for n, (op, call, reads, t) in zip(d["nodes"], steps):
+    made = [n["outputs"][0]["name"] for n in d["nodes"]]
+    for n, (op, operands, t) in zip(d["nodes"], steps):
+        args = [made[int(a[1:])] if isinstance(a, str) and a[0] == "#" else a for a in operands]
         assert n["op"] == op
-        if call is not None:
-            assert (n["call"], n["inputs"]) == (call, reads)
+        assert n["call"] == f"{op}({', '.join(map(str, args))})"
+        assert n["inputs"] == [a for a in args if isinstance(a, str)]
         (out,) = n["outputs"]
         assert out["shape"] == list(t.shape)
         assert out["datatype"] == names[str(t.dtype).removeprefix("torch.")]
@@ -135,3 +139,11 @@ def test_the_root_redirects_to_the_playground_which_loads_nothing_from_elsewhere
         assert re.findall(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text) == [], url
     assert client.get("/playground/app.py").status_code == 404
     assert client.get("/playground/..%2Fapp.py").status_code == 404
+
+
+def test_the_readme_shows_the_playground_and_says_how_to_run_it():
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    assert "## The playground" in readme and "http://127.0.0.1:8000/" in readme
+    assert "](docs/playground.png)" in readme
+    assert (root / "docs" / "playground.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
