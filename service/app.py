@@ -29,7 +29,7 @@ from .logs import current_request_id
 from .observe import install as install_observability
 from .openapi import build_openapi
 from .plan_cache import PlanCache
-from .routers import grad, health, ops, v2
+from .routers import docs, grad, graph, health, ops, playground, v2
 from .settings import Settings
 
 __all__ = ["create_app"]
@@ -94,7 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=engine.__version__,
         description="torch.autograd.grad over HTTP: send a graph and tensors, get gradients.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by routers.docs from packaged assets, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     if settings.debug_ops:
@@ -106,6 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(grad.router)
     app.include_router(v2.router)
+    app.include_router(graph.router)
+    app.include_router(playground.router)  # the page at /playground (and /)
+    docs.install(app)
     app.add_exception_handler(GradserveError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

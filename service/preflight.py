@@ -58,6 +58,8 @@ class Report:
     unchecked: set[str] = field(default_factory=set)   # values whose shapes were not inferred
     bounded: set[str] = field(default_factory=set)     # values whose shapes are upper bounds
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    dtypes: dict[str, np.dtype] = field(default_factory=dict)   # of the values in ``shapes``
+    requires_grad: set[str] = field(default_factory=set)        # values that require grad
 
 
 class DeadlineExceeded(BaseException):
@@ -322,6 +324,9 @@ def _check(plan: Plan, inputs: dict[str, np.ndarray], s: Settings, deadline: flo
                 v = r.env.get(name)
                 if isinstance(v, engine.Tensor):
                     rep.shapes[name] = tuple(v.shape)
+                    rep.dtypes[name] = v._data.dtype
+                    if v.requires_grad:
+                        rep.requires_grad.add(name)
             _check_memory(plan, m, real_bytes, s, st)
         values = [r.env.get(n) for n in req.return_]
         grads: list[Any] = []
