@@ -187,7 +187,6 @@ class _Compiler:
         self.values: set[str] = set(input_names)
         self.inputs = set(input_names)
         self.consts: dict[str, _Operand] = {}
-        self.aliases: dict[str, str] = {}
         self.out = CompiledSource()
         self.lines = [ln.encode() for ln in source.splitlines()]  # ast columns are UTF-8 offsets
         self.temps: set[str] = set()
@@ -256,7 +255,7 @@ class _Compiler:
                     raise self.error(value, self.tuple_msg(value))
                 self.rename(names[0], name)
                 return
-            self.bind(name, self.expr(value))
+            self.bind(name, self.expr(value), value)
         elif isinstance(target, (ast.Tuple, ast.List)):
             names = [self.target(t) for t in target.elts]
             self.stmt_name = ", ".join(names)
@@ -284,7 +283,7 @@ class _Compiler:
         self.check_name(t, t.id)
         if t.id in self.inputs:
             raise self.error(t, f"name {t.id!r} is a graph input and cannot be reassigned")
-        if t.id in self.values or t.id in self.consts or t.id in self.aliases:
+        if t.id in self.values or t.id in self.consts:
             raise self.error(t, f"name {t.id!r} is assigned twice")
         return t.id
 
@@ -295,13 +294,16 @@ class _Compiler:
         self.out.nodes[-1]["outputs"] = [name]
         self.values.add(name)
 
-    def bind(self, name: str, o: _Operand) -> None:
+    def bind(self, name: str, o: _Operand, node: ast.expr) -> None:
         last = self.out.nodes[-1] if self.out.nodes else None
         fresh = isinstance(o, _Val) and o.name in self.temps
         if fresh and last is not None and last["outputs"] == [o.name]:
             self.rename(o.name, name)  # the expression's own node gets the user's name
         elif isinstance(o, _Val):
-            self.aliases[name] = o.name
+            # `y = x`: y is x itself, as in Python (the same tensor: a gradient with respect to y
+            # is one with respect to x), and a value the top level and `return` can name.
+            # Picking the one item of a list gives the very object, not a copy.
+            self.emit(node, "getitem", [_Seq((o,)), _Lit(0)], outputs=[name])
         else:
             self.consts[name] = o
 
@@ -315,8 +317,6 @@ class _Compiler:
             self.check_name(e, e.id)
             if e.id in self.consts:
                 return self.consts[e.id]
-            if e.id in self.aliases:
-                return _Val(self.aliases[e.id])
             if e.id in self.values:
                 return _Val(e.id)
             raise self.error(e, f"name {e.id!r} is not defined")
@@ -415,7 +415,7 @@ class _Compiler:
         return func.attr, recv
 
     def is_value(self, name: str) -> bool:
-        return name in self.values or name in self.aliases or name in self.consts
+        return name in self.values or name in self.consts
 
     def call(self, e: ast.Call, outputs: list[str] | None = None) -> _Val:
         op, recv = self.op_name(e.func)

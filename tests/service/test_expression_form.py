@@ -207,3 +207,18 @@ def test_functional_call_errors(src, phrase):
     with pytest.raises(ExpressionError) as e:
         compile_source(src, ["x", "y"])
     assert phrase in e.value.detail
+
+
+def test_assigning_a_value_to_a_name_makes_the_same_tensor_like_python(client):
+    """`y = x`: y is x (torch: a gradient with respect to y is one with respect to x), and the top
+    level and `return` can name it."""
+    x = np.array([1.0, -2.0, 0.5])
+    src = "y = x\nl = sum(x * y) + sum(tanh(y))"
+    out = run(client, {"x": x}, src, outputs="l", wrt=["x", "y"], ret=["y"])
+    xt = torch.tensor(x, requires_grad=True)
+    yt = xt
+    lt = (xt * yt).sum() + torch.tanh(yt).sum()
+    gx, gy = torch.autograd.grad(lt, [xt, yt])
+    np.testing.assert_allclose(read_tensor(out["grads"][0]), gx.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(read_tensor(out["grads"][1]), gy.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(read_tensor(out["values"]["y"]), x)
