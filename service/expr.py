@@ -547,8 +547,8 @@ class _Compiler:
         except TypeError as err:
             raise self.error(e, f"grad(): {err}{_did_you_mean(str(err), _GRAD_SIG)}") from None
         args = bound.arguments
-        outs = self.names(args["outputs"], "outputs")
-        ins = self.names(args["inputs"], "inputs")
+        outs, _ = self.names_or_one(args["outputs"], "grad", "outputs")
+        ins, _ = self.names_or_one(args["inputs"], "grad", "inputs")
         attrs: dict[str, Any] = {"outputs": outs, "inputs": ins}
         if "grad_outputs" in args:
             go = self.expr(args["grad_outputs"])
@@ -565,16 +565,6 @@ class _Compiler:
         self.out.positions.append(self.position(e))
         self.values.update(outputs)
         return outputs
-
-    def names(self, node: ast.expr, what: str) -> list[str]:
-        o = self.expr(node)
-        items = o.items if isinstance(o, _Seq) else (o,)
-        out = []
-        for it in items:
-            if not isinstance(it, _Val):
-                raise self.error(node, f"grad(): {what} must be tensors")
-            out.append(it.name)
-        return out
 
     def grad_outputs(self, node: ast.expr, o: _Operand) -> Any:
         if isinstance(o, _Lit) and o.value is None:
