@@ -27,7 +27,7 @@ import pybase64
 import engine
 
 from .errors import BadRequest, InvalidGraph, PayloadTooLarge, PlanNotCached
-from .executor import GraphPlan, Plan, Step, _Locator, _make_step, _Ref, _Seq, _toposort, build_plan
+from .executor import GraphPlan, Plan, Step, _Locator, _make_step, _Ref, _Seq, _toposort, build_plan, numel
 from .plan_cache import CachedPlan, PlanCache
 from .settings import Settings
 from .wire import DATATYPES, GradRequest
@@ -101,7 +101,12 @@ def load_model(data: bytes | memoryview, s: Settings) -> Any:
         raise InvalidGraph(f"this server cannot read ONNX models: {e}", loc=("graph", "onnx")) from None
 
 
-def _invalid(e: Any) -> InvalidGraph:
+def _invalid(e: Any) -> InvalidGraph | PayloadTooLarge:
+    if getattr(e, "too_large", False):
+        big = PayloadTooLarge(f"{e}: the limit max_tensor_elements applies", limit="max_tensor_elements",
+                              loc=("graph", "onnx"))
+        big.errors = [{"loc": ["graph", "onnx"], "msg": str(e), "node": e.node, "op_type": e.op_type}]
+        return big
     err = InvalidGraph(str(e), loc=("graph", "onnx"))
     item: dict[str, Any] = {"loc": ["graph", "onnx"], "msg": str(e)}
     if getattr(e, "node", None) is not None:
@@ -178,6 +183,10 @@ def _specialise(req: GradRequest, oe: OnnxEntry, s: Settings) -> GraphPlan:
                               f"limit max_nodes is {s.max_nodes}", limit="max_nodes", loc=("graph",))
     specs = {}
     for i, t in enumerate(g.inputs):
+        if numel(t.shape) > s.max_tensor_elements:  # before lowering, which works on these shapes
+            raise PayloadTooLarge(f"graph input {t.name!r} has {numel(t.shape)} elements; the limit "
+                                  f"max_tensor_elements is {s.max_tensor_elements}",
+                                  limit="max_tensor_elements", loc=("graph", "inputs", i, "shape"))
         if t.name in module.value_names and t.name not in module._input_types and \
                 t.name not in module._params and t.name not in module._init_consts:
             raise InvalidGraph(f"graph input {t.name!r} has the name of a value the ONNX model computes",
@@ -192,8 +201,8 @@ def _specialise(req: GradRequest, oe: OnnxEntry, s: Settings) -> GraphPlan:
                                    f"{DATATYPES[t.datatype]}", loc=("graph", "inputs", i))
     nodes_key = orjson.dumps([n.model_dump(mode="json", by_alias=True) for n in nodes]) if nodes else b""
     key = (tuple((n, specs[n][0], specs[n][1].str) for n in sorted(specs)),
-           tuple(t.name for t in g.inputs), nodes_key)
-    return oe.graph_plan(key, lambda: _build(req, module, specs))
+           tuple(t.name for t in g.inputs), nodes_key, s.max_tensor_elements)
+    return oe.graph_plan(key, lambda: _build(req, module, specs, s.max_tensor_elements))
 
 
 def _template(v: Any, refs: list[_Ref], loc: tuple) -> Any:
@@ -212,10 +221,10 @@ def _template(v: Any, refs: list[_Ref], loc: tuple) -> Any:
     return v
 
 
-def _build(req: GradRequest, module: Any, specs: dict) -> GraphPlan:
+def _build(req: GradRequest, module: Any, specs: dict, max_elements: int) -> GraphPlan:
     import engine.onnx as eo
     try:
-        prog = module.program(specs)
+        prog = module.program(specs, max_elements)
     except eo.OnnxError as e:
         raise _invalid(e) from None
     g = req.graph

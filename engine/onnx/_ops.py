@@ -448,6 +448,7 @@ def _dropout(b: Builder, ins: list, a: dict, n: int) -> Any:
         raise b.fail("training_mode=true is not supported (inference only)")
     out = [x]
     if n > 1:
+        b.check_size(b.shape(x), "the mask")
         out.append(np.ones(b.shape(x), dtype=bool))
     return out
 
@@ -664,6 +665,7 @@ def _constant(b: Builder, ins: list, a: dict, n: int) -> Any:
 def _constant_of_shape(b: Builder, ins: list, a: dict, n: int) -> Any:
     shape = b.ints(ins[0], "the shape")
     v = np.asarray(a.get("value", np.zeros(1, np.float32)))
+    b.check_size(shape)
     return np.full(shape, v.reshape(-1)[0], dtype=v.dtype)
 
 
@@ -671,7 +673,10 @@ def _constant_of_shape(b: Builder, ins: list, a: dict, n: int) -> Any:
 def _range(b: Builder, ins: list, a: dict, n: int) -> Any:
     start, limit, delta = (np.asarray(b.const(v, what)).reshape(()) for v, what in
                            zip(ins, ("start", "limit", "delta")))
+    if delta == 0:
+        raise b.fail("delta must not be 0")
     count = max(int(math.ceil((limit - start) / delta)), 0)
+    b.check_size([count])
     return (start + np.arange(count, dtype=start.dtype) * delta).astype(start.dtype)
 
 

@@ -244,3 +244,27 @@ def test_json_body_is_parsed_once_for_a_big_model(client):
     r = client.post("/v1/grad", content=orjson.dumps(req), headers={"content-type": "application/json"})
     assert r.status_code == 200, r.text
     np.testing.assert_array_equal(read_tensor(r.json()["grads"][0]), np.ones((600, 600), np.float32))
+
+
+def test_folded_constants_count_against_the_element_limit(make_client):
+    """A model whose constants would be huge (ConstantOfShape, Expand of a constant) is 413,
+    found while lowering it, before anything is allocated."""
+    from onnx import numpy_helper
+    shape = numpy_helper.from_array(np.array([1000, 1000, 1000], np.int64), "shape")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1000, 1000, 1000])
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"], name="zeros",
+                              value=numpy_helper.from_array(np.array([1.0], np.float32))),
+             helper.make_node("Add", ["big", "x"], ["y"], name="add")]
+    g = helper.make_graph(nodes, "g", [x], [y], initializer=[shape])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=9).SerializeToString()
+    r = make_client(max_tensor_elements=1000).post("/v1/grad", json=_x_request(data))
+    assert r.status_code == 413 and r.json()["limit"] == "max_tensor_elements", r.text
+    assert r.json()["errors"][0]["node"] == "zeros"
+    one = numpy_helper.from_array(np.ones(1, np.float32), "one")
+    nodes = [helper.make_node("Expand", ["one", "shape"], ["big"], name="expand"),
+             helper.make_node("Add", ["big", "x"], ["y"], name="add")]
+    g = helper.make_graph(nodes, "g", [x], [y], initializer=[shape, one])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=9).SerializeToString()
+    r = make_client(max_tensor_elements=1000).post("/v1/grad", json=_x_request(data))
+    assert r.status_code == 413 and r.json()["limit"] == "max_tensor_elements", r.text
