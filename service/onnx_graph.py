@@ -250,6 +250,10 @@ def _build(req: GradRequest, module: Any, specs: dict, max_elements: int) -> Gra
         for o in outs:
             producer[o] = step.index
         steps.append(step)
+    for i, name in enumerate(request_names):  # an input may replace an initializer, nothing else
+        if name in producer or (name in prog.constants and name not in module._init_consts):
+            raise InvalidGraph(f"graph input {name!r} has the name of a value the ONNX model computes",
+                               loc=("graph", "inputs", i, "name"))
     known = set(request_names) | set(constants) | set(producer)
     where = _Locator(None)
     extra: list[Step] = []

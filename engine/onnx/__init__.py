@@ -519,7 +519,9 @@ class OnnxModule:
                 res = conv.fn(b, args, attrs, len([o for o in outs if o]))
             except OnnxError:
                 raise
-            except (ValueError, TypeError, IndexError, KeyError) as e:
+            except MemoryError:
+                raise b.fail("out of memory", too_large=True) from None
+            except Exception as e:  # a model the converter did not expect: refused, naming the node
                 raise b.fail(f"{type(e).__name__}: {e}") from None
             res = list(res) if isinstance(res, (list, tuple)) else [res]
             for k, name in enumerate(outs):
@@ -603,7 +605,12 @@ def load(model: Any) -> OnnxModule:
     (['x'], ['fc.weight', 'fc.bias'])
     """
     proto, data = _parse(model)
-    return OnnxModule(proto, data)
+    try:
+        return OnnxModule(proto, data)
+    except OnnxError:
+        raise
+    except Exception as e:  # whatever a malformed model trips in onnx or here: refused
+        raise OnnxError(f"cannot read the model: {type(e).__name__}: {e}") from None
 
 
 Converter = Callable[..., Any]

@@ -228,7 +228,8 @@ def _gemm(b: Builder, ins: list, a: dict, n: int) -> Any:
     ta, tb = int(a.get("transA", 0)), int(a.get("transB", 0))
     if ta:
         A = b.op("t", A)
-    if tb and alpha == 1.0 and (C is None or beta == 1.0):
+    cols = b.shape(B)[0] if tb else b.shape(B)[-1]
+    if tb and alpha == 1.0 and (C is None or (beta == 1.0 and b.shape(C) == (cols,))):
         return b.op("nn.functional.linear", A, B, C)  # torch's Linear, exactly as exported
     y = b.op("matmul", A, b.op("t", B) if tb else B)
     if alpha != 1.0:

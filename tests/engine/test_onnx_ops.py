@@ -101,6 +101,7 @@ CASES: list[Case] = [
     Case("MatMul", [f(2, 3, 4), f(4, 5)]),
     Case("Gemm", [f(3, 4), f(5, 4), f(5)], {"transB": 1}),
     Case("Gemm", [f(4, 3), f(4, 5), f(3, 5)], {"transA": 1, "alpha": 0.5, "beta": 2.0}, id="Gemm-general"),
+    Case("Gemm", [f(3, 4), f(5, 4), f(1, 5)], {"transB": 1}, id="Gemm-broadcast-C"),
     Case("Einsum", [f(2, 3), f(3, 4)], {"equation": "ij,jk->ik"}),
     Case("Det", [f(3, 3)]),
     Case("Conv", [f(1, 2, 5, 5), f(3, 2, 3, 3), f(3)], {"pads": [1, 1, 1, 1], "strides": [2, 2]}),

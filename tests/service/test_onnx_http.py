@@ -268,3 +268,21 @@ def test_folded_constants_count_against_the_element_limit(make_client):
     data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=9).SerializeToString()
     r = make_client(max_tensor_elements=1000).post("/v1/grad", json=_x_request(data))
     assert r.status_code == 413 and r.json()["limit"] == "max_tensor_elements", r.text
+
+
+def test_corrupted_models_never_get_a_500(client):
+    """Flipped bytes and truncations of a real model: each answer is 200 or a 4xx problem."""
+    data = bytearray(om.exported("mlp"))
+    _, x = om.make("mlp")
+    rng = np.random.default_rng(0)
+    for k in range(30):
+        bad = bytearray(data)
+        if k % 3 == 0:
+            bad = bad[: int(rng.integers(1, len(bad)))]
+        else:
+            for i in rng.integers(0, len(bad), 1 + k % 4):
+                bad[i] = int(rng.integers(0, 256))
+        req = {"graph": {"onnx": {"b64": b64(bytes(bad))}, "inputs": [wire_tensor("x", x.numpy())]},
+               "return": ["y"]}
+        r = client.post("/v1/grad", json=req)
+        assert r.status_code == 200 or 400 <= r.status_code < 500, (k, r.status_code, r.text[:300])
