@@ -324,3 +324,44 @@ def test_wrong_input_shapes_are_refused() -> None:
     m = eo.load(_model(helper.make_node("Relu", ["x"], ["y"])))
     with pytest.raises(eo.OnnxError, match=r"input 'x' has shape \[3\]; the model declares \[2\]"):
         m(x=engine.ones(3))
+
+
+SECOND_ORDER = {"Tanh", "Erf", "Softmax", "LogSoftmax", "Pow", "MatMul", "Gemm-general", "Conv",
+                "LayerNormalization", "BatchNormalization", "Gelu", "Mish", "ReduceL2",
+                "InstanceNormalization", "Div"}
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if _id(c) in SECOND_ORDER], ids=_id)
+def test_second_order_matches_finite_differences(case: Case) -> None:
+    """d/du (v . dL/dx) for every float input u (x itself and the mixed partials), with dL/dx
+    from create_graph=True, against central differences of dL/dx."""
+    data, feeds, _ = build(case, np.float64)
+    m = eo.load(data)
+    floats = [k for k, v in feeds.items() if v.dtype.kind == "f"]
+    name = floats[0]
+    w = None
+
+    def first(feed: dict[str, np.ndarray], create_graph: bool) -> tuple:
+        nonlocal w
+        ins = {k: engine.from_numpy(v).requires_grad_() if k in floats else engine.from_numpy(v)
+               for k, v in feed.items()}
+        y = m.run(ins, m.output_names[:1])[m.output_names[0]]
+        if w is None:
+            w = np.random.default_rng(2).standard_normal(tuple(y.shape))
+        (g,) = engine.autograd_grad((y * engine.from_numpy(w)).sum(), [ins[name]], create_graph=create_graph)
+        return ins, g
+
+    v = np.random.default_rng(3).standard_normal(feeds[name].shape)
+    ins, g = first(feeds, True)
+    hs = engine.autograd_grad((g * engine.from_numpy(v)).sum(), [ins[k] for k in floats], allow_unused=True,
+                              materialize_grads=True)
+    eps = 1e-6
+    for k, h in zip(floats, hs):
+        num = np.zeros_like(feeds[k])
+        for idx in np.ndindex(num.shape):
+            hi, lo = feeds[k].copy(), feeds[k].copy()
+            hi[idx] += eps
+            lo[idx] -= eps
+            d = first({**feeds, k: hi}, False)[1].numpy() - first({**feeds, k: lo}, False)[1].numpy()
+            num[idx] = (d * v).sum() / (2 * eps)
+        np.testing.assert_allclose(h.numpy(), num, rtol=1e-5, atol=1e-6, err_msg=f"d/d{k}")
