@@ -423,6 +423,66 @@ def _layer_norm(b: Builder, ins: list, a: dict, n: int) -> Any:
     return [y, mean, inv][:max(n, 1)]
 
 
+@onnx_op("GroupNormalization", attrs=("epsilon", "num_groups", "stash_type"))
+def _group_norm(b: Builder, ins: list, a: dict, n: int) -> Any:
+    x, scale, bias = ins
+    groups = int(a["num_groups"])
+    shape = b.shape(x)
+    c = shape[1]
+    if c % groups:
+        raise b.fail(f"{c} channels do not split into {groups} groups")
+    if b.shape(scale) != (c,) or b.shape(bias) != (c,):  # opset 18's per-group form is deprecated
+        raise b.fail(f"scale and bias must have one element per channel ({c}), as in opset 21")
+    return b.op("nn.functional.group_norm", x, groups, scale, bias, float(a.get("epsilon", 1e-5)))
+
+
+@onnx_op("Resize", attrs=("antialias", "axes", "coordinate_transformation_mode", "cubic_coeff_a",
+                          "exclude_outside", "extrapolation_value", "keep_aspect_ratio_policy", "mode",
+                          "nearest_mode"))
+def _resize(b: Builder, ins: list, a: dict, n: int) -> Any:
+    x = ins[0]
+    shape = b.shape(x)
+    r = len(shape)
+    if r not in (3, 4, 5):
+        raise b.fail("only 3-D to 5-D inputs (N, C, spatial...) are supported")
+    mode = a.get("mode", "nearest")
+    ct = a.get("coordinate_transformation_mode", "half_pixel")
+    if a.get("antialias", 0):
+        raise b.fail("antialias=1 is not supported")
+    if a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise b.fail("keep_aspect_ratio_policy other than stretch is not supported")
+    axes = [_axis(int(ax), r) for ax in a.get("axes", range(r))]
+    scales = None
+    if len(ins) > 2 and ins[2] is not None and np.asarray(b.const(ins[2], "scales")).size:
+        given = [float(v) for v in np.asarray(b.const(ins[2], "scales")).reshape(-1)]
+        scales = [1.0] * r
+        for ax, v in zip(axes, given):
+            scales[ax] = v
+    size = None
+    if len(ins) > 3 and ins[3] is not None:
+        given_sizes = b.ints(ins[3], "sizes")
+        size = list(shape)
+        for ax, v in zip(axes, given_sizes):
+            size[ax] = v
+    if (scales is None) == (size is None):
+        raise b.fail("exactly one of scales and sizes must be given")
+    if (scales is not None and scales[:2] != [1.0, 1.0]) or \
+            (size is not None and size[:2] != list(shape[:2])):
+        raise b.fail("only the spatial dimensions (2 and up) can be resized")
+    kw: dict[str, Any] = {"size": size[2:]} if size is not None else {"scale_factor": scales[2:]}
+    if mode == "nearest":
+        if ct != "asymmetric" or a.get("nearest_mode", "round_prefer_floor") != "floor":
+            raise b.fail("nearest mode is supported with coordinate_transformation_mode=asymmetric and "
+                         "nearest_mode=floor (torch's nearest)")
+        return b.op("nn.functional.interpolate", x, mode="nearest", **kw)
+    if mode == "linear":
+        if ct not in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+            raise b.fail(f"coordinate_transformation_mode={ct!r} is not supported for linear")
+        lin = {3: "linear", 4: "bilinear", 5: "trilinear"}[r]
+        return b.op("nn.functional.interpolate", x, mode=lin, align_corners=ct == "align_corners", **kw)
+    raise b.fail(f"mode={mode!r} is not supported (nearest, linear)")
+
+
 @onnx_op("InstanceNormalization", attrs=("epsilon",))
 def _instance_norm(b: Builder, ins: list, a: dict, n: int) -> Any:
     x, scale, bias = ins
