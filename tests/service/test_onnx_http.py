@@ -286,3 +286,19 @@ def test_corrupted_models_never_get_a_500(client):
                "return": ["y"]}
         r = client.post("/v1/grad", json=req)
         assert r.status_code == 200 or 400 <= r.status_code < 500, (k, r.status_code, r.text[:300])
+
+
+def test_functional_nodes_run_through_the_model(client):
+    """A hessian node after the model re-runs the model's steps at fresh inputs, as torch's
+    functional API calls the function."""
+    data = om.exported("mlp")
+    tm, x = om.make("mlp")
+    req = {"graph": {"onnx": {"b64": b64(data)}, "inputs": [wire_tensor("x", x.numpy(), requires_grad=True)],
+                     "nodes": [{"op": "sum", "inputs": ["y"], "outputs": ["s"]},
+                               {"op": "hessian", "attributes": {"outputs": "s", "inputs": "x"},
+                                "outputs": ["H"]}]},
+           "return": ["H"]}
+    r = client.post("/v1/grad", json=req)
+    assert r.status_code == 200, r.text
+    want = torch.autograd.functional.hessian(lambda z: tm(z).sum(), x).numpy()
+    np.testing.assert_allclose(read_tensor(r.json()["values"]["H"]), want, rtol=1e-4, atol=1e-6)
