@@ -42,6 +42,7 @@ __all__ = ["load", "OnnxModule", "OnnxError", "Program", "Step", "Ref", "operato
 
 MIN_OPSET, MAX_OPSET = 13, 21
 _DOMAINS = ("", "ai.onnx")
+ML_DOMAIN = "ai.onnx.ml"  # scikit-learn's linear models (skl2onnx): a few operators, keyed "ai.onnx.ml.<op>"
 
 
 class OnnxError(ValueError):
@@ -65,7 +66,8 @@ def _onnx() -> Any:
 
 
 def operators() -> list[str]:
-    """The supported ONNX operators (default domain), sorted.
+    """The supported ONNX operators, sorted: default-domain ones by name, others as
+    ``"<domain>.<op>"`` (``"ai.onnx.ml.LinearRegressor"``).
 
     >>> "MatMul" in operators()
     True
@@ -405,9 +407,9 @@ class OnnxModule:
         for o in proto.opset_import:
             if o.domain in _DOMAINS:
                 opset = o.version
-            elif any(n.domain == o.domain for n in g.node):
+            elif o.domain != ML_DOMAIN and any(n.domain == o.domain for n in g.node):
                 raise OnnxError(f"operator domain {o.domain!r} is not supported (only the default "
-                                "ONNX domain is)")
+                                f"ONNX domain and a few operators of {ML_DOMAIN} are)")
         if opset is None:
             raise OnnxError("the model imports no default-domain opset")
         if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -417,12 +419,14 @@ class OnnxModule:
         self._nodes = []
         for i, n in enumerate(g.node):
             label = n.name or f"#{i}"
-            if n.domain not in _DOMAINS:
+            if n.domain not in (*_DOMAINS, ML_DOMAIN):
                 raise OnnxError(f"domain {n.domain!r} is not supported", label, n.op_type)
-            conv = CONVERTERS.get(n.op_type)
+            conv = CONVERTERS.get(n.op_type if n.domain in _DOMAINS else f"{n.domain}.{n.op_type}")
             if conv is None:
+                hint = (" (skl2onnx writes it for classifiers unless converted with options="
+                        "{id(model): {'zipmap': False}})") if n.op_type == "ZipMap" else ""
                 raise OnnxError("operator not supported (engine.onnx.operators() and the README's "
-                                "ONNX section list those that are)", label, n.op_type)
+                                f"ONNX section list those that are){hint}", label, n.op_type)
             a = _attrs(onnx, n, label)
             extra = sorted(set(a) - conv.attrs)
             if extra:

@@ -818,3 +818,84 @@ for _name, _kind in {"ReduceSum": "sum", "ReduceMean": "mean", "ReduceMax": "max
                      "ReduceProd": "prod", "ReduceL1": "l1", "ReduceL2": "l2", "ReduceSumSquare": "sumsquare",
                      "ReduceLogSum": "logsum", "ReduceLogSumExp": "logsumexp"}.items():
     onnx_op(_name, attrs=("axes", "keepdims", "noop_with_empty_axes"))(_reduce(_kind))
+
+
+# ---------------------------------------------------------------- ai.onnx.ml (scikit-learn's linear models)
+def _linear_scores(b: Builder, x: Any, a: dict, rows: int | None = None) -> Any:
+    """X @ W.T + intercepts, W from the flat ``coefficients`` attribute (constants: skl2onnx
+    stores the fitted weights as attributes, so gradients are with respect to X)."""
+    if b.dtype(x).kind != "f":
+        x = b.op("to", x, dtype=_edtype(np.float32))
+    if len(b.shape(x)) == 1:
+        x = b.op("reshape", x, 1, -1)
+    coef = np.asarray(a["coefficients"], dtype=b.dtype(x))
+    k = rows or max(1, coef.size // b.shape(x)[-1])
+    w = coef.reshape(k, -1)
+    y = b.op("matmul", x, np.ascontiguousarray(w.T))
+    if "intercepts" in a:
+        y = b.op("add", y, np.asarray(a["intercepts"], dtype=b.dtype(x)))
+    return y
+
+
+@onnx_op("ai.onnx.ml.LinearRegressor", attrs=("coefficients", "intercepts", "post_transform", "targets"))
+def _linear_regressor(b: Builder, ins: list, a: dict, n: int) -> Any:
+    if a.get("post_transform", "NONE") != "NONE":
+        raise b.fail(f"post_transform={a['post_transform']!r} is not supported (NONE)")
+    return _linear_scores(b, ins[0], a, int(a.get("targets", 1)))
+
+
+@onnx_op("ai.onnx.ml.LinearClassifier", attrs=("classlabels_ints", "classlabels_strings", "coefficients",
+                                              "intercepts", "multi_class", "post_transform"))
+def _linear_classifier(b: Builder, ins: list, a: dict, n: int) -> Any:
+    if "classlabels_ints" not in a:
+        raise b.fail("only integer class labels are supported (string labels are not tensors here)")
+    labels = np.asarray(a["classlabels_ints"], dtype=np.int64)
+    post = a.get("post_transform", "NONE")
+    s = _linear_scores(b, ins[0], a)
+    k = b.shape(s)[-1]
+    if k == 1 and len(labels) == 2:  # binary: one score for class 1, as onnxruntime expands it
+        if post == "LOGISTIC":
+            p = b.op("sigmoid", s)
+            z = b.op("cat", [b.op("add", b.op("neg", p), 1.0), p], 1)
+        elif post == "NONE":
+            z = b.op("cat", [b.op("neg", s), s], 1)
+        else:
+            raise b.fail(f"post_transform={post!r} is not supported for a binary classifier")
+        label_idx = b.op("to", b.op("gt", s, 0.0), dtype=_edtype(np.int64))
+        label_idx = b.op("reshape", label_idx, -1)
+    else:
+        if post == "LOGISTIC":
+            z = b.op("sigmoid", s)
+        elif post == "SOFTMAX":
+            z = b.op("softmax", s, 1)
+        elif post == "NONE":
+            z = s
+        else:
+            raise b.fail(f"post_transform={post!r} is not supported (NONE, LOGISTIC, SOFTMAX)")
+        label_idx = b.op("argmax", s, 1)
+    return [b.op("index_select", labels, 0, label_idx), z]
+
+
+@onnx_op("ai.onnx.ml.ArrayFeatureExtractor")
+def _array_feature_extractor(b: Builder, ins: list, a: dict, n: int) -> Any:
+    x, idx = ins
+    flat = b.op("reshape", idx, -1)
+    r = len(b.shape(x))
+    return b.op("index_select", x, r - 1, flat)
+
+
+@onnx_op("ai.onnx.ml.Normalizer", attrs=("norm",))
+def _normalizer(b: Builder, ins: list, a: dict, n: int) -> Any:
+    x = ins[0]
+    if b.dtype(x).kind != "f":
+        x = b.op("to", x, dtype=_edtype(np.float32))
+    norm = a.get("norm", "MAX")
+    if norm == "MAX":
+        d = b.op("amax", x, 1, True)
+    elif norm == "L1":
+        d = b.op("sum", b.op("abs", x), 1, True)
+    elif norm == "L2":
+        d = b.op("sqrt", b.op("sum", b.op("mul", x, x), 1, True))
+    else:
+        raise b.fail(f"norm={norm!r} is not supported (MAX, L1, L2)")
+    return b.op("div", x, d)
