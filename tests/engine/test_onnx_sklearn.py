@@ -10,16 +10,13 @@ import warnings
 import numpy as np
 import onnxruntime as ort
 import pytest
+import skl2onnx  # scikit-learn and skl2onnx are in the test extra
 import torch
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 import engine
 import engine.onnx as eo
-
-sklearn = pytest.importorskip("sklearn")  # both are in the test extra (pip install -e ".[test]")
-skl2onnx = pytest.importorskip("skl2onnx")
-
-from sklearn.linear_model import LinearRegression, LogisticRegression  # noqa: E402
-from sklearn.neural_network import MLPClassifier, MLPRegressor  # noqa: E402
 
 R = np.random.default_rng(0)
 X = R.standard_normal((30, 4)).astype(np.float32)
