@@ -16,6 +16,7 @@ leaves that require grad, and the meta-mode checks, limits and deadline apply as
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -169,9 +170,37 @@ def plan(payload: Any, s: Settings, cache: PlanCache | None, rest: memoryview | 
         entry = cache.put(h, oe) if cache is not None else CachedPlan(oe)  # type: ignore[arg-type]
         if not isinstance(entry.plan, OnnxEntry):  # pragma: no cover - a hash collision
             entry = CachedPlan(oe)  # type: ignore[arg-type]
+        elif cache is not None:
+            _within_budget(cache, h, len(data), s.max_onnx_cache_bytes)
+    elif cache is not None:
+        _within_budget(cache, h, None, s.max_onnx_cache_bytes)
     oe = entry.plan  # type: ignore[assignment]
     graph = _specialise(req, oe, s)
     return req, build_plan(req, s, graph), entry, h
+
+
+# The models each plan cache holds, least recently used first, with their sizes: the plan cache
+# bounds how many plans it keeps, and this bounds the bytes of the models among them.
+_MODELS: weakref.WeakKeyDictionary[PlanCache, OrderedDict[str, int]] = weakref.WeakKeyDictionary()
+_MODELS_LOCK = threading.Lock()
+
+
+def _within_budget(cache: PlanCache, h: str, size: int | None, budget: int) -> None:
+    """Note that model ``h`` (``size`` bytes when just loaded) was used; drop the least recently
+    used models of ``cache`` while their total exceeds ``budget`` (the one in use stays)."""
+    with _MODELS_LOCK:
+        sizes = _MODELS.setdefault(cache, OrderedDict())
+        if size is not None:
+            sizes[h] = size
+        elif h not in sizes:
+            return
+        sizes.move_to_end(h)
+        for k in list(sizes):
+            if k not in cache:  # evicted by the plan cache's own LRU
+                del sizes[k]
+        while sum(sizes.values()) > budget and len(sizes) > 1:
+            old, _ = sizes.popitem(last=False)
+            cache.discard(old)
 
 
 def _specialise(req: GradRequest, oe: OnnxEntry, s: Settings) -> GraphPlan:

@@ -302,3 +302,19 @@ def test_functional_nodes_run_through_the_model(client):
     assert r.status_code == 200, r.text
     want = torch.autograd.functional.hessian(lambda z: tm(z).sum(), x).numpy()
     np.testing.assert_allclose(read_tensor(r.json()["values"]["H"]), want, rtol=1e-4, atol=1e-6)
+
+
+def test_cached_models_are_bounded_in_bytes(make_client):
+    """Two models over the byte budget: loading the second drops the first (409 by hash after),
+    whatever room the plan cache has in entries."""
+    mlp, cnn = om.exported("mlp"), om.exported("cnn")
+    c = make_client(max_onnx_cache_bytes=len(mlp) + len(cnn) - 1, plan_cache_size=100)
+    _, x = om.make("mlp")
+    first = {"graph": {"onnx": {"b64": b64(mlp)}, "inputs": [wire_tensor("x", x.numpy())]}, "return": ["y"]}
+    assert c.post("/v1/grad", json=first).status_code == 200
+    by_hash = {**first, "graph": {**first["graph"], "onnx": {"hash": model_hash(mlp)}}}
+    assert c.post("/v1/grad", json=by_hash).status_code == 200
+    assert c.post("/v1/grad", json=cnn_request({"b64": b64(cnn)})).status_code == 200
+    r = c.post("/v1/grad", json=by_hash)
+    assert r.status_code == 409, r.text
+    assert c.post("/v1/grad", json=cnn_request({"hash": model_hash(cnn)})).status_code == 200
