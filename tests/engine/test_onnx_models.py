@@ -117,3 +117,20 @@ def test_the_shape_subgraph_is_folded_at_load_time() -> None:
     assert made and all(v.dtype.is_floating_point for v in made.values()), \
         sorted(k for k, v in made.items() if not v.dtype.is_floating_point)
     assert any(a.dtype == np.int64 for a in prog.constants.values())  # the folded shapes
+
+
+def test_a_dynamic_batch_is_lowered_per_shape() -> None:
+    import io
+    import warnings
+    tm, x = om.make("cnn")
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(tm, (x,), f, input_names=["x"], output_names=["y"], dynamo=False, opset_version=17,
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    m = eo.load(f.getvalue())
+    assert m.input_spec("x")[1][0] is None
+    for batch in (1, 5):
+        xb = torch.randn(batch, *x.shape[1:])
+        _close(m(x=engine.from_numpy(xb.numpy())).detach().numpy(), tm(xb).detach().numpy(), 1e-5)
+    assert len(m._programs) == 2
