@@ -198,7 +198,11 @@ class Builder:
         lw = self.lw
         if not _has_sym((args, kwargs)):
             if lw.max_elements is not None:  # shapes first: a folded Expand or Tile may be huge
-                self._meta_run(name, fn, args, kwargs)
+                try:
+                    self._meta_run(name, fn, args, kwargs)
+                except OnnxError as e:
+                    if e.too_large:
+                        raise  # anything else the real run below decides
             with no_grad():
                 res = fn(*_real(args), **_real(kwargs))
             return tuple(_np(r) for r in res) if isinstance(res, (tuple, list)) else _np(res)
