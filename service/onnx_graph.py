@@ -151,7 +151,11 @@ def plan(payload: Any, s: Settings, cache: PlanCache | None, rest: memoryview | 
     g = req.graph
     data = _model_bytes(req, rest, blobs, excised)
     if data is not None:
-        h = eo.model_hash(bytes(data))
+        if len(data) > s.max_onnx_bytes:
+            raise PayloadTooLarge(f"the ONNX model has {len(data)} bytes; the limit max_onnx_bytes is "
+                                  f"{s.max_onnx_bytes}", limit="max_onnx_bytes", loc=("graph", "onnx"))
+        data = bytes(data)  # one copy, out of the request body
+        h = eo.model_hash(data)
         if g.onnx is not None and g.onnx.hash is not None and g.onnx.hash != h:
             raise InvalidGraph(f"graph.onnx.hash is {g.onnx.hash} but the model's bytes hash to {h}",
                                loc=("graph", "onnx", "hash"))
