@@ -16,6 +16,7 @@ leaves that require grad, and the meta-mode checks, limits and deadline apply as
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ import pybase64
 import engine
 
 from .errors import BadRequest, InvalidGraph, PayloadTooLarge, PlanNotCached
-from .executor import GraphPlan, Plan, Step, _Locator, _make_step, _Ref, _Seq, _toposort, build_plan
+from .executor import GraphPlan, Plan, Step, _Locator, _make_step, _Ref, _Seq, _toposort, build_plan, numel
 from .plan_cache import CachedPlan, PlanCache
 from .settings import Settings
 from .wire import DATATYPES, GradRequest
@@ -101,7 +102,12 @@ def load_model(data: bytes | memoryview, s: Settings) -> Any:
         raise InvalidGraph(f"this server cannot read ONNX models: {e}", loc=("graph", "onnx")) from None
 
 
-def _invalid(e: Any) -> InvalidGraph:
+def _invalid(e: Any) -> InvalidGraph | PayloadTooLarge:
+    if getattr(e, "too_large", False):
+        big = PayloadTooLarge(f"{e}: the limit max_tensor_elements applies", limit="max_tensor_elements",
+                              loc=("graph", "onnx"))
+        big.errors = [{"loc": ["graph", "onnx"], "msg": str(e), "node": e.node, "op_type": e.op_type}]
+        return big
     err = InvalidGraph(str(e), loc=("graph", "onnx"))
     item: dict[str, Any] = {"loc": ["graph", "onnx"], "msg": str(e)}
     if getattr(e, "node", None) is not None:
@@ -143,7 +149,11 @@ def plan(req: GradRequest, s: Settings, cache: PlanCache | None, rest: memoryvie
     g = req.graph
     data = _model_bytes(req, rest, blobs, excised)
     if data is not None:
-        h = eo.model_hash(bytes(data))
+        if len(data) > s.max_onnx_bytes:
+            raise PayloadTooLarge(f"the ONNX model has {len(data)} bytes; the limit max_onnx_bytes is "
+                                  f"{s.max_onnx_bytes}", limit="max_onnx_bytes", loc=("graph", "onnx"))
+        data = bytes(data)  # one copy, out of the request body
+        h = eo.model_hash(data)
         if g.onnx is not None and g.onnx.hash is not None and g.onnx.hash != h:
             raise InvalidGraph(f"graph.onnx.hash is {g.onnx.hash} but the model's bytes hash to {h}",
                                loc=("graph", "onnx", "hash"))
@@ -162,9 +172,37 @@ def plan(req: GradRequest, s: Settings, cache: PlanCache | None, rest: memoryvie
         entry = cache.put(h, oe) if cache is not None else CachedPlan(oe)  # type: ignore[arg-type]
         if not isinstance(entry.plan, OnnxEntry):  # pragma: no cover - a hash collision
             entry = CachedPlan(oe)  # type: ignore[arg-type]
+        elif cache is not None:
+            _within_budget(cache, h, len(data), s.max_onnx_cache_bytes)
+    elif cache is not None:
+        _within_budget(cache, h, None, s.max_onnx_cache_bytes)
     oe = entry.plan  # type: ignore[assignment]
     graph = _specialise(req, oe, s)
     return req, build_plan(req, s, graph), entry, h
+
+
+# The models each plan cache holds, least recently used first, with their sizes: the plan cache
+# bounds how many plans it keeps, and this bounds the bytes of the models among them.
+_MODELS: weakref.WeakKeyDictionary[PlanCache, OrderedDict[str, int]] = weakref.WeakKeyDictionary()
+_MODELS_LOCK = threading.Lock()
+
+
+def _within_budget(cache: PlanCache, h: str, size: int | None, budget: int) -> None:
+    """Note that model ``h`` (``size`` bytes when just loaded) was used; drop the least recently
+    used models of ``cache`` while their total exceeds ``budget`` (the one in use stays)."""
+    with _MODELS_LOCK:
+        sizes = _MODELS.setdefault(cache, OrderedDict())
+        if size is not None:
+            sizes[h] = size
+        elif h not in sizes:
+            return
+        sizes.move_to_end(h)
+        for k in list(sizes):
+            if k not in cache:  # evicted by the plan cache's own LRU
+                del sizes[k]
+        while sum(sizes.values()) > budget and len(sizes) > 1:
+            old, _ = sizes.popitem(last=False)
+            cache.discard(old)
 
 
 def _specialise(req: GradRequest, oe: OnnxEntry, s: Settings) -> GraphPlan:
@@ -176,6 +214,10 @@ def _specialise(req: GradRequest, oe: OnnxEntry, s: Settings) -> GraphPlan:
                               f"limit max_nodes is {s.max_nodes}", limit="max_nodes", loc=("graph",))
     specs = {}
     for i, t in enumerate(g.inputs):
+        if numel(t.shape) > s.max_tensor_elements:  # before lowering, which works on these shapes
+            raise PayloadTooLarge(f"graph input {t.name!r} has {numel(t.shape)} elements; the limit "
+                                  f"max_tensor_elements is {s.max_tensor_elements}",
+                                  limit="max_tensor_elements", loc=("graph", "inputs", i, "shape"))
         if t.name in module.value_names and t.name not in module._input_types and \
                 t.name not in module._params and t.name not in module._init_consts:
             raise InvalidGraph(f"graph input {t.name!r} has the name of a value the ONNX model computes",
@@ -190,8 +232,8 @@ def _specialise(req: GradRequest, oe: OnnxEntry, s: Settings) -> GraphPlan:
                                    f"{DATATYPES[t.datatype]}", loc=("graph", "inputs", i))
     nodes_key = orjson.dumps([n.model_dump(mode="json", by_alias=True) for n in nodes]) if nodes else b""
     key = (tuple((n, specs[n][0], specs[n][1].str) for n in sorted(specs)),
-           tuple(t.name for t in g.inputs), nodes_key)
-    return oe.graph_plan(key, lambda: _build(req, module, specs))
+           tuple(t.name for t in g.inputs), nodes_key, s.max_tensor_elements)
+    return oe.graph_plan(key, lambda: _build(req, module, specs, s.max_tensor_elements))
 
 
 def _template(v: Any, refs: list[_Ref], loc: tuple) -> Any:
@@ -210,10 +252,10 @@ def _template(v: Any, refs: list[_Ref], loc: tuple) -> Any:
     return v
 
 
-def _build(req: GradRequest, module: Any, specs: dict) -> GraphPlan:
+def _build(req: GradRequest, module: Any, specs: dict, max_elements: int) -> GraphPlan:
     import engine.onnx as eo
     try:
-        prog = module.program(specs)
+        prog = module.program(specs, max_elements)
     except eo.OnnxError as e:
         raise _invalid(e) from None
     g = req.graph
@@ -239,6 +281,10 @@ def _build(req: GradRequest, module: Any, specs: dict) -> GraphPlan:
         for o in outs:
             producer[o] = step.index
         steps.append(step)
+    for i, name in enumerate(request_names):  # an input may replace an initializer, nothing else
+        if name in producer or (name in prog.constants and name not in module._init_consts):
+            raise InvalidGraph(f"graph input {name!r} has the name of a value the ONNX model computes",
+                               loc=("graph", "inputs", i, "name"))
     known = set(request_names) | set(constants) | set(producer)
     where = _Locator(None)
     extra: list[Step] = []

@@ -150,6 +150,14 @@ class PlanCache:
                 self.evictions += 1
         return entry
 
+    def discard(self, key: str) -> bool:
+        """Drop ``key`` if present (counted as an eviction); True if it was there."""
+        with self._lock:
+            if self._plans.pop(key, None) is None:
+                return False
+            self.evictions += 1
+            return True
+
     def stats(self) -> dict[str, int]:
         """Counters for metrics: ``hits``, ``misses``, ``evictions``, ``size``, ``maxsize``."""
         return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions,

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_source_chars: int = Field(100_000, ge=1, description="Longest `graph.source` accepted.")
     max_onnx_bytes: int = Field(100 * MiB, ge=1, description="Largest ONNX model accepted in "
                                 "`graph.onnx` (serialized bytes).")
+    max_onnx_cache_bytes: int = Field(512 * MiB, ge=0, description="Total size of the ONNX models a "
+                                      "process keeps in its plan cache; the least recently used are "
+                                      "dropped beyond it (clients send them again on 409).")
     max_graph_depth: int = Field(4096, ge=1, description="Longest chain of nodes, input to result.")
     max_grad_nodes: int = Field(32, ge=0, description="Most grad (and functional) nodes in one graph: "
                                 "bounds nested differentiation.")

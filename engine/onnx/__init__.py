@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -41,13 +42,16 @@ __all__ = ["load", "OnnxModule", "OnnxError", "Program", "Step", "Ref", "operato
 
 MIN_OPSET, MAX_OPSET = 13, 21
 _DOMAINS = ("", "ai.onnx")
+ML_DOMAIN = "ai.onnx.ml"  # scikit-learn's linear models (skl2onnx): a few operators, keyed "ai.onnx.ml.<op>"
 
 
 class OnnxError(ValueError):
     """A model the engine cannot run: names the node and operator (``node``, ``op_type``)."""
 
-    def __init__(self, msg: str, node: str | None = None, op_type: str | None = None) -> None:
+    def __init__(self, msg: str, node: str | None = None, op_type: str | None = None,
+                 too_large: bool = False) -> None:
         self.node, self.op_type = node, op_type
+        self.too_large = too_large  # a value over the element limit of the lowering
         where = f"node {node!r} ({op_type}): " if node is not None else (f"{op_type}: " if op_type else "")
         super().__init__(where + msg)
 
@@ -62,7 +66,8 @@ def _onnx() -> Any:
 
 
 def operators() -> list[str]:
-    """The supported ONNX operators (default domain), sorted.
+    """The supported ONNX operators, sorted: default-domain ones by name, others as
+    ``"<domain>.<op>"`` (``"ai.onnx.ml.LinearRegressor"``).
 
     >>> "MatMul" in operators()
     True
@@ -175,29 +180,34 @@ class Builder:
     def __init__(self, lowering: _Lowering, index: int, label: str, op_type: str) -> None:
         self.lw, self.index, self.label, self.op_type = lowering, index, label, op_type
 
-    def fail(self, msg: str) -> OnnxError:
-        return OnnxError(msg, self.label, self.op_type)
+    def fail(self, msg: str, too_large: bool = False) -> OnnxError:
+        return OnnxError(msg, self.label, self.op_type, too_large)
+
+    def check_size(self, shape: Sequence[int], what: str = "the result") -> None:
+        """Refuse a constant of more elements than the lowering's limit before making it."""
+        limit = self.lw.max_elements
+        n = math.prod(int(d) for d in shape)
+        if limit is not None and n > limit:
+            raise self.fail(f"{what} would have {n} elements (shape {list(shape)}); the limit is {limit}",
+                            too_large=True)
 
     def op(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """``engine.OPS[name](*args, **kwargs)`` on values: a constant result (numpy) when no
         argument is a run-time value, otherwise Sym(s) and a recorded step."""
         fn = OPS[name].fn
+        lw = self.lw
         if not _has_sym((args, kwargs)):
+            if lw.max_elements is not None:  # shapes first: a folded Expand or Tile may be huge
+                try:
+                    self._meta_run(name, fn, args, kwargs)
+                except OnnxError as e:
+                    if e.too_large:
+                        raise  # anything else the real run below decides
             with no_grad():
                 res = fn(*_real(args), **_real(kwargs))
             return tuple(_np(r) for r in res) if isinstance(res, (tuple, list)) else _np(res)
-        lw = self.lw
         targs, tkwargs = lw.template(args), lw.template(kwargs)
-        with _meta.meta_mode() as m, enable_grad():
-            try:
-                res = fn(*_metas(args), **_metas(kwargs))
-                probe = False
-            except _meta.MetaAbort as e:
-                raise self.fail(f"cannot infer the shape of {name}: {e}") from None
-            except Exception as e:
-                if m.rule_raised:  # shapes or dtypes do not fit: the real run would fail too
-                    raise self.fail(f"{name}: {e}") from None
-                probe = True  # op code read the placeholder values (an integer division by 0)
+        res, probe = self._meta_run(name, fn, args, kwargs)
         if probe:  # learn the result's shape and dtype on ones instead
             try:
                 with no_grad():
@@ -213,6 +223,21 @@ class Builder:
         for s in syms:
             lw.made[id(s.ref)] = s
         return tuple(syms) if many else syms[0]
+
+    def _meta_run(self, name: str, fn: Callable, args: Any, kwargs: Any) -> tuple[Any, bool]:
+        """``fn`` in meta mode: (result, False), or (None, True) when op code read placeholder
+        values and failed (the caller probes with ones)."""
+        with _meta.meta_mode(self.lw.max_elements) as m, enable_grad():
+            try:
+                return fn(*_metas(args), **_metas(kwargs)), False
+            except _meta.TooLarge as e:
+                raise self.fail(f"{name}: {e}", too_large=True) from None
+            except _meta.MetaAbort as e:
+                raise self.fail(f"cannot infer the shape of {name}: {e}") from None
+            except Exception as e:
+                if m.rule_raised:  # shapes or dtypes do not fit: the real run would fail too
+                    raise self.fail(f"{name}: {e}") from None
+                return None, True  # op code read the placeholder values (an integer division by 0)
 
     def const(self, v: Value, what: str) -> np.ndarray:
         """The value of an operand that must be known when the model is loaded (shapes, axes)."""
@@ -273,7 +298,8 @@ def _as_meta(r: Any) -> Any:
 
 
 class _Lowering:
-    def __init__(self, used_names: set[str]) -> None:
+    def __init__(self, used_names: set[str], max_elements: int | None = None) -> None:
+        self.max_elements = max_elements
         self.steps: list[Step] = []
         self.constants: dict[str, np.ndarray] = {}
         self.const_names: dict[int, str] = {}
@@ -385,9 +411,9 @@ class OnnxModule:
         for o in proto.opset_import:
             if o.domain in _DOMAINS:
                 opset = o.version
-            elif any(n.domain == o.domain for n in g.node):
+            elif o.domain != ML_DOMAIN and any(n.domain == o.domain for n in g.node):
                 raise OnnxError(f"operator domain {o.domain!r} is not supported (only the default "
-                                "ONNX domain is)")
+                                f"ONNX domain and a few operators of {ML_DOMAIN} are)")
         if opset is None:
             raise OnnxError("the model imports no default-domain opset")
         if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -397,12 +423,14 @@ class OnnxModule:
         self._nodes = []
         for i, n in enumerate(g.node):
             label = n.name or f"#{i}"
-            if n.domain not in _DOMAINS:
+            if n.domain not in (*_DOMAINS, ML_DOMAIN):
                 raise OnnxError(f"domain {n.domain!r} is not supported", label, n.op_type)
-            conv = CONVERTERS.get(n.op_type)
+            conv = CONVERTERS.get(n.op_type if n.domain in _DOMAINS else f"{n.domain}.{n.op_type}")
             if conv is None:
+                hint = (" (skl2onnx writes it for classifiers unless converted with options="
+                        "{id(model): {'zipmap': False}})") if n.op_type == "ZipMap" else ""
                 raise OnnxError("operator not supported (engine.onnx.operators() and the README's "
-                                "ONNX section list those that are)", label, n.op_type)
+                                f"ONNX section list those that are){hint}", label, n.op_type)
             a = _attrs(onnx, n, label)
             extra = sorted(set(a) - conv.attrs)
             if extra:
@@ -445,8 +473,11 @@ class OnnxModule:
         """The declared dtype and dims (None where symbolic) of a model input."""
         return self._input_types[name]
 
-    def program(self, specs: Mapping[str, tuple[Sequence[int], Any]]) -> Program:
-        """The model lowered for these input ``(shape, dtype)`` pairs (cached per shapes)."""
+    def program(self, specs: Mapping[str, tuple[Sequence[int], Any]],
+                max_elements: int | None = None) -> Program:
+        """The model lowered for these input ``(shape, dtype)`` pairs (cached per shapes).
+        ``max_elements`` bounds every value, folded constants included (OnnxError with
+        ``too_large`` above it)."""
         missing = [n for n in self.input_names if n not in specs]
         if missing:
             raise OnnxError(f"missing model input(s) {missing} (the model's inputs are {self.input_names})")
@@ -455,21 +486,21 @@ class OnnxModule:
             raise OnnxError(f"{unknown[0]!r} is not an input of the model (its inputs are "
                             f"{self.input_names})")
         key = tuple((n, tuple(int(d) for d in specs[n][0]), np.dtype(specs[n][1]).str)
-                    for n in self.input_names)
+                    for n in self.input_names) + ((max_elements,),)
         with self._lock:
             prog = self._programs.get(key)
             if prog is not None:
                 self._programs.move_to_end(key)
                 return prog
-        prog = self._lower(key)
+        prog = self._lower(key[:-1], max_elements)
         with self._lock:
             self._programs[key] = prog
             while len(self._programs) > 16:
                 self._programs.popitem(last=False)
         return prog
 
-    def _lower(self, key: tuple) -> Program:
-        lw = _Lowering(set(self.value_names))
+    def _lower(self, key: tuple, max_elements: int | None) -> Program:
+        lw = _Lowering(set(self.value_names), max_elements)
         env: dict[str, Value] = {}
         for name, shape, dt in key:
             want, dims = self._input_types[name]
@@ -496,7 +527,9 @@ class OnnxModule:
                 res = conv.fn(b, args, attrs, len([o for o in outs if o]))
             except OnnxError:
                 raise
-            except (ValueError, TypeError, IndexError, KeyError) as e:
+            except MemoryError:
+                raise b.fail("out of memory", too_large=True) from None
+            except Exception as e:  # a model the converter did not expect: refused, naming the node
                 raise b.fail(f"{type(e).__name__}: {e}") from None
             res = list(res) if isinstance(res, (list, tuple)) else [res]
             for k, name in enumerate(outs):
@@ -580,7 +613,12 @@ def load(model: Any) -> OnnxModule:
     (['x'], ['fc.weight', 'fc.bias'])
     """
     proto, data = _parse(model)
-    return OnnxModule(proto, data)
+    try:
+        return OnnxModule(proto, data)
+    except OnnxError:
+        raise
+    except Exception as e:  # whatever a malformed model trips in onnx or here: refused
+        raise OnnxError(f"cannot read the model: {type(e).__name__}: {e}") from None
 
 
 Converter = Callable[..., Any]

@@ -228,7 +228,8 @@ def _gemm(b: Builder, ins: list, a: dict, n: int) -> Any:
     ta, tb = int(a.get("transA", 0)), int(a.get("transB", 0))
     if ta:
         A = b.op("t", A)
-    if tb and alpha == 1.0 and (C is None or beta == 1.0):
+    cols = b.shape(B)[0] if tb else b.shape(B)[-1]
+    if tb and alpha == 1.0 and (C is None or (beta == 1.0 and b.shape(C) == (cols,))):
         return b.op("nn.functional.linear", A, B, C)  # torch's Linear, exactly as exported
     y = b.op("matmul", A, b.op("t", B) if tb else B)
     if alpha != 1.0:
@@ -422,6 +423,66 @@ def _layer_norm(b: Builder, ins: list, a: dict, n: int) -> Any:
     return [y, mean, inv][:max(n, 1)]
 
 
+@onnx_op("GroupNormalization", attrs=("epsilon", "num_groups", "stash_type"))
+def _group_norm(b: Builder, ins: list, a: dict, n: int) -> Any:
+    x, scale, bias = ins
+    groups = int(a["num_groups"])
+    shape = b.shape(x)
+    c = shape[1]
+    if c % groups:
+        raise b.fail(f"{c} channels do not split into {groups} groups")
+    if b.shape(scale) != (c,) or b.shape(bias) != (c,):  # opset 18's per-group form is deprecated
+        raise b.fail(f"scale and bias must have one element per channel ({c}), as in opset 21")
+    return b.op("nn.functional.group_norm", x, groups, scale, bias, float(a.get("epsilon", 1e-5)))
+
+
+@onnx_op("Resize", attrs=("antialias", "axes", "coordinate_transformation_mode", "cubic_coeff_a",
+                          "exclude_outside", "extrapolation_value", "keep_aspect_ratio_policy", "mode",
+                          "nearest_mode"))
+def _resize(b: Builder, ins: list, a: dict, n: int) -> Any:
+    x = ins[0]
+    shape = b.shape(x)
+    r = len(shape)
+    if r not in (3, 4, 5):
+        raise b.fail("only 3-D to 5-D inputs (N, C, spatial...) are supported")
+    mode = a.get("mode", "nearest")
+    ct = a.get("coordinate_transformation_mode", "half_pixel")
+    if a.get("antialias", 0):
+        raise b.fail("antialias=1 is not supported")
+    if a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise b.fail("keep_aspect_ratio_policy other than stretch is not supported")
+    axes = [_axis(int(ax), r) for ax in a.get("axes", range(r))]
+    scales = None
+    if len(ins) > 2 and ins[2] is not None and np.asarray(b.const(ins[2], "scales")).size:
+        given = [float(v) for v in np.asarray(b.const(ins[2], "scales")).reshape(-1)]
+        scales = [1.0] * r
+        for ax, v in zip(axes, given):
+            scales[ax] = v
+    size = None
+    if len(ins) > 3 and ins[3] is not None:
+        given_sizes = b.ints(ins[3], "sizes")
+        size = list(shape)
+        for ax, v in zip(axes, given_sizes):
+            size[ax] = v
+    if (scales is None) == (size is None):
+        raise b.fail("exactly one of scales and sizes must be given")
+    if (scales is not None and scales[:2] != [1.0, 1.0]) or \
+            (size is not None and size[:2] != list(shape[:2])):
+        raise b.fail("only the spatial dimensions (2 and up) can be resized")
+    kw: dict[str, Any] = {"size": size[2:]} if size is not None else {"scale_factor": scales[2:]}
+    if mode == "nearest":
+        if ct != "asymmetric" or a.get("nearest_mode", "round_prefer_floor") != "floor":
+            raise b.fail("nearest mode is supported with coordinate_transformation_mode=asymmetric and "
+                         "nearest_mode=floor (torch's nearest)")
+        return b.op("nn.functional.interpolate", x, mode="nearest", **kw)
+    if mode == "linear":
+        if ct not in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+            raise b.fail(f"coordinate_transformation_mode={ct!r} is not supported for linear")
+        lin = {3: "linear", 4: "bilinear", 5: "trilinear"}[r]
+        return b.op("nn.functional.interpolate", x, mode=lin, align_corners=ct == "align_corners", **kw)
+    raise b.fail(f"mode={mode!r} is not supported (nearest, linear)")
+
+
 @onnx_op("InstanceNormalization", attrs=("epsilon",))
 def _instance_norm(b: Builder, ins: list, a: dict, n: int) -> Any:
     x, scale, bias = ins
@@ -448,6 +509,7 @@ def _dropout(b: Builder, ins: list, a: dict, n: int) -> Any:
         raise b.fail("training_mode=true is not supported (inference only)")
     out = [x]
     if n > 1:
+        b.check_size(b.shape(x), "the mask")
         out.append(np.ones(b.shape(x), dtype=bool))
     return out
 
@@ -664,6 +726,7 @@ def _constant(b: Builder, ins: list, a: dict, n: int) -> Any:
 def _constant_of_shape(b: Builder, ins: list, a: dict, n: int) -> Any:
     shape = b.ints(ins[0], "the shape")
     v = np.asarray(a.get("value", np.zeros(1, np.float32)))
+    b.check_size(shape)
     return np.full(shape, v.reshape(-1)[0], dtype=v.dtype)
 
 
@@ -671,7 +734,10 @@ def _constant_of_shape(b: Builder, ins: list, a: dict, n: int) -> Any:
 def _range(b: Builder, ins: list, a: dict, n: int) -> Any:
     start, limit, delta = (np.asarray(b.const(v, what)).reshape(()) for v, what in
                            zip(ins, ("start", "limit", "delta")))
+    if delta == 0:
+        raise b.fail("delta must not be 0")
     count = max(int(math.ceil((limit - start) / delta)), 0)
+    b.check_size([count])
     return (start + np.arange(count, dtype=start.dtype) * delta).astype(start.dtype)
 
 
@@ -752,3 +818,84 @@ for _name, _kind in {"ReduceSum": "sum", "ReduceMean": "mean", "ReduceMax": "max
                      "ReduceProd": "prod", "ReduceL1": "l1", "ReduceL2": "l2", "ReduceSumSquare": "sumsquare",
                      "ReduceLogSum": "logsum", "ReduceLogSumExp": "logsumexp"}.items():
     onnx_op(_name, attrs=("axes", "keepdims", "noop_with_empty_axes"))(_reduce(_kind))
+
+
+# ---------------------------------------------------------------- ai.onnx.ml (scikit-learn's linear models)
+def _linear_scores(b: Builder, x: Any, a: dict, rows: int | None = None) -> Any:
+    """X @ W.T + intercepts, W from the flat ``coefficients`` attribute (constants: skl2onnx
+    stores the fitted weights as attributes, so gradients are with respect to X)."""
+    if b.dtype(x).kind != "f":
+        x = b.op("to", x, dtype=_edtype(np.float32))
+    if len(b.shape(x)) == 1:
+        x = b.op("reshape", x, 1, -1)
+    coef = np.asarray(a["coefficients"], dtype=b.dtype(x))
+    k = rows or max(1, coef.size // b.shape(x)[-1])
+    w = coef.reshape(k, -1)
+    y = b.op("matmul", x, np.ascontiguousarray(w.T))
+    if "intercepts" in a:
+        y = b.op("add", y, np.asarray(a["intercepts"], dtype=b.dtype(x)))
+    return y
+
+
+@onnx_op("ai.onnx.ml.LinearRegressor", attrs=("coefficients", "intercepts", "post_transform", "targets"))
+def _linear_regressor(b: Builder, ins: list, a: dict, n: int) -> Any:
+    if a.get("post_transform", "NONE") != "NONE":
+        raise b.fail(f"post_transform={a['post_transform']!r} is not supported (NONE)")
+    return _linear_scores(b, ins[0], a, int(a.get("targets", 1)))
+
+
+@onnx_op("ai.onnx.ml.LinearClassifier", attrs=("classlabels_ints", "classlabels_strings", "coefficients",
+                                              "intercepts", "multi_class", "post_transform"))
+def _linear_classifier(b: Builder, ins: list, a: dict, n: int) -> Any:
+    if "classlabels_ints" not in a:
+        raise b.fail("only integer class labels are supported (string labels are not tensors here)")
+    labels = np.asarray(a["classlabels_ints"], dtype=np.int64)
+    post = a.get("post_transform", "NONE")
+    s = _linear_scores(b, ins[0], a)
+    k = b.shape(s)[-1]
+    if k == 1 and len(labels) == 2:  # binary: one score for class 1, as onnxruntime expands it
+        if post == "LOGISTIC":
+            p = b.op("sigmoid", s)
+            z = b.op("cat", [b.op("add", b.op("neg", p), 1.0), p], 1)
+        elif post == "NONE":
+            z = b.op("cat", [b.op("neg", s), s], 1)
+        else:
+            raise b.fail(f"post_transform={post!r} is not supported for a binary classifier")
+        label_idx = b.op("to", b.op("gt", s, 0.0), dtype=_edtype(np.int64))
+        label_idx = b.op("reshape", label_idx, -1)
+    else:
+        if post == "LOGISTIC":
+            z = b.op("sigmoid", s)
+        elif post == "SOFTMAX":
+            z = b.op("softmax", s, 1)
+        elif post == "NONE":
+            z = s
+        else:
+            raise b.fail(f"post_transform={post!r} is not supported (NONE, LOGISTIC, SOFTMAX)")
+        label_idx = b.op("argmax", s, 1)
+    return [b.op("index_select", labels, 0, label_idx), z]
+
+
+@onnx_op("ai.onnx.ml.ArrayFeatureExtractor")
+def _array_feature_extractor(b: Builder, ins: list, a: dict, n: int) -> Any:
+    x, idx = ins
+    flat = b.op("reshape", idx, -1)
+    r = len(b.shape(x))
+    return b.op("index_select", x, r - 1, flat)
+
+
+@onnx_op("ai.onnx.ml.Normalizer", attrs=("norm",))
+def _normalizer(b: Builder, ins: list, a: dict, n: int) -> Any:
+    x = ins[0]
+    if b.dtype(x).kind != "f":
+        x = b.op("to", x, dtype=_edtype(np.float32))
+    norm = a.get("norm", "MAX")
+    if norm == "MAX":
+        d = b.op("amax", x, 1, True)
+    elif norm == "L1":
+        d = b.op("sum", b.op("abs", x), 1, True)
+    elif norm == "L2":
+        d = b.op("sqrt", b.op("sum", b.op("mul", x, x), 1, True))
+    else:
+        raise b.fail(f"norm={norm!r} is not supported (MAX, L1, L2)")
+    return b.op("div", x, d)

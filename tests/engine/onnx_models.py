@@ -58,7 +58,23 @@ class Block(torch.nn.Module):
         return x + self.ff(self.ln2(x))
 
 
-MODELS = {"mlp": (MLP, (4, 3)), "cnn": (CNN, (2, 2, 8, 8)), "block": (Block, (2, 5, 8))}
+class TinyLM(torch.nn.Module):
+    """Token ids in (int64), logits out: embedding, a causal block, a tied head (GPT-2 style)."""
+
+    def __init__(self, vocab: int = 11, d: int = 8) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(vocab, d)
+        self.pos = torch.nn.Parameter(torch.randn(5, d))
+        self.block = Block(d)
+        self.ln = torch.nn.LayerNorm(d)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.block(self.emb(ids) + self.pos[: ids.shape[1]])
+        return self.ln(h) @ self.emb.weight.T
+
+
+MODELS = {"mlp": (MLP, (4, 3)), "cnn": (CNN, (2, 2, 8, 8)), "block": (Block, (2, 5, 8)),
+          "lm": (TinyLM, (2, 5))}
 
 
 def make(name: str, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -74,6 +90,8 @@ def make(name: str, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor]:
             with torch.no_grad():
                 mod.running_mean.uniform_(-0.5, 0.5)
                 mod.running_var.uniform_(0.5, 1.5)
+    if name == "lm":
+        return m, torch.randint(0, 11, shape)
     return m, torch.randn(*shape)
 
 

@@ -13,7 +13,7 @@ import engine
 import engine.onnx as eo
 from tests.engine import onnx_models as om
 
-CASES = [("mlp", False), ("cnn", False), ("block", False), ("block", True)]
+CASES = [("mlp", False), ("cnn", False), ("block", False), ("block", True), ("lm", False)]
 
 
 def _ids(c: tuple) -> str:
@@ -46,16 +46,21 @@ def test_gradients_match_torch(case: tuple) -> None:
     held = {id(p) for p, _ in owners.values()}
     if not case[1]:
         assert held == {id(p) for p in tm.parameters()}
-    xe = engine.from_numpy(x.numpy()).requires_grad_()
+    ints = not x.is_floating_point()  # token ids: no gradient with respect to them
+    xe = engine.from_numpy(x.numpy()) if ints else engine.from_numpy(x.numpy()).requires_grad_()
     y = m(x=xe)
     w = np.linspace(-1, 1, y.numel(), dtype=np.float32).reshape(tuple(y.shape))
     names = list(owners)
-    gs = engine.autograd_grad((y * engine.from_numpy(w)).sum(), [xe, *(params[k] for k in names)])
-    xt = x.clone().requires_grad_()
+    gs = engine.autograd_grad((y * engine.from_numpy(w)).sum(), [*([] if ints else [xe]),
+                                                                 *(params[k] for k in names)])
+    xt = x.clone() if ints else x.clone().requires_grad_()
     yt = tm(xt)
     tps = list({id(p): p for p, _ in owners.values()}.values())
-    gt = torch.autograd.grad((yt * torch.from_numpy(w)).sum(), [xt, *tps])
-    _close(gs[0].numpy(), gt[0].numpy())
+    gt = torch.autograd.grad((yt * torch.from_numpy(w)).sum(), [*([] if ints else [xt]), *tps])
+    if ints:
+        gs, gt = (None, *gs), (None, *gt)
+    else:
+        _close(gs[0].numpy(), gt[0].numpy())
     by_id = {id(p): g for p, g in zip(tps, gt[1:])}
     for k, g in zip(names, gs[1:]):
         p, transposed = owners[k]
@@ -112,3 +117,20 @@ def test_the_shape_subgraph_is_folded_at_load_time() -> None:
     assert made and all(v.dtype.is_floating_point for v in made.values()), \
         sorted(k for k, v in made.items() if not v.dtype.is_floating_point)
     assert any(a.dtype == np.int64 for a in prog.constants.values())  # the folded shapes
+
+
+def test_a_dynamic_batch_is_lowered_per_shape() -> None:
+    import io
+    import warnings
+    tm, x = om.make("cnn")
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(tm, (x,), f, input_names=["x"], output_names=["y"], dynamo=False, opset_version=17,
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    m = eo.load(f.getvalue())
+    assert m.input_spec("x")[1][0] is None
+    for batch in (1, 5):
+        xb = torch.randn(batch, *x.shape[1:])
+        _close(m(x=engine.from_numpy(xb.numpy())).detach().numpy(), tm(xb).detach().numpy(), 1e-5)
+    assert len(m._programs) == 2

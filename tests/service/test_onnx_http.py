@@ -244,3 +244,77 @@ def test_json_body_is_parsed_once_for_a_big_model(client):
     r = client.post("/v1/grad", content=orjson.dumps(req), headers={"content-type": "application/json"})
     assert r.status_code == 200, r.text
     np.testing.assert_array_equal(read_tensor(r.json()["grads"][0]), np.ones((600, 600), np.float32))
+
+
+def test_folded_constants_count_against_the_element_limit(make_client):
+    """A model whose constants would be huge (ConstantOfShape, Expand of a constant) is 413,
+    found while lowering it, before anything is allocated."""
+    from onnx import numpy_helper
+    shape = numpy_helper.from_array(np.array([1000, 1000, 1000], np.int64), "shape")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1000, 1000, 1000])
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"], name="zeros",
+                              value=numpy_helper.from_array(np.array([1.0], np.float32))),
+             helper.make_node("Add", ["big", "x"], ["y"], name="add")]
+    g = helper.make_graph(nodes, "g", [x], [y], initializer=[shape])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=9).SerializeToString()
+    r = make_client(max_tensor_elements=1000).post("/v1/grad", json=_x_request(data))
+    assert r.status_code == 413 and r.json()["limit"] == "max_tensor_elements", r.text
+    assert r.json()["errors"][0]["node"] == "zeros"
+    one = numpy_helper.from_array(np.ones(1, np.float32), "one")
+    nodes = [helper.make_node("Expand", ["one", "shape"], ["big"], name="expand"),
+             helper.make_node("Add", ["big", "x"], ["y"], name="add")]
+    g = helper.make_graph(nodes, "g", [x], [y], initializer=[shape, one])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=9).SerializeToString()
+    r = make_client(max_tensor_elements=1000).post("/v1/grad", json=_x_request(data))
+    assert r.status_code == 413 and r.json()["limit"] == "max_tensor_elements", r.text
+
+
+def test_corrupted_models_never_get_a_500(client):
+    """Flipped bytes and truncations of a real model: each answer is 200 or a 4xx problem."""
+    data = bytearray(om.exported("mlp"))
+    _, x = om.make("mlp")
+    rng = np.random.default_rng(0)
+    for k in range(30):
+        bad = bytearray(data)
+        if k % 3 == 0:
+            bad = bad[: int(rng.integers(1, len(bad)))]
+        else:
+            for i in rng.integers(0, len(bad), 1 + k % 4):
+                bad[i] = int(rng.integers(0, 256))
+        req = {"graph": {"onnx": {"b64": b64(bytes(bad))}, "inputs": [wire_tensor("x", x.numpy())]},
+               "return": ["y"]}
+        r = client.post("/v1/grad", json=req)
+        assert r.status_code == 200 or 400 <= r.status_code < 500, (k, r.status_code, r.text[:300])
+
+
+def test_functional_nodes_run_through_the_model(client):
+    """A hessian node after the model re-runs the model's steps at fresh inputs, as torch's
+    functional API calls the function."""
+    data = om.exported("mlp")
+    tm, x = om.make("mlp")
+    req = {"graph": {"onnx": {"b64": b64(data)}, "inputs": [wire_tensor("x", x.numpy(), requires_grad=True)],
+                     "nodes": [{"op": "sum", "inputs": ["y"], "outputs": ["s"]},
+                               {"op": "hessian", "attributes": {"outputs": "s", "inputs": "x"},
+                                "outputs": ["H"]}]},
+           "return": ["H"]}
+    r = client.post("/v1/grad", json=req)
+    assert r.status_code == 200, r.text
+    want = torch.autograd.functional.hessian(lambda z: tm(z).sum(), x).numpy()
+    np.testing.assert_allclose(read_tensor(r.json()["values"]["H"]), want, rtol=1e-4, atol=1e-6)
+
+
+def test_cached_models_are_bounded_in_bytes(make_client):
+    """Two models over the byte budget: loading the second drops the first (409 by hash after),
+    whatever room the plan cache has in entries."""
+    mlp, cnn = om.exported("mlp"), om.exported("cnn")
+    c = make_client(max_onnx_cache_bytes=len(mlp) + len(cnn) - 1, plan_cache_size=100)
+    _, x = om.make("mlp")
+    first = {"graph": {"onnx": {"b64": b64(mlp)}, "inputs": [wire_tensor("x", x.numpy())]}, "return": ["y"]}
+    assert c.post("/v1/grad", json=first).status_code == 200
+    by_hash = {**first, "graph": {**first["graph"], "onnx": {"hash": model_hash(mlp)}}}
+    assert c.post("/v1/grad", json=by_hash).status_code == 200
+    assert c.post("/v1/grad", json=cnn_request({"b64": b64(cnn)})).status_code == 200
+    r = c.post("/v1/grad", json=by_hash)
+    assert r.status_code == 409, r.text
+    assert c.post("/v1/grad", json=cnn_request({"hash": model_hash(cnn)})).status_code == 200
