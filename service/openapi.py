@@ -183,6 +183,7 @@ def _errors(statuses: tuple[int, ...], oip_style: bool) -> dict[str, Any]:
 
 
 _GRAD_ERRORS = (400, 401, 408, 409, 413, 415, 422, 503, 504)
+_GRAPH_ERRORS = (400, 401, 408, 413, 415, 422, 503, 504)
 _INFER_ERRORS = (400, 401, 404, 408, 409, 413, 415, 422, 503, 504)
 _HEADER_LENGTH_PARAM = {
     "name": core.HEADER_LENGTH, "in": "header", "required": False,
@@ -248,6 +249,10 @@ def _responses(app: FastAPI) -> dict[tuple[str, str], dict[str, Any]]:
              **_errors(_INFER_ERRORS, True)}
     out = {
         ("/v1/grad", "post"): {"200": _grad_ok(), **_errors(_GRAD_ERRORS, False)},
+        ("/v1/graph", "post"): {"200": _ok("The graph's inputs and nodes (execution order), each value "
+                                           "with shape, datatype and requires_grad",
+                                           _json(_ref("GraphDescription"))),
+                                **_errors(_GRAPH_ERRORS, False)},
         ("/v1/ops", "get"): {"200": _ok("The op catalogue", _json(_ref("OpsListing"))),
                              **_errors((401,), False)},
         ("/health/live", "get"): {"200": _ok("The process is up", _json(_ref("Live")))},
@@ -274,7 +279,8 @@ def _responses(app: FastAPI) -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
-_OPERATION_IDS = {("/v1/grad", "post"): "grad", ("/v1/ops", "get"): "list_ops",
+_OPERATION_IDS = {("/v1/grad", "post"): "grad", ("/v1/graph", "post"): "graph",
+                  ("/v1/ops", "get"): "list_ops",
                   ("/v2/models/{model_name}/infer", "post"): "infer",
                   ("/v2/models/{model_name}/versions/{model_version}/infer", "post"): "infer_version",
                   ("/v2/models/{model_name}", "get"): "model_metadata",
@@ -340,5 +346,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                 op["requestBody"] = {"required": True, "content": {
                     core.JSON_MEDIA_TYPE: {"schema": _ref("GradRequest")},
                     core.BINARY_MEDIA_TYPE: _binary_body("GradRequest")}}
+            elif path == "/v1/graph":  # JSON only: nothing is run, so no big tensors to carry
+                op["requestBody"] = {"required": True, "content": {
+                    core.JSON_MEDIA_TYPE: {"schema": _ref("GradRequest")}}}
     app.openapi_schema = doc
     return doc

@@ -179,8 +179,8 @@ def test_memory_estimate_counts_what_backward_keeps(make_client, x100):
 def test_graph_depth_and_grad_node_limits(make_client, x100):
     c = make_client(max_graph_depth=10, max_grad_nodes=2)
     x = np.ones(3)
-    deep = "y0 = x\n" + "".join(f"y{i + 1} = y{i} * 2\n" for i in range(11))
-    b = problem(c.post("/v1/grad", json=_req(deep, {"x": x}, **{"return": ["y11"]})), 413)
+    deep = "y0 = x * 2\n" + "".join(f"y{i + 1} = y{i} * 2\n" for i in range(10))  # 11 deep
+    b = problem(c.post("/v1/grad", json=_req(deep, {"x": x}, **{"return": ["y10"]})), 413)
     assert b["limit"] == "max_graph_depth" and "11 nodes deep" in b["detail"]
     wide = "".join(f"y{i} = x * {i}\n" for i in range(30))  # 30 nodes, depth 1: fine
     assert c.post("/v1/grad", json=_req(wide, {"x": x}, **{"return": ["y29"]})).status_code == 200
