@@ -24,6 +24,7 @@ from .tensor import Size, Tensor
 # ---------------------------------------------------------------- grad mode (thread-local)
 class _GradState(threading.local):
     enabled = True  # the class attribute is every new thread's default: reading it never raises
+    fw: tuple = ()  # active forward-AD (dual) levels, outermost first: see _apply_dual
 
 
 _state = _GradState()
@@ -174,7 +175,7 @@ class Primitive:
     numpy data such as argmax indices) is saved too.
     """
 
-    __slots__ = ("name", "fwd", "bwd", "save", "n_out", "aux", "saves_output", "pick_saved")
+    __slots__ = ("name", "fwd", "bwd", "jvp", "save", "n_out", "aux", "saves_output", "pick_saved")
 
     def __init__(self, name: str, fwd: Callable, save: tuple[int, ...] = (), n_out: int = 1,
                  aux: bool = False) -> None:
@@ -183,12 +184,22 @@ class Primitive:
         # several saved inputs: picked from the arguments in one C call (a tuple)
         self.pick_saved = operator.itemgetter(*save) if len(save) > 1 else None
         self.bwd: Callable | None = None
+        self.jvp: Callable | None = None
         if name in PRIMITIVES:
             raise ValueError(f"primitive {name!r} defined twice")
         PRIMITIVES[name] = self
 
     def defvjp(self, fn: Callable) -> Callable:
         self.bwd = fn
+        return fn
+
+    def defjvp(self, fn: Callable) -> Callable:
+        """Set the JVP rule: ``fn(ctx, tangents, *args, **params)`` returns the output's tangent
+        (a tuple for several outputs, None for zero), written in engine ops. ``tangents`` has one
+        entry per argument (None where it has no tangent); ``ctx.out`` holds the output(s). The
+        generic rules below (:func:`linear_jvp`, :func:`multilinear_jvp`, :func:`diagonal_jvp`,
+        :func:`transpose_jvp`) cover most primitives."""
+        self.jvp = fn
         return fn
 
     def __call__(self, *args: Any, **params: Any) -> Any:
@@ -209,10 +220,11 @@ def primitive(save: tuple[int, ...] = (), n_out: int = 1, aux: bool = False,
 
 
 class _SavedOutput:
-    __slots__ = ("array", "idx")
+    __slots__ = ("array", "idx", "fw")
 
     def __init__(self, array: np.ndarray, idx: int) -> None:
         self.array, self.idx = array, idx
+        self.fw = None  # the output's tangents, when it was computed under a dual level
 
 
 class Node:
@@ -255,8 +267,14 @@ class Node:
             raise RuntimeError(FREED_MSG)
         if not self.prim.saves_output:
             return saved
-        return tuple(Tensor._make(s.array, self, s.idx, True) if type(s) is _SavedOutput else s
-                     for s in saved)
+        return tuple(_saved_output(s, self) if type(s) is _SavedOutput else s for s in saved)
+
+
+def _saved_output(s: _SavedOutput, node: Node) -> Tensor:
+    t = Tensor._make(s.array, node, s.idx, True)
+    if s.fw is not None:  # forward-over-reverse: the VJP needs the output's tangents too
+        t._fw = s.fw
+    return t
 
 
 # ---------------------------------------------------------------- forward: applying a primitive
@@ -274,7 +292,10 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
     # This is the forward hot path (and, with VJPs written in engine ops, half the backward):
     # one pass over the arguments, no per-call closures or generators. The per-input edge lists
     # are made only once an input that requires grad is met (never under no_grad, nor in a
-    # backward pass without create_graph).
+    # backward pass without create_graph). Forward mode costs one test here when no dual
+    # level is active.
+    if _state.fw:
+        return _apply_dual(prim, args, params, dtype)
     enabled = _state.enabled
     arrays = []
     edges = in_meta = None
@@ -341,6 +362,230 @@ _array = np.array
 _make = Tensor._make  # bound once: apply is the hot path
 
 
+# ---------------------------------------------------------------- forward mode: dual levels and JVPs
+# A tensor's tangents live in its ``_fw`` slot, a dict {level: tangent}, unset on the tensors that
+# never had one (reading goes through getattr: _make stays as it is). Levels are numbered by a
+# counter and never reused, so an exited level's stale entries are never mistaken for a live one.
+_level_ids = itertools.count()
+_level_duals: dict[int, dict[int, weakref.ref]] = {}  # level -> {id(tensor): ref}: cleared on exit
+
+
+def _is_dual(t: Tensor) -> bool:
+    fw = getattr(t, "_fw", None)
+    return bool(fw) and any(lev in fw for lev in _state.fw)
+
+
+def _enter_level() -> int:
+    """Open a dual level (innermost); returns its id."""
+    lev = next(_level_ids)
+    _level_duals[lev] = {}
+    _state.fw = (*_state.fw, lev)
+    return lev
+
+
+def _exit_level(lev: int) -> None:
+    """Close ``lev``: every tangent at that level is dropped, as torch's exit_dual_level does."""
+    _state.fw = tuple(x for x in _state.fw if x != lev)
+    for ref in list(_level_duals.pop(lev, {}).values()):
+        t = ref()
+        fw = getattr(t, "_fw", None) if t is not None else None
+        if fw:
+            fw.pop(lev, None)
+
+
+def _set_tangent(t: Tensor, lev: int, tangent: Tensor) -> None:
+    fw = getattr(t, "_fw", None)
+    if fw is None:
+        fw = t._fw = {}
+    fw[lev] = tangent
+    duals = _level_duals.get(lev)
+    if duals is not None:
+        duals[id(t)] = weakref.ref(t, lambda _, k=id(t), d=duals: d.pop(k, None))
+
+
+def _get_tangent(t: Tensor, lev: int) -> Tensor | None:
+    fw = getattr(t, "_fw", None)
+    return fw.get(lev) if fw else None
+
+
+class JvpCtx:
+    """What a JVP rule sees besides tangents and arguments: the output(s), and VJP-style
+    ``edges``/``in_meta`` (an edge per argument with a tangent) for rules that reuse the VJP."""
+
+    __slots__ = ("prim", "out", "edges", "in_meta", "aux", "out_meta")
+
+    def __init__(self, prim: Primitive, out: Any, tangents: list, args: Sequence) -> None:
+        self.prim, self.out, self.aux = prim, out, None
+        self.edges = [True if t is not None else None for t in tangents]
+        self.in_meta = [(a._data.shape, a._data.dtype) if isinstance(a, Tensor) else None for a in args]
+        outs = out if type(out) is tuple else (out,)
+        self.out_meta = tuple((o._data.shape, o._data.dtype) for o in outs)
+
+    @property
+    def outs(self) -> tuple:
+        return self.out if type(self.out) is tuple else (self.out,)
+
+
+def _apply_dual(prim: Primitive, args: Sequence, params: dict | None, dtype: np.dtype | None) -> Any:
+    """``apply`` under dual levels: the primal as usual, then each level's tangent by the
+    primitive's JVP rule. Levels go outermost first, each rule running with only the outer levels
+    active, so that a tangent computed at an inner level carries its own outer tangents (nested
+    forward mode: jacfwd of jacfwd) and no level sees its own perturbation twice."""
+    levels = _state.fw
+    fws = [getattr(a, "_fw", None) if isinstance(a, Tensor) else None for a in args]
+    _state.fw = ()
+    try:
+        out = apply(prim, args, params, dtype)
+    finally:
+        _state.fw = levels
+    if not any(fws):
+        return out
+    outs = out if type(out) is tuple else (out,)
+    for k, lev in enumerate(levels):
+        tangents = [fw.get(lev) if fw else None for fw in fws]
+        if not any(t is not None for t in tangents):
+            continue
+        if prim.jvp is None:
+            raise NotImplementedError(f"Trying to use forward AD with {prim.name} that does not support it")
+        _state.fw = levels[:k]
+        try:
+            ctx = JvpCtx(prim, out, tangents, args)
+            res = prim.jvp(ctx, tangents, *args, **params) if params else prim.jvp(ctx, tangents, *args)
+        finally:
+            _state.fw = levels
+        res = res if type(res) is tuple else (res,)
+        for o, t in zip(outs, res):
+            d = o._data
+            if d.dtype.kind != "f":
+                continue
+            if t is None:
+                t = Tensor._make(np.zeros_like(d))
+            elif t._data.shape != d.shape:
+                t = t.expand(d.shape)
+            if t._data.dtype != d.dtype:
+                t = t.to(d.dtype)
+            _set_tangent(o, lev, t)
+    node = outs[0].grad_fn
+    if node is not None and node.prim is prim and prim.saves_output and node.saved:
+        for s in node.saved:  # the backward of a saved output must see its tangents
+            if type(s) is _SavedOutput:
+                s.fw = getattr(outs[s.idx], "_fw", None)
+    return out
+
+
+# Generic JVP rules. Each is exact for the class of primitives it names; a primitive states its
+# rule next to its VJP (``prim.defjvp(linear_jvp)``), so the choice is made, and read, per record.
+def _float_tensor(a: object) -> bool:
+    return isinstance(a, Tensor) and a._data.dtype.kind == "f"
+
+
+def linear_jvp(ctx: JvpCtx, tangents: list, *args: Any, **params: Any) -> Any:
+    """Primitives linear in their floating arguments jointly (add, sum, reshape, cat, gather's
+    source...): the primitive itself applied to the tangents, zeros for arguments without one."""
+    new = []
+    for a, t in zip(args, tangents):
+        if t is not None:
+            new.append(t)
+        elif isinstance(a, Tensor) and a._data.dtype.kind != "b":  # (a bool tensor is a mask)
+            new.append(Tensor._make(np.zeros_like(a._data)))
+        elif isinstance(a, (int, float)) and not isinstance(a, bool):
+            new.append(0.0)  # a constant term: it has no tangent
+        else:
+            new.append(a)
+    return apply(ctx.prim, new, params)
+
+
+def multilinear_jvp(ctx: JvpCtx, tangents: list, *args: Any, **params: Any) -> Any:
+    """Primitives linear in each argument separately (mul, matmul, linear, convolution): the sum
+    over arguments with a tangent of the primitive with that argument replaced by its tangent."""
+    total = None
+    for i, t in enumerate(tangents):
+        if t is None:
+            continue
+        new = list(args)
+        new[i] = t
+        term = apply(ctx.prim, new, params)
+        total = term if total is None else _add_tangents(total, term)
+    return total
+
+
+def _add_tangents(a: Any, b: Any) -> Any:
+    if type(a) is tuple:
+        return tuple(x if y is None else y if x is None else x + y for x, y in zip(a, b))
+    return a + b
+
+
+def _saved_for(prim: Primitive, args: Sequence, outs: tuple) -> tuple:
+    return tuple(args[i] if i >= 0 else outs[-1 - i] for i in prim.save)
+
+
+def diagonal_jvp(ctx: JvpCtx, tangents: list, *args: Any, **params: Any) -> Any:
+    """Elementwise primitives (a diagonal Jacobian per argument, after broadcasting): the VJP
+    multiplies its cotangent by the local derivative, and so, applied to a tangent broadcast to
+    the output's shape, gives that argument's share of the JVP."""
+    prim = ctx.prim
+    saved = _saved_for(prim, args, ctx.outs)
+    shape = ctx.outs[0]._data.shape
+    total = None
+    edges = ctx.edges
+    for i, t in enumerate(tangents):
+        if t is None:
+            continue
+        if t._data.shape != shape:
+            t = t.expand(shape)
+        ctx.edges = [True if j == i else None for j in range(len(args))]
+        g = prim.bwd(ctx, t, *saved, **params) if params else prim.bwd(ctx, t, *saved)
+        g = g[i] if type(g) is tuple else g
+        if g is not None:
+            total = g if total is None else total + g
+    ctx.edges = edges
+    return total
+
+
+def transpose_jvp(ctx: JvpCtx, tangents: list, *args: Any, **params: Any) -> Any:
+    """Any primitive, from its VJP: ``u -> J^T u`` is linear, so its VJP against the tangent is
+    ``J t`` (the double-backward trick, for one primitive). It costs the VJP and its backward;
+    primitives on the hot paths have direct rules instead."""
+    prim = ctx.prim
+    saved = _saved_for(prim, args, ctx.outs)
+    us = [Tensor._make(np.ones_like(o._data)).requires_grad_() if o._data.dtype.kind == "f" else None
+          for o in ctx.outs]
+    create = _state.enabled and any(
+        (isinstance(a, Tensor) and a._rg) or (t is not None and t._rg) for a, t in zip(args, tangents))
+    prev = _state.enabled
+    _set_enabled(True)
+    try:
+        live = [u for u in us if u is not None]
+        g = us[0] if prim.n_out == 1 else _output_grads_of(us, ctx)
+        gs = prim.bwd(ctx, g, *saved, **params) if params else prim.bwd(ctx, g, *saved)
+        gs = (gs,) if len(args) == 1 else gs
+        roots, cots = [], []
+        for gi, t, meta in zip(gs, tangents, ctx.in_meta):
+            if gi is None or t is None or not gi._rg:
+                continue
+            roots.append(_fit(gi, meta))
+            cots.append(t)
+        if not roots:
+            return None
+        res = _run_backward(roots, [c.to(r.dtype) if c._data.dtype != r._data.dtype else c
+                                    for r, c in zip(roots, cots)],
+                            live, retain_graph=create, create_graph=create, accumulate=False)
+    finally:
+        _set_enabled(prev)
+    it = iter(res)
+    outs = [next(it) if u is not None else None for u in us]
+    return outs[0] if prim.n_out == 1 else tuple(outs)
+
+
+def _output_grads_of(us: list, ctx: JvpCtx) -> tuple:
+    return tuple(u if u is not None else Tensor._make(np.zeros(*m)) for u, m in zip(us, ctx.out_meta))
+
+
+def zeros_jvp(ctx: JvpCtx, tangents: list, *args: Any, **params: Any) -> None:
+    """Piecewise-constant primitives (sign, floor, round, ...): a zero tangent."""
+    return None
+
+
 # ---------------------------------------------------------------- backward
 def _accumulate(a: Tensor | None, b: Tensor, create_graph: bool, owned: set[int]) -> Tensor:
     """``a + b`` for a gradient buffer.
@@ -350,7 +595,7 @@ def _accumulate(a: Tensor | None, b: Tensor, create_graph: bool, owned: set[int]
     """
     if a is None:
         return b
-    if create_graph and (a._rg or b._rg):
+    if create_graph and (a._rg or b._rg) or _state.fw and (_is_dual(a) or _is_dual(b)):
         return a + b
     if id(a) in owned:
         np.add(a._data, b._data, out=a._data)

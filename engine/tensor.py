@@ -45,7 +45,8 @@ class Tensor:
     tensor([2., 4.])
     """
 
-    __slots__ = ("_data", "_rg", "grad_fn", "_out", "grad", "_hooks", "__weakref__")
+    # ``_fw`` (forward-mode tangents, see engine._autograd) is set only on dual tensors.
+    __slots__ = ("_data", "_rg", "grad_fn", "_out", "grad", "_hooks", "_fw", "__weakref__")
     __array_priority__ = 1000  # numpy scalars defer to our reflected operators
 
     @classmethod

@@ -6,7 +6,7 @@ import builtins
 
 import numpy as np
 
-from .._autograd import Primitive, apply, primitive
+from .._autograd import Primitive, apply, linear_jvp, multilinear_jvp, primitive
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op, promote
 from .elementwise import type_name
@@ -43,6 +43,9 @@ def _matmul_vjp(ctx, g, a, b):
         if b1:
             gb = squeeze(gb, -1)
     return ga, gb
+
+
+_matmul.defjvp(multilinear_jvp)
 
 
 def _shape_str(s: tuple) -> str:
@@ -253,7 +256,9 @@ def _triu(x, diagonal):
 
 
 _tril.defvjp(lambda ctx, g, diagonal: _tril(g, diagonal=diagonal))
+_tril.defjvp(linear_jvp)
 _triu.defvjp(lambda ctx, g, diagonal: _triu(g, diagonal=diagonal))
+_triu.defjvp(linear_jvp)
 
 
 @op(method=True)
@@ -289,8 +294,10 @@ def _diag_scatter(g, shape, offset, dim1, dim2):
 
 _diagonal.defvjp(lambda ctx, g, offset, dim1, dim2: _diag_scatter(
     g, shape=ctx.in_meta[0][0], offset=offset, dim1=dim1, dim2=dim2))
+_diagonal.defjvp(linear_jvp)
 _diag_scatter.defvjp(lambda ctx, g, shape, offset, dim1, dim2: _diagonal(
     g, offset=offset, dim1=dim1, dim2=dim2))
+_diag_scatter.defjvp(linear_jvp)
 
 
 def _diag_dims(dim1: int, dim2: int, ndim: int) -> tuple[int, int]:
@@ -386,6 +393,7 @@ def _einsum_prim(n: int) -> Primitive:
         prim = _EINSUM[n] = Primitive(f"einsum{n}" if n > 1 else "einsum", _einsum_np,
                                       save=tuple(range(n)))
         prim.defvjp(_einsum_vjp)
+        prim.defjvp(multilinear_jvp)
     return prim
 
 

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .._autograd import apply, primitive
+from .._autograd import apply, linear_jvp, primitive
 from .._dtype import to_dtype
 from ..tensor import Size, Tensor
 from ._registry import as_tensor_arg, op, promote
@@ -35,6 +35,7 @@ def _reshape(x, shape):
 
 
 _reshape.defvjp(lambda ctx, g, shape: reshape(g, ctx.in_meta[0][0]))
+_reshape.defjvp(linear_jvp)
 
 
 @op(method=True)
@@ -119,6 +120,7 @@ def _expand(x, shape):
 
 
 _expand.defvjp(lambda ctx, g, shape: sum_to_size(g, ctx.in_meta[0][0]))
+_expand.defjvp(linear_jvp)
 
 
 @op(method=True)
@@ -190,6 +192,7 @@ def _permute(x, dims):
 
 
 _permute.defvjp(lambda ctx, g, dims: permute(g, tuple(np.argsort(dims))))
+_permute.defjvp(linear_jvp)
 
 
 @op(method=True)
@@ -262,6 +265,9 @@ def _cat_vjp(ctx, g, dim, sizes):
         grads.append(narrow(g, dim, start, n) if meta is not None else None)
         start += n
     return tuple(grads) if len(grads) > 1 else grads[0]  # a one-input node takes a bare gradient
+
+
+_cat.defjvp(linear_jvp)
 
 
 @op(differentiable=("tensors",), aliases=("concat", "concatenate"))
@@ -385,6 +391,7 @@ def _index(x, key):
 
 
 _index.defvjp(lambda ctx, g, key: _index_backward(g, key=key, shape=ctx.in_meta[0][0]))
+_index.defjvp(linear_jvp)
 
 
 @primitive()
@@ -398,6 +405,7 @@ def _index_backward(g, key, shape):
 
 
 _index_backward.defvjp(lambda ctx, g, key, shape: _index(g, key=key))
+_index_backward.defjvp(linear_jvp)
 
 
 @op(differentiable=("input",))
@@ -438,6 +446,7 @@ def _gather(x, idx, dim):
 
 _gather.defvjp(lambda ctx, g, idx, dim: _scatter_add_zeros(g, idx=idx, dim=dim,
                                                            shape=ctx.in_meta[0][0]))
+_gather.defjvp(linear_jvp)
 
 
 @primitive()
@@ -450,6 +459,7 @@ def _scatter_add_zeros(g, idx, dim, shape):
 
 
 _scatter_add_zeros.defvjp(lambda ctx, g, idx, dim, shape: _gather(g, idx=idx, dim=dim))
+_scatter_add_zeros.defjvp(linear_jvp)
 
 
 @op(method=True)
@@ -477,6 +487,7 @@ def _flip(x, dims):
 
 
 _flip.defvjp(lambda ctx, g, dims: _flip(g, dims=dims))
+_flip.defjvp(linear_jvp)
 
 
 @op(method=True)
@@ -608,6 +619,7 @@ def _to(x, dtype):
 
 
 _to.defvjp(lambda ctx, g, dtype: g)  # cast back to the input's dtype happens centrally
+_to.defjvp(linear_jvp)
 
 
 @op(name="to")

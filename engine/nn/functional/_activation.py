@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.special
 
-from ..._autograd import primitive
+from ..._autograd import diagonal_jvp, primitive
 from ...ops import elementwise as _E
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import exp, where
@@ -203,6 +203,9 @@ def _elu_vjp(ctx, g, x, alpha, scale, input_scale):
     return g * where(x > 0, scale, exp(xn * input_scale) * (alpha * scale * input_scale))
 
 
+_elu.defjvp(diagonal_jvp)
+
+
 @op()
 def elu(input, alpha=1.0, inplace=False):
     """``input`` where positive, else ``alpha * (exp(input) - 1)``.
@@ -262,6 +265,9 @@ def _softplus_vjp(ctx, g, x, beta, threshold):
     # torch: slope 1 where z > threshold; its double backward masks with z < threshold
     zs = where(z < threshold, z, z.detach())
     return g * where(z > threshold, 1.0, _E.sigmoid(zs))
+
+
+_softplus.defjvp(diagonal_jvp)
 
 
 def softplus_inf(x: Tensor) -> Tensor:
@@ -424,7 +430,11 @@ def _gelu_backward_vjp(ctx, h, g, x):
     return hg, hx
 
 
+_gelu_backward.defjvp(diagonal_jvp)
+
+
 _gelu.defvjp(lambda ctx, g, x: _gelu_backward(g, x))
+_gelu.defjvp(diagonal_jvp)
 
 
 @op()
@@ -476,6 +486,9 @@ def _prelu_vjp(ctx, g, x, w):
     if ctx.edges[1] is not None:
         gw = g * where(x < 0, x, 0.0)
     return gx, gw
+
+
+_prelu.defjvp(diagonal_jvp)
 
 
 @op(differentiable=("input", "weight"))

@@ -38,6 +38,19 @@ def _linear_vjp(ctx, g, x, w):
     return gx, gw, g if ctx.edges[2] is not None else None  # the bias: summed to its shape centrally
 
 
+@_linear.defjvp
+def _linear_jvp(ctx, ts, x, w, b):
+    # bilinear in (x, w), plus the bias' own tangent (broadcast centrally)
+    tx, tw, tb = ts
+    terms = [_linear(tx, w, None) if tx is not None else None,
+             _linear(x, tw, None) if tw is not None else None, tb]
+    out = None
+    for term in terms:
+        if term is not None:
+            out = term if out is None else out + term
+    return out
+
+
 @op(differentiable=("input", "weight", "bias"))
 def linear(input, weight, bias=None):
     """``input @ weight.T + bias``; ``weight`` is (out_features, in_features).

@@ -51,6 +51,15 @@ def _standardize_vjp(ctx, g, xhat, rstd, dims, eps):
     return rstd * (gx - mean(gx, dims, keepdim=True) - xhat * c)
 
 
+@_standardize.defjvp
+def _standardize_jvp(ctx, ts, x, dims, eps):
+    # d xhat = rstd (t - mean t - xhat mean(xhat t)), d rstd = -rstd^2 mean(xhat t)
+    xhat, rstd = ctx.out
+    t = ts[0]
+    m = mean(xhat * t, dims, keepdim=True)
+    return rstd * (t - mean(t, dims, keepdim=True) - xhat * m), -(rstd * rstd) * m
+
+
 def _stats(x: Tensor, dims: tuple, eps: float) -> Tensor:
     """``(x - mean) / sqrt(biased var + eps)`` over ``dims``."""
     return _standardize(x, dims=tuple(d % x._data.ndim for d in dims), eps=float(eps))[0]

@@ -1,0 +1,149 @@
+"""Forward-mode AD (``torch.autograd.forward_ad``): dual tensors carry a tangent through every op.
+
+>>> import engine.autograd.forward_ad as fwAD
+>>> x = engine.tensor([1.0, 2.0])
+>>> with fwAD.dual_level():
+...     y = fwAD.make_dual(x, engine.ones(2)) ** 2
+...     fwAD.unpack_dual(y).tangent
+tensor([2., 4.])
+
+Each primitive has a JVP rule written in engine ops (``Primitive.defjvp``), so forward mode
+composes with reverse mode both ways (forward-over-reverse Hessian-vector products, and
+gradients of tangents). As in torch, only one level may be open at a time here; the function
+transforms (:mod:`engine.func`) nest levels of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from .. import _autograd
+from ..tensor import Tensor
+
+__all__ = ["UnpackedDualTensor", "enter_dual_level", "exit_dual_level", "make_dual", "unpack_dual",
+           "dual_level"]
+
+# The public levels: torch numbers them from 0 and allows one at a time. Each maps to a core
+# level id (engine._autograd), which engine.func's transforms also use, nested.
+_public: list[int] = []
+
+
+class UnpackedDualTensor(NamedTuple):
+    """``(primal, tangent)`` of a dual tensor; tangent is None for a tensor without one."""
+
+    primal: Tensor
+    tangent: Tensor | None
+
+
+def enter_dual_level() -> int:
+    """Open the dual level and return its index (0); torch supports no nesting here.
+
+    >>> lvl = fwAD.enter_dual_level(); fwAD.exit_dual_level(level=lvl)
+    """
+    if _public:
+        raise RuntimeError("Nested forward mode AD is not supported at the moment")
+    _public.append(_autograd._enter_level())
+    return 0
+
+
+def exit_dual_level(*, level: int | None = None) -> None:
+    """Close the dual level: every tangent made at it is dropped."""
+    if level is None:
+        level = len(_public) - 1
+    if level < 0:
+        raise RuntimeError("Dual level must be a positive number.")
+    if level >= len(_public):
+        raise RuntimeError("Trying to exit a forward AD level that was not the last one that was created. "
+                           "This is not supported.")
+    _autograd._exit_level(_public.pop(level))
+
+
+def _core_level(level: int | None, what: str) -> int | None:
+    if level is None:
+        level = len(_public) - 1
+        if level < 0:
+            return None
+    if level < 0:
+        raise RuntimeError("Dual level must be a positive number.")
+    if level >= len(_public):
+        raise RuntimeError("Trying to access a forward AD level with an invalid index. This index was either "
+                           "not created or is already deleted." if what == "make" else
+                           "Invalid level given to _fw_primal")
+    return _public[level]
+
+
+def make_dual(tensor: Tensor, tangent: Tensor, *, level: int | None = None) -> Tensor:
+    """A new tensor with ``tensor``'s values and ``tangent`` as its tangent at ``level``.
+
+    The result is a view of ``tensor`` for reverse mode (its gradient flows back to ``tensor``).
+
+    >>> with fwAD.dual_level():
+    ...     d = fwAD.make_dual(engine.tensor(3.0), engine.tensor(1.0))
+    """
+    lev = _core_level(level, "make")
+    if lev is None:
+        raise RuntimeError("Trying to create a dual Tensor for forward AD but no level exists, make sure to "
+                           "enter_dual_level() first.")
+    for what, t in (("primal", tensor), ("tangent", tangent)):
+        if not isinstance(t, Tensor):
+            raise AttributeError(f"'{type(t).__name__}' object has no attribute 'is_floating_point'")
+        if t._data.dtype.kind != "f":
+            raise ValueError(f"Expected {what} to be floating point or complex, but got: torch.{t.dtype.name}")
+    if tangent._data.shape != tensor._data.shape:
+        raise RuntimeError("Trying to set a forward gradient that has a different size than that of the "
+                           f"original Tensor, this is not supported. Tensor is of size {list(tensor.shape)} "
+                           f"while the given forward gradient is of size {list(tangent.shape)}.")
+    if _autograd._get_tangent(tensor, lev) is not None:
+        raise RuntimeError("Making a dual Tensor based on a Tensor that already has a forward gradient at the "
+                           f"same level {level if level is not None else len(_public) - 1} is not supported.")
+    dual = _view(tensor)
+    _autograd._set_tangent(dual, lev, tangent)
+    return dual
+
+
+def _view(t: Tensor) -> Tensor:
+    """A new tensor object on the same values; differentiable back to ``t`` when it requires grad."""
+    if t._rg:
+        from ..ops.shape import _reshape  # an alias node, as torch's view
+        prev = _autograd._state.fw
+        _autograd._state.fw = ()  # the alias itself carries no tangent: make_dual sets it
+        try:
+            v = _reshape(t, shape=t._data.shape)
+        finally:
+            _autograd._state.fw = prev
+        return v
+    return Tensor._make(t._data)
+
+
+def unpack_dual(tensor: Any, *, level: int | None = None) -> UnpackedDualTensor:
+    """``(primal, tangent)``: the primal is a view of ``tensor`` without its tangent at ``level``.
+
+    >>> with fwAD.dual_level():
+    ...     p, t = fwAD.unpack_dual(fwAD.make_dual(engine.ones(2), engine.zeros(2)))
+    """
+    lev = _core_level(level, "unpack")
+    if not isinstance(tensor, Tensor):
+        return UnpackedDualTensor(tensor, None)
+    tangent = _autograd._get_tangent(tensor, lev) if lev is not None else None
+    if tangent is None:
+        return UnpackedDualTensor(tensor, None)
+    primal = _view(tensor)
+    fw = getattr(tensor, "_fw", None)
+    others = {k: v for k, v in fw.items() if k != lev}
+    if others:
+        primal._fw = others
+    return UnpackedDualTensor(primal, tangent)
+
+
+class dual_level:
+    """Context manager for a dual level: tangents made inside are dropped on exit.
+
+    >>> with fwAD.dual_level():
+    ...     pass
+    """
+
+    def __enter__(self) -> int:
+        return enter_dual_level()
+
+    def __exit__(self, *exc: object) -> None:
+        exit_dual_level()
