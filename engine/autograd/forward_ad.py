@@ -88,14 +88,16 @@ def make_dual(tensor: Tensor, tangent: Tensor, *, level: int | None = None) -> T
         if not isinstance(t, Tensor):
             raise AttributeError(f"'{type(t).__name__}' object has no attribute 'is_floating_point'")
         if t._data.dtype.kind != "f":
-            raise ValueError(f"Expected {what} to be floating point or complex, but got: torch.{t.dtype.name}")
+            raise ValueError(f"Expected {what} to be floating point or complex, but got: "
+                             f"torch.{t.dtype.name}")
     if tangent._data.shape != tensor._data.shape:
         raise RuntimeError("Trying to set a forward gradient that has a different size than that of the "
                            f"original Tensor, this is not supported. Tensor is of size {list(tensor.shape)} "
                            f"while the given forward gradient is of size {list(tangent.shape)}.")
     if _autograd._get_tangent(tensor, lev) is not None:
-        raise RuntimeError("Making a dual Tensor based on a Tensor that already has a forward gradient at the "
-                           f"same level {level if level is not None else len(_public) - 1} is not supported.")
+        n = level if level is not None else len(_public) - 1
+        raise RuntimeError("Making a dual Tensor based on a Tensor that already has a forward gradient at "
+                           f"the same level {n} is not supported.")
     dual = _view(tensor)
     _autograd._set_tangent(dual, lev, tangent)
     return dual

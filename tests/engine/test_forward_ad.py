@@ -224,7 +224,8 @@ def test_jvp_vs_torch(case: tuple) -> None:
     e_vals, e_tans = _engine_jvp(name, s)
     try:
         with tfw.dual_level():
-            args, kwargs, _, _ = _build(s, torch, lambda x, t: tfw.make_dual(torch.tensor(x), torch.tensor(t)))
+            args, kwargs, _, _ = _build(s, torch,
+                                        lambda x, t: tfw.make_dual(torch.tensor(x), torch.tensor(t)))
             outs = gc.float_outputs(gc.call(tfn, s, args, kwargs))
             t_tans = [tfw.unpack_dual(o).tangent for o in outs]
     except (NotImplementedError, RuntimeError) as e:
