@@ -149,3 +149,45 @@ class dual_level:
 
     def __exit__(self, *exc: object) -> None:
         exit_dual_level()
+
+
+# ---------------------------------------------------------------- for the function transforms
+def _dual_copy(t: Tensor) -> Tensor:
+    """A new tensor object on ``t``'s values, differentiable back to ``t`` when it requires grad,
+    with ``t``'s tangents at every level."""
+    v = _view(t)
+    fw = getattr(t, "_fw", None)
+    if fw:
+        v._fw = dict(fw)
+    return v
+
+
+def _strip(t: Tensor, lev: int) -> Tensor:
+    """``t`` without its tangent at ``lev`` (a new object when it had one)."""
+    fw = getattr(t, "_fw", None)
+    if not fw or lev not in fw:
+        return t
+    v = _view(t)
+    others = {k: x for k, x in fw.items() if k != lev}
+    if others:
+        v._fw = others
+    return v
+
+
+def _jvp(fn: Any, primals: list[Tensor], tangents: list[Tensor]) -> tuple[Any, Any]:
+    """``(fn(*duals), tangents of its tensor results)`` at a fresh (nestable) level: the forward
+    mode behind ``engine.func.jvp``, ``jacfwd`` and ``hvp``. ``fn`` takes the dual tensors and
+    returns a list of tensors; a result without a tangent gets None."""
+    lev = _autograd._enter_level()
+    try:
+        duals = []
+        for p, t in zip(primals, tangents):
+            d = _dual_copy(p)
+            _autograd._set_tangent(d, lev, t)
+            duals.append(d)
+        outs = fn(*duals)
+        tans = [_autograd._get_tangent(o, lev) if isinstance(o, Tensor) else None for o in outs]
+        outs = [_strip(o, lev) if isinstance(o, Tensor) else o for o in outs]
+    finally:
+        _autograd._exit_level(lev)
+    return outs, tans
