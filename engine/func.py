@@ -141,14 +141,9 @@ class _Level:
         return _tree_map(lambda t: _detached(t) if isinstance(t, Tensor) and t._rg else t, tree)
 
 
-def _detached(t: Tensor) -> Tensor:
-    """``t.detach()`` that keeps forward-mode tangents: a transform's results inside ``jvp`` (as
-    in ``jvp(grad(f))``) carry theirs out."""
-    d = t.detach()
-    fw = getattr(t, "_fw", None)
-    if fw:
-        d._fw = dict(fw)
-    return d
+# ``t.detach()`` that keeps forward-mode tangents: a transform's inputs and results inside
+# ``jvp`` (as in ``jvp(grad(f))``) carry theirs through.
+_detached = _fw._detach
 
 
 def _reaches_outside(roots: list[Tensor], own: list[Tensor]) -> bool:

@@ -162,6 +162,16 @@ def _dual_copy(t: Tensor) -> Tensor:
     return v
 
 
+def _detach(t: Tensor) -> Tensor:
+    """``t.detach()`` keeping forward-mode tangents, for the transforms' fresh inputs and results:
+    nested inside a forward-mode transform they must carry the outer tangents through."""
+    d = t.detach()
+    fw = getattr(t, "_fw", None)
+    if fw:
+        d._fw = dict(fw)
+    return d
+
+
 def _strip(t: Tensor, lev: int) -> Tensor:
     """``t`` without its tangent at ``lev`` (a new object when it had one)."""
     fw = getattr(t, "_fw", None)
