@@ -18,13 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from .tensor import Size, Tensor
+from .tensor import Shadow, Size, Tensor, VmapFallback
 
 
 # ---------------------------------------------------------------- grad mode (thread-local)
 class _GradState(threading.local):
     enabled = True  # the class attribute is every new thread's default: reading it never raises
     fw: tuple = ()  # active forward-AD (dual) levels, outermost first: see _apply_dual
+    vm: int | None = None  # the active vmap level: see _apply_batched
+    ext = False  # fw or vm: apply's one test for both
 
 
 _state = _GradState()
@@ -175,7 +177,7 @@ class Primitive:
     numpy data such as argmax indices) is saved too.
     """
 
-    __slots__ = ("name", "fwd", "bwd", "jvp", "save", "n_out", "aux", "saves_output", "pick_saved")
+    __slots__ = ("name", "fwd", "bwd", "jvp", "batch", "save", "n_out", "aux", "saves_output", "pick_saved")
 
     def __init__(self, name: str, fwd: Callable, save: tuple[int, ...] = (), n_out: int = 1,
                  aux: bool = False) -> None:
@@ -185,6 +187,7 @@ class Primitive:
         self.pick_saved = operator.itemgetter(*save) if len(save) > 1 else None
         self.bwd: Callable | None = None
         self.jvp: Callable | None = None
+        self.batch: Callable | None = None
         if name in PRIMITIVES:
             raise ValueError(f"primitive {name!r} defined twice")
         PRIMITIVES[name] = self
@@ -200,6 +203,15 @@ class Primitive:
         generic rules below (:func:`linear_jvp`, :func:`multilinear_jvp`, :func:`diagonal_jvp`,
         :func:`transpose_jvp`) cover most primitives."""
         self.jvp = fn
+        return fn
+
+    def defbatch(self, fn: Callable) -> Callable:
+        """Set the batching rule: ``fn(prim, arrays, batched, **params)`` runs the primitive on
+        numpy arrays of which those flagged in ``batched`` carry a leading batch dimension, and
+        returns the output(s) with the batch dimension leading. See :func:`elementwise_batch`,
+        :func:`dims_batch` and :func:`leading_batch`; a primitive without one runs under vmap
+        once per batch element (with a one-time warning)."""
+        self.batch = fn
         return fn
 
     def __call__(self, *args: Any, **params: Any) -> Any:
@@ -220,11 +232,12 @@ def primitive(save: tuple[int, ...] = (), n_out: int = 1, aux: bool = False,
 
 
 class _SavedOutput:
-    __slots__ = ("array", "idx", "fw")
+    __slots__ = ("array", "idx", "fw", "bat")
 
     def __init__(self, array: np.ndarray, idx: int) -> None:
         self.array, self.idx = array, idx
         self.fw = None  # the output's tangents, when it was computed under a dual level
+        self.bat = None  # the output's batch, when it was computed under vmap
 
 
 class Node:
@@ -274,6 +287,8 @@ def _saved_output(s: _SavedOutput, node: Node) -> Tensor:
     t = Tensor._make(s.array, node, s.idx, True)
     if s.fw is not None:  # forward-over-reverse: the VJP needs the output's tangents too
         t._fw = s.fw
+    if s.bat is not None:
+        t._bat = s.bat
     return t
 
 
@@ -294,8 +309,10 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
     # are made only once an input that requires grad is met (never under no_grad, nor in a
     # backward pass without create_graph). Forward mode costs one test here when no dual
     # level is active.
-    if _state.fw:
-        return _apply_dual(prim, args, params, dtype)
+    if _state.ext:  # forward mode or vmap
+        if _state.fw:
+            return _apply_dual(prim, args, params, dtype)
+        return _apply_batched(prim, args, params, dtype)
     enabled = _state.enabled
     arrays = []
     edges = in_meta = None
@@ -370,6 +387,11 @@ _level_ids = itertools.count()
 _level_duals: dict[int, dict[int, weakref.ref]] = {}  # level -> {id(tensor): ref}: cleared on exit
 
 
+def _set_fw(levels: tuple) -> None:
+    _state.fw = levels
+    _state.ext = bool(levels) or _state.vm is not None
+
+
 def _is_dual(t: Tensor) -> bool:
     fw = getattr(t, "_fw", None)
     return bool(fw) and any(lev in fw for lev in _state.fw)
@@ -379,13 +401,13 @@ def _enter_level() -> int:
     """Open a dual level (innermost); returns its id."""
     lev = next(_level_ids)
     _level_duals[lev] = {}
-    _state.fw = (*_state.fw, lev)
+    _set_fw((*_state.fw, lev))
     return lev
 
 
 def _exit_level(lev: int) -> None:
     """Close ``lev``: every tangent at that level is dropped, as torch's exit_dual_level does."""
-    _state.fw = tuple(x for x in _state.fw if x != lev)
+    _set_fw(tuple(x for x in _state.fw if x != lev))
     for ref in list(_level_duals.pop(lev, {}).values()):
         t = ref()
         fw = getattr(t, "_fw", None) if t is not None else None
@@ -433,11 +455,11 @@ def _apply_dual(prim: Primitive, args: Sequence, params: dict | None, dtype: np.
     forward mode: jacfwd of jacfwd) and no level sees its own perturbation twice."""
     levels = _state.fw
     fws = [getattr(a, "_fw", None) if isinstance(a, Tensor) else None for a in args]
-    _state.fw = ()
+    _set_fw(())
     try:
         out = apply(prim, args, params, dtype)
     finally:
-        _state.fw = levels
+        _set_fw(levels)
     if not any(fws):
         return out
     outs = out if type(out) is tuple else (out,)
@@ -447,12 +469,12 @@ def _apply_dual(prim: Primitive, args: Sequence, params: dict | None, dtype: np.
             continue
         if prim.jvp is None:
             raise NotImplementedError(f"Trying to use forward AD with {prim.name} that does not support it")
-        _state.fw = levels[:k]
+        _set_fw(levels[:k])
         try:
             ctx = JvpCtx(prim, out, tangents, args)
             res = prim.jvp(ctx, tangents, *args, **params) if params else prim.jvp(ctx, tangents, *args)
         finally:
-            _state.fw = levels
+            _set_fw(levels)
         res = res if type(res) is tuple else (res,)
         for o, t in zip(outs, res):
             d = o._data
@@ -471,6 +493,190 @@ def _apply_dual(prim: Primitive, args: Sequence, params: dict | None, dtype: np.
             if type(s) is _SavedOutput:
                 s.fw = getattr(outs[s.idx], "_fw", None)
     return out
+
+
+# ---------------------------------------------------------------- vmap: batched tensors
+# Under a vectorized vmap a batched tensor keeps the whole batch in ``_bat = (level, array)``,
+# batch dimension first, and a Shadow (the shape and dtype of one element, no values) in
+# ``_data``: op code between primitives sees one element's shape, as it would in the loop, and
+# any read of values there raises VmapFallback (vmap then loops). Primitives run on the batch by
+# their batching rules.
+_vm_ids = itertools.count()
+_warned: set[str] = set()
+
+
+def _enter_vmap() -> int:
+    lev = next(_vm_ids)
+    _state.vm = lev
+    _state.ext = True
+    return lev
+
+
+def _exit_vmap(prev: int | None) -> None:
+    _state.vm = prev
+    _state.ext = bool(_state.fw) or prev is not None
+
+
+def batched(array: np.ndarray, lev: int, rg: bool = False) -> Tensor:
+    """A tensor batched at vmap level ``lev`` over dimension 0 of ``array``."""
+    t = Tensor._make(Shadow(array.shape[1:], array.dtype))
+    t._bat = (lev, array)
+    return t
+
+
+def batch_of(t: Tensor) -> np.ndarray | None:
+    """The whole batch of a tensor batched at the active vmap level, else None."""
+    bat = getattr(t, "_bat", None)
+    if bat is not None and bat[0] == _state.vm:
+        return bat[1]
+    if type(t._data) is Shadow:  # a batched tensor's Shadow, taken out of its tensor
+        raise VmapFallback("a tensor made from a batched tensor's data")
+    return None
+
+
+def _apply_batched(prim: Primitive, args: Sequence, params: dict | None, dtype: np.dtype | None) -> Any:
+    """``apply`` under vmap: the primitive's batching rule on the batches, then the usual node
+    (recorded with one element's shapes, as the loop would)."""
+    arrays, flags = [], []
+    for a in args:
+        b = batch_of(a) if isinstance(a, Tensor) else None
+        if b is None:
+            x = a._data if isinstance(a, Tensor) else a
+            if dtype is not None and isinstance(a, _PY_SCALARS):
+                x = _array(a, dtype)
+        else:
+            x = b
+        if dtype is not None and isinstance(x, np.ndarray) and x.dtype != dtype:
+            x = x.astype(dtype)
+        arrays.append(x)
+        flags.append(b is not None)
+    if not any(flags):
+        _state.ext = False
+        try:
+            return apply(prim, args, params, dtype)
+        finally:
+            _state.ext = True
+    p = params or {}
+    if prim.batch is not None:
+        out = prim.batch(prim, arrays, flags, **p)
+    else:
+        out = _loop_batch(prim, arrays, flags, p)
+    outs = out if prim.n_out > 1 else (out,)
+    shadows = tuple(Shadow(o.shape[1:], o.dtype) for o in outs)
+    prev_meta = _hooks.meta
+    _hooks.meta = lambda prim, arrays, params: shadows if prim.n_out > 1 else shadows[0]
+    _state.ext = False
+    try:
+        result = apply(prim, args, params, dtype)
+    finally:
+        _hooks.meta = prev_meta
+        _state.ext = True
+    res = result if prim.n_out > 1 else (result,)
+    lev = _state.vm
+    for t, o in zip(res, outs):
+        t._bat = (lev, o)
+    node = res[0].grad_fn
+    if node is not None and prim.saves_output and node.saved:
+        for sv in node.saved:
+            if type(sv) is _SavedOutput:
+                sv.bat = res[sv.idx]._bat
+    return result
+
+
+def _loop_batch(prim: Primitive, arrays: list, flags: list, params: dict) -> Any:
+    """The fallback for a primitive without a batching rule: once per batch element (torch's
+    vmap fallback), with a one-time warning naming it."""
+    if prim.name not in _warned:
+        _warned.add(prim.name)
+        import warnings
+        warnings.warn(f"There is a performance drop because we have not yet implemented the batching rule "
+                      f"for {prim.name}: vmap runs it once per batch element.", stacklevel=4)
+    n = next(a.shape[0] for a, f in zip(arrays, flags) if f)
+    res = [prim.fwd(*[a[i] if f else a for a, f in zip(arrays, flags)], **params) for i in range(n)]
+    if prim.n_out > 1:
+        return tuple(np.stack([r[k] for r in res]) for k in range(prim.n_out))
+    return np.stack(res)
+
+
+def _ndim(a: Any, flag: bool) -> int:
+    return np.ndim(a) - 1 if flag else np.ndim(a)
+
+
+def _align(arrays: list, flags: list, rank: int | None = None) -> list:
+    """Batched arrays reshaped to ``(B, 1, ..., 1, *element shape)`` so that, batch dimension
+    first, they broadcast against the unbatched ones as their elements would."""
+    if rank is None:
+        rank = max(_ndim(a, f) for a, f in zip(arrays, flags))
+    out = []
+    for a, f in zip(arrays, flags):
+        if f:
+            k = rank - (a.ndim - 1)
+            if k > 0:
+                a = a.reshape(a.shape[:1] + (1,) * k + a.shape[1:])
+        out.append(a)
+    return out
+
+
+def elementwise_batch(prim: Primitive, arrays: list, flags: list, **params: Any) -> Any:
+    """Broadcasting primitives: batched operands aligned, then the primitive as it is."""
+    out = prim.fwd(*_align(arrays, flags), **params)
+    n = next(a.shape[0] for a, f in zip(arrays, flags) if f)
+    if prim.n_out > 1:
+        return tuple(np.broadcast_to(o, (n,) + o.shape[1:]) if o.shape[0] != n else o for o in out)
+    return out if out.shape[0] == n else np.broadcast_to(out, (n,) + out.shape[1:])
+
+
+def leading_batch(prim: Primitive, arrays: list, flags: list, **params: Any) -> Any:
+    """Primitives that broadcast over leading dimensions (matrix ops on the last two): aligned,
+    then as they are."""
+    return elementwise_batch(prim, arrays, flags, **params)
+
+
+def _shift(d: Any, nd: int) -> Any:
+    """One element's dim(s) as dims of the batch: non-negative ones move right by one; None (all
+    dims) becomes every element dim."""
+    if d is None:
+        return tuple(range(1, nd + 1))
+    if isinstance(d, (tuple, list)):
+        return tuple(x + 1 if x >= 0 else x for x in d)
+    return d + 1 if d >= 0 else d
+
+
+def dims_batch(*names: str, all_if_none: bool = True) -> Callable:
+    """Single-operand primitives whose parameters ``names`` are dims of the element (sum's dims,
+    softmax's dim, ...): the batched operand is the first; the dims shift by one."""
+
+    def rule(prim: Primitive, arrays: list, flags: list, **params: Any) -> Any:
+        nd = arrays[0].ndim - 1 if flags[0] else np.ndim(arrays[0])
+        arrays = _align(arrays, flags, nd)
+        for name in names:
+            if name in params and (params[name] is not None or all_if_none):
+                params[name] = _shift(params[name], nd)
+        n = next(a.shape[0] for a, f in zip(arrays, flags) if f)
+        arrays = [a if f else np.broadcast_to(a, (n,) + np.shape(a)) if isinstance(a, np.ndarray) else a
+                  for a, f in zip(arrays, flags)]
+        return prim.fwd(*arrays, **params)
+
+    return rule
+
+
+def batched_values(fn: Callable, *args: Any) -> Tensor | None:
+    """For ops outside the primitives that read values (comparisons, masks): ``fn`` applied to
+    the batches as an elementwise op, as a batched tensor; None when no argument is batched."""
+    if _state.vm is None:
+        return None
+    arrays, flags = [], []
+    for a in args:
+        b = batch_of(a) if isinstance(a, Tensor) else None
+        arrays.append(b if b is not None else a._data if isinstance(a, Tensor) else a)
+        flags.append(b is not None)
+    if not any(flags):
+        return None
+    out = fn(*_align(arrays, flags))
+    n = next(a.shape[0] for a, f in zip(arrays, flags) if f)
+    if out.shape[0] != n:
+        out = np.broadcast_to(out, (n,) + out.shape[1:])
+    return batched(np.asarray(out), _state.vm)
 
 
 # Generic JVP rules. Each is exact for the class of primitives it names; a primitive states its
@@ -595,7 +801,8 @@ def _accumulate(a: Tensor | None, b: Tensor, create_graph: bool, owned: set[int]
     """
     if a is None:
         return b
-    if create_graph and (a._rg or b._rg) or _state.fw and (_is_dual(a) or _is_dual(b)):
+    # (under forward mode or vmap the buffers carry tangents or a batch: no in-place adds)
+    if create_graph and (a._rg or b._rg) or _state.ext:
         return a + b
     if id(a) in owned:
         np.add(a._data, b._data, out=a._data)

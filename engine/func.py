@@ -15,10 +15,11 @@ How they run:
   their own so that they nest (``jacfwd(jacfwd(f))``) and compose with reverse mode
   (``jvp(grad(f))`` is a forward-over-reverse Hessian-vector product). ``jacfwd`` pays one
   forward pass per input element, ``jacrev`` one backward pass per output element.
-- ``vmap`` runs the function once per batch element and stacks the results (the engine has no
-  batching rules). It is exact, including for random ops (each element draws its own numbers,
-  like ``randomness="different"``), but it is not vectorized: per-sample gradients cost one
-  backward pass per sample.
+- ``vmap`` runs the function once on batched tensors: each primitive runs on the whole batch by
+  its batching rule (``Primitive.defbatch``), so per-sample gradients cost one batched backward
+  pass. Where that cannot be exact (values read outside the primitives, random ops with
+  ``randomness="different"``, inputs or results that require grad, nesting) it runs the
+  function once per element instead, with a one-time warning.
 
 >>> def loss(w, x):
 ...     return ((x @ w) ** 2).mean()
@@ -37,7 +38,7 @@ import numpy as np
 from . import _autograd
 from ._autograd import enable_grad, is_grad_enabled
 from .autograd import forward_ad as _fw
-from .tensor import Size, Tensor
+from .tensor import Size, Tensor, VmapFallback
 
 __all__ = ["grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd", "hessian", "vmap"]
 
@@ -557,13 +558,21 @@ def _check_randomness(randomness: str) -> None:
 # ---------------------------------------------------------------- vmap
 def vmap(func: Callable, in_dims: Any = 0, out_dims: Any = 0, randomness: str = "error", *,
          chunk_size: int | None = None) -> Callable:
-    """Map ``func`` over a dimension of its inputs (``torch.func.vmap``).
+    """Map ``func`` over a dimension of its inputs (``torch.func.vmap``), vectorized.
 
     ``in_dims`` is an int, or a (nested) tuple matching the positional arguments, with None for
     arguments passed whole; ``out_dims`` places the mapped dimension in each output. Keyword
-    arguments are passed whole. It runs ``func`` once per batch element and stacks the results:
-    exact, composes with :func:`grad` and friends, but not vectorized (``randomness`` is checked
-    and behaves as ``"different"``; ``chunk_size`` is checked and has nothing to chunk).
+    arguments are passed whole. ``func`` runs once, on batched tensors: each primitive runs on
+    the whole batch by its batching rule (a primitive without one runs once per element, with a
+    one-time warning naming it). ``chunk_size`` runs the batch in chunks of that many elements.
+    Random ops follow ``randomness``: an error (``"error"``, as torch), one draw for the whole
+    batch (``"same"``) or one per element (``"different"``, by running ``func`` once per element).
+
+    ``func`` runs once per element instead, with a one-time warning, where the vectorized run
+    cannot be exact: when ``func`` reads a batched tensor's values outside the primitives
+    (``.item()``, data-dependent Python control flow), for inputs that require grad or results
+    that do (the graph of a batched result is not kept), and inside another vmap (the outer one
+    stays vectorized).
 
     >>> vmap(engine.dot)(engine.ones(4, 3), engine.ones(4, 3))
     tensor([3., 3., 3., 3.])
@@ -600,16 +609,135 @@ def vmap(func: Callable, in_dims: Any = 0, out_dims: Any = 0, randomness: str = 
         if len(set(sizes)) > 1:
             raise ValueError("vmap: Expected all tensors to have the same size in the mapped dimension, got "
                              f"sizes {sizes} for the mapped dimension")
-        if sizes[0] == 0:  # no element to run on: learn the output shapes from one of zeros
+        n = sizes[0]
+        if n == 0:  # no element to run on: learn the output shapes from one of zeros
             sl = [x if d is None else _zeros_slice(x, d) for x, d in zip(leaves, dims)]
             return _stack_outputs([func(*_unflatten(sl, spec), **kwargs)], out_dims, name, empty=True)
-        results = []
-        for b in range(sizes[0]):
-            sl = [x if d is None else x.select(d, b) for x, d in zip(leaves, dims)]
-            results.append(func(*_unflatten(sl, spec), **kwargs))
-        return _stack_outputs(results, out_dims, name)
+        dims = [None if d is None else d % x._data.ndim for x, d in zip(leaves, dims)]
+        step = n if chunk_size is None else chunk_size
+        parts = []
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            part = [x if d is None or (lo, hi) == (0, n) else x.narrow(d, lo, hi - lo)
+                    for x, d in zip(leaves, dims)]
+            parts.append(_vmap_part(func, part, dims, spec, kwargs, hi - lo, out_dims, randomness, name))
+        if len(parts) == 1:
+            return parts[0]
+        return _cat_parts(parts, out_dims, name)
 
     return wrapper
+
+
+class _RandomGuard:
+    """Stands in for the engine's generator during a vectorized vmap: a random op raises."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise _RandomInVmap()
+
+
+class _RandomInVmap(Exception):
+    pass
+
+
+_RANDOM_MSG = ("vmap: called random operation while in randomness error mode. Please either use the 'same' "
+               "or 'different' randomness flags on vmap or perform the randomness operation out of vmap")
+
+
+def _vmap_part(func: Callable, leaves: list, dims: list, spec: _Spec, kwargs: dict, n: int, out_dims: Any,
+               randomness: str, name: str) -> Any:
+    """One chunk: vectorized when it can be exact, else the loop."""
+    if _vectorizable(leaves, dims):
+        try:
+            return _vmap_vectorized(func, leaves, dims, spec, kwargs, n, out_dims, randomness, name)
+        except _RandomInVmap:
+            if randomness == "error":
+                raise RuntimeError(_RANDOM_MSG) from None
+        except VmapFallback as e:
+            _warn_once(f"vmap({name}): the function reads batched values outside the primitives ({e}); "
+                       "it runs once per batch element.")
+    results = []
+    for b in range(n):
+        sl = [x if d is None else x.select(d, b) for x, d in zip(leaves, dims)]
+        results.append(func(*_unflatten(sl, spec), **kwargs))
+    return _stack_outputs(results, out_dims, name)
+
+
+def _vectorizable(leaves: list, dims: list) -> bool:
+    if _autograd._state.vm is not None or _autograd._hooks.meta is not None:
+        return False  # nested: the outer vmap is the vectorized one
+    return not any(d is not None and (x._rg or getattr(x, "_fw", None)) for x, d in zip(leaves, dims))
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _warned:
+        _warned.add(msg)
+        import warnings
+        warnings.warn(msg, stacklevel=4)
+
+
+class _Unbatchable(Exception):
+    pass
+
+
+def _vmap_vectorized(func: Callable, leaves: list, dims: list, spec: _Spec, kwargs: dict, n: int,
+                     out_dims: Any, randomness: str, name: str) -> Any:
+    from .ops import creation
+    prev = _autograd._state.vm
+    lev = _autograd._enter_vmap()
+    rng = creation._rng
+    if randomness != "same":
+        creation._rng = _RandomGuard()
+    try:
+        xs = [x if d is None else _autograd.batched(np.moveaxis(x._data, d, 0), lev)
+              for x, d in zip(leaves, dims)]
+        out = func(*_unflatten(xs, spec), **kwargs)
+        flat, ospec = _flatten(out)
+        for t in flat if ospec.kind != "None" else [None]:
+            if not isinstance(t, Tensor):
+                raise ValueError(f"vmap({name}, ...): `{name}` must only return Tensors, got type {type(t)}. "
+                                 "Did you mean to set out_dims= to None for output?")
+            if t._rg or getattr(t, "_fw", None):
+                raise VmapFallback("a result that requires grad")
+        batches = [_autograd.batch_of(t) for t in flat]
+    finally:
+        _autograd._exit_vmap(prev)
+        if randomness != "same":
+            creation._rng = rng
+    if isinstance(out_dims, tuple) and len(out_dims) == 1 and ospec.kind is None:
+        out_dims = out_dims[0]  # torch accepts (d,) for a single output
+    odims = _dims_for(out_dims, out, f"vmap({name}, ..., out_dims={out_dims})(<inputs>): out_dims is not "
+                      "compatible with the structure of `outputs`.", "out_dims", "outputs")
+    res = []
+    for t, b, d in zip(flat, batches, odims):
+        if d is None:
+            if b is not None:
+                raise ValueError(f"vmap({name}, ...): `{name}` can not return a BatchedTensor when out_dim "
+                                 "is None")
+            res.append(t)
+            continue
+        if b is None:  # the same for every element: broadcast, as torch
+            b = np.broadcast_to(t._data, (n, *t._data.shape))
+        nd = b.ndim
+        if not -nd <= d < nd:
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-nd}, {nd - 1}], but got "
+                             f"{d})")
+        res.append(Tensor._make(np.ascontiguousarray(np.moveaxis(b, 0, d))))
+    return _unflatten(res, ospec)
+
+
+def _cat_parts(parts: list, out_dims: Any, name: str) -> Any:
+    flats = [_flatten(p) for p in parts]
+    leaves0, spec = flats[0]
+    if isinstance(out_dims, tuple) and len(out_dims) == 1 and spec.kind is None:
+        out_dims = out_dims[0]
+    odims = _dims_for(out_dims, parts[0], f"vmap({name}, ..., out_dims={out_dims})(<inputs>): out_dims is "
+                      "not compatible with the structure of `outputs`.", "out_dims", "outputs")
+    from .ops.shape import cat
+    res = [leaves0[k] if d is None else cat([f[0][k] for f in flats], d) for k, d in enumerate(odims)]
+    return _unflatten(res, spec)
 
 
 def _zeros_slice(x: Tensor, d: int) -> Tensor:

@@ -26,7 +26,7 @@ from collections import namedtuple
 import numpy as np
 import scipy.linalg
 
-from ._autograd import apply, multilinear_jvp, no_grad, primitive, transpose_jvp
+from ._autograd import apply, dims_batch, leading_batch, multilinear_jvp, no_grad, primitive, transpose_jvp
 from .ops._registry import op
 from .ops.elementwise import binary_dtype, where
 from .ops.linalg import _c_name, matmul, tril, triu
@@ -154,6 +154,7 @@ def _inv(a):
 
 _inv.defvjp(lambda ctx, g, ainv: -matmul(matmul(_mT(ainv), g), _mT(ainv)))
 _inv.defjvp(lambda ctx, ts, a: -matmul(matmul(ctx.out, ts[0]), ctx.out))
+_inv.defbatch(leading_batch)
 
 
 @op(method="inverse", aliases=("inverse",))
@@ -205,6 +206,7 @@ def _det_vjp(ctx, g, a, det):
 
 
 _det.defjvp(transpose_jvp)
+_det.defbatch(leading_batch)
 
 
 @op(method="det", aliases=("det",))
@@ -241,6 +243,7 @@ def _slogdet_vjp(ctx, g, a):
 
 
 _slogdet.defjvp(transpose_jvp)
+_slogdet.defbatch(leading_batch)
 
 
 @op(n_outputs=2, method="slogdet", aliases=("slogdet",))
@@ -430,6 +433,7 @@ def _cholesky_vjp(ctx, g, out, upper=False):
 
 
 _cholesky.defjvp(transpose_jvp)
+_cholesky.defbatch(leading_batch)
 
 
 @op()
@@ -477,6 +481,7 @@ def _qr_vjp(ctx, g, Q, R, mode="reduced"):
 
 
 _qr.defjvp(transpose_jvp)
+_qr.defbatch(leading_batch)
 
 
 @op(n_outputs=2)
@@ -519,6 +524,7 @@ def _eigh_vjp(ctx, g, L, V, UPLO="L"):
 
 
 _eigh.defjvp(transpose_jvp)
+_eigh.defbatch(leading_batch)
 
 
 def _uplo(UPLO: str) -> str:
@@ -592,6 +598,7 @@ def _svd_vjp(ctx, g, U, S, Vh, full_matrices=True):
 
 
 _svd.defjvp(transpose_jvp)
+_svd.defbatch(leading_batch)
 
 
 @op(n_outputs=3)
@@ -844,6 +851,7 @@ def _vector_norm_vjp(ctx, g, x, norm, ord, dims, keepdim):
 
 
 _vector_norm.defjvp(transpose_jvp)
+_vector_norm.defbatch(dims_batch("dims"))
 
 
 @op()

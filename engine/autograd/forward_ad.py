@@ -108,11 +108,11 @@ def _view(t: Tensor) -> Tensor:
     if t._rg:
         from ..ops.shape import _reshape  # an alias node, as torch's view
         prev = _autograd._state.fw
-        _autograd._state.fw = ()  # the alias itself carries no tangent: make_dual sets it
+        _autograd._set_fw(())  # the alias itself carries no tangent: make_dual sets it
         try:
             v = _reshape(t, shape=t._data.shape)
         finally:
-            _autograd._state.fw = prev
+            _autograd._set_fw(prev)
         return v
     return Tensor._make(t._data)
 

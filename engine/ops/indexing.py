@@ -43,6 +43,7 @@ def _delayed_error_vjp(ctx, g, msg):
 
 
 _delayed_error.defjvp(lambda ctx, ts, x, msg: _delayed_error_vjp(ctx, None, msg))  # as unsupported
+_delayed_error.defbatch(lambda prim, a, f, msg: a[0])
 
 
 # ---------------------------------------------------------------- argument checks

@@ -6,7 +6,8 @@ import builtins
 
 import numpy as np
 
-from .._autograd import Primitive, apply, linear_jvp, multilinear_jvp, primitive
+from .._autograd import Primitive, apply, dims_batch, leading_batch, linear_jvp, multilinear_jvp, primitive
+from .._autograd import _align as _align_batch
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op, promote
 from .elementwise import type_name
@@ -46,6 +47,24 @@ def _matmul_vjp(ctx, g, a, b):
 
 
 _matmul.defjvp(multilinear_jvp)
+
+
+def _matmul_batch(prim, arrs, flags, **params):
+    # 1-D operands become matrices (as matmul itself does), the batch dims are aligned, then the
+    # lifted dims are dropped again.
+    (a, b), (fa, fb) = arrs, flags
+    a1, b1 = np.ndim(a) - fa == 1, np.ndim(b) - fb == 1
+    if a1:
+        a = np.expand_dims(a, -2)
+    if b1:
+        b = np.expand_dims(b, -1)
+    out = np.matmul(*_align_batch([a, b], [fa, fb]))
+    if a1 and b1:
+        return out[..., 0, 0]
+    return out[..., 0, :] if a1 else out[..., 0] if b1 else out
+
+
+_matmul.defbatch(_matmul_batch)
 
 
 def _shape_str(s: tuple) -> str:
@@ -257,8 +276,10 @@ def _triu(x, diagonal):
 
 _tril.defvjp(lambda ctx, g, diagonal: _tril(g, diagonal=diagonal))
 _tril.defjvp(linear_jvp)
+_tril.defbatch(leading_batch)
 _triu.defvjp(lambda ctx, g, diagonal: _triu(g, diagonal=diagonal))
 _triu.defjvp(linear_jvp)
+_triu.defbatch(leading_batch)
 
 
 @op(method=True)
@@ -295,6 +316,7 @@ def _diag_scatter(g, shape, offset, dim1, dim2):
 _diagonal.defvjp(lambda ctx, g, offset, dim1, dim2: _diag_scatter(
     g, shape=ctx.in_meta[0][0], offset=offset, dim1=dim1, dim2=dim2))
 _diagonal.defjvp(linear_jvp)
+_diagonal.defbatch(dims_batch("dim1", "dim2"))
 _diag_scatter.defvjp(lambda ctx, g, shape, offset, dim1, dim2: _diagonal(
     g, offset=offset, dim1=dim1, dim2=dim2))
 _diag_scatter.defjvp(linear_jvp)

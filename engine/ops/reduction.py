@@ -7,7 +7,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._autograd import linear_jvp, primitive, transpose_jvp
+from .._autograd import dims_batch, linear_jvp, primitive, transpose_jvp
 from ..tensor import Tensor
 from ._registry import op
 from .elementwise import exp, float_only, log, sqrt, to_float, where
@@ -47,6 +47,7 @@ def _sum(x, dims, keepdim):
 
 _sum.defvjp(lambda ctx, g, dims, keepdim: _expand_back(g, ctx.in_meta[0][0], dims, keepdim))
 _sum.defjvp(linear_jvp)
+_sum.defbatch(dims_batch("dims"))
 
 
 @op(method=True)
@@ -88,6 +89,7 @@ def _mean(x, dims, keepdim):
 _mean.defvjp(lambda ctx, g, dims, keepdim: _expand_back(g, ctx.in_meta[0][0], dims, keepdim)
              / _count(ctx.in_meta[0][0], dims))
 _mean.defjvp(linear_jvp)
+_mean.defbatch(dims_batch("dims"))
 
 
 @op(method=True)
@@ -103,6 +105,7 @@ def _cumsum(x, dim):
 
 _cumsum.defvjp(lambda ctx, g, dim: flip(_cumsum(flip(g, dim), dim=dim), dim))
 _cumsum.defjvp(linear_jvp)
+_cumsum.defbatch(dims_batch("dim"))
 
 
 @op(method=True)
@@ -144,6 +147,7 @@ def _prod_vjp(ctx, g, x, out, dim, keepdim):
 
 
 _prod.defjvp(transpose_jvp)
+_prod.defbatch(dims_batch("dim"))
 
 
 def _prod_of_others(x: Tensor, dim: int) -> Tensor:
@@ -193,6 +197,7 @@ def _cumprod_vjp(ctx, g, x, out, dim):
 
 
 _cumprod.defjvp(transpose_jvp)
+_cumprod.defbatch(dims_batch("dim"))
 
 
 def _rev_cumsum(x: Tensor, dim: int) -> Tensor:
@@ -266,6 +271,7 @@ def _logcumsumexp_vjp(ctx, g, x, out, dim):
 
 
 _logcumsumexp.defjvp(transpose_jvp)
+_logcumsumexp.defbatch(dims_batch("dim"))
 
 
 @op(method=True)
@@ -319,8 +325,10 @@ def _extremum_vjp(ctx, g, x, out, dims, keepdim):
 
 _amax.defvjp(_extremum_vjp)
 _amax.defjvp(transpose_jvp)
+_amax.defbatch(dims_batch("dims"))
 _amin.defvjp(_extremum_vjp)
 _amin.defjvp(transpose_jvp)
+_amin.defbatch(dims_batch("dims"))
 
 
 def _check_nonempty(input: Tensor, name: str, dims: tuple | None) -> None:
@@ -490,6 +498,7 @@ def _log_softmax(x, dim):
 # torch's formula, in engine ops so that it differentiates again: g - softmax * sum(g).
 _log_softmax.defvjp(lambda ctx, g, out, dim: g - exp(out) * sum(g, dim, keepdim=True))
 _log_softmax.defjvp(lambda ctx, ts, x, dim: ts[0] - sum(ts[0] * exp(ctx.out), dim, keepdim=True))
+_log_softmax.defbatch(dims_batch("dim"))
 
 
 @op(method=True)
@@ -539,10 +548,12 @@ def _softmax_backward_vjp(ctx, h, g, y, dim):
 
 
 _softmax_backward.defjvp(transpose_jvp)
+_softmax_backward.defbatch(dims_batch("dim"))
 
 
 _softmax.defvjp(lambda ctx, g, y, dim, mask=None: _softmax_backward(g, y, dim=dim))
 _softmax.defjvp(lambda ctx, ts, x, dim, mask=None: _softmax_backward(ts[0], ctx.out, dim=dim))
+_softmax.defbatch(dims_batch("dim"))
 
 
 @op(method=True)

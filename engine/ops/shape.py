@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .._autograd import apply, linear_jvp, primitive
+from .._autograd import apply, dims_batch, elementwise_batch, linear_jvp, primitive
 from .._dtype import to_dtype
 from ..tensor import Size, Tensor
 from ._registry import as_tensor_arg, op, promote
@@ -36,6 +36,7 @@ def _reshape(x, shape):
 
 _reshape.defvjp(lambda ctx, g, shape: reshape(g, ctx.in_meta[0][0]))
 _reshape.defjvp(linear_jvp)
+_reshape.defbatch(lambda prim, a, f, shape: a[0].reshape(a[0].shape[:1] + tuple(shape)))
 
 
 @op(method=True)
@@ -123,6 +124,16 @@ _expand.defvjp(lambda ctx, g, shape: sum_to_size(g, ctx.in_meta[0][0]))
 _expand.defjvp(linear_jvp)
 
 
+def _expand_batch(prim, a, f, shape):
+    x = a[0]
+    k = len(shape) - (x.ndim - 1)
+    x = x.reshape(x.shape[:1] + (1,) * k + x.shape[1:])
+    return np.broadcast_to(x, x.shape[:1] + tuple(shape))
+
+
+_expand.defbatch(_expand_batch)
+
+
 @op(method=True)
 def expand(input, *sizes):
     """Broadcast to ``sizes`` without copying (-1 keeps a dim)."""
@@ -193,6 +204,7 @@ def _permute(x, dims):
 
 _permute.defvjp(lambda ctx, g, dims: permute(g, tuple(np.argsort(dims))))
 _permute.defjvp(linear_jvp)
+_permute.defbatch(lambda prim, a, f, dims: a[0].transpose((0, *(d % (a[0].ndim - 1) + 1 for d in dims))))
 
 
 @op(method=True)
@@ -268,6 +280,15 @@ def _cat_vjp(ctx, g, dim, sizes):
 
 
 _cat.defjvp(linear_jvp)
+
+
+def _cat_batch(prim, a, f, dim, sizes):
+    n = next(x.shape[0] for x, b in zip(a, f) if b)
+    xs = [x if b else np.broadcast_to(x, (n,) + x.shape) for x, b in zip(a, f)]
+    return np.concatenate(xs, axis=dim + 1 if dim >= 0 else dim)
+
+
+_cat.defbatch(_cat_batch)
 
 
 @op(differentiable=("tensors",), aliases=("concat", "concatenate"))
@@ -394,6 +415,19 @@ _index.defvjp(lambda ctx, g, key: _index_backward(g, key=key, shape=ctx.in_meta[
 _index.defjvp(linear_jvp)
 
 
+def _index_batch(prim, a, f, key):
+    # A leading full slice keeps the batch first, unless the key's array indices are apart (numpy
+    # would then move their dims in front of the batch): those run once per element.
+    arrays = [i for i, k in enumerate(key) if isinstance(k, np.ndarray)]
+    if arrays and arrays[-1] - arrays[0] + 1 != len(arrays):
+        from .._autograd import _loop_batch
+        return _loop_batch(prim, a, f, {"key": key})
+    return a[0][(slice(None), *key)]
+
+
+_index.defbatch(_index_batch)
+
+
 @primitive()
 def _index_backward(g, key, shape):
     out = np.zeros(shape, g.dtype)
@@ -406,6 +440,17 @@ def _index_backward(g, key, shape):
 
 _index_backward.defvjp(lambda ctx, g, key, shape: _index(g, key=key))
 _index_backward.defjvp(linear_jvp)
+
+
+def _index_backward_batch(prim, a, f, key, shape):
+    arrays = [i for i, k in enumerate(key) if isinstance(k, np.ndarray)]
+    if not f[0] or (arrays and arrays[-1] - arrays[0] + 1 != len(arrays)):
+        from .._autograd import _loop_batch
+        return _loop_batch(prim, a, f, {"key": key, "shape": shape})
+    return prim.fwd(a[0], key=(slice(None), *key), shape=a[0].shape[:1] + tuple(shape))
+
+
+_index_backward.defbatch(_index_backward_batch)
 
 
 @op(differentiable=("input",))
@@ -488,6 +533,7 @@ def _flip(x, dims):
 
 _flip.defvjp(lambda ctx, g, dims: _flip(g, dims=dims))
 _flip.defjvp(linear_jvp)
+_flip.defbatch(dims_batch("dims"))
 
 
 @op(method=True)
@@ -620,6 +666,7 @@ def _to(x, dtype):
 
 _to.defvjp(lambda ctx, g, dtype: g)  # cast back to the input's dtype happens centrally
 _to.defjvp(linear_jvp)
+_to.defbatch(elementwise_batch)
 
 
 @op(name="to")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.special as sc
 
-from .._autograd import Primitive, apply, diagonal_jvp
+from .._autograd import Primitive, apply, diagonal_jvp, elementwise_batch
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op
 from .elementwise import binary_dtype, exp, log, to_float, where
@@ -35,6 +35,7 @@ def _prim(name: str, fwd: Callable, save: tuple, vjp: Callable) -> Primitive:
     p = Primitive(name, fwd, save)
     p.defvjp(vjp)
     p.defjvp(diagonal_jvp)
+    p.defbatch(elementwise_batch)
     return p
 
 

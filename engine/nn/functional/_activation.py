@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.special
 
-from ..._autograd import diagonal_jvp, primitive
+from ..._autograd import diagonal_jvp, elementwise_batch, primitive
 from ...ops import elementwise as _E
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import exp, where
@@ -204,6 +204,7 @@ def _elu_vjp(ctx, g, x, alpha, scale, input_scale):
 
 
 _elu.defjvp(diagonal_jvp)
+_elu.defbatch(elementwise_batch)
 
 
 @op()
@@ -268,6 +269,7 @@ def _softplus_vjp(ctx, g, x, beta, threshold):
 
 
 _softplus.defjvp(diagonal_jvp)
+_softplus.defbatch(elementwise_batch)
 
 
 def softplus_inf(x: Tensor) -> Tensor:
@@ -431,10 +433,12 @@ def _gelu_backward_vjp(ctx, h, g, x):
 
 
 _gelu_backward.defjvp(diagonal_jvp)
+_gelu_backward.defbatch(elementwise_batch)
 
 
 _gelu.defvjp(lambda ctx, g, x: _gelu_backward(g, x))
 _gelu.defjvp(diagonal_jvp)
+_gelu.defbatch(elementwise_batch)
 
 
 @op()
@@ -489,6 +493,7 @@ def _prelu_vjp(ctx, g, x, w):
 
 
 _prelu.defjvp(diagonal_jvp)
+_prelu.defbatch(elementwise_batch)
 
 
 @op(differentiable=("input", "weight"))

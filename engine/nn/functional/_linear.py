@@ -51,6 +51,22 @@ def _linear_jvp(ctx, ts, x, w, b):
     return out
 
 
+def _linear_batch(prim, arrs, flags, **params):
+    x, w, b = arrs
+    if not flags[1] and not flags[2]:  # the common case (a batch of inputs): one GEMM as it is
+        return prim.fwd(x, w, b)
+    per = x.shape[1:] if flags[0] else x.shape
+    xm = x.reshape((x.shape[0] if flags[0] else 1, -1, per[-1]))
+    y = np.matmul(xm, np.swapaxes(w, -1, -2) if flags[1] else w.T)
+    y = y.reshape(y.shape[:1] + per[:-1] + y.shape[-1:])
+    if b is not None:
+        y = y + (b.reshape(b.shape[:1] + (1,) * (y.ndim - 2) + b.shape[1:]) if flags[2] else b)
+    return y
+
+
+_linear.defbatch(_linear_batch)
+
+
 @op(differentiable=("input", "weight", "bias"))
 def linear(input, weight, bias=None):
     """``input @ weight.T + bias``; ``weight`` is (out_features, in_features).

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..._autograd import primitive
+from ..._autograd import dims_batch, primitive
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import rsqrt
 from ...ops.reduction import mean, norm
@@ -58,6 +58,7 @@ def _standardize_jvp(ctx, ts, x, dims, eps):
     t = ts[0]
     m = mean(xhat * t, dims, keepdim=True)
     return rstd * (t - mean(t, dims, keepdim=True) - xhat * m), -(rstd * rstd) * m
+_standardize.defbatch(dims_batch("dims"))
 
 
 def _stats(x: Tensor, dims: tuple, eps: float) -> Tensor:

@@ -166,6 +166,7 @@ def _pad_constant(x, pads, value):
 _pad_constant.defvjp(lambda ctx, g, pads, value: getitem(
     g, tuple(slice(a, a + s) for s, (a, _) in zip(ctx.in_meta[0][0], pads))))
 _pad_constant.defjvp(lambda ctx, ts, x, pads, value: _pad_constant(ts[0], pads=pads, value=0.0))
+_pad_constant.defbatch(lambda prim, a, f, pads, value: prim.fwd(a[0], pads=((0, 0), *pads), value=value))
 
 
 def pad_constant(x: Tensor, pads: Sequence[tuple[int, int]], value: float = 0.0) -> Tensor:
