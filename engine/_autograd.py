@@ -1128,13 +1128,111 @@ def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor] |
     if retain_graph is None:
         retain_graph = create_graph
     if is_grads_batched:
-        from .autograd.functional import _batched_grad
         res = _batched_grad(outputs, inputs, grads, retain_graph, create_graph, allow_unused,
                             materialize_grads)
     else:
         res = _run_backward(outputs, grads, inputs, retain_graph, create_graph, accumulate=False)
         res = _finish(res, inputs, allow_unused, materialize_grads, create_graph)
     return dict(zip(keys, res)) if keys is not None else res
+
+
+def _batched_grad(outputs: tuple[Tensor, ...], inputs: tuple[Tensor, ...], grads: Sequence[Tensor],
+                  retain_graph: bool, create_graph: bool, allow_unused: bool,
+                  materialize_grads: bool) -> tuple[Tensor | None, ...]:
+    """``grad(..., is_grads_batched=True)``: dimension 0 of every grad_output indexes a batch of
+    independent backward passes, whose results are stacked along a new dimension 0.
+
+    One backward pass under vmap (the VJPs' primitives run on the batch by their batching
+    rules); once per row where that cannot be exact: with ``create_graph`` (a batched result
+    keeps no graph), inside a vmap or forward mode (results would lose their batch or their
+    tangents), or when a VJP reads batched values outside the primitives.
+    """
+    sizes = []
+    for g in grads:
+        if g._data.ndim == 0:
+            raise ValueError("vmap(vjp, in_dims=0, ...)(<inputs>): Got in_dim=0 for some input, but that "
+                             "input is a Tensor of dimensionality 0 so expected in_dim to satisfy "
+                             "0 <= in_dim < 0.")
+        sizes.append(g._data.shape[0])
+    if len(set(sizes)) > 1:
+        raise ValueError("vmap: Expected all tensors to have the same size in the mapped dimension, got "
+                         f"sizes {sizes} for the mapped dimension")
+    batch = sizes[0] if sizes else 0
+    out: list[Tensor | None] | None = None
+    if batch and not create_graph and not _state.ext and _hooks.meta is None \
+            and not any(g._rg or getattr(g, "_fw", None) for g in grads):
+        out = _batched_pass(outputs, inputs, grads, retain_graph, batch)
+    if out is None:
+        out = _rows_pass(outputs, inputs, grads, retain_graph, create_graph, batch)
+    return _finish(out, inputs, allow_unused, materialize_grads, create_graph)
+
+
+def _batched_pass(outputs: tuple, inputs: tuple, grads: Sequence[Tensor], retain_graph: bool,
+                  batch: int) -> list | None:
+    """The vectorized backward pass; None if it cannot be exact."""
+    prev = _state.vm
+    lev = _enter_vmap()
+    try:
+        seeds = [batched(g._data, lev) for g in grads]
+        # keep the graph: should a VJP need the loop, the rows pass runs through it again
+        res = _run_backward(outputs, seeds, inputs, True, False, accumulate=False)
+        arrays = [None if r is None else batch_of(r) for r in res]
+    except VmapFallback:
+        return None
+    finally:
+        _exit_vmap(prev)
+    if not retain_graph:
+        _free_graph(outputs)
+    out: list[Tensor | None] = []
+    for r, a in zip(res, arrays):
+        if r is None:
+            out.append(None)
+        elif a is None:  # the same for every row
+            out.append(Tensor._make(np.ascontiguousarray(np.broadcast_to(r._data, (batch, *r._data.shape)))))
+        else:
+            out.append(Tensor._make(a))
+    return out
+
+
+def _free_graph(roots: Sequence[Tensor]) -> None:
+    """What a backward pass without retain_graph frees, for the graph of ``roots``."""
+    stack = [t.grad_fn for t in roots if t.grad_fn is not None]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.prim.save or (node.params and _holds_index(node.params)):
+            node.saved = node.aux = None
+        stack.extend(e[0] for e in node.edges if e is not None and type(e[0]) is Node)
+
+
+def _rows_pass(outputs: tuple, inputs: tuple, grads: Sequence[Tensor], retain_graph: bool,
+               create_graph: bool, batch: int) -> list:
+    """One backward pass per row, each retaining the graph but the last."""
+    rows: list[list[Tensor | None]] = [[] for _ in inputs]
+    take, reshape, cat = PRIMITIVES["index"], PRIMITIVES["reshape"], PRIMITIVES["cat"]
+    for b in range(batch):
+        gb = [apply(take, (g,), {"key": (b,)}) if g._rg else Tensor._make(g._data[b]) for g in grads]
+        res = grad(outputs, inputs, gb, retain_graph=retain_graph or b < batch - 1,
+                   create_graph=create_graph, allow_unused=True)
+        for k, r in enumerate(res):
+            rows[k].append(r)
+    out: list[Tensor | None] = []
+    for x, rs in zip(inputs, rows):
+        if batch and all(r is None for r in rs):
+            out.append(None)  # unused: reported (or materialized, unbatched as in torch) by _finish
+            continue
+        if not batch:
+            out.append(Tensor._make(np.zeros((0, *x._data.shape), x._data.dtype)))
+            continue
+        # stacked by the primitives themselves (the core imports no ops)
+        shape = x._data.shape
+        parts = [apply(reshape, (Tensor._make(np.zeros(shape, x._data.dtype)) if r is None else r,),
+                       {"shape": (1, *shape)}) for r in rs]
+        out.append(apply(cat, parts, {"dim": 0, "sizes": (1,) * batch}) if batch > 1 else parts[0])
+    return out
 
 
 def _finish(res: list, inputs: tuple, allow_unused: bool, materialize_grads: bool,
