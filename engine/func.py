@@ -478,23 +478,20 @@ def _jacfwd_call(func: Callable, args: tuple, kwargs: dict, nums: tuple[int, ...
 
     basis = _identity_rows(xs)
     total = sum(x.numel() for x in xs)
-    cols: list[list[Tensor]] = []
-    res: list = []
-    for j in range(total):
-        res, jv = _fw._jvp(run, xs, [b[j] for b in basis])
-        cols.append([_zeros(o) if t is None else t for t, o in zip(jv[:box["n"]], res)])
-    if not total:  # no input element: learn the outputs from one plain call
-        res = run(*xs)
+    columns = _forward_columns(run, xs, basis, total)
+    if columns is None:  # no input element: learn the outputs from one plain call
+        res, columns = run(*xs), [None] * box["n"]
+    else:
+        res, columns = columns
     n = box["n"]
     outs = res[:n]
-    from .ops.shape import stack
     numels = [x.numel() for x in xs]
     offsets = np.cumsum([0, *numels])
     per_out = []
     for k, o in enumerate(outs):
         shape = o._data.shape
         nd = len(shape)
-        c = stack([col[k] for col in cols]) if total else None  # (N, *out.shape)
+        c = columns[k]  # (N, *out.shape)
         row = []
         for x, a, b in zip(xs, offsets[:-1], offsets[1:]):
             if c is None or a == b:
@@ -508,6 +505,26 @@ def _jacfwd_call(func: Callable, args: tuple, kwargs: dict, nums: tuple[int, ...
         per_out.append(_pack([[next(it) for _ in leaves] for leaves in leaves_per], specs, single))
     jac = _unflatten(per_out, box["spec"])
     return (jac, _unflatten(res[n:], box["aux_spec"])) if has_aux else jac
+
+
+def _forward_columns(run: Callable, xs: list[Tensor], basis: list[Tensor], total: int
+                     ) -> tuple[list, list] | None:
+    """The outputs of ``run`` and, per output, its JVPs along every basis vector, ``(N, *shape)``:
+    one vectorized forward pass, else one pass per column. None when there is no column."""
+    if not total:
+        return None
+    done = _fw._jvp_batched(run, xs, [b._data for b in basis])
+    if done is not None:
+        res, arrays = done
+        return res, [Tensor._make(np.zeros((total, *o._data.shape), o._data.dtype)) if a is None
+                     else Tensor._make(np.ascontiguousarray(a)) for a, o in zip(arrays, res)]
+    cols: list[list[Tensor]] = []
+    res: list = []
+    for j in range(total):
+        res, jv = _fw._jvp(run, xs, [b[j] for b in basis])
+        cols.append([_zeros(o) if t is None else t for t, o in zip(jv, res)])
+    from .ops.shape import stack
+    return res, [stack([c[k] for c in cols]) for k in range(len(res))]
 
 
 def jacrev(func: Callable, argnums: int | tuple[int, ...] = 0, *, has_aux: bool = False,

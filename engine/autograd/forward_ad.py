@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .. import _autograd
 from ..tensor import Tensor
 
@@ -201,3 +203,30 @@ def _jvp(fn: Any, primals: list[Tensor], tangents: list[Tensor]) -> tuple[Any, A
     finally:
         _autograd._exit_level(lev)
     return outs, tans
+
+
+def _jvp_batched(fn: Any, primals: list[Tensor], basis: list[Any]) -> tuple[list, list] | None:
+    """:func:`_jvp` for a whole batch of tangents at once (``basis[k]`` holds primal ``k``'s
+    tangents along dimension 0), under vmap: the Jacobian's columns in one forward pass. Returns
+    ``(outputs, per-output tangent arrays of shape (N, *out.shape) or None)``, or None where the
+    vectorized pass cannot be exact (inside a vmap, a graph to keep, values read)."""
+    core = _autograd
+    if core._state.vm is not None or core._hooks.meta is not None:
+        return None
+    n = basis[0].shape[0]
+    lev = core._enter_vmap()
+    try:
+        outs, tans = _jvp(fn, primals, [core.batched(b, lev) for b in basis])
+        if any(isinstance(t, Tensor) and t._rg for t in tans):
+            return None  # a batched result keeps no graph
+        arrays = []
+        for t in tans:
+            a = None if t is None else core.batch_of(t)
+            if t is not None and a is None:
+                a = np.broadcast_to(t._data, (n, *t._data.shape))
+            arrays.append(a)
+    except core.VmapFallback:
+        return None
+    finally:
+        core._exit_vmap(None)
+    return outs, arrays

@@ -11,10 +11,11 @@ composition of :func:`engine.autograd_grad`:
   ``u`` a dummy cotangent, ``g(u) = J^T u`` is linear in ``u``, so differentiating ``g`` with
   respect to ``u`` against ``v`` gives ``J v``), whose checks the strict messages describe.
 - ``jacobian`` runs one backward pass per output element (``strategy="reverse-mode"``) or, with
-  ``strategy="forward-mode"``, one forward-mode pass per *input* element: the cheaper choice
-  when inputs are fewer than outputs. ``vectorize=True`` goes
-  through ``autograd_grad(..., is_grads_batched=True)``; the engine has no vmap batching rules,
-  so both settings loop over the rows in Python and give the same numbers. torch's argument rules
+  ``strategy="forward-mode"``, forward mode over the *input* basis: the cheaper choice
+  when inputs are fewer than outputs. ``vectorize=True`` goes through
+  ``autograd_grad(..., is_grads_batched=True)``: one backward pass over the whole basis by the
+  batching rules (vmap), where ``vectorize=False`` loops over the rows; the numbers are the same.
+  Forward mode runs the basis under vmap too. torch's argument rules
   (``vectorize`` needed by forward mode, ``strict`` and ``create_graph`` limits) are kept.
 
 >>> def f(x):
@@ -411,9 +412,10 @@ def _jacfwd(func: Callable, inputs: Any, strict: bool, vectorize: bool) -> Any:
 
 
 def _forward_columns(func: Callable, xs: tuple[Tensor, ...]) -> tuple[bool, tuple, list]:
-    """Per output, ``J_out`` applied to every input basis vector, one forward-mode pass each:
-    shape ``(N, *out.shape)`` with ``N`` the total number of input elements (None when ``N`` is
-    0). Also returns whether the outputs were a tuple, and the outputs."""
+    """Per output, ``J_out`` applied to every input basis vector: shape ``(N, *out.shape)`` with
+    ``N`` the total number of input elements (None when ``N`` is 0), in one forward pass under
+    vmap (one per column where that cannot be exact). Also returns whether the outputs were a
+    tuple, and the outputs."""
     total = sum(x.numel() for x in xs)
     offsets = np.cumsum([0] + [x.numel() for x in xs])
     basis = []
@@ -428,6 +430,12 @@ def _forward_columns(func: Callable, xs: tuple[Tensor, ...]) -> tuple[bool, tupl
         return list(outs)
 
     with enable_grad():
+        done = _fw._jvp_batched(run, list(xs), basis) if total else None
+        if done is not None:  # one vectorized pass
+            outputs, arrays = done
+            return box["tuple"], tuple(outputs), [
+                _zeros_like(o, (total, *o._data.shape)) if a is None
+                else Tensor._make(np.ascontiguousarray(a)) for a, o in zip(arrays, outputs)]
         cols: list[list[Tensor]] = []
         outputs: list = []
         for j in range(total):
