@@ -164,7 +164,9 @@ class Tensor:
         """A tensor sharing the values, cut from the graph."""
         t = Tensor._make(self._data)
         if type(self._data) is Shadow:  # under vmap: the same batch
-            t._bat = self._bat
+            bat = getattr(self, "_bat", None)
+            if bat is not None:
+                t._bat = bat
         return t
 
     def retain_grad(self) -> None:

@@ -116,7 +116,7 @@ def _view(t: Tensor) -> Tensor:
         finally:
             _autograd._set_fw(prev)
         return v
-    return Tensor._make(t._data)
+    return t.detach()  # (under vmap, the same batch)
 
 
 def unpack_dual(tensor: Any, *, level: int | None = None) -> UnpackedDualTensor:

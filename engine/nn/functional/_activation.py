@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.special
 
-from ..._autograd import diagonal_jvp, elementwise_batch, primitive
+from ..._autograd import _align, diagonal_jvp, elementwise_batch, primitive
 from ...ops import elementwise as _E
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import exp, where
@@ -433,7 +433,8 @@ def _gelu_backward_vjp(ctx, h, g, x):
 
 
 _gelu_backward.defjvp(diagonal_jvp)
-_gelu_backward.defbatch(elementwise_batch)
+# (its forward broadcasts g to x's shape: both to the batch's shape first)
+_gelu_backward.defbatch(lambda prim, a, f: prim.fwd(*np.broadcast_arrays(*_align(a, f))))
 
 
 _gelu.defvjp(lambda ctx, g, x: _gelu_backward(g, x))
