@@ -409,6 +409,13 @@ def _einsum_np(*ops, subs, out):
     return np.asarray(r, dtype=ops[0].dtype)
 
 
+def _einsum_batch(prim, arrays, flags, subs, out):
+    # the batch is one more subscript, shared by the batched operands and leading the output
+    fresh = builtins.max([*(s for sub in subs for s in sub), *out], default=0) + 1
+    subs = tuple((fresh, *sub) if f else sub for sub, f in zip(subs, flags))
+    return prim.fwd(*arrays, subs=subs, out=(fresh, *out))
+
+
 def _einsum_prim(n: int) -> Primitive:
     prim = _EINSUM.get(n)
     if prim is None:
@@ -416,6 +423,7 @@ def _einsum_prim(n: int) -> Primitive:
                                       save=tuple(range(n)))
         prim.defvjp(_einsum_vjp)
         prim.defjvp(multilinear_jvp)
+        prim.defbatch(_einsum_batch)
     return prim
 
 
