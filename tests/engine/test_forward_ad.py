@@ -237,3 +237,50 @@ def test_jvp_vs_torch(case: tuple) -> None:
         ea = np.zeros_like(e_vals[k]) if a is None else gc.to_np(a)
         tb = np.zeros_like(e_vals[k]) if b is None else gc.to_np(b)
         gc.assert_close(ea, tb, s, f"{name}: JVP of output {k}")
+
+
+# ---------------------------------------------------------------- the transforms on forward mode
+def _f(lib: Any) -> Any:
+    m = np.random.default_rng(5).standard_normal((3, 3))
+    return lambda x: lib.sin(lib.tensor(m) @ x) * x
+
+
+def test_func_jvp_nested_and_with_aux_against_torch() -> None:
+    import engine.func as ef
+    x0, v0 = np.array([0.3, -0.5, 0.8]), np.array([1.0, -1.0, 0.5])
+    e_out, e_t, e_aux = ef.jvp(lambda x: (_f(engine)(x), x.sum()), (engine.tensor(x0),), (engine.tensor(v0),),
+                               has_aux=True)
+    t_out, t_t, t_aux = torch.func.jvp(lambda x: (_f(torch)(x), x.sum()), (torch.tensor(x0),),
+                                       (torch.tensor(v0),), has_aux=True)
+    for a, b in ((e_out, t_out), (e_t, t_t), (e_aux, t_aux)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+    assert fw.unpack_dual(e_t).tangent is None  # nothing leaks out of the transform's level
+
+    # jvp of jvp: a second directional derivative, by two nested levels
+    def d2(mod: Any, lib: Any) -> Any:
+        inner = lambda x: mod.jvp(_f(lib), (x,), (lib.tensor(v0),))[1]  # noqa: E731
+        return mod.jvp(inner, (lib.tensor(x0),), (lib.tensor(v0),))[1]
+    np.testing.assert_allclose(d2(ef, engine).numpy(), d2(torch.func, torch).numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_functional_jvp_and_hvp_against_torch(create_graph: bool) -> None:
+    from torch.autograd import functional as tf
+
+    from engine.autograd import functional as ef
+    x0, v0 = np.array([0.3, -0.5, 0.8]), np.array([1.0, -1.0, 0.5])
+
+    def scalar(lib: Any) -> Any:
+        return lambda x: (_f(lib)(x) ** 2).sum()
+
+    for name, fn in (("jvp", _f), ("hvp", scalar)):
+        ex, tx = engine.tensor(x0, requires_grad=True), torch.tensor(x0, requires_grad=True)
+        e = getattr(ef, name)(fn(engine), ex, engine.tensor(v0), create_graph=create_graph)
+        t = getattr(tf, name)(fn(torch), tx, torch.tensor(v0), create_graph=create_graph)
+        for a, b in zip(e, t):
+            np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12)
+            assert a.requires_grad == b.requires_grad, name
+        if create_graph:  # the product differentiates again, in the input
+            (ge,) = engine.autograd_grad(e[1].sum(), ex)
+            (gt,) = torch.autograd.grad(t[1].sum(), tx)
+            np.testing.assert_allclose(ge.numpy(), gt.numpy(), rtol=1e-10)
