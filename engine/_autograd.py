@@ -26,6 +26,7 @@ class _GradState(threading.local):
     enabled = True  # the class attribute is every new thread's default: reading it never raises
     fw: tuple = ()  # active forward-AD (dual) levels, outermost first: see _apply_dual
     vm: int | None = None  # the active vmap level: see _apply_batched
+    vm_random = "different"  # the active vmap's randomness
     ext = False  # fw or vm: apply's one test for both
 
 
@@ -505,16 +506,30 @@ _vm_ids = itertools.count()
 _warned: set[str] = set()
 
 
-def _enter_vmap() -> int:
+def _enter_vmap(randomness: str = "different") -> int:
     lev = next(_vm_ids)
     _state.vm = lev
+    _state.vm_random = randomness
     _state.ext = True
     return lev
 
 
 def _exit_vmap(prev: int | None) -> None:
     _state.vm = prev
+    _state.vm_random = "different"  # (vmap does not nest vectorized)
     _state.ext = bool(_state.fw) or prev is not None
+
+
+class RandomInVmap(VmapFallback):
+    """A random op under a vectorized vmap whose randomness is not "same"."""
+
+
+def random_op() -> None:
+    """Called by every random op: under a vectorized vmap (this thread's) a random draw is one for
+    the whole batch, right only for ``randomness="same"``; otherwise vmap raises (``"error"``)
+    or runs once per element (``"different"``)."""
+    if _state.vm is not None and _state.vm_random != "same":
+        raise RandomInVmap()
 
 
 def batched(array: np.ndarray, lev: int, rg: bool = False) -> Tensor:

@@ -645,17 +645,6 @@ def vmap(func: Callable, in_dims: Any = 0, out_dims: Any = 0, randomness: str = 
     return wrapper
 
 
-class _RandomGuard:
-    """Stands in for the engine's generator during a vectorized vmap: a random op raises."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise _RandomInVmap()
-
-
-class _RandomInVmap(Exception):
-    pass
-
-
 _RANDOM_MSG = ("vmap: called random operation while in randomness error mode. Please either use the 'same' "
                "or 'different' randomness flags on vmap or perform the randomness operation out of vmap")
 
@@ -666,7 +655,7 @@ def _vmap_part(func: Callable, leaves: list, dims: list, spec: _Spec, kwargs: di
     if _vectorizable(leaves, dims):
         try:
             return _vmap_vectorized(func, leaves, dims, spec, kwargs, n, out_dims, randomness, name)
-        except _RandomInVmap:
+        except _autograd.RandomInVmap:
             if randomness == "error":
                 raise RuntimeError(_RANDOM_MSG) from None
         except VmapFallback as e:
@@ -701,12 +690,8 @@ class _Unbatchable(Exception):
 
 def _vmap_vectorized(func: Callable, leaves: list, dims: list, spec: _Spec, kwargs: dict, n: int,
                      out_dims: Any, randomness: str, name: str) -> Any:
-    from .ops import creation
     prev = _autograd._state.vm
-    lev = _autograd._enter_vmap()
-    rng = creation._rng
-    if randomness != "same":
-        creation._rng = _RandomGuard()
+    lev = _autograd._enter_vmap(randomness)
     try:
         xs = [x if d is None else _autograd.batched(np.moveaxis(x._data, d, 0), lev)
               for x, d in zip(leaves, dims)]
@@ -721,8 +706,6 @@ def _vmap_vectorized(func: Callable, leaves: list, dims: list, spec: _Spec, kwar
         batches = [_autograd.batch_of(t) for t in flat]
     finally:
         _autograd._exit_vmap(prev)
-        if randomness != "same":
-            creation._rng = rng
     if isinstance(out_dims, tuple) and len(out_dims) == 1 and ospec.kind is None:
         out_dims = out_dims[0]  # torch accepts (d,) for a single output
     odims = _dims_for(out_dims, out, f"vmap({name}, ..., out_dims={out_dims})(<inputs>): out_dims is not "
