@@ -3,6 +3,11 @@
 A primitive is a numpy forward plus a VJP written in engine ops, so that running the VJP with
 grad mode on (``create_graph=True``) records a graph of its own: any order of derivative comes
 free. Unbroadcasting and dtype casts of gradients happen here, once, not in every VJP.
+
+Beside its VJP each primitive states a JVP rule (forward mode: dual tensors carry tangents, see
+:func:`_apply_dual`), also in engine ops, so forward and reverse mode compose both ways; and a
+batching rule (vmap: the primitive on a whole batch at once, see :func:`_apply_batched`). Both
+cost ``apply`` one test while no dual level and no vmap is active.
 """
 
 from __future__ import annotations
@@ -170,7 +175,8 @@ FREED_MSG = (
 
 
 class Primitive:
-    """One differentiable operation: a numpy forward and a VJP over engine ops.
+    """One differentiable operation: a numpy forward, a VJP and a JVP over engine ops, and a
+    batching rule (``defvjp``, ``defjvp``, ``defbatch``, stated together where it is defined).
 
     ``save`` names what backward needs: input positions (ints >= 0) and outputs (-1 is output 0,
     -2 output 1, ...). Only those are kept, and they are freed after backward unless
