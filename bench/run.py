@@ -7,7 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-from . import engine_cases, model_cases, onnx_cases, service_cases  # noqa: F401  (registers the cases, in table order)
+from . import (  # noqa: F401  (registers the cases, in table order)
+    engine_cases,
+    func_cases,
+    model_cases,
+    onnx_cases,
+    service_cases,
+)
 from ._harness import CASES, run_case
 from .memory import run_memory
 from .report import environment, memory_table, text_table, write_docs

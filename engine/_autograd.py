@@ -3,6 +3,11 @@
 A primitive is a numpy forward plus a VJP written in engine ops, so that running the VJP with
 grad mode on (``create_graph=True``) records a graph of its own: any order of derivative comes
 free. Unbroadcasting and dtype casts of gradients happen here, once, not in every VJP.
+
+Beside its VJP each primitive states a JVP rule (forward mode: dual tensors carry tangents, see
+:func:`_apply_dual`), also in engine ops, so forward and reverse mode compose both ways; and a
+batching rule (vmap: the primitive on a whole batch at once, see :func:`_apply_batched`). Both
+cost ``apply`` one test while no dual level and no vmap is active.
 """
 
 from __future__ import annotations
@@ -18,12 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from .tensor import Size, Tensor
+from .tensor import Shadow, Size, Tensor, VmapFallback
 
 
 # ---------------------------------------------------------------- grad mode (thread-local)
 class _GradState(threading.local):
     enabled = True  # the class attribute is every new thread's default: reading it never raises
+    fw: tuple = ()  # active forward-AD (dual) levels, outermost first: see _apply_dual
+    vm: int | None = None  # the active vmap level: see _apply_batched
+    vm_random = "different"  # the active vmap's randomness
+    ext = False  # fw or vm: apply's one test for both
 
 
 _state = _GradState()
@@ -166,7 +175,8 @@ FREED_MSG = (
 
 
 class Primitive:
-    """One differentiable operation: a numpy forward and a VJP over engine ops.
+    """One differentiable operation: a numpy forward, a VJP and a JVP over engine ops, and a
+    batching rule (``defvjp``, ``defjvp``, ``defbatch``, stated together where it is defined).
 
     ``save`` names what backward needs: input positions (ints >= 0) and outputs (-1 is output 0,
     -2 output 1, ...). Only those are kept, and they are freed after backward unless
@@ -174,7 +184,7 @@ class Primitive:
     numpy data such as argmax indices) is saved too.
     """
 
-    __slots__ = ("name", "fwd", "bwd", "save", "n_out", "aux", "saves_output", "pick_saved")
+    __slots__ = ("name", "fwd", "bwd", "jvp", "batch", "save", "n_out", "aux", "saves_output", "pick_saved")
 
     def __init__(self, name: str, fwd: Callable, save: tuple[int, ...] = (), n_out: int = 1,
                  aux: bool = False) -> None:
@@ -183,12 +193,32 @@ class Primitive:
         # several saved inputs: picked from the arguments in one C call (a tuple)
         self.pick_saved = operator.itemgetter(*save) if len(save) > 1 else None
         self.bwd: Callable | None = None
+        self.jvp: Callable | None = None
+        self.batch: Callable | None = None
         if name in PRIMITIVES:
             raise ValueError(f"primitive {name!r} defined twice")
         PRIMITIVES[name] = self
 
     def defvjp(self, fn: Callable) -> Callable:
         self.bwd = fn
+        return fn
+
+    def defjvp(self, fn: Callable) -> Callable:
+        """Set the JVP rule: ``fn(ctx, tangents, *args, **params)`` returns the output's tangent
+        (a tuple for several outputs, None for zero), written in engine ops. ``tangents`` has one
+        entry per argument (None where it has no tangent); ``ctx.out`` holds the output(s). The
+        generic rules below (:func:`linear_jvp`, :func:`multilinear_jvp`, :func:`diagonal_jvp`,
+        :func:`transpose_jvp`) cover most primitives."""
+        self.jvp = fn
+        return fn
+
+    def defbatch(self, fn: Callable) -> Callable:
+        """Set the batching rule: ``fn(prim, arrays, batched, **params)`` runs the primitive on
+        numpy arrays of which those flagged in ``batched`` carry a leading batch dimension, and
+        returns the output(s) with the batch dimension leading. See :func:`elementwise_batch`,
+        :func:`dims_batch` and :func:`leading_batch`; a primitive without one runs under vmap
+        once per batch element (with a one-time warning)."""
+        self.batch = fn
         return fn
 
     def __call__(self, *args: Any, **params: Any) -> Any:
@@ -209,10 +239,12 @@ def primitive(save: tuple[int, ...] = (), n_out: int = 1, aux: bool = False,
 
 
 class _SavedOutput:
-    __slots__ = ("array", "idx")
+    __slots__ = ("array", "idx", "fw", "bat")
 
     def __init__(self, array: np.ndarray, idx: int) -> None:
         self.array, self.idx = array, idx
+        self.fw = None  # the output's tangents, when it was computed under a dual level
+        self.bat = None  # the output's batch, when it was computed under vmap
 
 
 class Node:
@@ -255,8 +287,16 @@ class Node:
             raise RuntimeError(FREED_MSG)
         if not self.prim.saves_output:
             return saved
-        return tuple(Tensor._make(s.array, self, s.idx, True) if type(s) is _SavedOutput else s
-                     for s in saved)
+        return tuple(_saved_output(s, self) if type(s) is _SavedOutput else s for s in saved)
+
+
+def _saved_output(s: _SavedOutput, node: Node) -> Tensor:
+    t = Tensor._make(s.array, node, s.idx, True)
+    if s.fw is not None:  # forward-over-reverse: the VJP needs the output's tangents too
+        t._fw = s.fw
+    if s.bat is not None:
+        t._bat = s.bat
+    return t
 
 
 # ---------------------------------------------------------------- forward: applying a primitive
@@ -274,7 +314,12 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
     # This is the forward hot path (and, with VJPs written in engine ops, half the backward):
     # one pass over the arguments, no per-call closures or generators. The per-input edge lists
     # are made only once an input that requires grad is met (never under no_grad, nor in a
-    # backward pass without create_graph).
+    # backward pass without create_graph). Forward mode costs one test here when no dual
+    # level is active.
+    if _state.ext:  # forward mode or vmap
+        if _state.fw:
+            return _apply_dual(prim, args, params, dtype)
+        return _apply_batched(prim, args, params, dtype)
     enabled = _state.enabled
     arrays = []
     edges = in_meta = None
@@ -341,6 +386,433 @@ _array = np.array
 _make = Tensor._make  # bound once: apply is the hot path
 
 
+# ---------------------------------------------------------------- forward mode: dual levels and JVPs
+# A tensor's tangents live in its ``_fw`` slot, a dict {level: tangent}, unset on the tensors that
+# never had one (reading goes through getattr: _make stays as it is). Levels are numbered by a
+# counter and never reused, so an exited level's stale entries are never mistaken for a live one.
+_level_ids = itertools.count()
+_level_duals: dict[int, dict[int, weakref.ref]] = {}  # level -> {id(tensor): ref}: cleared on exit
+
+
+def _set_fw(levels: tuple) -> None:
+    _state.fw = levels
+    _state.ext = bool(levels) or _state.vm is not None
+
+
+def _is_dual(t: Tensor) -> bool:
+    fw = getattr(t, "_fw", None)
+    return bool(fw) and any(lev in fw for lev in _state.fw)
+
+
+def _enter_level() -> int:
+    """Open a dual level (innermost); returns its id."""
+    lev = next(_level_ids)
+    _level_duals[lev] = {}
+    _set_fw((*_state.fw, lev))
+    return lev
+
+
+def _exit_level(lev: int) -> None:
+    """Close ``lev``: every tangent at that level is dropped, as torch's exit_dual_level does."""
+    _set_fw(tuple(x for x in _state.fw if x != lev))
+    for ref in list(_level_duals.pop(lev, {}).values()):
+        t = ref()
+        fw = getattr(t, "_fw", None) if t is not None else None
+        if fw:
+            fw.pop(lev, None)
+
+
+def _set_tangent(t: Tensor, lev: int, tangent: Tensor) -> None:
+    fw = getattr(t, "_fw", None)
+    if fw is None:
+        fw = t._fw = {}
+    fw[lev] = tangent
+    duals = _level_duals.get(lev)
+    if duals is not None:
+        duals[id(t)] = weakref.ref(t, lambda _, k=id(t), d=duals: d.pop(k, None))
+
+
+def _get_tangent(t: Tensor, lev: int) -> Tensor | None:
+    fw = getattr(t, "_fw", None)
+    return fw.get(lev) if fw else None
+
+
+class JvpCtx:
+    """What a JVP rule sees besides tangents and arguments: the output(s), and VJP-style
+    ``edges``/``in_meta`` (an edge per argument with a tangent) for rules that reuse the VJP."""
+
+    __slots__ = ("prim", "out", "edges", "in_meta", "aux", "out_meta")
+
+    def __init__(self, prim: Primitive, out: Any, tangents: list, args: Sequence) -> None:
+        self.prim, self.out, self.aux = prim, out, None
+        self.edges = [True if t is not None else None for t in tangents]
+        self.in_meta = [(a._data.shape, a._data.dtype) if isinstance(a, Tensor) else None for a in args]
+        outs = out if type(out) is tuple else (out,)
+        self.out_meta = tuple((o._data.shape, o._data.dtype) for o in outs)
+
+    @property
+    def outs(self) -> tuple:
+        return self.out if type(self.out) is tuple else (self.out,)
+
+
+def _apply_dual(prim: Primitive, args: Sequence, params: dict | None, dtype: np.dtype | None) -> Any:
+    """``apply`` under dual levels: the primal as usual, then each level's tangent by the
+    primitive's JVP rule. Levels go outermost first, each rule running with only the outer levels
+    active, so that a tangent computed at an inner level carries its own outer tangents (nested
+    forward mode: jacfwd of jacfwd) and no level sees its own perturbation twice."""
+    levels = _state.fw
+    fws = [getattr(a, "_fw", None) if isinstance(a, Tensor) else None for a in args]
+    _set_fw(())
+    try:
+        out = apply(prim, args, params, dtype)
+    finally:
+        _set_fw(levels)
+    if not any(fws):
+        return out
+    outs = out if type(out) is tuple else (out,)
+    for k, lev in enumerate(levels):
+        tangents = [fw.get(lev) if fw else None for fw in fws]
+        if not any(t is not None for t in tangents):
+            continue
+        if prim.jvp is None:
+            raise NotImplementedError(f"Trying to use forward AD with {prim.name} that does not support it")
+        _set_fw(levels[:k])
+        try:
+            ctx = JvpCtx(prim, out, tangents, args)
+            res = prim.jvp(ctx, tangents, *args, **params) if params else prim.jvp(ctx, tangents, *args)
+        finally:
+            _set_fw(levels)
+        res = res if type(res) is tuple else (res,)
+        for o, t in zip(outs, res):
+            d = o._data
+            if d.dtype.kind != "f":
+                continue
+            if t is None:
+                t = Tensor._make(np.zeros_like(d))
+            elif t._data.shape != d.shape:
+                t = t.expand(d.shape)
+            if t._data.dtype != d.dtype:
+                t = t.to(d.dtype)
+            _set_tangent(o, lev, t)
+    node = outs[0].grad_fn
+    if node is not None and node.prim is prim and prim.saves_output and node.saved:
+        for s in node.saved:  # the backward of a saved output must see its tangents
+            if type(s) is _SavedOutput:
+                s.fw = getattr(outs[s.idx], "_fw", None)
+    return out
+
+
+# ---------------------------------------------------------------- vmap: batched tensors
+# Under a vectorized vmap a batched tensor keeps the whole batch in ``_bat = (level, array)``,
+# batch dimension first, and a Shadow (the shape and dtype of one element, no values) in
+# ``_data``: op code between primitives sees one element's shape, as it would in the loop, and
+# any read of values there raises VmapFallback (vmap then loops). Primitives run on the batch by
+# their batching rules.
+_vm_ids = itertools.count()
+_warned: set[str] = set()
+
+
+def _enter_vmap(randomness: str = "different") -> int:
+    lev = next(_vm_ids)
+    _state.vm = lev
+    _state.vm_random = randomness
+    _state.ext = True
+    return lev
+
+
+def _exit_vmap(prev: int | None) -> None:
+    _state.vm = prev
+    _state.vm_random = "different"  # (vmap does not nest vectorized)
+    _state.ext = bool(_state.fw) or prev is not None
+
+
+class RandomInVmap(VmapFallback):
+    """A random op under a vectorized vmap whose randomness is not "same"."""
+
+
+def random_op() -> None:
+    """Called by every random op: under a vectorized vmap (this thread's) a random draw is one for
+    the whole batch, right only for ``randomness="same"``; otherwise vmap raises (``"error"``)
+    or runs once per element (``"different"``)."""
+    if _state.vm is not None and _state.vm_random != "same":
+        raise RandomInVmap()
+
+
+def batched(array: np.ndarray, lev: int, rg: bool = False) -> Tensor:
+    """A tensor batched at vmap level ``lev`` over dimension 0 of ``array``."""
+    t = Tensor._make(Shadow(array.shape[1:], array.dtype))
+    t._bat = (lev, array)
+    return t
+
+
+def batch_of(t: Tensor) -> np.ndarray | None:
+    """The whole batch of a tensor batched at the active vmap level, else None."""
+    bat = getattr(t, "_bat", None)
+    if bat is not None and bat[0] == _state.vm:
+        return bat[1]
+    if type(t._data) is Shadow:  # a batched tensor's Shadow, taken out of its tensor
+        raise VmapFallback("a tensor made from a batched tensor's data")
+    return None
+
+
+def _apply_batched(prim: Primitive, args: Sequence, params: dict | None, dtype: np.dtype | None) -> Any:
+    """``apply`` under vmap: the primitive's batching rule on the batches, then the usual node
+    (recorded with one element's shapes, as the loop would)."""
+    arrays, flags = [], []
+    for a in args:
+        b = batch_of(a) if isinstance(a, Tensor) else None
+        if b is None:
+            x = a._data if isinstance(a, Tensor) else a
+            if dtype is not None and isinstance(a, _PY_SCALARS):
+                x = _array(a, dtype)
+        else:
+            x = b
+        if dtype is not None and isinstance(x, np.ndarray) and x.dtype != dtype:
+            x = x.astype(dtype)
+        arrays.append(x)
+        flags.append(b is not None)
+    if not any(flags):
+        _state.ext = False
+        try:
+            return apply(prim, args, params, dtype)
+        finally:
+            _state.ext = True
+    p = params or {}
+    if prim.batch is not None:
+        out = prim.batch(prim, arrays, flags, **p)
+    else:
+        out = _loop_batch(prim, arrays, flags, p)
+    outs = out if prim.n_out > 1 else (out,)
+    shadows = tuple(Shadow(o.shape[1:], o.dtype) for o in outs)
+    prev_meta = _hooks.meta
+    _hooks.meta = lambda prim, arrays, params: shadows if prim.n_out > 1 else shadows[0]
+    _state.ext = False
+    try:
+        result = apply(prim, args, params, dtype)
+    finally:
+        _hooks.meta = prev_meta
+        _state.ext = True
+    res = result if prim.n_out > 1 else (result,)
+    lev = _state.vm
+    for t, o in zip(res, outs):
+        t._bat = (lev, o)
+    node = res[0].grad_fn
+    if node is not None and prim.saves_output and node.saved:
+        for sv in node.saved:
+            if type(sv) is _SavedOutput:
+                sv.bat = res[sv.idx]._bat
+    return result
+
+
+def _loop_batch(prim: Primitive, arrays: list, flags: list, params: dict) -> Any:
+    """The fallback for a primitive without a batching rule: once per batch element (torch's
+    vmap fallback), with a one-time warning naming it."""
+    if prim.name not in _warned:
+        _warned.add(prim.name)
+        import warnings
+        warnings.warn(f"There is a performance drop because we have not yet implemented the batching rule "
+                      f"for {prim.name}: vmap runs it once per batch element.", stacklevel=4)
+    n = next(a.shape[0] for a, f in zip(arrays, flags) if f)
+    res = [prim.fwd(*[a[i] if f else a for a, f in zip(arrays, flags)], **params) for i in range(n)]
+    if prim.n_out > 1:
+        return tuple(np.stack([r[k] for r in res]) for k in range(prim.n_out))
+    return np.stack(res)
+
+
+def _ndim(a: Any, flag: bool) -> int:
+    return np.ndim(a) - 1 if flag else np.ndim(a)
+
+
+def _align(arrays: list, flags: list, rank: int | None = None) -> list:
+    """Batched arrays reshaped to ``(B, 1, ..., 1, *element shape)`` so that, batch dimension
+    first, they broadcast against the unbatched ones as their elements would."""
+    if rank is None:
+        rank = max(_ndim(a, f) for a, f in zip(arrays, flags))
+    out = []
+    for a, f in zip(arrays, flags):
+        if f:
+            k = rank - (a.ndim - 1)
+            if k > 0:
+                a = a.reshape(a.shape[:1] + (1,) * k + a.shape[1:])
+        out.append(a)
+    return out
+
+
+def elementwise_batch(prim: Primitive, arrays: list, flags: list, **params: Any) -> Any:
+    """Broadcasting primitives: batched operands aligned, then the primitive as it is."""
+    out = prim.fwd(*_align(arrays, flags), **params)
+    n = next(a.shape[0] for a, f in zip(arrays, flags) if f)
+    if prim.n_out > 1:
+        return tuple(np.broadcast_to(o, (n,) + o.shape[1:]) if o.shape[0] != n else o for o in out)
+    return out if out.shape[0] == n else np.broadcast_to(out, (n,) + out.shape[1:])
+
+
+def leading_batch(prim: Primitive, arrays: list, flags: list, **params: Any) -> Any:
+    """Primitives that broadcast over leading dimensions (matrix ops on the last two): aligned,
+    then as they are."""
+    return elementwise_batch(prim, arrays, flags, **params)
+
+
+def _shift(d: Any, nd: int) -> Any:
+    """One element's dim(s) as dims of the batch: non-negative ones move right by one; None (all
+    dims) becomes every element dim."""
+    if d is None:
+        return tuple(range(1, nd + 1))
+    if isinstance(d, (tuple, list)):
+        return tuple(x + 1 if x >= 0 else x for x in d)
+    return d + 1 if d >= 0 else d
+
+
+def dims_batch(*names: str, all_if_none: bool = True) -> Callable:
+    """Single-operand primitives whose parameters ``names`` are dims of the element (sum's dims,
+    softmax's dim, ...): the batched operand is the first; the dims shift by one."""
+
+    def rule(prim: Primitive, arrays: list, flags: list, **params: Any) -> Any:
+        nd = arrays[0].ndim - 1 if flags[0] else np.ndim(arrays[0])
+        arrays = _align(arrays, flags, nd)
+        for name in names:
+            if name in params and (params[name] is not None or all_if_none):
+                params[name] = _shift(params[name], nd)
+        n = next(a.shape[0] for a, f in zip(arrays, flags) if f)
+        arrays = [a if f else np.broadcast_to(a, (n,) + np.shape(a)) if isinstance(a, np.ndarray) else a
+                  for a, f in zip(arrays, flags)]
+        return prim.fwd(*arrays, **params)
+
+    return rule
+
+
+def batched_values(fn: Callable, *args: Any) -> Tensor | None:
+    """For ops outside the primitives that read values (comparisons, masks): ``fn`` applied to
+    the batches as an elementwise op, as a batched tensor; None when no argument is batched."""
+    if _state.vm is None:
+        return None
+    arrays, flags = [], []
+    for a in args:
+        b = batch_of(a) if isinstance(a, Tensor) else None
+        arrays.append(b if b is not None else a._data if isinstance(a, Tensor) else a)
+        flags.append(b is not None)
+    if not any(flags):
+        return None
+    out = fn(*_align(arrays, flags))
+    n = next(a.shape[0] for a, f in zip(arrays, flags) if f)
+    if out.shape[0] != n:
+        out = np.broadcast_to(out, (n,) + out.shape[1:])
+    return batched(np.asarray(out), _state.vm)
+
+
+# Generic JVP rules. Each is exact for the class of primitives it names; a primitive states its
+# rule next to its VJP (``prim.defjvp(linear_jvp)``), so the choice is made, and read, per record.
+def _float_tensor(a: object) -> bool:
+    return isinstance(a, Tensor) and a._data.dtype.kind == "f"
+
+
+def linear_jvp(ctx: JvpCtx, tangents: list, *args: Any, **params: Any) -> Any:
+    """Primitives linear in their floating arguments jointly (add, sum, reshape, cat, gather's
+    source...): the primitive itself applied to the tangents, zeros for arguments without one."""
+    new = []
+    for a, t in zip(args, tangents):
+        if t is not None:
+            new.append(t)
+        elif isinstance(a, Tensor) and a._data.dtype.kind != "b":  # (a bool tensor is a mask)
+            new.append(Tensor._make(np.zeros_like(a._data)))
+        elif isinstance(a, (int, float)) and not isinstance(a, bool):
+            new.append(0.0)  # a constant term: it has no tangent
+        else:
+            new.append(a)
+    return apply(ctx.prim, new, params)
+
+
+def multilinear_jvp(ctx: JvpCtx, tangents: list, *args: Any, **params: Any) -> Any:
+    """Primitives linear in each argument separately (mul, matmul, linear, convolution): the sum
+    over arguments with a tangent of the primitive with that argument replaced by its tangent."""
+    total = None
+    for i, t in enumerate(tangents):
+        if t is None:
+            continue
+        new = list(args)
+        new[i] = t
+        term = apply(ctx.prim, new, params)
+        total = term if total is None else _add_tangents(total, term)
+    return total
+
+
+def _add_tangents(a: Any, b: Any) -> Any:
+    if type(a) is tuple:
+        return tuple(x if y is None else y if x is None else x + y for x, y in zip(a, b))
+    return a + b
+
+
+def _saved_for(prim: Primitive, args: Sequence, outs: tuple) -> tuple:
+    return tuple(args[i] if i >= 0 else outs[-1 - i] for i in prim.save)
+
+
+def diagonal_jvp(ctx: JvpCtx, tangents: list, *args: Any, **params: Any) -> Any:
+    """Elementwise primitives (a diagonal Jacobian per argument, after broadcasting): the VJP
+    multiplies its cotangent by the local derivative, and so, applied to a tangent broadcast to
+    the output's shape, gives that argument's share of the JVP."""
+    prim = ctx.prim
+    saved = _saved_for(prim, args, ctx.outs)
+    shape = ctx.outs[0]._data.shape
+    total = None
+    edges = ctx.edges
+    for i, t in enumerate(tangents):
+        if t is None:
+            continue
+        if t._data.shape != shape:
+            t = t.expand(shape)
+        ctx.edges = [True if j == i else None for j in range(len(args))]
+        g = prim.bwd(ctx, t, *saved, **params) if params else prim.bwd(ctx, t, *saved)
+        g = g[i] if type(g) is tuple else g
+        if g is not None:
+            total = g if total is None else total + g
+    ctx.edges = edges
+    return total
+
+
+def transpose_jvp(ctx: JvpCtx, tangents: list, *args: Any, **params: Any) -> Any:
+    """Any primitive, from its VJP: ``u -> J^T u`` is linear, so its VJP against the tangent is
+    ``J t`` (the double-backward trick, for one primitive). It costs the VJP and its backward;
+    primitives on the hot paths have direct rules instead."""
+    prim = ctx.prim
+    saved = _saved_for(prim, args, ctx.outs)
+    us = [Tensor._make(np.ones_like(o._data)).requires_grad_() if o._data.dtype.kind == "f" else None
+          for o in ctx.outs]
+    create = _state.enabled and any(
+        (isinstance(a, Tensor) and a._rg) or (t is not None and t._rg) for a, t in zip(args, tangents))
+    prev = _state.enabled
+    _set_enabled(True)
+    try:
+        live = [u for u in us if u is not None]
+        g = us[0] if prim.n_out == 1 else _output_grads_of(us, ctx)
+        gs = prim.bwd(ctx, g, *saved, **params) if params else prim.bwd(ctx, g, *saved)
+        gs = (gs,) if len(args) == 1 else gs
+        roots, cots = [], []
+        for gi, t, meta in zip(gs, tangents, ctx.in_meta):
+            if gi is None or t is None or not gi._rg:
+                continue
+            roots.append(_fit(gi, meta))
+            cots.append(t)
+        if not roots:
+            return None
+        res = _run_backward(roots, [c.to(r.dtype) if c._data.dtype != r._data.dtype else c
+                                    for r, c in zip(roots, cots)],
+                            live, retain_graph=create, create_graph=create, accumulate=False)
+    finally:
+        _set_enabled(prev)
+    it = iter(res)
+    outs = [next(it) if u is not None else None for u in us]
+    return outs[0] if prim.n_out == 1 else tuple(outs)
+
+
+def _output_grads_of(us: list, ctx: JvpCtx) -> tuple:
+    return tuple(u if u is not None else Tensor._make(np.zeros(*m)) for u, m in zip(us, ctx.out_meta))
+
+
+def zeros_jvp(ctx: JvpCtx, tangents: list, *args: Any, **params: Any) -> None:
+    """Piecewise-constant primitives (sign, floor, round, ...): a zero tangent."""
+    return None
+
+
 # ---------------------------------------------------------------- backward
 def _accumulate(a: Tensor | None, b: Tensor, create_graph: bool, owned: set[int]) -> Tensor:
     """``a + b`` for a gradient buffer.
@@ -350,7 +822,8 @@ def _accumulate(a: Tensor | None, b: Tensor, create_graph: bool, owned: set[int]
     """
     if a is None:
         return b
-    if create_graph and (a._rg or b._rg):
+    # (under forward mode or vmap the buffers carry tangents or a batch: no in-place adds)
+    if create_graph and (a._rg or b._rg) or _state.ext:
         return a + b
     if id(a) in owned:
         np.add(a._data, b._data, out=a._data)
@@ -676,13 +1149,111 @@ def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor] |
     if retain_graph is None:
         retain_graph = create_graph
     if is_grads_batched:
-        from .autograd.functional import _batched_grad
         res = _batched_grad(outputs, inputs, grads, retain_graph, create_graph, allow_unused,
                             materialize_grads)
     else:
         res = _run_backward(outputs, grads, inputs, retain_graph, create_graph, accumulate=False)
         res = _finish(res, inputs, allow_unused, materialize_grads, create_graph)
     return dict(zip(keys, res)) if keys is not None else res
+
+
+def _batched_grad(outputs: tuple[Tensor, ...], inputs: tuple[Tensor, ...], grads: Sequence[Tensor],
+                  retain_graph: bool, create_graph: bool, allow_unused: bool,
+                  materialize_grads: bool) -> tuple[Tensor | None, ...]:
+    """``grad(..., is_grads_batched=True)``: dimension 0 of every grad_output indexes a batch of
+    independent backward passes, whose results are stacked along a new dimension 0.
+
+    One backward pass under vmap (the VJPs' primitives run on the batch by their batching
+    rules); once per row where that cannot be exact: with ``create_graph`` (a batched result
+    keeps no graph), inside a vmap or forward mode (results would lose their batch or their
+    tangents), or when a VJP reads batched values outside the primitives.
+    """
+    sizes = []
+    for g in grads:
+        if g._data.ndim == 0:
+            raise ValueError("vmap(vjp, in_dims=0, ...)(<inputs>): Got in_dim=0 for some input, but that "
+                             "input is a Tensor of dimensionality 0 so expected in_dim to satisfy "
+                             "0 <= in_dim < 0.")
+        sizes.append(g._data.shape[0])
+    if len(set(sizes)) > 1:
+        raise ValueError("vmap: Expected all tensors to have the same size in the mapped dimension, got "
+                         f"sizes {sizes} for the mapped dimension")
+    batch = sizes[0] if sizes else 0
+    out: list[Tensor | None] | None = None
+    if batch and not create_graph and not _state.ext and _hooks.meta is None \
+            and not any(g._rg or getattr(g, "_fw", None) for g in grads):
+        out = _batched_pass(outputs, inputs, grads, retain_graph, batch)
+    if out is None:
+        out = _rows_pass(outputs, inputs, grads, retain_graph, create_graph, batch)
+    return _finish(out, inputs, allow_unused, materialize_grads, create_graph)
+
+
+def _batched_pass(outputs: tuple, inputs: tuple, grads: Sequence[Tensor], retain_graph: bool,
+                  batch: int) -> list | None:
+    """The vectorized backward pass; None if it cannot be exact."""
+    prev = _state.vm
+    lev = _enter_vmap()
+    try:
+        seeds = [batched(g._data, lev) for g in grads]
+        # keep the graph: should a VJP need the loop, the rows pass runs through it again
+        res = _run_backward(outputs, seeds, inputs, True, False, accumulate=False)
+        arrays = [None if r is None else batch_of(r) for r in res]
+    except VmapFallback:
+        return None
+    finally:
+        _exit_vmap(prev)
+    if not retain_graph:
+        _free_graph(outputs)
+    out: list[Tensor | None] = []
+    for r, a in zip(res, arrays):
+        if r is None:
+            out.append(None)
+        elif a is None:  # the same for every row
+            out.append(Tensor._make(np.ascontiguousarray(np.broadcast_to(r._data, (batch, *r._data.shape)))))
+        else:
+            out.append(Tensor._make(a))
+    return out
+
+
+def _free_graph(roots: Sequence[Tensor]) -> None:
+    """What a backward pass without retain_graph frees, for the graph of ``roots``."""
+    stack = [t.grad_fn for t in roots if t.grad_fn is not None]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.prim.save or (node.params and _holds_index(node.params)):
+            node.saved = node.aux = None
+        stack.extend(e[0] for e in node.edges if e is not None and type(e[0]) is Node)
+
+
+def _rows_pass(outputs: tuple, inputs: tuple, grads: Sequence[Tensor], retain_graph: bool,
+               create_graph: bool, batch: int) -> list:
+    """One backward pass per row, each retaining the graph but the last."""
+    rows: list[list[Tensor | None]] = [[] for _ in inputs]
+    take, reshape, cat = PRIMITIVES["index"], PRIMITIVES["reshape"], PRIMITIVES["cat"]
+    for b in range(batch):
+        gb = [apply(take, (g,), {"key": (b,)}) if g._rg else Tensor._make(g._data[b]) for g in grads]
+        res = grad(outputs, inputs, gb, retain_graph=retain_graph or b < batch - 1,
+                   create_graph=create_graph, allow_unused=True)
+        for k, r in enumerate(res):
+            rows[k].append(r)
+    out: list[Tensor | None] = []
+    for x, rs in zip(inputs, rows):
+        if batch and all(r is None for r in rs):
+            out.append(None)  # unused: reported (or materialized, unbatched as in torch) by _finish
+            continue
+        if not batch:
+            out.append(Tensor._make(np.zeros((0, *x._data.shape), x._data.dtype)))
+            continue
+        # stacked by the primitives themselves (the core imports no ops)
+        shape = x._data.shape
+        parts = [apply(reshape, (Tensor._make(np.zeros(shape, x._data.dtype)) if r is None else r,),
+                       {"shape": (1, *shape)}) for r in rs]
+        out.append(apply(cat, parts, {"dim": 0, "sizes": (1,) * batch}) if batch > 1 else parts[0])
+    return out
 
 
 def _finish(res: list, inputs: tuple, allow_unused: bool, materialize_grads: bool,

@@ -10,13 +10,16 @@ Arguments and results may be pytrees (tuples, lists, dicts of tensors).
 
 How they run:
 
-- ``jvp`` and ``jacfwd`` are forward mode by the double-backward trick: ``u -> J^T u`` is
-  linear, so differentiating it against a tangent ``v`` gives ``J v``. ``jacfwd`` pays one
-  backward pass per input element (through that graph), ``jacrev`` one per output element.
-- ``vmap`` runs the function once per batch element and stacks the results (the engine has no
-  batching rules). It is exact, including for random ops (each element draws its own numbers,
-  like ``randomness="different"``), but it is not vectorized: per-sample gradients cost one
-  backward pass per sample.
+- ``jvp`` and ``jacfwd`` are forward mode: dual tensors carry tangents through every op, each
+  primitive's JVP rule written in engine ops (:mod:`engine.autograd.forward_ad`), at a level of
+  their own so that they nest (``jacfwd(jacfwd(f))``) and compose with reverse mode
+  (``jvp(grad(f))`` is a forward-over-reverse Hessian-vector product). ``jacfwd`` pays one
+  forward pass per input element, ``jacrev`` one backward pass per output element.
+- ``vmap`` runs the function once on batched tensors: each primitive runs on the whole batch by
+  its batching rule (``Primitive.defbatch``), so per-sample gradients cost one batched backward
+  pass. Where that cannot be exact (values read outside the primitives, random ops with
+  ``randomness="different"``, inputs or results that require grad, nesting) it runs the
+  function once per element instead, with a one-time warning.
 
 >>> def loss(w, x):
 ...     return ((x @ w) ** 2).mean()
@@ -34,7 +37,8 @@ import numpy as np
 
 from . import _autograd
 from ._autograd import enable_grad, is_grad_enabled
-from .tensor import Size, Tensor
+from .autograd import forward_ad as _fw
+from .tensor import Size, Tensor, VmapFallback
 
 __all__ = ["grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd", "hessian", "vmap"]
 
@@ -120,7 +124,7 @@ class _Level:
             t = _reshape(x, shape=x._data.shape)
             self.outer = True
         else:
-            t = x.detach().requires_grad_()
+            t = _detached(x).requires_grad_()
         self.inputs.append(t)
         return t
 
@@ -135,7 +139,12 @@ class _Level:
         """Results handed back to the caller: without an outer graph they are plain tensors."""
         if keep:
             return tree
-        return _tree_map(lambda t: t.detach() if isinstance(t, Tensor) and t._rg else t, tree)
+        return _tree_map(lambda t: _detached(t) if isinstance(t, Tensor) and t._rg else t, tree)
+
+
+# ``t.detach()`` that keeps forward-mode tangents: a transform's inputs and results inside
+# ``jvp`` (as in ``jvp(grad(f))``) carry theirs through.
+_detached = _fw._detach
 
 
 def _reaches_outside(roots: list[Tensor], own: list[Tensor]) -> bool:
@@ -335,32 +344,11 @@ def vjp(func: Callable, *primals: Any, has_aux: bool = False) -> tuple:
     return (*res, level.release(aux, keep)) if has_aux else res
 
 
-def _jvp_core(outs: list[Tensor], xs: list[Tensor], tangents: list[Tensor], create_graph: bool,
-              batched: bool = False) -> list[Tensor | None]:
-    """``J t`` by the double-backward trick: ``g(u) = J^T u`` is linear in ``u``, so the gradient
-    of ``<g(u), t>`` with respect to ``u`` is ``J t``. None where an output does not depend."""
-    # ones, not zeros: see engine.autograd.functional._dummy_cotangent
-    us = [Tensor._make(np.ones_like(o._data)).requires_grad_() if o._rg else None for o in outs]
-    live_out = [(o, u) for o, u in zip(outs, us) if u is not None]
-    if not live_out:
-        return [None] * len(outs)
-    g = _autograd.grad([o for o, _ in live_out], xs, [u for _, u in live_out], retain_graph=True,
-                       create_graph=True, allow_unused=True)
-    live = [(gi, t) for gi, t in zip(g, tangents) if gi is not None and gi._rg]
-    if not live:
-        return [None] * len(outs)
-    targets = [u for u in us if u is not None]
-    res = _autograd.grad([gi for gi, _ in live], targets, [t for _, t in live], retain_graph=True,
-                         create_graph=create_graph, allow_unused=True, is_grads_batched=batched)
-    it = iter(res)
-    return [next(it) if u is not None else None for u in us]
-
-
 def jvp(func: Callable, primals: Any, tangents: Any, *, strict: bool = False,
         has_aux: bool = False) -> tuple:
     """``(func(*primals), J tangents)`` (``torch.func.jvp``); ``(output, jvp_out, aux)`` with
-    ``has_aux``. Forward mode by the double-backward trick (two backward passes). ``strict`` is
-    accepted and, as in torch, has no effect.
+    ``has_aux``. Forward mode: one pass carrying the tangents. ``strict`` is accepted and, as in
+    torch, has no effect.
 
     >>> out, tangent = jvp(engine.sin, (engine.tensor([0.0]),), (engine.tensor([2.0]),))
     """
@@ -385,17 +373,21 @@ def jvp(func: Callable, primals: Any, tangents: Any, *, strict: bool = False,
             raise RuntimeError("Trying to set a forward gradient that has a different size than that of the "
                                f"original Tensor, this is not supported. Tensor is of size {list(p.shape)} "
                                f"while the given forward gradient is of size {list(t.shape)}.")
-    level = _Level()
-    with enable_grad():
-        wrapped = [level.wrap(x) for x in leaves_in]
-        out, aux = _split_aux(func(*_unflatten(wrapped, spec_in)), has_aux, api)
-        outs, spec_out = _tensor_outputs(out, api)
-        keep = level.keeps_graph([*outs, *_flatten(aux)[0]]) or (
-            level.grad_enabled and any(t._rg for t in tans))
-        jv = _jvp_core(outs, wrapped, tans, create_graph=keep)
-    jv = [_zeros(o) if j is None else j for j, o in zip(jv, outs)]
-    res = (level.release(out, keep), level.release(_unflatten(jv, spec_out), keep))
-    return (*res, level.release(aux, keep)) if has_aux else res
+    box: dict[str, Any] = {}
+
+    def run(*duals: Tensor) -> list:
+        out, aux = _split_aux(func(*_unflatten(list(duals), spec_in)), has_aux, api)
+        outs, box["spec"] = _tensor_outputs(out, api)
+        aux_leaves, box["aux_spec"] = _flatten(aux)
+        box["n"] = len(outs)
+        return [*outs, *aux_leaves]
+
+    res, jv = _fw._jvp(run, leaves_in, tans)
+    n = box["n"]
+    outs = res[:n]
+    jv = [_zeros(o) if j is None else j for j, o in zip(jv[:n], outs)]
+    pair = (_unflatten(outs, box["spec"]), _unflatten(jv, box["spec"]))
+    return (*pair, _unflatten(res[n:], box["aux_spec"])) if has_aux else pair
 
 
 # ---------------------------------------------------------------- Jacobians
@@ -403,6 +395,8 @@ def _jac(func: Callable, argnums: Any, has_aux: bool, mode: str, api: str) -> Ca
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         nums, single = _argnums(argnums, len(args))
+        if mode == "fwd":
+            return _jacfwd_call(func, args, kwargs, nums, single, has_aux, api)
         level = _Level()
         with enable_grad():
             new_args, leaves_per, specs = _wrap_args(level, args, nums)
@@ -410,7 +404,7 @@ def _jac(func: Callable, argnums: Any, has_aux: bool, mode: str, api: str) -> Ca
             outs, spec_out = _tensor_outputs(out, api)
             keep = level.keeps_graph([*outs, *_flatten(aux)[0]])
             xs = [t for leaves in leaves_per for t in leaves]
-            blocks = (_jacrev_blocks if mode == "rev" else _jacfwd_blocks)(outs, xs, keep)
+            blocks = _jacrev_blocks(outs, xs, keep)
         per_out = []
         for row in blocks:  # one row of blocks per output leaf, one block per input leaf
             it = iter(row)
@@ -456,26 +450,81 @@ def _jacrev_blocks(outs: list[Tensor], xs: list[Tensor], keep: bool) -> list[lis
     return blocks
 
 
-def _jacfwd_blocks(outs: list[Tensor], xs: list[Tensor], keep: bool) -> list[list[Tensor]]:
-    # One batched double-backward pass over the standard basis of the concatenated inputs.
-    cols = _jvp_core(outs, xs, _identity_rows(xs), create_graph=keep, batched=True)
+def _jacfwd_call(func: Callable, args: tuple, kwargs: dict, nums: tuple[int, ...], single: bool,
+                 has_aux: bool, api: str) -> Any:
+    """jacfwd: forward mode over the standard basis of the concatenated inputs, one column (a
+    JVP) per input element; then each output's columns are cut into one block per input."""
+    leaves_per, specs = [], []
+    for i in nums:
+        leaves, spec = _flatten(args[i])
+        for x in leaves:
+            if not isinstance(x, Tensor):
+                raise ValueError(f"Thing passed to transform API must be Tensor, got {type(x)}")
+        leaves_per.append(leaves)
+        specs.append(spec)
+    xs = [t for leaves in leaves_per for t in leaves]
+    box: dict[str, Any] = {}
+
+    def run(*duals: Tensor) -> list:
+        it = iter(duals)
+        new = list(args)
+        for i, leaves, spec in zip(nums, leaves_per, specs):
+            new[i] = _unflatten([next(it) for _ in leaves], spec)
+        out, aux = _split_aux(func(*new, **kwargs), has_aux, api)
+        outs, box["spec"] = _tensor_outputs(out, api)
+        aux_leaves, box["aux_spec"] = _flatten(aux)
+        box["n"] = len(outs)
+        return [*outs, *aux_leaves]
+
+    basis = _identity_rows(xs)
+    total = sum(x.numel() for x in xs)
+    columns = _forward_columns(run, xs, basis, total)
+    if columns is None:  # no input element: learn the outputs from one plain call
+        res, columns = run(*xs), [None] * box["n"]
+    else:
+        res, columns = columns
+    n = box["n"]
+    outs = res[:n]
     numels = [x.numel() for x in xs]
     offsets = np.cumsum([0, *numels])
-    blocks = []
-    for o, c in zip(outs, cols):
+    per_out = []
+    for k, o in enumerate(outs):
         shape = o._data.shape
         nd = len(shape)
+        c = columns[k]  # (N, *out.shape)
         row = []
         for x, a, b in zip(xs, offsets[:-1], offsets[1:]):
-            if c is None:
+            if c is None or a == b:
                 row.append(Tensor._make(np.zeros(shape + x._data.shape, dtype=o._data.dtype)))
                 continue
             part = c[a:b]  # (n_x, *out.shape): input axis last, then unflatten it
             if nd:
                 part = part.permute(*range(1, nd + 1), 0)
             row.append(part.reshape(shape + x._data.shape))
-        blocks.append(row)
-    return blocks
+        it = iter(row)
+        per_out.append(_pack([[next(it) for _ in leaves] for leaves in leaves_per], specs, single))
+    jac = _unflatten(per_out, box["spec"])
+    return (jac, _unflatten(res[n:], box["aux_spec"])) if has_aux else jac
+
+
+def _forward_columns(run: Callable, xs: list[Tensor], basis: list[Tensor], total: int
+                     ) -> tuple[list, list] | None:
+    """The outputs of ``run`` and, per output, its JVPs along every basis vector, ``(N, *shape)``:
+    one vectorized forward pass, else one pass per column. None when there is no column."""
+    if not total:
+        return None
+    done = _fw._jvp_batched(run, xs, [b._data for b in basis])
+    if done is not None:
+        res, arrays = done
+        return res, [Tensor._make(np.zeros((total, *o._data.shape), o._data.dtype)) if a is None
+                     else Tensor._make(np.ascontiguousarray(a)) for a, o in zip(arrays, res)]
+    cols: list[list[Tensor]] = []
+    res: list = []
+    for j in range(total):
+        res, jv = _fw._jvp(run, xs, [b[j] for b in basis])
+        cols.append([_zeros(o) if t is None else t for t, o in zip(jv, res)])
+    from .ops.shape import stack
+    return res, [stack([c[k] for c in cols]) for k in range(len(res))]
 
 
 def jacrev(func: Callable, argnums: int | tuple[int, ...] = 0, *, has_aux: bool = False,
@@ -492,8 +541,11 @@ def jacrev(func: Callable, argnums: int | tuple[int, ...] = 0, *, has_aux: bool 
 
 def jacfwd(func: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False, *,
            randomness: str = "error") -> Callable:
-    """The Jacobian by forward mode (``torch.func.jacfwd``): one pass per input element, by the
-    double-backward trick. Same results as :func:`jacrev`; cheaper when inputs are fewer.
+    """The Jacobian by forward mode (``torch.func.jacfwd``): one forward pass per input element.
+    Same results as :func:`jacrev`; cheaper when inputs are fewer.
+
+    >>> jacfwd(engine.sin)(engine.tensor([0.0, 1.0])).shape
+    torch.Size([2, 2])
     """
     _check_randomness(randomness)
     return _jac(func, argnums, has_aux, "fwd", "jvp(f, primals, tangents)")
@@ -523,13 +575,21 @@ def _check_randomness(randomness: str) -> None:
 # ---------------------------------------------------------------- vmap
 def vmap(func: Callable, in_dims: Any = 0, out_dims: Any = 0, randomness: str = "error", *,
          chunk_size: int | None = None) -> Callable:
-    """Map ``func`` over a dimension of its inputs (``torch.func.vmap``).
+    """Map ``func`` over a dimension of its inputs (``torch.func.vmap``), vectorized.
 
     ``in_dims`` is an int, or a (nested) tuple matching the positional arguments, with None for
     arguments passed whole; ``out_dims`` places the mapped dimension in each output. Keyword
-    arguments are passed whole. It runs ``func`` once per batch element and stacks the results:
-    exact, composes with :func:`grad` and friends, but not vectorized (``randomness`` is checked
-    and behaves as ``"different"``; ``chunk_size`` is checked and has nothing to chunk).
+    arguments are passed whole. ``func`` runs once, on batched tensors: each primitive runs on
+    the whole batch by its batching rule (a primitive without one runs once per element, with a
+    one-time warning naming it). ``chunk_size`` runs the batch in chunks of that many elements.
+    Random ops follow ``randomness``: an error (``"error"``, as torch), one draw for the whole
+    batch (``"same"``) or one per element (``"different"``, by running ``func`` once per element).
+
+    ``func`` runs once per element instead, with a one-time warning, where the vectorized run
+    cannot be exact: when ``func`` reads a batched tensor's values outside the primitives
+    (``.item()``, data-dependent Python control flow), for inputs that require grad or results
+    that do (the graph of a batched result is not kept), and inside another vmap (the outer one
+    stays vectorized).
 
     >>> vmap(engine.dot)(engine.ones(4, 3), engine.ones(4, 3))
     tensor([3., 3., 3., 3.])
@@ -566,16 +626,118 @@ def vmap(func: Callable, in_dims: Any = 0, out_dims: Any = 0, randomness: str = 
         if len(set(sizes)) > 1:
             raise ValueError("vmap: Expected all tensors to have the same size in the mapped dimension, got "
                              f"sizes {sizes} for the mapped dimension")
-        if sizes[0] == 0:  # no element to run on: learn the output shapes from one of zeros
+        n = sizes[0]
+        if n == 0:  # no element to run on: learn the output shapes from one of zeros
             sl = [x if d is None else _zeros_slice(x, d) for x, d in zip(leaves, dims)]
             return _stack_outputs([func(*_unflatten(sl, spec), **kwargs)], out_dims, name, empty=True)
-        results = []
-        for b in range(sizes[0]):
-            sl = [x if d is None else x.select(d, b) for x, d in zip(leaves, dims)]
-            results.append(func(*_unflatten(sl, spec), **kwargs))
-        return _stack_outputs(results, out_dims, name)
+        dims = [None if d is None else d % x._data.ndim for x, d in zip(leaves, dims)]
+        step = n if chunk_size is None else chunk_size
+        parts = []
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            part = [x if d is None or (lo, hi) == (0, n) else x.narrow(d, lo, hi - lo)
+                    for x, d in zip(leaves, dims)]
+            parts.append(_vmap_part(func, part, dims, spec, kwargs, hi - lo, out_dims, randomness, name))
+        if len(parts) == 1:
+            return parts[0]
+        return _cat_parts(parts, out_dims, name)
 
     return wrapper
+
+
+_RANDOM_MSG = ("vmap: called random operation while in randomness error mode. Please either use the 'same' "
+               "or 'different' randomness flags on vmap or perform the randomness operation out of vmap")
+
+
+def _vmap_part(func: Callable, leaves: list, dims: list, spec: _Spec, kwargs: dict, n: int, out_dims: Any,
+               randomness: str, name: str) -> Any:
+    """One chunk: vectorized when it can be exact, else the loop."""
+    if _vectorizable(leaves, dims):
+        try:
+            return _vmap_vectorized(func, leaves, dims, spec, kwargs, n, out_dims, randomness, name)
+        except _autograd.RandomInVmap:
+            if randomness == "error":
+                raise RuntimeError(_RANDOM_MSG) from None
+        except VmapFallback as e:
+            _warn_once(f"vmap({name}): the function reads batched values outside the primitives ({e}); "
+                       "it runs once per batch element.")
+    results = []
+    for b in range(n):
+        sl = [x if d is None else x.select(d, b) for x, d in zip(leaves, dims)]
+        results.append(func(*_unflatten(sl, spec), **kwargs))
+    return _stack_outputs(results, out_dims, name)
+
+
+def _vectorizable(leaves: list, dims: list) -> bool:
+    if _autograd._state.vm is not None or _autograd._hooks.meta is not None:
+        return False  # nested: the outer vmap is the vectorized one
+    return not any(d is not None and (x._rg or getattr(x, "_fw", None)) for x, d in zip(leaves, dims))
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _warned:
+        _warned.add(msg)
+        import warnings
+        warnings.warn(msg, stacklevel=4)
+
+
+class _Unbatchable(Exception):
+    pass
+
+
+def _vmap_vectorized(func: Callable, leaves: list, dims: list, spec: _Spec, kwargs: dict, n: int,
+                     out_dims: Any, randomness: str, name: str) -> Any:
+    prev = _autograd._state.vm
+    lev = _autograd._enter_vmap(randomness)
+    try:
+        xs = [x if d is None else _autograd.batched(np.moveaxis(x._data, d, 0), lev)
+              for x, d in zip(leaves, dims)]
+        out = func(*_unflatten(xs, spec), **kwargs)
+        flat, ospec = _flatten(out)
+        for t in flat if ospec.kind != "None" else [None]:
+            if not isinstance(t, Tensor):
+                raise ValueError(f"vmap({name}, ...): `{name}` must only return Tensors, got type {type(t)}. "
+                                 "Did you mean to set out_dims= to None for output?")
+            if t._rg or getattr(t, "_fw", None):
+                raise VmapFallback("a result that requires grad")
+        batches = [_autograd.batch_of(t) for t in flat]
+    finally:
+        _autograd._exit_vmap(prev)
+    if isinstance(out_dims, tuple) and len(out_dims) == 1 and ospec.kind is None:
+        out_dims = out_dims[0]  # torch accepts (d,) for a single output
+    odims = _dims_for(out_dims, out, f"vmap({name}, ..., out_dims={out_dims})(<inputs>): out_dims is not "
+                      "compatible with the structure of `outputs`.", "out_dims", "outputs")
+    res = []
+    for t, b, d in zip(flat, batches, odims):
+        if d is None:
+            if b is not None:
+                raise ValueError(f"vmap({name}, ...): `{name}` can not return a BatchedTensor when out_dim "
+                                 "is None")
+            res.append(t)
+            continue
+        if b is None:  # the same for every element: broadcast, as torch
+            b = np.broadcast_to(t._data, (n, *t._data.shape))
+        nd = b.ndim
+        if not -nd <= d < nd:
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-nd}, {nd - 1}], but got "
+                             f"{d})")
+        res.append(Tensor._make(np.ascontiguousarray(np.moveaxis(b, 0, d))))
+    return _unflatten(res, ospec)
+
+
+def _cat_parts(parts: list, out_dims: Any, name: str) -> Any:
+    flats = [_flatten(p) for p in parts]
+    leaves0, spec = flats[0]
+    if isinstance(out_dims, tuple) and len(out_dims) == 1 and spec.kind is None:
+        out_dims = out_dims[0]
+    odims = _dims_for(out_dims, parts[0], f"vmap({name}, ..., out_dims={out_dims})(<inputs>): out_dims is "
+                      "not compatible with the structure of `outputs`.", "out_dims", "outputs")
+    from .ops.shape import cat
+    res = [leaves0[k] if d is None else cat([f[0][k] for f in flats], d) for k, d in enumerate(odims)]
+    return _unflatten(res, spec)
 
 
 def _zeros_slice(x: Tensor, d: int) -> Tensor:

@@ -26,7 +26,7 @@ from collections import namedtuple
 import numpy as np
 import scipy.linalg
 
-from ._autograd import apply, no_grad, primitive
+from ._autograd import apply, dims_batch, leading_batch, multilinear_jvp, no_grad, primitive, transpose_jvp
 from .ops._registry import op
 from .ops.elementwise import binary_dtype, where
 from .ops.linalg import _c_name, matmul, tril, triu
@@ -153,6 +153,8 @@ def _inv(a):
 
 
 _inv.defvjp(lambda ctx, g, ainv: -matmul(matmul(_mT(ainv), g), _mT(ainv)))
+_inv.defjvp(lambda ctx, ts, a: -matmul(matmul(ctx.out, ts[0]), ctx.out))
+_inv.defbatch(leading_batch)
 
 
 @op(method="inverse", aliases=("inverse",))
@@ -203,6 +205,10 @@ def _det_vjp(ctx, g, a, det):
     return where(mask, cof, regular)
 
 
+_det.defjvp(transpose_jvp)
+_det.defbatch(leading_batch)
+
+
 @op(method="det", aliases=("det",))
 def det(A):
     """Determinant of a (batch of) square matrices; differentiable at singular matrices too.
@@ -236,6 +242,10 @@ def _slogdet_vjp(ctx, g, a):
     return glog * where(Tensor._make(mask), Tensor._make(inf), finite)
 
 
+_slogdet.defjvp(transpose_jvp)
+_slogdet.defbatch(leading_batch)
+
+
 @op(n_outputs=2, method="slogdet", aliases=("slogdet",))
 def slogdet(A):
     """``(sign, log|det|)`` of square matrices, stable where ``det`` under/overflows.
@@ -262,6 +272,9 @@ def _solve(a, b):
 def _solve_vjp(ctx, g, a, x):
     gb = _solve(_mT(a), g)
     return (-matmul(gb, _mT(x)) if ctx.edges[0] is not None else None), gb
+
+
+_solve.defjvp(transpose_jvp)
 
 
 def _shape_error(fname: str, eq: str, A: Tensor, B: tuple) -> RuntimeError:
@@ -351,6 +364,9 @@ def _solve_tri_vjp(ctx, g, a, x, upper, left=True, unitriangular=False):
     return ga, gb
 
 
+_solve_tri.defjvp(transpose_jvp)
+
+
 @op(differentiable=("A", "B"))
 def solve_triangular(A, B, *, upper, left=True, unitriangular=False):
     """Solve ``A X = B`` (``X A = B`` with ``left=False``) for triangular A, reading only its
@@ -416,6 +432,10 @@ def _cholesky_vjp(ctx, g, out, upper=False):
     return 0.5 * (gA + _mT(gA))
 
 
+_cholesky.defjvp(transpose_jvp)
+_cholesky.defbatch(leading_batch)
+
+
 @op()
 def cholesky(A, *, upper=False):
     """Cholesky factor L (A = L L^T) of symmetric positive-definite matrices, or U (A = U^T U)
@@ -460,6 +480,10 @@ def _qr_vjp(ctx, g, Q, R, mode="reduced"):
     return cat([gA, zeros], -1) + matmul(Q, gR)
 
 
+_qr.defjvp(transpose_jvp)
+_qr.defbatch(leading_batch)
+
+
 @op(n_outputs=2)
 def qr(A, mode="reduced"):
     """QR decomposition ``A = Q R``: ``mode`` 'reduced' (default), 'complete' or 'r' (Q empty).
@@ -497,6 +521,10 @@ def _eigh_vjp(ctx, g, L, V, UPLO="L"):
     E = where(diag, 1.0, unsqueeze(L, -2) - unsqueeze(L, -1))
     inner = 0.5 * (VtgV - _mT(VtgV)) / E + _diag_embed(gL)
     return matmul(V, matmul(inner, _mT(V)))
+
+
+_eigh.defjvp(transpose_jvp)
+_eigh.defbatch(leading_batch)
 
 
 def _uplo(UPLO: str) -> str:
@@ -569,6 +597,10 @@ def _svd_vjp(ctx, g, U, S, Vh, full_matrices=True):
     return matmul(matmul(U, inner), Vh)
 
 
+_svd.defjvp(transpose_jvp)
+_svd.defbatch(leading_batch)
+
+
 @op(n_outputs=3)
 def svd(A, full_matrices=True):
     """``A = U diag(S) Vh`` with singular values S descending. Singular vector signs are
@@ -622,6 +654,9 @@ def _pinv_vjp(ctx, g, a, p, atol, rtol, hermitian):
     pTK = matmul(pT, K)
     return (-_mT(matmul(K, p)) + matmul(matmul(gT - matmul(a, K), p), pT) + pTK
             - matmul(matmul(pTK, p), a))
+
+
+_pinv.defjvp(transpose_jvp)
 
 
 def _tol(x: object, batch: tuple, dtype: np.dtype) -> np.ndarray:
@@ -689,6 +724,7 @@ def _cross(a, b, dim):
 
 _cross.defvjp(lambda ctx, g, a, b, dim: (_cross(b, g, dim=dim) if ctx.edges[0] is not None else None,
                                          _cross(g, a, dim=dim) if ctx.edges[1] is not None else None))
+_cross.defjvp(multilinear_jvp)
 
 
 def cross_product(input: Tensor, other: Tensor, dim: int) -> Tensor:
@@ -812,6 +848,10 @@ def _vector_norm_vjp(ctx, g, x, norm, ord, dims, keepdim):
         return sgn * where(xz, 0.0, where(xz, 1.0, ax) ** (ord - 1)) * g * norm ** (1 - ord)
     scale = where(zero, 0.0, g / safe_norm ** (ord - 1))
     return (sgn * ax ** (ord - 1) if ord < 2 else x * ax ** (ord - 2)) * scale
+
+
+_vector_norm.defjvp(transpose_jvp)
+_vector_norm.defbatch(dims_batch("dims"))
 
 
 @op()

@@ -45,14 +45,16 @@ class Tensor:
     tensor([2., 4.])
     """
 
-    __slots__ = ("_data", "_rg", "grad_fn", "_out", "grad", "_hooks", "__weakref__")
+    # ``_fw`` (forward-mode tangents) and ``_bat`` (vmap's batch) are set only on dual and
+    # batched tensors (see engine._autograd): reading them goes through getattr.
+    __slots__ = ("_data", "_rg", "grad_fn", "_out", "grad", "_hooks", "_fw", "_bat", "__weakref__")
     __array_priority__ = 1000  # numpy scalars defer to our reflected operators
 
     @classmethod
     def _make(cls, data: Any, grad_fn: Any = None, out: int = 0, rg: bool = False) -> Tensor:
         # Every tensor the engine creates comes through here: keep it short.
         t = _new(cls)
-        if type(data) is not np.ndarray:
+        if type(data) is not np.ndarray and type(data) is not Shadow:
             data = np.asarray(data)
         t._data = data
         t._out = out
@@ -160,7 +162,12 @@ class Tensor:
 
     def detach(self) -> Tensor:
         """A tensor sharing the values, cut from the graph."""
-        return Tensor._make(self._data)
+        t = Tensor._make(self._data)
+        if type(self._data) is Shadow:  # under vmap: the same batch
+            bat = getattr(self, "_bat", None)
+            if bat is not None:
+                t._bat = bat
+        return t
 
     def retain_grad(self) -> None:
         from ._autograd import retain_tensor_grad
@@ -233,6 +240,87 @@ class Tensor:
         elif self._rg:
             extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
+
+
+class VmapFallback(Exception):
+    """Raised when code under a vectorized ``vmap`` reads the values of a batched tensor outside
+    a primitive (a value the batching rules cannot see): ``vmap`` then runs the function once per
+    batch element instead."""
+
+
+class Shadow:
+    """A batched tensor's ``_data`` under a vectorized ``vmap``: the shape and dtype of one batch
+    element, and no values. Shape logic works on it as on an array; any read of its values (a
+    numpy call, ``np.asarray``, indexing) raises :class:`VmapFallback`, so that no value of one
+    element can silently stand in for the batch. The values live in the tensor's ``_bat``."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape: tuple, dtype: np.dtype) -> None:
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for k in self.shape:
+            n *= k
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    def astype(self, dtype: Any, copy: bool = True) -> Shadow:
+        return Shadow(self.shape, dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, *a: Any, **k: Any) -> np.ndarray:
+        raise VmapFallback("a numpy conversion")
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        raise VmapFallback(f"numpy.{ufunc.__name__}")
+
+    def __array_function__(self, func: Any, types: Any, args: tuple, kwargs: dict) -> Any:
+        if func in _SHAPE_ONLY and args and args[0] is self:  # the values are not read
+            return func(np.broadcast_to(np.zeros((), self.dtype), self.shape), *args[1:], **kwargs)
+        raise VmapFallback(f"numpy.{func.__name__}")
+
+    def __getattr__(self, name: str) -> Any:
+        raise VmapFallback(f"ndarray.{name}")
+
+    def __getitem__(self, key: Any) -> Any:
+        raise VmapFallback("indexing")
+
+    def __repr__(self) -> str:
+        return f"Shadow({self.shape}, {self.dtype})"
+
+
+_SHAPE_ONLY = {np.zeros_like, np.ones_like, np.empty_like, np.shape, np.ndim, np.size}
+
+
+def _value_read(name: str) -> Callable:
+    def op(self: Shadow, *args: Any) -> Any:
+        raise VmapFallback(f"the {name} operator")
+    return op
+
+
+# Python's operators look on the type, past __getattr__: each one reads values.
+for _op in ("lt", "le", "gt", "ge", "eq", "ne", "add", "radd", "sub", "rsub", "mul", "rmul", "truediv",
+            "rtruediv", "floordiv", "rfloordiv", "mod", "rmod", "pow", "rpow", "neg", "pos", "abs", "invert",
+            "and", "rand", "or", "ror", "xor", "rxor", "matmul", "rmatmul", "bool", "float", "int", "index",
+            "iter", "contains"):
+    setattr(Shadow, f"__{_op}__", _value_read(_op))
+Shadow.__hash__ = object.__hash__  # type: ignore[assignment]
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:

@@ -10,8 +10,8 @@ from .._autograd import (
     no_grad,
     set_grad_enabled,
 )
-from . import function, functional
+from . import forward_ad, function, functional
 from .function import Function, FunctionCtx
 
 __all__ = ["grad", "backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
-           "Function", "FunctionCtx", "function", "functional"]
+           "Function", "FunctionCtx", "forward_ad", "function", "functional"]

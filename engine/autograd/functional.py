@@ -5,14 +5,17 @@ the point to differentiate at, with torch's signatures, results (a tuple where t
 a bare tensor where it does not) and errors, including every ``strict`` message. Everything is a
 composition of :func:`engine.autograd_grad`:
 
-- ``jvp`` and ``hvp`` use the double-backward trick, as torch does: with ``u`` a dummy cotangent,
-  ``g(u) = J^T u`` is linear in ``u``, so differentiating ``g`` with respect to ``u`` against
-  ``v`` gives ``J v``. It costs about three backward passes.
+- ``jvp`` is forward mode (:mod:`engine.autograd.forward_ad`): one pass carrying the tangent.
+  ``hvp`` is forward-over-reverse: the gradient computed on dual inputs carries ``H v`` as its
+  tangent. With ``strict=True`` both keep torch's own method, the double-backward trick (with
+  ``u`` a dummy cotangent, ``g(u) = J^T u`` is linear in ``u``, so differentiating ``g`` with
+  respect to ``u`` against ``v`` gives ``J v``), whose checks the strict messages describe.
 - ``jacobian`` runs one backward pass per output element (``strategy="reverse-mode"``) or, with
-  ``strategy="forward-mode"``, one pass per *input* element through the graph of ``J^T u`` (the
-  same trick): the cheaper choice when inputs are fewer than outputs. ``vectorize=True`` goes
-  through ``autograd_grad(..., is_grads_batched=True)``; the engine has no vmap batching rules,
-  so both settings loop over the rows in Python and give the same numbers. torch's argument rules
+  ``strategy="forward-mode"``, forward mode over the *input* basis: the cheaper choice
+  when inputs are fewer than outputs. ``vectorize=True`` goes through
+  ``autograd_grad(..., is_grads_batched=True)``: one backward pass over the whole basis by the
+  batching rules (vmap), where ``vectorize=False`` loops over the rows; the numbers are the same.
+  Forward mode runs the basis under vmap too. torch's argument rules
   (``vectorize`` needed by forward mode, ``strict`` and ``create_graph`` limits) are kept.
 
 >>> def f(x):
@@ -32,6 +35,7 @@ import numpy as np
 from .. import _autograd
 from .._autograd import enable_grad, is_grad_enabled, set_grad_enabled
 from ..tensor import Tensor
+from . import forward_ad as _fw
 
 __all__ = ["vjp", "jvp", "jacobian", "hessian", "hvp", "vhp"]
 
@@ -73,7 +77,7 @@ def _leaves_for(inputs: tuple[Tensor, ...], create_graph: bool, need_graph: bool
         if create_graph and t._rg:
             out.append(_alias(t))
         else:
-            d = t.detach()
+            d = _fw._detach(t)
             if need_graph:
                 d.requires_grad_()
             out.append(d)
@@ -89,7 +93,7 @@ def _detached(res: Any, create_graph: bool) -> Any:
     if create_graph:
         return res
     if isinstance(res, Tensor):
-        return res.detach()
+        return _fw._detach(res)
     return tuple(_detached(r, create_graph) for r in res)
 
 
@@ -239,11 +243,13 @@ def vjp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
 def jvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
         strict: bool = False) -> tuple[Any, Any]:
     """``(func(inputs), J v)``: the Jacobian-vector product (``torch.autograd.functional.jvp``),
-    by the double-backward trick.
+    by forward mode (the double-backward trick with ``strict=True``).
 
     >>> jvp(lambda x: x ** 2, engine.tensor([1.0, 2.0]), engine.tensor([1.0, 0.0]))
     (tensor([1., 4.]), tensor([2., 0.]))
     """
+    if not strict:
+        return _jvp_forward(func, inputs, v, create_graph)
     with enable_grad():
         in_tuple, inputs = _tupled(inputs, "inputs", "jvp")
         inputs = _leaves_for(inputs, create_graph, need_graph=True)
@@ -258,6 +264,29 @@ def jvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
         res = _zeros_for_none(_grads(g, us, vt, create_graph), outputs, strict, create_graph, "back_trick")
     return (_untuple(_detached(outputs, create_graph), out_tuple),
             _untuple(_detached(res, create_graph), out_tuple))
+
+
+def _ones_v(vt: tuple[Tensor, ...] | None, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """``v`` given, or the implicit one (a single one-element input): ones."""
+    return vt if vt is not None else tuple(Tensor._make(np.ones_like(x._data)) for x in inputs)
+
+
+def _jvp_forward(func: Callable, inputs: Any, v: Any, create_graph: bool) -> tuple[Any, Any]:
+    with enable_grad():
+        in_tuple, inputs = _tupled(inputs, "inputs", "jvp")
+        # with create_graph the results are differentiable in the inputs (as torch's, always)
+        inputs = _leaves_for(inputs, create_graph, need_graph=create_graph)
+        vt = _ones_v(_prepare_v(v, inputs, in_tuple, "jvp", _V_NONE_IN, create_graph), inputs)
+        box: dict[str, bool] = {}
+
+        def run(*xs: Tensor) -> list:
+            box["tuple"], outs = _run(func, xs, "jvp")
+            return list(outs)
+
+        outputs, tans = _fw._jvp(run, list(inputs), list(vt))
+        res = _zeros_for_none(tans, outputs, False, create_graph, "back_trick")
+    return (_untuple(_detached(tuple(outputs), create_graph), box["tuple"]),
+            _untuple(_detached(res, create_graph), box["tuple"]))
 
 
 # ---------------------------------------------------------------- jacobian
@@ -375,37 +404,48 @@ def _jacfwd(func: Callable, inputs: Any, strict: bool, vectorize: bool) -> Any:
     if not vectorize:
         raise NotImplementedError("Computing Jacobian using forward-AD or forward-over-reverse Hessian is"
                                   "only implemented for `vectorize=True`.")
-    with enable_grad():
-        xs = _leaves_for(inputs, create_graph=False, need_graph=True)
-        out_tuple, outputs = _tupled(func(*xs), "outputs", "jacobian")
-        columns = _forward_columns(outputs, xs, create_graph=False)
+    xs = _leaves_for(inputs, create_graph=False, need_graph=False)
+    out_tuple, outputs, columns = _forward_columns(func, xs)
     # Lists, not tuples: torch's forward-mode jacobian returns lists of lists.
     jac = [[c.detach() for c in _split_columns(cols, xs, out)] for out, cols in zip(outputs, columns)]
     return _untuple(jac, (out_tuple, in_tuple))
 
 
-def _forward_columns(outputs: tuple[Tensor, ...], xs: tuple[Tensor, ...], create_graph: bool
-                     ) -> list[Tensor | None]:
+def _forward_columns(func: Callable, xs: tuple[Tensor, ...]) -> tuple[bool, tuple, list]:
     """Per output, ``J_out`` applied to every input basis vector: shape ``(N, *out.shape)`` with
-    ``N`` the total number of input elements (None when the output does not depend on them)."""
-    us = tuple(_dummy_cotangent(o) if o._rg else None for o in outputs)
-    g = _grads(outputs, xs, us, create_graph=True)
+    ``N`` the total number of input elements (None when ``N`` is 0), in one forward pass under
+    vmap (one per column where that cannot be exact). Also returns whether the outputs were a
+    tuple, and the outputs."""
     total = sum(x.numel() for x in xs)
-    live = [(k, gk) for k, gk in enumerate(g) if gk is not None and gk._rg]
-    if not live:
-        return [None] * len(outputs)
     offsets = np.cumsum([0] + [x.numel() for x in xs])
-    gos = []
-    for k, _ in live:
-        x = xs[k]
+    basis = []
+    for k, x in enumerate(xs):
         eye = np.zeros((total, x.numel()), dtype=x._data.dtype)
         eye[offsets[k]:offsets[k + 1]] = np.eye(x.numel(), dtype=x._data.dtype)
-        gos.append(Tensor._make(eye.reshape((total, *x._data.shape))))
-    targets = [u for u in us if u is not None]
-    cols = _autograd.grad([gk for _, gk in live], targets, gos, retain_graph=True,
-                          create_graph=create_graph, allow_unused=True, is_grads_batched=True)
-    it = iter(cols)
-    return [next(it) if u is not None else None for u in us]
+        basis.append(eye.reshape((total, *x._data.shape)))
+    box: dict[str, bool] = {}
+
+    def run(*ds: Tensor) -> list:
+        box["tuple"], outs = _tupled(func(*ds), "outputs", "jacobian")
+        return list(outs)
+
+    with enable_grad():
+        done = _fw._jvp_batched(run, list(xs), basis) if total else None
+        if done is not None:  # one vectorized pass
+            outputs, arrays = done
+            return box["tuple"], tuple(outputs), [
+                _zeros_like(o, (total, *o._data.shape)) if a is None
+                else Tensor._make(np.ascontiguousarray(a)) for a, o in zip(arrays, outputs)]
+        cols: list[list[Tensor]] = []
+        outputs: list = []
+        for j in range(total):
+            outputs, tans = _fw._jvp(run, list(xs), [Tensor._make(b[j]) for b in basis])
+            cols.append([_zeros_like(o) if t is None else t for t, o in zip(tans, outputs)])
+        if not total:
+            outputs = run(*xs)
+    from ..ops.shape import stack
+    columns = [stack([c[k] for c in cols]) if total else None for k in range(len(outputs))]
+    return box["tuple"], tuple(outputs), columns
 
 
 def _split_columns(cols: Tensor | None, xs: tuple[Tensor, ...], out: Tensor) -> list[Tensor]:
@@ -505,13 +545,17 @@ def hvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
         strict: bool = False) -> tuple[Any, Any]:
     """``(func(inputs), H v)`` for a scalar function (``torch.autograd.functional.hvp``).
 
-    Computed as torch does, by the double-backward trick (three passes), so that it is ``H v``
-    even where the engine's Hessian is not symmetric; for a twice continuously differentiable
-    function :func:`vhp` gives the same numbers in two passes.
+    Forward-over-reverse: the gradient, computed on inputs that carry ``v`` as their tangent,
+    carries ``H v`` (one backward pass with tangents). ``H v`` is what torch's double-backward
+    trick computes too, also where the engine's Hessian is not symmetric; ``strict=True`` uses
+    that trick, for torch's checks. For a twice continuously differentiable function :func:`vhp`
+    gives the same numbers.
 
     >>> hvp(lambda x: (x ** 3).sum(), engine.tensor([1.0, 2.0]), engine.tensor([1.0, 1.0]))
     (tensor(9.), tensor([ 6., 12.]))
     """
+    if not strict:
+        return _hvp_forward_over_reverse(func, inputs, v, create_graph)
     with enable_grad():
         in_tuple, inputs, vt, out_tuple, outputs, jac = _scalar_gradient(
             func, inputs, v, create_graph, strict, "hvp")
@@ -525,42 +569,20 @@ def hvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
             _untuple(_detached(res, create_graph), in_tuple))
 
 
-# ---------------------------------------------------------------- is_grads_batched
-def _batched_grad(outputs: tuple[Tensor, ...], inputs: tuple[Tensor, ...], grads: Sequence[Tensor],
-                  retain_graph: bool, create_graph: bool, allow_unused: bool,
-                  materialize_grads: bool) -> tuple[Tensor | None, ...]:
-    """``autograd_grad(..., is_grads_batched=True)``: dimension 0 of every grad_output indexes a
-    batch of independent backward passes, whose results are stacked along a new dimension 0.
+def _hvp_forward_over_reverse(func: Callable, inputs: Any, v: Any, create_graph: bool) -> tuple[Any, Any]:
+    with enable_grad():
+        in_tuple, inputs = _tupled(inputs, "inputs", "hvp")
+        inputs = _leaves_for(inputs, create_graph, need_graph=True)
+        vt = _ones_v(_prepare_v(v, inputs, in_tuple, "hvp", _V_NONE_IN, create_graph), inputs)
+        box: dict[str, Any] = {}
 
-    The engine has no vmap batching rules, so this loops over the batch: one backward pass per
-    row, each retaining the graph but the last (which follows ``retain_graph``).
-    """
-    sizes = []
-    for g in grads:
-        if g._data.ndim == 0:
-            raise ValueError("vmap(vjp, in_dims=0, ...)(<inputs>): Got in_dim=0 for some input, but that "
-                             "input is a Tensor of dimensionality 0 so expected in_dim to satisfy "
-                             "0 <= in_dim < 0.")
-        sizes.append(g._data.shape[0])
-    if len(set(sizes)) > 1:
-        raise ValueError("vmap: Expected all tensors to have the same size in the mapped dimension, got "
-                         f"sizes {sizes} for the mapped dimension")
-    batch = sizes[0] if sizes else 0
-    rows: list[list[Tensor | None]] = [[] for _ in inputs]
-    for b in range(batch):
-        gb = [g[b] if g._rg else Tensor._make(g._data[b]) for g in grads]
-        res = _autograd.grad(outputs, inputs, gb, retain_graph=retain_graph or b < batch - 1,
-                             create_graph=create_graph, allow_unused=True)
-        for k, r in enumerate(res):
-            rows[k].append(r)
-    from ..ops.shape import stack
-    out: list[Tensor | None] = []
-    for x, rs in zip(inputs, rows):
-        if batch and all(r is None for r in rs):
-            out.append(None)  # unused: reported (or materialized, unbatched as in torch) below
-            continue
-        if not batch:
-            out.append(_zeros_like(x, (0, *x._data.shape)))
-            continue
-        out.append(stack([_zeros_like(x) if r is None else r for r in rs]))
-    return _autograd._finish(out, inputs, allow_unused, materialize_grads, create_graph)
+        def run(*xs: Tensor) -> list:
+            out_tuple, outputs = _run(func, xs, "hvp")
+            _scalar_output(outputs, out_tuple, "hvp")
+            box["tuple"] = out_tuple
+            return [outputs[0], *_grads(outputs, xs, create_graph=create_graph)]
+
+        res, tans = _fw._jvp(run, list(inputs), list(vt))
+        hv = _zeros_for_none(tans[1:], inputs, False, create_graph, "double_back_trick")
+    return (_untuple(_detached((res[0],), create_graph), box["tuple"]),
+            _untuple(_detached(hv, create_graph), in_tuple))

@@ -6,6 +6,7 @@ import builtins
 
 import numpy as np
 
+from .._autograd import random_op
 from .._dtype import float32, get_default_dtype, to_dtype
 from ..tensor import Size, Tensor, tensor
 from ._registry import op
@@ -18,6 +19,12 @@ def manual_seed(seed: int) -> np.random.Generator:
     global _rng
     _rng = np.random.default_rng(seed)
     return _rng
+
+
+def _generator(generator: object = None) -> np.random.Generator:
+    """The generator a random op draws from (under a vectorized vmap, it obeys ``randomness``)."""
+    random_op()
+    return generator if generator is not None else _rng
 
 
 def _size(size: tuple) -> tuple:
@@ -135,14 +142,14 @@ def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
 @op(differentiable=())
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
     """Uniform samples on [0, 1)."""
-    rng = generator if generator is not None else _rng
+    rng = _generator(generator)
     return _finish(rng.random(_size(size)).astype(_np_dtype(dtype)), requires_grad)
 
 
 @op(differentiable=())
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
     """Standard normal samples."""
-    rng = generator if generator is not None else _rng
+    rng = _generator(generator)
     return _finish(rng.standard_normal(_size(size)).astype(_np_dtype(dtype)), requires_grad)
 
 
@@ -151,7 +158,7 @@ def randint(low, high=None, size=(), *, generator=None, dtype=None, device=None)
     """Integers uniform on ``[low, high)``."""
     if high is None:
         low, high = 0, low
-    rng = generator if generator is not None else _rng
+    rng = _generator(generator)
     return Tensor._make(rng.integers(low, high, _size((size,))).astype(
         _np_dtype(dtype, to_dtype("int64"))))
 
@@ -159,13 +166,13 @@ def randint(low, high=None, size=(), *, generator=None, dtype=None, device=None)
 @op(differentiable=())
 def rand_like(input, *, dtype=None, requires_grad=False):
     """Uniform samples with ``input``'s shape."""
-    return _finish(_rng.random(input._data.shape).astype(_like(input, dtype)), requires_grad)
+    return _finish(_generator().random(input._data.shape).astype(_like(input, dtype)), requires_grad)
 
 
 @op(differentiable=())
 def randn_like(input, *, dtype=None, requires_grad=False):
     """Normal samples with ``input``'s shape."""
-    return _finish(_rng.standard_normal(input._data.shape).astype(_like(input, dtype)),
+    return _finish(_generator().standard_normal(input._data.shape).astype(_like(input, dtype)),
                    requires_grad)
 
 

@@ -7,7 +7,18 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._autograd import Primitive, apply, primitive
+from .._autograd import (
+    Primitive,
+    _state,
+    apply,
+    batched_values,
+    diagonal_jvp,
+    elementwise_batch,
+    linear_jvp,
+    multilinear_jvp,
+    primitive,
+    zeros_jvp,
+)
 from .._dtype import result_type
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op
@@ -86,6 +97,8 @@ def _needs(ctx: object, i: int) -> bool:
 # forwards as they are, one Python call less per op.
 _add = Primitive("add", np.add)
 _add.defvjp(lambda ctx, g: (g, g))
+_add.defjvp(linear_jvp)
+_add.defbatch(elementwise_batch)
 
 
 @primitive()
@@ -94,6 +107,8 @@ def _sub(a, b):
 
 
 _sub.defvjp(lambda ctx, g: (g, -g if ctx.edges[1] is not None else None))
+_sub.defjvp(linear_jvp)
+_sub.defbatch(elementwise_batch)
 
 
 _mul = Primitive("mul", np.multiply, save=(0, 1))
@@ -107,6 +122,10 @@ def _mul_vjp(ctx, g, a, b):
             g * a if ctx.edges[1] is not None else None)
 
 
+_mul.defjvp(multilinear_jvp)
+_mul.defbatch(elementwise_batch)
+
+
 @primitive(save=(0, 1))
 def _div(a, b):
     return np.true_divide(a, b)
@@ -114,6 +133,8 @@ def _div(a, b):
 
 _div.defvjp(lambda ctx, g, a, b: (g / b if ctx.edges[0] is not None else None,
                                   -g * a / (b * b) if ctx.edges[1] is not None else None))
+_div.defjvp(diagonal_jvp)
+_div.defbatch(elementwise_batch)
 
 
 @primitive()
@@ -122,6 +143,8 @@ def _neg(a):
 
 
 _neg.defvjp(lambda ctx, g: -g)
+_neg.defjvp(linear_jvp)
+_neg.defbatch(elementwise_batch)
 
 
 @primitive(save=(0, 1, -1))
@@ -151,12 +174,18 @@ def _pow_vjp(ctx, g, a, b, out):
     return ga, gb
 
 
+_pow.defjvp(diagonal_jvp)
+_pow.defbatch(elementwise_batch)
+
+
 @primitive(save=(0, 1))
 def _atan2(a, b):
     return np.arctan2(a, b)
 
 
 _atan2.defvjp(lambda ctx, g, a, b: (g * b / (a * a + b * b), -g * a / (a * a + b * b)))
+_atan2.defjvp(diagonal_jvp)
+_atan2.defbatch(elementwise_batch)
 
 
 @primitive(save=(0, 1))
@@ -177,6 +206,10 @@ def _minmax_vjp(ctx, g, a, b, *, sign: int):
 
 _maximum.defvjp(lambda ctx, g, a, b: _minmax_vjp(ctx, g, a, b, sign=1))
 _minimum.defvjp(lambda ctx, g, a, b: _minmax_vjp(ctx, g, a, b, sign=-1))
+_maximum.defjvp(diagonal_jvp)
+_maximum.defbatch(elementwise_batch)
+_minimum.defjvp(diagonal_jvp)
+_minimum.defbatch(elementwise_batch)
 
 
 @primitive(save=(0,))
@@ -189,6 +222,10 @@ def _where_vjp(ctx, g, cond):
     zero = Tensor._make(np.zeros((), g._data.dtype))
     return (None, where(cond, g, zero) if _needs(ctx, 1) else None,
             where(cond, zero, g) if _needs(ctx, 2) else None)
+
+
+_where.defjvp(linear_jvp)
+_where.defbatch(elementwise_batch)
 
 
 # ---------------------------------------------------------------- arithmetic ops
@@ -345,9 +382,12 @@ def rsqrt(input):
 
 # ---------------------------------------------------------------- unary math
 def _unary(name: str, fwd: Callable, save: tuple, vjp: Callable, doc: str,
-           float_only: bool = True, aliases: tuple[str, ...] = ()) -> Callable:
+           float_only: bool = True, aliases: tuple[str, ...] = (), jvp: Callable = diagonal_jvp) -> Callable:
+    # Elementwise: the VJP multiplies by the derivative, so it serves as the JVP (diagonal_jvp).
     prim = Primitive(name, fwd, save)
     prim.defvjp(vjp)
+    prim.defjvp(jvp)
+    prim.defbatch(elementwise_batch)
     conv = to_float if float_only else _arg
 
     def fn(input):
@@ -373,6 +413,8 @@ def _relu_backward(g, y):
 _relu_backward.defvjp(lambda ctx, h, y: (
     _relu_backward(h, y) if ctx.edges[0] is not None else None,
     Tensor._make(np.zeros_like(y._data)) if ctx.edges[1] is not None else None))
+_relu_backward.defjvp(diagonal_jvp)
+_relu_backward.defbatch(elementwise_batch)
 
 
 #              name      numpy forward  saves  VJP                                        doc
@@ -397,11 +439,13 @@ relu = _unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype, copy=False), OU
               lambda c, g, y: _relu_backward(g, y), "max(input, 0); relu'(0) = 0.", float_only=False)
 abs = _unary("abs", np.abs, IN, lambda c, g, x: g * sign(x), "Absolute value; abs'(0) = 0.",  # noqa: A001
              float_only=False, aliases=("absolute",))
-sign = _unary("sign", np.sign, (), zeros_grad, "Sign (-1, 0, 1); zero gradient.", float_only=False)
-floor = _unary("floor", np.floor, (), zeros_grad, "Round down; zero gradient.", float_only=False)
-ceil = _unary("ceil", np.ceil, (), zeros_grad, "Round up; zero gradient.", float_only=False)
+sign = _unary("sign", np.sign, (), zeros_grad, "Sign (-1, 0, 1); zero gradient.", float_only=False,
+             jvp=zeros_jvp)
+floor = _unary("floor", np.floor, (), zeros_grad, "Round down; zero gradient.", float_only=False,
+               jvp=zeros_jvp)
+ceil = _unary("ceil", np.ceil, (), zeros_grad, "Round up; zero gradient.", float_only=False, jvp=zeros_jvp)
 trunc = _unary("trunc", np.trunc, (), zeros_grad, "Round toward zero; zero gradient.",
-               float_only=False, aliases=("fix",))
+               float_only=False, aliases=("fix",), jvp=zeros_jvp)
 
 
 def _sigmoid_np(x: np.ndarray) -> np.ndarray:
@@ -416,6 +460,8 @@ def _round(x, decimals=0):
 
 
 _round.defvjp(zeros_grad)
+_round.defjvp(zeros_jvp)
+_round.defbatch(elementwise_batch)
 
 
 @op(method=True)
@@ -452,6 +498,10 @@ def _clamp_vjp(ctx, g, x, min=None, max=None):
     return g * Tensor._make(keep)
 
 
+_clamp.defjvp(diagonal_jvp)
+_clamp.defbatch(elementwise_batch)
+
+
 @primitive(save=(0, 1, 2))
 def _clamp_t(x, lo, hi):
     out = x if lo is None else np.maximum(x, lo)
@@ -472,6 +522,10 @@ def _clamp_t_vjp(ctx, g, x, lo, hi):
     else:
         gx, glo, ghi = where(x <= hi, g, zero), None, where(x > hi, g, zero) if _needs(ctx, 2) else None
     return (gx if _needs(ctx, 0) else None), glo, ghi
+
+
+_clamp_t.defjvp(diagonal_jvp)
+_clamp_t.defbatch(elementwise_batch)
 
 
 @op(differentiable=("input", "min", "max"), method=True, aliases=("clip",))
@@ -501,6 +555,10 @@ def _compare(name: str, fn: Callable, doc: str) -> Callable:
     def f(input, other):
         input, other = _arg(input), _arg(other)
         dt = binary_dtype(input, other)
+        if _state.vm is not None:  # under vmap: on the batch (these are not primitives)
+            r = batched_values(lambda a, b: fn(np.asarray(a, dt), np.asarray(b, dt)), input, other)
+            if r is not None:
+                return r
         a = input._data if isinstance(input, Tensor) else input
         b = other._data if isinstance(other, Tensor) else other
         return Tensor._make(fn(np.asarray(a, dt), np.asarray(b, dt)))
@@ -524,30 +582,43 @@ logical_xor = _compare("logical_xor", np.logical_xor, "Elementwise logical xor."
 @op(differentiable=(), method=True)
 def logical_not(input):
     """Elementwise logical not. Not differentiable."""
-    return Tensor._make(np.logical_not(_arg(input)._data))
+    return _unary_values(np.logical_not, _arg(input))
+
+
+def _unary_values(fn: Callable, x: Tensor) -> Tensor:
+    """``fn`` of a tensor's values (masks): on the batch under vmap."""
+    if _state.vm is not None:
+        r = batched_values(fn, x)
+        if r is not None:
+            return r
+    return Tensor._make(fn(x._data))
 
 
 @op(differentiable=(), method=True)
 def isnan(input):
     """True where NaN. Not differentiable."""
-    return Tensor._make(np.isnan(input._data))
+    return _unary_values(np.isnan, input)
 
 
 @op(differentiable=(), method=True)
 def isfinite(input):
     """True where finite. Not differentiable."""
-    return Tensor._make(np.isfinite(input._data))
+    return _unary_values(np.isfinite, input)
 
 
 @op(differentiable=(), method=True)
 def isinf(input):
     """True where +-inf. Not differentiable."""
-    return Tensor._make(np.isinf(input._data))
+    return _unary_values(np.isinf, input)
 
 
 def _bitwise(fn: Callable, logical: Callable) -> Callable:
     def f(a, b):
         a, b = _arg(a), _arg(b)
+        if _state.vm is not None:
+            r = batched_values(fn, a, b)
+            if r is not None:
+                return r
         x = a._data if isinstance(a, Tensor) else a
         y = b._data if isinstance(b, Tensor) else b
         return Tensor._make(fn(x, y))
@@ -557,7 +628,7 @@ def _bitwise(fn: Callable, logical: Callable) -> Callable:
 Tensor.__and__ = Tensor.__rand__ = _bitwise(np.bitwise_and, np.logical_and)
 Tensor.__or__ = Tensor.__ror__ = _bitwise(np.bitwise_or, np.logical_or)
 Tensor.__xor__ = Tensor.__rxor__ = _bitwise(np.bitwise_xor, np.logical_xor)
-Tensor.__invert__ = lambda self: Tensor._make(np.invert(self._data))
+Tensor.__invert__ = lambda self: _unary_values(np.invert, self)
 
 
 # ---------------------------------------------------------------- more binary math
@@ -587,6 +658,8 @@ def _hypot(a, b):
 
 _hypot.defvjp(lambda ctx, g, a, b, out: (g * a / out if _needs(ctx, 0) else None,
                                          g * b / out if _needs(ctx, 1) else None))
+_hypot.defjvp(diagonal_jvp)
+_hypot.defbatch(elementwise_batch)
 
 
 @op(differentiable=("input", "other"), method=True)
@@ -605,6 +678,8 @@ def _logaddexp(a, b):
 
 _logaddexp.defvjp(lambda ctx, g, a, b: (g / (1 + exp(b - a)) if _needs(ctx, 0) else None,
                                         g / (1 + exp(a - b)) if _needs(ctx, 1) else None))
+_logaddexp.defjvp(diagonal_jvp)
+_logaddexp.defbatch(elementwise_batch)
 
 
 @primitive(save=(0, 1))
@@ -614,6 +689,8 @@ def _logaddexp2(a, b):
 
 _logaddexp2.defvjp(lambda ctx, g, a, b: (g / (1 + 2.0 ** (b - a)) if _needs(ctx, 0) else None,
                                          g / (1 + 2.0 ** (a - b)) if _needs(ctx, 1) else None))
+_logaddexp2.defjvp(diagonal_jvp)
+_logaddexp2.defbatch(elementwise_batch)
 
 
 @op(differentiable=("input", "other"), method=True)
@@ -654,6 +731,10 @@ def _remainder(a, b):
 # torch: d/da = 1, d/db = -(a / b) rounded toward zero (fmod) or down (remainder)
 _fmod.defvjp(lambda ctx, g, a, b: (g, -g * _quotient(a, b, np.trunc) if _needs(ctx, 1) else None))
 _remainder.defvjp(lambda ctx, g, a, b: (g, -g * _quotient(a, b, np.floor) if _needs(ctx, 1) else None))
+_fmod.defjvp(diagonal_jvp)
+_fmod.defbatch(elementwise_batch)
+_remainder.defjvp(diagonal_jvp)
+_remainder.defbatch(elementwise_batch)
 
 
 def _modulo(prim: Primitive, input: object, other: object) -> Tensor:
@@ -697,6 +778,10 @@ def _copysign_vjp(ctx, g, a, out):
     return g * Tensor._make(ratio), gb
 
 
+_copysign.defjvp(diagonal_jvp)
+_copysign.defbatch(elementwise_batch)
+
+
 @op(differentiable=("input", "other"), method=True)
 def copysign(input, other):
     """``|input|`` with the sign of ``other`` (signed zeros included); ``other`` gets zero gradient."""
@@ -712,6 +797,8 @@ def _heaviside(x, values):
 
 _heaviside.defvjp(lambda ctx, g: (zeros_grad(ctx, g), None if ctx.edges[1] is None else
                                   Tensor._make(np.zeros(*ctx.in_meta[1]))))
+_heaviside.defjvp(zeros_jvp)
+_heaviside.defbatch(elementwise_batch)
 
 
 @op(differentiable=("input", "values"), method=True)

@@ -10,7 +10,7 @@ import builtins
 
 import numpy as np
 
-from .._autograd import primitive
+from .._autograd import linear_jvp, primitive, transpose_jvp
 from ..tensor import Size, Tensor
 from ._registry import as_tensor_arg, op
 from .elementwise import type_name, where
@@ -29,6 +29,7 @@ def _put(x, v, key):
 # over broadcasting and duplicates centrally).
 _put.defvjp(lambda ctx, g, key: (_put(g, 0.0, key=key) if ctx.edges[0] is not None else None,
                                  _index(g, key=key) if ctx.edges[1] is not None else None))
+_put.defjvp(linear_jvp)
 
 
 @primitive()
@@ -39,6 +40,10 @@ def _delayed_error(x, msg):
 @_delayed_error.defvjp
 def _delayed_error_vjp(ctx, g, msg):
     raise RuntimeError(msg)
+
+
+_delayed_error.defjvp(lambda ctx, ts, x, msg: _delayed_error_vjp(ctx, None, msg))  # as unsupported
+_delayed_error.defbatch(lambda prim, a, f, msg: a[0])
 
 
 # ---------------------------------------------------------------- argument checks
@@ -208,6 +213,9 @@ def _scatter_reduce_vjp(ctx, g, x, src, out, idx, dim, reduce, include_self):
     if not include_self and gx is not None:
         gx = _put(gx, 0.0, key=key)
     return (gx if ctx.edges[0] is not None else None), (gs if ctx.edges[1] is not None else None)
+
+
+_scatter_reduce.defjvp(transpose_jvp)
 
 
 @op(differentiable=("input", "src"), method=True)

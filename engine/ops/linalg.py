@@ -6,7 +6,8 @@ import builtins
 
 import numpy as np
 
-from .._autograd import Primitive, apply, primitive
+from .._autograd import Primitive, apply, dims_batch, leading_batch, linear_jvp, multilinear_jvp, primitive
+from .._autograd import _align as _align_batch
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op, promote
 from .elementwise import type_name
@@ -43,6 +44,27 @@ def _matmul_vjp(ctx, g, a, b):
         if b1:
             gb = squeeze(gb, -1)
     return ga, gb
+
+
+_matmul.defjvp(multilinear_jvp)
+
+
+def _matmul_batch(prim, arrs, flags, **params):
+    # 1-D operands become matrices (as matmul itself does), the batch dims are aligned, then the
+    # lifted dims are dropped again.
+    (a, b), (fa, fb) = arrs, flags
+    a1, b1 = np.ndim(a) - fa == 1, np.ndim(b) - fb == 1
+    if a1:
+        a = np.expand_dims(a, -2)
+    if b1:
+        b = np.expand_dims(b, -1)
+    out = np.matmul(*_align_batch([a, b], [fa, fb]))
+    if a1 and b1:
+        return out[..., 0, 0]
+    return out[..., 0, :] if a1 else out[..., 0] if b1 else out
+
+
+_matmul.defbatch(_matmul_batch)
 
 
 def _shape_str(s: tuple) -> str:
@@ -253,7 +275,11 @@ def _triu(x, diagonal):
 
 
 _tril.defvjp(lambda ctx, g, diagonal: _tril(g, diagonal=diagonal))
+_tril.defjvp(linear_jvp)
+_tril.defbatch(leading_batch)
 _triu.defvjp(lambda ctx, g, diagonal: _triu(g, diagonal=diagonal))
+_triu.defjvp(linear_jvp)
+_triu.defbatch(leading_batch)
 
 
 @op(method=True)
@@ -289,8 +315,11 @@ def _diag_scatter(g, shape, offset, dim1, dim2):
 
 _diagonal.defvjp(lambda ctx, g, offset, dim1, dim2: _diag_scatter(
     g, shape=ctx.in_meta[0][0], offset=offset, dim1=dim1, dim2=dim2))
+_diagonal.defjvp(linear_jvp)
+_diagonal.defbatch(dims_batch("dim1", "dim2"))
 _diag_scatter.defvjp(lambda ctx, g, shape, offset, dim1, dim2: _diagonal(
     g, offset=offset, dim1=dim1, dim2=dim2))
+_diag_scatter.defjvp(linear_jvp)
 
 
 def _diag_dims(dim1: int, dim2: int, ndim: int) -> tuple[int, int]:
@@ -380,12 +409,21 @@ def _einsum_np(*ops, subs, out):
     return np.asarray(r, dtype=ops[0].dtype)
 
 
+def _einsum_batch(prim, arrays, flags, subs, out):
+    # the batch is one more subscript, shared by the batched operands and leading the output
+    fresh = builtins.max([*(s for sub in subs for s in sub), *out], default=0) + 1
+    subs = tuple((fresh, *sub) if f else sub for sub, f in zip(subs, flags))
+    return prim.fwd(*arrays, subs=subs, out=(fresh, *out))
+
+
 def _einsum_prim(n: int) -> Primitive:
     prim = _EINSUM.get(n)
     if prim is None:
         prim = _EINSUM[n] = Primitive(f"einsum{n}" if n > 1 else "einsum", _einsum_np,
                                       save=tuple(range(n)))
         prim.defvjp(_einsum_vjp)
+        prim.defjvp(multilinear_jvp)
+        prim.defbatch(_einsum_batch)
     return prim
 
 

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .. import linalg as la
-from .._autograd import primitive
+from .._autograd import primitive, transpose_jvp
 from ..tensor import Tensor
 from ._registry import op
 from .elementwise import type_name, where
@@ -293,6 +293,9 @@ def _cholesky_solve_vjp(ctx, g, u, x, upper):
     c = matmul(gb, _T(x))
     c = c + _T(c)
     return gb, -(matmul(u, c) if upper else matmul(c, u))
+
+
+_cholesky_solve.defjvp(transpose_jvp)
 
 
 @op(differentiable=("input", "input2"), method=True)

@@ -7,7 +7,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._autograd import primitive
+from .._autograd import dims_batch, linear_jvp, primitive, transpose_jvp
 from ..tensor import Tensor
 from ._registry import op
 from .elementwise import exp, float_only, log, sqrt, to_float, where
@@ -46,6 +46,8 @@ def _sum(x, dims, keepdim):
 
 
 _sum.defvjp(lambda ctx, g, dims, keepdim: _expand_back(g, ctx.in_meta[0][0], dims, keepdim))
+_sum.defjvp(linear_jvp)
+_sum.defbatch(dims_batch("dims"))
 
 
 @op(method=True)
@@ -86,6 +88,8 @@ def _mean(x, dims, keepdim):
 
 _mean.defvjp(lambda ctx, g, dims, keepdim: _expand_back(g, ctx.in_meta[0][0], dims, keepdim)
              / _count(ctx.in_meta[0][0], dims))
+_mean.defjvp(linear_jvp)
+_mean.defbatch(dims_batch("dims"))
 
 
 @op(method=True)
@@ -100,6 +104,8 @@ def _cumsum(x, dim):
 
 
 _cumsum.defvjp(lambda ctx, g, dim: flip(_cumsum(flip(g, dim), dim=dim), dim))
+_cumsum.defjvp(linear_jvp)
+_cumsum.defbatch(dims_batch("dim"))
 
 
 @op(method=True)
@@ -138,6 +144,10 @@ def _prod_vjp(ctx, g, x, out, dim, keepdim):
     else:  # torch's zero-safe form: the product of all the other entries of the slice
         grad = g * _prod_of_others(x, dim)
     return reshape(grad, shape)
+
+
+_prod.defjvp(transpose_jvp)
+_prod.defbatch(dims_batch("dim"))
 
 
 def _prod_of_others(x: Tensor, dim: int) -> Tensor:
@@ -184,6 +194,10 @@ def _cumprod_vjp(ctx, g, x, out, dim):
     upper = Tensor._make(np.triu(np.ones((n, n), x._data.dtype)))
     grad = sum(table * upper * unsqueeze(gm, -2), -1)
     return movedim(grad, -1, dim)
+
+
+_cumprod.defjvp(transpose_jvp)
+_cumprod.defbatch(dims_batch("dim"))
 
 
 def _rev_cumsum(x: Tensor, dim: int) -> Tensor:
@@ -256,6 +270,10 @@ def _logcumsumexp_vjp(ctx, g, x, out, dim):
     return exp(rev(pos - out) + x) - exp(rev(neg - out) + x)
 
 
+_logcumsumexp.defjvp(transpose_jvp)
+_logcumsumexp.defbatch(dims_batch("dim"))
+
+
 @op(method=True)
 def logcumsumexp(input, dim):
     """``log(cumsum(exp(input), dim))``, computed stably."""
@@ -306,7 +324,11 @@ def _extremum_vjp(ctx, g, x, out, dims, keepdim):
 
 
 _amax.defvjp(_extremum_vjp)
+_amax.defjvp(transpose_jvp)
+_amax.defbatch(dims_batch("dims"))
 _amin.defvjp(_extremum_vjp)
+_amin.defjvp(transpose_jvp)
+_amin.defbatch(dims_batch("dims"))
 
 
 def _check_nonempty(input: Tensor, name: str, dims: tuple | None) -> None:
@@ -475,6 +497,8 @@ def _log_softmax(x, dim):
 
 # torch's formula, in engine ops so that it differentiates again: g - softmax * sum(g).
 _log_softmax.defvjp(lambda ctx, g, out, dim: g - exp(out) * sum(g, dim, keepdim=True))
+_log_softmax.defjvp(lambda ctx, ts, x, dim: ts[0] - sum(ts[0] * exp(ctx.out), dim, keepdim=True))
+_log_softmax.defbatch(dims_batch("dim"))
 
 
 @op(method=True)
@@ -523,7 +547,13 @@ def _softmax_backward_vjp(ctx, h, g, y, dim):
     return hg, hy
 
 
+_softmax_backward.defjvp(transpose_jvp)
+_softmax_backward.defbatch(dims_batch("dim"))
+
+
 _softmax.defvjp(lambda ctx, g, y, dim, mask=None: _softmax_backward(g, y, dim=dim))
+_softmax.defjvp(lambda ctx, ts, x, dim, mask=None: _softmax_backward(ts[0], ctx.out, dim=dim))
+_softmax.defbatch(dims_batch("dim"))
 
 
 @op(method=True)

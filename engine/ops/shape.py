@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .._autograd import apply, primitive
+from .._autograd import apply, dims_batch, elementwise_batch, linear_jvp, primitive
 from .._dtype import to_dtype
 from ..tensor import Size, Tensor
 from ._registry import as_tensor_arg, op, promote
@@ -35,6 +35,8 @@ def _reshape(x, shape):
 
 
 _reshape.defvjp(lambda ctx, g, shape: reshape(g, ctx.in_meta[0][0]))
+_reshape.defjvp(linear_jvp)
+_reshape.defbatch(lambda prim, a, f, shape: a[0].reshape(a[0].shape[:1] + tuple(shape)))
 
 
 @op(method=True)
@@ -119,6 +121,17 @@ def _expand(x, shape):
 
 
 _expand.defvjp(lambda ctx, g, shape: sum_to_size(g, ctx.in_meta[0][0]))
+_expand.defjvp(linear_jvp)
+
+
+def _expand_batch(prim, a, f, shape):
+    x = a[0]
+    k = len(shape) - (x.ndim - 1)
+    x = x.reshape(x.shape[:1] + (1,) * k + x.shape[1:])
+    return np.broadcast_to(x, x.shape[:1] + tuple(shape))
+
+
+_expand.defbatch(_expand_batch)
 
 
 @op(method=True)
@@ -190,6 +203,8 @@ def _permute(x, dims):
 
 
 _permute.defvjp(lambda ctx, g, dims: permute(g, tuple(np.argsort(dims))))
+_permute.defjvp(linear_jvp)
+_permute.defbatch(lambda prim, a, f, dims: a[0].transpose((0, *(d % (a[0].ndim - 1) + 1 for d in dims))))
 
 
 @op(method=True)
@@ -262,6 +277,18 @@ def _cat_vjp(ctx, g, dim, sizes):
         grads.append(narrow(g, dim, start, n) if meta is not None else None)
         start += n
     return tuple(grads) if len(grads) > 1 else grads[0]  # a one-input node takes a bare gradient
+
+
+_cat.defjvp(linear_jvp)
+
+
+def _cat_batch(prim, a, f, dim, sizes):
+    n = next(x.shape[0] for x, b in zip(a, f) if b)
+    xs = [x if b else np.broadcast_to(x, (n,) + x.shape) for x, b in zip(a, f)]
+    return np.concatenate(xs, axis=dim + 1 if dim >= 0 else dim)
+
+
+_cat.defbatch(_cat_batch)
 
 
 @op(differentiable=("tensors",), aliases=("concat", "concatenate"))
@@ -385,6 +412,20 @@ def _index(x, key):
 
 
 _index.defvjp(lambda ctx, g, key: _index_backward(g, key=key, shape=ctx.in_meta[0][0]))
+_index.defjvp(linear_jvp)
+
+
+def _index_batch(prim, a, f, key):
+    # A leading full slice keeps the batch first, unless the key's array indices are apart (numpy
+    # would then move their dims in front of the batch): those run once per element.
+    arrays = [i for i, k in enumerate(key) if isinstance(k, np.ndarray)]
+    if arrays and arrays[-1] - arrays[0] + 1 != len(arrays):
+        from .._autograd import _loop_batch
+        return _loop_batch(prim, a, f, {"key": key})
+    return a[0][(slice(None), *key)]
+
+
+_index.defbatch(_index_batch)
 
 
 @primitive()
@@ -398,6 +439,18 @@ def _index_backward(g, key, shape):
 
 
 _index_backward.defvjp(lambda ctx, g, key, shape: _index(g, key=key))
+_index_backward.defjvp(linear_jvp)
+
+
+def _index_backward_batch(prim, a, f, key, shape):
+    arrays = [i for i, k in enumerate(key) if isinstance(k, np.ndarray)]
+    if not f[0] or (arrays and arrays[-1] - arrays[0] + 1 != len(arrays)):
+        from .._autograd import _loop_batch
+        return _loop_batch(prim, a, f, {"key": key, "shape": shape})
+    return prim.fwd(a[0], key=(slice(None), *key), shape=a[0].shape[:1] + tuple(shape))
+
+
+_index_backward.defbatch(_index_backward_batch)
 
 
 @op(differentiable=("input",))
@@ -438,6 +491,7 @@ def _gather(x, idx, dim):
 
 _gather.defvjp(lambda ctx, g, idx, dim: _scatter_add_zeros(g, idx=idx, dim=dim,
                                                            shape=ctx.in_meta[0][0]))
+_gather.defjvp(linear_jvp)
 
 
 @primitive()
@@ -450,6 +504,7 @@ def _scatter_add_zeros(g, idx, dim, shape):
 
 
 _scatter_add_zeros.defvjp(lambda ctx, g, idx, dim, shape: _gather(g, idx=idx, dim=dim))
+_scatter_add_zeros.defjvp(linear_jvp)
 
 
 @op(method=True)
@@ -477,6 +532,8 @@ def _flip(x, dims):
 
 
 _flip.defvjp(lambda ctx, g, dims: _flip(g, dims=dims))
+_flip.defjvp(linear_jvp)
+_flip.defbatch(dims_batch("dims"))
 
 
 @op(method=True)
@@ -608,6 +665,8 @@ def _to(x, dtype):
 
 
 _to.defvjp(lambda ctx, g, dtype: g)  # cast back to the input's dtype happens centrally
+_to.defjvp(linear_jvp)
+_to.defbatch(elementwise_batch)
 
 
 @op(name="to")

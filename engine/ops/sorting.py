@@ -12,7 +12,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._autograd import primitive
+from .._autograd import primitive, transpose_jvp
 from ..tensor import Tensor
 from ._registry import op
 from .elementwise import lerp
@@ -115,6 +115,9 @@ def _median_all_vjp(ctx, g, x, out):
     v = out._data
     mask = np.isnan(x._data) if np.isnan(v) else x._data == v
     return Tensor._make(mask.astype(g._data.dtype)) * (g / max(int(mask.sum()), 1))
+
+
+_median_all.defjvp(transpose_jvp)
 
 
 @op(method=True, n_outputs=None)

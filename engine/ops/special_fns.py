@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.special as sc
 
-from .._autograd import Primitive, apply
+from .._autograd import Primitive, apply, diagonal_jvp, elementwise_batch
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op
 from .elementwise import binary_dtype, exp, log, to_float, where
@@ -31,8 +31,11 @@ def _np(fn: Callable) -> Callable:
 
 
 def _prim(name: str, fwd: Callable, save: tuple, vjp: Callable) -> Primitive:
+    # All elementwise: the VJP multiplies by the derivative, and serves as the JVP.
     p = Primitive(name, fwd, save)
     p.defvjp(vjp)
+    p.defjvp(diagonal_jvp)
+    p.defbatch(elementwise_batch)
     return p
 
 

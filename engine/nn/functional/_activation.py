@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.special
 
-from ..._autograd import primitive
+from ..._autograd import _align, diagonal_jvp, elementwise_batch, primitive
 from ...ops import elementwise as _E
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import exp, where
@@ -203,6 +203,10 @@ def _elu_vjp(ctx, g, x, alpha, scale, input_scale):
     return g * where(x > 0, scale, exp(xn * input_scale) * (alpha * scale * input_scale))
 
 
+_elu.defjvp(diagonal_jvp)
+_elu.defbatch(elementwise_batch)
+
+
 @op()
 def elu(input, alpha=1.0, inplace=False):
     """``input`` where positive, else ``alpha * (exp(input) - 1)``.
@@ -262,6 +266,10 @@ def _softplus_vjp(ctx, g, x, beta, threshold):
     # torch: slope 1 where z > threshold; its double backward masks with z < threshold
     zs = where(z < threshold, z, z.detach())
     return g * where(z > threshold, 1.0, _E.sigmoid(zs))
+
+
+_softplus.defjvp(diagonal_jvp)
+_softplus.defbatch(elementwise_batch)
 
 
 def softplus_inf(x: Tensor) -> Tensor:
@@ -424,7 +432,14 @@ def _gelu_backward_vjp(ctx, h, g, x):
     return hg, hx
 
 
+_gelu_backward.defjvp(diagonal_jvp)
+# (its forward broadcasts g to x's shape: both to the batch's shape first)
+_gelu_backward.defbatch(lambda prim, a, f: prim.fwd(*np.broadcast_arrays(*_align(a, f))))
+
+
 _gelu.defvjp(lambda ctx, g, x: _gelu_backward(g, x))
+_gelu.defjvp(diagonal_jvp)
+_gelu.defbatch(elementwise_batch)
 
 
 @op()
@@ -476,6 +491,10 @@ def _prelu_vjp(ctx, g, x, w):
     if ctx.edges[1] is not None:
         gw = g * where(x < 0, x, 0.0)
     return gx, gw
+
+
+_prelu.defjvp(diagonal_jvp)
+_prelu.defbatch(elementwise_batch)
 
 
 @op(differentiable=("input", "weight"))

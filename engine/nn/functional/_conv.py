@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..._autograd import primitive
+from ..._autograd import multilinear_jvp, primitive
 from ...ops._registry import as_tensor_arg, op
 from ...ops.reduction import sum as sum_
 from ...ops.shape import getitem, reshape, squeeze, unsqueeze
@@ -340,6 +340,20 @@ def _conv_gemm_vjp(ctx, g, x, w, pads, kernel, stride, dilation, out, groups):
     return gx, gw, gb
 
 
+@_conv_gemm.defjvp
+def _conv_gemm_jvp(ctx, ts, x, w, b, **p):
+    # bilinear in (x, w), plus the bias' tangent along the channel dim
+    tx, tw, tb = ts
+    out = _conv_gemm(tx, w, None, **p) if tx is not None else None
+    if tw is not None:
+        term = _conv_gemm(x, tw, None, **p)
+        out = term if out is None else out + term
+    if tb is not None:
+        term = reshape(tb, (-1,) + (1,) * len(p["out"]))
+        out = term if out is None else out + term
+    return out
+
+
 @_conv_wgrad.defvjp
 def _conv_wgrad_vjp(ctx, h, x, g, pads, kernel, stride, dilation, groups):
     p = _shared(pads, kernel, stride, dilation, groups)
@@ -349,6 +363,9 @@ def _conv_wgrad_vjp(ctx, h, x, g, pads, kernel, stride, dilation, groups):
     return gx, gg
 
 
+_conv_wgrad.defjvp(multilinear_jvp)
+
+
 @_conv_xgrad.defvjp
 def _conv_xgrad_vjp(ctx, z, g, w, pads, kernel, stride, dilation, size, groups):
     p = _shared(pads, kernel, stride, dilation, groups)
@@ -356,6 +373,9 @@ def _conv_xgrad_vjp(ctx, z, g, w, pads, kernel, stride, dilation, size, groups):
     gg = _conv_gemm(z, w, None, out=tuple(g._data.shape[2:]), **p) if e[0] is not None else None
     gw = _conv_wgrad(z, g, **p) if e[1] is not None else None
     return gg, gw
+
+
+_conv_xgrad.defjvp(multilinear_jvp)
 
 
 def _conv_core(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple, pads: list, dilation: tuple,

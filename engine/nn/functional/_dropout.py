@@ -22,7 +22,7 @@ from ._activation import check_inplace
 
 def _rng(generator: object) -> np.random.Generator:
     if generator is None:
-        return creation._rng
+        return creation._generator()
     if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
         return np.random.default_rng(int(generator))
     if isinstance(generator, np.random.Generator):

@@ -38,6 +38,35 @@ def _linear_vjp(ctx, g, x, w):
     return gx, gw, g if ctx.edges[2] is not None else None  # the bias: summed to its shape centrally
 
 
+@_linear.defjvp
+def _linear_jvp(ctx, ts, x, w, b):
+    # bilinear in (x, w), plus the bias' own tangent (broadcast centrally)
+    tx, tw, tb = ts
+    terms = [_linear(tx, w, None) if tx is not None else None,
+             _linear(x, tw, None) if tw is not None else None, tb]
+    out = None
+    for term in terms:
+        if term is not None:
+            out = term if out is None else out + term
+    return out
+
+
+def _linear_batch(prim, arrs, flags, **params):
+    x, w, b = arrs
+    if not flags[1] and not flags[2]:  # the common case (a batch of inputs): one GEMM as it is
+        return prim.fwd(x, w, b)
+    per = x.shape[1:] if flags[0] else x.shape
+    xm = x.reshape((x.shape[0] if flags[0] else 1, -1, per[-1]))
+    y = np.matmul(xm, np.swapaxes(w, -1, -2) if flags[1] else w.T)
+    y = y.reshape(y.shape[:1] + per[:-1] + y.shape[-1:])
+    if b is not None:
+        y = y + (b.reshape(b.shape[:1] + (1,) * (y.ndim - 2) + b.shape[1:]) if flags[2] else b)
+    return y
+
+
+_linear.defbatch(_linear_batch)
+
+
 @op(differentiable=("input", "weight", "bias"))
 def linear(input, weight, bias=None):
     """``input @ weight.T + bias``; ``weight`` is (out_features, in_features).

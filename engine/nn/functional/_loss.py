@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from ..._autograd import is_grad_enabled, primitive
+from ..._autograd import diagonal_jvp, elementwise_batch, is_grad_enabled, primitive
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import clamp, exp, log, minimum, where
 from ...ops.reduction import log_softmax, norm
@@ -225,6 +225,8 @@ def _clamp_min_nograd(x, min):
 
 # torch clamps under no_grad (in place on a clone): the value changes, the gradient passes unchanged.
 _clamp_min_nograd.defvjp(lambda ctx, g, min: g)
+_clamp_min_nograd.defjvp(diagonal_jvp)
+_clamp_min_nograd.defbatch(elementwise_batch)
 
 
 @op(differentiable=("input", "target"))
@@ -416,6 +418,10 @@ def _bce_vjp(ctx, g, x, t):
     if ctx.edges[1] is not None:
         gt = g * (log(1 - x) - log(x))
     return gx, gt
+
+
+_bce.defjvp(diagonal_jvp)
+_bce.defbatch(elementwise_batch)
 
 
 @op(differentiable=("input", "target"))

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..._autograd import primitive
+from ..._autograd import dims_batch, primitive
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import rsqrt
 from ...ops.reduction import mean, norm
@@ -49,6 +49,16 @@ def _standardize_vjp(ctx, g, xhat, rstd, dims, eps):
     n = math.prod(xhat._data.shape[d] for d in dims)
     c = mean(gx * xhat, dims, keepdim=True) + gr * rstd * (1.0 / n)
     return rstd * (gx - mean(gx, dims, keepdim=True) - xhat * c)
+
+
+@_standardize.defjvp
+def _standardize_jvp(ctx, ts, x, dims, eps):
+    # d xhat = rstd (t - mean t - xhat mean(xhat t)), d rstd = -rstd^2 mean(xhat t)
+    xhat, rstd = ctx.out
+    t = ts[0]
+    m = mean(xhat * t, dims, keepdim=True)
+    return rstd * (t - mean(t, dims, keepdim=True) - xhat * m), -(rstd * rstd) * m
+_standardize.defbatch(dims_batch("dims"))
 
 
 def _stats(x: Tensor, dims: tuple, eps: float) -> Tensor:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..._autograd import primitive
+from ..._autograd import linear_jvp, primitive
 from ...ops.shape import getitem
 from ...tensor import Tensor
 
@@ -90,8 +90,10 @@ def _fold_unit_stride(g, kernel, dilation, size, lead, out_sp):
 
 _windows.defvjp(lambda ctx, g, kernel, stride, dilation, out: _fold_windows(
     g, kernel=kernel, stride=stride, dilation=dilation, size=ctx.in_meta[0][0][-len(kernel):]))
+_windows.defjvp(linear_jvp)
 _fold_windows.defvjp(lambda ctx, g, kernel, stride, dilation, size: _windows(
     g, kernel=kernel, stride=stride, dilation=dilation, out=ctx.in_meta[0][0][-len(kernel):]))
+_fold_windows.defjvp(linear_jvp)
 
 
 def windows(x: Tensor, kernel: tuple, stride: tuple, dilation: tuple, out: tuple) -> Tensor:
@@ -137,7 +139,9 @@ def _take_add(g, idx, axis, n, unique):
 
 _take.defvjp(lambda ctx, g, idx, axis, unique: _take_add(
     g, idx=idx, axis=axis, n=ctx.in_meta[0][0][axis], unique=unique))
+_take.defjvp(linear_jvp)
 _take_add.defvjp(lambda ctx, g, idx, axis, n, unique: _take(g, idx=idx, axis=axis, unique=unique))
+_take_add.defjvp(linear_jvp)
 
 
 def take(x: Tensor, idx: np.ndarray, axis: int, unique: bool = False) -> Tensor:
@@ -161,6 +165,8 @@ def _pad_constant(x, pads, value):
 
 _pad_constant.defvjp(lambda ctx, g, pads, value: getitem(
     g, tuple(slice(a, a + s) for s, (a, _) in zip(ctx.in_meta[0][0], pads))))
+_pad_constant.defjvp(lambda ctx, ts, x, pads, value: _pad_constant(ts[0], pads=pads, value=0.0))
+_pad_constant.defbatch(lambda prim, a, f, pads, value: prim.fwd(a[0], pads=((0, 0), *pads), value=value))
 
 
 def pad_constant(x: Tensor, pads: Sequence[tuple[int, int]], value: float = 0.0) -> Tensor:
