@@ -27,6 +27,7 @@ to :data:`MAX_PROGRAMS` programs per signature.
 from __future__ import annotations
 
 import functools
+import sys
 import operator
 import threading
 import traceback
@@ -125,8 +126,8 @@ class _Probe(np.ndarray):
         tr = _tracer()
         if tr is None or func in _METADATA:
             return _call_plain(func, args, kwargs)
-        if func in _LIKE:  # shape and dtype only: a constant
-            return _call_plain(func, args, kwargs)
+        if func in _LIKE:  # only the shape and dtype count: an array without inputs
+            return tr.record(func, _plain(args), _plain(kwargs), source=True)
         return tr.record(func, args, kwargs)
 
     # Values read into Python: guards.
@@ -254,8 +255,9 @@ def _guard(p: _Probe, kind: str, args: tuple = ()) -> Any:
 _METADATA = {np.shape, np.ndim, np.size, np.result_type, np.can_cast, np.iscomplexobj,
              np.isrealobj, np.min_scalar_type, np.broadcast_shapes}
 _METADATA = {getattr(f, "__wrapped__", f) for f in _METADATA} | _METADATA
-# ... and the ones that make a new array of a probe's shape and dtype: a constant
-_LIKE = {np.zeros_like, np.ones_like, np.empty_like}
+
+# ... and the ones that make a new array of a probe's shape and dtype
+_LIKE = {np.zeros_like, np.ones_like, np.empty_like, np.full_like}
 
 # numpy functions whose output shape depends on the values: replay checks the shape
 _DYNAMIC = {np.nonzero, np.flatnonzero, np.argwhere, np.unique, np.compress, np.extract,
@@ -351,7 +353,7 @@ class _Tracer:
 
     # -- recording
     def record(self, fn: Callable, args: tuple, kwargs: dict, ufunc: np.ufunc | None = None,
-               name: str | None = None) -> Any:
+               name: str | None = None, source: bool = False) -> Any:
         """Run ``fn`` on the plain values and record it as a step; returns probes."""
         out_kw = kwargs.get("out")
         if out_kw is not None:
@@ -359,13 +361,17 @@ class _Tracer:
             for o in outs:
                 if o is not None and type(o) is not _Probe and (_has_probe(args) or _has_probe(kwargs)):
                     raise _Untraceable(f"{_name(fn)} writes traced values into an untraced array")
-        if not (_has_probe(args) or _has_probe(kwargs)):
+        if not (source or _has_probe(args) or _has_probe(kwargs)):
             return fn(*args, **kwargs)
         uses: list[int] = []
         largs = [self.lower(a, uses) for a in args]
         lkw = {k: self.lower(v, uses) for k, v in kwargs.items()}
         pargs, pkw = _plain(args), _plain(kwargs)
-        raw = fn(*pargs, **pkw)
+        _tls.tracer = None  # a primitive's forward is one step, whatever numpy it calls
+        try:
+            raw = fn(*pargs, **pkw)
+        finally:
+            _tls.tracer = self
         step = _Step(fn, largs, lkw, uses, name or _name(fn))
         # in-place: out= probes, and methods that change their array
         if out_kw is not None:
@@ -484,7 +490,12 @@ def _guard_fn(kind: str, p: _Probe) -> Callable:
 # ---------------------------------------------------------------- numpy's converters
 # np.asarray / np.array of a probe would hand out its values untraced (numpy never asks a
 # subclass): while a trace runs they are replaced by versions that record the conversion.
-_ORIG = {n: getattr(np, n) for n in ("asarray", "array", "ascontiguousarray", "asfortranarray")}
+_CONVERTERS = ("asarray", "array", "ascontiguousarray", "asfortranarray")
+# New arrays are traced too, as steps without inputs: op code fills them in place (padding,
+# scatter buffers), and a constant the program shared between calls would then change under it.
+# Steps computed from them alone are folded back into constants after the trace.
+_CREATORS = ("zeros", "ones", "empty", "full", "arange", "eye", "identity", "indices", "tri")
+_ORIG = {n: getattr(np, n) for n in _CONVERTERS + _CREATORS}
 _patch_lock = threading.Lock()
 _patch_count = 0
 
@@ -495,8 +506,12 @@ def _converter(name: str) -> Callable:
     @functools.wraps(orig)
     def conv(a: Any, *args: Any, **kwargs: Any) -> Any:
         tr = _tracer()
-        if tr is None or not _has_probe(a):
+        if tr is None:
             return orig(a, *args, **kwargs)
+        if not _has_probe(a):
+            if name != "array":
+                return orig(a, *args, **kwargs)
+            return tr.record(orig, (a, *args), kwargs, name="np.array", source=True)
         if type(a) is _Probe and name in ("asarray", "asfortranarray", "ascontiguousarray") \
                 and not args and not kwargs:
             plain = _base_view(a, np.ndarray)
@@ -507,7 +522,22 @@ def _converter(name: str) -> Callable:
     return conv
 
 
-_PATCHED = {n: _converter(n) for n in _ORIG}
+def _creator(name: str) -> Callable:
+    orig = _ORIG[name]
+
+    @functools.wraps(orig)
+    def create(*args: Any, **kwargs: Any) -> Any:
+        tr = _tracer()
+        # only the engine's own arrays: numpy's internals (a Generator filling np.empty in C)
+        # would not replay
+        if tr is None or not sys._getframe(1).f_globals.get("__name__", "").startswith("engine."):
+            return orig(*args, **kwargs)
+        return tr.record(orig, args, kwargs, name=f"np.{name}", source=True)
+
+    return create
+
+
+_PATCHED = {n: (_converter if n in _CONVERTERS else _creator)(n) for n in _ORIG}
 
 
 def _patch() -> None:
@@ -632,21 +662,23 @@ class Program:
         self.captured = [(ref, data, rg) for ref, data, rg, _ in tracer.captured.values()
                          if ref() is not None]
         steps = tracer.steps
-        self.stats = {"recorded": len(steps), "folded": tracer.folded}
+        self.stats = {"recorded": len(steps), "folded_at_trace": tracer.folded}
         values = tracer.values
+        if optimize:
+            steps = _fold(steps, n_inputs)
+        self.stats["after_folding"] = len(steps)
         if optimize:
             steps = _eliminate_dead(steps, outs)
         self.stats["after_dce"] = len(steps)
         kills, reuse = _lifetimes(steps, outs, values, n_inputs, optimize)
         self.stats["freed"] = sum(len(k) for k in kills)
         self.stats["reused"] = len(reuse)
+        # constants: slots the program reads that no step of it defines
+        defined = {o for s in steps for o in s.outs}
+        read = set(outs).union(*(s.uses for s in steps), *(s.inplace for s in steps))
         self.template = [None] * len(values)
-        for k in range(n_inputs, len(values)):
-            if not any(k in s.outs for s in ()):  # constants: every slot no step defines
-                pass
-        defined = {o for s in tracer.steps for o in s.outs}
-        for k in range(n_inputs, len(values)):
-            if k not in defined:
+        for k in read:
+            if k >= n_inputs and k not in defined:
                 self.template[k] = values[k]
         self.runs = [_closure(s, kills[i], reuse.get(i)) for i, s in enumerate(steps)]
         self.steps = steps
@@ -657,6 +689,33 @@ class Program:
         for step in self.runs:
             step(s)
         return [s[o] for o in self.outs]
+
+
+def _fold(steps: list[_Step], n_inputs: int) -> list[_Step]:
+    """Fold the steps computed from constants alone into constants (their trace-time values).
+
+    Arrays written in place, and everything that may share memory with them, stay steps: their
+    trace-time values are not what a replay starts from."""
+    mutated = {k for s in steps for k in s.inplace}
+    changed = True
+    while changed:  # conservatively: any step's inputs and outputs may be views of each other
+        changed = False
+        for s in steps:
+            group = {*s.uses, *s.outs, *s.inplace}
+            if group & mutated and not group <= mutated:
+                mutated |= group
+                changed = True
+    variable = set(range(n_inputs)) | mutated
+    kept = []
+    for s in steps:
+        if s.guard is None and not s.inplace and not variable.intersection(s.uses) \
+                and not mutated.intersection(s.outs) and s.shape_check is None:
+            continue  # its outputs keep their trace-time values
+        if s.guard is not None and not variable.intersection(s.uses):
+            continue  # a guard on a constant always holds
+        variable.update(s.outs)
+        kept.append(s)
+    return kept
 
 
 def _eliminate_dead(steps: list[_Step], outs: list[int]) -> list[_Step]:
@@ -944,6 +1003,7 @@ class CompiledFunction:
         prev_hook = hooks.trace
         hooks.trace = tr.apply_hook
         _patch()
+        failed = None
         try:
             result = self.fn(*targs, **tkwargs)
             outs: list[int] = []
@@ -958,11 +1018,13 @@ class CompiledFunction:
                         _out_tree(w.grad, tr, outs, note)
                         effects.append((i, len(outs) - 1))
         except _Untraceable as e:
-            return self._untraceable(sig, str(e), tr, args, kwargs)
+            failed = str(e)
         finally:
             hooks.trace = prev_hook
             _tls.tracer = None
             _unpatch()
+        if failed is not None:
+            return self._untraceable(sig, failed, tr, args, kwargs)
         rng2, state2 = _rng_state()
         if rng2 is not rng or state2 != state:
             _RNG_MODULE._rng = rng  # eager draws what it would have drawn without the trace
