@@ -27,8 +27,8 @@ to :data:`MAX_PROGRAMS` programs per signature.
 from __future__ import annotations
 
 import functools
-import sys
 import operator
+import sys
 import threading
 import traceback
 import warnings
@@ -159,7 +159,7 @@ class _Probe(np.ndarray):
         return format(_guard(self, "item") if self.ndim == 0 else _guard(self, "tolist"), spec)
 
     def __contains__(self, value: Any) -> bool:
-        return bool(self == value).any() if False else bool((self == value).any())
+        return bool((self == value).any())
 
     def __iter__(self) -> Any:
         if self.ndim == 0:
@@ -200,12 +200,39 @@ def _attr(name: str) -> Callable:
 _ATTRS = {n: _attr(n) for n in ("mT", "real", "imag")}
 
 
+def _caller(name: str) -> Callable:
+    # a.name(...), looked up on the object at replay: a numpy scalar there has the method too,
+    # where np.ndarray's descriptor would refuse it
+    def call(a: Any, *args: Any, **kwargs: Any) -> Any:
+        return getattr(a, name)(*args, **kwargs)
+    call.__name__ = call.__qualname__ = f"ndarray.{name}"
+    return call
+
+
+_CALLERS: dict[str, Callable] = {}
+# methods that write into their array, and those whose result's shape depends on the values
+_INPLACE_METHODS = {"__setitem__", "fill", "sort", "partition", "put", "resize", "byteswap", "itemset"}
+_DYNAMIC_METHODS = {"nonzero", "repeat", "compress"}
+
+
 def _method(self: _Probe, name: str, *args: Any, **kwargs: Any) -> Any:
-    fn = _ATTRS.get(name) or getattr(np.ndarray, name)
     tr = _tracer()
     if tr is None:
-        return _call_plain(fn, (self, *args), kwargs)
-    return tr.record(fn, (self, *args), kwargs)
+        return _call_plain(_ATTRS.get(name) or getattr(np.ndarray, name), (self, *args), kwargs)
+    fn = _ATTRS.get(name) or _CALLERS.get(name)
+    if fn is None:
+        fn = _CALLERS[name] = _caller(name)
+    dynamic = name in _DYNAMIC_METHODS or name == "__getitem__" and _has_bool_probe(args)
+    return tr.record(fn, (self, *args), kwargs, inplace=name in _INPLACE_METHODS, dynamic=dynamic)
+
+
+def _has_bool_probe(x: Any) -> bool:
+    t = type(x)
+    if t is _Probe:
+        return x.dtype == np.bool_
+    if t is tuple or t is list:
+        return any(_has_bool_probe(e) for e in x)
+    return False
 
 
 # Every other ndarray method that computes on the values is recorded as a step (methods that
@@ -261,8 +288,7 @@ _LIKE = {np.zeros_like, np.ones_like, np.empty_like, np.full_like}
 
 # numpy functions whose output shape depends on the values: replay checks the shape
 _DYNAMIC = {np.nonzero, np.flatnonzero, np.argwhere, np.unique, np.compress, np.extract,
-            np.bincount, np.repeat, np.trim_zeros, np.delete, np.insert, np.ndarray.nonzero,
-            np.ndarray.repeat, np.ndarray.compress, np.ndarray.__getitem__, np.histogram}
+            np.bincount, np.repeat, np.trim_zeros, np.delete, np.insert, np.histogram}
 
 
 # ---------------------------------------------------------------- the trace
@@ -353,7 +379,8 @@ class _Tracer:
 
     # -- recording
     def record(self, fn: Callable, args: tuple, kwargs: dict, ufunc: np.ufunc | None = None,
-               name: str | None = None, source: bool = False) -> Any:
+               name: str | None = None, source: bool = False, inplace: bool = False,
+               dynamic: bool = False) -> Any:
         """Run ``fn`` on the plain values and record it as a step; returns probes."""
         out_kw = kwargs.get("out")
         if out_kw is not None:
@@ -377,9 +404,9 @@ class _Tracer:
         if out_kw is not None:
             step.inplace = tuple(o._slot for o in (out_kw if type(out_kw) is tuple else (out_kw,))
                                  if type(o) is _Probe)
-        elif fn in _INPLACE:
+        elif inplace:
             step.inplace = (args[0]._slot,)
-        elif fn in _WRITES_FIRST or getattr(fn, "__name__", "") == "at":
+        elif fn in _WRITES_FIRST or getattr(fn, "__name__", "") == "at":  # ufunc.at too
             if type(args[0]) is not _Probe:
                 raise _Untraceable(f"{_name(fn)} writes traced values into an untraced array")
             step.inplace = (args[0]._slot,)
@@ -398,16 +425,16 @@ class _Tracer:
                     if not step.inplace:
                         self.steps.pop()  # a no-op (a cast to the same dtype, ...)
                     return a
-        return self._outputs(step, raw, fn)
+        return self._outputs(step, raw, fn, dynamic or fn in _DYNAMIC)
 
-    def _outputs(self, step: _Step, raw: Any, fn: Callable) -> Any:
+    def _outputs(self, step: _Step, raw: Any, fn: Callable, dynamic: bool) -> Any:
         if raw is None:
             return None
         if type(raw) is np.ndarray:
             p = self.probe(raw)
             step.outs = (p._slot,)
             step.fresh = raw.base is None
-            if fn in _DYNAMIC:
+            if dynamic:
                 step.shape_check = (raw.shape,)
             return p
         if isinstance(raw, np.generic):
@@ -427,7 +454,7 @@ class _Tracer:
             probes = [self.probe(r) for r in items]
             step.outs = tuple(p._slot for p in probes)
             step.multi = type(raw)
-            if fn in _DYNAMIC:
+            if dynamic:
                 step.shape_check = tuple(r.shape for r in items)
             if hasattr(raw, "_fields"):
                 return type(raw)(*probes)
@@ -458,15 +485,12 @@ class _Tracer:
         if not (_has_probe(arrays) or _has_probe(params)):
             self.folded += 1
             return prim.fwd(*arrays, **params)
-        out = self.record(prim.fwd, tuple(arrays), params, name=prim.name)
-        return out
+        # traced parameters (a boolean mask, counts) may decide the shape of the result
+        return self.record(prim.fwd, tuple(arrays), params, name=prim.name,
+                           dynamic=_has_probe(params))
 
 
 _WRITES_FIRST = {np.copyto, np.put, np.place, np.putmask, np.fill_diagonal, np.put_along_axis}
-_INPLACE = {np.ndarray.__setitem__, np.ndarray.fill, np.ndarray.sort, np.ndarray.partition,
-            np.ndarray.put, np.ndarray.itemset if hasattr(np.ndarray, "itemset") else None,
-            np.ndarray.resize, np.ndarray.byteswap} - {None}
-
 
 def _name(fn: Callable) -> str:
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
@@ -676,11 +700,19 @@ class Program:
         # constants: slots the program reads that no step of it defines
         defined = {o for s in steps for o in s.outs}
         read = set(outs).union(*(s.uses for s in steps), *(s.inplace for s in steps))
-        self.template = [None] * len(values)
+        template = [None] * len(values)
         for k in read:
             if k >= n_inputs and k not in defined:
-                self.template[k] = values[k]
-        self.runs = [_closure(s, kills[i], reuse.get(i)) for i, s in enumerate(steps)]
+                template[k] = values[k]
+
+        def const(v: Any) -> int:
+            template.append(v)
+            return len(template) - 1
+
+        targets = {k for s in steps for k in s.inplace}
+        self.runs = [_closure(s, kills[i], reuse.get(i), s.scalar and bool(targets & set(s.outs)),
+                              const) for i, s in enumerate(steps)]
+        self.template = template
         self.steps = steps
 
     def run(self, arrays: list) -> list:
@@ -813,8 +845,13 @@ def _is_dynamic(x: Any) -> bool:
     return False
 
 
-def _closure(st: _Step, kill: tuple, reuse_slot: int | None) -> Callable[[list], None]:
-    """The step as one Python closure over the slot list, specialized for the common shapes."""
+def _closure(st: _Step, kill: tuple, reuse_slot: int | None, as_array: bool,
+             const: Callable[[Any], int]) -> Callable[[list], None]:
+    """The step as one Python closure over the slot list, specialized for the common shapes.
+
+    ``const(value)`` gives a constant argument a slot of its own, so that most calls read
+    nothing but slots; ``as_array``: numpy's scalar result must be a 0-d array (written in place
+    later)."""
     fn = st.fn
     if st.guard is not None:
         (k,) = st.uses
@@ -826,69 +863,93 @@ def _closure(st: _Step, kill: tuple, reuse_slot: int | None) -> Callable[[list],
                 raise _GuardFailed(site)
         return guard
     args, kwargs = st.args, st.kwargs
-    simple = all(type(a) is _Ref or not _is_dynamic(a) for a in args) and not _is_dynamic(kwargs)
-    if simple and not kwargs and not st.multi and len(st.outs) == 1 and not st.scalar \
-            and not st.shape_check and not kill and all(type(a) is _Ref for a in args):
-        o = st.outs[0]
-        idx = [a.slot for a in args]
-        if reuse_slot is not None:
-            r = reuse_slot
-            if len(idx) == 2:
-                a, b = idx
-
-                def run2o(s: list) -> None:
-                    s[o] = fn(s[a], s[b], out=s[r])
-                return run2o
-            if len(idx) == 1:
-                (a,) = idx
-
-                def run1o(s: list) -> None:
-                    s[o] = fn(s[a], out=s[r])
-                return run1o
-        if len(idx) == 1:
-            (a,) = idx
-
-            def run1(s: list) -> None:
-                s[o] = fn(s[a])
-            return run1
+    if not any(map(_is_dynamic, args)) or all(type(a) is _Ref or not _is_dynamic(a) for a in args):
+        idx = [a.slot if type(a) is _Ref else const(a) for a in args]
+    else:
+        idx = None
+    kw = dict(kwargs) if kwargs and not _is_dynamic(kwargs) else None
+    if reuse_slot is not None:
+        kw = dict(kw or {})
+    fast = idx is not None and (kw is not None or not kwargs) and not st.multi \
+        and len(st.outs) == 1 and not as_array and not st.shape_check and not kill
+    if fast and reuse_slot is not None and len(idx) in (1, 2):
+        o, r = st.outs[0], reuse_slot
         if len(idx) == 2:
             a, b = idx
 
-            def run2(s: list) -> None:
-                s[o] = fn(s[a], s[b])
-            return run2
-        if len(idx) == 3:
-            a, b, c = idx
+            def run2o(s: list) -> None:
+                s[o] = fn(s[a], s[b], out=s[r])
+            return run2o
+        (a,) = idx
 
-            def run3(s: list) -> None:
-                s[o] = fn(s[a], s[b], s[c])
-            return run3
+        def run1o(s: list) -> None:
+            s[o] = fn(s[a], out=s[r])
+        return run1o
+    if fast and reuse_slot is None:
+        o = st.outs[0]
+        if not kw:
+            if len(idx) == 1:
+                (a,) = idx
+
+                def run1(s: list) -> None:
+                    s[o] = fn(s[a])
+                return run1
+            if len(idx) == 2:
+                a, b = idx
+
+                def run2(s: list) -> None:
+                    s[o] = fn(s[a], s[b])
+                return run2
+            if len(idx) == 3:
+                a, b, c = idx
+
+                def run3(s: list) -> None:
+                    s[o] = fn(s[a], s[b], s[c])
+                return run3
+        else:
+            if len(idx) == 1:
+                (a,) = idx
+
+                def run1k(s: list) -> None:
+                    s[o] = fn(s[a], **kw)
+                return run1k
+            if len(idx) == 2:
+                a, b = idx
+
+                def run2k(s: list) -> None:
+                    s[o] = fn(s[a], s[b], **kw)
+                return run2k
+
+            def runnk(s: list) -> None:
+                s[o] = fn(*[s[i] for i in idx], **kw)
+            return runnk
+
+        def runn(s: list) -> None:
+            s[o] = fn(*[s[i] for i in idx])
+        return runn
     # the general form
-    outs, multi, scalar, shape_check = st.outs, st.multi, st.scalar, st.shape_check
-    extra = {"out": None} if reuse_slot is not None else None
-    name = st.name
+    outs, multi, shape_check, name = st.outs, st.multi, st.shape_check, st.name
 
     def run(s: list) -> None:
-        a = [_resolve(x, s) for x in args]
-        kw = _resolve(kwargs, s) if kwargs else {}
-        if extra is not None:
-            kw = {**kw, "out": s[reuse_slot]}
-        r = fn(*a, **kw)
+        a = [s[i] for i in idx] if idx is not None else [_resolve(x, s) for x in args]
+        k = kw if kw is not None else _resolve(kwargs, s) if kwargs else {}
+        if reuse_slot is not None:
+            k["out"] = s[reuse_slot]
+        r = fn(*a, **k)
         if outs:
             if multi is None:
-                if scalar:
+                if as_array:
                     r = np.asarray(r)
                 s[outs[0]] = r
                 if shape_check is not None and np.shape(r) != shape_check[0]:
                     raise _GuardFailed(f"the shape of {name}'s result")
             else:
-                rs = tuple(np.asarray(e) if not isinstance(e, np.ndarray) else e for e in r)
-                for o, e in zip(outs, rs):
+                for o, e in zip(outs, r):
                     s[o] = e
-                if shape_check is not None and tuple(e.shape for e in rs) != shape_check:
+                if shape_check is not None and tuple(np.shape(e) for e in r) != shape_check:
                     raise _GuardFailed(f"the shape of {name}'s result")
-        for k in kill:
-            s[k] = None
+        for k_ in kill:
+            s[k_] = None
     return run
 
 
@@ -1031,7 +1092,7 @@ class CompiledFunction:
             rng.bit_generator.state = state
             return self._untraceable(sig, "it draws random numbers (rand, randn, dropout, ...)",
                                      tr, args, kwargs)
-        for ref, data, rg, grad in tr.captured.values():
+        for ref, _, _, grad in tr.captured.values():
             t = ref()
             if t is not None and t.grad is not grad:
                 return self._untraceable(
