@@ -380,9 +380,9 @@ class _Tracer:
     # -- recording
     def record(self, fn: Callable, args: tuple, kwargs: dict, ufunc: np.ufunc | None = None,
                name: str | None = None, source: bool = False, inplace: bool = False,
-               dynamic: bool = False) -> Any:
+               dynamic: bool = False, primitive: bool = False) -> Any:
         """Run ``fn`` on the plain values and record it as a step; returns probes."""
-        out_kw = kwargs.get("out")
+        out_kw = None if primitive else kwargs.get("out")  # a primitive's "out" is its own
         if out_kw is not None:
             outs = out_kw if type(out_kw) is tuple else (out_kw,)
             for o in outs:
@@ -486,8 +486,9 @@ class _Tracer:
             self.folded += 1
             return prim.fwd(*arrays, **params)
         # traced parameters (a boolean mask, counts) may decide the shape of the result
-        return self.record(prim.fwd, tuple(arrays), params, name=prim.name,
-                           dynamic=_has_probe(params))
+        fwd = prim.fwd
+        return self.record(fwd, tuple(arrays), params, name=prim.name, dynamic=_has_probe(params),
+                           primitive=True, ufunc=fwd if type(fwd) is np.ufunc else None)
 
 
 _WRITES_FIRST = {np.copyto, np.put, np.place, np.putmask, np.fill_diagonal, np.put_along_axis}
