@@ -337,6 +337,7 @@ class _Tracer:
         self.n_const = 0
         self.const_ids: dict[int, int] = {}
         self.folded = 0                  # primitive applications on constants only
+        self.noops = 0                   # calls that returned their argument (casts to its dtype)
         self.captured: dict[int, tuple] = {}  # id -> (ref, data, rg, grad) of outside tensors
         self.keep: list[Any] = []        # constants the program refers to (kept alive)
 
@@ -424,6 +425,7 @@ class _Tracer:
                 if pa is raw and type(a) is _Probe:
                     if not step.inplace:
                         self.steps.pop()  # a no-op (a cast to the same dtype, ...)
+                        self.noops += 1
                     return a
         return self._outputs(step, raw, fn, dynamic or fn in _DYNAMIC)
 
@@ -687,7 +689,8 @@ class Program:
         self.captured = [(ref, data, rg) for ref, data, rg, _ in tracer.captured.values()
                          if ref() is not None]
         steps = tracer.steps
-        self.stats = {"recorded": len(steps), "folded_at_trace": tracer.folded}
+        self.stats = {"recorded": len(steps), "folded_at_trace": tracer.folded,
+                      "noops_dropped": tracer.noops}
         values = tracer.values
         if optimize:
             steps = _fold(steps, n_inputs)
