@@ -45,7 +45,7 @@ from .tensor import Tensor
 __all__ = ["compile", "CompileWarning", "CompiledFunction", "MAX_PROGRAMS"]
 
 MAX_PROGRAMS = 8          # programs kept per signature (guards keyed by value) before eager
-FREE_BYTES = 1 << 16      # arrays at least this large are dropped at their last use
+FREE_BYTES = 1 << 10      # arrays at least this large are dropped at their last use
 REUSE_BYTES = 1 << 12     # ... and their buffers reused by a later elementwise ufunc (out=)
 
 
@@ -771,56 +771,60 @@ def _eliminate_dead(steps: list[_Step], outs: list[int]) -> list[_Step]:
 
 def _lifetimes(steps: list[_Step], outs: list[int], values: list, n_inputs: int,
                optimize: bool) -> tuple[list[tuple], dict]:
-    """Which slots each step drops after it runs, and which step writes into a dead buffer."""
-    kills: list[tuple] = [() for _ in steps]
+    """Which slots each step drops after it runs, and which dead buffer a step writes into.
+
+    A large array is dropped at its last use, so only what later steps need stays alive (the
+    forward values backward reads, and nothing else). An elementwise ufunc whose output has the
+    shape and dtype of a dead buffer writes into it (``out=``) instead of allocating: only
+    buffers that no one else can see qualify (fresh ufunc outputs read only by ufuncs, which
+    return no views)."""
+    kills: list[list[int]] = [[] for _ in steps]
     reuse: dict[int, int] = {}
     if not optimize:
-        return kills, reuse
+        return [()] * len(steps), reuse
     keep = set(outs)
     last: dict[int, int] = {}
     for i, s in enumerate(steps):
         for k in (*s.uses, *s.inplace):
             last[k] = i
-    # Buffers a later step may overwrite: fresh outputs of elementwise ufuncs, read only by
-    # elementwise ufuncs (nothing else could hold a view of them), never an output.
-    owned = {}
-    for s in steps:
-        if s.ufunc is not None and s.fresh and s.outs:
-            owned[s.outs[0]] = True
+    owned = {s.outs[0] for s in steps if s.ufunc is not None and s.fresh and s.outs}
     for s in steps:
         if s.ufunc is None or s.inplace:
-            for k in (*s.uses, *s.inplace):
-                owned.pop(k, None)
-    pool: dict[tuple, list[int]] = {}
-    big = {}
-    for k, v in enumerate(values):
-        nb = getattr(v, "nbytes", 0)
-        if k >= n_inputs and nb >= REUSE_BYTES and k not in keep:
-            big[k] = nb
+            owned.difference_update(s.uses)
+            owned.difference_update(s.inplace)
+
+    def nbytes(k: int) -> int:
+        return getattr(values[k], "nbytes", 0)
+
+    def kind(k: int) -> tuple:
+        v = values[k]
+        return v.shape, v.dtype.str
+
     dying: dict[int, list[int]] = {}
     for k, i in last.items():
-        if k >= n_inputs and k not in keep and k in big:
+        if k >= n_inputs and k not in keep:
             dying.setdefault(i, []).append(k)
+    pool: dict[tuple, list[int]] = {}
+    pooled: dict[int, int] = {}  # slot -> the step it died at
     for i, s in enumerate(steps):
-        if s.ufunc is not None and s.outs and s.outs[0] in big:
-            v = values[s.outs[0]]
-            # a buffer freed at this step (one of its own inputs) or earlier
-            for k in dying.get(i, ()):
-                if k in owned and values[k].shape == v.shape and values[k].dtype == v.dtype:
-                    pool.setdefault((v.shape, v.dtype.str), []).append(k)
-                    dying[i].remove(k)
-                    break
-            cand = pool.get((v.shape, v.dtype.str))
-            if cand:
-                reuse[i] = cand.pop()
-        dead = tuple(k for k in dying.get(i, ()) if big.get(k, 0) >= FREE_BYTES or k in owned)
-        if dead:
-            kills[i] = dead
-            for k in dead:
-                if k in owned:
-                    v = values[k]
-                    pool.setdefault((v.shape, v.dtype.str), []).append(k)
-    return kills, reuse
+        dead = dying.get(i, ())
+        for k in dead:  # a buffer this step reads for the last time may take its output
+            if k in owned and nbytes(k) >= REUSE_BYTES and values[k].ndim:
+                pool.setdefault(kind(k), []).append(k)
+                pooled[k] = i
+        if s.ufunc is not None and s.outs and nbytes(s.outs[0]) >= REUSE_BYTES:
+            free = pool.get(kind(s.outs[0]))
+            if free:
+                r = free.pop()
+                reuse[i] = r
+                del pooled[r]
+                kills[i].append(r)  # the buffer lives on as this step's output
+        kills[i].extend(k for k in dead if k not in pooled and k not in reuse.values()
+                        and nbytes(k) >= FREE_BYTES)
+    for k, i in pooled.items():  # never reused: dropped where it died
+        if nbytes(k) >= FREE_BYTES:
+            kills[i].append(k)
+    return [tuple(dict.fromkeys(k)) for k in kills], reuse
 
 
 def _resolve(x: Any, s: list) -> Any:
@@ -874,8 +878,16 @@ def _closure(st: _Step, kill: tuple, reuse_slot: int | None, as_array: bool,
     kw = dict(kwargs) if kwargs and not _is_dynamic(kwargs) else None
     if reuse_slot is not None:
         kw = dict(kw or {})
+    if kill:
+        core = _closure(st, (), reuse_slot, as_array, const)
+
+        def release(s: list) -> None:
+            core(s)
+            for k in kill:
+                s[k] = None
+        return release
     fast = idx is not None and (kw is not None or not kwargs) and not st.multi \
-        and len(st.outs) == 1 and not as_array and not st.shape_check and not kill
+        and len(st.outs) == 1 and not as_array and not st.shape_check
     if fast and reuse_slot is not None and len(idx) in (1, 2):
         o, r = st.outs[0], reuse_slot
         if len(idx) == 2:
@@ -952,8 +964,6 @@ def _closure(st: _Step, kill: tuple, reuse_slot: int | None, as_array: bool,
                     s[o] = e
                 if shape_check is not None and tuple(np.shape(e) for e in r) != shape_check:
                     raise _GuardFailed(f"the shape of {name}'s result")
-        for k_ in kill:
-            s[k_] = None
     return run
 
 
