@@ -46,6 +46,9 @@ class _Hooks(threading.local):
 
 
 _hooks = _Hooks()
+# Traces running in any thread: while 0, apply skips the trace hook on a global's test, cheaper
+# than a thread-local's lookup (engine._compile counts them).
+_tracing = 0
 
 
 def is_grad_enabled() -> bool:
@@ -305,7 +308,7 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
         arrays.append(x)
     try:
         if _hooks.meta is None:
-            if _hooks.trace is None:
+            if not _tracing or _hooks.trace is None:
                 out = prim.fwd(*arrays, **params) if params else prim.fwd(*arrays)
             else:
                 out = _hooks.trace(prim, args, arrays, params)

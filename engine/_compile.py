@@ -574,12 +574,14 @@ def _patch() -> None:
             for n, f in _PATCHED.items():
                 setattr(np, n, f)
         _patch_count += 1
+        _autograd._tracing = _patch_count
 
 
 def _unpatch() -> None:
     global _patch_count
     with _patch_lock:
         _patch_count -= 1
+        _autograd._tracing = _patch_count
         if _patch_count == 0:
             for n, f in _ORIG.items():
                 setattr(np, n, f)
