@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import os
 import sys
 import threading
 import traceback
@@ -319,11 +320,14 @@ class _Step:
         self.scalar = False  # numpy returned a scalar at trace time: replay makes it 0-d too
 
 
+_SKIP = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.path.dirname(np.__file__) + os.sep,
+         functools.__file__)
+
+
 def _site() -> str:
-    """The caller's line outside the engine and numpy (for warnings)."""
+    """The innermost line outside the engine and numpy: where a value was read (for warnings)."""
     for fr in reversed(traceback.extract_stack()[:-2]):
-        f = fr.filename.replace("\\", "/")
-        if "/engine/" not in f and "/numpy/" not in f and "/functools" not in f:
+        if not fr.filename.startswith(_SKIP):
             return f"{fr.filename}:{fr.lineno}"
     return "?"
 
@@ -985,12 +989,13 @@ def _rng_state() -> Any:
 class _Signature:
     """What one signature has: its programs (tried in order), or the reason it runs eagerly."""
 
-    __slots__ = ("programs", "eager", "traces")
+    __slots__ = ("programs", "eager", "traces", "failed")
 
     def __init__(self) -> None:
         self.programs: list[tuple[Program, Any]] = []
         self.eager: str | None = None
         self.traces = 0
+        self.failed = ""  # the last guard that failed
 
 
 class CompiledFunction:
@@ -1039,15 +1044,17 @@ class CompiledFunction:
         for prog, tree in sig.programs:
             try:
                 vals = _replay(prog, arrays)
-            except _GuardFailed:
+            except _GuardFailed as e:
+                sig.failed = str(e)
                 continue
             return _finish(prog, tree, vals, leaves)
         return self._trace(sig, args, kwargs, leaves)
 
     def _trace(self, sig: _Signature, args: tuple, kwargs: dict, leaves: list[Tensor]) -> Any:
         if sig.traces >= MAX_PROGRAMS:
-            sig.eager = (f"the values it reads (bool(), .item(), ...) changed {MAX_PROGRAMS} times: "
-                         "it runs eagerly for these shapes")
+            sig.eager = (f"its guards failed {MAX_PROGRAMS} times (values read into Python with "
+                         "bool(), .item(), ...; value-dependent shapes; tensors it captures replaced), "
+                         f"last at {sig.failed}: it runs eagerly for this signature")
             self._warn(sig.eager)
             return self.fn(*args, **kwargs)
         sig.traces += 1
