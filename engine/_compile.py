@@ -492,12 +492,28 @@ class _Tracer:
             self.folded += 1
             return prim.fwd(*arrays, **params)
         # traced parameters (a boolean mask, counts) may decide the shape of the result
-        fwd = prim.fwd
+        fwd = _lowered(prim)
         return self.record(fwd, tuple(arrays), params, name=prim.name, dynamic=_has_probe(params),
                            primitive=True, ufunc=fwd if type(fwd) is np.ufunc else None)
 
 
 _WRITES_FIRST = {np.copyto, np.put, np.place, np.putmask, np.fill_diagonal, np.put_along_axis}
+
+# Faster numpy spellings of primitive forwards, the same computation to the bit: np.sum is
+# np.add.reduce behind a Python dispatch layer, np.mean is ndarray.mean behind one. Applied only
+# when the forward still has the signature they were written for.
+_LOWER = {
+    ("sum", ("x", "dims", "keepdim")): lambda x, dims, keepdim: np.add.reduce(x, dims, None, None, keepdim),
+    ("mean", ("x", "dims", "keepdim")): lambda x, dims, keepdim: x.mean(dims, None, None, keepdim),
+}
+
+
+def _lowered(prim: Any) -> Callable:
+    code = getattr(prim.fwd, "__code__", None)
+    if code is None:
+        return prim.fwd
+    return _LOWER.get((prim.name, code.co_varnames[:code.co_argcount]), prim.fwd)
+
 
 def _name(fn: Callable) -> str:
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
@@ -668,10 +684,19 @@ class _OutConst:
         self.v = v
 
 
+def _tensor(a: np.ndarray) -> Tensor:
+    t = _new_tensor(Tensor)  # Tensor._make's work for a plain array that requires no grad
+    t._data, t._rg, t.grad_fn, t._out, t.grad, t._hooks = a, False, None, 0, None, None
+    return t
+
+
+_new_tensor = object.__new__
+
+
 def _build_out(tree: Any, vals: list) -> Any:
     t = type(tree)
     if t is _OutTensor:
-        return Tensor._make(vals[tree.i])
+        return _tensor(vals[tree.i])
     if t is _OutArray:
         return vals[tree.i]
     if t is _OutConst:
@@ -1025,15 +1050,26 @@ class CompiledFunction:
 
     # -- calls
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        leaves: list[Tensor] = []
-        key: list = [_autograd._state.enabled, get_default_dtype()]
-        try:
-            _flatten(args, leaves, key)
-            if kwargs:
-                _flatten(kwargs, leaves, key)
-        except _Untraceable as e:
-            self._warn(f"runs eagerly: {e}")
-            return self.fn(*args, **kwargs)
+        key: list = [_autograd._state.enabled, get_default_dtype(), (tuple, len(args))]
+        # the common call, tensors only: the key _flatten would make, made inline
+        for a in args:
+            if type(a) is not Tensor:
+                break
+            d = a._data
+            key.append((d.shape, d.dtype, a._rg, a.grad is not None))
+        else:
+            if not kwargs:
+                leaves = list(args)
+        if kwargs or len(key) != len(args) + 3:
+            leaves = []
+            key = key[:2]
+            try:
+                _flatten(args, leaves, key)
+                if kwargs:
+                    _flatten(kwargs, leaves, key)
+            except _Untraceable as e:
+                self._warn(f"runs eagerly: {e}")
+                return self.fn(*args, **kwargs)
         k = tuple(key)
         sig = self._cache.get(k)
         if sig is None:
@@ -1167,7 +1203,9 @@ def _replay(prog: Program, arrays: list) -> list:
 def _finish(prog: Program, tree: Any, vals: list, leaves: list[Tensor]) -> Any:
     vals = [v if type(v) is np.ndarray else np.asarray(v) for v in vals]
     for i, o in prog.effects:
-        leaves[i].grad = None if o is None else Tensor._make(vals[o])
+        leaves[i].grad = None if o is None else _tensor(vals[o])
+    if type(tree) is tuple:  # the common result: a flat tuple of tensors
+        return tuple(_tensor(vals[e.i]) if type(e) is _OutTensor else _build_out(e, vals) for e in tree)
     return _build_out(tree, vals)
 
 
