@@ -284,7 +284,7 @@ def build_hvp(quick: bool) -> dict[str, Run]:
 
 
 register(Case("seed", "seed example: mean((2x+1 - (w x + b))^2), x of 100, forward + grad of w, b",
-              build_seed, reps=2000, quick_reps=20, targets=(),
+              build_seed, reps=400, quick_reps=20, targets=(),
               compiled_targets=(Target("#11", torch=0.3, jax=2.0),), rtol=1e-5, atol=1e-6))
 register(Case("mlp", "MLP step 64x784-512-512-10, tanh, log_softmax+NLL, grad of 6 params",
               build_mlp, reps=300, quick_reps=8,
