@@ -749,12 +749,17 @@ class Program:
                               const) for i, s in enumerate(steps)]
         self.template = template
         self.steps = steps
+        # outputs the program does not compute (folded constants) are copied: each call's
+        # results are its own, as eagerly, even if a caller writes into them
+        self.copied = {i for i, o in enumerate(outs) if o >= n_inputs and o not in defined}
 
     def run(self, arrays: list) -> list:
         s = self.template.copy()
         s[:self.n_inputs] = arrays
         for step in self.runs:
             step(s)
+        if self.copied:
+            return [np.array(s[o]) if i in self.copied else s[o] for i, o in enumerate(self.outs)]
         return [s[o] for o in self.outs]
 
 
@@ -1163,8 +1168,8 @@ class CompiledFunction:
         prog = Program(tr, n_inputs, outs, effects, self.optimize)
         sig.programs.insert(0, (prog, tree))
         vals = [tr.values[o] for o in outs]
-        # the first call's results are the trace's own
-        return _finish(prog, tree, [np.asarray(_plain(v)) if type(v) is _Probe else v for v in vals],
+        # the first call's results are the trace's own (copies of those the program keeps)
+        return _finish(prog, tree, [np.array(v) if i in prog.copied else v for i, v in enumerate(vals)],
                        leaves)
 
     def _untraceable(self, sig: _Signature, why: str, tr: _Tracer, args: tuple, kwargs: dict) -> Any:

@@ -410,3 +410,11 @@ def test_optimizations_keep_results_and_shrink_the_program() -> None:
     p, q = plain.programs()[0], opt.programs()[0]
     assert len(q.steps) < len(p.steps)
     assert q.stats["freed"] > 0
+
+
+def test_constant_results_are_fresh_arrays_each_call() -> None:
+    cf = engine.compile(lambda x: engine.autograd_grad((x * 3.0).sum(), x)[0])  # a constant gradient
+    x = _t([1.0, 2.0], requires_grad=True)
+    a, b, c = cf(x), cf(x), cf(x)
+    assert_identical(a, _t([3.0, 3.0]))
+    assert not np.shares_memory(a._data, b._data) and not np.shares_memory(b._data, c._data)
