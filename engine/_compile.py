@@ -1055,6 +1055,8 @@ class CompiledFunction:
 
     # -- calls
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _tracer() is not None:  # inside another compiled function's trace: inlined there,
+            return _detached(self.fn(*args, **kwargs))  # its results constants for autograd
         key: list = [_autograd._state.enabled, get_default_dtype(), (tuple, len(args))]
         # the common call, tensors only: the key _flatten would make, made inline
         for a in args:
@@ -1184,6 +1186,17 @@ class CompiledFunction:
         sig.programs.clear()
         self._warn(f"runs eagerly: {why}")
         return self.fn(*args, **kwargs)
+
+
+def _detached(x: Any) -> Any:
+    t = type(x)
+    if isinstance(x, Tensor):
+        return x.detach()
+    if t is tuple or t is list:
+        return t(_detached(e) for e in x)
+    if t is dict:
+        return {k: _detached(v) for k, v in x.items()}
+    return x
 
 
 def _substitute(x: Any, wrapped: dict) -> Any:

@@ -418,3 +418,17 @@ def test_constant_results_are_fresh_arrays_each_call() -> None:
     a, b, c = cf(x), cf(x), cf(x)
     assert_identical(a, _t([3.0, 3.0]))
     assert not np.shares_memory(a._data, b._data) and not np.shares_memory(b._data, c._data)
+
+
+def test_a_compiled_function_inside_another_is_inlined() -> None:
+    inner = engine.compile(lambda x: (x * x).sum())
+
+    def outer(x):
+        y = inner(x) * 2 + (x * 3).sum()  # inner's result is a constant for autograd, as eagerly
+        return y.detach(), engine.autograd_grad(y, x)[0]
+
+    cf = engine.compile(outer)
+    for v in ([1.0, 2.0], [3.0, -1.0]):
+        x = _t(v, requires_grad=True)
+        assert_identical(cf(x), outer(x))
+    assert len(cf.programs()) == 1 and not cf.eager_reasons()
