@@ -275,7 +275,7 @@ def _guard(p: _Probe, kind: str, args: tuple = ()) -> Any:
     else:
         value = getattr(plain, kind)(*args)
     if tr is not None:
-        tr.guard(p, kind, value)
+        tr.guard(p, kind, value, args)
     return value
 
 
@@ -475,10 +475,10 @@ class _Tracer:
             return raw
         raise _Untraceable(f"{_name(fn)} returned a {type(raw).__name__}")
 
-    def guard(self, p: _Probe, kind: str, value: Any) -> None:
+    def guard(self, p: _Probe, kind: str, value: Any, args: tuple = ()) -> None:
         if p._slot is None:
             raise _Untraceable("a value read from an array the tracer does not follow")
-        step = _Step(_guard_fn(kind, p), [], {}, [p._slot], f"guard {kind}")
+        step = _Step(_guard_fn(kind, args), [], {}, [p._slot], f"guard {kind}")
         step.guard = (kind, value, _site())
         self.steps.append(step)
 
@@ -543,15 +543,11 @@ def _identity(x: Any) -> Any:
     return x
 
 
-def _guard_fn(kind: str, p: _Probe) -> Callable:
+def _guard_fn(kind: str, args: tuple) -> Callable:
     # The check run at replay: the same read as at trace time, compared exactly.
     if kind == "bool":
         return bool
-    if kind == "item":
-        return lambda a: np.asarray(a).item()
-    if kind == "tolist":
-        return lambda a: np.asarray(a).tolist()
-    return lambda a: np.asarray(a).tobytes()
+    return lambda a: getattr(np.asarray(a), kind)(*args)
 
 
 # ---------------------------------------------------------------- numpy's converters
@@ -927,7 +923,7 @@ def _closure(st: _Step, kill: tuple, reuse_slot: int | None, as_array: bool,
                 raise _GuardFailed(site)
         return guard
     args, kwargs = st.args, st.kwargs
-    if not any(map(_is_dynamic, args)) or all(type(a) is _Ref or not _is_dynamic(a) for a in args):
+    if all(type(a) is _Ref or not _is_dynamic(a) for a in args):
         idx = [a.slot if type(a) is _Ref else const(a) for a in args]
     else:
         idx = None

@@ -432,3 +432,13 @@ def test_a_compiled_function_inside_another_is_inlined() -> None:
         x = _t(v, requires_grad=True)
         assert_identical(cf(x), outer(x))
     assert len(cf.programs()) == 1 and not cf.eager_reasons()
+
+
+def test_item_of_one_element_is_guarded() -> None:
+    def f(x):
+        return x * x[1].item()
+
+    cf = engine.compile(f)
+    for v in ([1.0, 2.0], [1.0, 3.0], [5.0, 2.0]):
+        assert_identical(cf(_t(v)), f(_t(v)))
+    assert len(cf.programs()) == 2
