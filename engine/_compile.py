@@ -1141,6 +1141,7 @@ class CompiledFunction:
         tkwargs = _substitute(kwargs, wrapped)
         rng, state = _rng_state()
         initial_grads = [w.grad for w in probes]
+        initial_data = [w._data for w in probes]
         _tls.tracer = tr
         hooks = _autograd._hooks
         prev_hook = hooks.trace
@@ -1174,12 +1175,17 @@ class CompiledFunction:
             rng.bit_generator.state = state
             return self._untraceable(sig, "it draws random numbers (rand, randn, dropout, ...)",
                                      tr, args, kwargs)
-        for ref, _, _, grad in tr.captured.values():
+        for ref, data, _, grad in tr.captured.values():
             t = ref()
             if t is not None and t.grad is not grad:
                 return self._untraceable(
                     sig, "backward() writes .grad of a tensor that is not an argument: pass it "
                     "as an argument", tr, args, kwargs)
+            if t is not None and t._data is not data:
+                return self._untraceable(sig, "it replaces the data of a tensor that is not an "
+                                         "argument", tr, args, kwargs)
+        if any(w._data is not d for w, d in zip(probes, initial_data)):
+            return self._untraceable(sig, "it replaces an argument's data", tr, args, kwargs)
         if "requires_grad" in note:
             self._warn("an output requires grad eagerly; compiled outputs carry no graph (as in "
                        "jax.jit): call autograd_grad inside the compiled function")
@@ -1191,10 +1197,10 @@ class CompiledFunction:
                        leaves)
 
     def _untraceable(self, sig: _Signature, why: str, tr: _Tracer, args: tuple, kwargs: dict) -> Any:
-        for ref, _, _, grad in tr.captured.values():  # undo what the trace wrote
+        for ref, data, _, grad in tr.captured.values():  # undo what the trace wrote
             t = ref()
             if t is not None:
-                t.grad = grad
+                t.grad, t._data = grad, data
         return self._go_eager(sig, why, args, kwargs)
 
     def _go_eager(self, sig: _Signature, why: str, args: tuple, kwargs: dict) -> Any:

@@ -442,3 +442,19 @@ def test_item_of_one_element_is_guarded() -> None:
     for v in ([1.0, 2.0], [1.0, 3.0], [5.0, 2.0]):
         assert_identical(cf(_t(v)), f(_t(v)))
     assert len(cf.programs()) == 2
+
+
+def test_replacing_an_arguments_data_falls_back() -> None:
+    # how an in-place op that rebinds a tensor's array would look to the tracer
+    def f(x):
+        x._data = x._data * 2
+        return x + 1
+
+    cf = engine.compile(f)
+    a, b = _t([1.0, 2.0]), _t([1.0, 2.0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = cf(a)
+    assert_identical(got, f(b))
+    assert_identical(a, b)  # the argument changed once, as eagerly
+    assert any("argument's data" in str(c.message) for c in caught)
