@@ -7,11 +7,13 @@ where it has the pieces (it has no convolution with a batch and channels, so the
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 from ._harness import Case, Run, Target, register
+from .engine_cases import _jax, _jax_run
 
 # conv2d 3->16->32 on 32x32 images, batch 32, max_pool, linear, cross_entropy (issue 5)
 CNN = {"batch": 32, "hw": 32, "channels": (3, 16, 32), "classes": 10}
@@ -83,7 +85,34 @@ def build_cnn(quick: bool) -> dict[str, Run]:
     for lib in ("engine", "torch"):
         p, (cx, cy), F, grad = _leaves(lib, params), _consts(lib, x, y), _functional(lib), _grad_fn(lib)
         runs[lib] = (lambda p=p, cx=cx, cy=cy, F=F, grad=grad: grad(cnn_loss(F, p, cx, cy), p))
+        if lib == "engine":
+            runs["compiled"] = _compiled(lambda p, cx, cy, F=F, grad=grad: grad(cnn_loss(F, p, cx, cy), p),
+                                         p, cx, cy)
+    jax = _jax()
+    if jax is not None:
+        runs["jax"] = _jax_run(jax.jit(jax.grad(_jax_cnn_loss)), params, x, y)
     return runs
+
+
+def _compiled(step, *args) -> Run:
+    import engine
+    compiled = engine.compile(step)
+    return lambda: compiled(*args)
+
+
+def _jax_cnn_loss(p: list, x, y):
+    import jax
+    import jax.numpy as jnp
+
+    def conv_relu_pool(h, w, b):
+        h = jax.lax.conv_general_dilated(h, w, (1, 1), ((1, 1), (1, 1))) + b[:, None, None]
+        h = jnp.maximum(h, 0)
+        return jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+
+    h = conv_relu_pool(conv_relu_pool(x, p[0], p[1]), p[2], p[3])
+    z = h.reshape(h.shape[0], -1) @ p[4].T + p[5]
+    logp = z - jax.scipy.special.logsumexp(z, axis=1, keepdims=True)
+    return -jnp.mean(logp[jnp.arange(z.shape[0]), y])
 
 
 def _cnn_unavailable() -> str | None:
@@ -122,6 +151,11 @@ def block_loss(F, p: list, x):
 def _hips_block_loss(p: list, x):
     import autograd.numpy as anp
     from autograd.scipy.special import erf, logsumexp
+    return _array_block_loss(anp, erf, logsumexp, p, x)
+
+
+def _array_block_loss(anp, erf, logsumexp, p: list, x):
+    """The block in a numpy-like library's ops (HIPS autograd's numpy, jax.numpy)."""
     b, t, c, nh = BLOCK["batch"], BLOCK["seq"], BLOCK["d_model"], BLOCK["heads"]
     d = c // nh
 
@@ -155,8 +189,16 @@ def build_block(quick: bool) -> dict[str, Run]:
     for lib in ("engine", "torch"):
         p, (cx,), F, grad = _leaves(lib, params), _consts(lib, x), _functional(lib), _grad_fn(lib)
         runs[lib] = (lambda p=p, cx=cx, F=F, grad=grad: grad(block_loss(F, p, cx), p))
+        if lib == "engine":
+            runs["compiled"] = _compiled(lambda p, cx, F=F, grad=grad: grad(block_loss(F, p, cx), p), p, cx)
     hips_grad = autograd.grad(lambda p: _hips_block_loss(p, x))
     runs["hips"] = lambda: hips_grad(params)
+    jax = _jax()
+    if jax is not None:
+        import jax.numpy as jnp
+        from jax.scipy.special import erf, logsumexp
+        loss = functools.partial(_array_block_loss, jnp, erf, logsumexp)
+        runs["jax"] = _jax_run(jax.jit(jax.grad(loss)), params, x)
     return runs
 
 

@@ -20,10 +20,15 @@ def environment() -> str:
         hips = version("autograd")
     except Exception:  # pragma: no cover - metadata missing
         hips = "?"
+    try:
+        from importlib.metadata import version
+        jax = f"jax {version('jax')} (CPU)"
+    except Exception:  # not installed: the JAX column shows n/a
+        jax = "jax not installed"
     blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     return (f"python {platform.python_version()}, numpy {np.__version__} (BLAS threads: {blas}), "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads), autograd {hips}, "
-            f"{os.cpu_count()} cores")
+            f"{jax}, {os.cpu_count()} cores")
 
 
 def _ms(x: float | None) -> str:
@@ -34,9 +39,9 @@ def _ratio(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
-def _verdict(r: Result, t: Target) -> str:
+def _verdict(r: Result, t: Target, lib: str = "engine") -> str:
     ok = True
-    vs_torch, vs_hips = r.ratio("engine", "torch"), r.ratio("engine", "hips")
+    vs_torch, vs_hips = r.ratio(lib, "torch"), r.ratio(lib, "hips")
     parts = []
     if t.torch is not None:
         parts.append(f"torch<={t.torch:g}")
@@ -44,25 +49,36 @@ def _verdict(r: Result, t: Target) -> str:
     if t.hips_speedup is not None:
         parts.append(f"HIPS/{t.hips_speedup:g}")
         ok &= vs_hips is not None and vs_hips <= 1 / t.hips_speedup
+    if t.jax is not None:
+        parts.append(f"JAX<={t.jax:g}")
+        vs_jax = r.ratio(lib, "jax")
+        ok &= vs_jax is not None and vs_jax <= t.jax
     return f"{t.source} {'ok' if ok else 'MISS'} ({', '.join(parts)})"
 
 
-HEADER = ("case", "engine ms", "torch ms", "HIPS ms", "engine/torch", "engine/HIPS", "reps", "targets")
+HEADER = ("case", "engine ms", "torch ms", "HIPS ms", "JAX ms", "engine/torch", "engine/HIPS",
+          "engine/JAX", "reps", "targets")
 
 
 def rows(results: list[Result]) -> list[tuple[str, ...]]:
+    """One row per case for the eager engine, and one (``<case>+compiled``) for engine.compile."""
     out = []
     for r in results:
         if r.skipped:
-            out.append((r.case.name, "skipped", "", "", "", "", "", r.skipped))
+            out.append((r.case.name, "skipped", "", "", "", "", "", "", "", r.skipped))
             continue
         if r.case.rows is not None:
             out.extend(r.case.rows(r))
             continue
         reps = min(len(t) for t in r.times.values())
-        out.append((r.case.name, _ms(r.median("engine")), _ms(r.median("torch")), _ms(r.median("hips")),
-                    _ratio(r.ratio("engine", "torch")), _ratio(r.ratio("engine", "hips")), str(reps),
-                    "; ".join(_verdict(r, t) for t in r.case.targets)))
+        for lib, name, targets in (("engine", r.case.name, r.case.targets),
+                                   ("compiled", r.case.name + "+compiled", r.case.compiled_targets)):
+            if lib not in r.times:
+                continue
+            out.append((name, _ms(r.median(lib)), _ms(r.median("torch")), _ms(r.median("hips")),
+                        _ms(r.median("jax")), _ratio(r.ratio(lib, "torch")), _ratio(r.ratio(lib, "hips")),
+                        _ratio(r.ratio(lib, "jax")), str(reps),
+                        "; ".join(_verdict(r, t, lib) for t in targets)))
     return out
 
 
@@ -79,18 +95,11 @@ def sections(results: list[Result]) -> list[tuple[tuple[str, ...], list[tuple[st
 
 def text_table(results: list[Result]) -> str:
     blocks = sections(results) or [(HEADER, [])]
-    body = [row for header, rs in blocks for row in (header, *rs)]
-    widths = [max(len(row[i]) for row in body) for i in range(len(HEADER))]
-
-    def line(row: tuple[str, ...]) -> str:
-        return "  ".join(c.ljust(w) if i in (0, 7) else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-
     lines: list[str] = []
-    for header, rs in blocks:
+    for header, rs in blocks:  # each block aligned on its own (the service table has its columns)
         if lines:
             lines.append("")
-        lines += [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rs)]
+        lines.append(_aligned(header, rs))
     return "\n".join(lines)
 
 

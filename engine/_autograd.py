@@ -45,13 +45,19 @@ class _Hooks(threading.local):
     a primitive's numpy forward; it returns outputs of the right shape and dtype without computing.
     ``backward``: called as ``backward(node, grads)`` after each node's VJP in a backward pass
     (cooperative deadlines, anomaly checks); whatever it raises ends the pass.
+    ``trace``: tracing (:mod:`engine._compile`), called as ``trace(prim, args, arrays, params)``
+    instead of a primitive's numpy forward; it records the application and returns the outputs.
     """
 
     meta: Callable | None = None
     backward: Callable | None = None
+    trace: Callable | None = None
 
 
 _hooks = _Hooks()
+# Traces running in any thread: while 0, apply skips the trace hook on a global's test, cheaper
+# than a thread-local's lookup (engine._compile counts them).
+_tracing = 0
 
 
 def is_grad_enabled() -> bool:
@@ -347,7 +353,10 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
         arrays.append(x)
     try:
         if _hooks.meta is None:
-            out = prim.fwd(*arrays, **params) if params else prim.fwd(*arrays)
+            if not _tracing or _hooks.trace is None:
+                out = prim.fwd(*arrays, **params) if params else prim.fwd(*arrays)
+            else:
+                out = _hooks.trace(prim, args, arrays, params)
         else:
             out = _hooks.meta(prim, arrays, params)
     except ValueError as e:
