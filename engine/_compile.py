@@ -12,6 +12,11 @@ other arguments) runs the function once, eagerly, with every input array replace
 - every read of a value into Python (``bool``, ``item``, ``float``, ``int``, ``tolist``): a
   *guard*, re-checked at replay.
 
+numpy never asks a subclass before ``np.asarray``/``np.array`` hand out its values, and arrays
+the engine makes with ``np.zeros``/``np.full``/... may be filled with traced values in place; so
+while a trace runs, those module functions are replaced by wrappers that record them (for the
+tracing thread; other threads' calls go straight through).
+
 VJPs are engine ops, so ``autograd_grad``/``backward`` inside the function are traced like the
 forward. Work that touches no probe (constants, shape arithmetic, dtype decisions, the graph
 bookkeeping) runs once at trace time and is gone from the program. The program is then
