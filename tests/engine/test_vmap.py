@@ -21,7 +21,7 @@ from .test_gradcheck import CASES, DIFF_CASES, UNIQUE, _id
 # Primitives without a batching rule: under vmap they run once per batch element (with a
 # one-time warning). Adding a rule removes the name here.
 FALLS_BACK = {
-    "cholesky_solve", "conv_gemm", "conv_wgrad", "conv_xgrad", "diag_scatter", "fold_windows", "gather",
+    "cholesky_solve", "conv_wgrad", "diag_scatter", "fold_windows", "gather",
     "linalg_cross", "linalg_pinv", "linalg_solve_ex", "linalg_solve_triangular", "median_all", "put",
     "scatter_add_zeros", "scatter_reduce", "take", "take_add", "windows",
 }
