@@ -492,6 +492,9 @@ def _gather(x, idx, dim):
 _gather.defvjp(lambda ctx, g, idx, dim: _scatter_add_zeros(g, idx=idx, dim=dim,
                                                            shape=ctx.in_meta[0][0]))
 _gather.defjvp(linear_jvp)
+# the indices (a parameter) are the same for every batch element: broadcast along the batch
+_gather.defbatch(lambda prim, a, f, idx, dim: prim.fwd(
+    a[0], idx=np.broadcast_to(idx, a[0].shape[:1] + idx.shape), dim=dim + 1 if dim >= 0 else dim))
 
 
 @primitive()
@@ -505,6 +508,9 @@ def _scatter_add_zeros(g, idx, dim, shape):
 
 _scatter_add_zeros.defvjp(lambda ctx, g, idx, dim, shape: _gather(g, idx=idx, dim=dim))
 _scatter_add_zeros.defjvp(linear_jvp)
+_scatter_add_zeros.defbatch(lambda prim, a, f, idx, dim, shape: prim.fwd(
+    a[0], idx=np.broadcast_to(idx, a[0].shape[:1] + idx.shape), dim=dim + 1 if dim >= 0 else dim,
+    shape=a[0].shape[:1] + tuple(shape)))
 
 
 @op(method=True)

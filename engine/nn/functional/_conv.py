@@ -340,6 +340,20 @@ def _conv_gemm_vjp(ctx, g, x, w, pads, kernel, stride, dilation, out, groups):
     return gx, gw, gb
 
 
+def _fold_batch(prim, arrays, flags, **params):
+    # A batch of images is more images: with only the first operand batched, vmap's batch folds
+    # into the sample dim N and back. Batched weights run once per batch element.
+    if not flags[0] or any(flags[1:]):
+        from ..._autograd import _loop_batch
+        return _loop_batch(prim, arrays, flags, params)
+    x = arrays[0]
+    y = prim.fwd(x.reshape((-1,) + x.shape[2:]), *arrays[1:], **params)
+    return y.reshape(x.shape[:2] + y.shape[1:])
+
+
+_conv_gemm.defbatch(_fold_batch)
+
+
 @_conv_gemm.defjvp
 def _conv_gemm_jvp(ctx, ts, x, w, b, **p):
     # bilinear in (x, w), plus the bias' tangent along the channel dim
@@ -376,6 +390,7 @@ def _conv_xgrad_vjp(ctx, z, g, w, pads, kernel, stride, dilation, size, groups):
 
 
 _conv_xgrad.defjvp(multilinear_jvp)
+_conv_xgrad.defbatch(_fold_batch)
 
 
 def _conv_core(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple, pads: list, dilation: tuple,

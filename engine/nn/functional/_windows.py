@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..._autograd import linear_jvp, primitive
+from ..._autograd import dims_batch, linear_jvp, primitive
 from ...ops.shape import getitem
 from ...tensor import Tensor
 
@@ -140,8 +140,10 @@ def _take_add(g, idx, axis, n, unique):
 _take.defvjp(lambda ctx, g, idx, axis, unique: _take_add(
     g, idx=idx, axis=axis, n=ctx.in_meta[0][0][axis], unique=unique))
 _take.defjvp(linear_jvp)
+_take.defbatch(dims_batch("axis"))  # (the indices are a parameter: one set for the whole batch)
 _take_add.defvjp(lambda ctx, g, idx, axis, n, unique: _take(g, idx=idx, axis=axis, unique=unique))
 _take_add.defjvp(linear_jvp)
+_take_add.defbatch(dims_batch("axis"))
 
 
 def take(x: Tensor, idx: np.ndarray, axis: int, unique: bool = False) -> Tensor:
