@@ -16,6 +16,7 @@ import functools
 import inspect
 import itertools
 import operator
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from . import tensor as _tensor_module
 from .tensor import Shadow, Size, Tensor, VmapFallback
 
 
@@ -1362,3 +1364,7 @@ class RemovableHandle:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+# Tensor's backward, register_hook and retain_grad call this module through the slot it keeps.
+_tensor_module._engine = sys.modules[__name__]

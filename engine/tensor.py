@@ -13,6 +13,10 @@ import numpy as np
 from . import _dtype
 from ._dtype import dtype as DType
 
+# The autograd core (engine._autograd) sits above this module and registers itself here when it
+# is imported, so Tensor.backward and friends reach it without an upward import.
+_engine: Any = None
+
 __all__ = ["Tensor", "Size", "tensor", "as_tensor", "from_numpy"]
 
 
@@ -170,19 +174,17 @@ class Tensor:
         return t
 
     def retain_grad(self) -> None:
-        from ._autograd import retain_tensor_grad
-        retain_tensor_grad(self)
+        """Keep this non-leaf tensor's gradient in ``.grad`` after backward."""
+        _engine.retain_tensor_grad(self)
 
     def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> Any:
         """Call ``hook(grad)`` when this tensor's gradient is computed; a returned tensor replaces it."""
-        from ._autograd import register_tensor_hook
-        return register_tensor_hook(self, hook)
+        return _engine.register_tensor_hook(self, hook)
 
     def backward(self, gradient: Tensor | None = None, retain_graph: bool | None = None,
                  create_graph: bool = False, inputs: Any = None) -> None:
         """Accumulate the gradient of this tensor into the leaves' ``.grad``."""
-        from ._autograd import backward
-        backward(self, gradient, retain_graph, create_graph, inputs=inputs)
+        _engine.backward(self, gradient, retain_graph, create_graph, inputs=inputs)
 
     # ------------------------------------------------------------ conversion
     def numpy(self) -> np.ndarray:
