@@ -364,11 +364,19 @@ class Namespace:
         if any(op.startswith(full + ".") for op in engine.OPS):
             return Namespace(self._client, full + ".")
         where = f"namespace {self._prefix[:-1]!r}" if self._prefix else "the engine"
-        raise AttributeError(f"{where} has no op {name!r}")
+        hint = ""
+        if not self._prefix and name in _TORCH_FUNC:
+            hint = ("; the client's functional API has torch.autograd.functional's names (c.jacobian, "
+                    "c.hessian, c.vjp, c.jvp, c.hvp, c.vhp); torch.func's transforms are in "
+                    "engine.func, in process")
+        raise AttributeError(f"{where} has no op {name!r}{hint}")
 
     def __dir__(self) -> list[str]:
         n = len(self._prefix)
         return sorted({op[n:].split(".")[0] for op in engine.OPS if op.startswith(self._prefix)})
+
+
+_TORCH_FUNC = frozenset({"func", "grad", "grad_and_value", "vmap", "jacrev", "jacfwd", "functional_call"})
 
 
 # ---------------------------------------------------------------- argument encoding

@@ -206,3 +206,9 @@ def test_to_json_and_curl() -> None:
     body = cmd.split("<<'JSON'\n", 1)[1].rsplit("\nJSON", 1)[0]
     assert json.loads(body) == json.loads(c.to_json(loss, [x]))
     c.close()
+
+
+@pytest.mark.parametrize("name", ["vmap", "grad", "jacrev", "func"])
+def test_torch_func_names_say_where_the_transforms_are(name: str) -> None:
+    with pytest.raises(AttributeError, match=r"c\.jacobian.*engine\.func"):
+        getattr(Client(), name)
