@@ -317,7 +317,7 @@ def _is_operand(a: Any) -> bool:
 # ---------------------------------------------------------------- elementwise (the default rule)
 ELEMENTWISE: frozenset[str] = frozenset({
     "abs", "acos", "add", "asin", "atan", "atan2", "bce", "ceil", "clamp", "clamp_min_nograd",
-    "clamp_t", "copysign", "cos", "cosh", "delayed_error", "div", "elu", "erf", "erfc", "erfinv",
+    "clamp_t", "copysign", "cos", "cosh", "delayed_error", "div", "div_rounded", "elu", "erf", "erfc", "erfinv",
     "exp", "expm1", "floor", "fmod", "gelu", "gelu_backward", "heaviside", "hypot", "i0", "lgamma",
     "log", "log1p", "logaddexp", "logaddexp2", "logit", "maximum", "minimum", "mul", "neg",
     "polygamma", "pow", "prelu", "relu", "relu_backward", "remainder", "round", "sigmoid", "sign",

@@ -764,7 +764,8 @@ def _dims(dim: object, ndim: int) -> tuple[int, ...]:
     if dim is None:
         return tuple(range(ndim))
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    return tuple(sorted(norm_dim(d, ndim) for d in dims)) if dims else tuple(range(ndim))
+    dims = tuple(sorted(norm_dim(d, ndim) for d in dims)) if dims else tuple(range(ndim))
+    return dims if ndim else ()  # a 0-d tensor takes dim 0 or -1: its one element
 
 
 @primitive(save=(0, -1), name="linalg_vector_norm")

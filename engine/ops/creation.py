@@ -151,6 +151,8 @@ def randint(low, high=None, size=(), *, generator=None, dtype=None, device=None)
     """Integers uniform on ``[low, high)``."""
     if high is None:
         low, high = 0, low
+    elif isinstance(high, (tuple, list)):  # randint(high, size)
+        low, high, size = 0, low, high
     rng = generator if generator is not None else _rng
     return Tensor._make(rng.integers(low, high, _size((size,))).astype(
         _np_dtype(dtype, to_dtype("int64"))))

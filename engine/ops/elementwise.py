@@ -243,12 +243,24 @@ def div(input, other, *, rounding_mode=None):
         if rounding_mode not in ("trunc", "floor"):
             raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' "
                                f"but found '{rounding_mode}'")
+        if dt.kind == "f":  # recorded, as torch does: the result requires grad, its gradient is 0
+            return apply(_div_rounded, (input, other), {"mode": rounding_mode}, dt)
         a, b = np.asarray(input if not isinstance(input, Tensor) else input._data, dt), \
             np.asarray(other if not isinstance(other, Tensor) else other._data, dt)
         return Tensor._make(_rounded_div(a, b, rounding_mode).astype(dt, copy=False))
     if dt.kind != "f":
         dt = _F32
     return apply(_div, (input, other), None, dt)
+
+
+@primitive()
+def _div_rounded(a, b, mode):
+    return _rounded_div(np.asarray(a), np.asarray(b), mode).astype(np.result_type(a, b), copy=False)
+
+
+# A step function: zero almost everywhere (torch's DivBackward for rounding modes).
+_div_rounded.defvjp(lambda ctx, g, mode: tuple(
+    None if m is None else Tensor._make(np.zeros(m[0], m[1])) for m in ctx.in_meta))
 
 
 def _rounded_div(a: np.ndarray, b: np.ndarray, mode: str) -> np.ndarray:

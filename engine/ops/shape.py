@@ -428,6 +428,13 @@ def index_select(input, dim, index):
     idx = np.asarray(index._data if isinstance(index, Tensor) else index)
     if idx.ndim > 1:
         raise IndexError("index_select(): Index is supposed to be a vector")
+    if input._data.ndim == 0:  # torch: a 0-d input stays 0-d (the index must be [0])
+        if idx.size != 1:
+            raise RuntimeError("index_select(): Index to scalar can have only 1 value, got "
+                             f"{idx.size} value(s)")
+        if idx.reshape(-1)[0] not in (0, -1):
+            raise IndexError("index out of range in self")
+        return reshape(getitem(reshape(input, (1,)), idx.reshape(-1)), ())
     return getitem(input, (slice(None),) * d + (idx.reshape(-1),))
 
 
