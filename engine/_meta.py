@@ -317,7 +317,8 @@ def _is_operand(a: Any) -> bool:
 # ---------------------------------------------------------------- elementwise (the default rule)
 ELEMENTWISE: frozenset[str] = frozenset({
     "abs", "acos", "add", "asin", "atan", "atan2", "bce", "ceil", "clamp", "clamp_min_nograd",
-    "clamp_t", "copysign", "cos", "cosh", "delayed_error", "div", "div_rounded", "elu", "erf", "erfc", "erfinv",
+    "clamp_t", "copysign", "cos", "cosh", "delayed_error", "div", "div_rounded", "elu", "erf", "erfc",
+    "erfinv",
     "exp", "expm1", "floor", "fmod", "gelu", "gelu_backward", "heaviside", "hypot", "i0", "lgamma",
     "log", "log1p", "logaddexp", "logaddexp2", "logit", "maximum", "minimum", "mul", "neg",
     "polygamma", "pow", "prelu", "relu", "relu_backward", "remainder", "round", "sigmoid", "sign",
@@ -776,6 +777,8 @@ def _gather(prim: Any, arrays: list, params: dict) -> Any:
     if x.ndim != idx.ndim:
         raise ValueError("`indices` and `arr` must have the same number of dimensions")
     ax = normalize_axis_index(a["dim"], max(x.ndim, 1))
+    if all(i <= n for d, (i, n) in enumerate(zip(idx.shape, x.shape)) if d != ax):
+        return _fresh(idx.shape, x.dtype)  # torch's gather: the index's extent (engine.ops.shape._gather)
     base = tuple(1 if i == ax else d for i, d in enumerate(x.shape))
     return _fresh(_broadcast([idx.shape, base]), x.dtype)
 

@@ -832,7 +832,7 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
     if isinstance(ord, str):
         raise RuntimeError(f"linalg.vector_norm: ord must be a number, got {ord!r}")
     dims = _dims(dim, x._data.ndim)
-    if x._data.size == 0 and (ord < 0 or ord == math.inf):
+    if (ord < 0 or ord == math.inf) and any(x._data.shape[d] == 0 for d in dims):
         raise RuntimeError(f"linalg.vector_norm cannot compute the {ord} norm on an empty tensor "
                            "because the operation does not have an identity")
     return _vector_norm(x, ord=float(ord), dims=dims, keepdim=bool(keepdim))

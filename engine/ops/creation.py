@@ -159,13 +159,13 @@ def randint(low, high=None, size=(), *, generator=None, dtype=None, device=None)
 
 
 @op(differentiable=())
-def rand_like(input, *, dtype=None, requires_grad=False):
+def rand_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None):
     """Uniform samples with ``input``'s shape."""
     return _finish(_rng.random(input._data.shape).astype(_like(input, dtype)), requires_grad)
 
 
 @op(differentiable=())
-def randn_like(input, *, dtype=None, requires_grad=False):
+def randn_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None):
     """Normal samples with ``input``'s shape."""
     return _finish(_rng.standard_normal(input._data.shape).astype(_like(input, dtype)),
                    requires_grad)

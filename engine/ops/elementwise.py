@@ -171,8 +171,10 @@ def _minimum(a, b):
 
 def _minmax_vjp(ctx, g, a, b, *, sign: int):
     # torch splits the gradient evenly between equal arguments
-    wa = ((a > b) if sign > 0 else (a < b)).to(g.dtype) + (a == b).to(g.dtype) * 0.5
-    return g * wa, g * (1 - wa)
+    # and, as torch, masks only the smaller (larger) one: a NaN passes the whole gradient to both
+    tie = (a == b).to(g.dtype) * 0.5
+    lose_a, lose_b = ((a < b), (a > b)) if sign > 0 else ((a > b), (a < b))
+    return g * (1 - lose_a.to(g.dtype) - tie), g * (1 - lose_b.to(g.dtype) - tie)
 
 
 _maximum.defvjp(lambda ctx, g, a, b: _minmax_vjp(ctx, g, a, b, sign=1))
@@ -374,12 +376,18 @@ def _inv_sqrt1m(x):
     return rsqrt(1 - x * x)
 
 
+def _sign_np(x: np.ndarray) -> np.ndarray:
+    """torch's sign: NaN maps to 0 (numpy's to NaN)."""
+    r = np.sign(x)
+    return np.where(np.isnan(r), 0, r).astype(r.dtype, copy=False) if r.dtype.kind == "f" else r
+
+
 @primitive(save=(1,))
 def _relu_backward(g, y):
     """relu's VJP, ``g * (y > 0)`` in one pass (torch's threshold_backward). A primitive of ``y``
     too, so that with create_graph the gradient stays attached to the graph, as torch's; its
     derivative in ``y`` is zero."""
-    return np.multiply(g, y > 0)
+    return np.multiply(g, ~(y <= 0))  # as torch: result <= 0 ? 0 : g, so NaN passes g
 
 
 _relu_backward.defvjp(lambda ctx, h, y: (
@@ -409,7 +417,7 @@ relu = _unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype, copy=False), OU
               lambda c, g, y: _relu_backward(g, y), "max(input, 0); relu'(0) = 0.", float_only=False)
 abs = _unary("abs", np.abs, IN, lambda c, g, x: g * sign(x), "Absolute value; abs'(0) = 0.",  # noqa: A001
              float_only=False, aliases=("absolute",))
-sign = _unary("sign", np.sign, (), zeros_grad, "Sign (-1, 0, 1); zero gradient.", float_only=False)
+sign = _unary("sign", _sign_np, (), zeros_grad, "Sign (-1, 0, 1); zero gradient.", float_only=False)
 floor = _unary("floor", np.floor, (), zeros_grad, "Round down; zero gradient.", float_only=False)
 ceil = _unary("ceil", np.ceil, (), zeros_grad, "Round up; zero gradient.", float_only=False)
 trunc = _unary("trunc", np.trunc, (), zeros_grad, "Round toward zero; zero gradient.",
@@ -719,7 +727,8 @@ def copysign(input, other):
 
 @primitive()
 def _heaviside(x, values):
-    return np.heaviside(x, values).astype(x.dtype, copy=False)
+    # torch: x == 0 ? values : x > 0, so NaN gives 0 (numpy's heaviside gives NaN)
+    return np.where(x == 0, values, x > 0).astype(x.dtype, copy=False)
 
 
 _heaviside.defvjp(lambda ctx, g: (zeros_grad(ctx, g), None if ctx.edges[1] is None else
