@@ -340,6 +340,34 @@ def amin(input, dim=(), keepdim=False):
     return _amin(input, dims=dims, keepdim=keepdim)
 
 
+def _truth(input: Tensor, dim: object, keepdim: bool, fn: object) -> Tensor:
+    x = input._data
+    dims = _dims(dim, x.ndim)
+    r = fn(x, axis=dims, keepdims=keepdim)
+    # torch: uint8 in, uint8 out; every other dtype gives bool
+    return Tensor._make(np.asarray(r, np.uint8 if x.dtype == np.uint8 else np.bool_))
+
+
+@op(differentiable=(), method="all", name="all")
+def all_(input, dim=None, keepdim=False):
+    """True where every element (over ``dim``, or all) is non-zero. Not differentiable.
+
+    >>> engine.tensor([1.0, 0.0]).all()
+    tensor(False)
+    """
+    return _truth(input, dim, keepdim, np.all)
+
+
+@op(differentiable=(), method="any", name="any")
+def any_(input, dim=None, keepdim=False):
+    """True where some element (over ``dim``, or all) is non-zero. Not differentiable.
+
+    >>> engine.tensor([1.0, 0.0]).any()
+    tensor(True)
+    """
+    return _truth(input, dim, keepdim, np.any)
+
+
 def _arg_extremum(input: Tensor, dim: int | None, keepdim: bool, fn: object) -> Tensor:
     x = input._data
     if dim is None:
