@@ -589,7 +589,8 @@ def _accumulate_grad(t: Tensor, g: Tensor, create_graph: bool) -> None:
         t._grad = g if create_graph else Tensor._make(g._data.copy())
     elif create_graph or old._rg:
         t._grad = old + g
-    elif t.grad_fn is None and old._data.flags.writeable and old._data.shape == g._data.shape and old._data.dtype == g._data.dtype:
+    elif t.grad_fn is None and old._data.flags.writeable and old._data.shape == g._data.shape \
+            and old._data.dtype == g._data.dtype:
         # a leaf's .grad grows in place, as torch's AccumulateGrad (a retained non-leaf's does not)
         np.add(old._data, g._data, out=old._data)
     else:
@@ -719,6 +720,9 @@ def _finish(res: list, inputs: tuple, allow_unused: bool, materialize_grads: boo
     return tuple(res)
 
 
+_WARNED = {"create_graph": False}
+
+
 def backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
              retain_graph: bool | None = None, create_graph: bool = False,
              grad_variables: Any = None,
@@ -731,7 +735,8 @@ def backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
     >>> engine.autograd_backward(x * x); x.grad
     tensor(6.)
     """
-    if create_graph and inputs is None:
+    if create_graph and inputs is None and not _WARNED["create_graph"]:
+        _WARNED["create_graph"] = True  # once per process, as torch (TORCH_WARN_ONCE)
         import warnings
         warnings.warn(
             "Using backward() with create_graph=True will create a reference cycle between the "
