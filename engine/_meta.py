@@ -316,7 +316,8 @@ def _is_operand(a: Any) -> bool:
 
 # ---------------------------------------------------------------- elementwise (the default rule)
 ELEMENTWISE: frozenset[str] = frozenset({
-    "abs", "acos", "add", "asin", "atan", "atan2", "bce", "ceil", "clamp", "clamp_min_nograd",
+    "abs", "acos", "acosh", "add", "asin", "asinh", "atanh", "atan", "atan2", "bce", "ceil", "clamp",
+    "clamp_min_nograd",
     "clamp_t", "copysign", "cos", "cosh", "delayed_error", "div", "div_rounded", "elu", "erf", "erfc",
     "erfinv",
     "exp", "expm1", "floor", "fmod", "gelu", "gelu_backward", "heaviside", "hypot", "i0", "lgamma",

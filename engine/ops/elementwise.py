@@ -404,6 +404,12 @@ sqrt = _unary("sqrt", np.sqrt, OUT, lambda c, g, y: g / (2 * y), "Square root.")
 sin = _unary("sin", np.sin, IN, lambda c, g, x: g * cos(x), "Sine.")
 cos = _unary("cos", np.cos, IN, lambda c, g, x: -g * sin(x), "Cosine.")
 tan = _unary("tan", np.tan, OUT, lambda c, g, y: g * (1 + y * y), "Tangent.")
+asinh = _unary("asinh", np.arcsinh, IN, lambda c, g, x: g * rsqrt(x * x + 1), "Inverse hyperbolic sine.",
+               aliases=("arcsinh",))
+acosh = _unary("acosh", np.arccosh, IN, lambda c, g, x: g * rsqrt((x - 1) * (x + 1)),
+               "Inverse hyperbolic cosine.", aliases=("arccosh",))
+atanh = _unary("atanh", np.arctanh, IN, lambda c, g, x: g / (1 - x * x), "Inverse hyperbolic tangent.",
+               aliases=("arctanh",))
 asin = _unary("asin", np.arcsin, IN, lambda c, g, x: g * _inv_sqrt1m(x), "Arcsine.", aliases=("arcsin",))
 acos = _unary("acos", np.arccos, IN, lambda c, g, x: -g * _inv_sqrt1m(x), "Arccosine.",
               aliases=("arccos",))

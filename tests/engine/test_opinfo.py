@@ -44,6 +44,10 @@ KNOWN: dict[tuple[str, str], tuple[str, str]] = {
     ('div.floor_rounding', 'forward'): ('float64:15,63',
         ("large reference inputs: numpy's floor(a / b) and torch's floor division differ by 1 where "
          'a / b rounds to an integer')),
+    ('float_power', 'first'): ('float32:15,62 float64:15,62',
+        _EXT + " (float_power is pow in float64)"),
+    ('float_power', 'second'): ('float32:15,62 float64:15,62',
+        _EXT + " (float_power is pow in float64)"),
     ('i0', 'second'): ('float32:11,24 float64:11,24',
         _EXT),
     ('lgamma', 'second'): ('float32:12,26 float64:12,26',
