@@ -14,8 +14,8 @@ import numpy as np
 
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op
-from .elementwise import clamp, isnan, mul, pow, sign, sub
-from .linalg import dot, outer
+from .elementwise import clamp, isnan, mul, pow, sign, sub, where
+from .linalg import diagonal, dot, outer
 from .reduction import amax, amin, cumsum, mean, nansum, norm, std, sum, var
 from .shape import (
     broadcast_tensors,
@@ -436,3 +436,68 @@ def masked_select(input, mask):
     if m._data.dtype != np.bool_:
         raise RuntimeError(f"masked_select: expected BoolTensor for mask, but got {m.dtype.name}")
     return getitem(x, m._data)
+
+
+# ---------------------------------------------------------------- NaN-ignoring extrema, covariance
+@op(differentiable=("input", "other"), method=True)
+def fmax(input, other):
+    """Elementwise maximum ignoring NaN (NaN only where both are NaN); the gradient goes to
+    ``input`` where ``input >= other`` or ``other`` is NaN, as torch's."""
+    a, b = as_tensor_arg(input), as_tensor_arg(other)
+    return where((a >= b) | isnan(b), a, b)
+
+
+@op(differentiable=("input", "other"), method=True)
+def fmin(input, other):
+    """Elementwise minimum ignoring NaN."""
+    a, b = as_tensor_arg(input), as_tensor_arg(other)
+    return where((a <= b) | isnan(b), a, b)
+
+
+@op(differentiable=("input", "aweights"), method=True)
+def cov(input, *, correction=1, fweights=None, aweights=None):
+    """Covariance of the rows (variables) over the columns (observations), optionally weighted.
+
+    >>> engine.cov(engine.tensor([[0.0, 2.0], [1.0, 1.0]]))
+    tensor([[ 2.,  0.],
+            [ 0.,  0.]])
+    """
+    if input._data.ndim > 2:
+        raise RuntimeError(f"cov(): expected input to have two or fewer dimensions but got an input "
+                           f"with {input._data.ndim} dimensions")
+    x = reshape(input, (1, -1)) if input._data.ndim < 2 else input
+    if x._data.dtype.kind != "f":
+        x = x.to(np.float32)
+    n = x._data.shape[1]
+    w = None
+    if fweights is not None:
+        w = fweights.to(x.dtype)
+    if aweights is not None:
+        w = aweights if w is None else w * aweights
+    if w is None:
+        avg = mean(x, 1, True)
+        factor = float(n - correction)
+    else:
+        w_sum = sum(w)
+        avg = sum(x * w, 1, True) / w_sum
+        factor = w_sum - correction if aweights is None else \
+            w_sum - correction * sum(w * aweights) / w_sum
+    xm = x - avg
+    c = (xm * w if w is not None else xm) @ transpose(xm, 0, 1)
+    if isinstance(factor, float):
+        factor = builtins.max(factor, 0.0)
+    else:
+        factor = where(factor <= 0, 0.0, factor)
+    out = c / factor
+    return reshape(out, tuple(d for d in out._data.shape if d != 1))  # torch squeezes the result
+
+
+@op(method=True)
+def corrcoef(input):
+    """Pearson correlation coefficients of the rows, clipped to [-1, 1]."""
+    c = cov(input)
+    if c._data.ndim == 0:
+        return c / c
+    s = diagonal(c).sqrt()
+    c = c / reshape(s, (-1, 1)) / reshape(s, (1, -1))
+    return clamp(c, -1.0, 1.0)
