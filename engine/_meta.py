@@ -953,6 +953,22 @@ def _ctor_full(fn: Callable, size: Any, *args: Any, **kwargs: Any) -> Any:
     return _meta_tensor(fn(_small(shape), *args, **kwargs), shape)
 
 
+@op_rule("new_zeros", "new_ones")
+def _ctor_new(fn: Callable, input: Any, *size: Any, **kwargs: Any) -> Any:
+    shape = _size_args(size)
+    if not _valid_size(shape):
+        return fn(input, *size, **kwargs)
+    return _meta_tensor(fn(input, *_small(shape), **kwargs), shape)
+
+
+@op_rule("new_full")
+def _ctor_new_full(fn: Callable, input: Any, size: Any, *args: Any, **kwargs: Any) -> Any:
+    shape = _size_args((size,))
+    if not _valid_size(shape):
+        return fn(input, size, *args, **kwargs)
+    return _meta_tensor(fn(input, _small(shape), *args, **kwargs), shape)
+
+
 @op_rule("randint")
 def _ctor_randint(fn: Callable, low: Any, high: Any = None, size: Any = (), *args: Any, **kwargs: Any) -> Any:
     if "size" in kwargs:

@@ -15,7 +15,7 @@ import numpy as np
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op
 from .elementwise import clamp, isnan, mul, pow, sign, sub, where
-from .linalg import diagonal, dot, outer
+from .linalg import diag, diagonal, dot, outer
 from .reduction import amax, amin, cumsum, mean, nansum, norm, std, sum, var
 from .shape import (
     broadcast_tensors,
@@ -501,3 +501,75 @@ def corrcoef(input):
     s = diagonal(c).sqrt()
     c = c / reshape(s, (-1, 1)) / reshape(s, (1, -1))
     return clamp(c, -1.0, 1.0)
+
+
+# ---------------------------------------------------------------- small ones
+@op(method=True)
+def exp2(input):
+    """``2 ** input``."""
+    x = input if input._data.dtype.kind == "f" else input.to(np.float32)
+    return pow(2.0, x)
+
+
+def _flag(name: str, fn: object, doc: str) -> None:
+    def f(input):
+        return Tensor._make(np.asarray(fn(input._data), np.bool_))
+
+    f.__name__ = f.__qualname__ = name
+    f.__doc__ = doc
+    op(differentiable=(), method=True)(f)
+
+
+_flag("signbit", np.signbit, "True where the sign bit is set (-0.0 and NaN with the bit included).")
+_flag("isposinf", np.isposinf, "True at +inf.")
+_flag("isneginf", np.isneginf, "True at -inf.")
+_flag("isreal", lambda a: np.ones(a.shape, bool), "True everywhere (real dtypes only).")
+
+
+@op(method=True)
+def diagflat(input, offset=0):
+    """The flattened input on the ``offset`` diagonal of a square matrix."""
+    return diag(reshape(input, (-1,)), offset)
+
+
+def _new(name: str, make: object, doc: str) -> None:
+    def f(input, *args, dtype=None, device=None, requires_grad=False, layout=None, pin_memory=False):
+        t = make(input, args, dtype if dtype is not None else input.dtype)
+        if requires_grad:
+            t.requires_grad_()
+        return t
+
+    f.__name__ = f.__qualname__ = name
+    f.__doc__ = doc
+    op(differentiable=(), method=True)(f)
+
+
+def _size(args: tuple) -> tuple:
+    size = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+    return tuple(int(s) for s in size)
+
+
+def _make_full(value: float, args: tuple, dt: object) -> Tensor:
+    from .._dtype import to_dtype
+    return Tensor._make(np.full(_size(args), value, to_dtype(dt).np))
+
+
+_new("new_ones", lambda x, a, dt: _make_full(1, a, dt), "Ones of the given size, with the input's dtype.")
+_new("new_zeros", lambda x, a, dt: _make_full(0, a, dt), "Zeros of the given size, with the input's dtype.")
+_new("new_full", lambda x, a, dt: _make_full(a[1], a[:1], dt),
+     "``fill_value`` in the given size, with the input's dtype: ``x.new_full(size, fill_value)``.")
+
+
+@op(differentiable=("input", "src"), method=True)
+def select_scatter(input, src, dim, index):
+    """``input`` with ``input.select(dim, index)`` replaced by ``src``."""
+    d = norm_dim(dim, input._data.ndim)
+    n = input._data.shape[d]
+    i = index + n if index < 0 else index
+    if not 0 <= i < n:
+        raise IndexError(f"select(): index {index} out of range for tensor of size "
+                         f"{list(input._data.shape)} at dimension {d}")
+    shape = [1] * input._data.ndim
+    shape[d] = n
+    mask = Tensor._make((np.arange(n) == i).reshape(shape))
+    return where(mask, src.unsqueeze(d), input)
