@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..tensor import Tensor
 from . import (  # noqa: F401  (registration)
-    composite,  # noqa: E402, F401, I001  (registration; built on the modules above)
+    composite,  # compositions of the others (each module imports what it builds on)
     creation,
     elementwise,
     indexing,
