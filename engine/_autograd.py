@@ -85,6 +85,15 @@ class _GradMode:
 
     def __call__(self, fn: Callable) -> Callable:
         mode = self._mode
+        if inspect.isclass(fn):
+            import warnings
+            warnings.warn(
+                "Decorating classes is deprecated and will be disabled in future versions. You should "
+                "only decorate functions or methods. To preserve the current behavior of class "
+                "decoration, you can directly decorate the `__init__` method and nothing else.",
+                FutureWarning, stacklevel=2)
+            cls = fn
+            fn = lambda *args, **kwargs: cls(*args, **kwargs)  # construction runs in the mode
         if inspect.isgeneratorfunction(fn):
             return _wrap_generator(fn, mode)
 
@@ -119,8 +128,13 @@ def _wrap_generator(fn: Callable, mode: bool) -> Callable:
                 _set_enabled(prev)
             try:
                 sent = yield out
-            except GeneratorExit:
-                gen.close()
+            except GeneratorExit:  # as torch: the generator's cleanup runs in the decorator's mode
+                prev = is_grad_enabled()
+                _set_enabled(mode)
+                try:
+                    gen.close()
+                finally:
+                    _set_enabled(prev)
                 raise
             except BaseException as exc:  # thrown in by the caller: hand it to the generator
                 step = functools.partial(gen.throw, exc)
@@ -1054,10 +1068,17 @@ def _run_tensor_hooks(node: Node, buf: list, create_graph: bool) -> None:
 def _accumulate_grad(t: Tensor, g: Tensor, create_graph: bool) -> None:
     if not create_graph:
         g = g.detach() if g._rg else g
-    if t.grad is None:
-        t.grad = g if create_graph else Tensor._make(g._data.copy())
+    old = t._grad
+    if old is None:
+        t._grad = g if create_graph else Tensor._make(g._data.copy())
+    elif create_graph or old._rg:
+        t._grad = old + g
+    elif t.grad_fn is None and old._data.flags.writeable and old._data.shape == g._data.shape \
+            and old._data.dtype == g._data.dtype:
+        # a leaf's .grad grows in place, as torch's AccumulateGrad (a retained non-leaf's does not)
+        np.add(old._data, g._data, out=old._data)
     else:
-        t.grad = t.grad + g if create_graph else Tensor._make(t.grad._data + g._data)
+        t._grad = Tensor._make(old._data + g._data)
 
 
 def _as_tuple(x: Any) -> tuple:
@@ -1281,6 +1302,9 @@ def _finish(res: list, inputs: tuple, allow_unused: bool, materialize_grads: boo
     return tuple(res)
 
 
+_WARNED = {"create_graph": False}
+
+
 def backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
              retain_graph: bool | None = None, create_graph: bool = False,
              grad_variables: Any = None,
@@ -1293,6 +1317,15 @@ def backward(tensors: Tensor | Sequence[Tensor], grad_tensors: Any = None,
     >>> engine.autograd_backward(x * x); x.grad
     tensor(6.)
     """
+    if create_graph and inputs is None and not _WARNED["create_graph"]:
+        _WARNED["create_graph"] = True  # once per process, as torch (TORCH_WARN_ONCE)
+        import warnings
+        warnings.warn(
+            "Using backward() with create_graph=True will create a reference cycle between the "
+            "parameter and its gradient which can cause a memory leak. We recommend using "
+            "autograd.grad when creating the graph to avoid this. If you have to use this function, "
+            "make sure to reset the .grad fields of your parameters to None after use to break the "
+            "cycle and avoid the leak.", UserWarning, stacklevel=2)
     if grad_variables is not None:
         if grad_tensors is not None:
             raise RuntimeError("'grad_tensors' and 'grad_variables' (deprecated) arguments both "

@@ -316,8 +316,10 @@ def _is_operand(a: Any) -> bool:
 
 # ---------------------------------------------------------------- elementwise (the default rule)
 ELEMENTWISE: frozenset[str] = frozenset({
-    "abs", "acos", "add", "asin", "atan", "atan2", "bce", "ceil", "clamp", "clamp_min_nograd",
-    "clamp_t", "copysign", "cos", "cosh", "delayed_error", "div", "elu", "erf", "erfc", "erfinv",
+    "abs", "acos", "acosh", "add", "asin", "asinh", "atanh", "atan", "atan2", "bce", "ceil", "clamp",
+    "clamp_min_nograd",
+    "clamp_t", "copysign", "cos", "cosh", "delayed_error", "div", "div_rounded", "elu", "erf", "erfc",
+    "erfinv",
     "exp", "expm1", "floor", "fmod", "gelu", "gelu_backward", "heaviside", "hypot", "i0", "lgamma",
     "log", "log1p", "logaddexp", "logaddexp2", "logit", "maximum", "minimum", "mul", "neg",
     "polygamma", "pow", "prelu", "relu", "relu_backward", "remainder", "round", "sigmoid", "sign",
@@ -776,6 +778,8 @@ def _gather(prim: Any, arrays: list, params: dict) -> Any:
     if x.ndim != idx.ndim:
         raise ValueError("`indices` and `arr` must have the same number of dimensions")
     ax = normalize_axis_index(a["dim"], max(x.ndim, 1))
+    if all(i <= n for d, (i, n) in enumerate(zip(idx.shape, x.shape)) if d != ax):
+        return _fresh(idx.shape, x.dtype)  # torch's gather: the index's extent (engine.ops.shape._gather)
     base = tuple(1 if i == ax else d for i, d in enumerate(x.shape))
     return _fresh(_broadcast([idx.shape, base]), x.dtype)
 
@@ -947,6 +951,22 @@ def _ctor_full(fn: Callable, size: Any, *args: Any, **kwargs: Any) -> Any:
     if not _valid_size(shape):
         return fn(size, *args, **kwargs)
     return _meta_tensor(fn(_small(shape), *args, **kwargs), shape)
+
+
+@op_rule("new_zeros", "new_ones")
+def _ctor_new(fn: Callable, input: Any, *size: Any, **kwargs: Any) -> Any:
+    shape = _size_args(size)
+    if not _valid_size(shape):
+        return fn(input, *size, **kwargs)
+    return _meta_tensor(fn(input, *_small(shape), **kwargs), shape)
+
+
+@op_rule("new_full")
+def _ctor_new_full(fn: Callable, input: Any, size: Any, *args: Any, **kwargs: Any) -> Any:
+    shape = _size_args((size,))
+    if not _valid_size(shape):
+        return fn(input, size, *args, **kwargs)
+    return _meta_tensor(fn(input, _small(shape), *args, **kwargs), shape)
 
 
 @op_rule("randint")

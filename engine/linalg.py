@@ -800,7 +800,8 @@ def _dims(dim: object, ndim: int) -> tuple[int, ...]:
     if dim is None:
         return tuple(range(ndim))
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    return tuple(sorted(norm_dim(d, ndim) for d in dims)) if dims else tuple(range(ndim))
+    dims = tuple(sorted(norm_dim(d, ndim) for d in dims)) if dims else tuple(range(ndim))
+    return dims if ndim else ()  # a 0-d tensor takes dim 0 or -1: its one element
 
 
 @primitive(save=(0, -1), name="linalg_vector_norm")
@@ -871,7 +872,7 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
     if isinstance(ord, str):
         raise RuntimeError(f"linalg.vector_norm: ord must be a number, got {ord!r}")
     dims = _dims(dim, x._data.ndim)
-    if x._data.size == 0 and (ord < 0 or ord == math.inf):
+    if (ord < 0 or ord == math.inf) and any(x._data.shape[d] == 0 for d in dims):
         raise RuntimeError(f"linalg.vector_norm cannot compute the {ord} norm on an empty tensor "
                            "because the operation does not have an identity")
     return _vector_norm(x, ord=float(ord), dims=dims, keepdim=bool(keepdim))

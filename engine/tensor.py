@@ -51,7 +51,7 @@ class Tensor:
 
     # ``_fw`` (forward-mode tangents) and ``_bat`` (vmap's batch) are set only on dual and
     # batched tensors (see engine._autograd): reading them goes through getattr.
-    __slots__ = ("_data", "_rg", "grad_fn", "_out", "grad", "_hooks", "_fw", "_bat", "__weakref__")
+    __slots__ = ("_data", "_rg", "grad_fn", "_out", "_grad", "_hooks", "_fw", "_bat", "__weakref__")
     __array_priority__ = 1000  # numpy scalars defer to our reflected operators
 
     @classmethod
@@ -62,7 +62,7 @@ class Tensor:
             data = np.asarray(data)
         t._data = data
         t._out = out
-        t.grad = None
+        t._grad = None
         t._hooks = None
         # Only floating outputs of a recorded node require grad (indices, masks never do).
         if rg and data.dtype.kind == "f":
@@ -83,7 +83,7 @@ class Tensor:
             src = tensor(args[0] if args else (), dtype=dtype)
         else:
             raise TypeError("Tensor() takes one data argument or integer sizes")
-        self._data, self.grad_fn, self._out, self.grad, self._hooks = src._data, None, 0, None, None
+        self._data, self.grad_fn, self._out, self._grad, self._hooks = src._data, None, 0, None, None
         self._rg = False
         if requires_grad:
             self.requires_grad_()
@@ -157,6 +157,29 @@ class Tensor:
         return ref is not None and ref() is self
 
     @property
+    def grad(self) -> Tensor | None:
+        """The gradient accumulated by ``backward`` (leaves, and non-leaves that retain it)."""
+        if self._grad is None and self.grad_fn is not None and not self.retains_grad:
+            import warnings
+            warnings.warn(
+                "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
+                "attribute won't be populated during autograd.backward(). If you indeed want the .grad "
+                "field to be populated for a non-leaf Tensor, use .retain_grad() on the non-leaf Tensor. "
+                "If you access the non-leaf Tensor by mistake, make sure you access the leaf Tensor "
+                "instead. See github.com/pytorch/pytorch/pull/30531 for more informations.",
+                UserWarning, stacklevel=2)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        self._grad = value
+
+    @property
+    def output_nr(self) -> int:
+        """Which output of its ``grad_fn`` this tensor is (0 for leaves)."""
+        return self._out
+
+    @property
     def is_leaf(self) -> bool:
         return self.grad_fn is None
 
@@ -190,9 +213,11 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         """The values as a numpy array sharing memory, read-only: tensors are immutable, and a
         write would silently corrupt tensors saved for backward."""
-        if self._rg:
-            raise RuntimeError(
-                "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
+        if self._rg:  # as torch: only while grad mode is on
+            from ._autograd import is_grad_enabled
+            if is_grad_enabled():
+                raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "
+                                   "tensor.detach().numpy() instead.")
         return _readonly(self._data)
 
     def item(self) -> float | int | bool:

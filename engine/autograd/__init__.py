@@ -11,7 +11,7 @@ from .._autograd import (
     set_grad_enabled,
 )
 from . import forward_ad, function, functional
-from .function import Function, FunctionCtx
+from .function import Function, FunctionCtx, once_differentiable
 
 __all__ = ["grad", "backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
-           "Function", "FunctionCtx", "forward_ad", "function", "functional"]
+           "Function", "FunctionCtx", "forward_ad", "function", "functional", "once_differentiable"]

@@ -158,6 +158,19 @@ class Function:
 
     vjp = backward
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import warnings
+        warnings.warn(f"{type(self)} should not be instantiated. Methods on autograd functions are all "
+                      "static, so you should invoke them on the class itself. Instantiating an autograd "
+                      "function will raise an error in a future version of PyTorch.",
+                      DeprecationWarning, stacklevel=2)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            "Legacy autograd function with non-static forward method is deprecated. Please use new-style "
+            "autograd function with static forward method. (Example: "
+            "https://pytorch.org/docs/stable/autograd.html#torch.autograd.Function)")
+
     @classmethod
     def _backward_fn(cls) -> Any:
         # torch accepts either name; an overridden backward wins.
@@ -225,10 +238,14 @@ def _record(ctx: FunctionCtx, args: tuple, out: Any, edges: tuple, in_meta: tupl
     non_diff = {id(t) for t in getattr(ctx, "non_differentiable", ())}
     wrapped: list[Any] = list(results)
     outs: dict[int, int] = {}
+    first: dict[int, Any] = {}
     for k, pos in enumerate(positions):
         r = results[pos]
+        if id(r) in first:  # the same tensor returned twice: torch gives the same object twice
+            wrapped[pos] = first[id(r)]
+            continue
         outs[id(r)] = k
-        wrapped[pos] = Tensor._make(r._data, node, k, id(r) not in non_diff)
+        wrapped[pos] = first[id(r)] = Tensor._make(r._data, node, k, id(r) not in non_diff)
     ctx._io = (args, outs)
     ctx._out_pos = positions
     ctx._n_results = len(results)
@@ -237,3 +254,45 @@ def _record(ctx: FunctionCtx, args: tuple, out: Any, edges: tuple, in_meta: tupl
         node.out_meta = tuple((results[p]._data.shape, results[p]._data.dtype) for p in positions)
     return tuple(wrapped) if is_tuple else wrapped[0]
 
+
+
+_ONCE_MSG = "trying to differentiate twice a function that was marked with @once_differentiable"
+
+
+def once_differentiable(fn: Any) -> Any:
+    """Mark a custom Function's ``backward`` as not differentiable (torch's decorator of the same
+    name): it runs without recording, and differentiating its result (``create_graph``) raises.
+
+    >>> class Square(Function):
+    ...     @staticmethod
+    ...     def forward(ctx, x): ctx.save_for_backward(x); return x * x
+    ...     @staticmethod
+    ...     @once_differentiable
+    ...     def backward(ctx, g): return 2 * ctx.saved_tensors[0] * g
+    """
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(ctx: Any, *args: Any) -> Any:
+        with no_grad():
+            outputs = fn(ctx, *args)
+        if not is_grad_enabled() or not any(isinstance(a, Tensor) and a.requires_grad for a in args):
+            return outputs
+        # As torch's DelayedError: each gradient is recorded through a node whose backward raises.
+        delayed = PRIMITIVES["delayed_error"]
+        single = not isinstance(outputs, tuple)
+        wrapped = tuple(_delay(delayed, o) for o in ((outputs,) if single else outputs))
+        return wrapped[0] if single else wrapped
+
+    return wrapper
+
+
+def _delay(prim: Primitive, out: Any) -> Any:
+    if not isinstance(out, Tensor) or out._data.dtype.kind != "f":
+        return out
+    # As torch: the node's input is a detached alias that requires grad (so the result has a
+    # grad_fn); a backward pass that runs the node raises.
+    alias = Tensor._make(out._data)
+    alias._rg = True
+    node = Node(prim, [(alias, 0)], {"msg": _ONCE_MSG}, (), None, [(out._data.shape, out._data.dtype)])
+    return Tensor._make(out._data, node, 0, True)

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from ..tensor import Tensor
-from . import creation, elementwise, indexing, linalg, reduction, shape, sorting  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    composite,  # compositions of the others (each module imports what it builds on)
+    creation,
+    elementwise,
+    indexing,
+    linalg,
+    reduction,
+    shape,
+    sorting,
+)
 from ._registry import OPS, OpInfo, lookup, op
 
 

@@ -158,19 +158,21 @@ def randint(low, high=None, size=(), *, generator=None, dtype=None, device=None)
     """Integers uniform on ``[low, high)``."""
     if high is None:
         low, high = 0, low
+    elif isinstance(high, (tuple, list)):  # randint(high, size)
+        low, high, size = 0, low, high
     rng = _generator(generator)
     return Tensor._make(rng.integers(low, high, _size((size,))).astype(
         _np_dtype(dtype, to_dtype("int64"))))
 
 
 @op(differentiable=())
-def rand_like(input, *, dtype=None, requires_grad=False):
+def rand_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None):
     """Uniform samples with ``input``'s shape."""
     return _finish(_generator().random(input._data.shape).astype(_like(input, dtype)), requires_grad)
 
 
 @op(differentiable=())
-def randn_like(input, *, dtype=None, requires_grad=False):
+def randn_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None):
     """Normal samples with ``input``'s shape."""
     return _finish(_generator().standard_normal(input._data.shape).astype(_like(input, dtype)),
                    requires_grad)

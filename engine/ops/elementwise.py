@@ -200,8 +200,10 @@ def _minimum(a, b):
 
 def _minmax_vjp(ctx, g, a, b, *, sign: int):
     # torch splits the gradient evenly between equal arguments
-    wa = ((a > b) if sign > 0 else (a < b)).to(g.dtype) + (a == b).to(g.dtype) * 0.5
-    return g * wa, g * (1 - wa)
+    # and, as torch, masks only the smaller (larger) one: a NaN passes the whole gradient to both
+    tie = (a == b).to(g.dtype) * 0.5
+    lose_a, lose_b = ((a < b), (a > b)) if sign > 0 else ((a > b), (a < b))
+    return g * (1 - lose_a.to(g.dtype) - tie), g * (1 - lose_b.to(g.dtype) - tie)
 
 
 _maximum.defvjp(lambda ctx, g, a, b: _minmax_vjp(ctx, g, a, b, sign=1))
@@ -280,12 +282,24 @@ def div(input, other, *, rounding_mode=None):
         if rounding_mode not in ("trunc", "floor"):
             raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' "
                                f"but found '{rounding_mode}'")
+        if dt.kind == "f":  # recorded, as torch does: the result requires grad, its gradient is 0
+            return apply(_div_rounded, (input, other), {"mode": rounding_mode}, dt)
         a, b = np.asarray(input if not isinstance(input, Tensor) else input._data, dt), \
             np.asarray(other if not isinstance(other, Tensor) else other._data, dt)
         return Tensor._make(_rounded_div(a, b, rounding_mode).astype(dt, copy=False))
     if dt.kind != "f":
         dt = _F32
     return apply(_div, (input, other), None, dt)
+
+
+@primitive()
+def _div_rounded(a, b, mode):
+    return _rounded_div(np.asarray(a), np.asarray(b), mode).astype(np.result_type(a, b), copy=False)
+
+
+# A step function: zero almost everywhere (torch's DivBackward for rounding modes).
+_div_rounded.defvjp(lambda ctx, g, mode: tuple(
+    None if m is None else Tensor._make(np.zeros(m[0], m[1])) for m in ctx.in_meta))
 
 
 def _rounded_div(a: np.ndarray, b: np.ndarray, mode: str) -> np.ndarray:
@@ -402,12 +416,18 @@ def _inv_sqrt1m(x):
     return rsqrt(1 - x * x)
 
 
+def _sign_np(x: np.ndarray) -> np.ndarray:
+    """torch's sign: NaN maps to 0 (numpy's to NaN)."""
+    r = np.sign(x)
+    return np.where(np.isnan(r), 0, r).astype(r.dtype, copy=False) if r.dtype.kind == "f" else r
+
+
 @primitive(save=(1,))
 def _relu_backward(g, y):
     """relu's VJP, ``g * (y > 0)`` in one pass (torch's threshold_backward). A primitive of ``y``
     too, so that with create_graph the gradient stays attached to the graph, as torch's; its
     derivative in ``y`` is zero."""
-    return np.multiply(g, y > 0)
+    return np.multiply(g, ~(y <= 0))  # as torch: result <= 0 ? 0 : g, so NaN passes g
 
 
 _relu_backward.defvjp(lambda ctx, h, y: (
@@ -426,6 +446,12 @@ sqrt = _unary("sqrt", np.sqrt, OUT, lambda c, g, y: g / (2 * y), "Square root.")
 sin = _unary("sin", np.sin, IN, lambda c, g, x: g * cos(x), "Sine.")
 cos = _unary("cos", np.cos, IN, lambda c, g, x: -g * sin(x), "Cosine.")
 tan = _unary("tan", np.tan, OUT, lambda c, g, y: g * (1 + y * y), "Tangent.")
+asinh = _unary("asinh", np.arcsinh, IN, lambda c, g, x: g * rsqrt(x * x + 1), "Inverse hyperbolic sine.",
+               aliases=("arcsinh",))
+acosh = _unary("acosh", np.arccosh, IN, lambda c, g, x: g * rsqrt((x - 1) * (x + 1)),
+               "Inverse hyperbolic cosine.", aliases=("arccosh",))
+atanh = _unary("atanh", np.arctanh, IN, lambda c, g, x: g / (1 - x * x), "Inverse hyperbolic tangent.",
+               aliases=("arctanh",))
 asin = _unary("asin", np.arcsin, IN, lambda c, g, x: g * _inv_sqrt1m(x), "Arcsine.", aliases=("arcsin",))
 acos = _unary("acos", np.arccos, IN, lambda c, g, x: -g * _inv_sqrt1m(x), "Arccosine.",
               aliases=("arccos",))
@@ -439,7 +465,7 @@ relu = _unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype, copy=False), OU
               lambda c, g, y: _relu_backward(g, y), "max(input, 0); relu'(0) = 0.", float_only=False)
 abs = _unary("abs", np.abs, IN, lambda c, g, x: g * sign(x), "Absolute value; abs'(0) = 0.",  # noqa: A001
              float_only=False, aliases=("absolute",))
-sign = _unary("sign", np.sign, (), zeros_grad, "Sign (-1, 0, 1); zero gradient.", float_only=False,
+sign = _unary("sign", _sign_np, (), zeros_grad, "Sign (-1, 0, 1); zero gradient.", float_only=False,
              jvp=zeros_jvp)
 floor = _unary("floor", np.floor, (), zeros_grad, "Round down; zero gradient.", float_only=False,
                jvp=zeros_jvp)
@@ -792,7 +818,8 @@ def copysign(input, other):
 
 @primitive()
 def _heaviside(x, values):
-    return np.heaviside(x, values).astype(x.dtype, copy=False)
+    # torch: x == 0 ? values : x > 0, so NaN gives 0 (numpy's heaviside gives NaN)
+    return np.where(x == 0, values, x > 0).astype(x.dtype, copy=False)
 
 
 _heaviside.defvjp(lambda ctx, g: (zeros_grad(ctx, g), None if ctx.edges[1] is None else

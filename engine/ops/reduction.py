@@ -21,9 +21,10 @@ def _dims(dim: object, ndim: int) -> tuple[int, ...] | None:
     if dim is None:
         return None
     if isinstance(dim, int):
-        return (norm_dim(dim, ndim),)
+        d = norm_dim(dim, ndim)
+        return (d,) if ndim else None  # a 0-d tensor takes dim 0 or -1: the whole (one) element
     dims = tuple(norm_dim(d, ndim) for d in dim)
-    return dims if dims else None
+    return dims if dims and ndim else None
 
 
 def _keep_shape(shape: tuple, dims: tuple | None) -> tuple:
@@ -113,6 +114,11 @@ def cumsum(input, dim, *, dtype=None):
     """Running sum along ``dim``."""
     if dtype is not None:
         input = input.to(dtype)
+    elif input._data.dtype.kind in "bi" and input._data.dtype != np.int64:
+        input = input.to(np.int64)
+    if input._data.ndim == 0:  # numpy's cumsum of a 0-d array has shape (1,)
+        norm_dim(dim, 0)
+        return reshape(_cumsum(reshape(input, (1,)), dim=0), ())
     return _cumsum(input, dim=norm_dim(dim, input._data.ndim))
 
 
@@ -292,6 +298,8 @@ def diff(input, n=1, dim=-1, prepend=None, append=None):
     if input._data.ndim == 0:
         raise RuntimeError("diff expects input to be at least one-dimensional")
     d = norm_dim(dim, input._data.ndim)
+    if n == 0:  # torch ignores prepend and append then
+        return input
     parts = [t for t in (prepend, input, append) if t is not None]
     x = cat(parts, d) if len(parts) > 1 else input
     for _ in range(n):
@@ -352,6 +360,34 @@ def amin(input, dim=(), keepdim=False):
     dims = _dims(dim, input._data.ndim)
     _check_nonempty(input, "amin", dims)
     return _amin(input, dims=dims, keepdim=keepdim)
+
+
+def _truth(input: Tensor, dim: object, keepdim: bool, fn: object) -> Tensor:
+    x = input._data
+    dims = _dims(dim, x.ndim)
+    r = fn(x, axis=dims, keepdims=keepdim)
+    # torch: uint8 in, uint8 out; every other dtype gives bool
+    return Tensor._make(np.asarray(r, np.uint8 if x.dtype == np.uint8 else np.bool_))
+
+
+@op(differentiable=(), method="all", name="all")
+def all_(input, dim=None, keepdim=False):
+    """True where every element (over ``dim``, or all) is non-zero. Not differentiable.
+
+    >>> engine.tensor([1.0, 0.0]).all()
+    tensor(False)
+    """
+    return _truth(input, dim, keepdim, np.all)
+
+
+@op(differentiable=(), method="any", name="any")
+def any_(input, dim=None, keepdim=False):
+    """True where some element (over ``dim``, or all) is non-zero. Not differentiable.
+
+    >>> engine.tensor([1.0, 0.0]).any()
+    tensor(True)
+    """
+    return _truth(input, dim, keepdim, np.any)
 
 
 def _arg_extremum(input: Tensor, dim: int | None, keepdim: bool, fn: object) -> Tensor:
@@ -421,9 +457,23 @@ def min(input, dim=None, keepdim=False):  # noqa: A001
 
 
 # ---------------------------------------------------------------- moments and norms
+def _correction(name: str, dim: object, unbiased: object, correction: object) -> tuple[object, float]:
+    """torch's three spellings: ``var(x, unbiased)``, ``var(x, dim, unbiased, keepdim)`` and
+    ``var(x, dim, correction=c)`` (``correction=None`` is 1)."""
+    if isinstance(dim, bool):  # the old positional form var(input, unbiased)
+        dim, unbiased = None, dim
+    if unbiased is not None and correction is not None:
+        raise TypeError(f"{name}() received an invalid combination of arguments: both unbiased and "
+                        "correction")
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    return dim, correction
+
+
 @op(method=True)
-def var(input, dim=None, *, correction=1, keepdim=False):
-    """Variance with Bessel's ``correction`` (1 by default)."""
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Variance with Bessel's ``correction`` (1 by default; ``unbiased=False`` is 0)."""
+    dim, correction = _correction("var", dim, unbiased, correction)
     dims = _dims(dim, input._data.ndim)
     shape = input._data.shape
     n = int(np.prod([shape[d] for d in dims])) if dims is not None else input._data.size
@@ -432,8 +482,9 @@ def var(input, dim=None, *, correction=1, keepdim=False):
 
 
 @op(method=True)
-def std(input, dim=None, *, correction=1, keepdim=False):
+def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """Standard deviation with Bessel's ``correction``."""
+    dim, correction = _correction("std", dim, unbiased, correction)
     return sqrt(var(input, dim, correction=correction, keepdim=keepdim))
 
 
@@ -443,6 +494,9 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         input = input.to(dtype)
     x = to_float(input)
+    if p == "nuc":
+        from ..linalg import matrix_norm
+        return matrix_norm(x, "nuc", (-2, -1) if dim is None else dim, keepdim)
     if p in ("fro", 2, 2.0):
         sq = sum(x * x, dim, keepdim)
         safe = where(sq == 0, 1.0, sq)

@@ -249,6 +249,7 @@ def t(input):
 
 Tensor.T = property(lambda self: permute(self, tuple(range(self._data.ndim))[::-1]))
 Tensor.mT = property(lambda self: transpose(self, -2, -1))
+Tensor.mH = Tensor.mT  # the conjugate transpose: real tensors only
 
 
 @op(method=True, aliases=("moveaxis",))
@@ -298,6 +299,11 @@ def cat(tensors, dim=0):
     if not tensors:
         raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
     ref = next((t for t in tensors if t._data.ndim), tensors[0])
+    if ref._data.ndim > 1 or any(t._data.shape != (0,) for t in tensors):
+        # torch's legacy rule: 1-D empty tensors are skipped whatever the others' shapes
+        kept = [t for t in tensors if t._data.shape != (0,)]
+        if kept and kept[0]._data.ndim:
+            tensors, ref = kept, kept[0]
     if ref._data.ndim == 0:
         raise RuntimeError("zero-dimensional tensor (at position 0) cannot be concatenated")
     d = norm_dim(dim, ref._data.ndim)
@@ -481,11 +487,21 @@ def index_select(input, dim, index):
     idx = np.asarray(index._data if isinstance(index, Tensor) else index)
     if idx.ndim > 1:
         raise IndexError("index_select(): Index is supposed to be a vector")
+    if input._data.ndim == 0:  # torch: a 0-d input stays 0-d (the index must be [0])
+        if idx.size != 1:
+            raise RuntimeError("index_select(): Index to scalar can have only 1 value, got "
+                             f"{idx.size} value(s)")
+        if idx.reshape(-1)[0] not in (0, -1):
+            raise IndexError("index out of range in self")
+        return reshape(getitem(reshape(input, (1,)), idx.reshape(-1)), ())
     return getitem(input, (slice(None),) * d + (idx.reshape(-1),))
 
 
 @primitive()
 def _gather(x, idx, dim):
+    if idx.ndim == x.ndim and all(i <= n for d, (i, n) in enumerate(zip(idx.shape, x.shape)) if d != dim):
+        # torch's index may be smaller than the input in the other dims: only its extent is read
+        x = x[tuple(slice(None) if d == dim else slice(0, n) for d, n in enumerate(idx.shape))]
     return np.take_along_axis(x, idx, axis=dim)
 
 
@@ -520,6 +536,10 @@ def gather(input, dim, index):
     idx = np.asarray(index._data if isinstance(index, Tensor) else index)
     if idx.dtype.kind not in "iu":
         raise RuntimeError("gather(): Expected dtype int64 for index")
+    if idx.size == 0:  # torch checks nothing then: the result has the index's (empty) shape
+        return getitem(reshape(input, (-1,)), np.zeros(idx.shape, np.int64))
+    if input._data.ndim == 0 and idx.ndim <= 1:  # a 0-d input reads as 1-d
+        return reshape(_gather(reshape(input, (1,)), idx=idx.reshape(-1), dim=0), idx.shape)
     if idx.ndim != input._data.ndim:
         raise RuntimeError("Index tensor must have the same number of dimensions as input tensor")
     return _gather(input, idx=idx, dim=d)
@@ -679,17 +699,20 @@ _to.defbatch(elementwise_batch)
 def to(self, *args, **kwargs):
     """Cast to a dtype (float-to-float casts are differentiable, as in torch)."""
     dt = kwargs.get("dtype")
+    flags = []  # positional non_blocking, copy (after the dtype, device or tensor)
     for a in args:
-        if isinstance(a, Tensor):
+        if isinstance(a, bool):
+            flags.append(a)
+        elif isinstance(a, Tensor):
             dt = a.dtype
         elif a is not None and not isinstance(a, str):
             dt = a
-    if dt is None:
+    copy = kwargs.get("copy", flags[1] if len(flags) > 1 else False)
+    if dt is None or to_dtype(dt).np == self._data.dtype:
+        if copy:  # a new tensor, still in the graph (torch's ToCopyBackward)
+            return _to(self, dtype=self._data.dtype)
         return self
-    np_dt = to_dtype(dt).np
-    if np_dt == self._data.dtype:
-        return self
-    return _to(self, dtype=np_dt)
+    return _to(self, dtype=to_dtype(dt).np)
 
 
 def _type(self, dtype=None):

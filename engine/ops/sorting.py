@@ -15,7 +15,7 @@ import numpy as np
 from .._autograd import primitive, transpose_jvp
 from ..tensor import Tensor
 from ._registry import op
-from .elementwise import lerp
+from .elementwise import lerp, where
 from .shape import gather, movedim, norm_dim, reshape, squeeze, unsqueeze
 
 _sort_result = namedtuple("sort", ["values", "indices"])
@@ -182,8 +182,14 @@ def quantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):
     out = gather(srt, -1, Tensor._make(below))                       # (..., Q)
     if interpolation in ("linear", "midpoint"):
         w = np.full(ranks.shape, 0.5) if interpolation == "midpoint" else ranks - below
+        weight = Tensor._make(w.astype(x.dtype))
+        if interpolation == "linear" and isinstance(q, Tensor) and q.requires_grad:
+            # As torch: the weight is q * (n - 1) - floor(...), so the result is differentiable in q
+            # (a NaN row's weight stays constant).
+            wq = reshape(q, (-1,)) * (n - 1) - Tensor._make(below.astype(x.dtype))
+            weight = where(Tensor._make(has_nan), weight, wq)
         above = gather(srt, -1, Tensor._make(np.ceil(ranks).astype(np.int64)))
-        out = lerp(out, above, Tensor._make(w.astype(x.dtype)))
+        out = lerp(out, above, weight)
     out = movedim(out, -1, 0)                                        # (Q, ...)
     if keepdim:
         if dim is None:

@@ -30,6 +30,11 @@ def _np(fn: Callable) -> Callable:
     return lambda x: np.asarray(fn(x)).astype(x.dtype, copy=False)
 
 
+def _gammaln(x: np.ndarray) -> np.ndarray:
+    """log|Gamma(x)|, with torch's lgamma(-inf) = inf (scipy gives -inf)."""
+    return np.where(x == -np.inf, np.inf, sc.gammaln(x))
+
+
 def _prim(name: str, fwd: Callable, save: tuple, vjp: Callable) -> Primitive:
     # All elementwise: the VJP multiplies by the derivative, and serves as the JVP.
     p = Primitive(name, fwd, save)
@@ -63,7 +68,7 @@ _erf = _prim("erf", _np(sc.erf), IN, lambda c, g, x: g * _2_SQRTPI * exp(-(x * x
 _erfc = _prim("erfc", _np(sc.erfc), IN, lambda c, g, x: -g * _2_SQRTPI * exp(-(x * x)))
 _erfinv = _prim("erfinv", _np(sc.erfinv), OUT, lambda c, g, y: g * (math.sqrt(math.pi) / 2) * exp(y * y))
 _erfcx = _prim("special_erfcx", _np(sc.erfcx), BOTH, lambda c, g, x, y: g * (2 * x * y - _2_SQRTPI))
-_lgamma = _prim("lgamma", _np(sc.gammaln), IN, lambda c, g, x: g * _polygamma(x, n=0))
+_lgamma = _prim("lgamma", _np(_gammaln), IN, lambda c, g, x: g * _polygamma(x, n=0))
 _i0 = _prim("i0", _np(sc.i0), IN, lambda c, g, x: g * _i1(x))
 _i0e = _prim("special_i0e", _np(sc.i0e), IN, lambda c, g, x: g * (_i1e(x) - x.sign() * _i0e(x)))
 _i1 = _prim("special_i1", _np(sc.i1), BOTH, _i1_vjp)

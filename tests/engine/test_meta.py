@@ -40,7 +40,8 @@ VALUE_BRANCHING_VJP = {
 # more than the request's own tensors. A new op that computes its result outside primitives
 # must be added here after review, or get an override in engine._meta.OP_RULES.
 RAW_BOUNDED = {
-    "argmax", "argmin", "argsort", "cummax", "cummin", "isfinite", "isinf", "isnan", "kthvalue",
+    "all", "any", "argmax", "argmin", "argsort", "signbit", "isposinf", "isneginf", "isreal",
+    "cummax", "cummin", "isfinite", "isinf", "isnan", "kthvalue",
     "logical_not", "max", "min", "median", "sort", "topk", "nn.functional.adaptive_max_pool1d",
     "nn.functional.adaptive_max_pool2d", "nn.functional.adaptive_max_pool3d",
     "nn.functional.max_pool1d", "nn.functional.max_pool2d", "nn.functional.max_pool3d",

@@ -114,7 +114,7 @@ def threshold(input, threshold, value, inplace=False):
     """
     check_inplace(inplace, "threshold")
     x = as_tensor_arg(input)
-    return where(x > _bound(x, threshold), x, _bound(x, value))
+    return where(x <= _bound(x, threshold), _bound(x, value), x)  # torch's test: NaN passes
 
 
 @op()
@@ -126,7 +126,9 @@ def hardsigmoid(input, inplace=False):
     """
     check_inplace(inplace, "hardsigmoid")
     x = float_kernel(input, "hardsigmoid_cpu")
-    return where(x <= -3.0, 0.0, where(x >= 3.0, 1.0, (x + 3.0) / 6.0))
+    # torch: gradient 1/6 strictly inside (-3, 3), 0 elsewhere and at NaN (which stays NaN)
+    return where((x > -3.0) & (x < 3.0), (x + 3.0) / 6.0,
+                 where(x <= -3.0, 0.0, where(x >= 3.0, 1.0, x.detach())))
 
 
 @op()
@@ -152,7 +154,8 @@ def softshrink(input, lambd=0.5):
     if lambd < 0:
         raise RuntimeError(f"lambda must be in range [0, {np.finfo(x._data.dtype).max:g}] for input "
                            f"dtype {torch_type_name(x)}, but found {lambd:g}")
-    return where(x > lambd, x - lambd, where(x < -lambd, x + lambd, 0.0))
+    # torch: 0 inside [-lambd, lambd]; outside, and at NaN, x - lambd * sign(x) with gradient 1
+    return where((x >= -lambd) & (x <= lambd), 0.0, x - lambd * x.detach().sign())
 
 
 @op()
@@ -163,7 +166,7 @@ def hardshrink(input, lambd=0.5):
     tensor([-1.,  0.,  1.])
     """
     x = float_kernel(input, "hardshrink_cpu")
-    return where(x > lambd, x, where(x < -lambd, x, 0.0))
+    return where((x >= -lambd) & (x <= lambd), 0.0, x)  # torch's test: NaN passes
 
 
 @op()
@@ -200,7 +203,7 @@ def _elu_vjp(ctx, g, x, alpha, scale, input_scale):
     # torch: slope `scale` for x > 0, else alpha*scale*input_scale*exp(x*input_scale) (so at 0 too);
     # its double backward masks the exp branch with x < 0, hence the exponent's gradient path.
     xn = where(x < 0, x, 0.0)
-    return g * where(x > 0, scale, exp(xn * input_scale) * (alpha * scale * input_scale))
+    return g * where(x <= 0, exp(xn * input_scale) * (alpha * scale * input_scale), scale)  # NaN: scale
 
 
 _elu.defjvp(diagonal_jvp)

@@ -79,6 +79,30 @@ def _cubic_matrix(i: int, o: int, scale: float | None, align_corners: bool) -> n
     return m
 
 
+def _aa_matrix(i: int, o: int, scale: float | None, align_corners: bool, cubic: bool) -> np.ndarray:
+    """torch's antialiased weights (PIL's): the kernel widens by the scale when downsampling,
+    and each row is normalised to sum 1."""
+    s = _kernel_scale(i, o, scale, align_corners)
+    size = 4 if cubic else 2
+    support = size * 0.5 * s if s >= 1.0 else size * 0.5
+    inv = 1.0 / s if s >= 1.0 else 1.0
+    m = np.zeros((o, i))
+    for r in range(o):
+        center = s * (r + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), i)
+        x = np.abs((np.arange(lo, hi) - center + 0.5) * inv)
+        if cubic:  # Keys' cubic with a = -0.5
+            a = -0.5
+            w = np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                         np.where(x < 2, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0))
+        else:
+            w = np.maximum(0.0, 1.0 - x)
+        total = w.sum()
+        m[r, lo:hi] = w / total if total != 0 else w
+    return m
+
+
 @op()
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
@@ -97,9 +121,9 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         raise ValueError("align_corners option can only be set with the interpolating modes: linear | "
                          "bilinear | bicubic | trilinear")
     align = bool(align_corners)
-    if antialias:
-        raise ValueError("antialias=True is not supported (torch restricts it to bilinear and "
-                         "bicubic); use antialias=False")
+    if antialias and not (mode in ("bilinear", "bicubic") and nd == 2):
+        raise ValueError("Anti-alias option is restricted to bilinear, bicubic, and lanczos modes and "
+                         "requires a 4-D tensor as input")
     sp = x._data.shape[2:]
     if size is not None and scale_factor is not None:
         raise ValueError("only one of size or scale_factor should be defined")
@@ -147,6 +171,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         elif mode == "area":
             if o != i:
                 x = along(x, _avg_matrix(i, o, dt), j + 1)
+        elif antialias:
+            x = along(x, _aa_matrix(i, o, s, align, mode == "bicubic").astype(dt), j + 1)
         else:
             build = _cubic_matrix if mode == "bicubic" else _linear_matrix
             if o != i or mode == "bicubic" or align:

@@ -223,7 +223,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
                                f"{size_str(as_tensor_arg(t)._data.shape)} and input of shape "
                                f"{size_str(shape)}")
     _check_mixed(x, weight, bias)
-    g = reshape(x, (n, num_groups, -1))
+    g = reshape(x, (n, num_groups, int(np.prod(shape[1:])) // num_groups))  # -1 fails when n == 0
     return _affine(reshape(_stats(g, (2,), eps), shape), weight, bias, (1, c) + (1,) * (x._data.ndim - 2))
 
 

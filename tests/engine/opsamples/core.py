@@ -54,6 +54,10 @@ add("isinf", np.array([1.0, np.nan, -np.inf]))
 add("isfinite", np.array([1.0, np.nan, np.inf]))
 
 # ---------------------------------------------------------------- reductions
+for name in ("all", "any"):
+    add(name, np.array([[1.0, 0.0, 2.0], [3.0, 4.0, 5.0]]))
+    add(name, np.array([[1.0, 0.0, 2.0], [3.0, 4.0, 5.0]]), 1, keepdim=True)
+    add(name, np.array([[0, 0], [0, 3]]), 0)
 add("sum", randn(2, 3))
 add("sum", randn(2, 3, 4), 1, keepdim=True)
 add("sum", randn(2, 3, 4), (0, 2))
