@@ -300,6 +300,8 @@ def _div_rounded(a, b, mode):
 # A step function: zero almost everywhere (torch's DivBackward for rounding modes).
 _div_rounded.defvjp(lambda ctx, g, mode: tuple(
     None if m is None else Tensor._make(np.zeros(m[0], m[1])) for m in ctx.in_meta))
+_div_rounded.defjvp(zeros_jvp)
+_div_rounded.defbatch(elementwise_batch)
 
 
 def _rounded_div(a: np.ndarray, b: np.ndarray, mode: str) -> np.ndarray:
