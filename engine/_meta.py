@@ -64,6 +64,19 @@ class TooLarge(MetaAbort):
         super().__init__(f"{what} would have {self.numel} elements (shape {list(self.shape)}); "
                          f"the limit is {limit}")
 
+    @property
+    def dim(self) -> int | None:
+        """The first dimension over the limit when the element count is not (a zero-size shape)."""
+        if self.numel > self.limit:
+            return None
+        return next((d for d, n in enumerate(self.shape) if n > self.limit), None)
+
+
+def _over(shape: Sequence[int], limit: int) -> bool:
+    """More elements than ``limit``, or one dimension longer than it (even with another dim 0:
+    numpy cannot lay out ``(0, 2**63 - 1)``, and no tensor with data could be that long)."""
+    return math.prod(shape) > limit or any(n > limit for n in shape)
+
 
 class Unknown(MetaAbort):
     """The shape cannot be inferred without the values (or no rule exists): check at run time."""
@@ -144,7 +157,7 @@ class MetaSession:
         dt = np.dtype(dtype)
         shape = tuple(int(s) for s in shape)
         numel = math.prod(shape)
-        if self.max_elements is not None and numel > self.max_elements:
+        if self.max_elements is not None and _over(shape, self.max_elements):
             raise TooLarge(f"the result of {self.current}", shape, self.max_elements)
         root = _root(dt, numel)
         self._count(root)
@@ -156,12 +169,12 @@ class MetaSession:
 
     def check(self, a: Any, what: str) -> None:
         lim = self.max_elements
-        if lim is not None and isinstance(a, np.ndarray) and a.size > lim:
+        if lim is not None and isinstance(a, np.ndarray) and _over(a.shape, lim):
             raise TooLarge(what, a.shape, lim)
 
     def check_shape(self, shape: Sequence[int], what: str) -> None:
         lim = self.max_elements
-        if lim is not None and math.prod(shape) > lim:
+        if lim is not None and _over(shape, lim):
             raise TooLarge(what, tuple(shape), lim)
 
 

@@ -58,7 +58,8 @@ from .wire import (
     TensorIn,
 )
 
-__all__ = ["GraphPlan", "Plan", "Step", "Result", "compile_graph", "build_plan", "run_plan", "numel"]
+__all__ = ["GraphPlan", "Plan", "Step", "Result", "compile_graph", "build_plan", "run_plan", "numel",
+           "check_dims"]
 
 Loc = tuple[str | int, ...]
 _NODE_ADAPTER: TypeAdapter = TypeAdapter(Node)
@@ -88,6 +89,29 @@ class _Seq:
     is_tuple: bool
 
 
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _int_literal(v: int, loc: Loc) -> int:
+    """An integer argument within int64, as torch's are (a 400-digit exponent is refused here,
+    not run as 1300 squarings)."""
+    if not INT64_MIN <= v <= INT64_MAX:
+        digits = len(str(abs(v)))
+        raise InvalidGraph(f"the integer argument ({digits} digits) is outside int64 "
+                           f"[{INT64_MIN}, {INT64_MAX}]", loc=loc)
+    return v
+
+
+def _checked_literal(v: Any, loc: Loc) -> Any:
+    """A ``{"literal": ...}`` value with every integer in it within int64."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return _int_literal(v, loc)
+    if isinstance(v, list):
+        for i, x in enumerate(v):
+            _checked_literal(x, (*loc, i))
+    return v
+
+
 def _template(v: Any, loc: Loc, *, in_inputs: bool, refs: list[_Ref]) -> Any:
     """Turn a JSON argument into a template: literals stay as they are, names become _Ref."""
     if isinstance(v, str):
@@ -96,7 +120,9 @@ def _template(v: Any, loc: Loc, *, in_inputs: bool, refs: list[_Ref]) -> Any:
             refs.append(r)
             return r
         return v
-    if v is None or isinstance(v, (bool, int, float)):
+    if isinstance(v, int) and not isinstance(v, bool):
+        return _int_literal(v, loc)
+    if v is None or isinstance(v, (bool, float)):
         return v
     if isinstance(v, list):
         items = [_template(x, (*loc, i), in_inputs=in_inputs, refs=refs) for i, x in enumerate(v)]
@@ -114,7 +140,7 @@ def _template(v: Any, loc: Loc, *, in_inputs: bool, refs: list[_Ref]) -> Any:
             refs.append(r)
             return r
         if key == "literal":
-            return val
+            return _checked_literal(val, (*loc, "literal"))
         if key == "ellipsis":
             return Ellipsis
         if key == "slice":
@@ -122,6 +148,9 @@ def _template(v: Any, loc: Loc, *, in_inputs: bool, refs: list[_Ref]) -> Any:
                     and all(x is None or (type(x) is int) for x in val)):
                 raise InvalidGraph("{\"slice\": [start, stop, step]} takes up to 3 integers or nulls",
                                    loc=(*loc, "slice"))
+            for i, x in enumerate(val):
+                if x is not None:
+                    _int_literal(x, (*loc, "slice", i))
             return slice(*val)
         if key == "tuple":
             if not isinstance(val, list):
@@ -322,6 +351,19 @@ def compile_graph(g: Graph, settings: Settings | None = None) -> GraphPlan:
                      positions)
 
 
+def check_dims(shape: Sequence[int], what: str, loc: Loc, s: Settings) -> None:
+    """422 for a dimension over ``max_tensor_elements``, even when another is 0: no tensor that
+    could hold data is that long, and numpy cannot lay out such a shape at all. (A shape over
+    the limit in elements gets the element limit's 413 instead.)"""
+    if numel(shape) > s.max_tensor_elements:
+        return
+    for d, n in enumerate(shape):
+        if n > s.max_tensor_elements:
+            raise InvalidRequest(f"{what} has dimension {d} of size {n} (shape {list(shape)}); the limit "
+                                 f"max_tensor_elements is {s.max_tensor_elements}, for every dimension too",
+                                 loc=(*loc, d))
+
+
 def build_plan(req: GradRequest, settings: Settings | None = None, graph: GraphPlan | None = None) -> Plan:
     """Check the request without running anything (raises InvalidGraph & co.).
 
@@ -335,6 +377,8 @@ def build_plan(req: GradRequest, settings: Settings | None = None, graph: GraphP
     if names != graph.input_names:  # only possible for a graph given by hash
         raise InvalidRequest(f"graph.inputs are named {names} but the graph {req.graph.hash} was built "
                              f"with inputs {graph.input_names}", loc=("graph", "inputs"))
+    for t, loc in request_tensors(req):
+        check_dims(t.shape, f"{t.name!r}" if t.name else "the tensor", (*loc, "shape"), s)
     for i, t in enumerate(req.graph.inputs):
         if numel(t.shape) > s.max_tensor_elements:
             raise PayloadTooLarge(f"graph input {t.name!r} has {numel(t.shape)} elements; the limit "
@@ -805,6 +849,10 @@ def _array(v: Any, name: str) -> np.ndarray | None:
     if isinstance(v, engine.Tensor):
         return v.detach().numpy()
     if isinstance(v, (bool, int, float)) or (isinstance(v, tuple) and all(isinstance(x, int) for x in v)):
+        for x in v if isinstance(v, tuple) else (v,):
+            if isinstance(x, int) and not INT64_MIN <= x <= INT64_MAX:
+                raise InvalidGraph(f"value {name!r} is an integer ({len(str(abs(x)))} digits) outside int64, "
+                                   "which no response datatype holds", loc=("return",))
         return np.asarray(v)
     if isinstance(v, (tuple, list)):
         raise InvalidGraph(f"value {name!r} holds {len(v)} results; name them in the node's outputs "

@@ -186,8 +186,13 @@ class _MetaRunner(_Runner):
 def _too_large(e: _meta.TooLarge, plan: Plan, st: Step | None, s: Settings) -> PayloadTooLarge:
     where = (f"{st.label}: computing {', '.join(repr(o) for o in st.outputs)}" if st is not None
              else "the final autograd_grad")
-    detail = (f"{where}, {e.what} would have {e.numel} elements (shape {list(e.shape)}); the limit "
-              f"max_tensor_elements is {s.max_tensor_elements}")
+    if e.dim is not None:
+        detail = (f"{where}, {e.what} would have dimension {e.dim} of size {e.shape[e.dim]} (shape "
+                  f"{list(e.shape)}); the limit max_tensor_elements is {s.max_tensor_elements}, for "
+                  "every dimension too")
+    else:
+        detail = (f"{where}, {e.what} would have {e.numel} elements (shape {list(e.shape)}); the limit "
+                  f"max_tensor_elements is {s.max_tensor_elements}")
     if st is None:
         return PayloadTooLarge(detail, limit="max_tensor_elements", loc=("outputs",))
     return _too_big(plan, st, detail, "max_tensor_elements")
