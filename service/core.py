@@ -229,7 +229,10 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
     finally:  # metrics and tracing listen here (service.stats); a no-op without observers
         stats.report_run(plan, result, time.perf_counter() - t0)
     if entry is not None:  # what the inline dispatch (Job.runs_fast) learns from
-        entry.record(time.perf_counter() - start, _input_elements(req), s.inline_max_ms / 1e3)
+        rep = result.report if result is not None else None
+        entry.record(time.perf_counter() - start, _input_elements(req), s.inline_max_ms / 1e3,
+                     static_ok=rep is not None and rep.work <= s.inline_max_ms * INLINE_WORK_PER_MS,
+                     value_dependent=rep is None or rep.value_dependent)
     return req, result
 
 
@@ -349,6 +352,10 @@ def _split_body(body: bytes, media_type: str, header_length: str | None
         payload, excised = _parse_excising(body)
     return payload, rest, excised
 
+
+# The static cost (units of work, about a nanosecond each) a plan may have to run inline: the
+# inline budget inline_max_ms in units, with no margin for a slow machine (timing decides too).
+INLINE_WORK_PER_MS = 1e6
 
 # Bodies up to this size may be parsed on the event loop to see whether their plan is cached and
 # fast (Job.runs_fast); parsing them costs microseconds.

@@ -547,6 +547,7 @@ class Result:
 
     grads: list[np.ndarray | None]
     values: dict[str, np.ndarray | None]
+    report: Any = None  # the static check's preflight.Report (work, value-dependent shapes)
 
 
 def _decode(t: TensorIn, blob: Any, loc: Loc) -> np.ndarray:
@@ -881,7 +882,11 @@ def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings 
     from . import preflight  # (it builds on this module)
     decoded = {t.name: _decode(t, by_id.get(id(t)), ("graph", "inputs", i))
                for i, t in enumerate(req.graph.inputs)}
-    preflight.check(plan, decoded, s, deadline, by_id)  # shapes, limits, memory: nothing runs before
+    rep = preflight.check(plan, decoded, s, deadline, by_id)  # shapes, limits, memory, work first
+    # nodes whose shapes the static check could not know (sized by values, or after such a node)
+    # are checked again on their real operands, just before they run
+    recheck = rep.unchecked | rep.bounded
+    spent = rep.work
     r = _Runner(plan, s, deadline)
     # torch does not warn on log(0) or 0/0; the server should not log a warning per request either
     with engine.enable_grad(), np.errstate(all="ignore"), preflight.guard(plan, s, deadline):
@@ -889,8 +894,10 @@ def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings 
             r.env[t.name] = _leaf(t, decoded[t.name], ("graph", "inputs", i))
         for st in plan.steps:
             r.check_deadline(st)
+            if recheck and not recheck.isdisjoint(st.outputs):
+                spent += preflight.recheck(r, st, s, spent)
             r.run_step(st)
         grads = r.final_grad(by_id)
     values = {name: _array(r.env[name], name) for name in req.return_}
-    return Result(grads, values)
+    return Result(grads, values, rep)
 

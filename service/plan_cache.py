@@ -79,14 +79,29 @@ class CachedPlan:
     plan: GraphPlan
     fast_elements: int = -1
     slow_runs: int = 0  # slow runs in a row at sizes believed fast
+    value_dependent: bool = False  # a run sized a result by values: never inline again
 
-    def record(self, seconds: float, elements: int, budget_s: float) -> None:
+    def record(self, seconds: float, elements: int, budget_s: float, static_ok: bool = True,
+               value_dependent: bool = False) -> None:
         """Note one run (``elements``: input elements in total); races between threads only
         make the estimate a little stale.
 
         Two slow runs in a row at a size believed fast move it below that size: one alone is
         as likely a busy machine preempting the run, and sending a small request to an engine
-        thread then costs it more (hand-off, GIL) than it ran."""
+        thread then costs it more (hand-off, GIL) than it ran.
+
+        Timing alone never makes a plan inline: the run's static cost must be within the inline
+        bound (``static_ok``; above it the size stays out of reach), and a plan whose shapes
+        depend on values (``value_dependent``: the next request's values may size a bomb) is
+        never inline again."""
+        if value_dependent:
+            self.value_dependent = True
+        if self.value_dependent:
+            self.fast_elements = -1
+            return
+        if not static_ok:
+            self.fast_elements = min(self.fast_elements, elements - 1)
+            return
         if seconds <= budget_s:
             self.fast_elements = max(self.fast_elements, elements)
             self.slow_runs = 0
@@ -97,7 +112,7 @@ class CachedPlan:
                 self.slow_runs = 0
 
     def runs_fast(self, elements: int) -> bool:
-        return elements <= self.fast_elements
+        return not self.value_dependent and elements <= self.fast_elements
 
 
 class PlanCache:

@@ -52,7 +52,18 @@ class Settings(BaseSettings):
     max_memory_bytes: int = Field(1 << 30, ge=1, description="Largest estimated memory of one request "
                                   "(live tensors at the peak of forward and backward, inputs, response), "
                                   "checked before it runs.")
+    max_work: float = Field(3e10, gt=0, description="Largest estimated work of one request, forward "
+                            "and backward, in units of about one element pass (~1 ns of one core; a "
+                            "BLAS FLOP counts 0.05, a LAPACK FLOP 0.2), checked before it runs. A "
+                            "fixed number: the same request gets the same answer on every machine.")
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline per request, queueing included.")
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="Largest request line and headers "
+                                  "of one request (431 and the connection is closed beyond).")
+    header_timeout_s: float = Field(10.0, gt=0, description="A connection that has not sent a "
+                                    "request's headers this long after it opened (or after the last "
+                                    "response) is closed; request_timeout_s if that is shorter.")
+    max_connections: int = Field(1024, ge=1, description="Open connections (and requests in flight) "
+                                 "per server process; beyond it uvicorn answers 503.")
     max_concurrency: int = Field(default_factory=_default_concurrency, ge=1,
                                  description="Requests computing at once (engine threads).")
     max_queue: int = Field(64, ge=0, description="Requests waiting for an engine thread before 503.")
