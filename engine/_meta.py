@@ -248,7 +248,7 @@ work) and ``rule.scratch(arrays, params, outs)`` (bytes of transient memory, or 
 # measured on the machine at hand: the same request gets the same estimate everywhere.
 WORK_PER_CALL = 2_000      # a numpy call and the engine's bookkeeping, whatever the sizes
 BLAS_FLOP = 0.05           # matrix products: tens of GFLOP/s per core
-LAPACK_FLOP = 0.2          # factorizations: fewer FLOP/s than a product
+LAPACK_FLOP = 0.1          # factorizations: fewer FLOP/s than a product
 _F8 = 8                    # scratch is sized in float64 (LAPACK works in double or in place)
 
 
@@ -1226,6 +1226,25 @@ def _repeat_interleave(fn: Callable, input: Any, repeats: Any = None, dim: Any =
     if total >= 0:
         s.check_shape((total, rest), "the result of repeat_interleave")
     return fn(input, repeats, dim, **kwargs)
+
+
+@op_rule("diff")
+def _diff(fn: Callable, input: Any, n: Any = 1, dim: Any = -1, prepend: Any = None,
+          append: Any = None) -> Any:
+    # n passes over the input, one primitive loop each: refused before the loop when over budget
+    s = _local.session
+    if s is not None and s.max_work is not None and isinstance(input, Tensor) and type(n) is int and n > 0:
+        parts = [t for t in (prepend, input, append) if isinstance(t, Tensor)]
+        numel = sum(t._data.size for t in parts)
+        try:
+            length = sum(t._data.shape[dim] for t in parts if t._data.ndim)
+        except IndexError:
+            length = 0
+        steps = min(n, length)
+        need = steps * (3 * numel + 3 * WORK_PER_CALL) / 2  # the size shrinks by one per pass
+        if s.work + need > s.max_work:
+            raise TooMuchWork(s.work + need, s.max_work, "diff")
+    return fn(input, n, dim, prepend, append)
 
 
 @op_rule("nn.functional.one_hot")

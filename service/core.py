@@ -25,7 +25,7 @@ from pydantic import ValidationError
 import engine
 
 from . import codec, stats
-from .errors import BadRequest, InvalidRequest, PlanNotCached
+from .errors import BadRequest, InvalidRequest, PayloadTooLarge, PlanNotCached
 from .executor import Plan, Result, binary_tensors, build_plan, numel, request_tensors, run_plan
 from .plan_cache import CachedPlan, PlanCache, graph_hash
 from .settings import Settings
@@ -47,8 +47,27 @@ _UNION_LABELS = {"str", "int", "bool", "float", "none", "Ref", "TensorIn", "op",
 
 
 # ---------------------------------------------------------------- parsing
-def parse_json(raw: bytes | memoryview) -> dict[str, Any]:
-    """Parse a JSON request body with orjson (BadRequest when it is not a JSON object)."""
+# Parsed JSON takes up to this many times its text's size in Python objects (lists of empty lists
+# nested a few deep; measured with orjson, rounded up).
+JSON_INFLATION = 40
+
+
+def json_limit(s: Settings) -> int:
+    """The most JSON text one request may have parsed: ``max_json_body_bytes``, and no more than
+    what inflates to ``max_memory_bytes``."""
+    return min(s.max_json_body_bytes, max(s.max_memory_bytes // JSON_INFLATION, 1024))
+
+
+def parse_json(raw: bytes | memoryview, limit: int | None = None) -> dict[str, Any]:
+    """Parse a JSON request body with orjson (BadRequest when it is not a JSON object).
+
+    ``limit`` is ``max_json_body_bytes``: parsed JSON takes up to ~40 times its size in Python
+    objects (``[[],[],...]``), so JSON text is bounded more tightly than bodies are."""
+    if limit is not None and len(raw) > limit:
+        raise PayloadTooLarge(f"the JSON text has {len(raw)} bytes; the limit max_json_body_bytes is {limit} "
+                              f"(at most max_memory_bytes / {JSON_INFLATION}: parsing inflates JSON; send "
+                              "big tensors as b64 or in a binary body)", limit="max_json_body_bytes",
+                              loc=("body",))
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -281,10 +300,11 @@ _EXCISE_NONCE = secrets.token_hex(8)
 _AFTER_B64_KEY = re.compile(rb'[ \t\r\n]*:[ \t\r\n]*"')
 
 
-def _parse_excising(body: bytes) -> tuple[dict[str, Any], dict[str, memoryview]]:
-    """A JSON body parsed with its big base64 strings cut out, and those strings by marker."""
+def _parse_excising(body: bytes, limit: int | None = None) -> tuple[dict[str, Any], dict[str, memoryview]]:
+    """A JSON body parsed with its big base64 strings cut out, and those strings by marker
+    (``limit``: max_json_body_bytes, for the text parsed, without the strings cut out)."""
     if len(body) < EXCISE_MIN_BYTES:
-        return parse_json(body), {}
+        return parse_json(body, limit), {}
     view = memoryview(body)
     pieces: list[Any] = []
     excised: dict[str, memoryview] = {}
@@ -305,11 +325,11 @@ def _parse_excising(body: bytes) -> tuple[dict[str, Any], dict[str, memoryview]]
             pos = end
         scan = end + 1
     if not excised:
-        return parse_json(body), {}
+        return parse_json(body, limit), {}
     pieces.append(view[pos:])
-    payload = parse_json(b"".join(pieces))
+    payload = parse_json(b"".join(pieces), limit)
     if sorted(_markers(payload)) != sorted(excised):
-        return parse_json(body), {}
+        return parse_json(body, limit), {}
     return payload, excised
 
 
@@ -329,7 +349,7 @@ def _markers(payload: dict[str, Any]) -> list[str]:
     return found
 
 
-def _split_body(body: bytes, media_type: str, header_length: str | None
+def _split_body(body: bytes, media_type: str, header_length: str | None, json_limit: int | None = None
                 ) -> tuple[dict[str, Any], memoryview | None, dict[str, memoryview]]:
     """The parsed JSON header of a body, the binary remainder of a Triton-layout body, and the
     base64 strings cut out of a JSON body (:func:`_parse_excising`)."""
@@ -346,10 +366,10 @@ def _split_body(body: bytes, media_type: str, header_length: str | None
             raise BadRequest(f"{HEADER_LENGTH} must be an integer between 0 and the body length "
                              f"({len(body)}), got {header_length[:40]!r}", loc=("headers", HEADER_LENGTH))
         view = memoryview(body)
-        payload: Any = parse_json(view[:n])
+        payload: Any = parse_json(view[:n], json_limit)
         rest = view[n:]
     else:
-        payload, excised = _parse_excising(body)
+        payload, excised = _parse_excising(body, json_limit)
     return payload, rest, excised
 
 
@@ -386,7 +406,8 @@ class Job:
 
     def _split(self) -> tuple[dict[str, Any], memoryview | None, dict[str, memoryview]]:
         if self._parsed is None:
-            self._parsed = _split_body(self.body, self.media_type, self.header_length)
+            limit = json_limit(self.settings) if self.settings is not None else None
+            self._parsed = _split_body(self.body, self.media_type, self.header_length, limit)
             if self.plan_cache is not None:
                 self._key = _cache_key(self._parsed[0])
         return self._parsed

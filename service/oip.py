@@ -143,10 +143,11 @@ def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
     return out
 
 
-def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview]:
+def _split(body: bytes, header_length: str | None, json_limit: int | None = None
+           ) -> tuple[dict[str, Any], memoryview]:
     view = memoryview(body)
     if header_length is None:
-        return core.parse_json(view), view[len(view):]
+        return core.parse_json(view, json_limit), view[len(view):]
     try:
         n = int(header_length)
     except ValueError:
@@ -154,7 +155,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memo
     if not 0 <= n <= len(body):
         raise BadRequest(f"{core.HEADER_LENGTH} must be an integer between 0 and the body length "
                          f"({len(body)}), got {header_length[:40]!r}", loc=("headers", core.HEADER_LENGTH))
-    return core.parse_json(view[:n]), view[n:]
+    return core.parse_json(view[:n], json_limit), view[n:]
 
 
 def parse_infer(payload: dict[str, Any]) -> InferRequest:
@@ -513,7 +514,7 @@ def process_infer(body: bytes, header_length: str | None = None, content_encodin
     if deadline is None:
         deadline = time.monotonic() + s.request_timeout_s
     body = decode_content(body, content_encoding, s.max_body_bytes)
-    header, rest = _split(body, header_length)
+    header, rest = _split(body, header_length, core.json_limit(s))
     req = parse_infer(header)
     timeout_us = (req.parameters or {}).get("timeout")
     if timeout_us is not None:

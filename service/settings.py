@@ -42,6 +42,10 @@ class Settings(BaseSettings):
         "none", description="OpenTelemetry span exporter (needs the `otel` extra).")
 
     max_body_bytes: int = Field(128 * MiB, ge=1, description="Largest request body accepted.")
+    max_json_body_bytes: int = Field(24 * MiB, ge=1, description="Largest JSON text parsed from one "
+                                     "request (the JSON header of a binary body; a JSON body without "
+                                     "its base64 strings of 1 MiB and more, which are not parsed): "
+                                     "parsing takes up to ~40 times the text's size.")
     max_nodes: int = Field(10_000, ge=1, description="Most nodes in one graph (after compiling source).")
     max_tensor_elements: int = Field(1 << 24, ge=1,
                                      description="Most elements in any input or computed tensor.")
@@ -54,7 +58,7 @@ class Settings(BaseSettings):
                                   "checked before it runs.")
     max_work: float = Field(3e10, gt=0, description="Largest estimated work of one request, forward "
                             "and backward, in units of about one element pass (~1 ns of one core; a "
-                            "BLAS FLOP counts 0.05, a LAPACK FLOP 0.2), checked before it runs. A "
+                            "BLAS FLOP counts 0.05, a LAPACK FLOP 0.1), checked before it runs. A "
                             "fixed number: the same request gets the same answer on every machine.")
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline per request, queueing included.")
     max_header_bytes: int = Field(64 * 1024, ge=1024, description="Largest request line and headers "
