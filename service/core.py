@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 from typing import Any
 
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 
 import engine
 
-from . import codec, stats
+from . import codec, isolate, stats
 from .errors import BadRequest, InvalidRequest, PayloadTooLarge, PlanNotCached
 from .executor import Plan, Result, binary_tensors, build_plan, numel, request_tensors, run_plan
 from .plan_cache import CachedPlan, PlanCache, graph_hash
@@ -35,6 +36,7 @@ __all__ = ["evaluate", "evaluate_binary", "parse_request", "parse_json", "proces
            "JSON_MEDIA_TYPE", "BINARY_MEDIA_TYPE", "HEADER_LENGTH", "GRAPH_HASH_HEADER",
            "INLINE_MAX_BODY_BYTES"]
 
+ENGINE_THREAD_PREFIX = "gradserve-engine"  # service.gate's threads
 JSON_MEDIA_TYPE = "application/json"
 BINARY_MEDIA_TYPE = "application/octet-stream"
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -244,7 +246,11 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
         b64 = {id(t): excised[t.b64] for t, _ in request_tensors(req) if t.b64 in excised}
     t0, result = time.perf_counter(), None
     try:
-        result = run_plan(plan, blobs, s, deadline, b64=b64)
+        if _isolated(s):
+            result = isolate.run_forked(lambda: run_plan(plan, blobs, s, deadline, b64=b64), deadline,
+                                        isolation_bytes(s))
+        else:
+            result = run_plan(plan, blobs, s, deadline, b64=b64)
     finally:  # metrics and tracing listen here (service.stats); a no-op without observers
         stats.report_run(plan, result, time.perf_counter() - t0)
     if entry is not None:  # what the inline dispatch (Job.runs_fast) learns from
@@ -253,6 +259,18 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
                      static_ok=rep is not None and rep.work <= s.inline_max_ms * INLINE_WORK_PER_MS,
                      value_dependent=rep is None or rep.value_dependent)
     return req, result
+
+
+def isolation_bytes(s: Settings) -> int:
+    """The most a request's child process may add to its address space (RLIMIT_AS)."""
+    return int(1.25 * s.max_memory_bytes) + 64 * (1 << 20)
+
+
+def _isolated(s: Settings) -> bool:
+    """Engine threads (service.gate) run requests' computations in child processes; the event
+    loop (inline, statically cheap plans) and the embedded client run them in place."""
+    return s.isolation == "process" and isolate.available() and \
+        threading.current_thread().name.startswith(ENGINE_THREAD_PREFIX)
 
 
 def _input_elements(req: GradRequest) -> int:

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
                                     "response) is closed; request_timeout_s if that is shorter.")
     max_connections: int = Field(1024, ge=1, description="Open connections (and requests in flight) "
                                  "per server process; beyond it uvicorn answers 503.")
+    isolation: Literal["process", "thread"] = Field(
+        "process", description="Where engine work runs that is not statically cheap: a forked child "
+        "process per request, under an address-space limit of 1.25 x max_memory_bytes + 64 MiB and "
+        "killed past its deadline (process), or the engine thread itself (thread).")
     max_concurrency: int = Field(default_factory=_default_concurrency, ge=1,
                                  description="Requests computing at once (engine threads).")
     max_queue: int = Field(64, ge=0, description="Requests waiting for an engine thread before 503.")
