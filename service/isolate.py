@@ -14,9 +14,12 @@ through a pipe:
 - a crashing child never takes the server with it.
 
 Forking shares the parent's memory copy-on-write: the request's decoded plan and input tensors
-reach the child without a copy, and only the result (gradients and values) travels back, pickled
-through the pipe. Small requests whose plans are statically cheap never get here (they run inline,
-see :class:`service.core.Job`).
+reach the child without a copy. The result comes back in shared memory: the child writes it
+(pickle protocol 5, arrays out of band) into a memory file (``memfd_create``, not ``/dev/shm``,
+so Docker's 64 MB ``/dev/shm`` does not bound it) and passes the descriptor over a Unix socket; the
+parent maps the file and the result arrays are views of that mapping, never copied again. Small
+requests whose plans are statically cheap never get here (they run inline, see
+:class:`service.core.Job`).
 
 >>> run_forked(lambda: 6 * 7, deadline=None, limit_bytes=1 << 30)
 42
@@ -24,11 +27,14 @@ see :class:`service.core.Job`).
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
 import resource
 import select
 import signal
+import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -43,8 +49,8 @@ _CHUNK = 1 << 20
 
 
 def available() -> bool:
-    """Whether this platform can fork (not Windows)."""
-    return hasattr(os, "fork")
+    """Whether this platform can fork and pass memory files (Linux)."""
+    return hasattr(os, "fork") and hasattr(os, "memfd_create") and hasattr(socket, "send_fds")
 
 
 def _vm_size() -> int:
@@ -67,7 +73,37 @@ def _rebuild(cls: type, detail: str, state: dict[str, Any]) -> GradserveError:
     return e
 
 
-def _child(fn: Callable[[], Any], w: int, limit_bytes: int) -> None:
+def _pack(fd: int, out: tuple) -> None:
+    """Write ``out`` into the file ``fd``: pickle protocol 5 with its big buffers (result arrays)
+    out of band, so the parent maps them instead of copying them: ``n``, then ``n`` + 1 blocks
+    of (8-byte length, bytes): the pickle, then each buffer."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(out, protocol=5, buffer_callback=buffers.append)
+    raws = [memoryview(data), *(b.raw() for b in buffers)]
+    _write_all(fd, struct.pack("<Q", len(buffers)))
+    for raw in raws:
+        _write_all(fd, struct.pack("<Q", raw.nbytes))
+        _write_all(fd, raw)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        n = os.write(fd, view[:_CHUNK])
+        view = view[n:]
+
+
+def _unpack(buf: memoryview) -> tuple:
+    (n,) = struct.unpack_from("<Q", buf, 0)
+    pos, blocks = 8, []
+    for _ in range(n + 1):
+        (size,) = struct.unpack_from("<Q", buf, pos)
+        blocks.append(buf[pos + 8:pos + 8 + size])
+        pos += 8 + size
+    return pickle.loads(blocks[0], buffers=blocks[1:])
+
+
+def _child(fn: Callable[[], Any], sock: socket.socket, limit_bytes: int) -> None:
     """In the child: limits, the work, the answer, exit (never returns)."""
     code = 0
     try:
@@ -88,14 +124,15 @@ def _child(fn: Callable[[], Any], w: int, limit_bytes: int) -> None:
             out = ("memory", None)
         except BaseException as e:  # noqa: BLE001 - reported to the parent, which logs it as a bug
             out = ("crash", f"{type(e).__name__}: {e}")
+        # the answer goes into a memory file the parent maps (big arrays are not copied again)
+        fd = os.memfd_create("gradserve-result", os.MFD_CLOEXEC)
         try:
-            data = pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
+            _pack(fd, out)
         except MemoryError:
-            data = pickle.dumps(("memory", None))
-        view = memoryview(data)
-        while view:
-            n = os.write(w, view[:_CHUNK])
-            view = view[n:]
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            _pack(fd, ("memory", None))
+        socket.send_fds(sock, [b"r"], [fd])
     except BaseException:  # noqa: BLE001 - nothing may escape into the copy of the server
         code = 1
     finally:
@@ -107,13 +144,13 @@ def run_forked(fn: Callable[[], T], deadline: float | None, limit_bytes: int, gr
     ``grace`` s after ``deadline`` (a ``time.monotonic()`` instant). Raises what ``fn`` raised
     (GradserveError), PayloadTooLarge (413 ``memory``) when the child ran out of memory or died,
     RequestTimeout (504) when it was killed at the deadline, RuntimeError for a bug in ``fn``."""
-    r, w = os.pipe()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child; covered through the parent's results
-        os.close(r)
-        _child(fn, w, limit_bytes)
-    os.close(w)
-    chunks: list[bytes] = []
+        ours.close()
+        _child(fn, theirs, limit_bytes)
+    theirs.close()
+    fds: list[int] = []
     killed = False
     try:
         while True:
@@ -122,25 +159,25 @@ def run_forked(fn: Callable[[], T], deadline: float | None, limit_bytes: int, gr
                 os.kill(pid, signal.SIGKILL)
                 killed = True
                 break
-            ready, _, _ = select.select([r], [], [], wait)
-            if not ready:
-                continue
-            data = os.read(r, _CHUNK)
-            if not data:
+            ready, _, _ = select.select([ours], [], [], wait)
+            if ready:
+                _, fds, _, _ = socket.recv_fds(ours, 1, 1)
                 break
-            chunks.append(data)
     finally:
-        os.close(r)
+        ours.close()
         _, status = os.waitpid(pid, 0)
     if killed:
         raise RequestTimeout("the request ran past request_timeout_s; its computation was stopped "
                              "(the process running it was killed)")
-    if not chunks:
+    if not fds:
         why = f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else \
             f"exit status {os.WEXITSTATUS(status)}"
         raise PayloadTooLarge(f"the computation stopped without an answer ({why}): it most likely ran out of "
                               "its memory limit (max_memory_bytes)", limit="memory")
-    kind, value = pickle.loads(b"".join(chunks))
+    with open(fds[0], "rb", closefd=True) as f:
+        size = os.fstat(f.fileno()).st_size
+        view = memoryview(mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)) if size else memoryview(b"")
+    kind, value = _unpack(view)
     if kind == "ok":
         return value
     if kind == "error":

@@ -516,7 +516,7 @@ def process_infer(body: bytes, header_length: str | None = None, content_encodin
     if deadline is None:
         deadline = time.monotonic() + s.request_timeout_s
     # a JSON body inflates into JSON text: the JSON limit; a binary body may hold big blobs
-    if header_length is None:
+    if header_length is None and core.json_limit(s) < s.max_body_bytes:
         body = decode_content(body, content_encoding, core.json_limit(s), "max_json_body_bytes")
     else:
         body = decode_content(body, content_encoding, s.max_body_bytes)
