@@ -59,7 +59,7 @@ from .wire import (
 )
 
 __all__ = ["GraphPlan", "Plan", "Step", "Result", "compile_graph", "build_plan", "run_plan", "numel",
-           "check_dims"]
+           "check_dims", "Checked", "checked_plan", "execute"]
 
 Loc = tuple[str | int, ...]
 _NODE_ADAPTER: TypeAdapter = TypeAdapter(Node)
@@ -865,6 +865,24 @@ def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings 
              deadline: float | None = None, *, b64: dict[int, Any] | None = None) -> Result:
     """Decode the inputs and run the plan; ``blobs`` feed the binary tensors in order, ``b64``
     (by ``id`` of the tensor) the base64 text of b64 tensors that was kept out of the request."""
+    return execute(checked_plan(plan, blobs, settings, deadline, b64=b64))
+
+
+@dataclass(slots=True)
+class Checked:
+    """A plan whose inputs are decoded and which passed the static check: ready to execute."""
+
+    plan: Plan
+    decoded: dict[str, np.ndarray]
+    report: Any                    # preflight.Report
+    blobs: dict[int, Any]          # binary and excised base64 payloads by tensor id
+    settings: Settings
+    deadline: float | None
+
+
+def checked_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings | None = None,
+                 deadline: float | None = None, *, b64: dict[int, Any] | None = None) -> Checked:
+    """The first half of :func:`run_plan`: decode the inputs and run the static check."""
     s = settings or Settings()
     req = plan.request
     binary = binary_tensors(req)
@@ -883,6 +901,15 @@ def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings 
     decoded = {t.name: _decode(t, by_id.get(id(t)), ("graph", "inputs", i))
                for i, t in enumerate(req.graph.inputs)}
     rep = preflight.check(plan, decoded, s, deadline, by_id)  # shapes, limits, memory, work first
+    return Checked(plan, decoded, rep, by_id, s, deadline)
+
+
+def execute(c: Checked) -> Result:
+    """The second half of :func:`run_plan`: run the checked plan (in a child process, maybe)."""
+    from . import preflight
+
+    plan, decoded, rep, by_id, s, deadline = c.plan, c.decoded, c.report, c.blobs, c.settings, c.deadline
+    req = plan.request
     # nodes whose shapes the static check could not know (sized by values, or after such a node)
     # are checked again on their real operands, just before they run
     recheck = rep.unchecked | rep.bounded

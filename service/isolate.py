@@ -62,6 +62,11 @@ def _vm_size() -> int:
         return 0
 
 
+def _max_fd() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if 0 < soft < (1 << 20) else (1 << 20)
+
+
 def _error_state(e: GradserveError) -> tuple[type, str, dict[str, Any]]:
     return type(e), e.detail, dict(e.__dict__)
 
@@ -113,6 +118,11 @@ def _child(fn: Callable[[], Any], sock: socket.socket, limit_bytes: int) -> None
                 signal.signal(sig, signal.SIG_DFL)
         except ValueError:  # not the main thread (a platform that does not make it so after fork)
             pass
+        # the server's sockets (listening, clients) must close when the server closes them, not
+        # when this child exits: keep stdio and the answer's socket only
+        keep = sock.fileno()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, max(keep + 1, _max_fd()))
         base = _vm_size()
         if base and limit_bytes > 0:
             resource.setrlimit(resource.RLIMIT_AS, (base + limit_bytes, base + limit_bytes))

@@ -109,8 +109,9 @@ def test_mvlgamma_is_sized_before_its_arange(make_client) -> None:
 
 
 # ---------------------------------------------------------------- value-dependent shapes
-def test_repeat_interleave_with_computed_counts_is_sized_first(make_client) -> None:
-    c = make_client(max_memory_bytes=100 * MB)
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_repeat_interleave_with_computed_counts_is_sized_first(make_client, isolation: str) -> None:
+    c = make_client(max_memory_bytes=100 * MB, isolation=isolation)
     x = np.ones(4)
     r = c.post("/v1/grad", json=_nodes_req(x, [
         {"op": "mul", "inputs": ["x", 12_500_000], "outputs": ["f"]},
@@ -124,10 +125,11 @@ def _nodes_req(x: np.ndarray, nodes: list, ret: str = "y", **kw) -> dict:
     return {"graph": {"inputs": [wire_tensor("x", x)], "nodes": nodes}, "return": [ret], **kw}
 
 
-def test_one_hot_of_computed_values_then_big_nodes_is_rechecked(make_client) -> None:
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_one_hot_of_computed_values_then_big_nodes_is_rechecked(make_client, isolation: str) -> None:
     # one_hot's size comes from computed values; the nine 16M-element nodes after it were not
     # estimated before: now each is checked on its real shape before it runs
-    c = make_client(max_memory_bytes=100 * MB)
+    c = make_client(max_memory_bytes=100 * MB, isolation=isolation)
     x = np.arange(4.0)
     nodes = [{"op": "mul", "inputs": ["x", 0], "outputs": ["z"]},
              {"op": "add", "inputs": ["z", 4_000_000 - 1], "outputs": ["f"]},
