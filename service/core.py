@@ -254,14 +254,16 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
     b64 = None
     if excised:  # the base64 text cut out of the body, for the tensors whose marker took its place
         b64 = {id(t): excised[t.b64] for t, _ in request_tensors(req) if t.b64 in excised}
-    t0, result, isolated = time.perf_counter(), None, _isolated(s)
+    t0, result, isolated = time.perf_counter(), None, False
     try:
-        if isolated:  # the static check here (its caches stay warm), the computation in a child
+        if _isolated(s):  # the static check here (its caches stay warm), the computation in a child
             checked = checked_plan(plan, blobs, s, deadline, b64=b64)
-            t1 = time.perf_counter()
-            result, seconds = isolate.run_forked(lambda: _timed(execute, checked), deadline,
-                                                 isolation_bytes(s))
-            seconds += t1 - t0
+            isolated = not statically_cheap(checked.report)
+            if isolated:
+                result, seconds = isolate.run_forked(lambda: _timed(execute, checked), deadline,
+                                                     isolation_bytes(s))
+            else:
+                result, seconds = _timed(execute, checked)
         else:
             result, seconds = _timed(run_plan, plan, blobs, s, deadline, b64=b64)
     finally:  # metrics and tracing listen here (service.stats); a no-op without observers
@@ -279,6 +281,20 @@ def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     t = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - t
+
+
+# A computation whose static check found it this cheap, with every shape known (none sized by
+# values, no op from outside the engine), runs in the engine thread: forking costs more than it
+# (a millisecond or more), and an estimate that cannot miss by much needs no enforcement. About
+# 0.1 s of work, 64 MiB of memory.
+CHEAP_WORK = 1e8
+CHEAP_MEMORY_BYTES = 64 << 20
+
+
+def statically_cheap(rep: Any) -> bool:
+    """Whether a checked plan may run in the server process (see :data:`CHEAP_WORK`)."""
+    return (not rep.value_dependent and rep.work <= CHEAP_WORK
+            and rep.memory_bytes <= CHEAP_MEMORY_BYTES)
 
 
 def isolation_bytes(s: Settings) -> int:
