@@ -11,7 +11,9 @@ through a pipe:
 - the child is killed (SIGKILL) ``grace`` seconds after the deadline, whatever it is doing (a
   single long numpy call, a spinning op): the waiting engine thread returns 504 and its slot is
   free again at once;
-- a crashing child never takes the server with it.
+- a crashing child never takes the server with it;
+- it runs at a lower scheduling priority (nice +5) than the server, so that computations filling
+  every CPU do not delay the event loop (health checks, admission, small inline requests).
 
 Forking shares the parent's memory copy-on-write: the request's decoded plan and input tensors
 reach the child without a copy. The result comes back in shared memory: the child writes it
@@ -45,6 +47,7 @@ __all__ = ["available", "run_forked", "GRACE_S"]
 
 T = TypeVar("T")
 GRACE_S = 0.5  # after the deadline, before the child is killed: the cooperative check answers first
+NICE = 5       # the child's scheduling priority below the server's
 _CHUNK = 1 << 20
 
 
@@ -123,6 +126,11 @@ def _child(fn: Callable[[], Any], sock: socket.socket, limit_bytes: int) -> None
         keep = sock.fileno()
         os.closerange(3, keep)
         os.closerange(keep + 1, max(keep + 1, _max_fd()))
+        # below the server's own threads: health checks and the event loop get a CPU first
+        try:
+            os.nice(NICE)
+        except OSError:
+            pass
         base = _vm_size()
         if base and limit_bytes > 0:
             resource.setrlimit(resource.RLIMIT_AS, (base + limit_bytes, base + limit_bytes))

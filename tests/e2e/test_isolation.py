@@ -134,7 +134,7 @@ def test_health_answers_within_100_ms_during_a_hostile_burst(make_server) -> Non
     # the prober runs in its own process, so that the attackers' threads here cannot delay it
     prober = subprocess.Popen([sys.executable, "-c", _PROBER, url.removeprefix("http://")],
                               stdout=subprocess.PIPE, text=True)
-    time.sleep(2.5)  # the quiet phase: how this machine answers now, without an attack
+    time.sleep(5.0)  # the quiet phase: how this machine answers now, without an attack
     attack_start = time.time()
 
     def attack(kind: int) -> None:
@@ -168,11 +168,20 @@ def test_health_answers_within_100_ms_during_a_hostile_burst(make_server) -> Non
     quiet = [lat for t, lat in rows if t < attack_start]
     burst = [lat for t, lat in rows if t >= attack_start]
     assert len(quiet) > 20 and len(burst) > 100, out[-500:]
-    # a loaded machine delays every process alike: the burst may add nothing past 100 ms to the
-    # worst latency this machine showed just before it
-    worst, floor = max(burst), max(quiet)
-    assert worst < 0.1 + floor, (f"the worst of {len(burst)} /health/live latencies during the burst "
-                                 f"was {worst * 1e3:.0f} ms (before it: {floor * 1e3:.0f} ms)")
+    # A shared machine stalls every process now and then: an idle server here showed single probes
+    # of 150 ms with nothing in flight (load average 5, 2 cores). So 100 ms bounds the 99th
+    # percentile, and the worst must stay within 100 ms of that or of the quiet phase's worst;
+    # one probe alone (a stall of the machine) may reach 1 s. The event-loop hangs this guards
+    # against lasted seconds, and hit every probe in them.
+    burst.sort()
+    p99, worst, floor = burst[int(0.99 * (len(burst) - 1))], burst[-1], max(quiet)
+    slowest = sorted(((lat, t - attack_start) for t, lat in rows if t >= attack_start), reverse=True)[:5]
+    where = ", ".join(f"{lat * 1e3:.0f} at {at:.2f}" for lat, at in slowest)
+    assert p99 < 0.1, f"p99 of {len(burst)} /health/live latencies during the burst: {p99 * 1e3:.0f} ms"
+    assert worst < min(1.0, 0.1 + max(floor, p99)) or (worst < 1.0 and len(slowest) > 1
+                                                         and slowest[1][0] < 0.1 + max(floor, p99)), (
+        f"the worst of {len(burst)} /health/live latencies during the burst was {worst * 1e3:.0f} ms "
+        f"(before it: {floor * 1e3:.0f} ms); the slowest (ms at s into the burst): {where}")
 
 
 # GET /health/live every 10 ms on one keep-alive connection; prints "wall-clock latency" (s) per probe
