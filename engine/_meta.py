@@ -46,8 +46,9 @@ from numpy.lib.array_utils import normalize_axis_index, normalize_axis_tuple
 from . import _autograd
 from .tensor import Size, Tensor
 
-__all__ = ["meta_mode", "MetaSession", "MetaAbort", "TooLarge", "Unknown", "RULES", "ELEMENTWISE",
-           "OP_RULES", "has_rule", "is_meta", "meta_array", "run_op"]
+__all__ = ["meta_mode", "MetaSession", "MetaAbort", "TooLarge", "TooMuchWork", "Unknown", "RULES",
+           "ELEMENTWISE", "OP_RULES", "has_rule", "is_meta", "meta_array", "run_op", "WORK_PER_CALL",
+           "work_of"]
 
 
 # ---------------------------------------------------------------- errors
@@ -63,6 +64,27 @@ class TooLarge(MetaAbort):
         self.numel = math.prod(self.shape)
         super().__init__(f"{what} would have {self.numel} elements (shape {list(self.shape)}); "
                          f"the limit is {limit}")
+
+    @property
+    def dim(self) -> int | None:
+        """The first dimension over the limit when the element count is not (a zero-size shape)."""
+        if self.numel > self.limit:
+            return None
+        return next((d for d, n in enumerate(self.shape) if n > self.limit), None)
+
+
+def _over(shape: Sequence[int], limit: int) -> bool:
+    """More elements than ``limit``, or one dimension longer than it (even with another dim 0:
+    numpy cannot lay out ``(0, 2**63 - 1)``, and no tensor with data could be that long)."""
+    return math.prod(shape) > limit or any(n > limit for n in shape)
+
+
+class TooMuchWork(MetaAbort):
+    """The work of the primitives run so far (forward and backward) is over the budget."""
+
+    def __init__(self, work: float, limit: float, what: str) -> None:
+        self.work, self.limit, self.what = work, limit, what
+        super().__init__(f"at least {work:.3g} units of work (at {what}); the limit is {limit:.3g}")
 
 
 class Unknown(MetaAbort):
@@ -112,8 +134,11 @@ def is_meta(a: Any) -> bool:
 class MetaSession:
     """State of one meta run: limits, the inexact flag and the memory simulation."""
 
-    def __init__(self, max_elements: int | None = None) -> None:
+    def __init__(self, max_elements: int | None = None, max_work: float | None = None) -> None:
         self.max_elements = max_elements
+        self.max_work = max_work
+        self.work = 0.0             # units of work of every primitive run (see "cost rules")
+        self.value_dependent = False  # a rule read values to size a result (counts, masks, classes)
         self.inexact = False        # a rule gave an upper bound (value-dependent shape)
         self.current = "an operation"  # what is being inferred, for TooLarge's message
         self.rule_raised = False    # a shape rule (not op code reading placeholders) raised
@@ -139,12 +164,26 @@ class MetaSession:
 
         self._refs[key] = weakref.ref(root, free)
 
+    def add_work(self, units: float) -> None:
+        """Count ``units`` of work; TooMuchWork past ``max_work`` (a long loop of ops in meta
+        mode stops there too, so the check itself never runs for long)."""
+        self.work += units
+        if self.max_work is not None and self.work > self.max_work:
+            raise TooMuchWork(self.work, self.max_work, self.current)
+
+    def scratch(self, nbytes: int) -> None:
+        """A transient allocation the rule's outputs do not show (LAPACK workspaces, copies)."""
+        if self.live_bytes + nbytes > self.peak_bytes:
+            self.peak_bytes = self.live_bytes + nbytes
+        if nbytes > self.largest_bytes:
+            self.largest_bytes = nbytes
+
     def array(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
         """A fresh meta array (counted as an allocation while referenced)."""
         dt = np.dtype(dtype)
         shape = tuple(int(s) for s in shape)
         numel = math.prod(shape)
-        if self.max_elements is not None and numel > self.max_elements:
+        if self.max_elements is not None and _over(shape, self.max_elements):
             raise TooLarge(f"the result of {self.current}", shape, self.max_elements)
         root = _root(dt, numel)
         self._count(root)
@@ -156,12 +195,12 @@ class MetaSession:
 
     def check(self, a: Any, what: str) -> None:
         lim = self.max_elements
-        if lim is not None and isinstance(a, np.ndarray) and a.size > lim:
+        if lim is not None and isinstance(a, np.ndarray) and _over(a.shape, lim):
             raise TooLarge(what, a.shape, lim)
 
     def check_shape(self, shape: Sequence[int], what: str) -> None:
         lim = self.max_elements
-        if lim is not None and math.prod(shape) > lim:
+        if lim is not None and _over(shape, lim):
             raise TooLarge(what, tuple(shape), lim)
 
 
@@ -182,10 +221,11 @@ def meta_array(shape: Sequence[int], dtype: Any) -> np.ndarray:
 
 
 @contextmanager
-def meta_mode(max_elements: int | None = None) -> Iterator[MetaSession]:
-    """Run engine code on meta tensors in this thread; ``max_elements`` bounds every result."""
+def meta_mode(max_elements: int | None = None, max_work: float | None = None) -> Iterator[MetaSession]:
+    """Run engine code on meta tensors in this thread; ``max_elements`` bounds every result,
+    ``max_work`` the total work (:class:`TooMuchWork`)."""
     prev_session, prev_hook = _local.session, _autograd._hooks.meta
-    s = MetaSession(max_elements)
+    s = MetaSession(max_elements, max_work)
     _local.session = s
     _autograd._hooks.meta = _infer
     try:
@@ -197,15 +237,54 @@ def meta_mode(max_elements: int | None = None) -> Iterator[MetaSession]:
 
 # ---------------------------------------------------------------- dispatch
 RULES: dict[str, Callable] = {}
-"""Shape rules by primitive name: ``rule(prim, arrays, params) -> output (tuple if n_out > 1)``."""
+"""Shape rules by primitive name: ``rule(prim, arrays, params) -> output (tuple if n_out > 1)``.
+Each rule carries its cost rule as attributes: ``rule.work(arrays, params, outs)`` (units of
+work) and ``rule.scratch(arrays, params, outs)`` (bytes of transient memory, or None)."""
+
+# ---------------------------------------------------------------- cost rules
+# A unit of work is about one element pass of a simple numpy loop (~1 ns on one core). A
+# primitive's work is declared beside its shape rule; by default it reads its operands and
+# writes its outputs once ("element passes"). The weights per FLOP are fixed numbers, never
+# measured on the machine at hand: the same request gets the same estimate everywhere.
+WORK_PER_CALL = 2_000      # a numpy call and the engine's bookkeeping, whatever the sizes
+BLAS_FLOP = 0.05           # matrix products: tens of GFLOP/s per core
+LAPACK_FLOP = 0.1          # factorizations: fewer FLOP/s than a product
+_F8 = 8                    # scratch is sized in float64 (LAPACK works in double or in place)
 
 
-def rule(*names: str) -> Callable[[Callable], Callable]:
+def _size(a: Any) -> int:
+    if isinstance(a, np.ndarray):
+        return a.size
+    if isinstance(a, (list, tuple)):
+        return sum(_size(x) for x in a)
+    return 0
+
+
+def _passes(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    """The default cost: every operand read and every output written once."""
+    return _size(list(arrays)) + sum(_size(v) for v in params.values()) + _size(outs)
+
+
+def _free(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    return 0  # views: nothing is read or written
+
+
+def rule(*names: str, work: Callable | None = None, scratch: Callable | None = None
+         ) -> Callable[[Callable], Callable]:
+    """Register a shape rule and its cost rule (``work``: element passes by default)."""
     def deco(fn: Callable) -> Callable:
+        fn.work = work or _passes  # type: ignore[attr-defined]
+        fn.scratch = scratch  # type: ignore[attr-defined]
         for n in names:
             RULES[n] = fn
         return fn
     return deco
+
+
+def work_of(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    """The units of work of a primitive on these operands and outputs (meta or real)."""
+    fn = _rule_for(prim.name)
+    return WORK_PER_CALL + getattr(fn, "work", _passes)(prim, arrays, params, outs)
 
 
 def _rule_for(name: str) -> Callable | None:
@@ -236,8 +315,12 @@ def _infer(prim: Any, arrays: list, params: dict | None) -> Any:
     try:
         out = fn(prim, arrays, params)
         res = out[0] if prim.aux else out
-        for o in (res if prim.n_out > 1 else (res,)):  # views too: an expand to 10**12 is refused
+        outs = res if prim.n_out > 1 else (res,)
+        for o in outs:  # views too: an expand to 10**12 is refused
             s.check(o, f"the result of {prim.name}")
+        s.add_work(WORK_PER_CALL + fn.work(prim, arrays, params, outs))
+        if fn.scratch is not None:
+            s.scratch(int(fn.scratch(prim, arrays, params, outs)))
     except Exception:
         s.rule_raised = True  # the error comes from shapes and dtypes, not from placeholder values
         raise
@@ -338,6 +421,10 @@ def _elementwise(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh(shape, _probe_dtype(prim, arrays, params))
 
 
+_elementwise.work = _passes  # type: ignore[attr-defined]
+_elementwise.scratch = None  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------- explicit rules
 # Rules get the forward's arguments by name (bound to its signature), so they read like it.
 _SPECS: dict[Callable, tuple[list[str], str | None, dict[str, Any]]] = {}
@@ -377,7 +464,7 @@ def _as_meta(out: Any) -> Any:
     return _fresh(out.shape, out.dtype)
 
 
-@rule("expand", "permute", "flip", "windows")
+@rule("expand", "permute", "flip", "windows", work=_free)
 def _view(prim: Any, arrays: list, params: dict) -> Any:
     # broadcast_to, transpose, flip and sliding windows of a zero-strided array are views
     return _as_meta(prim.fwd(*arrays, **params))
@@ -462,10 +549,79 @@ def _cat(prim: Any, arrays: list, params: dict) -> Any:
 
 
 # ---------------------------------------------------------------- linear algebra
+# Cost rules of the linear algebra primitives: FLOPs (weighted) and LAPACK's workspaces.
+def _batch(a: np.ndarray) -> int:
+    return math.prod(a.shape[:-2]) if a.ndim > 2 else 1
+
+
+def _mn(a: np.ndarray) -> tuple[int, int]:
+    return (a.shape[-2], a.shape[-1]) if a.ndim >= 2 else (1, max(a.size, 1))
+
+
+def _matmul_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    a = arrays[0]
+    k = a.shape[-1] if a.ndim else 1
+    return 2 * outs[0].size * k * BLAS_FLOP + _passes(prim, arrays, params, outs)
+
+
+def _linear_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    x = arrays[0]
+    return 2 * outs[0].size * (x.shape[-1] if x.ndim else 1) * BLAS_FLOP + _passes(prim, arrays, params, outs)
+
+
+def _einsum_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    # a contraction visits every combination of its labels' sizes once (numpy may do better)
+    a = _bound(prim, arrays, params)
+    ops, subs = a["ops"], a["subs"]
+    size: dict[Any, int] = {}
+    for o, sub in zip(ops, subs):
+        for lab, n in zip(sub, np.shape(o)):
+            size[lab] = max(size.get(lab, 1), n)
+    return 2 * math.prod(size.values()) * BLAS_FLOP + _passes(prim, arrays, params, outs)
+
+
+def _cubic(flops_per_n3: float, scratch_per_mn: float = 1.0, scratch_per_k2: float = 0.0) -> tuple:
+    """(work, scratch) rules for a factorization of each m x n matrix of operand 0: about
+    ``flops_per_n3 * m * n * min(m, n)`` FLOPs, and a copy plus workspace of
+    ``scratch_per_mn * m * n + scratch_per_k2 * min(m, n)**2`` doubles (numpy's gufuncs
+    factor one matrix at a time, so the workspace is one matrix's)."""
+    def work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+        a = arrays[0]
+        m, n = _mn(a)
+        flops = _batch(a) * flops_per_n3 * m * n * min(m, n)
+        return flops * LAPACK_FLOP + _passes(prim, arrays, params, outs)
+
+    def scratch(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+        m, n = _mn(arrays[0])
+        return _F8 * (scratch_per_mn * m * n + scratch_per_k2 * min(m, n) ** 2 + 8 * max(m, n))
+
+    return work, scratch
+
+
+_LU_WORK, _LU_SCRATCH = _cubic(2.0, 2.0)          # inv, solve, det: a copy and the identity/rhs
+_EIGH_WORK, _EIGH_SCRATCH = _cubic(9.0, 1.0, 2.0)  # syevd: 1 + 6n + 2n^2
+_SVD_WORK, _SVD_SCRATCH = _cubic(22.0, 1.0, 7.0)   # gesdd: about 3k^2 + 4k^2 + 4k
+_QR_WORK, _QR_SCRATCH = _cubic(2.0, 2.0)
+
+
+def _solve_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    a, b = arrays[0], arrays[1]
+    n = a.shape[-1] if a.ndim else 1
+    rhs = b.shape[-1] if b.ndim >= 2 else 1
+    batch = max(_batch(a), _batch(b))
+    return batch * (2 * n ** 3 + 2 * n * n * rhs) * LAPACK_FLOP + _passes(prim, arrays, params, outs)
+
+
+def _tri_solve_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    a = arrays[0]
+    n = a.shape[-1] if a.ndim else 1
+    return max(outs[0].size, 1) * n * LAPACK_FLOP + _passes(prim, arrays, params, outs)
+
+
 _MATMUL_SIG = "(n?,k),(k,m?)->(n?,m?)"
 
 
-@rule("matmul")
+@rule("matmul", work=_matmul_work)
 def _matmul(prim: Any, arrays: list, params: dict) -> Any:
     a, b = np.asarray(arrays[0]), np.asarray(arrays[1])
     for i, x in enumerate((a, b)):
@@ -481,14 +637,14 @@ def _matmul(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh(shape, _probe_dtype(prim, (a, b), params))
 
 
-@rule("linear")
+@rule("linear", work=_linear_work)
 def _linear(prim: Any, arrays: list, params: dict) -> Any:
     a = _bound(prim, arrays, params)
     x, w = a["x"], a["w"]
     return _fresh(x.shape[:-1] + w.shape[:1], _probe_dtype(prim, arrays, params))
 
 
-@rule("einsum")
+@rule("einsum", work=_einsum_work)
 def _einsum(prim: Any, arrays: list, params: dict) -> Any:
     a = _bound(prim, arrays, params)
     ops, subs, out = a["ops"], a["subs"], a["out"]
@@ -515,35 +671,35 @@ def _float(a: np.ndarray) -> np.dtype:
     return a.dtype if a.dtype.kind == "f" else np.dtype(np.float64)
 
 
-@rule("linalg_inv_ex", "linalg_cholesky_ex")
+@rule("linalg_inv_ex", "linalg_cholesky_ex", work=_LU_WORK, scratch=_LU_SCRATCH)  # cholesky: less
 def _same_square(prim: Any, arrays: list, params: dict) -> Any:
     a = arrays[0]
     _square(a)
     return _fresh(a.shape, _float(a))
 
 
-@rule("linalg_det")
+@rule("linalg_det", work=_LU_WORK, scratch=_LU_SCRATCH)
 def _det(prim: Any, arrays: list, params: dict) -> Any:
     a = arrays[0]
     _square(a)
     return _fresh(a.shape[:-2], _float(a))
 
 
-@rule("linalg_slogdet")
+@rule("linalg_slogdet", work=_LU_WORK, scratch=_LU_SCRATCH)
 def _slogdet(prim: Any, arrays: list, params: dict) -> Any:
     a = arrays[0]
     _square(a)
     return _fresh(a.shape[:-2], _float(a)), _fresh(a.shape[:-2], _float(a))
 
 
-@rule("linalg_eigh")
+@rule("linalg_eigh", work=_EIGH_WORK, scratch=_EIGH_SCRATCH)
 def _eigh(prim: Any, arrays: list, params: dict) -> Any:
     a = arrays[0]
     _square(a)
     return _fresh(a.shape[:-1], _float(a)), _fresh(a.shape, _float(a))
 
 
-@rule("linalg_svd")
+@rule("linalg_svd", work=_SVD_WORK, scratch=_SVD_SCRATCH)
 def _svd(prim: Any, arrays: list, params: dict) -> Any:
     b = _bound(prim, arrays, params)
     a = b["a"]
@@ -554,7 +710,7 @@ def _svd(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh((*batch, *u), dt), _fresh((*batch, k), dt), _fresh((*batch, *vh), dt)
 
 
-@rule("linalg_qr")
+@rule("linalg_qr", work=_QR_WORK, scratch=_QR_SCRATCH)
 def _qr(prim: Any, arrays: list, params: dict) -> Any:
     b = _bound(prim, arrays, params)
     a, mode = b["a"], b["mode"]
@@ -568,7 +724,7 @@ def _qr(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh((*batch, m, k), dt), _fresh((*batch, k, n), dt)
 
 
-@rule("linalg_pinv")
+@rule("linalg_pinv", work=_SVD_WORK, scratch=_SVD_SCRATCH)
 def _pinv(prim: Any, arrays: list, params: dict) -> Any:
     b = _bound(prim, arrays, params)
     a = b["a"]
@@ -586,14 +742,14 @@ def _solve_shape(a: np.ndarray, b: np.ndarray) -> tuple[int, ...]:
     return (*batch, *b.shape[-2:])
 
 
-@rule("linalg_solve_ex")
+@rule("linalg_solve_ex", work=_solve_work, scratch=_LU_SCRATCH)
 def _solve(prim: Any, arrays: list, params: dict) -> Any:
     a, b = arrays[0], arrays[1]
     _square(a)
     return _fresh(_solve_shape(a, b), np.result_type(a.dtype, b.dtype))
 
 
-@rule("linalg_solve_triangular")
+@rule("linalg_solve_triangular", work=_tri_solve_work)
 def _solve_triangular(prim: Any, arrays: list, params: dict) -> Any:
     bd = _bound(prim, arrays, params)
     a, b = bd["a"], bd["b"]
@@ -606,7 +762,7 @@ def _solve_triangular(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh(shape, np.result_type(a.dtype, b.dtype))
 
 
-@rule("cholesky_solve")
+@rule("cholesky_solve", work=_tri_solve_work)
 def _cholesky_solve(prim: Any, arrays: list, params: dict) -> Any:
     b, u = arrays[0], arrays[1]
     _square(u)
@@ -700,6 +856,8 @@ def index_shape(shape: tuple[int, ...], key: tuple) -> tuple[tuple[int, ...], bo
                     raise IndexError(f"boolean index did not match indexed array along axis {axis + j}; "
                                      f"size of axis is {shape[axis + j]} but size of corresponding "
                                      f"boolean axis is {m.shape[j]}")
+            if _local.session is not None:
+                _local.session.value_dependent = True  # another mask, another size
             if is_meta(m):
                 count, upper = m.size, True
             else:
@@ -814,14 +972,28 @@ def _fold_windows(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh(g.shape[:g.ndim - 2 * k] + tuple(a["size"]), g.dtype)
 
 
-@rule("conv_gemm")
+def _conv_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    """2 FLOPs per (output element, weight it multiplies); for the weight gradient, per
+    (weight, position of the output gradient it sums over)."""
+    a = _bound(prim, arrays, params)
+    w, g = a.get("w"), a.get("g")
+    if w is not None and g is None:     # conv_gemm: w is (out channels, in channels / groups, *kernel)
+        n, per = outs[0].size, w.size // max(w.shape[0], 1)
+    elif w is not None:                 # conv_xgrad: every output gradient meets w[:, ...]
+        n, per = g.size, w.size // max(w.shape[0], 1)
+    else:                               # conv_wgrad
+        n, per = outs[0].size, g.size // max(g.shape[1], 1)
+    return 2 * n * per * BLAS_FLOP + _passes(prim, arrays, params, outs)
+
+
+@rule("conv_gemm", work=_conv_work)
 def _conv_gemm(prim: Any, arrays: list, params: dict) -> Any:
     a = _bound(prim, arrays, params)
     x, w = a["x"], a["w"]
     return _fresh((x.shape[0], w.shape[0]) + tuple(a["out"]), np.result_type(x.dtype, w.dtype))
 
 
-@rule("conv_wgrad")
+@rule("conv_wgrad", work=_conv_work)
 def _conv_wgrad(prim: Any, arrays: list, params: dict) -> Any:
     a = _bound(prim, arrays, params)
     x, g = a["x"], a["g"]
@@ -829,7 +1001,7 @@ def _conv_wgrad(prim: Any, arrays: list, params: dict) -> Any:
                   np.result_type(x.dtype, g.dtype))
 
 
-@rule("conv_xgrad")
+@rule("conv_xgrad", work=_conv_work)
 def _conv_xgrad(prim: Any, arrays: list, params: dict) -> Any:
     a = _bound(prim, arrays, params)
     g, w = a["g"], a["w"]
@@ -912,13 +1084,23 @@ def _adaptive_shapes(nd: int, matrix: bool) -> Callable[..., list]:
     return shapes
 
 
+def _mvlgamma_shapes(input: Any, p: Any, *args: Any, **kw: Any) -> list:
+    # its offsets are np.arange(p), built outside primitives: sized before they are built
+    n = int(p)
+    return [(n,), tuple(input._data.shape) + (n,)] if n > 0 else []
+
+
 OP_RULES["nn.functional.interpolate"] = _prechecked(_interpolate_shapes)
+OP_RULES["mvlgamma"] = OP_RULES["special.multigammaln"] = _prechecked(_mvlgamma_shapes)
 for _nd in (1, 2, 3):
     OP_RULES[f"nn.functional.adaptive_avg_pool{_nd}d"] = _prechecked(_adaptive_shapes(_nd, True))
     OP_RULES[f"nn.functional.adaptive_max_pool{_nd}d"] = _prechecked(_adaptive_shapes(_nd, False))
 
 
 def _meta_tensor(like: Tensor, shape: Sequence[int]) -> Tensor:
+    s = _local.session
+    if s is not None:
+        s.add_work(WORK_PER_CALL + math.prod(shape))  # a constructor writes every element once
     t = Tensor._make(_fresh(shape, like._data.dtype))
     if like.requires_grad:
         t.requires_grad_()
@@ -1042,6 +1224,8 @@ def _compare(fn: Callable, input: Any, other: Any, *args: Any, **kwargs: Any) ->
 def _repeat_interleave(fn: Callable, input: Any, repeats: Any = None, dim: Any = None, **kwargs: Any) -> Any:
     counts = input if repeats is None else repeats
     vals = counts._data if isinstance(counts, Tensor) else np.asarray(counts)
+    if isinstance(counts, Tensor) and _local.session is not None:
+        _local.session.value_dependent = True  # other counts, another size
     if is_meta(vals):
         raise Unknown("repeat_interleave with computed counts: the result's size depends on their values")
     s = _local.session
@@ -1064,11 +1248,32 @@ def _repeat_interleave(fn: Callable, input: Any, repeats: Any = None, dim: Any =
     return fn(input, repeats, dim, **kwargs)
 
 
+@op_rule("diff")
+def _diff(fn: Callable, input: Any, n: Any = 1, dim: Any = -1, prepend: Any = None,
+          append: Any = None) -> Any:
+    # n passes over the input, one primitive loop each: refused before the loop when over budget
+    s = _local.session
+    if s is not None and s.max_work is not None and isinstance(input, Tensor) and type(n) is int and n > 0:
+        parts = [t for t in (prepend, input, append) if isinstance(t, Tensor)]
+        numel = sum(t._data.size for t in parts)
+        try:
+            length = sum(t._data.shape[dim] for t in parts if t._data.ndim)
+        except IndexError:
+            length = 0
+        steps = min(n, length)
+        need = steps * (3 * numel + 3 * WORK_PER_CALL) / 2  # the size shrinks by one per pass
+        if s.work + need > s.max_work:
+            raise TooMuchWork(s.work + need, s.max_work, "diff")
+    return fn(input, n, dim, prepend, append)
+
+
 @op_rule("nn.functional.one_hot")
 def _one_hot(fn: Callable, tensor: Any, num_classes: Any = -1) -> Any:
     if not isinstance(tensor, Tensor) or not isinstance(num_classes, int):
         return fn(tensor, num_classes)
     idx = tensor._data
+    if num_classes == -1 and _local.session is not None:
+        _local.session.value_dependent = True  # the largest index sets the size
     if not is_meta(idx):  # real class indices (a graph input): the real op, once its size is known
         n = num_classes
         if n == -1 and idx.size and idx.dtype == np.int64:

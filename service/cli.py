@@ -265,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM: stop accepting, let requests in flight finish (their own deadline bounds them)
         uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
                     workers=args.workers, log_level=args.log_level, log_config=logs, access_log=False,
-                    timeout_graceful_shutdown=s.request_timeout_s + 5)
+                    timeout_graceful_shutdown=s.request_timeout_s + 5,
+                    # header size and header-read deadline (service.http), connection cap (503)
+                    http="service.http:Protocol", limit_concurrency=s.max_connections,
+                    h11_max_incomplete_event_size=s.max_header_bytes)
     return 0
 
 

@@ -107,7 +107,7 @@ def decode_data(data: Any, datatype: str, shape: list[int]) -> np.ndarray:
     if arr.ndim > 1 and list(arr.shape) != list(shape):
         raise TensorDecodeError(f"nested data has shape {list(arr.shape)}, not {list(shape)}")
     with np.errstate(over="ignore"):  # like torch: out-of-range floats become +-inf
-        return arr.astype(target, copy=False).reshape(shape)
+        return _reshaped(arr.astype(target, copy=False), shape)
 
 
 def decode_bytes(buf: bytes | memoryview, datatype: str, shape: list[int]) -> np.ndarray:
@@ -126,7 +126,14 @@ def decode_bytes(buf: bytes | memoryview, datatype: str, shape: list[int]) -> np
         arr = np.frombuffer(buf, dtype=dt)
         if not dt.isnative:
             arr = arr.astype(dt.newbyteorder("="))
-    return arr.reshape(shape)
+    return _reshaped(arr, shape)
+
+
+def _reshaped(arr: np.ndarray, shape: list[int]) -> np.ndarray:
+    try:
+        return arr.reshape(shape)
+    except ValueError:  # a zero-size shape numpy cannot lay out, e.g. [0, 2**63 - 1]
+        raise TensorDecodeError(f"shape {list(shape)} is too big to lay out") from None
 
 
 def decode_b64(text: str | bytes | memoryview, datatype: str, shape: list[int]) -> np.ndarray:

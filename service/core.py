@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import re
 import secrets
+import threading
 import time
 from typing import Any, get_args
 
@@ -25,9 +26,19 @@ from pydantic import BaseModel, ValidationError
 
 import engine
 
-from . import codec, onnx_graph, stats
-from .errors import BadRequest, InvalidRequest, PlanNotCached
-from .executor import Plan, Result, binary_tensors, build_plan, numel, request_tensors, run_plan
+from . import codec, isolate, onnx_graph, stats
+from .errors import BadRequest, InvalidRequest, PayloadTooLarge, PlanNotCached
+from .executor import (
+    Plan,
+    Result,
+    binary_tensors,
+    build_plan,
+    checked_plan,
+    execute,
+    numel,
+    request_tensors,
+    run_plan,
+)
 from .plan_cache import CachedPlan, PlanCache, graph_hash
 from .settings import Settings
 from .wire import GradRequest, unbox
@@ -36,6 +47,7 @@ __all__ = ["evaluate", "evaluate_binary", "parse_request", "parse_json", "proces
            "JSON_MEDIA_TYPE", "BINARY_MEDIA_TYPE", "HEADER_LENGTH", "GRAPH_HASH_HEADER",
            "INLINE_MAX_BODY_BYTES"]
 
+ENGINE_THREAD_PREFIX = "gradserve-engine"  # service.gate's threads
 JSON_MEDIA_TYPE = "application/json"
 BINARY_MEDIA_TYPE = "application/octet-stream"
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -48,8 +60,27 @@ _UNION_LABELS = {"str", "int", "bool", "float", "none", "Ref", "TensorIn", "op",
 
 
 # ---------------------------------------------------------------- parsing
-def parse_json(raw: bytes | memoryview) -> dict[str, Any]:
-    """Parse a JSON request body with orjson (BadRequest when it is not a JSON object)."""
+# Parsed JSON takes up to this many times its text's size in Python objects (lists of empty lists
+# nested a few deep; measured with orjson, rounded up).
+JSON_INFLATION = 40
+
+
+def json_limit(s: Settings) -> int:
+    """The most JSON text one request may have parsed: ``max_json_body_bytes``, and no more than
+    what inflates to ``max_memory_bytes``."""
+    return min(s.max_json_body_bytes, max(s.max_memory_bytes // JSON_INFLATION, 1024))
+
+
+def parse_json(raw: bytes | memoryview, limit: int | None = None) -> dict[str, Any]:
+    """Parse a JSON request body with orjson (BadRequest when it is not a JSON object).
+
+    ``limit`` is ``max_json_body_bytes``: parsed JSON takes up to ~40 times its size in Python
+    objects (``[[],[],...]``), so JSON text is bounded more tightly than bodies are."""
+    if limit is not None and len(raw) > limit:
+        raise PayloadTooLarge(f"the JSON text has {len(raw)} bytes; the limit max_json_body_bytes is {limit} "
+                              f"(at most max_memory_bytes / {JSON_INFLATION}: parsing inflates JSON; send "
+                              "big tensors as b64 or in a binary body)", limit="max_json_body_bytes",
+                              loc=("body",))
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -269,14 +300,59 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
     b64 = None
     if excised:  # the base64 text cut out of the body, for the tensors whose marker took its place
         b64 = {id(t): excised[t.b64] for t, _ in request_tensors(req) if t.b64 in excised}
-    t0, result = time.perf_counter(), None
+    t0, result, isolated = time.perf_counter(), None, False
     try:
-        result = run_plan(plan, blobs, s, deadline, b64=b64)
+        if _isolated(s):  # the static check here (its caches stay warm), the computation in a child
+            checked = checked_plan(plan, blobs, s, deadline, b64=b64)
+            isolated = not statically_cheap(checked.report)
+            if isolated:
+                result, seconds = isolate.run_forked(lambda: _timed(execute, checked), deadline,
+                                                     isolation_bytes(s))
+            else:
+                result, seconds = _timed(execute, checked)
+        else:
+            result, seconds = _timed(run_plan, plan, blobs, s, deadline, b64=b64)
     finally:  # metrics and tracing listen here (service.stats); a no-op without observers
         stats.report_run(plan, result, time.perf_counter() - t0)
     if entry is not None:  # what the inline dispatch (Job.runs_fast) learns from
-        entry.record(time.perf_counter() - start, _input_elements(req), s.inline_max_ms / 1e3)
+        rep = result.report if result is not None else None
+        # a run in a child process teaches the static cost only (its time includes the fork's)
+        entry.record(None if isolated else t0 - start + seconds, _input_elements(req), s.inline_max_ms / 1e3,
+                     static_ok=rep is not None and rep.work <= s.inline_max_ms * INLINE_WORK_PER_MS,
+                     value_dependent=rep is None or rep.value_dependent)
     return req, result, key
+
+
+def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t
+
+
+# A computation whose static check found it this cheap, with every shape known (none sized by
+# values, no op from outside the engine), runs in the engine thread: forking costs more than it
+# (a millisecond or more), and an estimate that cannot miss by much needs no enforcement. About
+# 0.1 s of work, 64 MiB of memory.
+CHEAP_WORK = 1e8
+CHEAP_MEMORY_BYTES = 64 << 20
+
+
+def statically_cheap(rep: Any) -> bool:
+    """Whether a checked plan may run in the server process (see :data:`CHEAP_WORK`)."""
+    return (not rep.value_dependent and rep.work <= CHEAP_WORK
+            and rep.memory_bytes <= CHEAP_MEMORY_BYTES)
+
+
+def isolation_bytes(s: Settings) -> int:
+    """The most a request's child process may add to its address space (RLIMIT_AS)."""
+    return int(1.25 * s.max_memory_bytes) + 64 * (1 << 20)
+
+
+def _isolated(s: Settings) -> bool:
+    """Engine threads (service.gate) run requests' computations in child processes; the event
+    loop (inline, statically cheap plans) and the embedded client run them in place."""
+    return s.isolation == "process" and isolate.available() and \
+        threading.current_thread().name.startswith(ENGINE_THREAD_PREFIX)
 
 
 def _input_elements(req: GradRequest) -> int:
@@ -324,10 +400,11 @@ _EXCISE_NONCE = secrets.token_hex(8)
 _AFTER_B64_KEY = re.compile(rb'[ \t\r\n]*:[ \t\r\n]*(?:\[[ \t\r\n]*)?"')  # R's ["..."] too
 
 
-def _parse_excising(body: bytes) -> tuple[dict[str, Any], dict[str, memoryview]]:
-    """A JSON body parsed with its big base64 strings cut out, and those strings by marker."""
+def _parse_excising(body: bytes, limit: int | None = None) -> tuple[dict[str, Any], dict[str, memoryview]]:
+    """A JSON body parsed with its big base64 strings cut out, and those strings by marker
+    (``limit``: max_json_body_bytes, for the text parsed, without the strings cut out)."""
     if len(body) < EXCISE_MIN_BYTES:
-        return parse_json(body), {}
+        return parse_json(body, limit), {}
     view = memoryview(body)
     pieces: list[Any] = []
     excised: dict[str, memoryview] = {}
@@ -348,11 +425,11 @@ def _parse_excising(body: bytes) -> tuple[dict[str, Any], dict[str, memoryview]]
             pos = end
         scan = end + 1
     if not excised:
-        return parse_json(body), {}
+        return parse_json(body, limit), {}
     pieces.append(view[pos:])
-    payload = parse_json(b"".join(pieces))
+    payload = parse_json(b"".join(pieces), limit)
     if sorted(_markers(payload)) != sorted(excised):
-        return parse_json(body), {}
+        return parse_json(body, limit), {}
     return payload, excised
 
 
@@ -374,7 +451,7 @@ def _markers(payload: dict[str, Any]) -> list[str]:
     return found
 
 
-def _split_body(body: bytes, media_type: str, header_length: str | None
+def _split_body(body: bytes, media_type: str, header_length: str | None, json_limit: int | None = None
                 ) -> tuple[dict[str, Any], memoryview | None, dict[str, memoryview]]:
     """The parsed JSON header of a body, the binary remainder of a Triton-layout body, and the
     base64 strings cut out of a JSON body (:func:`_parse_excising`)."""
@@ -391,12 +468,16 @@ def _split_body(body: bytes, media_type: str, header_length: str | None
             raise BadRequest(f"{HEADER_LENGTH} must be an integer between 0 and the body length "
                              f"({len(body)}), got {header_length[:40]!r}", loc=("headers", HEADER_LENGTH))
         view = memoryview(body)
-        payload: Any = parse_json(view[:n])
+        payload: Any = parse_json(view[:n], json_limit)
         rest = view[n:]
     else:
-        payload, excised = _parse_excising(body)
+        payload, excised = _parse_excising(body, json_limit)
     return payload, rest, excised
 
+
+# The static cost (units of work, about a nanosecond each) a plan may have to run inline: the
+# inline budget inline_max_ms in units, with no margin for a slow machine (timing decides too).
+INLINE_WORK_PER_MS = 1e6
 
 # Bodies up to this size may be parsed on the event loop to see whether their plan is cached and
 # fast (Job.runs_fast); parsing them costs microseconds.
@@ -427,7 +508,8 @@ class Job:
 
     def _split(self) -> tuple[dict[str, Any], memoryview | None, dict[str, memoryview]]:
         if self._parsed is None:
-            self._parsed = _split_body(self.body, self.media_type, self.header_length)
+            limit = json_limit(self.settings) if self.settings is not None else None
+            self._parsed = _split_body(self.body, self.media_type, self.header_length, limit)
             if self.plan_cache is not None:
                 self._key = _cache_key(self._parsed[0])
         return self._parsed

@@ -9,6 +9,8 @@ that for untrusted clients (a request could hold an engine slot up to its deadli
 - ``debug.sleep(input, seconds)`` sleeps (the GIL is free meanwhile) and returns ``input * 1``.
 - ``debug.spin(input, seconds)`` busy-waits in Python (holding the GIL in turns, as a
   CPU-bound op would) and returns ``input * 1``.
+- ``debug.alloc(input, nbytes)`` allocates and touches ``nbytes`` bytes that no estimate knows
+  of (the memory limit's drill), then returns ``input * 1``.
 
 Both are differentiable in ``input`` (identity) and do nothing in meta mode, so the static
 check before a run costs no time.
@@ -28,7 +30,7 @@ from engine import _meta
 
 __all__ = ["install", "NAMES"]
 
-NAMES = ("debug.sleep", "debug.spin")
+NAMES = ("debug.sleep", "debug.spin", "debug.alloc")
 MAX_SECONDS = 600.0
 
 
@@ -57,7 +59,19 @@ def spin(input: engine.Tensor, seconds: float) -> engine.Tensor:
     return input * 1
 
 
+def alloc(input: engine.Tensor, nbytes: int) -> engine.Tensor:
+    """Allocate and touch ``nbytes`` bytes (freed on return), then return ``input * 1``."""
+    n = int(nbytes)
+    if not 0 <= n <= 1 << 40:
+        raise ValueError(f"debug.alloc takes 0 <= nbytes <= 2**40, got {nbytes!r}")
+    if _meta._local.session is None:
+        import numpy as np
+
+        np.ones(n, np.uint8)  # ones, not zeros: every page is written
+    return input * 1
+
+
 def install() -> None:
     """Register the debug ops in ``engine.OPS`` (idempotent; for this process)."""
-    for name, fn in (("debug.sleep", sleep), ("debug.spin", spin)):
+    for name, fn in (("debug.sleep", sleep), ("debug.spin", spin), ("debug.alloc", alloc)):
         engine.OPS.setdefault(name, engine.OpInfo(name, fn, ("input",), inspect.signature(fn), 1))

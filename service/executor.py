@@ -58,7 +58,8 @@ from .wire import (
     TensorIn,
 )
 
-__all__ = ["GraphPlan", "Plan", "Step", "Result", "compile_graph", "build_plan", "run_plan", "numel"]
+__all__ = ["GraphPlan", "Plan", "Step", "Result", "compile_graph", "build_plan", "run_plan", "numel",
+           "check_dims", "Checked", "checked_plan", "execute"]
 
 Loc = tuple[str | int, ...]
 _NODE_ADAPTER: TypeAdapter = TypeAdapter(Node)
@@ -88,6 +89,29 @@ class _Seq:
     is_tuple: bool
 
 
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _int_literal(v: int, loc: Loc) -> int:
+    """An integer argument within int64, as torch's are (a 400-digit exponent is refused here,
+    not run as 1300 squarings)."""
+    if not INT64_MIN <= v <= INT64_MAX:
+        digits = len(str(abs(v)))
+        raise InvalidGraph(f"the integer argument ({digits} digits) is outside int64 "
+                           f"[{INT64_MIN}, {INT64_MAX}]", loc=loc)
+    return v
+
+
+def _checked_literal(v: Any, loc: Loc) -> Any:
+    """A ``{"literal": ...}`` value with every integer in it within int64."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return _int_literal(v, loc)
+    if isinstance(v, list):
+        for i, x in enumerate(v):
+            _checked_literal(x, (*loc, i))
+    return v
+
+
 def _template(v: Any, loc: Loc, *, in_inputs: bool, refs: list[_Ref]) -> Any:
     """Turn a JSON argument into a template: literals stay as they are, names become _Ref."""
     if isinstance(v, str):
@@ -96,7 +120,9 @@ def _template(v: Any, loc: Loc, *, in_inputs: bool, refs: list[_Ref]) -> Any:
             refs.append(r)
             return r
         return v
-    if v is None or isinstance(v, (bool, int, float)):
+    if isinstance(v, int) and not isinstance(v, bool):
+        return _int_literal(v, loc)
+    if v is None or isinstance(v, (bool, float)):
         return v
     if isinstance(v, list):
         items = [_template(x, (*loc, i), in_inputs=in_inputs, refs=refs) for i, x in enumerate(v)]
@@ -114,7 +140,7 @@ def _template(v: Any, loc: Loc, *, in_inputs: bool, refs: list[_Ref]) -> Any:
             refs.append(r)
             return r
         if key == "literal":
-            return val
+            return _checked_literal(val, (*loc, "literal"))
         if key == "ellipsis":
             return Ellipsis
         if key == "slice":
@@ -122,6 +148,9 @@ def _template(v: Any, loc: Loc, *, in_inputs: bool, refs: list[_Ref]) -> Any:
                     and all(x is None or (type(x) is int) for x in val)):
                 raise InvalidGraph("{\"slice\": [start, stop, step]} takes up to 3 integers or nulls",
                                    loc=(*loc, "slice"))
+            for i, x in enumerate(val):
+                if x is not None:
+                    _int_literal(x, (*loc, "slice", i))
             return slice(*val)
         if key == "tuple":
             if not isinstance(val, list):
@@ -335,6 +364,19 @@ def compile_graph(g: Graph, settings: Settings | None = None) -> GraphPlan:
                      positions)
 
 
+def check_dims(shape: Sequence[int], what: str, loc: Loc, s: Settings) -> None:
+    """422 for a dimension over ``max_tensor_elements``, even when another is 0: no tensor that
+    could hold data is that long, and numpy cannot lay out such a shape at all. (A shape over
+    the limit in elements gets the element limit's 413 instead.)"""
+    if numel(shape) > s.max_tensor_elements:
+        return
+    for d, n in enumerate(shape):
+        if n > s.max_tensor_elements:
+            raise InvalidRequest(f"{what} has dimension {d} of size {n} (shape {list(shape)}); the limit "
+                                 f"max_tensor_elements is {s.max_tensor_elements}, for every dimension too",
+                                 loc=(*loc, d))
+
+
 def build_plan(req: GradRequest, settings: Settings | None = None, graph: GraphPlan | None = None) -> Plan:
     """Check the request without running anything (raises InvalidGraph & co.).
 
@@ -348,6 +390,8 @@ def build_plan(req: GradRequest, settings: Settings | None = None, graph: GraphP
     if names != graph.input_names:  # only possible for a graph given by hash
         raise InvalidRequest(f"graph.inputs are named {names} but the graph {req.graph.hash} was built "
                              f"with inputs {graph.input_names}", loc=("graph", "inputs"))
+    for t, loc in request_tensors(req):
+        check_dims(t.shape, f"{t.name!r}" if t.name else "the tensor", (*loc, "shape"), s)
     for i, t in enumerate(req.graph.inputs):
         if numel(t.shape) > s.max_tensor_elements:
             raise PayloadTooLarge(f"graph input {t.name!r} has {numel(t.shape)} elements; the limit "
@@ -521,6 +565,7 @@ class Result:
 
     grads: list[np.ndarray | None]
     values: dict[str, np.ndarray | None]
+    report: Any = None  # the static check's preflight.Report (work, value-dependent shapes)
 
 
 def _decode(t: TensorIn, blob: Any, loc: Loc) -> np.ndarray:
@@ -826,6 +871,10 @@ def _array(v: Any, name: str) -> np.ndarray | None:
     if isinstance(v, engine.Tensor):
         return v.detach().numpy()
     if isinstance(v, (bool, int, float)) or (isinstance(v, tuple) and all(isinstance(x, int) for x in v)):
+        for x in v if isinstance(v, tuple) else (v,):
+            if isinstance(x, int) and not INT64_MIN <= x <= INT64_MAX:
+                raise InvalidGraph(f"value {name!r} is an integer ({len(str(abs(x)))} digits) outside int64, "
+                                   "which no response datatype holds", loc=("return",))
         return np.asarray(v)
     if isinstance(v, (tuple, list)):
         raise InvalidGraph(f"value {name!r} holds {len(v)} results; name them in the node's outputs "
@@ -837,6 +886,24 @@ def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings 
              deadline: float | None = None, *, b64: dict[int, Any] | None = None) -> Result:
     """Decode the inputs and run the plan; ``blobs`` feed the binary tensors in order, ``b64``
     (by ``id`` of the tensor) the base64 text of b64 tensors that was kept out of the request."""
+    return execute(checked_plan(plan, blobs, settings, deadline, b64=b64))
+
+
+@dataclass(slots=True)
+class Checked:
+    """A plan whose inputs are decoded and which passed the static check: ready to execute."""
+
+    plan: Plan
+    decoded: dict[str, np.ndarray]
+    report: Any                    # preflight.Report
+    blobs: dict[int, Any]          # binary and excised base64 payloads by tensor id
+    settings: Settings
+    deadline: float | None
+
+
+def checked_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings | None = None,
+                 deadline: float | None = None, *, b64: dict[int, Any] | None = None) -> Checked:
+    """The first half of :func:`run_plan`: decode the inputs and run the static check."""
     s = settings or Settings()
     req = plan.request
     binary = binary_tensors(req)
@@ -855,7 +922,20 @@ def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings 
     from . import preflight  # (it builds on this module)
     decoded = {t.name: _decode(t, by_id.get(id(t)), ("graph", "inputs", i))
                for i, t in enumerate(req.graph.inputs)}
-    preflight.check(plan, decoded, s, deadline, by_id)  # shapes, limits, memory: nothing runs before
+    rep = preflight.check(plan, decoded, s, deadline, by_id)  # shapes, limits, memory, work first
+    return Checked(plan, decoded, rep, by_id, s, deadline)
+
+
+def execute(c: Checked) -> Result:
+    """The second half of :func:`run_plan`: run the checked plan (in a child process, maybe)."""
+    from . import preflight
+
+    plan, decoded, rep, by_id, s, deadline = c.plan, c.decoded, c.report, c.blobs, c.settings, c.deadline
+    req = plan.request
+    # nodes whose shapes the static check could not know (sized by values, or after such a node)
+    # are checked again on their real operands, just before they run
+    recheck = rep.unchecked | rep.bounded
+    spent = rep.work
     r = _Runner(plan, s, deadline)
     # torch does not warn on log(0) or 0/0; the server should not log a warning per request either
     with engine.enable_grad(), np.errstate(all="ignore"), preflight.guard(plan, s, deadline):
@@ -867,8 +947,10 @@ def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings 
                 r.env[name] = c.requires_grad_() if rg else c
         for st in plan.steps:
             r.check_deadline(st)
+            if recheck and not recheck.isdisjoint(st.outputs):
+                spent += preflight.recheck(r, st, s, spent)
             r.run_step(st)
         grads = r.final_grad(by_id)
     values = {name: _array(r.env[name], name) for name in req.return_}
-    return Result(grads, values)
+    return Result(grads, values, rep)
 

@@ -122,8 +122,10 @@ def model_metadata() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- body
-def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Undo ``Content-Encoding`` gzip or deflate, refusing more than ``limit`` bytes of output."""
+def decode_content(body: bytes, encoding: str | None, limit: int,
+                   limit_name: str = "max_body_bytes") -> bytes:
+    """Undo ``Content-Encoding`` gzip or deflate, refusing more than ``limit`` bytes of output
+    (inflating stops there: a gzip bomb costs ``limit`` bytes at most)."""
     enc = (encoding or "").strip().lower()
     if enc in ("", "identity"):
         return body
@@ -136,17 +138,18 @@ def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
     except zlib.error as e:
         raise BadRequest(f"the {enc} body does not decompress: {e}", loc=("body",)) from None
     if len(out) > limit:
-        raise PayloadTooLarge(f"the decompressed body is over the limit max_body_bytes ({limit} bytes)",
-                              limit="max_body_bytes", loc=("body",))
+        raise PayloadTooLarge(f"the decompressed body is over the limit {limit_name} ({limit} bytes)",
+                              limit=limit_name, loc=("body",))
     if not d.eof or d.unused_data:
         raise BadRequest(f"the {enc} body is truncated or has trailing bytes", loc=("body",))
     return out
 
 
-def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview]:
+def _split(body: bytes, header_length: str | None, json_limit: int | None = None
+           ) -> tuple[dict[str, Any], memoryview]:
     view = memoryview(body)
     if header_length is None:
-        return core.parse_json(view), view[len(view):]
+        return core.parse_json(view, json_limit), view[len(view):]
     try:
         n = int(header_length)
     except ValueError:
@@ -154,7 +157,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memo
     if not 0 <= n <= len(body):
         raise BadRequest(f"{core.HEADER_LENGTH} must be an integer between 0 and the body length "
                          f"({len(body)}), got {header_length[:40]!r}", loc=("headers", core.HEADER_LENGTH))
-    return core.parse_json(view[:n]), view[n:]
+    return core.parse_json(view[:n], json_limit), view[n:]
 
 
 _INFER_FIELDS = core.model_fields(InferRequest)
@@ -516,8 +519,12 @@ def process_infer(body: bytes, header_length: str | None = None, content_encodin
     s = settings or Settings()
     if deadline is None:
         deadline = time.monotonic() + s.request_timeout_s
-    body = decode_content(body, content_encoding, s.max_body_bytes)
-    header, rest = _split(body, header_length)
+    # a JSON body inflates into JSON text: the JSON limit; a binary body may hold big blobs
+    if header_length is None and core.json_limit(s) < s.max_body_bytes:
+        body = decode_content(body, content_encoding, core.json_limit(s), "max_json_body_bytes")
+    else:
+        body = decode_content(body, content_encoding, s.max_body_bytes)
+    header, rest = _split(body, header_length, core.json_limit(s))
     req = parse_infer(header)
     timeout_us = (req.parameters or {}).get("timeout")
     if timeout_us is not None:

@@ -80,25 +80,44 @@ class CachedPlan:
     plan: GraphPlan
     fast_elements: int = -1
     slow_runs: int = 0  # slow runs in a row at sizes believed fast
+    value_dependent: bool = False  # a run sized a result by values: never inline again
+    cap: int = 1 << 62  # sizes above this were slow or statically costly: never inline
 
-    def record(self, seconds: float, elements: int, budget_s: float) -> None:
+    def record(self, seconds: float | None, elements: int, budget_s: float, static_ok: bool = True,
+               value_dependent: bool = False) -> None:
         """Note one run (``elements``: input elements in total); races between threads only
         make the estimate a little stale.
 
-        Two slow runs in a row at a size believed fast move it below that size: one alone is
-        as likely a busy machine preempting the run, and sending a small request to an engine
-        thread then costs it more (hand-off, GIL) than it ran."""
-        if seconds <= budget_s:
-            self.fast_elements = max(self.fast_elements, elements)
-            self.slow_runs = 0
+        What makes a plan inline is its static cost: within the inline bound (``static_ok``)
+        at a size, it may run inline at that size; above it, that size is out of reach. A plan
+        whose shapes depend on values (``value_dependent``: the next request's values may size
+        a bomb) is never inline again. Timing can only take a size away: ``seconds`` is the run's
+        own time when it ran in this process (None when it ran in a child process, whose copy-
+        on-write faults say nothing about an inline run). Two slow runs in a row at a size
+        believed fast move it below that size for good: one alone is as likely a busy machine
+        preempting the run, and sending a small request to an engine thread then costs it more
+        (hand-off, GIL) than it ran."""
+        if value_dependent:
+            self.value_dependent = True
+        if self.value_dependent:
+            self.fast_elements = -1
+            return
+        if not static_ok:
+            self.fast_elements = min(self.fast_elements, elements - 1)
+            self.cap = min(self.cap, elements - 1)
+            return
+        if seconds is None or seconds <= budget_s:
+            self.fast_elements = min(max(self.fast_elements, elements), self.cap)
+            if seconds is not None:
+                self.slow_runs = 0
         elif elements <= self.fast_elements:
             self.slow_runs += 1
             if self.slow_runs >= 2:
-                self.fast_elements = elements - 1  # stay below its size from now on
+                self.fast_elements = self.cap = elements - 1  # stay below its size from now on
                 self.slow_runs = 0
 
     def runs_fast(self, elements: int) -> bool:
-        return elements <= self.fast_elements
+        return not self.value_dependent and elements <= self.fast_elements
 
 
 class PlanCache:

@@ -43,7 +43,7 @@ from .errors import AutogradError, EngineError, InvalidRequest, PayloadTooLarge,
 from .executor import Plan, Step, TensorIn, _autograd_field, _leaf, _Locator, _resolve, _Runner
 from .settings import Settings
 
-__all__ = ["Report", "check", "guard", "graph_depth", "check_finite_output", "DeadlineExceeded"]
+__all__ = ["Report", "check", "recheck", "guard", "graph_depth", "check_finite_output", "DeadlineExceeded"]
 
 # What a response costs per element beyond the array itself: JSON numbers are up to ~24 bytes.
 _JSON_BYTES_PER_ELEMENT = 24
@@ -55,6 +55,8 @@ class Report:
 
     memory_bytes: int = 0
     peak_bytes: int = 0
+    work: float = 0.0                                   # units of work, forward and backward
+    value_dependent: bool = False                       # a shape was sized by values
     unchecked: set[str] = field(default_factory=set)   # values whose shapes were not inferred
     bounded: set[str] = field(default_factory=set)     # values whose shapes are upper bounds
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -188,8 +190,13 @@ class _MetaRunner(_Runner):
 def _too_large(e: _meta.TooLarge, plan: Plan, st: Step | None, s: Settings) -> PayloadTooLarge:
     where = (f"{st.label}: computing {', '.join(repr(o) for o in st.outputs)}" if st is not None
              else "the final autograd_grad")
-    detail = (f"{where}, {e.what} would have {e.numel} elements (shape {list(e.shape)}); the limit "
-              f"max_tensor_elements is {s.max_tensor_elements}")
+    if e.dim is not None:
+        detail = (f"{where}, {e.what} would have dimension {e.dim} of size {e.shape[e.dim]} (shape "
+                  f"{list(e.shape)}); the limit max_tensor_elements is {s.max_tensor_elements}, for "
+                  "every dimension too")
+    else:
+        detail = (f"{where}, {e.what} would have {e.numel} elements (shape {list(e.shape)}); the limit "
+                  f"max_tensor_elements is {s.max_tensor_elements}")
     if st is None:
         return PayloadTooLarge(detail, limit="max_tensor_elements", loc=("outputs",))
     return _too_big(plan, st, detail, "max_tensor_elements")
@@ -265,14 +272,26 @@ def _key_names(v: Any) -> Any:
 
 
 def _check(plan: Plan, inputs: dict[str, np.ndarray], s: Settings, deadline: float | None) -> Report:
-    req = plan.request
     _check_graph_limits(plan, s)
     rep = Report()
+    try:
+        return _meta_run(plan, inputs, s, deadline, rep)
+    except _meta.TooMuchWork as e:
+        raise PayloadTooLarge(
+            f"the request needs at least {e.work:.3g} units of work (forward and backward; stopped "
+            f"counting at {e.what}); the limit max_work is {s.max_work:.3g}", limit="max_work",
+            loc=("graph",)) from None
+
+
+def _meta_run(plan: Plan, inputs: dict[str, np.ndarray], s: Settings, deadline: float | None,
+              rep: Report) -> Report:
+    req = plan.request
     r = _MetaRunner(plan, s, deadline)
     unknown = rep.unchecked
     bounded = rep.bounded
     real_bytes = 0
-    with _meta.meta_mode(s.max_tensor_elements) as m, engine.enable_grad(), _monitor(s, deadline, False):
+    with _meta.meta_mode(s.max_tensor_elements, s.max_work) as m, engine.enable_grad(), \
+            _monitor(s, deadline, False):
         r.session = m
         for i, t in enumerate(req.graph.inputs):
             arr = inputs[t.name]
@@ -346,6 +365,8 @@ def _check(plan: Plan, inputs: dict[str, np.ndarray], s: Settings, deadline: flo
             except _meta.TooLarge as e:
                 raise _too_large(e, plan, None, s) from None
         rep.peak_bytes = m.peak_bytes
+        rep.work = m.work
+        rep.value_dependent = m.value_dependent or bool(unknown or bounded)
         resp = _response_bytes([*values, *grads], "json" if req.response_encoding == "json" else "b64")
         rep.memory_bytes = m.peak_bytes + m.largest_bytes + real_bytes + resp
         if rep.memory_bytes > s.max_memory_bytes:
@@ -422,6 +443,65 @@ def _final_grad(r: _MetaRunner, m: _meta.MetaSession) -> list[Any]:
         msg = str(e) or type(e).__name__
         raise AutogradError.from_exception(e, loc=_autograd_field(msg) or ("inputs",)) from None
     return list(res)
+
+
+# ---------------------------------------------------------------- at run time
+def _live_bytes(env: dict[str, Any]) -> int:
+    """Bytes of the distinct arrays the run's values hold now."""
+    seen: dict[int, int] = {}
+    for v in env.values():
+        d = getattr(v, "_data", None)
+        if isinstance(d, np.ndarray):
+            base = d
+            while isinstance(base.base, np.ndarray):
+                base = base.base
+            seen[id(base)] = base.nbytes
+    return sum(seen.values())
+
+
+def recheck(r: _Runner, st: Step, s: Settings, spent: float) -> float:
+    """Check ``st`` on the real operands before it runs, as the static check does on meta ones:
+    the element limit on every result, ``max_work`` (``spent`` is the work counted so far) and
+    ``max_memory_bytes`` (the live values plus the node's peak). Integer and bool operands keep
+    their values, so counts, masks and class indices size results exactly before anything is
+    allocated. Returns the node's work (tripled when it will be differentiated: its backward).
+
+    For nodes after a value-dependent shape, which the static check could not size."""
+    if st.op is None or _opaque(st):  # grad, functional and outside ops: the limits after the node
+        return 0.0
+    env = r.env
+    live = _live_bytes(env)
+    budget = s.max_work - spent
+    grad = False
+    with _meta.meta_mode(s.max_tensor_elements, max(budget, 0.0)) as m, engine.no_grad():
+        twins: dict[str, Any] = {}
+        for ref in st.refs:
+            v = env.get(ref.name)
+            if isinstance(v, engine.Tensor) and v._data.dtype.kind not in "iub":
+                grad = grad or v.requires_grad
+                twins[ref.name] = engine.Tensor._make(m.array(v.shape, v._data.dtype))
+        args = [_resolve(a, {**env, **twins}) for a in st.args]
+        kwargs = {k: _resolve(v, {**env, **twins}) for k, v in st.kwargs.items()}
+        try:
+            _meta.run_op(st.op.name, st.op.fn, *args, **kwargs)
+        except _meta.TooLarge as e:
+            raise _too_large(e, r.plan, st, s) from None
+        except _meta.TooMuchWork:
+            raise _too_big(r.plan, st, f"{st.label}: the request needs more than max_work={s.max_work:.3g} "
+                           f"units of work with the shapes its values gave ({spent:.3g} before this node)",
+                           "max_work") from None
+        except (_meta.MetaAbort, Exception):
+            return 0.0  # the real run raises its own error, or sizes what no rule can
+        need = live + m.peak_bytes
+        if need > s.max_memory_bytes:
+            raise _too_big(r.plan, st, f"{st.label}: the request would hold about {need} bytes with the "
+                           f"shapes its values gave; the limit max_memory_bytes is {s.max_memory_bytes}",
+                           "max_memory_bytes")
+        work = m.work * (3 if grad else 1)
+    if spent + work > s.max_work:
+        raise _too_big(r.plan, st, f"{st.label}: the request needs about {spent + work:.3g} units of work "
+                       f"with the shapes its values gave; the limit max_work is {s.max_work:.3g}", "max_work")
+    return work
 
 
 # ---------------------------------------------------------------- guards for the real run

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
         "none", description="OpenTelemetry span exporter (needs the `otel` extra).")
 
     max_body_bytes: int = Field(128 * MiB, ge=1, description="Largest request body accepted.")
+    max_json_body_bytes: int = Field(24 * MiB, ge=1, description="Largest JSON text parsed from one "
+                                     "request (the JSON header of a binary body; a JSON body without "
+                                     "its base64 strings of 1 MiB and more, which are not parsed): "
+                                     "parsing takes up to ~40 times the text's size.")
     max_nodes: int = Field(10_000, ge=1, description="Most nodes in one graph (after compiling source).")
     max_tensor_elements: int = Field(1 << 24, ge=1,
                                      description="Most elements in any input or computed tensor.")
@@ -57,7 +61,22 @@ class Settings(BaseSettings):
     max_memory_bytes: int = Field(1 << 30, ge=1, description="Largest estimated memory of one request "
                                   "(live tensors at the peak of forward and backward, inputs, response), "
                                   "checked before it runs.")
+    max_work: float = Field(3e10, gt=0, description="Largest estimated work of one request, forward "
+                            "and backward, in units of about one element pass (~1 ns of one core; a "
+                            "BLAS FLOP counts 0.05, a LAPACK FLOP 0.1), checked before it runs. A "
+                            "fixed number: the same request gets the same answer on every machine.")
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline per request, queueing included.")
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="Largest request line and headers "
+                                  "of one request (431 and the connection is closed beyond).")
+    header_timeout_s: float = Field(10.0, gt=0, description="A connection that has not sent a "
+                                    "request's headers this long after it opened (or after the last "
+                                    "response) is closed; request_timeout_s if that is shorter.")
+    max_connections: int = Field(1024, ge=1, description="Open connections (and requests in flight) "
+                                 "per server process; beyond it uvicorn answers 503.")
+    isolation: Literal["process", "thread"] = Field(
+        "process", description="Where engine work runs that is not statically cheap: a forked child "
+        "process per request, under an address-space limit of 1.25 x max_memory_bytes + 64 MiB and "
+        "killed past its deadline (process), or the engine thread itself (thread).")
     max_concurrency: int = Field(default_factory=_default_concurrency, ge=1,
                                  description="Requests computing at once (engine threads).")
     max_queue: int = Field(64, ge=0, description="Requests waiting for an engine thread before 503.")

@@ -22,7 +22,10 @@ def make_client() -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
     def make(**overrides: object) -> TestClient:
-        c = TestClient(create_app(Settings(**{"api_keys": [], **overrides})))
+        # computations in engine threads: one fork per request would make this suite several
+        # times slower; process isolation is tested against real servers (tests/e2e) and by the
+        # tests that ask for it (isolation="process")
+        c = TestClient(create_app(Settings(**{"api_keys": [], "isolation": "thread", **overrides})))
         c.__enter__()  # run lifespan (startup/shutdown), as under uvicorn
         clients.append(c)
         return c
