@@ -391,7 +391,8 @@ def build_plan(req: GradRequest, settings: Settings | None = None, graph: GraphP
         raise InvalidRequest(f"graph.inputs are named {names} but the graph {req.graph.hash} was built "
                              f"with inputs {graph.input_names}", loc=("graph", "inputs"))
     for t, loc in request_tensors(req):
-        check_dims(t.shape, f"{t.name!r}" if t.name else "the tensor", (*loc, "shape"), s)
+        if t.shape is not None:  # graph.onnx is a tensor-like of bytes, without a shape
+            check_dims(t.shape, f"{t.name!r}" if t.name else "the tensor", (*loc, "shape"), s)
     for i, t in enumerate(req.graph.inputs):
         if numel(t.shape) > s.max_tensor_elements:
             raise PayloadTooLarge(f"graph input {t.name!r} has {numel(t.shape)} elements; the limit "

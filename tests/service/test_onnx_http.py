@@ -198,7 +198,11 @@ def test_limits_apply_to_the_model(make_client):
     data = om.exported("cnn")
     r = make_client(max_nodes=3).post("/v1/grad", json=cnn_request({"b64": b64(data)}))
     assert r.status_code == 413 and r.json()["limit"] == "max_nodes", r.text
-    r = make_client(max_memory_bytes=10_000).post("/v1/grad", json=cnn_request({"b64": b64(data)}))
+    # a binary body: its JSON header stays under max_json_body_bytes (max_memory_bytes / 40 at most)
+    _, x = om.make("cnn")
+    header = cnn_request({"parameters": {"binary_data_size": len(data)}}, "binary")
+    body, headers = binary_body(header, [np.frombuffer(data, np.uint8), x.numpy()])
+    r = make_client(max_memory_bytes=10_000).post("/v1/grad", content=body, headers=headers)
     assert r.status_code == 413 and r.json()["limit"] == "max_memory_bytes", r.text
 
 
