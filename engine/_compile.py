@@ -96,17 +96,22 @@ def _plain(x: Any) -> Any:
     return x
 
 
-def _has_probe(x: Any) -> bool:
+def _any_leaf(x: Any, leaf: type) -> bool:
+    """Whether an argument holds a ``leaf`` anywhere in its tuples, lists, dicts and slices."""
     t = type(x)
-    if t is _Probe:
+    if t is leaf:
         return True
     if t is tuple or t is list:
-        return any(_has_probe(e) for e in x)
+        return any(_any_leaf(e, leaf) for e in x)
     if t is dict:
-        return any(_has_probe(e) for e in x.values())
+        return any(_any_leaf(e, leaf) for e in x.values())
     if t is slice:
-        return _has_probe(x.start) or _has_probe(x.stop) or _has_probe(x.step)
+        return _any_leaf(x.start, leaf) or _any_leaf(x.stop, leaf) or _any_leaf(x.step, leaf)
     return False
+
+
+def _has_probe(x: Any) -> bool:
+    return _any_leaf(x, _Probe)
 
 
 def _call_plain(fn: Callable, args: tuple, kwargs: dict) -> Any:
@@ -898,16 +903,7 @@ def _resolve(x: Any, s: list) -> Any:
 
 
 def _is_dynamic(x: Any) -> bool:
-    t = type(x)
-    if t is _Ref:
-        return True
-    if t is tuple or t is list:
-        return any(_is_dynamic(e) for e in x)
-    if t is dict:
-        return any(_is_dynamic(e) for e in x.values())
-    if t is slice:
-        return _is_dynamic(x.start) or _is_dynamic(x.stop) or _is_dynamic(x.step)
-    return False
+    return _any_leaf(x, _Ref)
 
 
 def _closure(st: _Step, kill: tuple, reuse_slot: int | None, as_array: bool,

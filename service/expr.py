@@ -537,16 +537,7 @@ class _Compiler:
         return out, isinstance(o, _Seq)
 
     def grad(self, e: ast.Call, outputs: list[str] | None) -> list[str]:
-        for a in e.args:
-            if isinstance(a, ast.Starred):
-                raise self.error(a, "`*` unpacking is not allowed")
-        if any(kw.arg is None for kw in e.keywords):
-            raise self.error(e, "`**` unpacking is not allowed")
-        try:
-            bound = _GRAD_SIG.bind(*e.args, **{kw.arg: kw.value for kw in e.keywords})
-        except TypeError as err:
-            raise self.error(e, f"grad(): {err}{_did_you_mean(str(err), _GRAD_SIG)}") from None
-        args = bound.arguments
+        args = self.bind_args(e, _GRAD_SIG, "grad")
         outs, _ = self.names_or_one(args["outputs"], "grad", "outputs")
         ins, _ = self.names_or_one(args["inputs"], "grad", "inputs")
         attrs: dict[str, Any] = {"outputs": outs, "inputs": ins}
