@@ -214,8 +214,7 @@ class Tensor:
         """The values as a numpy array sharing memory, read-only: tensors are immutable, and a
         write would silently corrupt tensors saved for backward."""
         if self._rg:  # as torch: only while grad mode is on
-            from ._autograd import is_grad_enabled
-            if is_grad_enabled():
+            if _engine.is_grad_enabled():
                 raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "
                                    "tensor.detach().numpy() instead.")
         return _readonly(self._data)

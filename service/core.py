@@ -28,18 +28,9 @@ import engine
 
 from . import codec, isolate, onnx_graph, stats
 from .errors import BadRequest, InvalidRequest, PayloadTooLarge, PlanNotCached
-from .executor import (
-    Plan,
-    Result,
-    binary_tensors,
-    build_plan,
-    checked_plan,
-    execute,
-    numel,
-    request_tensors,
-    run_plan,
-)
+from .executor import Plan, Result, binary_tensors, build_plan, numel, request_tensors
 from .plan_cache import CachedPlan, PlanCache, graph_hash
+from .run import checked_plan, execute, run_plan
 from .settings import Settings
 from .wire import GradRequest, unbox
 

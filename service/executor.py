@@ -1,10 +1,11 @@
-"""Validate a v1 request against the engine (a :class:`Plan`), then run it.
+"""Validate a v1 request against the engine (a :class:`Plan`), and the runner that executes it.
 
 :func:`build_plan` checks everything that can be checked without tensors: op names (resolved
 only through ``engine.OPS``, so new ops appear by themselves), references, duplicate names,
 cycles, arity and keyword names (bound against each op's ``inspect.Signature``), limits.
-:func:`run_plan` decodes the inputs, runs the nodes in a stable topological order (the listed
-order whenever it is valid), then the final ``autograd_grad``; engine exceptions become
+:class:`_Runner` runs the nodes in a stable topological order (the listed order whenever it is
+valid), then the final ``autograd_grad`` (:func:`service.run.run_plan` decodes the inputs, checks
+the plan statically and drives it); engine exceptions become
 :class:`~service.errors.EngineError` / :class:`~service.errors.AutogradError` carrying torch's
 type name and message.
 
@@ -12,6 +13,7 @@ type name and message.
 >>> req = GradRequest.model_validate({"graph": {
 ...     "inputs": [{"name": "x", "datatype": "FP64", "shape": [], "data": 3.0, "requires_grad": True}],
 ...     "source": "y = x * x"}, "outputs": "y", "inputs": "x"})
+>>> from service.run import run_plan
 >>> run_plan(build_plan(req)).grads
 [array(6.)]
 """
@@ -34,7 +36,6 @@ import engine
 from . import codec
 from .errors import (
     AutogradError,
-    BadRequest,
     EngineError,
     GradserveError,
     InvalidGraph,
@@ -58,8 +59,8 @@ from .wire import (
     TensorIn,
 )
 
-__all__ = ["GraphPlan", "Plan", "Step", "Result", "compile_graph", "build_plan", "run_plan", "numel",
-           "check_dims", "Checked", "checked_plan", "execute"]
+__all__ = ["GraphPlan", "Plan", "Step", "Result", "compile_graph", "build_plan", "numel", "check_dims",
+           "check_finite_output", "binary_tensors", "request_tensors"]
 
 Loc = tuple[str | int, ...]
 _NODE_ADAPTER: TypeAdapter = TypeAdapter(Node)
@@ -696,7 +697,6 @@ class _Runner:
                                   f"max_tensor_elements is {self.s.max_tensor_elements}",
                                   limit="max_tensor_elements", loc=st.loc)
         if self.check_finite:
-            from .preflight import check_finite_output
             check_finite_output(st, name, v, self.where)
         return v
 
@@ -883,75 +883,13 @@ def _array(v: Any, name: str) -> np.ndarray | None:
     raise InvalidGraph(f"value {name!r} is not a tensor", loc=("return",))
 
 
-def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings | None = None,
-             deadline: float | None = None, *, b64: dict[int, Any] | None = None) -> Result:
-    """Decode the inputs and run the plan; ``blobs`` feed the binary tensors in order, ``b64``
-    (by ``id`` of the tensor) the base64 text of b64 tensors that was kept out of the request."""
-    return execute(checked_plan(plan, blobs, settings, deadline, b64=b64))
-
-
-@dataclass(slots=True)
-class Checked:
-    """A plan whose inputs are decoded and which passed the static check: ready to execute."""
-
-    plan: Plan
-    decoded: dict[str, np.ndarray]
-    report: Any                    # preflight.Report
-    blobs: dict[int, Any]          # binary and excised base64 payloads by tensor id
-    settings: Settings
-    deadline: float | None
-
-
-def checked_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings | None = None,
-                 deadline: float | None = None, *, b64: dict[int, Any] | None = None) -> Checked:
-    """The first half of :func:`run_plan`: decode the inputs and run the static check."""
-    s = settings or Settings()
-    req = plan.request
-    binary = binary_tensors(req)
-    blobs = list(blobs or [])
-    if len(blobs) != len(binary):
-        raise BadRequest(f"{len(binary)} tensors are marked binary but {len(blobs)} binary blobs came",
-                         loc=(*binary[0][1], "parameters", "binary_data_size") if binary else ("body",))
-    by_id = {id(t): b for (t, _), b in zip(binary, blobs)}
-    if b64:
-        by_id.update(b64)
-    for (t, loc), b in zip(binary, blobs):
-        size = t.parameters.binary_data_size if t.parameters else None
-        if len(b) != size:
-            raise BadRequest(f"binary_data_size is {size} but its blob has {len(b)} bytes",
-                             loc=(*loc, "parameters", "binary_data_size"))
-    from . import preflight  # (it builds on this module)
-    decoded = {t.name: _decode(t, by_id.get(id(t)), ("graph", "inputs", i))
-               for i, t in enumerate(req.graph.inputs)}
-    rep = preflight.check(plan, decoded, s, deadline, by_id)  # shapes, limits, memory, work first
-    return Checked(plan, decoded, rep, by_id, s, deadline)
-
-
-def execute(c: Checked) -> Result:
-    """The second half of :func:`run_plan`: run the checked plan (in a child process, maybe)."""
-    from . import preflight
-
-    plan, decoded, rep, by_id, s, deadline = c.plan, c.decoded, c.report, c.blobs, c.settings, c.deadline
-    req = plan.request
-    # nodes whose shapes the static check could not know (sized by values, or after such a node)
-    # are checked again on their real operands, just before they run
-    recheck = rep.unchecked | rep.bounded
-    spent = rep.work
-    r = _Runner(plan, s, deadline)
-    # torch does not warn on log(0) or 0/0; the server should not log a warning per request either
-    with engine.enable_grad(), np.errstate(all="ignore"), preflight.guard(plan, s, deadline):
-        for i, t in enumerate(req.graph.inputs):
-            r.env[t.name] = _leaf(t, decoded[t.name], ("graph", "inputs", i))
-        for name, (arr, rg) in plan.graph.constants.items():
-            if name not in r.env:
-                c = engine.from_numpy(arr)
-                r.env[name] = c.requires_grad_() if rg else c
-        for st in plan.steps:
-            r.check_deadline(st)
-            if recheck and not recheck.isdisjoint(st.outputs):
-                spent += preflight.recheck(r, st, s, spent)
-            r.run_step(st)
-        grads = r.final_grad(by_id)
-    values = {name: _array(r.env[name], name) for name in req.return_}
-    return Result(grads, values, rep)
-
+def check_finite_output(st: Step, name: str, v: Any, where: _Locator) -> None:
+    """With ``check_finite``: refuse the first node whose result holds NaN or infinity."""
+    d = getattr(v, "_data", None)
+    if d is None or d.dtype.kind != "f" or np.isfinite(d).all():
+        return
+    what = "NaN" if np.isnan(d).any() else "infinity"
+    detail = f"{st.label} produced {what} in {name!r} (check_finite)"
+    err = EngineError(detail, exception="RuntimeError", loc=st.loc)
+    err.errors = [where.item(st.index, f"{name!r} holds {what} (check_finite)", (), name)]
+    raise err

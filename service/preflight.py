@@ -40,10 +40,10 @@ from engine import _autograd, _meta
 
 from . import codec
 from .errors import AutogradError, EngineError, InvalidRequest, PayloadTooLarge, RequestTimeout
-from .executor import Plan, Step, TensorIn, _autograd_field, _leaf, _Locator, _resolve, _Runner
+from .executor import Plan, Step, TensorIn, _autograd_field, _decode, _leaf, _Locator, _resolve, _Runner
 from .settings import Settings
 
-__all__ = ["Report", "check", "recheck", "guard", "graph_depth", "check_finite_output", "DeadlineExceeded"]
+__all__ = ["Report", "check", "recheck", "guard", "graph_depth", "DeadlineExceeded"]
 
 # What a response costs per element beyond the array itself: JSON numbers are up to ~24 bytes.
 _JSON_BYTES_PER_ELEMENT = 24
@@ -130,7 +130,6 @@ def _check_grad_output_values(plan: Plan, blobs: dict[int, Any]) -> None:
         return
     for i, g in enumerate(req.grad_outputs):
         if isinstance(g, TensorIn) and codec.np_dtype(g.datatype).kind == "f":
-            from .executor import _decode
             arr = _decode(g, blobs.get(id(g)), ("grad_outputs", i))
             if arr.size and not np.isfinite(arr).all():
                 raise InvalidRequest(f"grad_outputs[{i}] holds non-finite values; set \"allow_non_finite\": "
@@ -544,15 +543,3 @@ def guard(plan: Plan, settings: Settings | None = None, deadline: float | None =
     s = settings or Settings()
     with _monitor(s, deadline, bool(plan.request.check_finite)):
         yield
-
-
-def check_finite_output(st: Step, name: str, v: Any, where: _Locator) -> None:
-    """With ``check_finite``: refuse the first node whose result holds NaN or infinity."""
-    d = getattr(v, "_data", None)
-    if d is None or d.dtype.kind != "f" or np.isfinite(d).all():
-        return
-    what = "NaN" if np.isnan(d).any() else "infinity"
-    detail = f"{st.label} produced {what} in {name!r} (check_finite)"
-    err = EngineError(detail, exception="RuntimeError", loc=st.loc)
-    err.errors = [where.item(st.index, f"{name!r} holds {what} (check_finite)", (), name)]
-    raise err
