@@ -93,17 +93,22 @@ def _torch_loss(params: list, x, y):
     return F.nll_loss(F.log_softmax(h, dim=1), y)
 
 
-def _hips_loss(params: list, x, y):
-    import autograd.numpy as anp
-    from autograd.scipy.special import logsumexp
+def _array_loss(xnp, logsumexp, params: list, x, y):
+    """The MLP's cross-entropy in a numpy-like library (HIPS autograd's numpy, jax.numpy)."""
     h = x
     n = len(params) // 2
     for i in range(n):
-        h = anp.dot(h, params[2 * i]) + params[2 * i + 1]
+        h = xnp.dot(h, params[2 * i]) + params[2 * i + 1]
         if i < n - 1:
-            h = anp.tanh(h)
+            h = xnp.tanh(h)
     logp = h - logsumexp(h, axis=1, keepdims=True)
-    return -anp.mean(logp[np.arange(BATCH), y])
+    return -xnp.mean(logp[xnp.arange(BATCH), y])
+
+
+def _hips_loss(params: list, x, y):
+    import autograd.numpy as anp
+    from autograd.scipy.special import logsumexp
+    return _array_loss(anp, logsumexp, params, x, y)
 
 
 # ---------------------------------------------------------------- (0) the seed example
@@ -189,14 +194,7 @@ def build_mlp(quick: bool) -> dict[str, Run]:
 def _jax_loss(params: list, x, y):
     import jax.numpy as jnp
     from jax.scipy.special import logsumexp
-    h = x
-    n = len(params) // 2
-    for i in range(n):
-        h = jnp.dot(h, params[2 * i]) + params[2 * i + 1]
-        if i < n - 1:
-            h = jnp.tanh(h)
-    logp = h - logsumexp(h, axis=1, keepdims=True)
-    return -jnp.mean(logp[jnp.arange(BATCH), y])
+    return _array_loss(jnp, logsumexp, params, x, y)
 
 
 # ---------------------------------------------------------------- (b) scalar chain
