@@ -54,9 +54,21 @@ def test_replicas_get_server_settings_but_never_the_api_keys():
 
 
 # ---------------------------------------------------------------- a real local cluster
+_RAY_PATIENCE = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "300",
+                 "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "300"}
+
+
 @pytest.fixture(scope="module")
 def ray_url() -> Iterator[str]:
     port = _free_port()
+    # Ray Serve's controller kills an HTTP proxy not ready within 5 s (and the driver waits 60 s):
+    # figures of speed, missed on a machine busy with other work (seen with both cores loaded).
+    # Here they are hang guards only. The cluster's processes inherit this environment.
+    from ray.serve._private import api as serve_api
+    proxy_timeout = serve_api.HTTP_PROXY_TIMEOUT
+    serve_api.HTTP_PROXY_TIMEOUT = 900
+    saved_env = {k: os.environ.get(k) for k in _RAY_PATIENCE}
+    os.environ.update(_RAY_PATIENCE)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -66,6 +78,12 @@ def ray_url() -> Iterator[str]:
                   route_prefix="/")
         yield f"http://127.0.0.1:{port}"
     finally:
+        serve_api.HTTP_PROXY_TIMEOUT = proxy_timeout
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         try:
             serve.shutdown()
         finally:
