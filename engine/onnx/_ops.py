@@ -292,14 +292,20 @@ def _sym_pads(b: Builder, x: Any, pads: list[int], value: float = 0.0) -> tuple[
     return b.op("nn.functional.pad", x, _torch_pad(pads), "constant", value), [0] * k
 
 
-@onnx_op("Conv", attrs=("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"))
-def _conv(b: Builder, ins: list, a: dict, n: int) -> Any:
+def _conv_operands(b: Builder, ins: list, what: str) -> tuple[Any, Any, Any, list[int], int]:
+    """Conv and ConvTranspose: input, weight, optional bias, the weight's shape and the spatial rank."""
     x, w = ins[0], ins[1]
     bias = ins[2] if len(ins) > 2 else None
     wshape = b.shape(w)
     k = len(wshape) - 2
     if k not in (1, 2, 3):
-        raise b.fail(f"{k}-D convolution is not supported")
+        raise b.fail(f"{k}-D {what} is not supported")
+    return x, w, bias, wshape, k
+
+
+@onnx_op("Conv", attrs=("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"))
+def _conv(b: Builder, ins: list, a: dict, n: int) -> Any:
+    x, w, bias, wshape, k = _conv_operands(b, ins, "convolution")
     kernel = list(a.get("kernel_shape", wshape[2:]))
     strides = list(a.get("strides", [1] * k))
     dil = list(a.get("dilations", [1] * k))
@@ -310,12 +316,7 @@ def _conv(b: Builder, ins: list, a: dict, n: int) -> Any:
 @onnx_op("ConvTranspose", attrs=("auto_pad", "dilations", "group", "kernel_shape", "output_padding",
                                  "output_shape", "pads", "strides"))
 def _conv_transpose(b: Builder, ins: list, a: dict, n: int) -> Any:
-    x, w = ins[0], ins[1]
-    bias = ins[2] if len(ins) > 2 else None
-    wshape = b.shape(w)
-    k = len(wshape) - 2
-    if k not in (1, 2, 3):
-        raise b.fail(f"{k}-D transposed convolution is not supported")
+    x, w, bias, wshape, k = _conv_operands(b, ins, "transposed convolution")
     if "output_shape" in a:
         raise b.fail("attribute output_shape is not supported (give pads and output_padding)")
     strides = list(a.get("strides", [1] * k))
