@@ -197,8 +197,9 @@ FREED_MSG = (
 
 
 class Primitive:
-    """One differentiable operation: a numpy forward, a VJP and a JVP over engine ops, and a
-    batching rule (``defvjp``, ``defjvp``, ``defbatch``, stated together where it is defined).
+    """One differentiable operation: a numpy forward, a VJP and a JVP over engine ops, a
+    batching rule and a shape rule with its cost (``defvjp``, ``defjvp``, ``defbatch``,
+    ``defshape``), stated together where it is defined: one record per primitive.
 
     ``save`` names what backward needs: input positions (ints >= 0) and outputs (-1 is output 0,
     -2 output 1, ...). Only those are kept, and they are freed after backward unless
@@ -206,7 +207,8 @@ class Primitive:
     numpy data such as argmax indices) is saved too.
     """
 
-    __slots__ = ("name", "fwd", "bwd", "jvp", "batch", "save", "n_out", "aux", "saves_output", "pick_saved")
+    __slots__ = ("name", "fwd", "bwd", "jvp", "batch", "save", "n_out", "aux", "saves_output", "pick_saved",
+                 "shape_rule", "work_rule", "scratch_rule")
 
     def __init__(self, name: str, fwd: Callable, save: tuple[int, ...] = (), n_out: int = 1,
                  aux: bool = False) -> None:
@@ -217,6 +219,9 @@ class Primitive:
         self.bwd: Callable | None = None
         self.jvp: Callable | None = None
         self.batch: Callable | None = None
+        self.shape_rule: Callable | None = None
+        self.work_rule: Callable | None = None
+        self.scratch_rule: Callable | None = None
         if name in PRIMITIVES:
             raise ValueError(f"primitive {name!r} defined twice")
         PRIMITIVES[name] = self
@@ -241,6 +246,21 @@ class Primitive:
         :func:`dims_batch` and :func:`leading_batch`; a primitive without one runs under vmap
         once per batch element (with a one-time warning)."""
         self.batch = fn
+        return fn
+
+    def defshape(self, fn: Callable | None = None, *, work: Callable | None = None,
+                 scratch: Callable | None = None) -> Callable:
+        """Set the shape rule and its cost rule, read by meta mode (:mod:`engine._meta`).
+
+        ``fn(prim, arrays, params)`` returns the output(s) as meta arrays of the right shape and
+        dtype without computing (the shared rules and helpers are in :mod:`engine._meta`, e.g.
+        ``elementwise_shape``); it raises what the forward would raise. ``work(prim, arrays,
+        params, outs)`` is the units of work (None: every operand read and every output written
+        once), ``scratch(prim, arrays, params, outs)`` the bytes of transient memory (None: none).
+        Used bare (``@p.defshape``) or with costs (``@p.defshape(work=...)``)."""
+        if fn is None:
+            return lambda f: self.defshape(f, work=work, scratch=scratch)
+        self.shape_rule, self.work_rule, self.scratch_rule = fn, work, scratch
         return fn
 
     def __call__(self, *args: Any, **params: Any) -> Any:

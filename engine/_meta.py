@@ -271,7 +271,9 @@ def _free(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
 
 def rule(*names: str, work: Callable | None = None, scratch: Callable | None = None
          ) -> Callable[[Callable], Callable]:
-    """Register a shape rule and its cost rule (``work``: element passes by default)."""
+    """Register a shape rule by primitive name in :data:`RULES`, the old way (kept so that code
+    written before the rules moved to their primitives still works); new rules are stated on
+    the primitive with ``defshape``."""
     def deco(fn: Callable) -> Callable:
         fn.work = work or _passes  # type: ignore[attr-defined]
         fn.scratch = scratch  # type: ignore[attr-defined]
@@ -281,34 +283,49 @@ def rule(*names: str, work: Callable | None = None, scratch: Callable | None = N
     return deco
 
 
-def work_of(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
-    """The units of work of a primitive on these operands and outputs (meta or real)."""
-    fn = _rule_for(prim.name)
-    return WORK_PER_CALL + getattr(fn, "work", _passes)(prim, arrays, params, outs)
-
-
-def _rule_for(name: str) -> Callable | None:
+def _legacy_rule(name: str) -> Callable | None:
     fn = RULES.get(name)
     if fn is None:
         if name in ELEMENTWISE:
-            return _elementwise
+            return elementwise_shape
         base = name.rstrip("0123456789")  # families made on demand: einsum2, einsum3, ...
         if base != name:
             return RULES.get(base)
     return fn
 
 
+def _rule_for(prim: Any) -> tuple[Callable, Callable, Callable | None] | None:
+    """(shape rule, work rule, scratch rule) of a primitive: its record's, else a legacy one."""
+    fn = prim.shape_rule
+    if fn is not None:
+        return fn, prim.work_rule or _passes, prim.scratch_rule
+    fn = _legacy_rule(prim.name)
+    if fn is None:
+        return None
+    return fn, getattr(fn, "work", _passes), getattr(fn, "scratch", None)
+
+
+def work_of(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    """The units of work of a primitive on these operands and outputs (meta or real)."""
+    r = _rule_for(prim)
+    return WORK_PER_CALL + (r[1] if r is not None else _passes)(prim, arrays, params, outs)
+
+
 def has_rule(name: str) -> bool:
-    """True when the primitive ``name`` has a shape rule (its own or the elementwise default)."""
-    return _rule_for(name) is not None
+    """True when the primitive ``name`` has a shape rule (on its record, or a legacy one)."""
+    prim = _autograd.PRIMITIVES.get(name)
+    if prim is not None and prim.shape_rule is not None:
+        return True
+    return _legacy_rule(name) is not None
 
 
 def _infer(prim: Any, arrays: list, params: dict | None) -> Any:
     s = _local.session
     params = params or {}
-    fn = _rule_for(prim.name)
-    if fn is None:
+    r = _rule_for(prim)
+    if r is None:
         raise Unknown(f"no shape rule for the primitive {prim.name!r}")
+    fn, work, scratch = r
     if s is None:
         return fn(prim, arrays, params)
     prev, s.current = s.current, prim.name
@@ -318,9 +335,9 @@ def _infer(prim: Any, arrays: list, params: dict | None) -> Any:
         outs = res if prim.n_out > 1 else (res,)
         for o in outs:  # views too: an expand to 10**12 is refused
             s.check(o, f"the result of {prim.name}")
-        s.add_work(WORK_PER_CALL + fn.work(prim, arrays, params, outs))
-        if fn.scratch is not None:
-            s.scratch(int(fn.scratch(prim, arrays, params, outs)))
+        s.add_work(WORK_PER_CALL + work(prim, arrays, params, outs))
+        if scratch is not None:
+            s.scratch(int(scratch(prim, arrays, params, outs)))
     except Exception:
         s.rule_raised = True  # the error comes from shapes and dtypes, not from placeholder values
         raise
@@ -414,15 +431,13 @@ ELEMENTWISE: frozenset[str] = frozenset({
 """Primitives whose output is the broadcast of their array operands (positional and keyword)."""
 
 
-def _elementwise(prim: Any, arrays: list, params: dict) -> Any:
+def elementwise_shape(prim: Any, arrays: list, params: dict) -> Any:
+    """The shape rule of elementwise primitives: the broadcast of their array operands
+    (positional and keyword); the dtype comes from the forward on one-element stand-ins."""
     shapes = [np.shape(a) for a in arrays if _is_operand(a)]
     shapes += [a.shape for a in params.values() if isinstance(a, np.ndarray)]
     shape = _broadcast(shapes)
     return _fresh(shape, _probe_dtype(prim, arrays, params))
-
-
-_elementwise.work = _passes  # type: ignore[attr-defined]
-_elementwise.scratch = None  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------- explicit rules
