@@ -416,17 +416,16 @@ def _is_operand(a: Any) -> bool:
 
 # ---------------------------------------------------------------- elementwise (the default rule)
 ELEMENTWISE: frozenset[str] = frozenset({
-    "abs", "acos", "acosh", "add", "asin", "asinh", "atanh", "atan", "atan2", "bce", "ceil", "clamp",
+    "bce",
     "clamp_min_nograd",
-    "clamp_t", "copysign", "cos", "cosh", "delayed_error", "div", "div_rounded", "elu", "erf", "erfc",
+    "delayed_error", "elu", "erf", "erfc",
     "erfinv",
-    "exp", "expm1", "floor", "fmod", "gelu", "gelu_backward", "heaviside", "hypot", "i0", "lgamma",
-    "log", "log1p", "logaddexp", "logaddexp2", "logit", "maximum", "minimum", "mul", "neg",
-    "polygamma", "pow", "prelu", "relu", "relu_backward", "remainder", "round", "sigmoid", "sign",
-    "sin", "sinh",
+    "gelu", "gelu_backward", "i0", "lgamma",
+    "logit",
+    "polygamma", "prelu",
     "softmax_backward", "softplus", "special_entr", "special_erfcx", "special_i0e", "special_i1",
     "special_i1e", "special_log_ndtr", "special_ndtr", "special_ndtri", "special_xlog1py",
-    "special_zeta", "sqrt", "sub", "tan", "tanh", "to", "trunc", "where", "xlogy",
+    "special_zeta", "to", "xlogy",
 })
 """Primitives whose output is the broadcast of their array operands (positional and keyword)."""
 
