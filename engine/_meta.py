@@ -418,14 +418,11 @@ def _is_operand(a: Any) -> bool:
 ELEMENTWISE: frozenset[str] = frozenset({
     "bce",
     "clamp_min_nograd",
-    "delayed_error", "elu", "erf", "erfc",
-    "erfinv",
-    "gelu", "gelu_backward", "i0", "lgamma",
-    "logit",
-    "polygamma", "prelu",
-    "softmax_backward", "softplus", "special_entr", "special_erfcx", "special_i0e", "special_i1",
-    "special_i1e", "special_log_ndtr", "special_ndtr", "special_ndtri", "special_xlog1py",
-    "special_zeta", "to", "xlogy",
+    "delayed_error", "elu",
+    "gelu", "gelu_backward",
+    "prelu",
+    "softmax_backward", "softplus",
+    "to",
 })
 """Primitives whose output is the broadcast of their array operands (positional and keyword)."""
 

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.special as sc
 
 from .._autograd import Primitive, apply, diagonal_jvp, elementwise_batch
+from .._meta import elementwise_shape
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op
 from .elementwise import binary_dtype, exp, log, to_float, where
@@ -41,6 +42,7 @@ def _prim(name: str, fwd: Callable, save: tuple, vjp: Callable) -> Primitive:
     p.defvjp(vjp)
     p.defjvp(diagonal_jvp)
     p.defbatch(elementwise_batch)
+    p.defshape(elementwise_shape)
     return p
 
 
