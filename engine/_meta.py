@@ -418,10 +418,9 @@ def _is_operand(a: Any) -> bool:
 ELEMENTWISE: frozenset[str] = frozenset({
     "bce",
     "clamp_min_nograd",
-    "delayed_error", "elu",
-    "gelu", "gelu_backward",
-    "prelu",
-    "softmax_backward", "softplus",
+    "delayed_error",
+
+    "softmax_backward",
     "to",
 })
 """Primitives whose output is the broadcast of their array operands (positional and keyword)."""

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.special
 
 from ..._autograd import _align, diagonal_jvp, elementwise_batch, primitive
+from ..._meta import elementwise_shape
 from ...ops import elementwise as _E
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import exp, where
@@ -208,6 +209,7 @@ def _elu_vjp(ctx, g, x, alpha, scale, input_scale):
 
 _elu.defjvp(diagonal_jvp)
 _elu.defbatch(elementwise_batch)
+_elu.defshape(elementwise_shape)
 
 
 @op()
@@ -273,6 +275,7 @@ def _softplus_vjp(ctx, g, x, beta, threshold):
 
 _softplus.defjvp(diagonal_jvp)
 _softplus.defbatch(elementwise_batch)
+_softplus.defshape(elementwise_shape)
 
 
 def softplus_inf(x: Tensor) -> Tensor:
@@ -438,11 +441,13 @@ def _gelu_backward_vjp(ctx, h, g, x):
 _gelu_backward.defjvp(diagonal_jvp)
 # (its forward broadcasts g to x's shape: both to the batch's shape first)
 _gelu_backward.defbatch(lambda prim, a, f: prim.fwd(*np.broadcast_arrays(*_align(a, f))))
+_gelu_backward.defshape(elementwise_shape)
 
 
 _gelu.defvjp(lambda ctx, g, x: _gelu_backward(g, x))
 _gelu.defjvp(diagonal_jvp)
 _gelu.defbatch(elementwise_batch)
+_gelu.defshape(elementwise_shape)
 
 
 @op()
@@ -498,6 +503,7 @@ def _prelu_vjp(ctx, g, x, w):
 
 _prelu.defjvp(diagonal_jvp)
 _prelu.defbatch(elementwise_batch)
+_prelu.defshape(elementwise_shape)
 
 
 @op(differentiable=("input", "weight"))
