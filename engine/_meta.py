@@ -416,8 +416,7 @@ def _is_operand(a: Any) -> bool:
 
 # ---------------------------------------------------------------- elementwise (the default rule)
 ELEMENTWISE: frozenset[str] = frozenset({
-    "bce",
-    "clamp_min_nograd",
+
     "delayed_error",
 
     "softmax_backward",
