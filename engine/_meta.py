@@ -420,7 +420,6 @@ ELEMENTWISE: frozenset[str] = frozenset({
     "delayed_error",
 
     "softmax_backward",
-    "to",
 })
 """Primitives whose output is the broadcast of their array operands (positional and keyword)."""
 
@@ -473,21 +472,11 @@ def _as_meta(out: Any) -> Any:
     return _fresh(out.shape, out.dtype)
 
 
-@rule("expand", "permute", "flip", "windows", work=_free)
-def _view(prim: Any, arrays: list, params: dict) -> Any:
+def view_shape(prim: Any, arrays: list, params: dict) -> Any:
+    """The shape rule of primitives whose forward returns a view (state ``work=_free``): the
+    forward itself, on meta arrays."""
     # broadcast_to, transpose, flip and sliding windows of a zero-strided array are views
     return _as_meta(prim.fwd(*arrays, **params))
-
-
-@rule("reshape")
-def _reshape(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x = a["x"]
-    out = np.reshape(x, a["shape"])  # a view of a zero-strided array; numpy's errors
-    root = _root_of(x)
-    if root is not None and x.size > root.meta_numel and out.shape != x.shape:
-        return _fresh(out.shape, out.dtype)  # reshaping a broadcast copies in a real run
-    return _as_meta(out)
 
 
 @rule("diagonal")
@@ -534,27 +523,6 @@ def _scalar(prim: Any, arrays: list, params: dict) -> Any:
 
 
 # ---------------------------------------------------------------- joins
-@rule("cat")
-def _cat(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    xs = [np.asarray(x) for x in a["xs"]]
-    nd = xs[0].ndim
-    for i, x in enumerate(xs):
-        if x.ndim != nd:
-            raise ValueError(f"all the input arrays must have same number of dimensions, but the array "
-                             f"at index 0 has {nd} dimension(s) and the array at index {i} has "
-                             f"{x.ndim} dimension(s)")
-    ax = normalize_axis_index(a["dim"], nd)
-    for i, x in enumerate(xs):
-        for d in range(nd):
-            if d != ax and x.shape[d] != xs[0].shape[d]:
-                raise ValueError(f"all the input array dimensions except for the concatenation axis "
-                                 f"must match exactly, but along dimension {d}, the array at index 0 "
-                                 f"has size {xs[0].shape[d]} and the array at index {i} has size "
-                                 f"{x.shape[d]}")
-    shape = list(xs[0].shape)
-    shape[ax] = sum(x.shape[ax] for x in xs)
-    return _fresh(shape, np.result_type(*[x.dtype for x in xs]))
 
 
 # ---------------------------------------------------------------- linear algebra
@@ -913,42 +881,10 @@ def _basic(key: tuple) -> bool:
                or (isinstance(k, int) and not isinstance(k, bool)) for k in key)
 
 
-@rule("index")
-def _index(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x, key = a["x"], a["key"]
-    key = key if isinstance(key, tuple) else (key,)
-    if _basic(key):
-        return _as_meta(x[key])  # a view, with numpy's errors
-    shape, upper = index_shape(x.shape, key)
-    if upper and _local.session is not None:
-        _local.session.inexact = True
-    return _fresh(shape, x.dtype)
-
-
-@rule("index_backward", "scatter_add_zeros")
-def _zeros_of_shape(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    return _fresh(a["shape"], a["g"].dtype)
-
-
 @rule("put", "scatter_reduce")
 def _same_as_x(prim: Any, arrays: list, params: dict) -> Any:
     x = _bound(prim, arrays, params)["x"]
     return _fresh(x.shape, x.dtype)
-
-
-@rule("gather")
-def _gather(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x, idx = a["x"], np.asarray(a["idx"])
-    if x.ndim != idx.ndim:
-        raise ValueError("`indices` and `arr` must have the same number of dimensions")
-    ax = normalize_axis_index(a["dim"], max(x.ndim, 1))
-    if all(i <= n for d, (i, n) in enumerate(zip(idx.shape, x.shape)) if d != ax):
-        return _fresh(idx.shape, x.dtype)  # torch's gather: the index's extent (engine.ops.shape._gather)
-    base = tuple(1 if i == ax else d for i, d in enumerate(x.shape))
-    return _fresh(_broadcast([idx.shape, base]), x.dtype)
 
 
 @rule("take")

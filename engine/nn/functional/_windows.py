@@ -23,6 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..._autograd import dims_batch, linear_jvp, primitive
+from ..._meta import _free, view_shape
 from ...ops.shape import getitem
 from ...tensor import Tensor
 
@@ -91,6 +92,7 @@ def _fold_unit_stride(g, kernel, dilation, size, lead, out_sp):
 _windows.defvjp(lambda ctx, g, kernel, stride, dilation, out: _fold_windows(
     g, kernel=kernel, stride=stride, dilation=dilation, size=ctx.in_meta[0][0][-len(kernel):]))
 _windows.defjvp(linear_jvp)
+_windows.defshape(view_shape, work=_free)
 _fold_windows.defvjp(lambda ctx, g, kernel, stride, dilation, size: _windows(
     g, kernel=kernel, stride=stride, dilation=dilation, out=ctx.in_meta[0][0][-len(kernel):]))
 _fold_windows.defjvp(linear_jvp)
