@@ -419,7 +419,6 @@ ELEMENTWISE: frozenset[str] = frozenset({
 
     "delayed_error",
 
-    "softmax_backward",
 })
 """Primitives whose output is the broadcast of their array operands (positional and keyword)."""
 
@@ -497,24 +496,11 @@ def _reduced(shape: tuple, dims: Any, keepdim: bool) -> tuple[int, ...]:
     return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
-@rule("sum", "mean", "amax", "amin", "prod", "linalg_vector_norm")
-def _reduction(prim: Any, arrays: list, params: dict) -> Any:
-    dt = _probe_dtype(prim, arrays, params)  # bad axes, empty reductions without identity
-    a = _bound(prim, arrays, params)
-    dims = a["dims"] if "dims" in a else a["dim"]
-    return _fresh(_reduced(np.shape(a["x"]), dims, bool(a.get("keepdim"))), dt)
-
-
 @rule("standardize")
 def _standardize(prim: Any, arrays: list, params: dict) -> Any:
     x = _bound(prim, arrays, params)["x"]
     dt = _dtype_of(_probe(prim, arrays, params)[0])
     return _fresh(np.shape(x), dt), _fresh(_reduced(np.shape(x), params["dims"], True), dt)
-
-
-@rule("cumsum", "cumprod", "logcumsumexp", "log_softmax", "softmax")
-def _scan(prim: Any, arrays: list, params: dict) -> Any:
-    return _fresh(np.shape(arrays[0]), _probe_dtype(prim, arrays, params))
 
 
 @rule("median_all")

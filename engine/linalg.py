@@ -30,7 +30,7 @@ from ._autograd import apply, dims_batch, leading_batch, multilinear_jvp, no_gra
 from .ops._registry import op
 from .ops.elementwise import binary_dtype, where
 from .ops.linalg import _c_name, matmul, tril, triu
-from .ops.reduction import amax, amin
+from .ops.reduction import _reduction_shape, amax, amin
 from .ops.shape import cat, movedim, narrow, norm_dim, squeeze, transpose, unsqueeze
 from .ops.shape import clone as _clone
 from .tensor import Tensor
@@ -853,6 +853,7 @@ def _vector_norm_vjp(ctx, g, x, norm, ord, dims, keepdim):
 
 _vector_norm.defjvp(transpose_jvp)
 _vector_norm.defbatch(dims_batch("dims"))
+_vector_norm.defshape(_reduction_shape)
 
 
 @op()
