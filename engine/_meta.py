@@ -478,13 +478,6 @@ def view_shape(prim: Any, arrays: list, params: dict) -> Any:
     return _as_meta(prim.fwd(*arrays, **params))
 
 
-@rule("diagonal")
-def _diagonal(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    v = np.diagonal(a["x"], a["offset"], a["dim1"], a["dim2"])  # a view here; the forward copies
-    return _fresh(v.shape, v.dtype)
-
-
 # ---------------------------------------------------------------- reductions and scans
 def _reduced(shape: tuple, dims: Any, keepdim: bool) -> tuple[int, ...]:
     nd = len(shape)
@@ -521,26 +514,9 @@ def _mn(a: np.ndarray) -> tuple[int, int]:
     return (a.shape[-2], a.shape[-1]) if a.ndim >= 2 else (1, max(a.size, 1))
 
 
-def _matmul_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
-    a = arrays[0]
-    k = a.shape[-1] if a.ndim else 1
-    return 2 * outs[0].size * k * BLAS_FLOP + _passes(prim, arrays, params, outs)
-
-
 def _linear_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
     x = arrays[0]
     return 2 * outs[0].size * (x.shape[-1] if x.ndim else 1) * BLAS_FLOP + _passes(prim, arrays, params, outs)
-
-
-def _einsum_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
-    # a contraction visits every combination of its labels' sizes once (numpy may do better)
-    a = _bound(prim, arrays, params)
-    ops, subs = a["ops"], a["subs"]
-    size: dict[Any, int] = {}
-    for o, sub in zip(ops, subs):
-        for lab, n in zip(sub, np.shape(o)):
-            size[lab] = max(size.get(lab, 1), n)
-    return 2 * math.prod(size.values()) * BLAS_FLOP + _passes(prim, arrays, params, outs)
 
 
 def _cubic(flops_per_n3: float, scratch_per_mn: float = 1.0, scratch_per_k2: float = 0.0) -> tuple:
@@ -581,45 +557,11 @@ def _tri_solve_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> f
     return max(outs[0].size, 1) * n * LAPACK_FLOP + _passes(prim, arrays, params, outs)
 
 
-_MATMUL_SIG = "(n?,k),(k,m?)->(n?,m?)"
-
-
-@rule("matmul", work=_matmul_work)
-def _matmul(prim: Any, arrays: list, params: dict) -> Any:
-    a, b = np.asarray(arrays[0]), np.asarray(arrays[1])
-    for i, x in enumerate((a, b)):
-        if x.ndim == 0:
-            raise ValueError(f"matmul: Input operand {i} does not have enough dimensions (has 0, gufunc "
-                             f"core with signature {_MATMUL_SIG} requires 1)")
-    a2 = a.shape if a.ndim > 1 else (1,) + a.shape
-    b2 = b.shape if b.ndim > 1 else b.shape + (1,)
-    if a2[-1] != b2[-2]:
-        raise ValueError(f"matmul: Input operand 1 has a mismatch in its core dimension 0, with gufunc "
-                         f"signature {_MATMUL_SIG} (size {b2[-2]} is different from {a2[-1]})")
-    shape = _broadcast([a2[:-2], b2[:-2]]) + (a2[-2],) * (a.ndim > 1) + (b2[-1],) * (b.ndim > 1)
-    return _fresh(shape, _probe_dtype(prim, (a, b), params))
-
-
 @rule("linear", work=_linear_work)
 def _linear(prim: Any, arrays: list, params: dict) -> Any:
     a = _bound(prim, arrays, params)
     x, w = a["x"], a["w"]
     return _fresh(x.shape[:-1] + w.shape[:1], _probe_dtype(prim, arrays, params))
-
-
-@rule("einsum", work=_einsum_work)
-def _einsum(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    ops, subs, out = a["ops"], a["subs"], a["out"]
-    if len(dict.fromkeys([*(s for sub in subs for s in sub), *out])) > 52:
-        raise RuntimeError("einsum(): at most 52 distinct subscripts (ellipsis dims included) are "
-                           "supported")
-    size: dict[int, int] = {}
-    for o, sub in zip(ops, subs):
-        for lab, n in zip(sub, np.shape(o)):
-            if size.get(lab, 1) == 1:  # a size-1 (ellipsis) dim broadcasts
-                size[lab] = n
-    return _fresh(tuple(size.get(lab, 1) for lab in out), np.asarray(ops[0]).dtype)
 
 
 def _square(a: np.ndarray) -> None:
@@ -741,20 +683,6 @@ def _cross(prim: Any, arrays: list, params: dict) -> Any:
     if shape[ax] not in (2, 3):
         raise ValueError("incompatible dimensions for cross product\n(dimension must be 2 or 3)")
     return _fresh(shape, np.result_type(a.dtype, b.dtype))
-
-
-@rule("tril", "triu")
-def _tri(prim: Any, arrays: list, params: dict) -> Any:
-    x = arrays[0]
-    if x.ndim < 2:
-        return _as_meta(_probe(prim, arrays, params))
-    return _fresh(x.shape, x.dtype)
-
-
-@rule("diag_scatter")
-def _diag_scatter(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    return _fresh(a["shape"], a["g"].dtype)
 
 
 # ---------------------------------------------------------------- indexing and scatter
