@@ -496,11 +496,6 @@ def _standardize(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh(np.shape(x), dt), _fresh(_reduced(np.shape(x), params["dims"], True), dt)
 
 
-@rule("median_all")
-def _scalar(prim: Any, arrays: list, params: dict) -> Any:
-    return _fresh((), _probe_dtype(prim, arrays, params))
-
-
 # ---------------------------------------------------------------- joins
 
 
