@@ -417,7 +417,6 @@ def _is_operand(a: Any) -> bool:
 # ---------------------------------------------------------------- elementwise (the default rule)
 ELEMENTWISE: frozenset[str] = frozenset({
 
-    "delayed_error",
 
 })
 """Primitives whose output is the broadcast of their array operands (positional and keyword)."""
@@ -788,12 +787,6 @@ def index_shape(shape: tuple[int, ...], key: tuple) -> tuple[tuple[int, ...], bo
 def _basic(key: tuple) -> bool:
     return all(k is None or k is Ellipsis or isinstance(k, (slice, np.integer))
                or (isinstance(k, int) and not isinstance(k, bool)) for k in key)
-
-
-@rule("put", "scatter_reduce")
-def _same_as_x(prim: Any, arrays: list, params: dict) -> Any:
-    x = _bound(prim, arrays, params)["x"]
-    return _fresh(x.shape, x.dtype)
 
 
 @rule("take")

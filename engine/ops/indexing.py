@@ -7,10 +7,12 @@ Tensors are immutable, so these are torch's out-of-place forms (``torch.scatter`
 from __future__ import annotations
 
 import builtins
+from typing import Any
 
 import numpy as np
 
 from .._autograd import linear_jvp, primitive, transpose_jvp
+from .._meta import _bound, _fresh, elementwise_shape
 from ..tensor import Size, Tensor
 from ._registry import as_tensor_arg, op
 from .elementwise import type_name, where
@@ -32,6 +34,12 @@ _put.defvjp(lambda ctx, g, key: (_put(g, 0.0, key=key) if ctx.edges[0] is not No
 _put.defjvp(linear_jvp)
 
 
+@_put.defshape
+def _same_as_x(prim: Any, arrays: list, params: dict) -> Any:
+    x = _bound(prim, arrays, params)["x"]
+    return _fresh(x.shape, x.dtype)
+
+
 @primitive()
 def _delayed_error(x, msg):
     return x
@@ -44,6 +52,7 @@ def _delayed_error_vjp(ctx, g, msg):
 
 _delayed_error.defjvp(lambda ctx, ts, x, msg: _delayed_error_vjp(ctx, None, msg))  # as unsupported
 _delayed_error.defbatch(lambda prim, a, f, msg: a[0])
+_delayed_error.defshape(elementwise_shape)
 
 
 # ---------------------------------------------------------------- argument checks
@@ -216,6 +225,7 @@ def _scatter_reduce_vjp(ctx, g, x, src, out, idx, dim, reduce, include_self):
 
 
 _scatter_reduce.defjvp(transpose_jvp)
+_scatter_reduce.defshape(_same_as_x)
 
 
 @op(differentiable=("input", "src"), method=True)
