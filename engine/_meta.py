@@ -661,13 +661,6 @@ def _solve_triangular(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh(shape, np.result_type(a.dtype, b.dtype))
 
 
-@rule("cholesky_solve", work=_tri_solve_work)
-def _cholesky_solve(prim: Any, arrays: list, params: dict) -> Any:
-    b, u = arrays[0], arrays[1]
-    _square(u)
-    return _fresh(_solve_shape(u, b), np.result_type(b.dtype, u.dtype))
-
-
 @rule("linalg_cross")
 def _cross(prim: Any, arrays: list, params: dict) -> Any:
     bd = _bound(prim, arrays, params)
