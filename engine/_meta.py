@@ -531,12 +531,6 @@ def _cubic(flops_per_n3: float, scratch_per_mn: float = 1.0, scratch_per_k2: flo
     return work, scratch
 
 
-_LU_WORK, _LU_SCRATCH = _cubic(2.0, 2.0)          # inv, solve, det: a copy and the identity/rhs
-_EIGH_WORK, _EIGH_SCRATCH = _cubic(9.0, 1.0, 2.0)  # syevd: 1 + 6n + 2n^2
-_SVD_WORK, _SVD_SCRATCH = _cubic(22.0, 1.0, 7.0)   # gesdd: about 3k^2 + 4k^2 + 4k
-_QR_WORK, _QR_SCRATCH = _cubic(2.0, 2.0)
-
-
 def _solve_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
     a, b = arrays[0], arrays[1]
     n = a.shape[-1] if a.ndim else 1
@@ -570,68 +564,6 @@ def _float(a: np.ndarray) -> np.dtype:
     return a.dtype if a.dtype.kind == "f" else np.dtype(np.float64)
 
 
-@rule("linalg_inv_ex", "linalg_cholesky_ex", work=_LU_WORK, scratch=_LU_SCRATCH)  # cholesky: less
-def _same_square(prim: Any, arrays: list, params: dict) -> Any:
-    a = arrays[0]
-    _square(a)
-    return _fresh(a.shape, _float(a))
-
-
-@rule("linalg_det", work=_LU_WORK, scratch=_LU_SCRATCH)
-def _det(prim: Any, arrays: list, params: dict) -> Any:
-    a = arrays[0]
-    _square(a)
-    return _fresh(a.shape[:-2], _float(a))
-
-
-@rule("linalg_slogdet", work=_LU_WORK, scratch=_LU_SCRATCH)
-def _slogdet(prim: Any, arrays: list, params: dict) -> Any:
-    a = arrays[0]
-    _square(a)
-    return _fresh(a.shape[:-2], _float(a)), _fresh(a.shape[:-2], _float(a))
-
-
-@rule("linalg_eigh", work=_EIGH_WORK, scratch=_EIGH_SCRATCH)
-def _eigh(prim: Any, arrays: list, params: dict) -> Any:
-    a = arrays[0]
-    _square(a)
-    return _fresh(a.shape[:-1], _float(a)), _fresh(a.shape, _float(a))
-
-
-@rule("linalg_svd", work=_SVD_WORK, scratch=_SVD_SCRATCH)
-def _svd(prim: Any, arrays: list, params: dict) -> Any:
-    b = _bound(prim, arrays, params)
-    a = b["a"]
-    *batch, m, n = a.shape
-    k = min(m, n)
-    dt = _float(a)
-    u, vh = ((m, m), (n, n)) if b["full_matrices"] else ((m, k), (k, n))
-    return _fresh((*batch, *u), dt), _fresh((*batch, k), dt), _fresh((*batch, *vh), dt)
-
-
-@rule("linalg_qr", work=_QR_WORK, scratch=_QR_SCRATCH)
-def _qr(prim: Any, arrays: list, params: dict) -> Any:
-    b = _bound(prim, arrays, params)
-    a, mode = b["a"], b["mode"]
-    *batch, m, n = a.shape
-    k = min(m, n)
-    dt = _float(a)
-    if mode == "r":
-        return _fresh((0,), dt), _fresh((*batch, k, n), dt)
-    if mode == "complete":
-        return _fresh((*batch, m, m), dt), _fresh((*batch, m, n), dt)
-    return _fresh((*batch, m, k), dt), _fresh((*batch, k, n), dt)
-
-
-@rule("linalg_pinv", work=_SVD_WORK, scratch=_SVD_SCRATCH)
-def _pinv(prim: Any, arrays: list, params: dict) -> Any:
-    b = _bound(prim, arrays, params)
-    a = b["a"]
-    tol = [np.shape(b[k]) for k in ("atol", "rtol") if isinstance(b[k], np.ndarray)]
-    batch = _broadcast([a.shape[:-2], *tol])
-    return _fresh((*batch, a.shape[-1], a.shape[-2]), a.dtype)
-
-
 def _solve_shape(a: np.ndarray, b: np.ndarray) -> tuple[int, ...]:
     batch = _broadcast([a.shape[:-2], b.shape[:-2]])
     if a.shape[-1] != b.shape[-2]:
@@ -639,37 +571,6 @@ def _solve_shape(a: np.ndarray, b: np.ndarray) -> tuple[int, ...]:
                          f"signature (m,m),(m,n)->(m,n) (size {b.shape[-2]} is different from "
                          f"{a.shape[-1]})")
     return (*batch, *b.shape[-2:])
-
-
-@rule("linalg_solve_ex", work=_solve_work, scratch=_LU_SCRATCH)
-def _solve(prim: Any, arrays: list, params: dict) -> Any:
-    a, b = arrays[0], arrays[1]
-    _square(a)
-    return _fresh(_solve_shape(a, b), np.result_type(a.dtype, b.dtype))
-
-
-@rule("linalg_solve_triangular", work=_tri_solve_work)
-def _solve_triangular(prim: Any, arrays: list, params: dict) -> Any:
-    bd = _bound(prim, arrays, params)
-    a, b = bd["a"], bd["b"]
-    _square(a)
-    if bd["left"]:
-        shape = _solve_shape(a, b)
-    else:  # X A = B is A^T X^T = B^T
-        t = _solve_shape(a, np.swapaxes(b, -1, -2))
-        shape = (*t[:-2], t[-1], t[-2])
-    return _fresh(shape, np.result_type(a.dtype, b.dtype))
-
-
-@rule("linalg_cross")
-def _cross(prim: Any, arrays: list, params: dict) -> Any:
-    bd = _bound(prim, arrays, params)
-    a, b = bd["a"], bd["b"]
-    shape = _broadcast([a.shape, b.shape])
-    ax = normalize_axis_index(bd["dim"], len(shape))
-    if shape[ax] not in (2, 3):
-        raise ValueError("incompatible dimensions for cross product\n(dimension must be 2 or 3)")
-    return _fresh(shape, np.result_type(a.dtype, b.dtype))
 
 
 # ---------------------------------------------------------------- indexing and scatter
