@@ -683,34 +683,7 @@ def _basic(key: tuple) -> bool:
                or (isinstance(k, int) and not isinstance(k, bool)) for k in key)
 
 
-@rule("take")
-def _take(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x, idx = a["x"], np.asarray(a["idx"])
-    ax = normalize_axis_index(a["axis"], max(x.ndim, 1))
-    return _fresh(x.shape[:ax] + idx.shape + x.shape[ax + 1:], x.dtype)
-
-
-@rule("take_add")
-def _take_add(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    g, idx, ax = a["g"], np.asarray(a["idx"]), a["axis"]
-    return _fresh(g.shape[:ax] + (a["n"],) + g.shape[ax + idx.ndim:], g.dtype)
-
-
 # ---------------------------------------------------------------- padding and windows
-@rule("pad_constant")
-def _pad_constant(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x = a["x"]
-    return _fresh(tuple(s + lo + hi for s, (lo, hi) in zip(x.shape, a["pads"])), x.dtype)
-
-
-@rule("fold_windows")
-def _fold_windows(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    g, k = a["g"], len(a["kernel"])
-    return _fresh(g.shape[:g.ndim - 2 * k] + tuple(a["size"]), g.dtype)
 
 
 def _conv_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
