@@ -686,43 +686,6 @@ def _basic(key: tuple) -> bool:
 # ---------------------------------------------------------------- padding and windows
 
 
-def _conv_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
-    """2 FLOPs per (output element, weight it multiplies); for the weight gradient, per
-    (weight, position of the output gradient it sums over)."""
-    a = _bound(prim, arrays, params)
-    w, g = a.get("w"), a.get("g")
-    if w is not None and g is None:     # conv_gemm: w is (out channels, in channels / groups, *kernel)
-        n, per = outs[0].size, w.size // max(w.shape[0], 1)
-    elif w is not None:                 # conv_xgrad: every output gradient meets w[:, ...]
-        n, per = g.size, w.size // max(w.shape[0], 1)
-    else:                               # conv_wgrad
-        n, per = outs[0].size, g.size // max(g.shape[1], 1)
-    return 2 * n * per * BLAS_FLOP + _passes(prim, arrays, params, outs)
-
-
-@rule("conv_gemm", work=_conv_work)
-def _conv_gemm(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x, w = a["x"], a["w"]
-    return _fresh((x.shape[0], w.shape[0]) + tuple(a["out"]), np.result_type(x.dtype, w.dtype))
-
-
-@rule("conv_wgrad", work=_conv_work)
-def _conv_wgrad(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x, g = a["x"], a["g"]
-    return _fresh((g.shape[1], x.shape[1] // a["groups"]) + tuple(a["kernel"]),
-                  np.result_type(x.dtype, g.dtype))
-
-
-@rule("conv_xgrad", work=_conv_work)
-def _conv_xgrad(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    g, w = a["g"], a["w"]
-    return _fresh((g.shape[0], w.shape[1] * a["groups"]) + tuple(a["size"]),
-                  np.result_type(g.dtype, w.dtype))
-
-
 # ---------------------------------------------------------------- public ops that allocate outside primitives
 OP_RULES: dict[str, Callable] = {}
 """Overrides by public op name: ``rule(fn, *args, **kwargs)`` where ``fn`` is the real op."""
