@@ -508,11 +508,6 @@ def _mn(a: np.ndarray) -> tuple[int, int]:
     return (a.shape[-2], a.shape[-1]) if a.ndim >= 2 else (1, max(a.size, 1))
 
 
-def _linear_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
-    x = arrays[0]
-    return 2 * outs[0].size * (x.shape[-1] if x.ndim else 1) * BLAS_FLOP + _passes(prim, arrays, params, outs)
-
-
 def _cubic(flops_per_n3: float, scratch_per_mn: float = 1.0, scratch_per_k2: float = 0.0) -> tuple:
     """(work, scratch) rules for a factorization of each m x n matrix of operand 0: about
     ``flops_per_n3 * m * n * min(m, n)`` FLOPs, and a copy plus workspace of
@@ -543,13 +538,6 @@ def _tri_solve_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> f
     a = arrays[0]
     n = a.shape[-1] if a.ndim else 1
     return max(outs[0].size, 1) * n * LAPACK_FLOP + _passes(prim, arrays, params, outs)
-
-
-@rule("linear", work=_linear_work)
-def _linear(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x, w = a["x"], a["w"]
-    return _fresh(x.shape[:-1] + w.shape[:1], _probe_dtype(prim, arrays, params))
 
 
 def _square(a: np.ndarray) -> None:
