@@ -488,13 +488,6 @@ def _reduced(shape: tuple, dims: Any, keepdim: bool) -> tuple[int, ...]:
     return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
-@rule("standardize")
-def _standardize(prim: Any, arrays: list, params: dict) -> Any:
-    x = _bound(prim, arrays, params)["x"]
-    dt = _dtype_of(_probe(prim, arrays, params)[0])
-    return _fresh(np.shape(x), dt), _fresh(_reduced(np.shape(x), params["dims"], True), dt)
-
-
 # ---------------------------------------------------------------- joins
 
 

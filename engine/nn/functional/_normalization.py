@@ -13,10 +13,12 @@ batch variance ``x.var(dims)`` for ``running_var``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from ..._autograd import dims_batch, primitive
+from ..._meta import _bound, _dtype_of, _fresh, _probe, _reduced
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import rsqrt
 from ...ops.reduction import mean, norm
@@ -59,6 +61,13 @@ def _standardize_jvp(ctx, ts, x, dims, eps):
     m = mean(xhat * t, dims, keepdim=True)
     return rstd * (t - mean(t, dims, keepdim=True) - xhat * m), -(rstd * rstd) * m
 _standardize.defbatch(dims_batch("dims"))
+
+
+@_standardize.defshape
+def _standardize_shape(prim: Any, arrays: list, params: dict) -> Any:
+    x = _bound(prim, arrays, params)["x"]
+    dt = _dtype_of(_probe(prim, arrays, params)[0])
+    return _fresh(np.shape(x), dt), _fresh(_reduced(np.shape(x), params["dims"], True), dt)
 
 
 def _stats(x: Tensor, dims: tuple, eps: float) -> Tensor:
