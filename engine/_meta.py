@@ -7,12 +7,28 @@ A meta array is a zero-strided view of a 0-d array (``np.broadcast_to``): an ``e
 10^12 elements or a 100k x 100k ``matmul`` allocates nothing. Backward runs the same way (VJPs
 are engine ops), so gradient shapes, ``create_graph`` graphs and what backward saves come free.
 
-The rule table is :data:`RULES` (keyed by primitive name) plus :data:`ELEMENTWISE`, the
-primitives whose default rule is numpy broadcasting (their dtype comes from running the forward
-on one-element inputs). Every primitive must be in one of them (a test enforces it); a primitive
-without a rule raises :class:`Unknown`, never a wrong answer. :data:`OP_RULES` overrides a few
+Each primitive's shape rule sits on its record, beside its forward, VJP, JVP and batching rule,
+in the module that defines it (``Primitive.defshape``, one record per primitive as in JAX's
+``lax``); with it, its cost rule (``work=``, ``scratch=``: see "cost rules" below). This module
+holds the machinery that reads them (meta arrays, sessions, limits, :func:`_infer`), the helpers
+rules are written with (``_bound``, ``_fresh``, ``_probe_dtype``, ``_broadcast``, ``_reduced``,
+:func:`index_shape`, the linear-algebra cost helpers) and the shared rules
+:func:`elementwise_shape` (numpy broadcasting; the dtype comes from running the forward on
+one-element inputs) and :func:`view_shape`. Adding a primitive touches its own module only::
+
+    @primitive(save=(0,))
+    def _cube(x):
+        return x ** 3
+    _cube.defvjp(lambda ctx, g, x: g * 3 * x * x)
+    _cube.defjvp(diagonal_jvp)
+    _cube.defbatch(elementwise_batch)
+    _cube.defshape(elementwise_shape)   # or @_cube.defshape(work=...) over a rule of its own
+
+Every primitive must have a rule (a test enforces it); a primitive without one raises
+:class:`Unknown`, never a wrong answer. Rules registered the old way, by name in :data:`RULES`
+or :data:`ELEMENTWISE`, still work (read after the record). :data:`OP_RULES` overrides a few
 public ops that allocate outside primitives: constructors (``ones(10**5, 10**5)`` must not
-allocate) and comparisons. Each rule also checks the element limit on every output, intermediate
+allocate) and comparisons. Each rule's outputs are checked against the element limit, intermediate
 results included, before anything downstream could allocate them.
 
 Values are placeholders (0.5 for floats, 0 for integers, False for bools). Shapes that depend
@@ -48,7 +64,7 @@ from .tensor import Size, Tensor
 
 __all__ = ["meta_mode", "MetaSession", "MetaAbort", "TooLarge", "TooMuchWork", "Unknown", "RULES",
            "ELEMENTWISE", "OP_RULES", "has_rule", "is_meta", "meta_array", "run_op", "WORK_PER_CALL",
-           "work_of"]
+           "work_of", "elementwise_shape", "view_shape", "index_shape"]
 
 
 # ---------------------------------------------------------------- errors
@@ -236,10 +252,13 @@ def meta_mode(max_elements: int | None = None, max_work: float | None = None) ->
 
 
 # ---------------------------------------------------------------- dispatch
+# A primitive's shape rule and cost rule are on its record (``Primitive.defshape``, stated in the
+# module that defines the primitive). RULES and ELEMENTWISE are the tables that held them before:
+# empty here, they still work for code written against them (read after the record).
 RULES: dict[str, Callable] = {}
-"""Shape rules by primitive name: ``rule(prim, arrays, params) -> output (tuple if n_out > 1)``.
-Each rule carries its cost rule as attributes: ``rule.work(arrays, params, outs)`` (units of
-work) and ``rule.scratch(arrays, params, outs)`` (bytes of transient memory, or None)."""
+"""Legacy shape rules by primitive name (see :func:`rule`): ``rule(prim, arrays, params) ->
+output (tuple if n_out > 1)``, with its cost rule as attributes: ``rule.work(prim, arrays, params,
+outs)`` (units of work) and ``rule.scratch(prim, arrays, params, outs)`` (bytes, or None)."""
 
 # ---------------------------------------------------------------- cost rules
 # A unit of work is about one element pass of a simple numpy loop (~1 ns on one core). A
@@ -414,12 +433,11 @@ def _is_operand(a: Any) -> bool:
     return isinstance(a, (np.ndarray, np.generic))
 
 
-# ---------------------------------------------------------------- elementwise (the default rule)
+# ---------------------------------------------------------------- shared rules
 ELEMENTWISE: frozenset[str] = frozenset({
-
-
 })
-"""Primitives whose output is the broadcast of their array operands (positional and keyword)."""
+"""Legacy: names of primitives whose rule is :func:`elementwise_shape` (new ones say
+``defshape(elementwise_shape)`` on their record)."""
 
 
 def elementwise_shape(prim: Any, arrays: list, params: dict) -> Any:
@@ -431,7 +449,7 @@ def elementwise_shape(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh(shape, _probe_dtype(prim, arrays, params))
 
 
-# ---------------------------------------------------------------- explicit rules
+# ---------------------------------------------------------------- helpers of the rules
 # Rules get the forward's arguments by name (bound to its signature), so they read like it.
 _SPECS: dict[Callable, tuple[list[str], str | None, dict[str, Any]]] = {}
 
@@ -477,7 +495,6 @@ def view_shape(prim: Any, arrays: list, params: dict) -> Any:
     return _as_meta(prim.fwd(*arrays, **params))
 
 
-# ---------------------------------------------------------------- reductions and scans
 def _reduced(shape: tuple, dims: Any, keepdim: bool) -> tuple[int, ...]:
     nd = len(shape)
     if nd == 0:
@@ -488,11 +505,9 @@ def _reduced(shape: tuple, dims: Any, keepdim: bool) -> tuple[int, ...]:
     return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
-# ---------------------------------------------------------------- joins
-
-
-# ---------------------------------------------------------------- linear algebra
-# Cost rules of the linear algebra primitives: FLOPs (weighted) and LAPACK's workspaces.
+# ---------------------------------------------------------------- linear algebra helpers
+# For the rules of engine.linalg's and engine.ops.matrix's primitives: FLOPs (weighted), LAPACK's
+# workspaces, and the shape checks numpy's gufuncs make.
 def _batch(a: np.ndarray) -> int:
     return math.prod(a.shape[:-2]) if a.ndim > 2 else 1
 
@@ -554,7 +569,7 @@ def _solve_shape(a: np.ndarray, b: np.ndarray) -> tuple[int, ...]:
     return (*batch, *b.shape[-2:])
 
 
-# ---------------------------------------------------------------- indexing and scatter
+# ---------------------------------------------------------------- indexing helpers
 def _consumed(k: Any) -> int:
     if k is None or k is Ellipsis or isinstance(k, (bool, np.bool_)):
         return 0
@@ -662,9 +677,6 @@ def index_shape(shape: tuple[int, ...], key: tuple) -> tuple[tuple[int, ...], bo
 def _basic(key: tuple) -> bool:
     return all(k is None or k is Ellipsis or isinstance(k, (slice, np.integer))
                or (isinstance(k, int) and not isinstance(k, bool)) for k in key)
-
-
-# ---------------------------------------------------------------- padding and windows
 
 
 # ---------------------------------------------------------------- public ops that allocate outside primitives
