@@ -42,7 +42,7 @@ from ._meta import (
 )
 from .ops._registry import op
 from .ops.elementwise import binary_dtype, where
-from .ops.linalg import _c_name, matmul, tril, triu
+from .ops.linalg_prims import _c_name, matmul, tril, triu
 from .ops.reduction import _reduction_shape, amax, amin
 from .ops.shape import cat, movedim, narrow, norm_dim, squeeze, transpose, unsqueeze
 from .ops.shape import clone as _clone

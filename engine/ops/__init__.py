@@ -8,7 +8,7 @@ from . import (  # noqa: F401  (registration)
     creation,
     elementwise,
     indexing,
-    linalg,
+    linalg_prims,
     reduction,
     shape,
     sorting,

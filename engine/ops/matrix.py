@@ -16,7 +16,7 @@ from .._meta import _fresh, _solve_shape, _square, _tri_solve_work
 from ..tensor import Tensor
 from ._registry import op
 from .elementwise import type_name, where
-from .linalg import _c_name, matmul
+from .linalg_prims import _c_name, matmul
 from .shape import norm_dim, permute, reshape, unsqueeze
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..._autograd import primitive
 from ..._meta import BLAS_FLOP, _bound, _fresh, _passes, _probe_dtype
 from ...ops._registry import as_tensor_arg, op
-from ...ops.linalg import _c_name, matmul
+from ...ops.linalg_prims import _c_name, matmul
 from ...ops.matrix import _addmm_dtypes, _check_expand
 from ...ops.shape import permute, reshape, t
 

@@ -1,4 +1,7 @@
-"""Linear algebra core: matrix products, triangles, diagonals and einsum."""
+"""Matrix primitives (matmul, tril/triu, diagonal, einsum) with the top-level ops built on them:
+mm, bmm, mv, dot, outer, diag, trace, block_diag, ... Each primitive is one record: forward, VJP,
+JVP, batching rule and shape rule together. The ``engine.linalg`` namespace is
+:mod:`engine.linalg`; its factorizations build on these."""
 
 from __future__ import annotations
 
