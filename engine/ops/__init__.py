@@ -44,7 +44,7 @@ for _name, _info in OPS.items():
 # After the core ops they build on: engine.linalg and engine.special register the namespaced ops;
 # matrix (top-level linalg ops) loads engine.linalg, whose aliases (det, inverse, ...) are top-level.
 from .. import special  # noqa: E402, F401  (registration)
-from . import matrix, special_fns  # noqa: E402, F401  (registration)
+from . import matrix, special_prims  # noqa: E402, F401  (registration)
 
 # Top-level names: every op registered without a namespace prefix.
 namespace = {name: info.fn for name, info in OPS.items() if "." not in name}

@@ -1,5 +1,6 @@
-"""Special functions (scipy.special forwards): the top-level ones (``erf``, ``lgamma``, ``digamma``,
-``polygamma``, ``xlogy``, ``i0``, ``logit``, ...) and the primitives behind ``engine.special``.
+"""Special-function primitives (scipy.special forwards), one record each, and the top-level ops
+built on them (``erf``, ``lgamma``, ``digamma``, ``polygamma``, ``xlogy``, ``i0``, ``logit``, ...).
+The ``engine.special`` namespace is :mod:`engine.special`, which builds on these.
 
 Every derivative is itself a function of this module (lgamma' = digamma, digamma' = polygamma(1),
 i0' = i1, i1' = i0 - i1 / x, ...), so gradients of any order come free. Where torch pins a value
