@@ -8,6 +8,21 @@ Beside its VJP each primitive states a JVP rule (forward mode: dual tensors carr
 :func:`_apply_dual`), also in engine ops, so forward and reverse mode compose both ways; and a
 batching rule (vmap: the primitive on a whole batch at once, see :func:`_apply_batched`). Both
 cost ``apply`` one test while no dual level and no vmap is active.
+
+One record per primitive, as JAX's ``lax`` and HIPS autograd define theirs: the numpy forward, VJP,
+JVP, batching rule and shape rule with its cost (meta mode, :mod:`engine._meta`) are stated
+together in the module that defines the primitive, so adding an op touches that one place::
+
+    @primitive(save=(0, 1, -1))               # engine/ops/elementwise.py
+    def _hypot(a, b):
+        return np.hypot(a, b)
+
+    _hypot.defvjp(lambda ctx, g, a, b, out: (g * a / out, g * b / out))
+    _hypot.defjvp(diagonal_jvp)               # elementwise: the VJP serves as the JVP
+    _hypot.defbatch(elementwise_batch)        # vmap: numpy broadcasting carries the batch
+    _hypot.defshape(elementwise_shape)        # meta mode; a rule of its own: @p.defshape(work=...)
+
+This core knows none of the rules' contents (the shape rules and their helpers live above it).
 """
 
 from __future__ import annotations
