@@ -303,6 +303,9 @@ def rule(*names: str, work: Callable | None = None, scratch: Callable | None = N
 
 
 def _legacy_rule(name: str) -> Callable | None:
+    """A rule registered the old way: by name in RULES (a family's base name too: einsum3 ->
+    einsum), or the elementwise rule for a name in ELEMENTWISE. Read after the record's rule, so
+    that branches written before the rules moved merge without breaking."""
     fn = RULES.get(name)
     if fn is None:
         if name in ELEMENTWISE:
