@@ -571,8 +571,9 @@ def _func_counts(i: int, n: _FunctionalNode, fn: dict[str, Any], n_out: int, n_i
     seen = set()
     for k, a in enumerate(nums):
         if not -n_in <= a < n_in:
+            at = () if isinstance(argnums, int) else (k,)
             raise where.graph_error(i, f"Got argnum={a}, but only {n_in} positional inputs",
-                                    ("attributes", "argnums", *(() if isinstance(argnums, int) else (k,))), node)
+                                    ("attributes", "argnums", *at), node)
         if a % n_in in seen:
             raise where.graph_error(i, f"argnums elements must be unique, got {tuple(nums)}",
                                     ("attributes", "argnums"), node)

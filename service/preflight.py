@@ -227,8 +227,8 @@ class _MetaRunner(_Runner):
                                  f"dimensionality {nd} so expected in_dim to satisfy -{nd} <= in_dim < {nd}.")
             sizes.append(x.shape[d])
         if not sizes:
-            raise ValueError(f"{api}: at least one input must be a Tensor with a non-None in_dim; got nothing "
-                             "to map over")
+            raise ValueError(f"{api}: at least one input must be a Tensor with a non-None in_dim; got "
+                             "nothing to map over")
         if len(set(sizes)) > 1:
             raise ValueError("vmap: Expected all tensors to have the same size in the mapped dimension, got "
                              f"sizes {sizes} for the mapped dimension")
@@ -258,8 +258,9 @@ class _MetaRunner(_Runner):
         out_dims = _dims(flags["out_dims"])
         if isinstance(out_dims, tuple) and len(out_dims) == 1 and not isinstance(out, tuple):
             out_dims = out_dims[0]  # torch accepts (d,) for a single output
-        odims = engine.func._dims_for(out_dims, out, f"vmap(func, ..., out_dims={out_dims})(<inputs>): out_dims "
-                                      "is not compatible with the structure of `outputs`.", "out_dims", "outputs")
+        msg = (f"vmap(func, ..., out_dims={out_dims})(<inputs>): out_dims is not compatible with the "
+               "structure of `outputs`.")
+        odims = engine.func._dims_for(out_dims, out, msg, "out_dims", "outputs")
         mapped = [r.name for r, d in zip(fn["inputs"][0], dims) if d is not None]
         batched = set(mapped)
         for s in self.subgraph(st, mapped, [r.name for r in fn["outputs"][0]]):
@@ -268,13 +269,14 @@ class _MetaRunner(_Runner):
         for o, d, r in zip(flat, odims, fn["outputs"][0]):
             if d is None:
                 if r.name in batched:
-                    raise ValueError("vmap(func, ...): `func` can not return a BatchedTensor when out_dim is None")
+                    raise ValueError("vmap(func, ...): `func` can not return a BatchedTensor when out_dim is "
+                                     "None")
                 res.append(o)
                 continue
             nd = o.ndim + 1
             if not -nd <= d < nd:
-                raise IndexError(f"Dimension out of range (expected to be in range of [{-nd}, {nd - 1}], but got "
-                                 f"{d})")
+                raise IndexError(f"Dimension out of range (expected to be in range of [{-nd}, {nd - 1}], but "
+                                 f"got {d})")
             shape = list(o.shape)
             shape.insert(d % nd, n)
             res.append(engine.clone(o.unsqueeze(d % nd).expand(*shape)))  # counted as the real stack is

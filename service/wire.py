@@ -34,7 +34,8 @@ __all__ = [
     "JacobianAttributes", "HessianAttributes", "ProductAttributes", "JacobianNode", "HessianNode",
     "ProductNode", "FuncAttributes", "FuncGradAttributes", "FuncJacrevAttributes", "FuncJacfwdAttributes",
     "FuncHessianAttributes", "FuncProductAttributes", "VmapAttributes", "FuncGradNode", "FuncJacrevNode",
-    "FuncJacfwdNode", "FuncHessianNode", "FuncProductNode", "VmapNode", "FUNC_OPS", "Node", "Graph", "GradRequest", "TensorOut",
+    "FuncJacfwdNode", "FuncHessianNode", "FuncProductNode", "VmapNode", "FUNC_OPS", "Node", "Graph",
+    "GradRequest", "TensorOut",
     "GradResponse", "ErrorItem", "Problem", "unbox",
 ]
 
@@ -389,8 +390,9 @@ FUNC_OPS: dict[str, str] = {"func.grad": "func.grad", "func.grad_and_value": "fu
                             "func.hessian": "func.hessian", "func.vjp": "func.product",
                             "func.jvp": "func.product", "vmap": "vmap", "func.vmap": "vmap"}
 _NODE_TAGS: dict[type, str] = {GradNode: "grad", JacobianNode: "jacobian", HessianNode: "hessian",
-                               ProductNode: "product", FuncGradNode: "func.grad", FuncJacrevNode: "func.jacrev",
-                               FuncJacfwdNode: "func.jacfwd", FuncHessianNode: "func.hessian",
+                               ProductNode: "product", FuncGradNode: "func.grad",
+                               FuncJacrevNode: "func.jacrev", FuncJacfwdNode: "func.jacfwd",
+                               FuncHessianNode: "func.hessian",
                                FuncProductNode: "func.product", VmapNode: "vmap"}
 _KIND_TAGS: dict[str, str] = {**FUNCTIONAL_OPS, **FUNC_OPS}
 # What a node's "op" may be besides an engine op name (GET /v1/ops lists them).
@@ -411,7 +413,8 @@ def _node_kind(v: Any) -> str | None:
 Node = Annotated[Annotated[OpNode, Tag("op")] | Annotated[GradNode, Tag("grad")]
                  | Annotated[JacobianNode, Tag("jacobian")] | Annotated[HessianNode, Tag("hessian")]
                  | Annotated[ProductNode, Tag("product")] | Annotated[FuncGradNode, Tag("func.grad")]
-                 | Annotated[FuncJacrevNode, Tag("func.jacrev")] | Annotated[FuncJacfwdNode, Tag("func.jacfwd")]
+                 | Annotated[FuncJacrevNode, Tag("func.jacrev")]
+                 | Annotated[FuncJacfwdNode, Tag("func.jacfwd")]
                  | Annotated[FuncHessianNode, Tag("func.hessian")]
                  | Annotated[FuncProductNode, Tag("func.product")] | Annotated[VmapNode, Tag("vmap")],
                  Discriminator(_node_kind, custom_error_type="invalid_node",
