@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 import engine
+from engine.tensor import VmapFallback
 
 from . import codec
 from .errors import (
@@ -731,6 +732,8 @@ class _Runner:
         except MemoryError:
             raise PayloadTooLarge(f"out of memory running {st.label}", limit="memory",
                                   loc=st.loc) from None
+        except VmapFallback:
+            raise  # inside vmap: the op read batched values (or drew random ones); vmap decides
         except Exception as e:
             item = self.where.item(st.index, f"{st.op.name}: {e or type(e).__name__}", (), st.outputs[0])
             err = EngineError.from_exception(e)
@@ -776,6 +779,8 @@ class _Runner:
                                        materialize_grads=a["materialize_grads"])
         except MemoryError:
             raise PayloadTooLarge(f"out of memory running {st.label}", limit="memory", loc=st.loc) from None
+        except VmapFallback:
+            raise
         except Exception as e:
             field = _autograd_field(str(e))
             item = self.where.item(st.index, f"grad: {e or type(e).__name__}",
@@ -816,8 +821,8 @@ class _Runner:
 
         try:
             flat = self.transform(st, kind, func, xs, in_many)
-        except GradserveError:
-            raise  # raised by a node of the function itself, which it names
+        except (GradserveError, VmapFallback):
+            raise  # raised by a node of the function itself, which it names (or for an outer vmap)
         except MemoryError:
             raise PayloadTooLarge(f"out of memory running {st.label}", limit="memory", loc=st.loc) from None
         except Exception as e:
