@@ -72,9 +72,12 @@ def close(a: Any, b: Any) -> None:
 
 
 # ---------------------------------------------------------------- results equal torch.func's
+WX = ["w", "x"]
+
+
 def test_per_sample_gradients_are_vmap_of_grad(client: Any) -> None:
     got = values(client,
-                 {"op": "func.grad", "attributes": {"outputs": "loss", "inputs": ["w", "x"]}, "outputs": ["g"]},
+                 {"op": "func.grad", "attributes": {"outputs": "loss", "inputs": WX}, "outputs": ["g"]},
                  {"op": "vmap", "attributes": {"outputs": "g", "inputs": ["w", "x"], "args": ["w", "xs"],
                                                "in_dims": [None, 0]}, "outputs": ["per_sample"]},
                  ret=["per_sample", "g"])
@@ -84,11 +87,11 @@ def test_per_sample_gradients_are_vmap_of_grad(client: Any) -> None:
 
 def test_grad_argnums_has_aux_and_grad_and_value(client: Any) -> None:
     got = values(client,
-                 {"op": "func.grad", "attributes": {"outputs": "loss", "inputs": ["w", "x"], "argnums": [0, 1]},
+                 {"op": "func.grad", "attributes": {"outputs": "loss", "inputs": WX, "argnums": [0, 1]},
                   "outputs": ["gw", "gx"]},
-                 {"op": "func.grad", "attributes": {"outputs": ["loss", "y"], "inputs": ["w", "x"], "argnums": 1,
+                 {"op": "func.grad", "attributes": {"outputs": ["loss", "y"], "inputs": WX, "argnums": 1,
                                                     "has_aux": True}, "outputs": ["gx2", "aux"]},
-                 {"op": "func.grad_and_value", "attributes": {"outputs": ["loss", "y", "h"], "inputs": ["w", "x"],
+                 {"op": "func.grad_and_value", "attributes": {"outputs": ["loss", "y", "h"], "inputs": WX,
                                                               "has_aux": True},
                   "outputs": ["gw3", "value", "aux1", "aux2"]},
                  ret=["gw", "gx", "gx2", "aux", "gw3", "value", "aux1", "aux2"])
@@ -186,7 +189,8 @@ def test_vmap_results_are_differentiated_by_the_top_level_call(client: Any) -> N
 def test_expression_form(client: Any) -> None:
     src = ("x = xs[0]\nloss = sum(tanh(w @ x) ** 2)\ng = func.grad(loss, (w, x))\n"
            "per_sample = vmap(g, (w, x), (w, xs), in_dims=(None, 0))\n"
-           "H = torch.func.hessian(loss, (w, x), argnums=1)\ngw, gx = func.grad(loss, (w, x), argnums=(0, 1))\n"
+           "H = torch.func.hessian(loss, (w, x), argnums=1)\n"
+           "gw, gx = func.grad(loss, (w, x), argnums=(0, 1))\n"
            "J = func.jacfwd(tanh(w @ x), x)\nvx, = func.vjp(tanh(w @ x), x, v4)")
     out = post(client, {"graph": graph(source=src), "return": ["per_sample", "H", "gx", "J", "vx"]})
     got = {k: read_tensor(v) for k, v in out["values"].items()}
@@ -208,7 +212,8 @@ def test_graph_listing_shows_batched_shapes(client: Any) -> None:
     assert last["op"] == "vmap"
     assert last["call"] == "vmap(outputs=g, inputs=[w, x], args=[w, xs], in_dims=[None, 0])"
     assert last["outputs"][0]["shape"] == [6, 4, 3]
-    assert {"vmap", "func.vmap", "func.grad", "func.jacrev"} <= set(client.get("/v1/ops").json()["node_kinds"])
+    kinds = set(client.get("/v1/ops").json()["node_kinds"])
+    assert {"vmap", "func.vmap", "func.grad", "func.jacrev"} <= kinds
 
 
 # ---------------------------------------------------------------- errors
