@@ -444,10 +444,9 @@ def _run_func_node(node: Node, env: dict[int, Any]) -> tuple[Any, ...]:
     elif kind in ("func.vjp", "func.jvp"):
         vs = [env[id(v)] for v in a["vs"]]
         if kind == "func.vjp":
-            out = tf.vjp(func, *xs, has_aux=has_aux)
-            res = (out[1](tuple(vs) if isinstance(a["v"], list) else vs[0]), *out[2:])
+            res = tf.vjp(func, *xs, has_aux=has_aux)[1](tuple(vs) if isinstance(a["v"], list) else vs[0])
         else:
-            res = tf.jvp(func, tuple(xs), tuple(vs), has_aux=has_aux)[1:]
+            res = tf.jvp(func, tuple(xs), tuple(vs), has_aux=has_aux)[1]
     else:
         if isinstance(flags.get("argnums"), list):
             flags["argnums"] = tuple(flags["argnums"])

@@ -561,10 +561,10 @@ def _func_counts(i: int, n: _FunctionalNode, fn: dict[str, Any], n_out: int, n_i
                                     f"{'s' * (n_in != 1)} (a name for a single input, a list for several, as "
                                     f"inputs does), got {n_args}", ("attributes", "args"), node)
         return n_out, "one result per function output"
-    if n.op in ("func.vjp", "func.jvp"):
+    if n.op in ("func.vjp", "func.jvp"):  # the output and aux are graph values already
         if n.op == "func.vjp":
-            return n_in + n_aux, f"one product per function input{aux}"
-        return n_out + n_aux, f"one product per function output{aux}"
+            return n_in, "one product per function input"
+        return n_out, "one product per function output"
     argnums = flags["argnums"]
     nums = [argnums] if isinstance(argnums, int) else argnums
     if not nums:
@@ -864,10 +864,8 @@ class _Runner:
             return _flatten_results(res)
         tangents = vs if v[1] else vs[0]  # type: ignore[index]
         if kind == "func.vjp":
-            out = tf.vjp(func, *xs, has_aux=has_aux)
-            return _flatten_results((out[1](tangents), *out[2:]))
-        out = tf.jvp(func, xs, tangents if v[1] else (tangents,), has_aux=has_aux)
-        return _flatten_results(out[1:])
+            return _flatten_results(tf.vjp(func, *xs, has_aux=has_aux)[1](tangents))
+        return _flatten_results(tf.jvp(func, xs, tangents if v[1] else (tangents,), has_aux=has_aux)[1])
 
     def tensor_ref(self, st: Step, r: _Ref) -> Any:
         v = self.env[r.name]

@@ -626,10 +626,11 @@ class _Compiler:
         argnums = attrs.get("argnums", 0)
         k = len(argnums) if isinstance(argnums, list) else 1
         n = {"func.grad": k, "func.grad_and_value": k + 1, "func.vjp": len(ins), "func.jvp": n_main,
-             "func.hessian": n_main * k * k, "vmap": len(outs)}.get(kind, n_main * k) + n_aux
+             "func.hessian": n_main * k * k, "vmap": len(outs)}.get(kind, n_main * k)
+        n += 0 if kind in ("func.vjp", "func.jvp") else n_aux  # (their aux is a graph value already)
         # torch returns a tuple where it nests results: several positions, outputs, or aux
         is_tuple = {"func.grad": isinstance(argnums, list) or has_aux, "func.grad_and_value": True,
-                    "func.vjp": True, "func.jvp": out_many, "vmap": out_many}.get(
+                    "func.vjp": True, "func.jvp": out_many and not has_aux, "vmap": out_many}.get(
             kind, out_many or isinstance(argnums, list) or has_aux)
         names = self.result_names(e, f, n, outputs)
         self.out.nodes.append({"op": kind, "attributes": attrs, "outputs": names})

@@ -363,8 +363,8 @@ class FuncHessianNode(_Model):
 
 
 class FuncProductNode(_Model):
-    """``func.vjp``: one product per function input; ``func.jvp``: one per function output;
-    then the aux values. The function's value is the graph value ``outputs`` names."""
+    """``func.vjp``: one product per function input; ``func.jvp``: one per function output.
+    The function's value (and aux) are the graph values ``outputs`` names."""
 
     op: Annotated[Literal["func.vjp", "func.jvp"], _U]
     attributes: FuncProductAttributes

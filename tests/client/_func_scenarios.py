@@ -136,6 +136,19 @@ def aux_and_values(h: Harness) -> None:
     tg2, taux = TF.grad(lambda w, x: (tf(w, x)[0], tf(w, x)[1][0]), argnums=1, has_aux=True)(_t(W), _t(X))
     close(got[4], tg2)
     close(got[5], taux)
+    # vjp, jvp and jacrev with aux
+    fa = lambda x: (y(w, x), w @ x)  # noqa: E731
+    out, vjp_fn, aux = c.func.vjp(fa, x, has_aux=True)
+    (ct,) = vjp_fn(c.tensor(np.ones(4)))
+    _, jv, aux2 = c.func.jvp(fa, (x,), (c.tensor(np.ones(3)),), has_aux=True)
+    jac, aux3 = c.func.jacrev(fa, has_aux=True, chunk_size=2)(x)
+    got = h.values(out, ct, aux, jv, aux2, jac, aux3)
+    tfa = lambda x: (torch.tanh(_t(W) @ x), _t(W) @ x)  # noqa: E731
+    t_out, t_fn, t_aux = TF.vjp(tfa, _t(X), has_aux=True)
+    _, t_jv, _ = TF.jvp(tfa, (_t(X),), (_t(np.ones(3)),), has_aux=True)
+    t_jac, _ = TF.jacrev(tfa, has_aux=True, chunk_size=2)(_t(X))
+    for ours, theirs in zip(got, (t_out, t_fn(_t(np.ones(4)))[0], t_aux, t_jv, t_aux, t_jac, t_aux)):
+        close(ours, theirs)
 
 
 def differentiated_again(h: Harness) -> None:

@@ -191,8 +191,9 @@ def test_expression_form(client: Any) -> None:
            "per_sample = vmap(g, (w, x), (w, xs), in_dims=(None, 0))\n"
            "H = torch.func.hessian(loss, (w, x), argnums=1)\n"
            "gw, gx = func.grad(loss, (w, x), argnums=(0, 1))\n"
-           "J = func.jacfwd(tanh(w @ x), x)\nvx, = func.vjp(tanh(w @ x), x, v4)")
-    out = post(client, {"graph": graph(source=src), "return": ["per_sample", "H", "gx", "J", "vx"]})
+           "J = func.jacfwd(tanh(w @ x), x)\nvx, = func.vjp(tanh(w @ x), x, v4)\n"
+           "jv = func.jvp((tanh(w @ x), w @ x), x, v3, has_aux=True)")
+    out = post(client, {"graph": graph(source=src), "return": ["per_sample", "H", "gx", "J", "vx", "jv"]})
     got = {k: read_tensor(v) for k, v in out["values"].items()}
     w, x = t(W), t(XS[0])
     close(got["per_sample"], TF.vmap(TF.grad(loss_of), in_dims=(None, 0))(w, t(XS)))
@@ -200,6 +201,7 @@ def test_expression_form(client: Any) -> None:
     close(got["gx"], TF.grad(loss_of, argnums=1)(w, x))
     close(got["J"], TF.jacfwd(lambda x: y_of(w, x))(x))
     close(got["vx"], TF.vjp(lambda x: y_of(w, x), x)[1](t(V4))[0])
+    close(got["jv"], TF.jvp(lambda x: (y_of(w, x), w @ x), (x,), (t(V3),), has_aux=True)[1])
 
 
 def test_graph_listing_shows_batched_shapes(client: Any) -> None:
