@@ -915,7 +915,10 @@ class _Runner:
         for s in reversed(rerun):
             if any(o in needed for o in s.outputs):
                 keep.append(s)
-                needed.update(r.name for r in s.refs)
+                # a functional step re-runs its own function: its outputs' steps are not needed
+                # for it (their values only size its blocks), so vmap(grad(f)) runs f once
+                needed.update(r.name for r in s.refs
+                              if not (s.functional and r.loc[3:5] == ("attributes", "outputs")))
         return keep[::-1]
 
     def final_grad(self, blobs: dict[int, Any]) -> list[np.ndarray | None]:
