@@ -352,3 +352,19 @@ def test_vmap_memory_counts_the_batch(make_client: Any) -> None:
     chunked["graph"]["nodes"][-1]["attributes"]["chunk_size"] = 100
     del chunked["return"]  # the 60000 results alone would not fit the response estimate
     post(c, chunked)
+
+
+@pytest.mark.parametrize(("source", "col", "phrase"), [
+    ("x = xs[0]\ny = vmap(x * 2, x, xs, in_dims='0')", 32, "vmap(): in_dims must be integers or None"),
+    ("x = xs[0]\ny = func.grad(sum(x), x, argnums=None)", 34, "func.grad(): argnums must be integers"),
+    ("x = xs[0]\ny = func.grad(sum(x), x, has_aux=True)", 15, "with has_aux=True, outputs is (output, aux)"),
+    ("x = xs[0]\ny = func.grad(sum(x), x, argnum=0)", 5, "did you mean 'argnums'?"),
+    ("x = xs[0]\ny = func.jacrev(x * 2, x, argnums=(0,))", 5, "func.jacrev() returns a tuple here"),
+    ("x = xs[0]\ny = vmap(x * 2, x, xs, in_dims=3)", 5, "Got in_dim=3 for some input"),
+])
+def test_expression_form_errors_are_located(client: Any, source: str, col: int, phrase: str) -> None:
+    body = post(client, {"graph": graph(source=source), "return": ["x"]}, 422)
+    item = body["errors"][0]
+    assert item["loc"] == ["graph", "source"] and item["line"] == 2, body
+    assert item["col"] == col, body
+    assert phrase in item["msg"], body
