@@ -328,9 +328,9 @@ def test_func_engine_errors_carry_torchs_message(client: Any) -> None:
 
 
 # ---------------------------------------------------------------- static costs
-def _vmap_request(batch: int) -> dict:
+def _vmap_request(batch: int, chunk_size: int | None = None) -> dict:
     xs = np.zeros((batch, 3))
-    return {"graph": graph(vmap_node(), xs=xs), "return": ["L"]}
+    return {"graph": graph(vmap_node(chunk_size=chunk_size), xs=xs)}
 
 
 def test_vmap_work_counts_batch_times_one_element(make_client: Any) -> None:
@@ -346,12 +346,11 @@ def test_vmap_memory_counts_the_batch(make_client: Any) -> None:
     """One element's intermediates are small; the vectorized batch holds them all at once."""
     c = make_client(max_memory_bytes=4_000_000)
     post(c, _vmap_request(100))
+    # the inputs and the results fit (3.8 MB), one element's intermediates times the batch do not
     body = post(c, _vmap_request(60_000), 413)
     assert "max_memory_bytes" in body["detail"], body
-    chunked = _vmap_request(60_000)
-    chunked["graph"]["nodes"][-1]["attributes"]["chunk_size"] = 100
-    del chunked["return"]  # the 60000 results alone would not fit the response estimate
-    post(c, chunked)
+    assert body["errors"][0]["loc"] == ["graph", "nodes", N_LOSS], body  # at the vmap node
+    post(c, _vmap_request(60_000, chunk_size=100))  # a chunk's intermediates at once
 
 
 @pytest.mark.parametrize(("source", "col", "phrase"), [
