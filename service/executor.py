@@ -205,7 +205,7 @@ class Step:
     pos: SourcePos | None             # (line, col, statement's name) when compiled from source
     refs: list[_Ref]
     grad: dict[str, Any] | None = None  # grad node: resolved attribute templates
-    functional: dict[str, Any] | None = None  # jacobian/hessian/vjp/jvp/hvp/vhp node
+    functional: dict[str, Any] | None = None  # jacobian/hessian/vjp/jvp/hvp/vhp, func.* or vmap node
     deps: set[int] = field(default_factory=set)
 
     @property
@@ -793,8 +793,9 @@ class _Runner:
 
     # ------------------------------------------------------------ functional nodes
     def run_functional(self, st: Step) -> None:
-        """``engine.autograd.functional.<kind>`` of the sub-graph from the node's inputs to its
-        outputs; the results are bound, in row-major order, to the node's output names."""
+        """``engine.autograd.functional.<kind>`` (or ``engine.func``'s transform, for ``func.*``
+        and ``vmap``) of the sub-graph from the node's inputs to its outputs; the results are
+        bound, in row-major order, to the node's output names."""
         fn = st.functional or {}
         kind = fn["kind"]
         out_refs, out_many = fn["outputs"]
