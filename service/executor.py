@@ -233,6 +233,8 @@ class GraphPlan:
     # values every run starts from besides the inputs: name -> (array, requires_grad); an ONNX
     # model's initializers and folded constants (service.onnx_graph)
     constants: dict[str, tuple[np.ndarray, bool]] = field(default_factory=dict)
+    # the steps a functional node re-runs, by (node index, inputs, outputs): Runner.subgraph
+    subgraphs: dict[tuple, list[Step]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -900,7 +902,12 @@ class _Runner:
 
     def subgraph(self, st: Step, inputs: list[str], outputs: list[str]) -> list[Step]:
         """The steps to re-run at new input values: those before ``st`` that depend on an input
-        and that an output depends on. A step producing an input is never re-run."""
+        and that an output depends on. A step producing an input is never re-run. Computed once
+        per compiled graph (several requests, threads even, may ask: they get the same list)."""
+        key = (st.index, tuple(inputs), tuple(outputs))
+        hit = self.plan.graph.subgraphs.get(key)
+        if hit is not None:
+            return hit
         tainted = set(inputs)
         rerun = []
         for s in self.plan.steps:
@@ -920,6 +927,7 @@ class _Runner:
                 # for it (their values only size its blocks), so vmap(grad(f)) runs f once
                 needed.update(r.name for r in s.refs
                               if not (s.functional and r.loc[3:5] == ("attributes", "outputs")))
+        self.plan.graph.subgraphs[key] = keep[::-1]
         return keep[::-1]
 
     def final_grad(self, blobs: dict[int, Any]) -> list[np.ndarray | None]:
