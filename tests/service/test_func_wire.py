@@ -367,3 +367,15 @@ def test_expression_form_errors_are_located(client: Any, source: str, col: int, 
     assert item["loc"] == ["graph", "source"] and item["line"] == 2, body
     assert item["col"] == col, body
     assert phrase in item["msg"], body
+
+
+def test_vmap_over_an_empty_batch(client: Any) -> None:
+    """The function's inputs are any values of one element's shape (here an input, not a row of
+    the empty batch); torch's result is empty along out_dims."""
+    req = {"graph": {"inputs": [wire_tensor("x0", V3), wire_tensor("xs", np.zeros((0, 3)))],
+                     "nodes": [{"op": "outer", "inputs": ["x0", "x0"], "outputs": ["o"]},
+                               {"op": "vmap", "attributes": {"outputs": "o", "inputs": "x0", "args": "xs",
+                                                             "out_dims": 1}, "outputs": ["O"]}]},
+           "return": ["O"]}
+    got = read_tensor(post(client, req)["values"]["O"])
+    close(got, TF.vmap(lambda x: torch.outer(x, x), out_dims=1)(torch.zeros(0, 3, dtype=torch.float64)))
