@@ -367,8 +367,8 @@ class Namespace:
         hint = ""
         if not self._prefix and name in _TORCH_FUNC:
             hint = ("; the client's functional API has torch.autograd.functional's names (c.jacobian, "
-                    "c.hessian, c.vjp, c.jvp, c.hvp, c.vhp); torch.func's transforms are in "
-                    "engine.func, in process")
+                    "c.hessian, c.vjp, c.jvp, c.hvp, c.vhp); torch.func's transforms are c.func.grad, "
+                    "c.func.vmap, c.func.jacrev, ...")
         raise AttributeError(f"{where} has no op {name!r}{hint}")
 
     def __dir__(self) -> list[str]:
@@ -547,6 +547,8 @@ def run_node(node: Node, env: dict[int, Any]) -> tuple[Any, ...]:
     """Run one recorded node with the engine; ``env`` maps ``id(client tensor)`` to engine tensors."""
     if node.op in _FUNCTIONAL:
         return run_functional_node(node, env)
+    if node.op == "vmap" or node.op.startswith("func."):  # c.func's nodes (client._functional) run themselves
+        return node.kwargs["run"](node, env)
     if node.op in ("onnx", "onnx.parameters"):  # client._onnx: the model object runs its own node
         return node.kwargs["model"].run_node(node, env)
     if node.op == "grad":
@@ -587,6 +589,24 @@ def run_functional_node(node: Node, env: dict[int, Any]) -> tuple[Any, ...]:
     recorded nodes between its inputs and outputs are re-run as the function."""
     a = node.kwargs
     ins, outs = a["inputs"], a["outputs"]
+    inner = sub_function(ins, outs, env)
+
+    def func(*new: Any) -> Any:
+        res = inner(*new)
+        return res if a["out_tuple"] else res[0]
+
+    xs = tuple(env[id(t)] for t in ins)
+    args: list[Any] = [func, xs if a["in_tuple"] else xs[0]]
+    if a["kind"] not in ("jacobian", "hessian"):
+        vs = None if a["v"] is None else tuple(env[id(t)] for t in a["v"])
+        args.append(None if vs is None else vs if a["v_tuple"] else vs[0])
+    res = getattr(engine.autograd.functional, a["kind"])(*args, **a["flags"])
+    return tuple(_flat(res if a["kind"] in ("jacobian", "hessian") else res[1]))
+
+
+def sub_function(ins: Sequence[Tensor], outs: Sequence[Tensor], env: dict[int, Any]) -> Callable:
+    """The recorded nodes between ``ins`` and ``outs`` as a function of new input values (a tuple
+    of the outputs), as the server re-runs that part of the graph."""
     in_ids = {id(t) for t in ins}
     _, nodes = collect(list(outs))
     tainted = set(in_ids)
@@ -598,21 +618,14 @@ def run_functional_node(node: Node, env: dict[int, Any]) -> tuple[Any, ...]:
             rerun.append(n)
             tainted.update(id(o) for o in n.outputs)
 
-    def func(*new: Any) -> Any:
+    def func(*new: Any) -> tuple:
         local = {**env, **{id(t): x for t, x in zip(ins, new)}}
         for n in rerun:
             for t, r in zip(n.outputs, run_node(n, local), strict=False):
                 local[id(t)] = r
-        res = tuple(local[id(t)] for t in outs)
-        return res if a["out_tuple"] else res[0]
+        return tuple(local[id(t)] for t in outs)
 
-    xs = tuple(env[id(t)] for t in ins)
-    args: list[Any] = [func, xs if a["in_tuple"] else xs[0]]
-    if a["kind"] not in ("jacobian", "hessian"):
-        vs = None if a["v"] is None else tuple(env[id(t)] for t in a["v"])
-        args.append(None if vs is None else vs if a["v_tuple"] else vs[0])
-    res = getattr(engine.autograd.functional, a["kind"])(*args, **a["flags"])
-    return tuple(_flat(res if a["kind"] in ("jacobian", "hessian") else res[1]))
+    return func
 
 
 def _flat(res: Any) -> list[Any]:

@@ -47,7 +47,8 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 GRAPH_HASH_HEADER = "Gradserve-Graph-Hash"
 
 _UNION_LABELS = {"str", "int", "bool", "float", "none", "Ref", "TensorIn", "op", "grad", "jacobian",
-                 "hessian", "product"}
+                 "hessian", "product", "func.grad", "func.jacrev", "func.jacfwd", "func.hessian",
+                 "func.product", "vmap"}
 
 
 # ---------------------------------------------------------------- parsing

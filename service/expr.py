@@ -7,7 +7,10 @@ Allowed: assignments (with tuple unpacking), ``+ - * / // % ** @``, unary ``-``/
 string and None literals, lists, the tensor attributes ``x.T``, ``x.mT`` (``x.H``, ``x.mH``),
 ``grad(...)`` with ``torch.autograd.grad``'s signature, and ``jacobian(y, x)``, ``hessian``,
 ``vjp``/``jvp``/``hvp``/``vhp(y, x, v)``: torch.autograd.functional's with the function given by
-the values it maps (``y``, computed from ``x`` in the graph), returning the products only.
+the values it maps (``y``, computed from ``x`` in the graph), returning the products only; and
+torch.func's transforms the same way: ``func.grad(y, (w, x), argnums=0)``, ``func.grad_and_value``,
+``func.vjp``/``func.jvp(y, x, v)``, ``func.jacrev``, ``func.jacfwd``, ``func.hessian``, and
+``vmap(y, x, xs, in_dims=0)`` (the function from ``x`` to ``y``, called on ``xs``).
 Anything else (other attribute reads, imports, lambdas, comprehensions, dunder names, ...)
 raises :class:`~service.errors.ExpressionError` with its line and column (and a hint).
 
@@ -82,6 +85,47 @@ FUNCTIONAL_SIGNATURES: dict[str, inspect.Signature] = {
     **{k: inspect.signature(_product_signature) for k in ("vjp", "jvp", "hvp", "vhp")},
 }
 _DIFF_CALLS = ("grad", *FUNCTIONAL_SIGNATURES)
+
+
+# torch.func's transforms, the function given by its values as above: ``inputs`` are its
+# positional arguments (a tuple, or one value), ``outputs`` its result (``(y, aux)`` with has_aux).
+def _func_grad_signature(outputs, inputs, argnums=0, has_aux=False):  # pragma: no cover - signature only
+    """func.grad(y, (w, x)): the gradient of the scalar ``y`` with respect to argument ``argnums``."""
+
+
+def _func_jacrev_signature(outputs, inputs, argnums=0, has_aux=False, chunk_size=None
+                           ):  # pragma: no cover - signature only
+    """func.jacrev(y, x): the Jacobian by reverse mode."""
+
+
+def _func_jacfwd_signature(outputs, inputs, argnums=0, has_aux=False, randomness="error"
+                           ):  # pragma: no cover - signature only
+    """func.jacfwd(y, x): the Jacobian by forward mode."""
+
+
+def _func_hessian_signature(outputs, inputs, argnums=0):  # pragma: no cover - signature only
+    """func.hessian(y, x): the Hessian."""
+
+
+def _func_product_signature(outputs, inputs, v, has_aux=False):  # pragma: no cover - signature only
+    """func.vjp(y, x, cotangents), func.jvp(y, x, tangents): the products."""
+
+
+def _vmap_signature(outputs, inputs, args, in_dims=0, out_dims=0, randomness="error", chunk_size=None
+                    ):  # pragma: no cover - signature only
+    """vmap(y, x, xs, in_dims=0): the function from ``x`` to ``y`` mapped over ``xs``."""
+
+
+FUNC_SIGNATURES: dict[str, inspect.Signature] = {
+    "func.grad": inspect.signature(_func_grad_signature),
+    "func.grad_and_value": inspect.signature(_func_grad_signature),
+    "func.jacrev": inspect.signature(_func_jacrev_signature),
+    "func.jacfwd": inspect.signature(_func_jacfwd_signature),
+    "func.hessian": inspect.signature(_func_hessian_signature),
+    "func.vjp": inspect.signature(_func_product_signature),
+    "func.jvp": inspect.signature(_func_product_signature),
+    "vmap": inspect.signature(_vmap_signature), "func.vmap": inspect.signature(_vmap_signature),
+}
 
 # Tensor attributes read as ops: x.T is t(x) (torch's x.T on other than 2-D tensors is deprecated),
 # x.mT swaps the last two dims; for real tensors x.H and x.mH are the same.
@@ -274,7 +318,7 @@ class _Compiler:
             raise self.error(target, "only names and tuples of names can be assigned")
 
     def tuple_msg(self, e: ast.Call) -> str:
-        f = e.func.id  # type: ignore[attr-defined]
+        f = self.diff_name(e)
         return (f"{f}() returns a tuple here: unpack it (`g, = {f}(...)`) or index it (`{f}(...)[0]`)")
 
     def target(self, t: ast.expr) -> str:
@@ -365,9 +409,27 @@ class _Compiler:
         return isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "grad"
 
     def is_diff(self, e: ast.expr) -> bool:
-        """``grad(...)`` or a functional call (``jacobian(y, x)``, ...), unless a value has that name."""
-        return (isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in _DIFF_CALLS
-                and not self.is_value(e.func.id))
+        """``grad(...)``, a functional call (``jacobian(y, x)``, ...) or a torch.func transform
+        (``func.grad(y, x)``, ``vmap(y, x, xs)``), unless a value has that name."""
+        return self.diff_name(e) is not None
+
+    def diff_name(self, e: ast.expr) -> str | None:
+        """The kind of a differentiating call (``func.grad`` for ``torch.func.grad(...)``), or None."""
+        if not isinstance(e, ast.Call):
+            return None
+        f = e.func
+        if isinstance(f, ast.Name):
+            ok = f.id in _DIFF_CALLS or f.id == "vmap"
+            return f.id if ok and not self.is_value(f.id) else None
+        parts = []
+        while isinstance(f, ast.Attribute):
+            parts.append(f.attr)
+            f = f.value
+        if not isinstance(f, ast.Name) or self.is_value(f.id):
+            return None
+        dotted = ".".join([f.id, *reversed(parts)])
+        dotted = dotted[len("torch."):] if dotted.startswith("torch.") else dotted
+        return dotted if dotted in FUNC_SIGNATURES else None
 
     def attribute(self, e: ast.Attribute) -> _Operand:
         """``x.T``, ``x.mT``, ``x.H``, ``x.mH``; any other attribute is refused with a hint."""
@@ -434,7 +496,7 @@ class _Compiler:
 
     def subscript(self, e: ast.Subscript) -> _Operand:
         if self.is_diff(e.value):
-            f = e.value.func.id  # type: ignore[attr-defined]
+            f = self.diff_name(e.value)
             k = self.expr(e.slice)
             if not (isinstance(k, _Lit) and type(k.value) is int):
                 raise self.error(e.slice, f"index {f}(...) with an integer literal")
@@ -466,7 +528,9 @@ class _Compiler:
 
     def diff(self, e: ast.Call, outputs: list[str] | None) -> tuple[list[str], bool]:
         """The result names of a grad or functional call, and whether torch returns a tuple."""
-        f = e.func.id  # type: ignore[attr-defined]
+        f = self.diff_name(e) or ""
+        if f in FUNC_SIGNATURES:
+            return self.func_transform(e, f, outputs)
         return (self.grad(e, outputs), True) if f == "grad" else self.functional(e, f, outputs)
 
     def bind_args(self, e: ast.Call, sig: inspect.Signature, f: str) -> dict[str, ast.expr]:
@@ -524,6 +588,67 @@ class _Compiler:
         self.out.positions.append(self.position(e))
         self.values.update(names)
         return names, is_tuple
+
+    def func_transform(self, e: ast.Call, f: str, outputs: list[str] | None) -> tuple[list[str], bool]:
+        """A torch.func transform: the node of the same kind (``vmap`` for ``func.vmap``), its
+        results row-major (gradients or blocks, then the value, then the aux values)."""
+        args = self.bind_args(e, FUNC_SIGNATURES[f], f)
+        kind = "vmap" if f == "func.vmap" else f
+        outs, out_many = self.names_or_one(args["outputs"], f, "outputs")
+        ins, _ = self.names_or_one(args["inputs"], f, "inputs")
+        attrs: dict[str, Any] = {"outputs": outs if out_many else outs[0], "inputs": ins}
+        for key in ("v", "args"):
+            if key in args:
+                vs, many = self.names_or_one(args[key], f, key)
+                attrs[key] = vs if many else vs[0]
+        if kind == "vmap" and not isinstance(self.expr(args["inputs"]), _Seq):
+            attrs["inputs"] = ins[0]  # one input: args is one value too
+        for key in ("argnums", "in_dims", "out_dims", "chunk_size"):
+            if key in args:
+                attrs[key] = self.int_literal(args[key], f, key, none_ok=key != "argnums")
+        for key in ("has_aux",):
+            if key in args:
+                v = self.expr(args[key])
+                if not (isinstance(v, _Lit) and isinstance(v.value, bool)):
+                    raise self.error(args[key], f"{f}(): {key} must be True or False")
+                attrs[key] = v.value
+        if "randomness" in args:
+            v = self.expr(args["randomness"])
+            if not (isinstance(v, _Lit) and isinstance(v.value, str)):
+                raise self.error(args["randomness"], f"{f}(): randomness must be 'error', 'different' or "
+                                 "'same'")
+            attrs["randomness"] = v.value
+        has_aux = bool(attrs.get("has_aux"))
+        if has_aux and (not out_many or len(outs) < 2):
+            raise self.error(args["outputs"], f"{f}(): with has_aux=True, outputs is (output, aux)")
+        n_aux = len(outs) - 1 if has_aux else 0
+        n_main = 1 if has_aux else len(outs)
+        argnums = attrs.get("argnums", 0)
+        k = len(argnums) if isinstance(argnums, list) else 1
+        n = {"func.grad": k, "func.grad_and_value": k + 1, "func.vjp": len(ins), "func.jvp": n_main,
+             "func.hessian": n_main * k * k, "vmap": len(outs)}.get(kind, n_main * k)
+        n += 0 if kind in ("func.vjp", "func.jvp") else n_aux  # (their aux is a graph value already)
+        # torch returns a tuple where it nests results: several positions, outputs, or aux
+        is_tuple = {"func.grad": isinstance(argnums, list) or has_aux, "func.grad_and_value": True,
+                    "func.vjp": True, "func.jvp": out_many and not has_aux, "vmap": out_many}.get(
+            kind, out_many or isinstance(argnums, list) or has_aux)
+        names = self.result_names(e, f, n, outputs)
+        self.out.nodes.append({"op": kind, "attributes": attrs, "outputs": names})
+        self.out.positions.append(self.position(e))
+        self.values.update(names)
+        return names, is_tuple
+
+    def int_literal(self, node: ast.expr, f: str, key: str, none_ok: bool) -> Any:
+        """An int, None (if allowed), or a tuple/list of them, as a wire value."""
+        o = self.expr(node)
+        items = o.items if isinstance(o, _Seq) else (o,)
+        out = []
+        for it in items:
+            if not (isinstance(it, _Lit) and (type(it.value) is int or (none_ok and it.value is None))):
+                what = "integers or None" if none_ok else "integers"
+                raise self.error(node, f"{f}(): {key} must be {what} (or a tuple of them)")
+            out.append(it.value)
+        return out if isinstance(o, _Seq) else out[0]
 
     def names_or_one(self, node: ast.expr, f: str, what: str) -> tuple[list[str], bool]:
         """The names a functional argument gives, and whether it is a tuple (as torch tells apart)."""
