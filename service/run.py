@@ -91,6 +91,6 @@ def execute(c: Checked) -> Result:
                 spent += preflight.recheck(r, st, s, spent)
             r.run_step(st)
         grads = r.final_grad(by_id)
-    values = {name: _array(r.env[name], name) for name in req.return_}
+    values = {name: _array(r.env[plan.graph.value(name)], name) for name in req.return_}
     return Result(grads, values, rep)
 
