@@ -61,6 +61,7 @@ from .wire import (
 )
 
 __all__ = ["GraphPlan", "Plan", "Step", "Result", "compile_graph", "build_plan", "numel", "check_dims",
+           "user_facing",
            "check_finite_output", "binary_tensors", "request_tensors"]
 
 Loc = tuple[str | int, ...]
@@ -294,6 +295,24 @@ class _Locator:
                     cls: type[InvalidGraph] = InvalidGraph) -> InvalidGraph:
         it = self.item(index, msg, field_loc, node)
         return cls(it["msg"], errors=[it])
+
+
+def user_facing(e: GradserveError, graph: GraphPlan) -> GradserveError:
+    """``e`` with the internal names of re-assigned values (``h'1``) written as the user's names,
+    in its detail and its error items (message, node, operand shapes)."""
+    if not graph.user_names:
+        return e
+    where = _Locator(None, graph.user_names)
+    e.detail = where.user_text(e.detail)
+    e.args = (e.detail,)
+    for it in e.errors:
+        if isinstance(it.get("msg"), str):
+            it["msg"] = where.user_text(it["msg"])
+        if it.get("node") in graph.user_names:
+            it["node"] = graph.user_names[it["node"]]
+        if isinstance(it.get("shapes"), dict):
+            it["shapes"] = {graph.user_names.get(k, k): v for k, v in it["shapes"].items()}
+    return e
 
 
 def _close(name: str, pool: Any) -> str:
