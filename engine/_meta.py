@@ -923,7 +923,7 @@ def _zeros_of_shape(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh(a["shape"], a["g"].dtype)
 
 
-@rule("put", "scatter_reduce")
+@rule("put", "index_put", "scatter_reduce")
 def _same_as_x(prim: Any, arrays: list, params: dict) -> Any:
     x = _bound(prim, arrays, params)["x"]
     return _fresh(x.shape, x.dtype)
