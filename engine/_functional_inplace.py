@@ -31,7 +31,8 @@ from ._autograd import is_grad_enabled
 from .ops import OPS, OpInfo
 from .ops.elementwise import type_name
 from .ops.indexing import _put
-from .ops.shape import _is_basic, _normalize_key, detach, expand, getitem
+from .ops.indexing import setitem as _setitem
+from .ops.shape import _is_basic, _normalize_key, detach, expand
 from .tensor import Tensor
 
 __all__ = ["FUNCTIONAL_INPLACE", "SETITEM", "setitem", "wire_op", "TORCH_INPLACE_METHODS",
@@ -111,36 +112,16 @@ def _twin(name: str, base: OpInfo) -> OpInfo:
 
 # ---------------------------------------------------------------- item assignment and friends
 def setitem(input: Tensor, key: Any, value: Any) -> Tensor:
-    """A copy of ``input`` with ``input[key] = value`` (``value``: a number or a tensor that
-    broadcasts to ``input[key]``, cast to ``input``'s dtype). ``value`` gets the gradient read at
-    ``key``; the overwritten entries of ``input`` get none, as torch's CopySlices.
+    """A copy of ``input`` with ``input[key] = value`` (:func:`engine.ops.indexing.setitem`), and
+    torch's refusal of a leaf that requires grad (or a view of one) while grad mode is on.
 
     >>> import engine
     >>> setitem(engine.zeros(2, 2), (slice(None), 1), engine.tensor([1.0, 2.0]))
     tensor([[0., 1.],
             [0., 2.]])
     """
-    k = _normalize_key(key)
-    _check_leaf(input, k)
-    target = getitem(input.detach(), k).shape
-    if isinstance(value, Tensor):
-        if value.ndim > len(target) or any(v not in (1, t) for v, t in zip(reversed(value.shape),
-                                                                              reversed(target))):
-            bad = next((d for d, (v, t) in enumerate(zip(reversed(value.shape), reversed(target)))
-                        if v not in (1, t)), 0)
-            d = len(target) - 1 - bad if value.ndim <= len(target) else 0
-            raise RuntimeError(
-                f"The expanded size of the tensor ({target[d] if target else 0}) must match the existing "
-                f"size ({value.shape[value.ndim - 1 - bad]}) at non-singleton dimension {d}.  "
-                f"Target sizes: {list(target)}.  Tensor sizes: {list(value.shape)}")
-        if value._data.dtype != input._data.dtype:
-            value = value.to(dtype=_dtype_of(input._data.dtype))
-    elif not isinstance(value, (bool, int, float)):
-        raise TypeError(f"can't assign a {type(value).__name__} to a {type_name(input._data.dtype)}Tensor")
-    try:
-        return _put(input, value, key=k)
-    except IndexError as e:  # numpy says "axis" where torch says "dimension"
-        raise IndexError(str(e).replace(" for axis ", " for dimension ")) from None
+    _check_leaf(input, _normalize_key(key))
+    return _setitem(input, key, value)
 
 
 def zero_(input: Tensor) -> Tensor:

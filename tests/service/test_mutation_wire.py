@@ -117,10 +117,12 @@ def test_item_assignment_matches_torch(client, stmt, key, value) -> None:
     np.testing.assert_allclose(read_tensor(b["grads"][1]), gw.numpy(), rtol=1e-12)
 
 
-@pytest.mark.parametrize("src", ["h = x * 1\nh += w[0]", "h = x * 1\nh *= 2\nh -= x", "h = x * 1\nh /= x.exp()",
-                                 "h = w * 1\nh[0] += x", "h = w * 1\nh[:, 0] *= x", "h = x * 1\nh **= 2"])
+@pytest.mark.parametrize("src", ["h = x * 1\nh += w[0]", "h = x * 1\nh *= 2\nh -= x",
+                                 "h = x * 1\nh /= x.exp()", "h = w * 1\nh[0] += x",
+                                 "h = w * 1\nh[:, 0] *= x", "h = x * 1\nh **= 2"])
 def test_augmented_assignment_matches_torch(client, src) -> None:
-    b = _ok(_post(client, src + "\nloss = h.sum()", {"x": (X, True), "w": (W, True)}, ["loss"], ["x", "w"], ["h"]))
+    b = _ok(_post(client, src + "\nloss = h.sum()", {"x": (X, True), "w": (W, True)},
+                  ["loss"], ["x", "w"], ["h"]))
     x, w = torch.tensor(X, requires_grad=True), torch.tensor(W, requires_grad=True)
     env = {"x": x, "w": w}
     for line in src.splitlines():  # the same statements, run by torch with real mutation
@@ -228,37 +230,50 @@ def _nodes(client, nodes, inputs, outputs=None, wrt=None, ret=()):
     ("div_", [{"ref": "v"}], {}), ("zero_", [], {}), ("fill_", [1.5], {}), ("copy_", [{"ref": "v"}], {}),
     ("clamp_", [], {"min": -0.2, "max": 0.3}), ("masked_fill_", [{"ref": "m"}, 9.0], {}),
     ("scatter_", [0, {"ref": "i"}], {"value": 2.0}), ("exp_", [], {}), ("tanh_", [], {}),
-    ("index_fill_", [0, {"ref": "i"}, -1.0], {}), ("t_", [], {}), ("unsqueeze_", [0], {}),
+    ("index_fill_", [0, {"ref": "i"}, -1.0], {}), ("index_put_", [[{"ref": "i"}], {"ref": "v2"}], {}),
+    ("index_put_", [[{"ref": "i"}], {"ref": "v2"}], {"accumulate": True}), ("t_", [], {}),
+    ("unsqueeze_", [0], {}),
 ])
 def test_in_place_json_nodes_have_functional_semantics(client, op, args, kwargs) -> None:
-    x0, v0 = RNG.standard_normal(4), RNG.standard_normal(4)
+    x0, v0, v20 = RNG.standard_normal(4), RNG.standard_normal(4), RNG.standard_normal(2)
     m, i = np.array([True, False, True, False]), np.array([2, 0])
-    wire_args = [a["ref"] if isinstance(a, dict) else a for a in args]
+
+    def wire(a):
+        return a["ref"] if isinstance(a, dict) else [wire(b) for b in a] if isinstance(a, list) else a
+
+    wire_args = [wire(a) for a in args]
     nodes = [{"op": "mul", "inputs": ["x", 1.0], "outputs": ["h"]},
              {"op": op, "inputs": ["h", *wire_args], "attributes": kwargs, "outputs": ["h2"]},
              {"op": "mul", "inputs": ["h2", "h2"], "outputs": ["sq"]},
              {"op": "sum", "inputs": ["sq"], "outputs": ["loss"]}]
     inputs = [wire_tensor("x", x0, requires_grad=True), wire_tensor("v", v0, requires_grad=True),
-              wire_tensor("m", m), wire_tensor("i", i)]
-    b = _ok(_nodes(client, nodes, inputs, ["loss"], ["x", "v"], ["h", "h2"]))
+              wire_tensor("m", m), wire_tensor("i", i), wire_tensor("v2", v20, requires_grad=True)]
+    b = _ok(_nodes(client, nodes, inputs, ["loss"], ["x", "v", "v2"], ["h", "h2"]))
     x, v = torch.tensor(x0, requires_grad=True), torch.tensor(v0, requires_grad=True)
-    env = {"v": v, "m": torch.tensor(m), "i": torch.tensor(i)}
+    v2 = torch.tensor(v20, requires_grad=True)
+    env = {"v": v, "m": torch.tensor(m), "i": torch.tensor(i), "v2": v2}
+
+    def arg(a):
+        return env[a["ref"]] if isinstance(a, dict) else [arg(b) for b in a] if isinstance(a, list) else a
+
     h = x * 1.0
     h_before = h.detach().clone()
-    getattr(h, op)(*[env[a["ref"]] if isinstance(a, dict) else a for a in args], **kwargs)
-    gx, gv = torch.autograd.grad((h * h).sum(), [x, v], allow_unused=True, materialize_grads=True)
+    getattr(h, op)(*[arg(a) for a in args], **kwargs)
+    gx, gv, gv2 = torch.autograd.grad((h * h).sum(), [x, v, v2], allow_unused=True, materialize_grads=True)
     np.testing.assert_allclose(read_tensor(b["values"]["h"]), h_before.numpy())  # h is unchanged
     np.testing.assert_allclose(read_tensor(b["values"]["h2"]), h.detach().numpy(), rtol=1e-12)
     np.testing.assert_allclose(read_tensor(b["grads"][0]), gx.numpy(), rtol=1e-12)
     np.testing.assert_allclose(read_tensor(b["grads"][1]), gv.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(read_tensor(b["grads"][2]), gv2.numpy(), rtol=1e-12)
 
 
 def test_setitem_json_node(client) -> None:
     nodes = [{"op": "mul", "inputs": ["w", 1.0], "outputs": ["y"]},
-             {"op": "setitem", "inputs": ["y", {"tuple": [{"slice": [None, None]}, 1]}, "x"], "outputs": ["y2"]},
+             {"op": "setitem", "inputs": ["y", {"tuple": [{"slice": [None, None]}, 1]}, "x"],
+              "outputs": ["y2"]},
              {"op": "sum", "inputs": ["y2"], "outputs": ["loss"]}]
-    b = _ok(_nodes(client, nodes, [wire_tensor("x", X, requires_grad=True), wire_tensor("w", W, requires_grad=True)],
-                   ["loss"], ["x", "w"], ["y2"]))
+    inputs = [wire_tensor("x", X, requires_grad=True), wire_tensor("w", W, requires_grad=True)]
+    b = _ok(_nodes(client, nodes, inputs, ["loss"], ["x", "w"], ["y2"]))
     x, w = torch.tensor(X, requires_grad=True), torch.tensor(W, requires_grad=True)
     y = w * 1.0
     y[:, 1] = x
