@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 
 import engine
+from engine._functional_inplace import wire_op
 
 from . import _graphs, _wire
 from ._functional import AsyncFunctional, SyncFunctional
@@ -214,7 +215,7 @@ class _BaseClient:
 
     # ------------------------------------------------------------ recording
     def _record(self, op: str, args: tuple, kwargs: dict) -> Any:
-        info = engine.OPS.get(op)
+        info = wire_op(op)
         if info is None:
             raise AttributeError(f"the engine has no op {op!r}")
         if not has_tensor(args) and not has_tensor(kwargs):
@@ -510,7 +511,9 @@ def _run_alone(node: Node) -> Any:
     parents = list({id(p): p for p in _all_tensors((node.args, node.kwargs))}.values())
     vals = local_values(parents)
     env = {id(p): v for p, v in zip(parents, vals, strict=True)}
-    return engine.OPS[node.op].fn(*_substitute(node.args, env), **_substitute(node.kwargs, env))
+    info = wire_op(node.op)
+    assert info is not None
+    return info.fn(*_substitute(node.args, env), **_substitute(node.kwargs, env))
 
 
 def _all_tensors(v: Any) -> list[Tensor]:
