@@ -312,6 +312,9 @@ class Tensor:
         """``y[key] = value``: records ``setitem`` (a copy of y with the item replaced) and rebinds
         ``y`` to it, as torch's in-place write looks from Python."""
         _check_inplace(self, key)
+        if isinstance(value, str):  # as torch, before anything is recorded
+            name = engine.ops.elementwise.type_name(self._meta_now()[1])
+            raise TypeError(f"can't assign a str to a torch.{name}Tensor")
         rebind(self, self._client._record("setitem", (self, key, value), {}))
 
     def _inplace(self, name: str, args: tuple, kwargs: dict) -> Tensor:

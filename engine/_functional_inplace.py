@@ -121,6 +121,8 @@ def setitem(input: Tensor, key: Any, value: Any) -> Tensor:
             [0., 2.]])
     """
     _check_leaf(input, _normalize_key(key))
+    if isinstance(value, str):
+        raise TypeError(f"can't assign a str to a torch.{type_name(input._data.dtype)}Tensor")
     return _setitem(input, key, value)
 
 
