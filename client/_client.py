@@ -24,10 +24,20 @@ import numpy as np
 import engine
 from engine._functional_inplace import wire_op
 
-from . import _graphs, _wire
+from . import _graphs, _shadow, _wire
 from ._functional import AsyncFunctional, SyncFunctional
 from ._onnx import split_onnx
-from ._recording import Namespace, Node, Recorder, Tensor, collect, encode_call, has_tensor, local_values
+from ._recording import (
+    Namespace,
+    Node,
+    Recorder,
+    Tensor,
+    check_fresh,
+    collect,
+    encode_call,
+    has_tensor,
+    local_values,
+)
 from ._wire import Encoding, HTTPRequest, Plan, Result, RetryPolicy
 from .errors import (
     ConnectError,
@@ -268,6 +278,7 @@ class _BaseClient:
                 raise TypeError(f"{what} must be tensors recorded by this client, got {type(t).__name__}")
             if t._client is not self:
                 raise ValueError(f"tensor {t.name!r} was recorded by another client")
+            check_fresh(t)
         return out
 
     def _grad_call(self, outputs: Any, inputs: Any, grad_outputs: Any, retain_graph: bool | None,
@@ -293,6 +304,8 @@ class _BaseClient:
         rets = self._targets(return_values, "return_values") if return_values is not None else None
         if call.flags["create_graph"]:
             return self._plan_lazy_grad(call, rets)
+        # torch's error for a second backward through freed saved tensors (client._shadow)
+        _shadow.check_backward(call.outputs, call.inputs, call.grad_outputs, call.flags)
         payload, blobs, binary, names = self._payload([*call.roots(), *(rets or ())], top=call.wire(),
                                                       returns=rets or ())
 
@@ -317,6 +330,7 @@ class _BaseClient:
             label, seq = self._recorder.name("grad")
             node.outputs.append(Tensor(self, label, seq, node=node, requires_grad=True))
         node.seq = node.outputs[0]._seq
+        _shadow.twins(node.outputs)  # goes backward now, in program order, as torch would
         grads = tuple(node.outputs)
         # Which gradients are None is only known after running: ask at once when it can happen.
         probe = bool(call.flags["allow_unused"]) and not call.flags["materialize_grads"]
