@@ -41,7 +41,7 @@ class Node:
     """One recorded op: its wire form (``inputs``/``attributes`` already encoded) and its raw
     arguments (client tensors in place) for local shape evaluation."""
 
-    __slots__ = ("op", "seq", "inputs", "attributes", "outputs", "parents", "args", "kwargs")
+    __slots__ = ("op", "seq", "inputs", "attributes", "outputs", "parents", "args", "kwargs", "shadowed")
 
     def __init__(self, op: str, seq: int, inputs: list, attributes: dict, parents: tuple[Tensor, ...],
                  args: tuple, kwargs: dict) -> None:
@@ -53,6 +53,7 @@ class Node:
         self.args = args
         self.kwargs = kwargs
         self.outputs: list[Tensor] = []
+        self.shadowed = False  # its outputs' meta twins are built (client._shadow)
         for p in parents:  # so that an in-place op can point earlier users at the old value
             p._users.append(self)
 

@@ -35,7 +35,7 @@ def twins(tensors: Sequence[Tensor]) -> list[Any] | None:
     """The meta twins of ``tensors`` (built for them and their ancestors as needed), or None if
     one cannot be built. RuntimeError (torch's) if building one goes backward through freed
     tensors (a ``grad`` node recorded after a backward that freed its graph)."""
-    if all(t._shadow is not None for t in tensors):
+    if all(t._shadow is not None or t._node is not None and t._node.shadowed for t in tensors):
         return [t._shadow for t in tensors]
     leaves, nodes = collect(tensors)
     env: dict[int, Any] = {}
@@ -47,9 +47,10 @@ def twins(tensors: Sequence[Tensor]) -> list[Any] | None:
                     t._shadow = tw.requires_grad_() if t._rg else tw
                 env[id(t)] = t._shadow
             for n in nodes:
-                if any(o._shadow is None for o in n.outputs):
+                if not n.shadowed:  # once: a grad node goes backward when it is recorded
                     for o, r in zip(n.outputs, run_node(n, env), strict=False):
                         o._shadow = r
+                    n.shadowed = True
                 env.update((id(o), o._shadow) for o in n.outputs)
     except RuntimeError as e:
         if _is_freed(e):
