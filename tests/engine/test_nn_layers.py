@@ -246,9 +246,17 @@ def test_instance_norm_updates_running_stats_as_torch() -> None:
         np.testing.assert_allclose(e, t, rtol=1e-5, atol=1e-6)
 
 
-def test_embedding_max_norm_is_refused_clearly() -> None:
-    with pytest.raises(NotImplementedError, match="immutable"):
-        EF.embedding(engine.tensor([0]), engine.ones(3, 2), max_norm=1.0)
+@pytest.mark.parametrize("norm_type", [2.0, 1.0])
+def test_embedding_max_norm_renormalizes_the_weight_in_place_as_torch(norm_type: float) -> None:
+    w0 = r.standard_normal((5, 3)).astype(np.float32) * 2
+    out = {}
+    for lib in (engine, torch):
+        w = lib.tensor(w0, requires_grad=True)
+        y = lib.nn.functional.embedding(lib.tensor([[0, 2], [2, 4]]), w, max_norm=1.5, norm_type=norm_type)
+        y.sum().backward()
+        out[lib.__name__] = (w.detach().numpy().copy(), y.detach().numpy(), w.grad.numpy(), w._version)
+    for e, t in zip(out["engine"], out["torch"]):
+        np.testing.assert_allclose(e, t, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- float32 stays float32
