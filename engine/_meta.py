@@ -464,9 +464,9 @@ def _as_meta(out: Any) -> Any:
     return _fresh(out.shape, out.dtype)
 
 
-@rule("expand", "permute", "flip", "windows", work=_free)
+@rule("expand", "permute", "windows", work=_free)
 def _view(prim: Any, arrays: list, params: dict) -> Any:
-    # broadcast_to, transpose, flip and sliding windows of a zero-strided array are views
+    # broadcast_to, transpose and sliding windows of a zero-strided array are views
     return _as_meta(prim.fwd(*arrays, **params))
 
 
@@ -923,10 +923,24 @@ def _zeros_of_shape(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh(a["shape"], a["g"].dtype)
 
 
-@rule("put", "index_put", "scatter_reduce")
+@rule("put", "index_put", "setitem_slices", "copy_slices", "flip", "scatter_reduce")
 def _same_as_x(prim: Any, arrays: list, params: dict) -> Any:
     x = _bound(prim, arrays, params)["x"]
     return _fresh(x.shape, x.dtype)
+
+
+@rule("zero", "fill", "fill_tensor", "copy")
+def _like_x(prim: Any, arrays: list, params: dict) -> Any:
+    x = _bound(prim, arrays, params)["x"]
+    if prim.name == "copy":  # torch's broadcast error for a source that does not fit
+        _broadcast([np.shape(arrays[1]), x.shape])
+    return _fresh(x.shape, x.dtype)
+
+
+@rule("view_replay", work=_free)
+def _view_replay(prim: Any, arrays: list, params: dict) -> Any:
+    # the view chain replayed on the meta array, by the view ops' own rules (engine.ops.inplace)
+    return params["chain"].meta(arrays[0])
 
 
 @rule("gather")

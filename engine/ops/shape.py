@@ -472,14 +472,6 @@ def getitem(input, key):
 Tensor.__getitem__ = getitem
 
 
-def _setitem(self, key, value):
-    raise TypeError("engine tensors are immutable: use engine.where, index_put or masked_fill "
-                    "instead of item assignment")
-
-
-Tensor.__setitem__ = _setitem
-
-
 @op(method=True)
 def index_select(input, dim, index):
     """Select entries ``index`` along ``dim``."""
@@ -554,7 +546,7 @@ def masked_fill(input, mask, value):
 
 @primitive()
 def _flip(x, dims):
-    return np.flip(x, dims)
+    return np.flip(x, dims).copy()  # a new tensor in torch: no alias that a mutation would reach
 
 
 _flip.defvjp(lambda ctx, g, dims: _flip(g, dims=dims))
