@@ -4,8 +4,10 @@ Over the wire a value is never changed after it is made: the service's JSON node
 expression form (``h += x``, ``y[0] = v``) and the client's recorded tensors turn each in-place
 op into its functional twin here, and bind the result to the mutated name. The twin keeps torch's
 in-place rules: the result has ``input``'s shape (no broadcasting ``input`` up) and dtype (a result
-type that cannot be cast back is refused), and a leaf that requires grad cannot be the ``input``
-while grad mode is on. Nothing here changes a tensor, so these are not Tensor methods.
+type that cannot be cast back is refused), a leaf that requires grad (or a view of one) cannot be
+the ``input`` while grad mode is on, and the result shares ``input``'s version counter, one step
+on, so that a backward through a value saved before the change raises torch's "modified by an
+inplace operation" error. No value is changed, so these are not Tensor methods.
 
 :data:`FUNCTIONAL_INPLACE` maps torch's ``*_`` method names (for the engine's ops) to
 :class:`~engine.ops.OpInfo` records; :func:`wire_op` is how the service and the client look an op
@@ -27,11 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from . import _autograd as _ag
 from ._autograd import is_grad_enabled
 from .ops import OPS, OpInfo
 from .ops.elementwise import type_name
 from .ops.indexing import _put
 from .ops.indexing import setitem as _setitem
+from .ops.inplace import _snapshot_saved_self
 from .ops.shape import _is_basic, _normalize_key, detach, expand
 from .tensor import Tensor
 
@@ -74,9 +78,32 @@ def _can_cast(src: np.dtype, dst: np.dtype) -> bool:
 
 
 def _check_leaf(input: Any, key: tuple | None = None) -> None:
-    if isinstance(input, Tensor) and input.is_leaf and input.requires_grad and is_grad_enabled():
+    if not isinstance(input, Tensor) or not is_grad_enabled():
+        return
+    base = input._base
+    if base is not None and base.is_leaf and base.requires_grad:
+        raise RuntimeError(VIEW_OF_LEAF_MSG)
+    if input.is_leaf and input.requires_grad:
         view = key is not None and _is_basic(key) and any(k is not Ellipsis for k in key)
         raise RuntimeError(VIEW_OF_LEAF_MSG if view else LEAF_MSG)
+
+
+def _mutation_of(input: Any, out: Any, seq0: int, bump: bool = True) -> Any:
+    """``out`` stands for ``input`` after an in-place op: ``input``'s version counter moves on
+    and ``out`` shares it, as torch's tensor would be one object. So a backward through a value
+    saved before the change raises torch's "modified by an inplace operation" error, with torch's
+    version numbers, though no value was changed. The op's own nodes (after ``seq0``) that saved
+    ``input`` keep it as it was (torch saves ``original_self``)."""
+    if not isinstance(input, Tensor) or not isinstance(out, Tensor):
+        return out
+    _snapshot_saved_self(input, out, seq0)
+    vc = _ag.version_counter(input)
+    _ag.mutation_seen = True
+    vc[0] += bump
+    if out is not input:
+        out._vc = vc
+        _ag.link_saved_output(out)
+    return out
 
 
 def _as_inplace(name: str, input: Tensor, out: Any) -> Any:
@@ -103,7 +130,9 @@ def _dtype_of(dt: np.dtype) -> Any:
 def _twin(name: str, base: OpInfo) -> OpInfo:
     def fn(input: Any, *args: Any, **kwargs: Any) -> Any:
         _check_leaf(input)
-        return _as_inplace(name, input, base.fn(input, *args, **kwargs))
+        seq0 = next(_ag._seq)
+        out = _as_inplace(name, input, base.fn(input, *args, **kwargs))
+        return _mutation_of(input, out, seq0, bump=name != "detach_")
 
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"The value ``input.{name}(...)`` leaves in ``input``, as a new tensor (``{base.name}``)."
@@ -123,13 +152,15 @@ def setitem(input: Tensor, key: Any, value: Any) -> Tensor:
     _check_leaf(input, _normalize_key(key))
     if isinstance(value, str):
         raise TypeError(f"can't assign a str to a torch.{type_name(input._data.dtype)}Tensor")
-    return _setitem(input, key, value)
+    seq0 = next(_ag._seq)
+    return _mutation_of(input, _setitem(input, key, value), seq0)
 
 
 def zero_(input: Tensor) -> Tensor:
     """``input.zero_()``: zeros of ``input``'s shape and dtype (no gradient reaches ``input``)."""
     _check_leaf(input)
-    return _put(input, 0, key=(Ellipsis,))
+    seq0 = next(_ag._seq)
+    return _mutation_of(input, _put(input, 0, key=(Ellipsis,)), seq0)
 
 
 def fill_(input: Tensor, value: Any) -> Tensor:
@@ -140,7 +171,8 @@ def fill_(input: Tensor, value: Any) -> Tensor:
             raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with "
                                f"{value.ndim} dimensions.")
         value = value.to(dtype=_dtype_of(input._data.dtype))
-    return _put(input, value, key=(Ellipsis,))
+    seq0 = next(_ag._seq)
+    return _mutation_of(input, _put(input, value, key=(Ellipsis,)), seq0)
 
 
 def copy_(input: Tensor, src: Any, non_blocking: bool = False) -> Tensor:
@@ -157,8 +189,10 @@ def copy_(input: Tensor, src: Any, non_blocking: bool = False) -> Tensor:
     if np.broadcast_shapes(a, b) != a:
         raise RuntimeError(f"output with shape {list(a)} doesn't match the broadcast shape "
                            f"{list(np.broadcast_shapes(a, b))}")
-    return _put(input, expand(src.to(dtype=_dtype_of(input._data.dtype)), tuple(input.shape)),
-                key=(Ellipsis,))
+    seq0 = next(_ag._seq)
+    out = _put(input, expand(src.to(dtype=_dtype_of(input._data.dtype)), tuple(input.shape)),
+               key=(Ellipsis,))
+    return _mutation_of(input, out, seq0)
 
 
 def detach_(input: Tensor) -> Tensor:

@@ -72,3 +72,22 @@ def test_in_place_json_node_and_located_error_over_http(server_url: str) -> None
     err = b["errors"][0]
     assert (err["line"], err["col"], err["node"]) == (3, 5, "h")
     assert not re.search(r"h'\d", r.text)
+
+
+def test_a_saved_value_changed_in_place_is_refused_as_torch_over_http(server_url: str) -> None:
+    # tanh saves its output; changing it afterwards makes the backward fail, as in torch
+    src = "h = tanh(x @ w)\nh[0] = 2 * x[1]\nh += 1\nloss = (h * h).sum()"
+    req = {"graph": {"inputs": [_tensor("x", X), _tensor("w", W)], "source": src},
+           "outputs": "loss", "inputs": ["x", "w"]}
+    r = httpx.post(f"{server_url}/v1/grad", json=req, timeout=30)
+    x, w = torch.tensor(X, requires_grad=True), torch.tensor(W, requires_grad=True)
+    h = torch.tanh(x @ w)
+    h[0] = 2 * x[1]
+    h += 1
+    try:
+        torch.autograd.grad((h * h).sum(), [x, w])
+    except RuntimeError as e:
+        want = str(e)
+    assert "modified by an inplace operation" in want
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == want and r.json()["exception"] == "RuntimeError"

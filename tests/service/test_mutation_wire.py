@@ -159,6 +159,34 @@ def test_augmented_assignment_keeps_torchs_dtype_rule(client) -> None:
     assert b["values"]["k"]["datatype"] == "INT64"
 
 
+@pytest.mark.parametrize("src", [
+    "h = tanh(x * 1)\nh[0] = 5\nh += 1\nloss = h.sum()",      # tanh saved its output
+    "h = x * 1\ny = h * h\nh *= 2\nloss = (y + h).sum()",     # mul saved h, then h changed
+])
+def test_a_saved_value_changed_in_place_gets_torchs_version_error(client, src) -> None:
+    x = torch.tensor(X, requires_grad=True)
+    program = _tanh_program if "tanh" in src else _mul_program  # the same statements in torch
+    with pytest.raises(RuntimeError) as want:
+        torch.autograd.grad(program(x), x)
+    assert "modified by an inplace operation" in str(want.value)
+    b = _problem(_post(client, src, {"x": (X, True)}, ["loss"], ["x"]))
+    assert b["exception"] == "RuntimeError" and b["detail"] == str(want.value)
+
+
+def _tanh_program(x):
+    h = torch.tanh(x * 1)
+    h[0] = 5
+    h += 1
+    return h.sum()
+
+
+def _mul_program(x):
+    h = x * 1
+    y = h * h
+    h *= 2
+    return (y + h).sum()
+
+
 def test_in_place_on_a_leaf_that_requires_grad_is_refused_as_torch(client) -> None:
     for src, torch_fn in [("x += 1", lambda x: x.add_(1)), ("x[0] = 1", lambda x: x.__setitem__(0, 1.0)),
                           ("x[[0]] = 1", lambda x: x.__setitem__([0], 1.0))]:
