@@ -591,9 +591,10 @@ class Client(SyncFunctional, _BaseClient):
         recorded as a ``grad`` node, that can be differentiated again; their values come on demand.
         With ``return_values=[...]`` it returns ``(grads, values)``: value and grad in one trip.
 
-        Each request rebuilds the graph on the server, so ``retain_graph`` acts within one request
-        (``grad`` nodes, then the final call), not across calls; ``only_inputs`` is ignored, as in
-        torch. Errors in the graph (a shape mismatch, say) surface when the request is made.
+        ``retain_graph`` works as in torch across calls too: the client keeps a record of what each
+        backward freed (client._shadow), and a second call through freed saved tensors raises
+        torch's RuntimeError before anything is sent. ``only_inputs`` is ignored, as in torch.
+        Errors in the graph (a shape mismatch, say) surface when the request is made.
 
         >>> gw, gb = c.autograd_grad(loss, [w, b])
         >>> (gw, gb), (lv,) = c.autograd_grad(loss, [w, b], return_values=[loss])
