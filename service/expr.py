@@ -337,6 +337,9 @@ class _Compiler:
     def augassign(self, stmt: ast.AugAssign) -> None:
         """``h += x`` is torch's ``h.add_(x)``; ``y[0] *= 2`` reads the item, then assigns it."""
         op = _AUGOPS.get(type(stmt.op))
+        attrs = None
+        if isinstance(stmt.op, ast.FloorDiv):  # torch's x //= y is x.div_(y, rounding_mode="floor")
+            op, attrs = "div_", {"rounding_mode": _Lit("floor")}
         if op is None:
             raise self.error(stmt, f"augmented assignment with {type(stmt.op).__name__} is not allowed")
         target = stmt.target
@@ -350,14 +353,14 @@ class _Compiler:
                                          "changes a tensor in place")
             v = self.expr(stmt.value)
             wire = self.wire_name(user)
-            self.emit(stmt, op, [_Val(self.scope[user]), v], outputs=[wire])
+            self.emit(stmt, op, [_Val(self.scope[user]), v], attrs, outputs=[wire])
             self.assign(user, wire)
         elif isinstance(target, ast.Subscript):
             user = self.item_base(target)
             key = self.key(target.slice)
             item = self.emit(target, "getitem", [_Val(self.scope[user]), key])[0]
             v = self.expr(stmt.value)
-            new = self.emit(stmt, op, [_Val(item), v])[0]
+            new = self.emit(stmt, op, [_Val(item), v], attrs)[0]
             wire = self.wire_name(user)
             self.emit(target, SETITEM_OP, [_Val(self.scope[user]), key, _Val(new)], outputs=[wire])
             self.assign(user, wire)

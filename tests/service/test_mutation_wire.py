@@ -157,6 +157,12 @@ def test_augmented_assignment_keeps_torchs_dtype_rule(client) -> None:
     # an int tensor keeps its dtype where torch's cast allows it
     b = _ok(_post(client, "k = n * 1\nk *= 3", {"n": (n, False)}, ret=["k"]))
     assert b["values"]["k"]["datatype"] == "INT64"
+    # x //= y is torch's floor division in place
+    f = np.array([7.5, -7.5, 3.0])
+    b = _ok(_post(client, "k = f * 1\nk //= 2", {"f": (f, False)}, ret=["k"]))
+    t = torch.tensor(f) * 1
+    t //= 2
+    np.testing.assert_array_equal(read_tensor(b["values"]["k"]), t.numpy())
 
 
 @pytest.mark.parametrize("src", [
