@@ -33,10 +33,12 @@ from ._recording import (
     Recorder,
     Tensor,
     check_fresh,
+    check_inplace,
     collect,
     encode_call,
     has_tensor,
     local_values,
+    rebind,
 )
 from ._wire import Encoding, HTTPRequest, Plan, Result, RetryPolicy
 from .errors import (
@@ -228,6 +230,12 @@ class _BaseClient:
         info = wire_op(op)
         if info is None:
             raise AttributeError(f"the engine has no op {op!r}")
+        if kwargs.get("inplace") is True and args and isinstance(args[0], Tensor):
+            # relu(x, inplace=True) changes x in torch: record it out of place, then rebind x
+            check_inplace(args[0])
+            res = self._record(op, args, {**kwargs, "inplace": False})
+            rebind(args[0], res)
+            return args[0]
         if not has_tensor(args) and not has_tensor(kwargs):
             # A constructor (zeros, rand, ...): run it here, so random values are drawn once and a
             # requires_grad=True result is a leaf, as in torch.

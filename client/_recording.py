@@ -312,14 +312,14 @@ class Tensor:
     def __setitem__(self, key: Any, value: Any) -> None:
         """``y[key] = value``: records ``setitem`` (a copy of y with the item replaced) and rebinds
         ``y`` to it, as torch's in-place write looks from Python."""
-        _check_inplace(self, key)
+        check_inplace(self, key)
         if isinstance(value, str):  # as torch, before anything is recorded
             name = engine.ops.elementwise.type_name(self._meta_now()[1])
             raise TypeError(f"can't assign a str to a torch.{name}Tensor")
         rebind(self, self._client._record("setitem", (self, key, value), {}))
 
     def _inplace(self, name: str, args: tuple, kwargs: dict) -> Tensor:
-        _check_inplace(self)
+        check_inplace(self)
         rebind(self, self._client._record(name, (self, *args), kwargs))
         return self
 
@@ -580,7 +580,7 @@ def _root(t: Tensor) -> Tensor:
     return t
 
 
-def _check_inplace(t: Tensor, key: Any = ...) -> None:
+def check_inplace(t: Tensor, key: Any = ...) -> None:
     """torch's refusals of an in-place op on ``t`` (``key``: the item assigned, for ``y[key] = v``)."""
     check_fresh(t)
     root = _root(t)
@@ -741,7 +741,9 @@ def local_values(targets: Sequence[Tensor]) -> list[Any]:
     leaves, nodes = collect(targets)
     env: dict[int, Any] = {}
     for t in leaves:
-        leaf = engine.from_numpy(t._value)  # no copy: engine tensors are immutable
+        arr = t._value.view()  # no copy, and read-only: an in-place op (relu(x, inplace=True)) in
+        arr.flags.writeable = False  # this local run must not change the client's value
+        leaf = engine.from_numpy(arr)
         env[id(t)] = leaf.requires_grad_() if t._rg else leaf
     for node in nodes:
         res = run_node(node, env)

@@ -347,6 +347,7 @@ def _torch_in_place_program(t: Any, x: Any, w: Any) -> Any:
     h.clamp_(min=-3.0, max=40.0)
     h += w.exp()
     h[h > 5.0] = 5.0  # a mask: advanced indexing
+    t.nn.functional.relu(h, inplace=True)  # an op's inplace=True changes its input too
     k = t.zeros(3)
     k.copy_(h)
     k.index_put_((t.tensor([0, 2]),), h[:2] * 3.0, accumulate=True)
