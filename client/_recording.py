@@ -230,7 +230,7 @@ class Tensor:
 
     def __dir__(self) -> list[str]:
         ops = [n for n in engine.OPS if "." not in n and callable(getattr(engine.Tensor, n, None))]
-        return sorted(set(super().__dir__()) | set(ops))
+        return sorted(set(super().__dir__()) | set(ops) | set(FUNCTIONAL_INPLACE))
 
     def where(self, condition: Any, y: Any) -> Tensor:
         """``x.where(condition, y)`` is ``where(condition, x, y)``."""
