@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 import engine
+from engine._functional_inplace import FUNCTIONAL_INPLACE, wire_op
 from engine.tensor import VmapFallback
 
 from . import codec
@@ -67,6 +68,7 @@ from .wire import (
 )
 
 __all__ = ["GraphPlan", "Plan", "Step", "Result", "compile_graph", "build_plan", "numel", "check_dims",
+           "user_facing",
            "check_finite_output", "binary_tensors", "request_tensors"]
 
 Loc = tuple[str | int, ...]
@@ -235,6 +237,15 @@ class GraphPlan:
     constants: dict[str, tuple[np.ndarray, bool]] = field(default_factory=dict)
     # the steps a functional node re-runs, by (node index, inputs, outputs): Runner.subgraph
     subgraphs: dict[tuple, list[Step]] = field(default_factory=dict)
+    # graph.source: a re-assigned graph input's name -> the wire name of its last binding, and
+    # the internal wire names of earlier bindings -> the user's names (service.expr)
+    aliases: dict[str, str] = field(default_factory=dict)
+    user_names: dict[str, str] = field(default_factory=dict)
+
+    def value(self, name: str) -> str:
+        """The wire name of the value the top level's ``outputs``, ``grad_outputs`` and ``return``
+        mean by ``name``: a re-assigned input's last binding (``inputs`` mean the input as sent)."""
+        return self.aliases.get(name, name)
 
 
 @dataclass(slots=True)
@@ -256,8 +267,16 @@ class Plan:
 class _Locator:
     """Builds errors that name the node and field, for JSON nodes and for compiled source."""
 
-    def __init__(self, positions: list[SourcePos] | None) -> None:
+    def __init__(self, positions: list[SourcePos] | None, user_names: dict[str, str] | None = None) -> None:
         self.positions = positions
+        self.user_names = user_names or {}
+
+    def user_text(self, msg: str) -> str:
+        """``msg`` with internal names (``'h'1'``) quoted as the user wrote them (``'h'``)."""
+        for wire, user in self.user_names.items():
+            if wire in msg:
+                msg = msg.replace(repr(wire), repr(user)).replace(wire, user)
+        return msg
 
     def loc(self, index: int, field_loc: Loc = ()) -> Loc:
         if self.positions is not None:
@@ -265,6 +284,7 @@ class _Locator:
         return ("graph", "nodes", index, *field_loc)
 
     def item(self, index: int, msg: str, field_loc: Loc = (), node: str | None = None) -> dict[str, Any]:
+        msg = self.user_text(msg)
         it: dict[str, Any] = {"loc": list(self.loc(index, field_loc)), "msg": msg}
         if self.positions is not None:
             pos = self.positions[index]
@@ -286,6 +306,24 @@ class _Locator:
         return cls(it["msg"], errors=[it])
 
 
+def user_facing(e: GradserveError, graph: GraphPlan) -> GradserveError:
+    """``e`` with the internal names of re-assigned values (``h'1``) written as the user's names,
+    in its detail and its error items (message, node, operand shapes)."""
+    if not graph.user_names:
+        return e
+    where = _Locator(None, graph.user_names)
+    e.detail = where.user_text(e.detail)
+    e.args = (e.detail,)
+    for it in e.errors:
+        if isinstance(it.get("msg"), str):
+            it["msg"] = where.user_text(it["msg"])
+        if it.get("node") in graph.user_names:
+            it["node"] = graph.user_names[it["node"]]
+        if isinstance(it.get("shapes"), dict):
+            it["shapes"] = {graph.user_names.get(k, k): v for k, v in it["shapes"].items()}
+    return e
+
+
 def _close(name: str, pool: Any) -> str:
     m = difflib.get_close_matches(name, list(pool), n=3)
     return f"; did you mean {', '.join(repr(x) for x in m)}?" if m else ""
@@ -304,13 +342,15 @@ def compile_graph(g: Graph, settings: Settings | None = None) -> GraphPlan:
     if g.hash is not None:
         raise InvalidGraph("a graph given by hash has no nodes to compile", loc=("graph", "hash"))
     positions: list[SourcePos] | None = None
+    aliases: dict[str, str] = {}
+    user_names: dict[str, str] = {}
     if g.source is not None:
         if len(g.source) > s.max_source_chars:
             raise PayloadTooLarge(f"graph.source has {len(g.source)} characters; the limit "
                                   f"max_source_chars is {s.max_source_chars}",
                                   limit="max_source_chars", loc=("graph", "source"))
         compiled = compile_source(g.source, [t.name for t in g.inputs])
-        positions = compiled.positions
+        positions, aliases, user_names = compiled.positions, compiled.aliases, compiled.user_names
         if len(compiled.nodes) > s.max_nodes:
             raise PayloadTooLarge(f"the source compiles to {len(compiled.nodes)} nodes; the limit "
                                   f"max_nodes is {s.max_nodes}", limit="max_nodes", loc=("graph", "source"))
@@ -325,7 +365,7 @@ def compile_graph(g: Graph, settings: Settings | None = None) -> GraphPlan:
         if len(nodes) > s.max_nodes:
             raise PayloadTooLarge(f"the graph has {len(nodes)} nodes; the limit max_nodes is {s.max_nodes}",
                                   limit="max_nodes", loc=("graph", "nodes"))
-    where = _Locator(positions)
+    where = _Locator(positions, user_names)
 
     # -- names: graph inputs, then node outputs; each defined exactly once
     inputs: dict[str, int] = {}
@@ -371,7 +411,7 @@ def compile_graph(g: Graph, settings: Settings | None = None) -> GraphPlan:
             st.deps.add(p)
     order = _toposort(steps, where)
     return GraphPlan([steps[k] for k in order], list(inputs), frozenset(inputs) | frozenset(producer),
-                     positions)
+                     positions, aliases=aliases, user_names=user_names)
 
 
 def check_dims(shape: Sequence[int], what: str, loc: Loc, s: Settings) -> None:
@@ -425,6 +465,11 @@ def build_plan(req: GradRequest, settings: Settings | None = None, graph: GraphP
         v = getattr(req, key)
         for i, name in enumerate([v] if isinstance(v, str) else v or []):
             check(name, (key,) if isinstance(v, str) else (key, i))
+    if req.inputs is not None:  # an internal name (h'1) is not the user's to name
+        for i, name in enumerate([req.inputs] if isinstance(req.inputs, str) else req.inputs):
+            if name in graph.user_names:
+                raise InvalidGraph(f"unknown name {name!r}: not a graph input or a node output",
+                                   loc=("inputs",) if isinstance(req.inputs, str) else ("inputs", i))
     go = req.grad_outputs
     for i, x in enumerate([go] if isinstance(go, str) else go or []):
         if isinstance(x, str):
@@ -472,9 +517,10 @@ def _make_step(i: int, n: OpNode | GradNode | _FunctionalNode, where: _Locator, 
                                     n.outputs[0])
         return Step(i, None, [], {}, list(n.outputs), base, pos, refs, grad)
 
-    info = engine.OPS.get(n.op)
-    if info is None:
-        raise where.graph_error(i, f"unknown op {n.op!r}{_close(n.op, engine.OPS)} (GET /v1/ops lists "
+    info = wire_op(n.op)  # an in-place name (add_) is its functional twin: the node's output is
+    if info is None:      # the mutated value, and no value already bound ever changes
+        pool = [*engine.OPS, *FUNCTIONAL_INPLACE, "setitem"]
+        raise where.graph_error(i, f"unknown op {n.op!r}{_close(n.op, pool)} (GET /v1/ops lists "
                                 "them)", ("op",), n.outputs[0])
     try:
         args = [_template(x, (*base, "inputs", j), in_inputs=True, refs=refs) for j, x in enumerate(n.inputs)]
@@ -701,7 +747,7 @@ def _autograd_field(msg: str) -> Loc:
 class _Runner:
     def __init__(self, plan: Plan, settings: Settings, deadline: float | None) -> None:
         self.plan, self.s, self.deadline = plan, settings, deadline
-        self.where = _Locator(plan.graph.positions)
+        self.where = _Locator(plan.graph.positions, plan.graph.user_names)
         self.env: dict[str, Any] = {}
         self.limit = settings.max_tensor_elements
         self.check_finite = bool(plan.request.check_finite)
@@ -934,8 +980,8 @@ class _Runner:
         req = self.plan.request
         if req.outputs is None:
             return []
-        env = self.env
-        outs = [env[n] for n in ([req.outputs] if isinstance(req.outputs, str) else req.outputs)]
+        env, value = self.env, self.plan.graph.value
+        outs = [env[value(n)] for n in ([req.outputs] if isinstance(req.outputs, str) else req.outputs)]
         ins = [env[n] for n in ([req.inputs] if isinstance(req.inputs, str) else req.inputs or [])]
         gos = None
         go = req.grad_outputs
@@ -946,7 +992,7 @@ class _Runner:
                     loc = ("grad_outputs", i)
                     gos.append(engine.from_numpy(_decode(x, blobs.get(id(x)), loc)))
                 else:
-                    gos.append(None if x is None else env[x])
+                    gos.append(None if x is None else env[value(x)])
         self.check_deadline("the final autograd_grad")
         try:
             res = engine.autograd_grad(outs, ins, gos, retain_graph=req.retain_graph,

@@ -97,7 +97,7 @@ def _locator(plan: Plan) -> _Locator:
     positions = None
     if plan.request.graph.source is not None:
         positions = [st.pos for st in sorted(plan.steps, key=lambda st: st.index)]
-    return _Locator(positions)
+    return _Locator(positions, plan.graph.user_names)
 
 
 def _too_big(plan: Plan, st: Step, detail: str, limit: str) -> PayloadTooLarge:
@@ -443,11 +443,11 @@ def _meta_run(plan: Plan, inputs: dict[str, np.ndarray], s: Settings, deadline: 
                     if v.requires_grad:
                         rep.requires_grad.add(name)
             _check_memory(plan, m, real_bytes, s, st)
-        values = [r.env.get(n) for n in req.return_]
+        values = [r.env.get(plan.graph.value(n)) for n in req.return_]
         grads: list[Any] = []
-        involved = set(_names(req.outputs)) | set(_names(req.inputs)) | \
-            {g for g in (req.grad_outputs if isinstance(req.grad_outputs, list) else [req.grad_outputs])
-             if isinstance(g, str)}
+        involved = {plan.graph.value(n) for n in _names(req.outputs)} | set(_names(req.inputs)) | \
+            {plan.graph.value(g) for g in (req.grad_outputs if isinstance(req.grad_outputs, list)
+                                           else [req.grad_outputs]) if isinstance(g, str)}
         if req.outputs is not None and not deferred and not involved & (unknown | bounded):
             m.rule_raised = False
             try:
@@ -519,7 +519,7 @@ def _final_grad(r: _MetaRunner, m: _meta.MetaSession) -> list[Any]:
     """The top-level autograd_grad in meta mode, with the executor's error mapping."""
     req = r.plan.request
     env = r.env
-    outs = [env[n] for n in _names(req.outputs)]
+    outs = [env[r.plan.graph.value(n)] for n in _names(req.outputs)]
     ins = [env[n] for n in _names(req.inputs)]
     gos = None
     go = req.grad_outputs
@@ -529,7 +529,7 @@ def _final_grad(r: _MetaRunner, m: _meta.MetaSession) -> list[Any]:
             if isinstance(x, TensorIn):
                 gos.append(engine.from_numpy(m.array(x.shape, codec.np_dtype(x.datatype).newbyteorder("="))))
             else:
-                gos.append(None if x is None else env[x])
+                gos.append(None if x is None else env[r.plan.graph.value(x)])
     try:
         res = engine.autograd_grad(outs, ins, gos, retain_graph=req.retain_graph,
                                    create_graph=req.create_graph, allow_unused=req.allow_unused,

@@ -66,7 +66,11 @@ for _name, _info in OPS.items():
 # After the core ops they build on: engine.linalg and engine.special register the namespaced ops;
 # matrix (top-level linalg ops) loads engine.linalg, whose aliases (det, inverse, ...) are top-level.
 from .. import special  # noqa: E402, F401  (registration)
-from . import matrix, special_prims  # noqa: E402, F401  (registration)
+from . import (  # noqa: E402, F401  (registration)
+    inplace,  # noqa: E402, F401  (in-place methods and views: after every op they wrap)
+    matrix,
+    special_prims,
+)
 
 # Top-level names: every op registered without a namespace prefix.
 namespace = {name: info.fn for name, info in OPS.items() if "." not in name}

@@ -542,14 +542,6 @@ def getitem(input, key):
 Tensor.__getitem__ = getitem
 
 
-def _setitem(self, key, value):
-    raise TypeError("engine tensors are immutable: use engine.where, index_put or masked_fill "
-                    "instead of item assignment")
-
-
-Tensor.__setitem__ = _setitem
-
-
 @op(method=True)
 def index_select(input, dim, index):
     """Select entries ``index`` along ``dim``."""
@@ -638,13 +630,18 @@ def masked_fill(input, mask, value):
 
 @primitive()
 def _flip(x, dims):
-    return np.flip(x, dims)
+    return np.flip(x, dims).copy()  # a new tensor in torch: no alias that a mutation would reach
 
 
 _flip.defvjp(lambda ctx, g, dims: _flip(g, dims=dims))
 _flip.defjvp(linear_jvp)
 _flip.defbatch(dims_batch("dims"))
-_flip.defshape(view_shape, work=_free)
+
+
+@_flip.defshape
+def _flip_shape(prim: Any, arrays: list, params: dict) -> Any:
+    x = _bound(prim, arrays, params)["x"]
+    return _fresh(x.shape, x.dtype)  # a copy, as torch's flip
 
 
 @op(method=True)
