@@ -640,8 +640,9 @@ _flip.defbatch(dims_batch("dims"))
 
 @_flip.defshape
 def _flip_shape(prim: Any, arrays: list, params: dict) -> Any:
-    x = _bound(prim, arrays, params)["x"]
-    return _fresh(x.shape, x.dtype)  # a copy, as torch's flip
+    a = _bound(prim, arrays, params)
+    out = np.flip(a["x"], a["dims"])  # a view of the meta array, with numpy's errors for bad dims
+    return _fresh(out.shape, out.dtype)  # a copy, as torch's flip
 
 
 @op(method=True)
@@ -649,7 +650,7 @@ def flip(input, dims):
     """Reverse the order along ``dims``."""
     n = input._data.ndim
     dims = tuple(norm_dim(d, n) for d in ((dims,) if isinstance(dims, int) else dims))
-    return _flip(input, dims=dims)
+    return _flip(input, dims=dims if n else ())  # a 0-d tensor's dim 0 is itself: nothing to reverse
 
 
 @op(method=True)
