@@ -53,6 +53,11 @@ def _verdict(r: Result, t: Target, lib: str = "engine") -> str:
         parts.append(f"JAX<={t.jax:g}")
         vs_jax = r.ratio(lib, "jax")
         ok &= vs_jax is not None and vs_jax <= t.jax
+    if t.gemm_slack is not None:
+        bound = r.ratio("gemm_numpy", "gemm_torch")
+        parts.append(f"torch<=GEMM ratio+{t.gemm_slack:g}" if bound is None else
+                     f"torch<={bound + t.gemm_slack:.2f}: GEMM ratio+{t.gemm_slack:g}")
+        ok &= bound is not None and vs_torch is not None and vs_torch <= bound + t.gemm_slack
     return f"{t.source} {'ok' if ok else 'MISS'} ({', '.join(parts)})"
 
 
@@ -79,6 +84,10 @@ def rows(results: list[Result]) -> list[tuple[str, ...]]:
                         _ms(r.median("jax")), _ratio(r.ratio(lib, "torch")), _ratio(r.ratio(lib, "hips")),
                         _ratio(r.ratio(lib, "jax")), str(reps),
                         "; ".join(_verdict(r, t, lib) for t in targets)))
+        if "gemm_numpy" in r.times and "gemm_torch" in r.times:
+            out.append((r.case.name + " GEMMs", _ms(r.median("gemm_numpy")), _ms(r.median("gemm_torch")),
+                        "", "", _ratio(r.ratio("gemm_numpy", "gemm_torch")), "", "", str(reps),
+                        "the step's matrix products alone: numpy (engine column) / torch"))
     return out
 
 
