@@ -159,7 +159,8 @@ def measure(runs: dict[str, Run], reps: int, warmup: int = 2,
     return times
 
 
-def run_case(case: Case, quick: bool, budget_s: float | None = None) -> Result:
+def run_case(case: Case, quick: bool, budget_s: float | None = None,
+             max_reps: int | None = None) -> Result:
     reason = case.unavailable()
     if reason:
         return Result(case, {}, skipped=reason)
@@ -167,6 +168,7 @@ def run_case(case: Case, quick: bool, budget_s: float | None = None) -> Result:
         return case.runner(case, quick)
     runs = case.build(quick)
     check(case, runs)
-    times = measure(runs, case.quick_reps if quick else case.reps, warmup=1 if quick else 3,
+    reps = case.quick_reps if quick else case.reps
+    times = measure(runs, min(reps, max_reps) if max_reps else reps, warmup=1 if quick else 3,
                     budget_s=budget_s)
     return Result(case, times)
