@@ -25,12 +25,20 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
-import numpy as np
+if __name__ == "__main__":  # BLAS pools size themselves when numpy loads: --threads acts first
+    for _i, _arg in enumerate(sys.argv):
+        if _arg == "--threads" and _i + 1 < len(sys.argv):
+            for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+                os.environ[_var] = sys.argv[_i + 1]
+
+import numpy as np  # noqa: E402
 
 LIBS = ("numpy", "scipy", "blis", "torch")
 
@@ -236,12 +244,15 @@ def _ratio(med: dict, a: str, b: str) -> str:
 
 def environment() -> str:
     from importlib.metadata import PackageNotFoundError, version
-    parts = [f"numpy {np.__version__}"]
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    parts = [f"numpy {np.__version__} (BLAS threads: {threads})"]
     for pkg in ("scipy", "blis", "torch"):
         try:
             parts.append(f"{pkg} {version(pkg)}")
         except PackageNotFoundError:
             parts.append(f"{pkg} not installed")
+    if "torch" in sys.modules:
+        parts[-1] += f" ({sys.modules['torch'].get_num_threads()} threads)"
     return ", ".join(parts)
 
 
@@ -255,7 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", default="mlp,cnn,block")
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument("--threads", type=int, help="BLAS (OpenBLAS, BLIS) and torch threads for every "
+                   "library (default: each library's own; BLIS's wheel runs on one)")
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     rows = table(tuple(args.cases.split(",")), args.rounds)
     print(f"# {environment()}")
     if args.markdown:
