@@ -31,12 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int,
                    help="at most this many interleaved rounds per case (a shorter run on a busy machine)")
     p.add_argument("--threads", type=int,
-                   help="BLAS and torch threads for every library (default: each library's own); "
+                   help="BLAS, torch and engine threads for every library (default: each library's own); "
                         "1 is steadier on a busy machine")
     args = p.parse_args(argv)
     if args.threads:
         import torch
+
+        import engine
         torch.set_num_threads(args.threads)
+        engine.set_num_threads(args.threads)  # the engine's own pool (conv chunks) too
 
     cases = CASES
     if args.cases:
