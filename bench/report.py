@@ -174,12 +174,29 @@ Reading it:
 - Buffer reuse (`out=` on elementwise ufuncs, into buffers no view can see) saves allocations."""
 
 
+def _gemm_verdict(gemm: list[tuple[str, ...]]) -> str:
+    """Which alternative beats numpy on every model in this run, if any."""
+    winners = []
+    for lib, col in (("scipy", 6), ("blis", 7)):
+        try:
+            if all(float(r[col]) < 1 for r in gemm):
+                winners.append(lib)
+        except (ValueError, IndexError):  # n/a: not installed
+            continue
+    if not winners:
+        return "In this run no alternative beats numpy's OpenBLAS on every model: the engine keeps it."
+    return (f"In this run {' and '.join(winners)} beat numpy's OpenBLAS on every model; confirm on a "
+            "quiet machine (and with `--threads 1`) before adopting.")
+
+
 def write_docs(results: list[Result], path: Path, command: str,
                memory: list[MemoryResult] = (), gemm: list[tuple[str, ...]] | None = None,
-               passes: list[tuple[str, ...]] | None = None, gemm_env: str = "") -> list[Path]:
+               passes: list[tuple[str, ...]] | None = None, gemm_env: str = "",
+               pool: list[tuple[str, ...]] | None = None) -> list[Path]:
     """Write the Markdown report and its PNG plots next to it; returns the files written.
 
-    ``gemm``: rows of ``bench.gemm.table``; ``passes``: rows of ``bench.compile_passes.table``."""
+    ``gemm``: rows of ``bench.gemm.table``; ``passes``: rows of ``bench.compile_passes.table``;
+    ``pool``: rows of ``bench.threads.table``."""
     plots = _plot(results, path.parent) + _case_plots(results, path.parent)
     lines = [
         "# Benchmarks",
@@ -213,7 +230,14 @@ def write_docs(results: list[Result], path: Path, command: str,
                   "OpenBLAS (what the engine calls), `scipy.linalg.blas` sgemm/dgemm, BLIS (the `blis` "
                   "package) and torch. The engine adopts another GEMM only if it wins here and "
                   f"installs from PyPI on a fresh machine. {gemm_env}", "",
-                  _markdown(GEMM_HEADER, gemm), ""]
+                  _markdown(GEMM_HEADER, gemm), "", _gemm_verdict(gemm), ""]
+    if pool:
+        from .threads import HEADER as POOL_HEADER
+        lines += ["## Threads", "",
+                  "`python -m bench.threads`: the eager step with `engine.set_num_threads(1)` and with "
+                  "the default pool (N threads: convolution chunks split across it, OpenBLAS held to "
+                  "one thread inside), interleaved with torch; both must give the same bits.", "",
+                  _markdown(POOL_HEADER, pool), ""]
     if passes:
         from .compile_passes import HEADER as PASSES_HEADER
         lines += ["## What each pass of `engine.compile` buys", "",

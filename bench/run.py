@@ -78,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         print("# engine.compile's passes (bench.compile_passes) ...", flush=True)
         passes = compile_passes.table(("seed",) if args.quick else ("seed", "chain", "mlp", "cnn"),
                                       rounds=3 if args.quick else 15)
+        print("# the engine's thread pool, 1 thread and the default (bench.threads) ...", flush=True)
+        from . import threads
+        pool = threads.table(rounds=3 if args.quick else 20)
         for f in write_docs(results, ROOT / "docs" / "benchmarks.md", command, memory, gemm=gemm_rows,
-                            passes=passes, gemm_env=f"Versions: {gemm.environment()}."):
+                            passes=passes, gemm_env=f"Versions: {gemm.environment()}.", pool=pool):
             print(f"# wrote {f.relative_to(ROOT)}")
     return 0
 
