@@ -175,6 +175,26 @@ def run_parts(fn: Callable[[Sequence[Any]], Any], items: Sequence[Any], blas: bo
             ctl.release()
 
 
+def _after_fork_in_child() -> None:
+    # A forked child (the service runs engine work in forked children) has none of the parent's
+    # pool threads: a new pool is made on first use. A region the parent was running in another
+    # thread is not running here: give BLAS its threads back.
+    global _pool, _lock, _local
+    _pool = None
+    _lock = threading.Lock()
+    _local = threading.local()
+    if _blas is not None and _blas.set is not None:
+        _blas.lock = threading.Lock()
+        if _blas.users:
+            _blas.users = 0
+            if _blas.saved != 1:
+                _blas.set(_blas.saved)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _part(fn: Callable, run: Sequence[Any]) -> Any:
     _local.inside = True
     try:

@@ -119,3 +119,27 @@ def test_blas_threads_given_back(threads) -> None:
 def test_set_num_threads_rejects_zero() -> None:
     with pytest.raises(RuntimeError):
         engine.set_num_threads(0)
+
+
+def test_pool_works_in_a_forked_child(threads) -> None:
+    # the service runs engine work in forked children: the parent's pool threads are not there
+    import multiprocessing
+    import os
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    threads(2)
+    _threads.run_parts(list, range(4), blas=False)  # the parent's pool exists
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+
+    def child() -> None:
+        q.put(_threads.run_parts(list, range(4), blas=False))
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    proc.join(60)  # a hang guard, not a speed check
+    alive = proc.is_alive()
+    if alive:
+        proc.kill()
+    assert not alive, "the child hung on the parent's pool"
+    assert q.get(timeout=5) == [[0, 1], [2, 3]]
