@@ -666,6 +666,16 @@ def _unpatch() -> None:
 
 
 # ---------------------------------------------------------------- flattening arguments
+# numpy's builtin dtypes are singletons that live as long as numpy: their ids are stable keys for
+# the signature, cheaper to hash than the dtype (numpy hashes a dtype afresh every time). Other
+# dtypes (byte-swapped, ...) stay themselves in the key.
+_BUILTIN_DTYPES = frozenset(id(np.dtype(c)) for c in "?bhilqpBHILQPefdgFDG")
+
+
+def _dtype_key(dt: np.dtype) -> Any:
+    return id(dt) if id(dt) in _BUILTIN_DTYPES else dt
+
+
 def _flatten(x: Any, leaves: list, key: list) -> Any:
     """A tree of tuples/lists/dicts: tensor leaves go to ``leaves``; the structure and the
     other values go to ``key``."""
@@ -673,7 +683,8 @@ def _flatten(x: Any, leaves: list, key: list) -> Any:
     if isinstance(x, Tensor):
         leaves.append(x)
         d = x._data
-        key.append((d.shape, d.dtype, x._rg, x.grad is not None))
+        dt = d.dtype
+        key.append((d.shape, _dtype_key(dt), x._rg, x._grad is not None))
     elif t is tuple or t is list:
         key.append((t, len(x)))
         for e in x:
@@ -1112,7 +1123,10 @@ class CompiledFunction:
             if type(a) is not Tensor:
                 break
             d = a._data
-            key.append((d.shape, d.dtype, a._rg, a._grad is not None))  # (.grad warns on non-leaves)
+            dt = d.dtype
+            # (a builtin dtype by its id: numpy hashes a dtype afresh on every call; .grad would
+            # warn on non-leaves)
+            key.append((d.shape, id(dt) if id(dt) in _BUILTIN_DTYPES else dt, a._rg, a._grad is not None))
         else:
             if not kwargs:
                 leaves = list(args)
