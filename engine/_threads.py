@@ -165,9 +165,15 @@ def run_parts(fn: Callable[[Sequence[Any]], Any], items: Sequence[Any], blas: bo
         ctl.hold()
     futures = []
     try:
-        futures = [_executor(n).submit(_part, fn, run) for run in runs[1:]]
+        try:
+            ex = _executor(n)
+            for run in runs[1:]:
+                futures.append(ex.submit(_part, fn, run))
+        except RuntimeError:
+            pass  # no thread to be had (an address-space limit, as in the service's forked runs)
         first = _part(fn, runs[0])  # the calling thread takes the first run
-        return [first] + [f.result() for f in futures]
+        rest = [_part(fn, run) for run in runs[1 + len(futures):]]  # what no thread took
+        return [first] + [f.result() for f in futures] + rest
     finally:
         for f in futures:  # (after an error: BLAS is given back only once every part is done)
             f.exception()

@@ -143,3 +143,14 @@ def test_pool_works_in_a_forked_child(threads) -> None:
         proc.kill()
     assert not alive, "the child hung on the parent's pool"
     assert q.get(timeout=5) == [[0, 1], [2, 3]]
+
+
+def test_no_thread_to_be_had_runs_on_the_caller(threads, monkeypatch) -> None:
+    # under an address-space limit a new thread's stack may not be had: the caller does the work
+    class NoThreads:
+        def submit(self, *args, **kwargs):
+            raise RuntimeError("can't start new thread")
+
+    threads(2)
+    monkeypatch.setattr(_threads, "_executor", lambda n: NoThreads())
+    assert _threads.run_parts(list, range(4), blas=False) == [[0, 1], [2, 3]]
