@@ -90,15 +90,18 @@ def _peak(run) -> float:
     return peak / 2**20
 
 
-def main(argv: list[str] | None = None) -> int:
+LABELS = {"none": "no passes", "+fold": "+ constants folded", "+dce": "+ dead steps eliminated",
+          "+free": "+ large buffers freed at last use", "+reuse": "+ dead buffers reused (`out=`)"}
+HEADER = ("case", "program", "steps", "CPU µs/call", "peak MiB")
+
+
+def table(cases: tuple[str, ...] = ("seed", "chain", "mlp", "cnn"),
+          rounds: int = 15) -> list[tuple[str, ...]]:
+    """One row per case and configuration (eager, then the passes added one by one)."""
     import engine
-    p = argparse.ArgumentParser(prog="python -m bench.compile_passes", description=__doc__)
-    p.add_argument("--cases", default="seed,chain,mlp,cnn")
-    p.add_argument("--rounds", type=int, default=15)
-    args = p.parse_args(argv)
     steps = _steps()
-    print("case   passes   steps  CPU us/call  peak MiB")
-    for name in args.cases.split(","):
+    rows = []
+    for name in cases:
         fn, fargs = steps[name]
         want = fn(*fargs)
         runs = {"eager": lambda fn=fn, fargs=fargs: fn(*fargs)}
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             info[label] = (str(len(cf.programs()[0].runs)), _peak(runs[label]))
         times = {k: [] for k in runs}
         n = max(1, int(2e-3 // max(1e-6, _once(runs["eager"]))))  # calls per sample: >= ~2 ms
-        for r in range(args.rounds):
+        for r in range(rounds):
             order = list(runs)
             k = r % len(order)
             for label in order[k:] + order[:k]:
@@ -123,7 +126,20 @@ def main(argv: list[str] | None = None) -> int:
                 times[label].append((time.process_time() - t0) / n)
         for label in runs:
             s, peak = info[label]
-            print(f"{name:6} {label:7} {s:>6} {statistics.median(times[label]) * 1e6:12.1f} {peak:9.2f}")
+            rows.append((name, LABELS.get(label, label), s,
+                         f"{statistics.median(times[label]) * 1e6:.1f}", f"{peak:.2f}"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.compile_passes", description=__doc__)
+    p.add_argument("--cases", default="seed,chain,mlp,cnn")
+    p.add_argument("--rounds", type=int, default=15)
+    args = p.parse_args(argv)
+    rows = table(tuple(args.cases.split(",")), args.rounds)
+    widths = [max(len(r[i]) for r in (HEADER, *rows)) for i in range(len(HEADER))]
+    for r in (HEADER, *rows):
+        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     return 0
 
 

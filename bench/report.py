@@ -53,6 +53,11 @@ def _verdict(r: Result, t: Target, lib: str = "engine") -> str:
         parts.append(f"JAX<={t.jax:g}")
         vs_jax = r.ratio(lib, "jax")
         ok &= vs_jax is not None and vs_jax <= t.jax
+    if t.gemm_slack is not None:
+        bound = r.ratio("gemm_numpy", "gemm_torch")
+        parts.append(f"torch<=GEMM ratio+{t.gemm_slack:g}" if bound is None else
+                     f"torch<={bound + t.gemm_slack:.2f}: GEMM ratio+{t.gemm_slack:g}")
+        ok &= bound is not None and vs_torch is not None and vs_torch <= bound + t.gemm_slack
     return f"{t.source} {'ok' if ok else 'MISS'} ({', '.join(parts)})"
 
 
@@ -79,6 +84,27 @@ def rows(results: list[Result]) -> list[tuple[str, ...]]:
                         _ms(r.median("jax")), _ratio(r.ratio(lib, "torch")), _ratio(r.ratio(lib, "hips")),
                         _ratio(r.ratio(lib, "jax")), str(reps),
                         "; ".join(_verdict(r, t, lib) for t in targets)))
+        if "gemm_numpy" in r.times and "gemm_torch" in r.times:
+            out.append((r.case.name + "_gemms", _ms(r.median("gemm_numpy")), _ms(r.median("gemm_torch")),
+                        "", "", _ratio(r.ratio("gemm_numpy", "gemm_torch")), "", "", str(reps),
+                        "the step's matrix products alone: numpy (engine column) / torch"))
+    return out
+
+
+SIDE_HEADER = ("case", "eager ms", "compiled ms", "torch ms", "JAX ms", "eager/torch", "compiled/torch",
+               "compiled/JAX", "compiled/eager")
+
+
+def side_by_side(results: list[Result]) -> list[tuple[str, ...]]:
+    """Eager and compiled (``engine.compile``) in one row per case that has both."""
+    out = []
+    for r in results:
+        if r.skipped or r.case.runner is not None or "compiled" not in r.times:
+            continue
+        out.append((r.case.name, _ms(r.median("engine")), _ms(r.median("compiled")), _ms(r.median("torch")),
+                    _ms(r.median("jax")), _ratio(r.ratio("engine", "torch")),
+                    _ratio(r.ratio("compiled", "torch")), _ratio(r.ratio("compiled", "jax")),
+                    _ratio(r.ratio("compiled", "engine"))))
     return out
 
 
@@ -131,9 +157,46 @@ def _markdown(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+PASSES_TEXT = """\
+Reading it:
+
+- Most of the gain is the trace itself: Tensor and Node objects, dtype promotion, edge lists and
+  the unbroadcasting checks (`sum_to_size`, casts) run once, at trace time, and only the numpy
+  calls they decided on remain (no-op casts are dropped as they are recorded).
+- Folding removes whatever does not depend on the inputs: the seed's `2 * x + 1` chain of
+  constants, the backward's `ones_like` seeds and scales; the chain's whole backward (its gradient
+  does not depend on `x`).
+- Dead-step elimination drops the forward values nothing returns or needs (a loss not returned).
+- Freeing matters for memory, and with it for time on big steps: without it the program holds
+  every intermediate until the end (fresh pages cost time). With it the compiled MLP and CNN
+  steps peak at or below eager (eager also frees what backward has used;
+  `tests/engine/test_compile_memory.py` checks this).
+- Buffer reuse (`out=` on elementwise ufuncs, into buffers no view can see) saves allocations."""
+
+
+def _gemm_verdict(gemm: list[tuple[str, ...]]) -> str:
+    """Which alternative beats numpy on every model in this run, if any."""
+    winners = []
+    for lib, col in (("scipy", 6), ("blis", 7)):
+        try:
+            if all(float(r[col]) < 1 for r in gemm):
+                winners.append(lib)
+        except (ValueError, IndexError):  # n/a: not installed
+            continue
+    if not winners:
+        return "In this run no alternative beats numpy's OpenBLAS on every model: the engine keeps it."
+    return (f"In this run {' and '.join(winners)} beat numpy's OpenBLAS on every model; confirm on a "
+            "quiet machine (and with `--threads 1`) before adopting.")
+
+
 def write_docs(results: list[Result], path: Path, command: str,
-               memory: list[MemoryResult] = ()) -> list[Path]:
-    """Write the Markdown report and its PNG plots next to it; returns the files written."""
+               memory: list[MemoryResult] = (), gemm: list[tuple[str, ...]] | None = None,
+               passes: list[tuple[str, ...]] | None = None, gemm_env: str = "",
+               pool: list[tuple[str, ...]] | None = None) -> list[Path]:
+    """Write the Markdown report and its PNG plots next to it; returns the files written.
+
+    ``gemm``: rows of ``bench.gemm.table``; ``passes``: rows of ``bench.compile_passes.table``;
+    ``pool``: rows of ``bench.threads.table``."""
     plots = _plot(results, path.parent) + _case_plots(results, path.parent)
     lines = [
         "# Benchmarks",
@@ -146,10 +209,42 @@ def write_docs(results: list[Result], path: Path, command: str,
         markdown_table(results),
         "",
     ]
+    side = side_by_side(results)
+    if side:
+        lines += ["## Eager and compiled", "",
+                  "The same runs, eager engine beside `engine.compile` (issue 11): `compiled` rows time "
+                  "the step compiled once, replayed every repetition; `JAX` is `jax.jit` of "
+                  "`jax.grad`/`value_and_grad` on CPU. The `mlp_gemms` row above times the MLP "
+                  "step's matrix products alone, numpy's and torch's, in the same rounds: issue 11 "
+                  "asks the compiled MLP step to be within 5 % of that ratio.", "",
+                  _markdown(SIDE_HEADER, side), ""]
     if memory:
         lines += ["Peak memory of one step (resident-set high-water mark above the resident set "
                   "before it, each library in a fresh process; see `bench/memory.py`):", "",
                   _markdown(MEMORY_HEADER, memory_rows(memory)), ""]
+    if gemm:
+        from .gemm import HEADER as GEMM_HEADER
+        lines += ["## GEMM", "",
+                  "`python -m bench.gemm`: every `np.matmul` of one eager step of each model, "
+                  "replayed per library on the same operands (interleaved rounds, medians): numpy's "
+                  "OpenBLAS (what the engine calls), `scipy.linalg.blas` sgemm/dgemm, BLIS (the `blis` "
+                  "package) and torch. The engine adopts another GEMM only if it wins here and "
+                  f"installs from PyPI on a fresh machine. {gemm_env}", "",
+                  _markdown(GEMM_HEADER, gemm), "", _gemm_verdict(gemm), ""]
+    if pool:
+        from .threads import HEADER as POOL_HEADER
+        lines += ["## Threads", "",
+                  "`python -m bench.threads`: the eager step with `engine.set_num_threads(1)` and with "
+                  "the default pool (N threads: convolution chunks split across it, OpenBLAS held to "
+                  "one thread inside), interleaved with torch; both must give the same bits.", "",
+                  _markdown(POOL_HEADER, pool), ""]
+    if passes:
+        from .compile_passes import HEADER as PASSES_HEADER
+        lines += ["## What each pass of `engine.compile` buys", "",
+                  "`python -m bench.compile_passes`: CPU time per call (median of interleaved rounds) "
+                  "and the peak of numpy allocations during one call (`tracemalloc`). Each row adds "
+                  "one pass to the row above; every program's results are bitwise eager's.", "",
+                  _markdown(PASSES_HEADER, passes), "", PASSES_TEXT, ""]
     lines += [
         "Cases:",
         "",

@@ -28,13 +28,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", help="comma-separated case names (default: all)")
     p.add_argument("--docs", action="store_true",
                    help="also write docs/benchmarks.md and its PNG plots")
+    p.add_argument("--rounds", type=int,
+                   help="at most this many interleaved rounds per case (a shorter run on a busy machine)")
     p.add_argument("--threads", type=int,
-                   help="BLAS and torch threads for every library (default: each library's own); "
+                   help="BLAS, torch and engine threads for every library (default: each library's own); "
                         "1 is steadier on a busy machine")
     args = p.parse_args(argv)
     if args.threads:
         import torch
+
+        import engine
         torch.set_num_threads(args.threads)
+        engine.set_num_threads(args.threads)  # the engine's own pool (conv chunks) too
 
     cases = CASES
     if args.cases:
@@ -49,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for case in cases:
         print(f"# {case.name}: {case.title} ...", flush=True)
-        results.append(run_case(case, args.quick, budget_s=8.0 if args.quick else None))
+        results.append(run_case(case, args.quick, budget_s=8.0 if args.quick else None,
+                                max_reps=args.rounds))
     memory = []
     ran = {r.case.name for r in results if not r.skipped}
     for name in MEMORY_CASES[:1] if args.quick else MEMORY_CASES:
@@ -64,8 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n# {'quick' if args.quick else 'full'} run in {time.perf_counter() - t0:.1f} s", flush=True)
     if args.docs:
         command = "python -m bench --docs" + (" --quick" if args.quick else "") + \
-            (f" --threads {args.threads}" if args.threads else "")
-        for f in write_docs(results, ROOT / "docs" / "benchmarks.md", command, memory):
+            (f" --threads {args.threads}" if args.threads else "") + \
+            (f" --rounds {args.rounds}" if args.rounds else "")
+        from . import compile_passes, gemm
+        print("# GEMM alternatives (bench.gemm) ...", flush=True)
+        gemm_rows = gemm.table(rounds=3 if args.quick else 30)
+        print("# engine.compile's passes (bench.compile_passes) ...", flush=True)
+        passes = compile_passes.table(("seed",) if args.quick else ("seed", "chain", "mlp", "cnn"),
+                                      rounds=3 if args.quick else 15)
+        print("# the engine's thread pool, 1 thread and the default (bench.threads) ...", flush=True)
+        from . import threads
+        pool = threads.table(rounds=3 if args.quick else 20)
+        for f in write_docs(results, ROOT / "docs" / "benchmarks.md", command, memory, gemm=gemm_rows,
+                            passes=passes, gemm_env=f"Versions: {gemm.environment()}.", pool=pool):
             print(f"# wrote {f.relative_to(ROOT)}")
     return 0
 

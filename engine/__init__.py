@@ -52,6 +52,7 @@ globals().update(_ops_namespace)
 
 from . import func, nn  # noqa: E402  (after the core ops they build on)
 from ._compile import CompileWarning, compile  # noqa: E402, A004
+from ._threads import get_num_threads, set_num_threads  # noqa: E402
 
 autograd_grad = grad
 autograd_backward = backward
@@ -64,6 +65,6 @@ __all__ = [
     "manual_seed", "OPS", "OpInfo", "PRIMITIVES", "result_type", "promote_types",
     "get_default_dtype", "float16", "float32", "float64", "int8", "int16", "int32", "int64",
     "uint8", "bool", "half", "float", "double", "short", "int", "long", "_dtype",
-    "linalg", "special", "func", "compile", "CompileWarning",
+    "linalg", "special", "func", "compile", "CompileWarning", "get_num_threads", "set_num_threads",
     *sorted(_ops_namespace),
 ]

@@ -1054,6 +1054,7 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
     # Discover the graph; creation order (seq) is a topological order.
     nodes: list[Node] = []
     seen: set[Node] = set()
+    leaves: set[int] = set()  # ids of the leaves the graph reaches
     stack = [n for n in buffers]
     seen.update(stack)
     while stack:
@@ -1062,12 +1063,26 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
         for e in n.edges:
             if e is not None:
                 t = e[0]
-                if type(t) is Node and t not in seen:
-                    seen.add(t)
-                    stack.append(t)
+                if type(t) is Node:
+                    if t not in seen:
+                        seen.add(t)
+                        stack.append(t)
+                else:
+                    leaves.add(id(t))
     nodes.sort(key=_seq_key)
 
-    if targets is not None:
+    if targets is not None and all(t.grad_fn is None for t in targets) \
+            and leaves.issubset(map(id, targets)):
+        # Every path ends at a leaf and every leaf reached is a target: every node is on a path
+        # to one, so none is left out (the common grad(loss, params)); capture them all.
+        for pos, t in enumerate(targets):
+            capture_leaves.setdefault(id(t), []).append(pos)
+        results = [None] * len(targets)
+        targets_all = True
+    else:
+        targets_all = False
+
+    if targets is not None and not targets_all:
         for pos, t in enumerate(targets):
             if t.grad_fn is not None:
                 capture_nodes.setdefault((t.grad_fn, t._out), []).append(pos)
@@ -1088,7 +1103,8 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
         if accumulate:  # torch runs a non-leaf input's own grad_fn in backward(inputs=...)
             needed.update(n for n, _ in capture_nodes)
     captured = {n for n, _ in capture_nodes} if capture_nodes and not accumulate else ()
-    results: list = [None] * (len(targets) if targets is not None else 0)
+    if not targets_all:
+        results: list = [None] * (len(targets) if targets is not None else 0)
 
     monitor = _hooks.backward
     prev = is_grad_enabled()

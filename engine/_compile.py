@@ -503,6 +503,8 @@ class _Tracer:
             return prim.fwd(*arrays, **params)
         # traced parameters (a boolean mask, counts) may decide the shape of the result
         fwd = _lowered(prim)
+        if prim.name == "mean" and fwd is _LOWER.get(("mean", ("x", "dims", "keepdim"))):
+            fwd = _mean_of(arrays[0], params.get("dims")) or fwd
         return self.record(fwd, tuple(arrays), params, name=prim.name, dynamic=_has_probe(params),
                            primitive=True, ufunc=fwd if type(fwd) is np.ufunc else None)
 
@@ -543,6 +545,36 @@ def _lowered(prim: Any) -> Callable:
             and isinstance(getattr(np, code.co_names[1], None), np.ufunc):
         return getattr(np, code.co_names[1])
     return _LOWER.get((prim.name, code.co_varnames[:code.co_argcount]), fwd)
+
+
+def _mean_of(x: Any, dims: Any) -> Callable | None:
+    """``np.mean`` over ``dims`` of arrays shaped and typed as ``x``, without its Python layer:
+    numpy's own steps for a float32/float64 mean (a sum, then a division by the element count as
+    an ``intp``, in place), with the count worked out now. None where numpy does more (other
+    dtypes, empty reductions)."""
+    if type(x) is not _Probe or x.dtype not in (_F4, _F8):
+        return None
+    axes = range(x.ndim) if dims is None else dims if type(dims) is tuple else (dims,)
+    try:
+        count = 1
+        for ax in axes:
+            count *= x.shape[ax]
+    except (TypeError, IndexError):
+        return None
+    if count == 0:
+        return None  # numpy warns "Mean of empty slice": eager's path
+    n = np.intp(count)
+    add_reduce, divide, ndarray = np.add.reduce, np.true_divide, np.ndarray
+
+    def mean(x: np.ndarray, dims: Any, keepdim: bool) -> Any:
+        r = add_reduce(x, dims, None, None, keepdim)
+        if type(r) is ndarray:
+            return divide(r, n, out=r, casting="unsafe", subok=False)
+        return r.dtype.type(r / n)
+    return mean
+
+
+_F4, _F8 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def _name(fn: Callable) -> str:
@@ -634,6 +666,16 @@ def _unpatch() -> None:
 
 
 # ---------------------------------------------------------------- flattening arguments
+# numpy's builtin dtypes are singletons that live as long as numpy: their ids are stable keys for
+# the signature, cheaper to hash than the dtype (numpy hashes a dtype afresh every time). Other
+# dtypes (byte-swapped, ...) stay themselves in the key.
+_BUILTIN_DTYPES = frozenset(id(np.dtype(c)) for c in "?bhilqpBHILQPefdgFDG")
+
+
+def _dtype_key(dt: np.dtype) -> Any:
+    return id(dt) if id(dt) in _BUILTIN_DTYPES else dt
+
+
 def _flatten(x: Any, leaves: list, key: list) -> Any:
     """A tree of tuples/lists/dicts: tensor leaves go to ``leaves``; the structure and the
     other values go to ``key``."""
@@ -641,7 +683,8 @@ def _flatten(x: Any, leaves: list, key: list) -> Any:
     if isinstance(x, Tensor):
         leaves.append(x)
         d = x._data
-        key.append((d.shape, d.dtype, x._rg, x.grad is not None))
+        dt = d.dtype
+        key.append((d.shape, _dtype_key(dt), x._rg, x._grad is not None))
     elif t is tuple or t is list:
         key.append((t, len(x)))
         for e in x:
@@ -712,7 +755,7 @@ class _OutConst:
 
 def _tensor(a: np.ndarray) -> Tensor:
     t = _new_tensor(Tensor)  # Tensor._make's work for a plain array that requires no grad
-    t._data, t._rg, t.grad_fn, t._out, t.grad, t._hooks = a, False, None, 0, None, None
+    t._data, t._rg, t.grad_fn, t._out, t._grad, t._hooks = a, False, None, 0, None, None
     return t
 
 
@@ -1080,7 +1123,10 @@ class CompiledFunction:
             if type(a) is not Tensor:
                 break
             d = a._data
-            key.append((d.shape, d.dtype, a._rg, a.grad is not None))
+            dt = d.dtype
+            # (a builtin dtype by its id: numpy hashes a dtype afresh on every call; .grad would
+            # warn on non-leaves)
+            key.append((d.shape, id(dt) if id(dt) in _BUILTIN_DTYPES else dt, a._rg, a._grad is not None))
         else:
             if not kwargs:
                 leaves = list(args)
@@ -1100,7 +1146,7 @@ class CompiledFunction:
             sig = self._cache.setdefault(k, _Signature())
         if sig.eager is not None:
             return self.fn(*args, **kwargs)
-        arrays = [t._data for t in leaves] + [t.grad._data for t in leaves if t.grad is not None]
+        arrays = [t._data for t in leaves] + [t._grad._data for t in leaves if t._grad is not None]
         for prog, tree in sig.programs:
             try:
                 vals = _replay(prog, arrays)

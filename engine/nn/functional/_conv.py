@@ -20,6 +20,7 @@ import numpy as np
 
 from ..._autograd import multilinear_jvp, primitive
 from ..._meta import BLAS_FLOP, _bound, _fresh, _passes
+from ..._threads import run_parts
 from ...ops._registry import as_tensor_arg, op
 from ...ops.reduction import sum as sum_
 from ...ops.shape import getitem, reshape, squeeze, unsqueeze
@@ -180,10 +181,10 @@ class _Layout:
         for key in self.junk:
             v[key] = 0
 
-    def columns(self, x: np.ndarray, dt: np.dtype):
-        """Yield ``(start, cols)`` over batch chunks of ``x`` (N, C, *size); ``cols`` (C, K, m, L)
-        are the chunk's zero-padded windows (a view, see :meth:`order`), in one buffer reused by
-        every chunk."""
+    def columns(self, x: np.ndarray, dt: np.dtype, starts: Sequence[int] | None = None):
+        """Yield ``(start, cols)`` over batch chunks of ``x`` (N, C, *size) (those beginning at
+        ``starts``, default all); ``cols`` (C, K, m, L) are the chunk's zero-padded windows (a
+        view, see :meth:`order`), in one buffer reused by every chunk."""
         n, c = x.shape[:2]
         step = self.step(n, c, dt)
         m0 = min(step, n)
@@ -196,7 +197,7 @@ class _Layout:
             pbuf = np.zeros((m0, c) + self.padded, dt)
             img = pbuf[self.inner]
         nd = len(self.kernel)
-        for s0 in range(0, n, step):
+        for s0 in range(0, n, step) if starts is None else starts:
             xc = x[s0:s0 + step]
             m = len(xc)
             cols = self.order(c * self.kk, m, buf).reshape(c, self.kk, m, self.length)
@@ -214,18 +215,25 @@ class _Layout:
                                         tuple(range(2 + nd, 2 + 2 * nd))))
             yield s0, cols
 
-    def spread(self, g: np.ndarray, step: int, dt: np.dtype):
+    def spread(self, g: np.ndarray, step: int, dt: np.dtype, starts: Sequence[int] | None = None):
         """Yield ``(start, chunk)`` of ``g`` (N, O, *out) laid out as (O, m, L) (see
-        :meth:`order`), zero at the junk positions."""
+        :meth:`order`), zero at the junk positions (chunks beginning at ``starts``, default all)."""
         n, o = g.shape[:2]
         m0 = min(step, n)
         buf = np.zeros(o * m0 * self.length, dt)
-        for s0 in range(0, n, step):
+        for s0 in range(0, n, step) if starts is None else starts:
             gc = g[s0:s0 + step]
             m = len(gc)
             v = self.order(o, m, buf)  # junk sits at the same offsets of every L-long row
             v.reshape((o, m) + self.grid)[self.crop] = gc.swapaxes(0, 1)
             yield s0, v
+
+
+def _chunked(n: int, step: int, body) -> list:
+    """``body(starts)`` over the chunk starts of a batch of ``n``, split across the engine's
+    threads (:func:`engine._threads.run_parts`): each thread gets a contiguous run of chunks and
+    its own buffers, so every chunk is computed as the serial loop computes it."""
+    return run_parts(body, range(0, n, step))
 
 
 @primitive(save=(0, 1))
@@ -239,17 +247,22 @@ def _conv_gemm(x, w, b, pads, kernel, stride, dilation, out, groups):
     lay = _Layout(x.shape[2:], pads, kernel, stride, dilation, out)
     y = np.empty((n, o) + out, dt)
     wm = w.reshape(groups, o // groups, cg * lay.kk).astype(dt, copy=False)
-    res = np.empty(o * lay.step(n, c, dt) * lay.length, dt)
-    for s0, cols in lay.columns(x, dt):
-        m = cols.shape[2]
-        if lay.wide:  # one GEMM per sample
-            r = np.matmul(wm, cols.reshape(groups, cg * lay.kk, m, lay.length).transpose(2, 0, 1, 3),
-                          out=_first(res, (m, groups, o // groups, lay.length)))
-            y[s0:s0 + m] = r.reshape((m, o) + lay.grid)[lay.crop]
-        else:
-            r = np.matmul(wm, cols.reshape(groups, cg * lay.kk, m * lay.length),
-                          out=_first(res, (groups, o // groups, m * lay.length)))
-            y[s0:s0 + m] = r.reshape((o, m) + lay.grid)[lay.crop].swapaxes(0, 1)
+    step = lay.step(n, c, dt)
+
+    def chunks(starts: Sequence[int]) -> None:
+        res = np.empty(o * step * lay.length, dt)
+        for s0, cols in lay.columns(x, dt, starts):
+            m = cols.shape[2]
+            if lay.wide:  # one GEMM per sample
+                r = np.matmul(wm, cols.reshape(groups, cg * lay.kk, m, lay.length).transpose(2, 0, 1, 3),
+                              out=_first(res, (m, groups, o // groups, lay.length)))
+                y[s0:s0 + m] = r.reshape((m, o) + lay.grid)[lay.crop]
+            else:
+                r = np.matmul(wm, cols.reshape(groups, cg * lay.kk, m * lay.length),
+                              out=_first(res, (groups, o // groups, m * lay.length)))
+                y[s0:s0 + m] = r.reshape((o, m) + lay.grid)[lay.crop].swapaxes(0, 1)
+
+    _chunked(n, step, chunks)
     if b is not None:
         y += b.reshape((o,) + (1,) * len(out))
     return y
@@ -267,20 +280,26 @@ def _conv_wgrad(x, g, pads, kernel, stride, dilation, groups):
     step = lay.step(n, c, dt)
     # computed transposed, cols (C*K, m*L) @ g^T (m*L, O): ~1.4x faster than g @ cols^T here
     gwt = np.zeros((groups, cg * lay.kk, o // groups), dt)
-    part = np.empty(min(step, n) * gwt.size if lay.wide else gwt.size, dt)
     junk = lay.junk_matters(x)
-    for (_, cols), (_, gc) in zip(lay.columns(x, dt), lay.spread(g, step, dt)):
-        m = cols.shape[2]
-        if junk:
-            lay.zero_junk(cols)
-        if lay.wide:  # one GEMM per sample, summed
-            cm = cols.reshape(groups, cg * lay.kk, m, lay.length).transpose(2, 0, 1, 3)
-            gt = gc.reshape(groups, o // groups, m, lay.length).transpose(2, 0, 3, 1)
-            gwt += np.matmul(cm, gt, out=_first(part, (m,) + gwt.shape)).sum(0)
-        else:
-            gt = gc.reshape(groups, o // groups, m * lay.length).swapaxes(1, 2)
-            gwt += np.matmul(cols.reshape(groups, cg * lay.kk, m * lay.length), gt,
-                             out=part.reshape(gwt.shape))
+
+    def chunks(starts: Sequence[int]) -> list:
+        parts = []  # one product per chunk, summed below in chunk order whatever the threads
+        for (_, cols), (_, gc) in zip(lay.columns(x, dt, starts), lay.spread(g, step, dt, starts)):
+            m = cols.shape[2]
+            if junk:
+                lay.zero_junk(cols)
+            if lay.wide:  # one GEMM per sample, summed
+                cm = cols.reshape(groups, cg * lay.kk, m, lay.length).transpose(2, 0, 1, 3)
+                gt = gc.reshape(groups, o // groups, m, lay.length).transpose(2, 0, 3, 1)
+                parts.append(np.matmul(cm, gt).sum(0))
+            else:
+                gt = gc.reshape(groups, o // groups, m * lay.length).swapaxes(1, 2)
+                parts.append(np.matmul(cols.reshape(groups, cg * lay.kk, m * lay.length), gt))
+        return parts
+
+    for parts in _chunked(n, step, chunks):
+        for p in parts:
+            gwt += p
     return np.ascontiguousarray(gwt.swapaxes(1, 2)).reshape((o, cg) + kernel)
 
 
@@ -297,35 +316,39 @@ def _conv_xgrad(g, w, pads, kernel, stride, dilation, size, groups):
     wt = w.reshape(groups, o // groups, cg * lay.kk).swapaxes(1, 2).astype(dt, copy=False)
     step = lay.step(n, c, dt)
     m0 = min(step, n)
-    buf = np.empty(c * lay.kk * m0 * lay.length, dt)
     junk = lay.junk_matters(w)
-    if lay.pitched:
-        acc = np.empty((m0, c, lay.plane + lay.slack), dt)
-        img = np.reshape(acc[:, :, :lay.plane], (m0, c) + lay.padded, copy=False)[lay.inner]
-    for s0, gc in lay.spread(g, step, dt):
-        m = min(step, n - s0)
-        if lay.wide:  # one GEMM per sample
-            cols = np.matmul(wt, gc.reshape(groups, o // groups, m, lay.length).transpose(2, 0, 1, 3),
-                             out=_first(buf, (m, groups, cg * lay.kk, lay.length)))
-            cols = cols.reshape(m, c, lay.kk, lay.length).transpose(1, 2, 0, 3)
-        else:
-            cols = np.matmul(wt, gc.reshape(groups, o // groups, m * lay.length),
-                             out=_first(buf, (groups, cg * lay.kk, m * lay.length)))
-            cols = cols.reshape(c, lay.kk, m, lay.length)
-        if lay.pitched:  # col2im: one contiguous run per kernel offset
-            if junk:
-                lay.zero_junk(cols)
-            a = acc[:m]
-            a.fill(0)
-            for t, st in enumerate(lay.starts):
-                a[:, :, st:st + lay.length] += cols[:, t].swapaxes(0, 1)
-            gx[s0:s0 + m] = img[:m]
-        else:
-            nd = len(kernel)
-            cols = cols.reshape((c,) + kernel + (m,) + lay.out)
-            cols = cols.transpose((1 + nd, 0) + tuple(range(1, 1 + nd)) +
-                                  tuple(range(2 + nd, 2 + 2 * nd)))
-            gx[s0:s0 + m] = _fold_windows.fwd(cols, kernel, stride, dilation, lay.padded)[lay.inner]
+
+    def chunks(starts: Sequence[int]) -> None:
+        buf = np.empty(c * lay.kk * m0 * lay.length, dt)
+        if lay.pitched:
+            acc = np.empty((m0, c, lay.plane + lay.slack), dt)
+            img = np.reshape(acc[:, :, :lay.plane], (m0, c) + lay.padded, copy=False)[lay.inner]
+        for s0, gc in lay.spread(g, step, dt, starts):
+            m = min(step, n - s0)
+            if lay.wide:  # one GEMM per sample
+                cols = np.matmul(wt, gc.reshape(groups, o // groups, m, lay.length).transpose(2, 0, 1, 3),
+                                 out=_first(buf, (m, groups, cg * lay.kk, lay.length)))
+                cols = cols.reshape(m, c, lay.kk, lay.length).transpose(1, 2, 0, 3)
+            else:
+                cols = np.matmul(wt, gc.reshape(groups, o // groups, m * lay.length),
+                                 out=_first(buf, (groups, cg * lay.kk, m * lay.length)))
+                cols = cols.reshape(c, lay.kk, m, lay.length)
+            if lay.pitched:  # col2im: one contiguous run per kernel offset
+                if junk:
+                    lay.zero_junk(cols)
+                a = acc[:m]
+                a.fill(0)
+                for t, st in enumerate(lay.starts):
+                    a[:, :, st:st + lay.length] += cols[:, t].swapaxes(0, 1)
+                gx[s0:s0 + m] = img[:m]
+            else:
+                nd = len(kernel)
+                cols = cols.reshape((c,) + kernel + (m,) + lay.out)
+                cols = cols.transpose((1 + nd, 0) + tuple(range(1, 1 + nd)) +
+                                      tuple(range(2 + nd, 2 + 2 * nd)))
+                gx[s0:s0 + m] = _fold_windows.fwd(cols, kernel, stride, dilation, lay.padded)[lay.inner]
+
+    _chunked(n, step, chunks)
     return gx
 
 
