@@ -43,7 +43,7 @@ from .errors import AutogradError, EngineError, InvalidRequest, PayloadTooLarge,
 from .executor import Plan, Step, TensorIn, _autograd_field, _decode, _leaf, _Locator, _resolve, _Runner
 from .settings import Settings
 
-__all__ = ["Report", "check", "recheck", "guard", "graph_depth", "DeadlineExceeded"]
+__all__ = ["Report", "check", "check_values", "recheck", "guard", "graph_depth", "DeadlineExceeded"]
 
 # What a response costs per element beyond the array itself: JSON numbers are up to ~24 bytes.
 _JSON_BYTES_PER_ELEMENT = 24
@@ -122,6 +122,14 @@ def _check_input_values(plan: Plan, inputs: dict[str, np.ndarray]) -> None:
                 f"graph input {t.name!r} holds {len(flat)} non-finite value(s), the first {first} at index "
                 f"{[int(x) for x in where]}; set \"allow_non_finite\": true to send NaN or infinity on "
                 "purpose", loc=("graph", "inputs", i, "data" if t.source == "data" else t.source))
+
+
+def check_values(plan: Plan, inputs: dict[str, np.ndarray], blobs: dict[int, Any]) -> None:
+    """The per-request half of :func:`check`: non-finite inputs and grad_outputs are refused
+    (unless ``allow_non_finite``). A plan whose shapes and costs were checked before with these
+    shapes and dtypes needs only this."""
+    _check_input_values(plan, inputs)
+    _check_grad_output_values(plan, blobs)
 
 
 def _check_grad_output_values(plan: Plan, blobs: dict[int, Any]) -> None:

@@ -1,0 +1,119 @@
+"""Compiled plans: a checked plan run as a flat numpy program (:func:`engine.compile`).
+
+A :class:`CompiledRun` belongs to one cached plan and one request header (the same graph, input
+names, shapes, dtypes and top-level call; only the tensor values differ). Its function runs the
+plan's nodes and the final ``autograd_grad`` on the graph inputs, so ``engine.compile`` traces the
+forward, every ``grad`` and functional node and the backward passes into one program; later
+requests replay that program, with no Tensor or Node objects, and get eager's results to the bit.
+
+Only plans that need no guard between nodes are compiled (:func:`compilable`): the static check
+knew every shape (no value-sized shapes), the plan is statically cheap (the replay has no per-node
+deadline checks; the work is bounded by the static cost, as an inline run's is), ``check_finite``
+is off (it reads every node's values), and ``grad_outputs`` holds no inline tensor. What the
+engine cannot trace falls back to eager for that header, with the reason logged once.
+
+>>> run = CompiledRun(checked.plan, settings)          # doctest: +SKIP
+>>> result = run(checked)                      # doctest: +SKIP  (traces; later calls replay)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+
+import engine
+from engine._compile import CompiledFunction
+
+from .executor import Plan, Result, TensorIn, _array, _leaf, _Runner
+from .run import Checked
+from .settings import Settings
+
+__all__ = ["CompiledRun", "compilable", "CHEAP_WORK", "CHEAP_MEMORY_BYTES"]
+
+log = logging.getLogger("gradserve")
+
+# The static cost below which a plan may run without per-node deadline checks: about 0.1 s of
+# work and 64 MiB (service.core runs such plans in the server process, unforked, too).
+CHEAP_WORK = 1e8
+CHEAP_MEMORY_BYTES = 64 << 20
+
+
+def compilable(plan: Plan, report: Any, s: Settings) -> str | None:
+    """None when ``plan`` (checked, with its static ``report``) may run compiled, else why not."""
+    req = plan.request
+    if s.compile == "off":
+        return "compile is off"
+    if report is None or report.value_dependent or report.unchecked or report.bounded:
+        return "shapes depend on values"
+    if report.work > CHEAP_WORK or report.memory_bytes > CHEAP_MEMORY_BYTES:
+        return "not statically cheap"
+    if req.check_finite:
+        return "check_finite reads every node's values"
+    if isinstance(req.grad_outputs, list) and any(isinstance(g, TensorIn) for g in req.grad_outputs):
+        return "grad_outputs holds inline tensors"
+    return None
+
+
+class _Logged(CompiledFunction):
+    """engine.compile's function whose fall-back reasons go to the server log, not warnings."""
+
+    def _warn(self, msg: str) -> None:
+        if msg not in self._warned:
+            self._warned.add(msg)
+            log.info("compiled plan runs eagerly: %s", msg)
+
+
+class CompiledRun:
+    """One plan and header, compiled on its first call; thread-safe (the first trace is serialized).
+
+    ``eager`` is the reason it runs eagerly (the engine could not trace it), or None.
+    """
+
+    def __init__(self, plan: Plan, settings: Settings) -> None:
+        self.plan, self.settings = plan, settings
+        self.fn = _Logged(self._body)
+        self.eager: str | None = None
+        self._traced = False
+        self._lock = threading.Lock()
+
+    def _body(self, *leaves: Any) -> tuple[tuple, tuple]:
+        plan = self.plan
+        req = plan.request
+        # no deadline inside the program: compiled plans are statically cheap (see compilable)
+        r = _Runner(plan, self.settings, None)
+        for t, x in zip(req.graph.inputs, leaves):
+            r.env[t.name] = x
+        for name, (arr, rg) in plan.graph.constants.items():
+            if name not in r.env:
+                c = engine.from_numpy(arr)
+                r.env[name] = c.requires_grad_() if rg else c
+        for st in plan.steps:
+            r.run_step(st)
+        grads = r.final_grad({}, arrays=False)
+        return tuple(grads), tuple(r.env[name] for name in req.return_)
+
+    def __call__(self, c: Checked) -> Result:
+        """Run the checked request through the program (tracing it on the first call)."""
+        req = c.plan.request
+        leaves = [_leaf(t, c.decoded[t.name], ("graph", "inputs", i)) for i, t in enumerate(req.graph.inputs)]
+        with engine.enable_grad(), np.errstate(all="ignore"):
+            if self._traced:
+                grads, values = self.fn(*leaves)
+            else:
+                with self._lock:
+                    grads, values = self.fn(*leaves)
+                    self._traced = True
+        reasons = self.fn.eager_reasons()
+        if reasons:
+            self.eager = reasons[0]
+        return Result([None if g is None else _array(g, f"grads[{i}]") for i, g in enumerate(grads)],
+                      {name: _array(v, name) for name, v in zip(req.return_, values)}, c.report)
+
+    @property
+    def replays(self) -> bool:
+        """Whether the next call replays a program (it was traced and did not fall back)."""
+        return self._traced and self.eager is None and bool(self.fn.programs())
+
