@@ -27,6 +27,7 @@ import numpy as np
 import engine
 from engine._compile import CompiledFunction
 
+from . import preflight
 from .executor import Plan, Result, TensorIn, _array, _leaf, _Runner
 from .run import Checked
 from .settings import Settings
@@ -78,12 +79,15 @@ class CompiledRun:
         self.eager: str | None = None
         self._traced = False
         self._lock = threading.Lock()
+        self._call = threading.local()  # .deadline: the calling request's, for eager runs of _body
 
     def _body(self, *leaves: Any) -> tuple[tuple, tuple]:
         plan = self.plan
         req = plan.request
-        # no deadline inside the program: compiled plans are statically cheap (see compilable)
-        r = _Runner(plan, self.settings, None)
+        # _body runs when the program is traced (and on an eager fall-back): then the request's
+        # deadline is checked between nodes as in an eager run; the replayed program has no
+        # checks inside (compiled plans are statically cheap, see compilable)
+        r = _Runner(plan, self.settings, getattr(self._call, "deadline", None))
         for t, x in zip(req.graph.inputs, leaves):
             r.env[t.name] = x
         for name, (arr, rg) in plan.graph.constants.items():
@@ -91,6 +95,7 @@ class CompiledRun:
                 c = engine.from_numpy(arr)
                 r.env[name] = c.requires_grad_() if rg else c
         for st in plan.steps:
+            r.check_deadline(st)
             r.run_step(st)
         grads = r.final_grad({}, arrays=False)
         return tuple(grads), tuple(r.env[name] for name in req.return_)
@@ -99,11 +104,12 @@ class CompiledRun:
         """Run the checked request through the program (tracing it on the first call)."""
         req = c.plan.request
         leaves = [_leaf(t, c.decoded[t.name], ("graph", "inputs", i)) for i, t in enumerate(req.graph.inputs)]
+        self._call.deadline = c.deadline
         with engine.enable_grad(), np.errstate(all="ignore"):
-            if self._traced:
+            if self._traced and self.eager is None:
                 grads, values = self.fn(*leaves)
-            else:
-                with self._lock:
+            else:  # the trace, or eager runs: with the deadline inside backward passes too
+                with self._lock, preflight.guard(c.plan, self.settings, c.deadline):
                     grads, values = self.fn(*leaves)
                     self._traced = True
         reasons = self.fn.eager_reasons()
