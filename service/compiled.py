@@ -33,7 +33,7 @@ from .executor import Plan, Result, TensorIn, _array, _leaf, _Runner
 from .run import Checked
 from .settings import Settings
 
-__all__ = ["CompiledRun", "compilable", "CHEAP_WORK", "CHEAP_MEMORY_BYTES"]
+__all__ = ["CompiledRun", "compilable", "CHEAP_WORK", "CHEAP_MEMORY_BYTES", "COMPILED_MEMORY_BYTES"]
 
 log = logging.getLogger("gradserve")
 
@@ -41,6 +41,10 @@ log = logging.getLogger("gradserve")
 # work and 64 MiB (service.core runs such plans in the server process, unforked, too).
 CHEAP_WORK = 1e8
 CHEAP_MEMORY_BYTES = 64 << 20
+# A compiled program allocates what its trace allocated, for shapes that earlier requests with
+# the same header ran with: its memory estimate cannot miss the way an eager run's might, so it
+# runs in the server process (no fork, no copy into a child) up to this estimate.
+COMPILED_MEMORY_BYTES = 256 << 20
 
 
 def compilable(plan: Plan, report: Any, s: Settings) -> str | None:
@@ -50,7 +54,7 @@ def compilable(plan: Plan, report: Any, s: Settings) -> str | None:
         return "compile is off"
     if report is None or report.value_dependent or report.unchecked or report.bounded:
         return "shapes depend on values"
-    if report.work > CHEAP_WORK or report.memory_bytes > CHEAP_MEMORY_BYTES:
+    if report.work > CHEAP_WORK or report.memory_bytes > COMPILED_MEMORY_BYTES:
         return "not statically cheap"
     if req.check_finite:
         return "check_finite reads every node's values"

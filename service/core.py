@@ -322,10 +322,12 @@ def _record(entry: CachedPlan, rep: Any, seconds: float | None, elements: int, s
 
 def _execute(checked: Checked, s: Settings, deadline: float | None, compiled: CompiledRun | None
              ) -> tuple[Result, float, bool]:
-    """Run a checked plan: in a child process when isolated and not statically cheap, else here,
-    through ``compiled`` when given (or, with ``compile="always"``, a program traced for this
+    """Run a checked plan: through ``compiled`` when given (in this process: see
+    service.compiled.COMPILED_MEMORY_BYTES), else in a child process when isolated and not
+    statically cheap, else here (with ``compile="always"``, through a program traced for this
     request and replayed at once). Returns (result, seconds, whether it ran in a child)."""
-    if _isolated(s) and not statically_cheap(checked.report):
+    # a compiled program's memory is known (service.compiled.COMPILED_MEMORY_BYTES): no child
+    if compiled is None and _isolated(s) and not statically_cheap(checked.report):
         result, seconds = isolate.run_forked(lambda: _timed(execute, checked), deadline, isolation_bytes(s))
         return result, seconds, True
     if compiled is None and s.compile == "always" and compilable(checked.plan, checked.report, s) is None:

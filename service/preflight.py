@@ -113,7 +113,7 @@ def _check_input_values(plan: Plan, inputs: dict[str, np.ndarray]) -> None:
         return
     for i, t in enumerate(plan.request.graph.inputs):
         arr = inputs[t.name]
-        if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+        if arr.dtype.kind == "f" and arr.size and not codec.all_finite(arr):
             flat = np.flatnonzero(~np.isfinite(arr.reshape(-1)))
             k = int(flat[0])
             where = np.unravel_index(k, arr.shape) if arr.ndim else ()
@@ -139,7 +139,7 @@ def _check_grad_output_values(plan: Plan, blobs: dict[int, Any]) -> None:
     for i, g in enumerate(req.grad_outputs):
         if isinstance(g, TensorIn) and codec.np_dtype(g.datatype).kind == "f":
             arr = _decode(g, blobs.get(id(g)), ("grad_outputs", i))
-            if arr.size and not np.isfinite(arr).all():
+            if arr.size and not codec.all_finite(arr):
                 raise InvalidRequest(f"grad_outputs[{i}] holds non-finite values; set \"allow_non_finite\": "
                                      "true to send NaN or infinity on purpose", loc=("grad_outputs", i))
 
