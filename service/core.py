@@ -366,7 +366,10 @@ def _run_fast(payload: dict[str, Any], rest: memoryview | None, excised: dict[st
         result, seconds, isolated = _execute(checked, s, deadline, compiled)
     finally:
         stats.report_run(fp.plan, result, time.perf_counter() - t0)
-    _record(entry, result.report, None if isolated else seconds, fp.elements, s)
+    # a compiled replay's time follows its static cost (no Python per node), so that cost alone
+    # decides whether it runs inline: a replay that a busy machine preempted teaches nothing
+    timed = None if isolated or compiled is not None else seconds
+    _record(entry, result.report, timed, fp.elements, s)
     return fp.plan.request, result, "compiled" if compiled is not None and not isolated else "cached"
 
 
