@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,35 @@ def compilable(plan: Plan, report: Any, s: Settings) -> str | None:
     return None
 
 
+# Arrays a compiled program keeps between calls (constants its trace folded, such as a gradient
+# seed broadcast to an input's shape) count against one budget per process: a program that
+# would pass it is dropped and its header runs eagerly. Evicted plans give their bytes back.
+HELD_BYTES_LIMIT = 256 << 20
+_held = [0]
+_held_lock = threading.Lock()
+
+
+def held_bytes() -> int:
+    """Bytes that compiled programs of this process keep (their constants)."""
+    return _held[0]
+
+
+def _release(n: int) -> None:
+    with _held_lock:
+        _held[0] -= n
+
+
+def _program_bytes(fn: CompiledFunction) -> int:
+    seen: set[int] = set()
+    total = 0
+    for prog in fn.programs():
+        for v in prog.template:
+            if isinstance(v, np.ndarray) and id(v) not in seen:
+                seen.add(id(v))
+                total += v.nbytes
+    return total
+
+
 class _Logged(CompiledFunction):
     """engine.compile's function whose fall-back reasons go to the server log, not warnings."""
 
@@ -85,6 +115,7 @@ class CompiledRun:
         self._traced = False
         self._lock = threading.Lock()
         self._direct: tuple[Any, Any] | None = None  # (program, output tree) once traced
+        self._held = 0  # bytes of this run's programs counted in _held
         self._call = threading.local()  # .deadline: the calling request's, for eager runs of _body
 
     def _body(self, *leaves: Any) -> tuple[tuple, tuple]:
@@ -105,6 +136,24 @@ class CompiledRun:
             r.run_step(st)
         grads = r.final_grad({}, arrays=False)
         return tuple(grads), tuple(r.env[name] for name in req.return_)
+
+    def _hold(self) -> None:
+        """Count the program's arrays against HELD_BYTES_LIMIT, or drop it (eager from now on)."""
+        n = _program_bytes(self.fn) - self._held
+        if n <= 0:
+            return
+        with _held_lock:
+            ok = _held[0] + n <= HELD_BYTES_LIMIT
+            if ok:
+                _held[0] += n
+        if not ok:
+            self.eager = (f"its program keeps {n} bytes of constants, over what compiled programs may "
+                          f"keep ({HELD_BYTES_LIMIT} bytes per process)")
+            log.info("compiled plan runs eagerly: %s", self.eager)
+            self.fn = _Logged(self._body)  # the programs go
+            return
+        self._held += n
+        weakref.finalize(self, _release, n)
 
     def _single(self) -> None:
         """After the trace: the one program of the one signature a header has, called without
@@ -147,7 +196,9 @@ class CompiledRun:
         if reasons:
             self.eager = reasons[0]
         elif self._direct is None:
-            self._single()
+            self._hold()
+            if self.eager is None:
+                self._single()
         return Result([None if g is None else _array(g, f"grads[{i}]") for i, g in enumerate(grads)],
                       {name: _array(v, name) for name, v in zip(req.return_, values)}, c.report)
 

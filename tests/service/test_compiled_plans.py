@@ -248,3 +248,41 @@ def test_check_finite_and_value_sized_plans_run_eagerly(client: Any) -> None:
         np.testing.assert_array_equal(read_tensor(r.json()["grads"][0]), [2.0, 0.0, 6.0])
         hs.append(r.headers[PLAN])
     assert hs == ["full", "cached", "cached"]
+
+
+# ---------------------------------------------------------------- what compiled programs keep
+def _big_sum(x: np.ndarray) -> dict:
+    return {"graph": {"inputs": [wire_tensor("x", x, requires_grad=True, encoding="b64")],
+                      "source": "l = sum(x * x)"}, "outputs": "l", "inputs": "x"}
+
+
+def test_programs_over_the_held_bytes_budget_run_eagerly(make_client: Any, monkeypatch: Any) -> None:
+    from service import compiled
+
+    monkeypatch.setattr(compiled, "HELD_BYTES_LIMIT", compiled.held_bytes())  # nothing more fits
+    c = make_client()
+    hs = []
+    for _ in range(3):
+        x = RNG.standard_normal(4096)
+        r = c.post("/v1/grad", json=_big_sum(x))
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(read_tensor(r.json()["grads"][0]), 2 * x)
+        hs.append(r.headers[PLAN])
+    # the trace found constants to keep (the gradient seed, broadcast to x's shape): dropped
+    assert hs == ["full", "compiled", "cached"]
+
+
+def test_evicted_plans_give_their_held_bytes_back(make_client: Any) -> None:
+    import gc
+
+    from service import compiled
+
+    gc.collect()
+    before = compiled.held_bytes()
+    c = make_client(plan_cache_size=1)
+    for _ in range(2):
+        assert c.post("/v1/grad", json=_big_sum(RNG.standard_normal(4096))).status_code == 200
+    assert compiled.held_bytes() > before
+    c.post("/v1/grad", json=seed_request(RNG.random(100).astype(np.float32)))  # evicts the first plan
+    gc.collect()
+    assert compiled.held_bytes() == before
