@@ -365,7 +365,7 @@ def _run_fast(payload: dict[str, Any], rest: memoryview | None, excised: dict[st
     try:
         result, seconds, isolated = _execute(checked, s, deadline, compiled)
     finally:
-        stats.report_run(fp.plan, result, time.perf_counter() - t0)
+        stats.report_run(fp.plan, result, time.perf_counter() - t0, fp.bytes_in)
     # a compiled replay's time follows its static cost (no Python per node), so that cost alone
     # decides whether it runs inline: a replay that a busy machine preempted teaches nothing
     timed = None if isolated or compiled is not None else seconds

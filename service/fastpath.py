@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from . import codec, preflight
+from . import codec, preflight, stats
 from .compiled import CompiledRun, compilable
 from .executor import Plan, TensorIn, numel
 from .run import Checked
@@ -111,6 +111,7 @@ class FastPlan:
                       for t in req.graph.inputs]
         self.binary_bytes = sum(sp[4] for sp in self.specs)
         self.elements = sum(numel(t.shape) for t in req.graph.inputs)
+        self.bytes_in = stats.bytes_in(req)
         # integer and boolean inputs may decide shapes and errors: their static check runs per
         # request (cached by value in service.preflight); float inputs never change it
         floats = all(codec.np_dtype(t.datatype).kind == "f" for t in req.graph.inputs)
