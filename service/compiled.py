@@ -185,11 +185,14 @@ class CompiledRun:
         req = c.plan.request
         leaves = [_leaf(t, c.decoded[t.name], ("graph", "inputs", i)) for i, t in enumerate(req.graph.inputs)]
         self._call.deadline = c.deadline
-        with engine.enable_grad(), np.errstate(all="ignore"):
+        # a call that may trace (the first, or one whose guards failed) runs _body eagerly: with
+        # the deadline inside backward passes too, as an eager run has it
+        with engine.enable_grad(), np.errstate(all="ignore"), \
+                preflight.guard(c.plan, self.settings, c.deadline):
             if self._traced and self.eager is None:
                 grads, values = self.fn(*leaves)
-            else:  # the trace, or eager runs: with the deadline inside backward passes too
-                with self._lock, preflight.guard(c.plan, self.settings, c.deadline):
+            else:
+                with self._lock:  # one trace at a time; the others then replay it
                     grads, values = self.fn(*leaves)
                     self._traced = True
         reasons = self.fn.eager_reasons()
