@@ -146,8 +146,26 @@ def decode_b64(text: str | bytes | memoryview, datatype: str, shape: list[int]) 
     return decode_bytes(raw, datatype, shape)
 
 
+_BIG_BYTES = 1 << 16
+
+
+def all_finite(arr: np.ndarray) -> bool:
+    """Whether a float array (not empty) holds no NaN or infinity. A big one: its max and min are
+    finite (NaN propagates through both), two reductions without the boolean temporary that
+    ``np.isfinite(arr).all()`` allocates (4 MiB for a 16 MiB float32 tensor); a small one the
+    other way, which has less overhead per call.
+
+    >>> all_finite(np.array([1.0, np.inf])), all_finite(np.full(1 << 14, 2.0))
+    (False, True)
+    """
+    if arr.nbytes < _BIG_BYTES:
+        return bool(np.isfinite(arr).all())
+    return bool(np.isfinite(np.maximum.reduce(arr, axis=None))
+                and np.isfinite(np.minimum.reduce(arr, axis=None)))
+
+
 def _finite_or_int(arr: np.ndarray) -> bool:
-    return arr.dtype.kind != "f" or bool(np.isfinite(arr).all())
+    return arr.dtype.kind != "f" or not arr.size or all_finite(arr)
 
 
 def json_data(arr: np.ndarray, *, numpy_ok: bool = False) -> Any:

@@ -28,16 +28,18 @@ import engine
 from engine._functional_inplace import FUNCTIONAL_INPLACE, SETITEM
 
 from . import codec, isolate, onnx_graph, stats
-from .errors import BadRequest, InvalidRequest, PayloadTooLarge, PlanNotCached
+from .compiled import CHEAP_MEMORY_BYTES, CHEAP_WORK, CompiledRun, compilable
+from .errors import BadRequest, InvalidRequest, PayloadTooLarge, PlanNotCached, RequestTimeout
 from .executor import Plan, Result, binary_tensors, build_plan, numel, request_tensors
+from .fastpath import MAX_HEADERS, FastMiss, FastPlan, header_key, template
 from .plan_cache import CachedPlan, PlanCache, graph_hash
-from .run import checked_plan, execute, run_plan
+from .run import Checked, checked_plan, execute
 from .settings import Settings
 from .wire import GradRequest, unbox
 
 __all__ = ["evaluate", "evaluate_binary", "parse_request", "parse_json", "process_body", "Job", "list_ops",
            "JSON_MEDIA_TYPE", "BINARY_MEDIA_TYPE", "HEADER_LENGTH", "GRAPH_HASH_HEADER",
-           "INLINE_MAX_BODY_BYTES"]
+           "INLINE_MAX_BODY_BYTES", "PLAN_HEADER"]
 
 ENGINE_THREAD_PREFIX = "gradserve-engine"  # service.gate's threads
 JSON_MEDIA_TYPE = "application/json"
@@ -46,6 +48,9 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 # Sent with a response whose graph plan this process has cached: the client may send that hash
 # instead of the graph next time (service.plan_cache).
 GRAPH_HASH_HEADER = "Gradserve-Graph-Hash"
+# How the request ran: "compiled" (a cached header's compiled program), "cached" (a cached
+# header, eagerly) or "full" (validated and planned; service.fastpath).
+PLAN_HEADER = "Gradserve-Plan"
 
 _UNION_LABELS = {"str", "int", "bool", "float", "none", "Ref", "TensorIn", "op", "grad", "jacobian",
                  "hessian", "product", "func.grad", "func.jacrev", "func.jacfwd", "func.hessian",
@@ -269,7 +274,10 @@ def _encode(result: Result, req: GradRequest, blobs: list | None, numpy_ok: bool
 
 def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Settings | None,
          deadline: float | None, cache: PlanCache | None = None, key: str | None = None,
-         excised: dict[str, memoryview] | None = None) -> tuple[GradRequest, Result, str | None]:
+         excised: dict[str, memoryview] | None = None, hkey: bytes | None = None
+         ) -> tuple[GradRequest, Result, str | None]:
+    """Validate, plan and run a request (the full path); with ``hkey`` (its header,
+    service.fastpath) a run that succeeds leaves a fast plan for the next request like it."""
     s = settings or Settings()
     if deadline is None:
         deadline = time.monotonic() + s.request_timeout_s
@@ -295,25 +303,76 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
         b64 = {id(t): excised[t.b64] for t, _ in request_tensors(req) if t.b64 in excised}
     t0, result, isolated = time.perf_counter(), None, False
     try:
-        if _isolated(s):  # the static check here (its caches stay warm), the computation in a child
-            checked = checked_plan(plan, blobs, s, deadline, b64=b64)
-            isolated = not statically_cheap(checked.report)
-            if isolated:
-                result, seconds = isolate.run_forked(lambda: _timed(execute, checked), deadline,
-                                                     isolation_bytes(s))
-            else:
-                result, seconds = _timed(execute, checked)
-        else:
-            result, seconds = _timed(run_plan, plan, blobs, s, deadline, b64=b64)
+        # the static check here (its caches stay warm), the computation maybe in a child
+        checked = checked_plan(plan, blobs, s, deadline, b64=b64)
+        result, seconds, isolated = _execute(checked, s, deadline, None)
     finally:  # metrics and tracing listen here (service.stats); a no-op without observers
         stats.report_run(plan, result, time.perf_counter() - t0)
     if entry is not None:  # what the inline dispatch (Job.runs_fast) learns from
-        rep = result.report if result is not None else None
-        # a run in a child process teaches the static cost only (its time includes the fork's)
-        entry.record(None if isolated else t0 - start + seconds, _input_elements(req), s.inline_max_ms / 1e3,
-                     static_ok=rep is not None and rep.work <= s.inline_max_ms * INLINE_WORK_PER_MS,
-                     value_dependent=rep is None or rep.value_dependent)
+        _record(entry, result.report, None if isolated else t0 - start + seconds, _input_elements(req), s)
+        if hkey is not None and not req.graph.onnx:
+            entry.add_fast(hkey, FastPlan(template(plan), result.report, s), MAX_HEADERS)
     return req, result, key
+
+
+def _record(entry: CachedPlan, rep: Any, seconds: float | None, elements: int, s: Settings) -> None:
+    # a run in a child process teaches the static cost only (its time includes the fork's)
+    entry.record(seconds, elements, s.inline_max_ms / 1e3,
+                 static_ok=rep is not None and rep.work <= s.inline_max_ms * INLINE_WORK_PER_MS,
+                 value_dependent=rep is None or rep.value_dependent)
+
+
+def _execute(checked: Checked, s: Settings, deadline: float | None, compiled: CompiledRun | None
+             ) -> tuple[Result, float, bool]:
+    """Run a checked plan: through ``compiled`` when given (in this process: see
+    service.compiled.COMPILED_MEMORY_BYTES), else in a child process when isolated and not
+    statically cheap, else here (with ``compile="always"``, through a program traced for this
+    request and replayed at once). Returns (result, seconds, whether it ran in a child)."""
+    # a compiled program's memory is known (service.compiled.COMPILED_MEMORY_BYTES): no child
+    if compiled is None and _isolated(s) and not statically_cheap(checked.report):
+        result, seconds = isolate.run_forked(lambda: _timed(execute, checked), deadline, isolation_bytes(s))
+        return result, seconds, True
+    if compiled is None and s.compile == "always" and compilable(checked.plan, checked.report, s) is None:
+        compiled = CompiledRun(checked.plan, s)
+        result = compiled(checked)  # the trace (eager, on probes)
+        if not compiled.replays:
+            return result, 0.0, False
+    if compiled is not None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise RequestTimeout(f"the request ran past request_timeout_s={s.request_timeout_s:g} before "
+                                 "it started")
+        result, seconds = _timed(compiled, checked)
+        return result, seconds, False
+    result, seconds = _timed(execute, checked)
+    return result, seconds, False
+
+
+def _run_fast(payload: dict[str, Any], rest: memoryview | None, excised: dict[str, memoryview],
+              s: Settings, deadline: float | None, cache: PlanCache, key: str, hkey: bytes
+              ) -> tuple[GradRequest, Result, str] | None:
+    """Run a request whose header a cached plan has seen (service.fastpath): (request, result,
+    "compiled" or "cached"), or None when the full path must take it."""
+    entry = cache.peek(key)
+    fp = entry.fast.get(hkey) if entry is not None else None
+    if fp is None:
+        return None
+    try:
+        decoded = fp.decode(payload, rest, excised)
+    except FastMiss:
+        return None
+    cache.get(key)  # a hit: counted, and the plan is the most recently used
+    checked = fp.checked(decoded, s, deadline)
+    compiled = fp.runner(s)
+    t0, result = time.perf_counter(), None
+    try:
+        result, seconds, isolated = _execute(checked, s, deadline, compiled)
+    finally:
+        stats.report_run(fp.plan, result, time.perf_counter() - t0, fp.bytes_in)
+    # a compiled replay's time follows its static cost (no Python per node), so that cost alone
+    # decides whether it runs inline: a replay that a busy machine preempted teaches nothing
+    timed = None if isolated or compiled is not None else seconds
+    _record(entry, result.report, timed, fp.elements, s)
+    return fp.plan.request, result, "compiled" if compiled is not None and not isolated else "cached"
 
 
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
@@ -322,12 +381,10 @@ def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - t
 
 
-# A computation whose static check found it this cheap, with every shape known (none sized by
-# values, no op from outside the engine), runs in the engine thread: forking costs more than it
-# (a millisecond or more), and an estimate that cannot miss by much needs no enforcement. About
-# 0.1 s of work, 64 MiB of memory.
-CHEAP_WORK = 1e8
-CHEAP_MEMORY_BYTES = 64 << 20
+# A computation whose static check found it this cheap (service.compiled: about 0.1 s of work,
+# 64 MiB of memory), with every shape known (none sized by values, no op from outside the
+# engine), runs in the engine thread: forking costs more than it (a millisecond or more), and an
+# estimate that cannot miss by much needs no enforcement.
 
 
 def statically_cheap(rep: Any) -> bool:
@@ -525,10 +582,21 @@ class Job:
         """Like calling the job, with the body as buffers to send one after another: tensor
         bytes and big base64 strings are not copied into one body."""
         payload, rest, excised = self._split()
-        req, result, key = _run(payload, None, rest, self.settings, self.deadline, self.plan_cache,
-                                self._key, excised)
-        headers = {}
-        if key is not None and self.plan_cache is not None and key in self.plan_cache:
+        s, cache, key = self.settings or Settings(), self.plan_cache, self._key
+        hkey = fast = None
+        if cache is not None and key is not None and cache.maxsize > 0:
+            hkey = header_key(payload, key)
+            if hkey is not None and onnx_graph.is_onnx(payload, cache):
+                hkey = None
+            if hkey is not None:
+                fast = _run_fast(payload, rest, excised, s, self.deadline, cache, key, hkey)
+        if fast is not None:
+            req, result, how = fast
+        else:
+            req, result, key = _run(payload, None, rest, s, self.deadline, cache, key, excised, hkey)
+            how = "full"
+        headers = {PLAN_HEADER: how}
+        if key is not None and cache is not None and key in cache:
             headers[GRAPH_HASH_HEADER] = key
         if self.binary_response:
             blobs: list[memoryview] = []

@@ -976,7 +976,8 @@ class _Runner:
         self.plan.graph.subgraphs[key] = keep[::-1]
         return keep[::-1]
 
-    def final_grad(self, blobs: dict[int, Any]) -> list[np.ndarray | None]:
+    def final_grad(self, blobs: dict[int, Any], arrays: bool = True) -> list[Any]:
+        """The top-level ``autograd_grad``: arrays (tensors with ``arrays=False``), None where unused."""
         req = self.plan.request
         if req.outputs is None:
             return []
@@ -1004,6 +1005,8 @@ class _Runner:
         except Exception as e:
             msg = str(e) or type(e).__name__
             raise AutogradError.from_exception(e, loc=_autograd_field(msg) or ("inputs",)) from None
+        if not arrays:
+            return list(res)
         return [None if g is None else _array(g, f"grads[{i}]") for i, g in enumerate(res)]
 
 

@@ -22,6 +22,7 @@ True
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -71,9 +72,19 @@ def multiprocess_mode() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
 
 
+# Labelled children by (route, method, status): labels() validates and locks on every call. The
+# keys are bounded as the labels are (route templates, methods, statuses).
+_REQUEST_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(route, method, str(status)).inc()
-    LATENCY.labels(route, method).observe(seconds)
+    key = (route, method, status)
+    children = _REQUEST_CHILDREN.get(key)
+    if children is None:
+        children = _REQUEST_CHILDREN.setdefault(
+            key, (REQUESTS.labels(route, method, str(status)), LATENCY.labels(route, method)))
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def problem_slug(type_uri: str, status: int) -> str:

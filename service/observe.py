@@ -14,11 +14,11 @@ The request id is the client's ``X-Request-ID`` when it is a plain token (letter
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -41,6 +41,7 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
                    Awaitable[None]]
 
 access_log = logging.getLogger("gradserve.access")
+_NO_SPAN = contextlib.nullcontext()
 
 
 def _incoming_id(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -69,7 +70,7 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _incoming_id(scope.get("headers", [])) or uuid.uuid4().hex
+        rid = _incoming_id(scope.get("headers", [])) or os.urandom(16).hex()  # uuid4().hex's form, cheaper
         # Set, never reset: Starlette's error handlers run after the inner app returned or raised
         # and still read it; each request runs in its own task, with its own context.
         REQUEST_ID.set(rid)
@@ -87,18 +88,22 @@ class ObservabilityMiddleware:
 
         method = scope.get("method", "")
         start = time.perf_counter()
-        with tracing.server_span(method, scope.get("path", ""), rid) as span:
+        # tracing and the access log cost only when they are on (a span, a log record's fields)
+        traced = tracing.active()
+        with tracing.server_span(method, scope.get("path", ""), rid) if traced else _NO_SPAN as span:
             try:
                 await self.app(scope, receive, send_with_headers)
             finally:
                 seconds = time.perf_counter() - start
                 route = route_label(scope)
                 metrics.observe_request(route, method, status, seconds)
-                tracing.set_status(span, method, route, status)
-                client = scope.get("client")
-                access_log.info("%s %s %d", method, scope.get("path", ""), status, extra={"fields": {
-                    "method": method, "path": scope.get("path", ""), "route": route, "status": status,
-                    "duration_ms": round(seconds * 1000, 3), "client": client[0] if client else None}})
+                if traced:
+                    tracing.set_status(span, method, route, status)
+                if access_log.isEnabledFor(logging.INFO):
+                    client = scope.get("client")
+                    access_log.info("%s %s %d", method, scope.get("path", ""), status, extra={"fields": {
+                        "method": method, "path": scope.get("path", ""), "route": route, "status": status,
+                        "duration_ms": round(seconds * 1000, 3), "client": client[0] if client else None}})
 
 
 def install(app: FastAPI, settings: Settings) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -82,6 +82,9 @@ class CachedPlan:
     slow_runs: int = 0  # slow runs in a row at sizes believed fast
     value_dependent: bool = False  # a run sized a result by values: never inline again
     cap: int = 1 << 62  # sizes above this were slow or statically costly: never inline
+    # service.fastpath.FastPlan by header (service.fastpath.header_key): requests that differ
+    # from one seen before only in tensor values skip validation and planning, and run compiled
+    fast: dict[bytes, Any] = field(default_factory=dict)
 
     def record(self, seconds: float | None, elements: int, budget_s: float, static_ok: bool = True,
                value_dependent: bool = False) -> None:
@@ -115,6 +118,15 @@ class CachedPlan:
             if self.slow_runs >= 2:
                 self.fast_elements = self.cap = elements - 1  # stay below its size from now on
                 self.slow_runs = 0
+
+    def add_fast(self, key: bytes, fast: Any, limit: int) -> Any:
+        """Keep ``fast`` under ``key`` (the first one kept wins), at most ``limit`` headers."""
+        old = self.fast.get(key)
+        if old is not None:
+            return old
+        if len(self.fast) >= limit:
+            return fast  # a graph sent with ever new shapes: the first headers stay
+        return self.fast.setdefault(key, fast)
 
     def runs_fast(self, elements: int) -> bool:
         return not self.value_dependent and elements <= self.fast_elements

@@ -54,7 +54,7 @@ from .executor import (
 )
 from .settings import Settings
 
-__all__ = ["Report", "check", "recheck", "guard", "graph_depth", "DeadlineExceeded"]
+__all__ = ["Report", "check", "check_values", "recheck", "guard", "graph_depth", "DeadlineExceeded"]
 
 # What a response costs per element beyond the array itself: JSON numbers are up to ~24 bytes.
 _JSON_BYTES_PER_ELEMENT = 24
@@ -124,7 +124,7 @@ def _check_input_values(plan: Plan, inputs: dict[str, np.ndarray]) -> None:
         return
     for i, t in enumerate(plan.request.graph.inputs):
         arr = inputs[t.name]
-        if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+        if arr.dtype.kind == "f" and arr.size and not codec.all_finite(arr):
             flat = np.flatnonzero(~np.isfinite(arr.reshape(-1)))
             k = int(flat[0])
             where = np.unravel_index(k, arr.shape) if arr.ndim else ()
@@ -135,6 +135,14 @@ def _check_input_values(plan: Plan, inputs: dict[str, np.ndarray]) -> None:
                 "purpose", loc=("graph", "inputs", i, "data" if t.source == "data" else t.source))
 
 
+def check_values(plan: Plan, inputs: dict[str, np.ndarray], blobs: dict[int, Any]) -> None:
+    """The per-request half of :func:`check`: non-finite inputs and grad_outputs are refused
+    (unless ``allow_non_finite``). A plan whose shapes and costs were checked before with these
+    shapes and dtypes needs only this."""
+    _check_input_values(plan, inputs)
+    _check_grad_output_values(plan, blobs)
+
+
 def _check_grad_output_values(plan: Plan, blobs: dict[int, Any]) -> None:
     req = plan.request
     if req.allow_non_finite or not isinstance(req.grad_outputs, list):
@@ -142,7 +150,7 @@ def _check_grad_output_values(plan: Plan, blobs: dict[int, Any]) -> None:
     for i, g in enumerate(req.grad_outputs):
         if isinstance(g, TensorIn) and codec.np_dtype(g.datatype).kind == "f":
             arr = _decode(g, blobs.get(id(g)), ("grad_outputs", i))
-            if arr.size and not np.isfinite(arr).all():
+            if arr.size and not codec.all_finite(arr):
                 raise InvalidRequest(f"grad_outputs[{i}] holds non-finite values; set \"allow_non_finite\": "
                                      "true to send NaN or infinity on purpose", loc=("grad_outputs", i))
 

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     inline_max_ms: float = Field(1.0, ge=0, description="A graph whose cached plan ran within this "
                                  "budget runs on the event loop, skipping the engine-thread hand-off "
                                  "(0: always use engine threads).")
+    compile: Literal["on", "off", "always"] = Field(
+        "on", description="Compiled plans: a cached plan that is statically cheap runs as a flat "
+        "numpy program (engine.compile) from its second request with the same header (names, "
+        "shapes, dtypes, top-level call) on; `off` runs every request eagerly; `always` compiles on "
+        "the first run and replays it at once (tests: every request exercises a replayed program).")
     debug_ops: bool = Field(False, description="Register the `debug.sleep`/`debug.spin` ops, which "
                             "take wall-clock time on purpose (deadline and overload drills). "
                             "Never for untrusted clients.")

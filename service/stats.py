@@ -63,6 +63,11 @@ def _tensor_bytes(t: Any) -> int:
     return n
 
 
+def bytes_in(req: Any) -> int:
+    """Bytes of a request's input tensors (graph inputs and inline grad_outputs)."""
+    return _bytes_in(req)
+
+
 def _bytes_in(req: Any) -> int:
     total = sum(_tensor_bytes(t) for t in req.graph.inputs)
     if isinstance(req.grad_outputs, list):
@@ -75,11 +80,14 @@ def _bytes_out(result: Any) -> int:
     return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
 
 
-def report_run(plan: Any, result: Any, compute_s: float) -> None:
-    """Called by the core after ``run_plan`` (``result`` is None when it raised)."""
+def report_run(plan: Any, result: Any, compute_s: float, bytes_in: int | None = None) -> None:
+    """Called by the core after ``run_plan`` (``result`` is None when it raised); ``bytes_in``,
+    when the caller knows it, saves going over the request's tensors."""
     if not _observers:
         return
-    stats = RunStats(nodes=len(plan.steps), bytes_in=_bytes_in(plan.request),
+    if bytes_in is None:
+        bytes_in = _bytes_in(plan.request)
+    stats = RunStats(nodes=len(plan.steps), bytes_in=bytes_in,
                      bytes_out=0 if result is None else _bytes_out(result), compute_s=compute_s,
                      start_ns=time.time_ns() - int(compute_s * 1e9), ok=result is not None)
     for obs in _observers:

@@ -91,6 +91,13 @@ def server_span(method: str, path: str, request_id: str) -> Iterator[Any]:
         yield span
 
 
+def note_route(route: str) -> None:
+    """Record the route template on the current server span, for a request that bypassed the
+    framework's router (service.app.HotRoute), which would have recorded it."""
+    if active():
+        trace.get_current_span().set_attribute("http.route", route)
+
+
 def set_status(span: Any, method: str, route: str, status: int) -> None:
     """Name our server span after its route template and record the response status."""
     if span is None:

@@ -7,9 +7,10 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from starlette.requests import ClientDisconnect
 
 from .. import core
-from ..deps import ServiceDep
+from ..deps import get_service
 from ..errors import BadRequest, BodyTimeout, PayloadTooLarge, UnsupportedMediaType
 from ..wire import GradResponse, Problem
 
@@ -85,13 +86,21 @@ async def _read_all(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"the body has {n} bytes; the limit max_body_bytes is {limit}",
                                   limit="max_body_bytes", loc=("body",))
     chunks, size = [], 0
-    async for chunk in request.stream():
+    receive = request.receive  # the ASGI messages themselves: Request.stream's generator costs more
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect: the client went away
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"the body is over the limit max_body_bytes ({limit} bytes)",
                                   limit="max_body_bytes", loc=("body",))
-        chunks.append(chunk)
-    return b"".join(chunks)
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @router.post(
@@ -111,10 +120,14 @@ async def _read_all(request: Request, limit: int) -> bytes:
                                                            "GradRequest JSON, then the tensor blobs"}},
     }}},
 )
-async def grad(request: Request, service: ServiceDep) -> Response:
+async def grad(request: Request) -> Response:
     """The graph's ``inputs`` and ``nodes`` (or ``source``) are built, then the top level's
     ``autograd_grad(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused,
     materialize_grads)`` runs; ``return`` names further values to send back."""
+    # the service (and the API key check) without FastAPI's dependency solver: this route is the
+    # hot one, and the solver costs it more than everything else it skips (the schema's security
+    # comes from service.openapi, not from dependencies)
+    service = await get_service(request)
     settings = service.settings
     deadline = time.monotonic() + settings.request_timeout_s
     media = _media_type(request.headers.get("content-type"))

@@ -64,8 +64,8 @@ def test_an_unexpected_500_is_counted_and_carries_the_request_id(monkeypatch, x1
     def boom(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(core, "run_plan", boom)  # a bug in the engine run: in place,
-    monkeypatch.setattr(core, "execute", boom)   # or in a child process (service.isolate)
+    # a bug in the engine run: every run (in place, compiled, or in a child process) goes there
+    monkeypatch.setattr(core, "_execute", boom)
     app = create_app(Settings(api_keys=[]))
     before = _metric("gradserve_http_requests_total", route="/v1/grad", method="POST", status="500")
     with TestClient(app, raise_server_exceptions=False) as c:
