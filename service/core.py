@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 import engine
 
-from . import codec, isolate, onnx_graph, stats
+from . import codec, isolate, onnx_graph, pool, stats
 from .errors import BadRequest, InvalidRequest, PayloadTooLarge, PlanNotCached
 from .executor import Plan, Result, binary_tensors, build_plan, numel, request_tensors
 from .plan_cache import CachedPlan, PlanCache, graph_hash
@@ -293,12 +293,11 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
         b64 = {id(t): excised[t.b64] for t, _ in request_tensors(req) if t.b64 in excised}
     t0, result, isolated = time.perf_counter(), None, False
     try:
-        if _isolated(s):  # the static check here (its caches stay warm), the computation in a child
+        if _isolated(s):  # the static check here (its caches stay warm), the computation in a worker
             checked = checked_plan(plan, blobs, s, deadline, b64=b64)
             isolated = not statically_cheap(checked.report)
             if isolated:
-                result, seconds = isolate.run_forked(lambda: _timed(execute, checked), deadline,
-                                                     isolation_bytes(s))
+                result, seconds = _run_isolated(checked, key, s)
             else:
                 result, seconds = _timed(execute, checked)
         else:
@@ -307,7 +306,7 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
         stats.report_run(plan, result, time.perf_counter() - t0)
     if entry is not None:  # what the inline dispatch (Job.runs_fast) learns from
         rep = result.report if result is not None else None
-        # a run in a child process teaches the static cost only (its time includes the fork's)
+        # a run in another process teaches the static cost only (its time includes the hand-off)
         entry.record(None if isolated else t0 - start + seconds, _input_elements(req), s.inline_max_ms / 1e3,
                      static_ok=rep is not None and rep.work <= s.inline_max_ms * INLINE_WORK_PER_MS,
                      value_dependent=rep is None or rep.value_dependent)
@@ -340,10 +339,18 @@ def isolation_bytes(s: Settings) -> int:
 
 
 def _isolated(s: Settings) -> bool:
-    """Engine threads (service.gate) run requests' computations in child processes; the event
-    loop (inline, statically cheap plans) and the embedded client run them in place."""
-    return s.isolation == "process" and isolate.available() and \
+    """Engine threads (service.gate) run requests' computations in worker (or child) processes;
+    the event loop (inline, statically cheap plans) and the embedded client run them in place."""
+    return s.isolation != "thread" and isolate.available() and \
         threading.current_thread().name.startswith(ENGINE_THREAD_PREFIX)
+
+
+def _run_isolated(checked: Any, key: str | None, s: Settings) -> tuple[Result, float]:
+    """A checked plan in a pre-forked worker of :data:`service.pool.POOL` (``process``), warm for
+    the graph ``key``, or in a child process forked for it (``fork``)."""
+    if s.isolation == "process" and pool.available():
+        return pool.POOL.run(checked, key, isolation_bytes(s), s.pool_max_rss_bytes)
+    return isolate.run_forked(lambda: _timed(execute, checked), checked.deadline, isolation_bytes(s))
 
 
 def _input_elements(req: GradRequest) -> int:
