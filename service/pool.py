@@ -119,7 +119,10 @@ def _worker_setup(sock: socket.socket) -> None:
         os.nice(isolate.NICE)
     except OSError:
         pass
-    try:  # die with the server, whatever kills it
+    # die with the server, whatever kills it. The kernel sends this when the *thread* that forked
+    # the worker exits: the event loop's thread (start-up) or an engine thread (replacements),
+    # which live as long as the app; a worker lost with an exiting thread is replaced as any other
+    try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass
