@@ -44,8 +44,10 @@ boundaries (acknowledgement, answer) and says "end of file" when either side die
 from __future__ import annotations
 
 import ctypes
+import io
 import mmap
 import os
+import pickle
 import resource
 import select
 import signal
@@ -56,6 +58,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
+
+import engine
 
 from . import isolate
 from .errors import GradserveError, PayloadTooLarge, RequestTimeout
@@ -76,6 +80,16 @@ class _NotTaken(Exception):
     """The worker died before acknowledging the job: another worker may take it."""
 
 
+class _Unpicklable(Exception):
+    """The job holds something that cannot travel (an op's state outside ``engine.OPS``, say):
+    it runs in a child forked for it, which shares it copy-on-write."""
+
+
+class _Stale(_Unpicklable):
+    """The worker could not read the job (an op registered after it was forked): it is replaced
+    by a fresh copy of the server, and this job runs in a child forked for it."""
+
+
 @dataclass(eq=False)
 class _Worker:
     pid: int
@@ -83,6 +97,35 @@ class _Worker:
     plans: OrderedDict[str, None] = field(default_factory=OrderedDict)  # mirrors the worker's LRU
     busy: bool = False
     jobs: int = 0
+
+
+# ---------------------------------------------------------------- jobs on the wire
+class _JobPickler(pickle.Pickler):
+    """Ops travel by name: a worker is a copy of the server, so ``engine.OPS`` there holds the
+    same ops (and their functions need not be importable by name, which pickle would need)."""
+
+    def persistent_id(self, obj: Any) -> Any:
+        if type(obj) is engine.OpInfo and engine.OPS.get(obj.name) is obj:
+            return obj.name
+        return None
+
+
+class _JobUnpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> Any:
+        return engine.OPS[pid]
+
+
+def _pack_job(fd: int, job: tuple) -> None:
+    """``job`` into the file ``fd``, in :func:`service.isolate._pack`'s layout."""
+    buffers: list[pickle.PickleBuffer] = []
+    f = io.BytesIO()
+    _JobPickler(f, protocol=5, buffer_callback=buffers.append).dump(job)
+    isolate._write_blocks(fd, [f.getbuffer(), *(b.raw() for b in buffers)])
+
+
+def _unpack_job(buf: memoryview) -> tuple:
+    blocks = isolate._blocks(buf)
+    return _JobUnpickler(io.BytesIO(blocks[0]), buffers=blocks[1:]).load()
 
 
 # ---------------------------------------------------------------- the worker process
@@ -147,7 +190,11 @@ def _worker_main(sock: socket.socket) -> None:  # pragma: no cover - runs in the
                 # private and writable: the engine may write into buffers it got (out=), never the file
                 buf = mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE,
                                 prot=mmap.PROT_READ | mmap.PROT_WRITE)
-            key, graph, checked, limit = isolate._unpack(memoryview(buf))
+            try:
+                key, graph, checked, limit = _unpack_job(memoryview(buf))
+            except Exception:  # noqa: BLE001 - an op this copy of the server does not have, say
+                sock.send(b"u")
+                continue
             if graph is None:
                 graph = plans.get(key) if key is not None else None
                 if graph is None:  # the server thought this worker had it: ask for it
@@ -350,6 +397,9 @@ class Pool:
             w = self._acquire(key, deadline)
             try:
                 kind, value = self._job(w, c, key, limit_bytes, deadline, grace, max_rss)
+            except _Unpicklable:
+                return isolate.run_forked(lambda: _timed(execute_warm, c, None, OrderedDict()), deadline,
+                                          limit_bytes, grace)
             except _NotTaken:
                 self._drop(w, kill=True)
                 with self._cond:
@@ -374,6 +424,14 @@ class Pool:
         """Send one job to ``w`` and wait for its answer; leaves ``w`` released or dropped."""
         try:
             fd, grown = self._exchange(w, c, key, limit, deadline, grace)
+        except _Stale:
+            self._drop(w, kill=True)
+            with self._cond:
+                self.replaced += 1
+            raise
+        except _Unpicklable:
+            self._release(w)  # it was sent nothing
+            raise
         except (_NotTaken, GradserveError):
             raise  # the worker is dropped already (or dropped by run, for _NotTaken)
         except BaseException:
@@ -437,6 +495,8 @@ class Pool:
                                       "ran out of its memory limit (max_memory_bytes)", limit="memory")
             if msg == b"a":
                 taken = True
+            elif msg == b"u":
+                raise _Stale
             elif msg == b"n":  # it no longer holds the plan: send it along
                 w.plans.pop(key, None)  # type: ignore[arg-type]
                 taken = False
@@ -451,7 +511,10 @@ class Pool:
         c.plan.graph = None  # type: ignore[assignment]  # sent apart, once per worker
         fd = os.memfd_create("gradserve-job", os.MFD_CLOEXEC)
         try:
-            isolate._pack(fd, (key, graph if send_plan else None, c, limit))
+            try:
+                _pack_job(fd, (key, graph if send_plan else None, c, limit))
+            except (pickle.PicklingError, TypeError, AttributeError) as e:
+                raise _Unpicklable(str(e)) from None
             socket.send_fds(w.sock, [b"j"], [fd])
         finally:
             c.plan.graph = graph

@@ -231,3 +231,73 @@ def test_fork_per_request_is_still_there(make_client) -> None:
     req = {"graph": {"inputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [1.0, 2.0]}],
                      "source": f"y = debug.alloc(x, {4 << 30})\nl = sum(y)"}, "return": ["l"]}
     assert _problem(c.post("/v1/grad", json=req), 413)["limit"] == "memory"
+
+
+# ---------------------------------------------------------------- warm replay (service.run.execute_warm)
+def _checked(source: str, x: np.ndarray, graph=None):
+    from service.core import parse_request
+    from service.executor import build_plan
+    from service.run import checked_plan
+
+    inputs = [{"name": "x", **_b64(x), "requires_grad": True}]
+    req = parse_request({"graph": {"inputs": inputs, "source": source}, "outputs": "l", "inputs": "x",
+                         "return": ["l", "y"]})
+    return checked_plan(build_plan(req, None, graph))
+
+
+def test_a_warm_replay_gives_the_eager_numbers_to_the_last_bit() -> None:
+    from collections import OrderedDict
+
+    from service.run import execute, execute_warm
+
+    source = "y = matmul(x, x)\nz = matmul(y, x)\nl = sum(tanh(z))"
+    rng = np.random.default_rng(1)
+    programs: OrderedDict = OrderedDict()
+    graph = None
+    for _ in range(3):  # the first call traces, the others replay
+        c = _checked(source, rng.standard_normal((20, 20)), graph)
+        graph = c.plan.graph
+        warm, eager = execute_warm(c, "k", programs), execute(c)
+        assert np.array_equal(warm.grads[0], eager.grads[0])
+        assert all(np.array_equal(warm.values[k], eager.values[k]) for k in ("l", "y"))
+    (fn,) = programs.values()
+    assert len(fn.programs()) == 1 and fn.eager_reasons() == []
+    c = _checked(source, rng.standard_normal((7, 7)), graph)  # another signature: another program
+    assert np.array_equal(execute_warm(c, "k", programs).grads[0], execute(c).grads[0])
+    assert len(programs) == 2
+
+
+def test_plans_sized_by_values_are_not_compiled() -> None:
+    from collections import OrderedDict
+
+    from service import debug_ops
+    from service.run import execute_warm
+
+    debug_ops.install()
+    programs: OrderedDict = OrderedDict()
+    c = _checked("y = debug.sleep(x, 0)\nl = sum(y * y)", np.array([1.0, 2.0]))
+    assert c.report.value_dependent  # an op from outside the engine: its shapes are not known
+    np.testing.assert_array_equal(execute_warm(c, "k", programs).grads[0], [2.0, 4.0])
+    assert not programs
+
+
+def test_an_op_registered_after_the_workers_were_forked_still_runs_isolated(pooled, monkeypatch) -> None:
+    import inspect
+
+    import engine
+
+    def twice(input):  # noqa: A002 - torch's argument name
+        return input * 2
+
+    c = pooled()
+    old = set(pool.POOL.pids())
+    monkeypatch.setitem(engine.OPS, "test.twice", engine.OpInfo("test.twice", twice, ("input",),
+                                                                inspect.signature(twice), 1))
+    for _ in range(3):  # first in a child forked for it; the stale worker is replaced by one that has it
+        r = c.post("/v1/grad", json={"graph": {"inputs": [{"name": "x", "datatype": "FP64", "shape": [2],
+                                                           "data": [1.0, 2.0], "requires_grad": True}],
+                                               "source": "y = test.twice(x)\nl = sum(y * y)"},
+                                     "outputs": "l", "inputs": "x"})
+        assert r.status_code == 200, r.text[:300]
+        assert r.json()["grads"][0]["data"] == [8.0, 16.0]  # d sum((2x)^2)/dx = 8x
+    assert old - set(pool.POOL.pids())  # at least one stale worker was replaced
