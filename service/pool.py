@@ -27,6 +27,11 @@ hold per job:
   socket, and are killed by the kernel if the server dies (``PR_SET_PDEATHSIG``). The app's
   lifespan stops them on shutdown and reaps them: no zombies.
 
+A job travels as a memory file: pickle protocol 5 with the input arrays out of band (the worker
+maps them), ops by name (the worker's ``engine.OPS`` is the server's). A job that cannot be
+pickled, or that a worker cannot read (an op registered after it was forked), runs in a child
+forked for it (:func:`service.isolate.run_forked`), and such a stale worker is replaced.
+
 Why ``os.fork`` and socket pairs rather than :mod:`multiprocessing`: a worker must start as a
 copy of the server (its imports, ``engine.OPS`` with plugin and debug ops, settings), which rules
 out ``spawn`` and ``forkserver`` (a fresh interpreter that re-imports, without the ops registered
