@@ -170,8 +170,10 @@ def _program(c: Checked) -> Callable[..., Any]:
 def execute_warm(c: Checked, key: str | None, programs: OrderedDict[tuple, Any]) -> Result:
     """:func:`execute`, replaying the compiled program of the graph ``key`` for the request's
     signature (input shapes, dtypes, flags, integer values, the top-level call) when
-    ``programs`` holds one, and compiling it otherwise. What cannot be compiled runs as
-    :func:`execute` does; so does a replay that fails (the runner then raises its own error).
+    ``programs`` holds one. A signature seen once before is compiled now (tracing costs a few
+    eager runs, which a request seen once should not pay); one not seen before runs as
+    :func:`execute` does, and so does what cannot be compiled, or a replay that fails (the runner
+    then raises its own error).
 
     >>> execute_warm(checked_plan(plan), "sha256:...", programs)  # doctest: +SKIP
     """
@@ -179,13 +181,15 @@ def execute_warm(c: Checked, key: str | None, programs: OrderedDict[tuple, Any])
     if sig is None:
         return execute(c)
     k = (key, sig)
-    fn = programs.get(k)
-    if fn is None:
-        fn = programs[k] = _program(c)
+    if k not in programs:
+        programs[k] = None  # seen once: compiled if it comes again
         while len(programs) > PROGRAM_SLOTS:
             programs.popitem(last=False)
-    else:
-        programs.move_to_end(k)
+        return execute(c)
+    programs.move_to_end(k)
+    fn = programs[k]
+    if fn is None:
+        fn = programs[k] = _program(c)
     req = c.plan.request
     leaves = [_leaf(t, c.decoded[t.name], ("graph", "inputs", i)) for i, t in enumerate(req.graph.inputs)]
     try:

@@ -254,7 +254,7 @@ def test_a_warm_replay_gives_the_eager_numbers_to_the_last_bit() -> None:
     rng = np.random.default_rng(1)
     programs: OrderedDict = OrderedDict()
     graph = None
-    for _ in range(3):  # the first call traces, the others replay
+    for _ in range(4):  # the first call runs eagerly, the second traces, the others replay
         c = _checked(source, rng.standard_normal((20, 20)), graph)
         graph = c.plan.graph
         warm, eager = execute_warm(c, "k", programs), execute(c)
@@ -262,9 +262,10 @@ def test_a_warm_replay_gives_the_eager_numbers_to_the_last_bit() -> None:
         assert all(np.array_equal(warm.values[k], eager.values[k]) for k in ("l", "y"))
     (fn,) = programs.values()
     assert len(fn.programs()) == 1 and fn.eager_reasons() == []
-    c = _checked(source, rng.standard_normal((7, 7)), graph)  # another signature: another program
-    assert np.array_equal(execute_warm(c, "k", programs).grads[0], execute(c).grads[0])
-    assert len(programs) == 2
+    for _ in range(2):  # another signature: another program
+        c = _checked(source, rng.standard_normal((7, 7)), graph)
+        assert np.array_equal(execute_warm(c, "k", programs).grads[0], execute(c).grads[0])
+    assert len(programs) == 2 and all(fn is not None for fn in programs.values())
 
 
 def test_plans_sized_by_values_are_not_compiled() -> None:
@@ -277,7 +278,8 @@ def test_plans_sized_by_values_are_not_compiled() -> None:
     programs: OrderedDict = OrderedDict()
     c = _checked("y = debug.sleep(x, 0)\nl = sum(y * y)", np.array([1.0, 2.0]))
     assert c.report.value_dependent  # an op from outside the engine: its shapes are not known
-    np.testing.assert_array_equal(execute_warm(c, "k", programs).grads[0], [2.0, 4.0])
+    for _ in range(3):
+        np.testing.assert_array_equal(execute_warm(c, "k", programs).grads[0], [2.0, 4.0])
     assert not programs
 
 
