@@ -468,6 +468,8 @@ class Pool:
         except OSError:
             raise _NotTaken from None
         taken = False
+        poller = select.poll()  # not select(): a busy server's descriptors go past 1024
+        poller.register(w.sock, select.POLLIN)
         while True:
             wait = None if deadline is None else deadline + grace - time.monotonic()
             if wait is not None and wait <= 0:
@@ -476,8 +478,7 @@ class Pool:
                     self.killed += 1
                 raise RequestTimeout("the request ran past request_timeout_s; its computation was "
                                      "stopped (the process running it was killed)")
-            ready, _, _ = select.select([w.sock], [], [], wait)
-            if not ready:
+            if not poller.poll(None if wait is None else max(1, int(wait * 1000) + 1)):
                 continue
             try:
                 msg, fds, _, _ = socket.recv_fds(w.sock, 16, 1)
