@@ -303,3 +303,19 @@ def test_an_op_registered_after_the_workers_were_forked_still_runs_isolated(pool
         assert r.status_code == 200, r.text[:300]
         assert r.json()["grads"][0]["data"] == [8.0, 16.0]  # d sum((2x)^2)/dx = 8x
     assert old - set(pool.POOL.pids())  # at least one stale worker was replaced
+
+
+def test_a_worker_whose_socket_is_past_descriptor_1024_serves(pooled) -> None:
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
+        pytest.skip("needs 1200 open files (ulimit -n)")
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]  # select() stops at 1024
+    try:
+        c = pooled(pool_size=1)
+        assert [w.sock.fileno() > 1024 for w in pool.POOL._workers] == [True]
+        _ok_small(c)
+        _ok_small(c)
+    finally:
+        for fd in held:
+            os.close(fd)
