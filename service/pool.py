@@ -416,6 +416,7 @@ class Pool:
                                   "it most likely ran out of its memory limit (max_memory_bytes)",
                                   limit="memory")
         if kind == "ok":
+            value[0].report = c.report  # the whole report (the worker had a slim copy)
             return value
         if kind == "error":
             raise isolate._rebuild(*value)

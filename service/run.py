@@ -10,6 +10,7 @@ replaying the graph's compiled program for the request's signature when one is w
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import warnings
 from collections import OrderedDict
@@ -56,7 +57,9 @@ class Checked:
         pairs = [(t, pickle.PickleBuffer(self.blobs[id(t)])) for t in go
                  if isinstance(t, TensorIn) and id(t) in self.blobs]
         plan = Plan(_slim(req), self.plan.graph)
-        return _rebuilt, (plan, self.decoded, self.report, pairs, self.settings, self.deadline)
+        # execution reads the report's sets and sums, not the shapes of every value
+        report = dataclasses.replace(self.report, shapes={}, dtypes={}, requires_grad=set())
+        return _rebuilt, (plan, self.decoded, report, pairs, self.settings, self.deadline)
 
 
 def _slim(req: GradRequest) -> GradRequest:
