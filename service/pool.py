@@ -48,6 +48,7 @@ boundaries (acknowledgement, answer) and says "end of file" when either side die
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import io
 import mmap
@@ -548,3 +549,4 @@ def _reap(pid: int, block: bool, status: bool = False) -> Any:
 
 
 POOL = Pool()  # this process's workers (service.core sends jobs here; the app's lifespan starts it)
+atexit.register(POOL.shutdown)  # workers forked for an app served without lifespan events
