@@ -17,7 +17,7 @@ hold per job:
 - a job still running ``grace`` seconds after its deadline has its worker killed (SIGKILL) and
   reaped; the request gets today's 504 and a new worker is forked for the next request;
 - a worker that dies while idle (killed from outside) is noticed before or while it is given a job
-  (it acknowledges every job it takes): the job goes to another worker;
+  (it marks every job it takes, in the job's file): the job goes to another worker;
 - no job can hold up the others: each waits for a free worker (or for a new one to be forked)
   only within its own deadline, and the event loop never waits for a worker at all;
 - a worker whose resident memory has grown by more than ``pool_max_rss_bytes`` since it started
@@ -40,7 +40,7 @@ files passed by descriptor (``SCM_RIGHTS``, arrays mapped instead of pickled thr
 same transport as :mod:`service.isolate`), a per-job ``RLIMIT_AS``, a kill at the deadline with
 exact knowledge of whether the worker had taken the job, and no resource-tracker process or
 atexit finalizers in a copy of a server. A ``SOCK_SEQPACKET`` pair per worker keeps message
-boundaries (acknowledgement, answer) and says "end of file" when either side dies.
+boundaries and says "end of file" when either side dies.
 
 >>> POOL.run(checked, key, limit_bytes=1 << 30, max_rss=256 << 20)  # doctest: +SKIP
 (Result(...), 0.0012)
@@ -83,7 +83,7 @@ def available() -> bool:
 
 
 class _NotTaken(Exception):
-    """The worker died before acknowledging the job: another worker may take it."""
+    """The worker died before it took the job: another worker may take it."""
 
 
 class _Unpicklable(Exception):
@@ -121,17 +121,25 @@ class _JobUnpickler(pickle.Unpickler):
         return engine.OPS[pid]
 
 
+_TAKEN = 8  # a job file starts with 8 bytes: the worker sets the first to 1 when it takes the job
+
+
 def _pack_job(fd: int, job: tuple) -> None:
-    """``job`` into the file ``fd``, in :func:`service.isolate._pack`'s layout."""
+    """``job`` into the file ``fd``: the taken flag, then :func:`service.isolate._pack`'s layout."""
     buffers: list[pickle.PickleBuffer] = []
     f = io.BytesIO()
     _JobPickler(f, protocol=5, buffer_callback=buffers.append).dump(job)
+    isolate._write_all(fd, bytes(_TAKEN))
     isolate._write_blocks(fd, [f.getbuffer(), *(b.raw() for b in buffers)])
 
 
 def _unpack_job(buf: memoryview) -> tuple:
-    blocks = isolate._blocks(buf)
+    blocks = isolate._blocks(buf[_TAKEN:])
     return _JobUnpickler(io.BytesIO(blocks[0]), buffers=blocks[1:]).load()
+
+
+def _taken(fd: int) -> bool:
+    return os.pread(fd, 1, 0) == b"\x01"
 
 
 # ---------------------------------------------------------------- the worker process
@@ -190,7 +198,9 @@ def _worker_main(sock: socket.socket) -> None:  # pragma: no cover - runs in the
             msg, fds, _, _ = socket.recv_fds(sock, 16, 1)
             if not msg:
                 break
-            sock.send(b"a")  # taken: from now on a death is this job's
+            # taken: from now on a death is this job's (a flag in the file, not a message: the
+            # server reads it only if this worker dies, and is not woken for it)
+            os.pwrite(fds[0], b"\x01", 0)
             with open(fds[0], "rb", closefd=True) as f:
                 size = os.fstat(f.fileno()).st_size
                 # private and writable: the engine may write into buffers it got (out=), never the file
@@ -463,13 +473,17 @@ class Pool:
 
     def _exchange(self, w: _Worker, c: Checked, key: str | None, limit: int, deadline: float | None,
                   grace: float) -> tuple[int, int]:
-        """The job's messages: send it, then wait for the acknowledgement and the answer (a
-        memory file, and how much the worker's RSS has grown since it started)."""
+        """Send the job, then wait for the answer (a memory file, and how much the worker's RSS
+        has grown since it started)."""
+        job = self._send(w, c, key, key is None or key not in w.plans, limit)
         try:
-            self._send(w, c, key, key is None or key not in w.plans, limit)
-        except OSError:
-            raise _NotTaken from None
-        taken = False
+            return self._answer(w, c, key, limit, deadline, grace, job)
+        finally:
+            if job[0] >= 0:
+                os.close(job[0])
+
+    def _answer(self, w: _Worker, c: Checked, key: str | None, limit: int, deadline: float | None,
+                grace: float, job: list[int]) -> tuple[int, int]:
         poller = select.poll()  # not select(): a busy server's descriptors go past 1024
         poller.register(w.sock, select.POLLIN)
         while True:
@@ -491,7 +505,7 @@ class Pool:
             for fd in fds:
                 os.close(fd)
             if not msg:  # end of file: the worker died
-                if not taken:
+                if not _taken(job[0]):
                     raise _NotTaken
                 status = _reap(w.pid, block=True, status=True)
                 self._drop(w, kill=False)
@@ -501,20 +515,18 @@ class Pool:
                        f"exit status {os.WEXITSTATUS(status)}") if isinstance(status, int) else "it died"
                 raise PayloadTooLarge(f"the computation stopped without an answer ({why}): it most likely "
                                       "ran out of its memory limit (max_memory_bytes)", limit="memory")
-            if msg == b"a":
-                taken = True
-            elif msg == b"u":
+            if msg == b"u":
                 raise _Stale
-            elif msg == b"n":  # it no longer holds the plan: send it along
+            if msg == b"n":  # it no longer holds the plan: send it along
                 w.plans.pop(key, None)  # type: ignore[arg-type]
-                taken = False
-                try:
-                    self._send(w, c, key, True, limit)
-                except OSError:
-                    raise _NotTaken from None
+                os.close(job[0])
+                job[0] = -1
+                job[0] = self._send(w, c, key, True, limit)[0]
 
     @staticmethod
-    def _send(w: _Worker, c: Checked, key: str | None, send_plan: bool, limit: int) -> None:
+    def _send(w: _Worker, c: Checked, key: str | None, send_plan: bool, limit: int) -> list[int]:
+        """Write the job into a memory file and pass it to ``w``; the file stays open here (as
+        ``[fd]``) so that its taken flag can be read if the worker dies."""
         graph = c.plan.graph
         c.plan.graph = None  # type: ignore[assignment]  # sent apart, once per worker
         fd = os.memfd_create("gradserve-job", os.MFD_CLOEXEC)
@@ -523,10 +535,16 @@ class Pool:
                 _pack_job(fd, (key, graph if send_plan else None, c, limit))
             except (pickle.PicklingError, TypeError, AttributeError) as e:
                 raise _Unpicklable(str(e)) from None
-            socket.send_fds(w.sock, [b"j"], [fd])
+            try:
+                socket.send_fds(w.sock, [b"j"], [fd])
+            except OSError:
+                raise _NotTaken from None
+        except BaseException:
+            os.close(fd)
+            raise
         finally:
             c.plan.graph = graph
-            os.close(fd)
+        return [fd]
 
 
 def _kill(pid: int) -> None:

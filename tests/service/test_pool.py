@@ -319,3 +319,19 @@ def test_a_worker_whose_socket_is_past_descriptor_1024_serves(pooled) -> None:
     finally:
         for fd in held:
             os.close(fd)
+
+
+def test_a_job_its_worker_never_took_goes_to_another(pooled) -> None:
+    c = pooled(pool_size=1)
+    (stuck,) = pool.POOL.pids()
+    os.kill(stuck, signal.SIGSTOP)  # alive, but it will not read the job sent to it
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", c.post("/v1/grad", json=_small())))
+    t.start()
+    _wait(lambda: pool.POOL.stats()["busy"] == 1, "the request never reached the worker")
+    time.sleep(0.2)  # (the job is in its socket by now; were it not, the worker is found dead first)
+    os.kill(stuck, signal.SIGKILL)
+    t.join(30)
+    assert out["r"].status_code == 200, out["r"].text[:300]
+    assert out["r"].json()["grads"][0]["data"] == [2.0, 4.0, 6.0]
+    assert stuck not in pool.POOL.pids() and _gone(stuck)
