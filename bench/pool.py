@@ -5,7 +5,9 @@ Two measurements, each interleaved (the order rotates every round) so that the l
 machine hits every mode alike; medians:
 
 - in process: ``service.pool.POOL.run`` vs ``service.isolate.run_forked`` vs ``execute`` in the
-  calling thread, on one checked plan, in a process that imported the service;
+  calling thread, on one checked plan, in a process that imported the service; with the CPU time
+  per request of this process and its worker or children (the kernel counts it in ticks of
+  10 ms, so it is a mean over the rounds), which a loaded machine changes far less than wall time;
 - over HTTP: two real servers (``python -m service serve``, one per isolation mode) on loopback,
   one keep-alive connection each, the same JSON body.
 
@@ -38,7 +40,13 @@ REQUEST = {"graph": {"inputs": [{"name": "x", "datatype": "FP64", "shape": [3], 
                      "source": "y = debug.spin(x, 0)\nl = sum(y * y)"}, "outputs": "l", "inputs": "x"}
 
 
-def _in_process(rounds: int) -> dict[str, list[float]]:
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _in_process(rounds: int) -> tuple[dict[str, list[float]], dict[str, float]]:
     from service import debug_ops, isolate, pool
     from service.core import isolation_bytes, parse_request
     from service.executor import build_plan
@@ -58,18 +66,27 @@ def _in_process(rounds: int) -> dict[str, list[float]]:
         "fork": lambda c: isolate.run_forked(lambda: execute(c), c.deadline, limit),
     }
     times: dict[str, list[float]] = {m: [] for m in modes}
+    # CPU time, which a loaded machine barely changes (wall time there is mostly waiting for a
+    # CPU): this process's, plus its reaped children's (fork) or the worker's (pool)
+    cpu = dict.fromkeys(modes, 0.0)
     names = list(modes)
     try:
         for i in range(rounds + 5):
             for m in names[i % 3:] + names[:i % 3]:
                 c = checked_plan(plan, settings=s, deadline=time.monotonic() + 30)
+                (worker,) = pool.POOL.pids() if m == "pool" else (0,)
+                c0 = os.times()
+                w0 = _cpu_of(worker) if worker else 0.0
                 t = time.perf_counter()
                 modes[m](c)
+                dt = time.perf_counter() - t
+                c1 = os.times()
                 if i >= 5:  # warm-up rounds are not counted
-                    times[m].append(time.perf_counter() - t)
+                    times[m].append(dt)
+                    cpu[m] += sum(c1[:4]) - sum(c0[:4]) + (_cpu_of(worker) - w0 if worker else 0.0)
     finally:
         pool.POOL.detach()
-    return times
+    return times, {m: v / rounds for m, v in cpu.items()}
 
 
 def _server(isolation: str) -> tuple[subprocess.Popen, int]:
@@ -120,13 +137,15 @@ def _over_http(rounds: int) -> dict[str, list[float]]:
     return times
 
 
-def _table(title: str, times: dict[str, list[float]], base: str) -> str:
+def _table(title: str, times: dict[str, list[float]], base: str, cpu: dict[str, float] | None = None) -> str:
     ref = statistics.median(times[base])
-    rows = [f"{title}", f"  {'mode':<8} {'median ms':>10} {'p90 ms':>8} {'vs ' + base:>9}"]
+    head = f"  {'mode':<8} {'median ms':>10} {'p90 ms':>8} {'vs ' + base:>9}"
+    rows = [f"{title}", head + (f" {'CPU ms/req':>11}" if cpu else "")]
     for m, ts in times.items():
         med = statistics.median(ts)
         p90 = sorted(ts)[int(0.9 * (len(ts) - 1))]
-        rows.append(f"  {m:<8} {med * 1e3:>10.3f} {p90 * 1e3:>8.3f} {med / ref:>9.2f}")
+        row = f"  {m:<8} {med * 1e3:>10.3f} {p90 * 1e3:>8.3f} {med / ref:>9.2f}"
+        rows.append(row + (f" {cpu[m] * 1e3:>11.3f}" if cpu else ""))
     return "\n".join(rows)
 
 
@@ -136,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
-    print(_table(f"in process, {a.rounds} interleaved rounds", _in_process(a.rounds), "fork"))
+    times, cpu = _in_process(a.rounds)
+    print(_table(f"in process, {a.rounds} interleaved rounds", times, "fork", cpu))
     print(_table(f"over HTTP (POST /v1/grad, keep-alive), {a.rounds} interleaved rounds",
                  _over_http(a.rounds), "fork"))
     load = os.getloadavg()
