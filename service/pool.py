@@ -2,7 +2,9 @@
 
 Each server process keeps ``pool_size`` worker processes (:data:`POOL`), forked from it when the
 app starts (after every import and op registration, so a worker starts with the server's modules,
-ops and caches already loaded) and again whenever one has to be replaced. A request whose checked
+ops and caches already loaded), and again whenever one has to be replaced: then by the pool's
+spawner thread, at once and off any request's path (while no app is attached, by the next request
+that needs a worker). A request whose checked
 plan is not statically cheap (:func:`service.core.statically_cheap`) is sent to a free worker,
 preferably one that ran the same graph before (affinity): that worker holds the graph's plan and
 its compiled programs (:func:`service.run.execute_warm`), so repeated requests replay warm and
@@ -15,7 +17,7 @@ hold per job:
   request's bound; an allocation past it fails (numpy's MemoryError: 413 ``memory``); a worker that
   dies during a job answers 413 too, and is replaced;
 - a job still running ``grace`` seconds after its deadline has its worker killed (SIGKILL) and
-  reaped; the request gets today's 504 and a new worker is forked for the next request;
+  reaped; the request gets today's 504 and a new worker is forked in its place;
 - a worker that dies while idle (killed from outside) is noticed before or while it is given a job
   (it marks every job it takes, in the job's file): the job goes to another worker;
 - no job can hold up the others: each waits for a free worker (or for a new one to be forked)
@@ -177,8 +179,8 @@ def _worker_setup(sock: socket.socket) -> None:
     except OSError:
         pass
     # die with the server, whatever kills it. The kernel sends this when the *thread* that forked
-    # the worker exits: the event loop's thread (start-up) or an engine thread (replacements),
-    # which live as long as the app; a worker lost with an exiting thread is replaced as any other
+    # the worker exits: the event loop's thread (start-up) or the spawner (replacements), which
+    # live as long as the app; a worker lost with an exiting thread is replaced as any other
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
@@ -270,7 +272,11 @@ class Pool:
         self.size = size
         self._workers: list[_Worker] = []
         self._forking = 0
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)   # a worker became free (or may be forked)
+        self._wanted = threading.Condition(self._lock)  # the spawner: a worker is missing
+        self._spawner: threading.Thread | None = None
+        self._generation = 0  # shutdowns so far: a worker forked across one is not kept
         self._users = 0
         # counters (for tests, /health/ready and the logs)
         self.spawned = self.replaced = self.recycled = self.killed = 0
@@ -289,6 +295,7 @@ class Pool:
         with self._cond:
             self._users = max(0, self._users - 1)
             last = self._users == 0
+            self._wanted.notify_all()  # the spawner stops with the last user
         if last:
             self.shutdown()
 
@@ -305,7 +312,9 @@ class Pool:
         """Stop every worker and reap it: idle ones exit on end of file, busy ones are killed."""
         with self._cond:
             workers, self._workers = self._workers, []
+            self._generation += 1
             self._cond.notify_all()
+            self._wanted.notify_all()
         end = time.monotonic() + timeout
         for w in workers:
             if w.busy:
@@ -349,14 +358,50 @@ class Pool:
         theirs.close()
         return _Worker(pid, ours)
 
-    def _add(self, w: _Worker, busy: bool) -> None:
+    def _add(self, w: _Worker, busy: bool, generation: int | None = None) -> None:
         with self._cond:
             self._forking -= 1
-            self.spawned += 1
-            w.busy = busy
-            self._workers.append(w)
-            if not busy:
-                self._cond.notify()
+            stale = generation is not None and generation != self._generation
+            if not stale:
+                self.spawned += 1
+                w.busy = busy
+                self._workers.append(w)
+                if not busy:
+                    self._cond.notify()
+        if stale:  # forked while the pool shut down
+            _kill(w.pid)
+            w.sock.close()
+            _reap(w.pid, block=True)
+
+    def _replenish(self) -> None:
+        """Have the spawner thread fork the missing workers, off any request's path (only while
+        an app uses the pool; otherwise the next request forks what it needs)."""
+        with self._cond:
+            if self._users <= 0:
+                return
+            if self._spawner is None:
+                self._spawner = threading.Thread(target=self._spawn_loop, name="gradserve-pool-spawner",
+                                                 daemon=True)
+                self._spawner.start()
+            self._wanted.notify()
+
+    def _spawn_loop(self) -> None:
+        # a long-lived thread forks replacements: PR_SET_PDEATHSIG follows the forking thread
+        while True:
+            with self._cond:
+                while self._users > 0 and len(self._workers) + self._forking >= self.size:
+                    self._wanted.wait()
+                if self._users <= 0:
+                    self._spawner = None
+                    return
+                self._forking += 1
+                generation = self._generation
+            try:
+                w = self._spawn()
+            except OSError:  # no memory or processes left for now: try again shortly
+                time.sleep(1.0)
+                continue
+            self._add(w, busy=False, generation=generation)
 
     def _drop(self, w: _Worker, kill: bool) -> None:
         """Remove ``w`` (killing it first if asked) and reap it."""
@@ -368,6 +413,7 @@ class Pool:
             _kill(w.pid)
         w.sock.close()
         _reap(w.pid, block=True)
+        self._replenish()
 
     def _acquire(self, key: str | None, deadline: float | None) -> _Worker:
         with self._cond:
@@ -381,6 +427,7 @@ class Pool:
                         self._workers.remove(w)
                         w.sock.close()
                         self.replaced += 1
+                        self._replenish()
                         continue
                     w.busy = True
                     return w

@@ -95,8 +95,9 @@ def test_a_hung_worker_is_killed_at_its_deadline_while_the_others_serve(make_ser
     r = out["r"]
     assert r.status_code == 504 and r.headers["content-type"] == "application/problem+json", r.text[:300]
     assert "request_timeout_s" in r.json()["detail"]
-    # the spinning worker is killed half a second after the deadline, reaped, and replaced on demand
+    # the spinning worker is killed half a second after the deadline, reaped, and replaced at once
     wait_for(lambda: len(before - set(children(server.proc.pid))) == 1, "the hung worker is still there")
+    wait_for(lambda: len(children(server.proc.pid)) == 2, "no worker took the hung one's place")
     assert_ok(server.url)
     assert "Z" not in children(server.proc.pid).values()
 

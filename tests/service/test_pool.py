@@ -163,21 +163,24 @@ def test_past_the_deadline_the_worker_is_killed_and_replaced(pooled) -> None:
     assert "request_timeout_s" in body["detail"]
     # the engine thread kills the worker half a second past the deadline, reaps it and frees its slot
     _wait(lambda: pool.POOL.stats()["killed"] == killed + 1 and _gone(victim), "the worker was not killed")
-    _ok_small(c)  # a new worker, forked for it
-    assert pool.POOL.pids() != [victim]
+    # and a new one is forked in its place, before any request asks for it
+    _wait(lambda: len(pool.POOL.pids()) == 1 and victim not in pool.POOL.pids(), "no worker took its place")
+    _ok_small(c)
 
 
 def test_a_worker_killed_while_idle_is_replaced(pooled) -> None:
     c = pooled()
     replaced = pool.POOL.stats()["replaced"]
     _ok_small(c)
-    for pid in pool.POOL.pids():
+    dead = pool.POOL.pids()
+    for pid in dead:
         os.kill(pid, signal.SIGKILL)
-    _wait(lambda: all(_children_states().get(p) in (None, "Z") for p in pool.POOL.pids()), "not dead")
+    _wait(lambda: all(_children_states().get(p) in (None, "Z") for p in dead), "not dead")
     for _ in range(3):
         _ok_small(c)
     assert pool.POOL.stats()["replaced"] >= replaced + 2
     assert "Z" not in _children_states().values()  # every dead worker was reaped
+    _wait(lambda: len(pool.POOL.pids()) == 2 and not set(dead) & set(pool.POOL.pids()), "not replaced")
 
 
 def test_a_hung_worker_does_not_hold_up_the_others(pooled) -> None:
