@@ -313,6 +313,7 @@ class Pool:
         with self._cond:
             workers, self._workers = self._workers, []
             self._generation += 1
+            self._users = 0  # and no replacements (at exit, say): requests fork what they need
             self._cond.notify_all()
             self._wanted.notify_all()
         end = time.monotonic() + timeout
