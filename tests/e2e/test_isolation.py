@@ -1,5 +1,6 @@
-"""Limits enforced by the operating system, against a real uvicorn: a computation runs in a child
-process under RLIMIT_AS and is killed past its deadline; the server's own peak RSS stays bounded.
+"""Limits enforced by the operating system, against a real uvicorn: a computation runs in a worker
+process (the default pool, service.pool) under RLIMIT_AS and is killed past its deadline; the
+server's own peak RSS stays bounded.
 
 Peak RSS is the kernel's high-water mark (``VmHWM``), reset before each case by writing 5 to
 ``/proc/<pid>/clear_refs``. Times are upper bounds over configured deadlines (seconds), never a
