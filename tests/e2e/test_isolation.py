@@ -48,12 +48,14 @@ def _peak_growth(server, send) -> tuple[int, httpx.Response]:
     return _status(server.proc.pid)["VmHWM"] - base, r
 
 
-@pytest.fixture(scope="module")
-def bounded():
+@pytest.fixture(scope="module", params=["process", "fork"])
+def bounded(request):
+    """A server whose computations run in its worker pool (process) or a child each (fork)."""
     from .conftest import Server
 
     server = Server(env={**DEBUG_ENV, "GRADSERVE_MAX_MEMORY_BYTES": str(MAX_MEMORY),
-                         "GRADSERVE_REQUEST_TIMEOUT_S": "2", "GRADSERVE_MAX_CONCURRENCY": "1"})
+                         "GRADSERVE_REQUEST_TIMEOUT_S": "2", "GRADSERVE_MAX_CONCURRENCY": "1",
+                         "GRADSERVE_ISOLATION": request.param})
     yield server
     server.stop()
 
