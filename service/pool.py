@@ -447,7 +447,13 @@ class Pool:
     def _release(self, w: _Worker) -> None:
         with self._cond:
             w.busy = False
-            self._cond.notify()
+            kept = w in self._workers
+            if kept:
+                self._cond.notify()
+        if not kept:  # the pool shut down while it worked (and killed it): reap it here
+            _kill(w.pid)
+            w.sock.close()
+            _reap(w.pid, block=True)
 
     # -- jobs
     def run(self, c: Checked, key: str | None, limit_bytes: int, max_rss: int,
