@@ -22,11 +22,24 @@ import httpx
 import numpy as np
 
 import engine
+from engine._functional_inplace import wire_op
 
-from . import _graphs, _wire
+from . import _graphs, _shadow, _wire
 from ._functional import AsyncFunctional, SyncFunctional
 from ._onnx import split_onnx
-from ._recording import Namespace, Node, Recorder, Tensor, collect, encode_call, has_tensor, local_values
+from ._recording import (
+    Namespace,
+    Node,
+    Recorder,
+    Tensor,
+    check_fresh,
+    check_inplace,
+    collect,
+    encode_call,
+    has_tensor,
+    local_values,
+    rebind,
+)
 from ._wire import Encoding, HTTPRequest, Plan, Result, RetryPolicy
 from .errors import (
     ConnectError,
@@ -214,9 +227,15 @@ class _BaseClient:
 
     # ------------------------------------------------------------ recording
     def _record(self, op: str, args: tuple, kwargs: dict) -> Any:
-        info = engine.OPS.get(op)
+        info = wire_op(op)
         if info is None:
             raise AttributeError(f"the engine has no op {op!r}")
+        if kwargs.get("inplace") is True and args and isinstance(args[0], Tensor):
+            # relu(x, inplace=True) changes x in torch: record it out of place, then rebind x
+            check_inplace(args[0])
+            res = self._record(op, args, {**kwargs, "inplace": False})
+            rebind(args[0], res)
+            return args[0]
         if not has_tensor(args) and not has_tensor(kwargs):
             # A constructor (zeros, rand, ...): run it here, so random values are drawn once and a
             # requires_grad=True result is a leaf, as in torch.
@@ -267,6 +286,7 @@ class _BaseClient:
                 raise TypeError(f"{what} must be tensors recorded by this client, got {type(t).__name__}")
             if t._client is not self:
                 raise ValueError(f"tensor {t.name!r} was recorded by another client")
+            check_fresh(t)
         return out
 
     def _grad_call(self, outputs: Any, inputs: Any, grad_outputs: Any, retain_graph: bool | None,
@@ -292,6 +312,8 @@ class _BaseClient:
         rets = self._targets(return_values, "return_values") if return_values is not None else None
         if call.flags["create_graph"]:
             return self._plan_lazy_grad(call, rets)
+        # torch's error for a second backward through freed saved tensors (client._shadow)
+        _shadow.check_backward(call.outputs, call.inputs, call.grad_outputs, call.flags)
         payload, blobs, binary, names = self._payload([*call.roots(), *(rets or ())], top=call.wire(),
                                                       returns=rets or ())
 
@@ -316,6 +338,7 @@ class _BaseClient:
             label, seq = self._recorder.name("grad")
             node.outputs.append(Tensor(self, label, seq, node=node, requires_grad=True))
         node.seq = node.outputs[0]._seq
+        _shadow.twins(node.outputs)  # goes backward now, in program order, as torch would
         grads = tuple(node.outputs)
         # Which gradients are None is only known after running: ask at once when it can happen.
         probe = bool(call.flags["allow_unused"]) and not call.flags["materialize_grads"]
@@ -510,7 +533,9 @@ def _run_alone(node: Node) -> Any:
     parents = list({id(p): p for p in _all_tensors((node.args, node.kwargs))}.values())
     vals = local_values(parents)
     env = {id(p): v for p, v in zip(parents, vals, strict=True)}
-    return engine.OPS[node.op].fn(*_substitute(node.args, env), **_substitute(node.kwargs, env))
+    info = wire_op(node.op)
+    assert info is not None
+    return info.fn(*_substitute(node.args, env), **_substitute(node.kwargs, env))
 
 
 def _all_tensors(v: Any) -> list[Tensor]:
@@ -574,9 +599,10 @@ class Client(SyncFunctional, _BaseClient):
         recorded as a ``grad`` node, that can be differentiated again; their values come on demand.
         With ``return_values=[...]`` it returns ``(grads, values)``: value and grad in one trip.
 
-        Each request rebuilds the graph on the server, so ``retain_graph`` acts within one request
-        (``grad`` nodes, then the final call), not across calls; ``only_inputs`` is ignored, as in
-        torch. Errors in the graph (a shape mismatch, say) surface when the request is made.
+        ``retain_graph`` works as in torch across calls too: the client keeps a record of what each
+        backward freed (client._shadow), and a second call through freed saved tensors raises
+        torch's RuntimeError before anything is sent. ``only_inputs`` is ignored, as in torch.
+        Errors in the graph (a shape mismatch, say) surface when the request is made.
 
         >>> gw, gb = c.autograd_grad(loss, [w, b])
         >>> (gw, gb), (lv,) = c.autograd_grad(loss, [w, b], return_values=[loss])

@@ -37,7 +37,9 @@ PLAN_NOT_CACHED = "urn:gradserve:problem:plan-not-cached"
 
 # Nodes whose attributes name tensors with plain strings (autograd_grad and the functional API);
 # in every other node an attribute string is a literal and a tensor is {"ref": name}.
-_NAMING_OPS = frozenset({"grad", "jacobian", "hessian", "vjp", "jvp", "hvp", "vhp"})
+_NAMING_OPS = frozenset({"grad", "jacobian", "hessian", "vjp", "jvp", "hvp", "vhp", "func.grad",
+                         "func.grad_and_value", "func.vjp", "func.jvp", "func.jacrev", "func.jacfwd",
+                         "func.hessian", "vmap", "func.vmap"})
 _TOP_NAMES = ("outputs", "inputs", "grad_outputs", "return")
 
 

@@ -8,6 +8,21 @@ Beside its VJP each primitive states a JVP rule (forward mode: dual tensors carr
 :func:`_apply_dual`), also in engine ops, so forward and reverse mode compose both ways; and a
 batching rule (vmap: the primitive on a whole batch at once, see :func:`_apply_batched`). Both
 cost ``apply`` one test while no dual level and no vmap is active.
+
+One record per primitive, as JAX's ``lax`` and HIPS autograd define theirs: the numpy forward, VJP,
+JVP, batching rule and shape rule with its cost (meta mode, :mod:`engine._meta`) are stated
+together in the module that defines the primitive, so adding an op touches that one place::
+
+    @primitive(save=(0, 1, -1))               # engine/ops/elementwise.py
+    def _hypot(a, b):
+        return np.hypot(a, b)
+
+    _hypot.defvjp(lambda ctx, g, a, b, out: (g * a / out, g * b / out))
+    _hypot.defjvp(diagonal_jvp)               # elementwise: the VJP serves as the JVP
+    _hypot.defbatch(elementwise_batch)        # vmap: numpy broadcasting carries the batch
+    _hypot.defshape(elementwise_shape)        # meta mode; a rule of its own: @p.defshape(work=...)
+
+This core knows none of the rules' contents (the shape rules and their helpers live above it).
 """
 
 from __future__ import annotations
@@ -197,8 +212,9 @@ FREED_MSG = (
 
 
 class Primitive:
-    """One differentiable operation: a numpy forward, a VJP and a JVP over engine ops, and a
-    batching rule (``defvjp``, ``defjvp``, ``defbatch``, stated together where it is defined).
+    """One differentiable operation: a numpy forward, a VJP and a JVP over engine ops, a
+    batching rule and a shape rule with its cost (``defvjp``, ``defjvp``, ``defbatch``,
+    ``defshape``), stated together where it is defined: one record per primitive.
 
     ``save`` names what backward needs: input positions (ints >= 0) and outputs (-1 is output 0,
     -2 output 1, ...). Only those are kept, and they are freed after backward unless
@@ -206,7 +222,8 @@ class Primitive:
     numpy data such as argmax indices) is saved too.
     """
 
-    __slots__ = ("name", "fwd", "bwd", "jvp", "batch", "save", "n_out", "aux", "saves_output", "pick_saved")
+    __slots__ = ("name", "fwd", "bwd", "jvp", "batch", "save", "n_out", "aux", "saves_output", "pick_saved",
+                 "shape_rule", "work_rule", "scratch_rule")
 
     def __init__(self, name: str, fwd: Callable, save: tuple[int, ...] = (), n_out: int = 1,
                  aux: bool = False) -> None:
@@ -217,6 +234,9 @@ class Primitive:
         self.bwd: Callable | None = None
         self.jvp: Callable | None = None
         self.batch: Callable | None = None
+        self.shape_rule: Callable | None = None
+        self.work_rule: Callable | None = None
+        self.scratch_rule: Callable | None = None
         if name in PRIMITIVES:
             raise ValueError(f"primitive {name!r} defined twice")
         PRIMITIVES[name] = self
@@ -243,6 +263,21 @@ class Primitive:
         self.batch = fn
         return fn
 
+    def defshape(self, fn: Callable | None = None, *, work: Callable | None = None,
+                 scratch: Callable | None = None) -> Callable:
+        """Set the shape rule and its cost rule, read by meta mode (:mod:`engine._meta`).
+
+        ``fn(prim, arrays, params)`` returns the output(s) as meta arrays of the right shape and
+        dtype without computing (the shared rules and helpers are in :mod:`engine._meta`, e.g.
+        ``elementwise_shape``); it raises what the forward would raise. ``work(prim, arrays,
+        params, outs)`` is the units of work (None: every operand read and every output written
+        once), ``scratch(prim, arrays, params, outs)`` the bytes of transient memory (None: none).
+        Used bare (``@p.defshape``) or with costs (``@p.defshape(work=...)``)."""
+        if fn is None:
+            return lambda f: self.defshape(f, work=work, scratch=scratch)
+        self.shape_rule, self.work_rule, self.scratch_rule = fn, work, scratch
+        return fn
+
     def __call__(self, *args: Any, **params: Any) -> Any:
         return apply(self, args, params)
 
@@ -261,19 +296,23 @@ def primitive(save: tuple[int, ...] = (), n_out: int = 1, aux: bool = False,
 
 
 class _SavedOutput:
-    __slots__ = ("array", "idx", "fw", "bat")
+    __slots__ = ("array", "idx", "fw", "bat", "vc", "ver")
 
     def __init__(self, array: np.ndarray, idx: int) -> None:
         self.array, self.idx = array, idx
         self.fw = None  # the output's tangents, when it was computed under a dual level
         self.bat = None  # the output's batch, when it was computed under vmap
+        self.vc = None  # the output's version counter, once it has one (see version_counter)
+        self.ver = 0
 
 
 class Node:
     """A recorded application of a primitive (torch's ``grad_fn``)."""
 
+    # ``versions``: the saved tensors' versions at save time, set only once some tensor has been
+    # mutated (before that every version is 0); see check_versions.
     __slots__ = ("prim", "edges", "params", "saved", "aux", "in_meta", "out_meta", "seq", "hooks",
-                 "retains", "__weakref__")
+                 "retains", "versions", "__weakref__")
 
     def __init__(self, prim: Primitive, edges: list, params: dict | None, saved: tuple | None,
                  aux: Any, in_meta: list) -> None:
@@ -289,6 +328,9 @@ class Node:
         self.retains: dict[int, Any] | None = None
 
     def name(self) -> str:
+        special = NODE_NAMES.get(self.prim.name)
+        if special is not None:
+            return special
         return "".join(p.capitalize() for p in self.prim.name.split("_")) + "Backward0"
 
     @property
@@ -301,15 +343,89 @@ class Node:
         return tuple(e is not None for e in self.edges)
 
     def __repr__(self) -> str:
-        return f"<{self.name()} object at {hex(id(self))}>"
+        return f"<{self.name().rpartition('::')[2]} object at {hex(id(self))}>"
 
     def _unpack(self) -> tuple:
         saved = self.saved
         if saved is None:
             raise RuntimeError(FREED_MSG)
+        if mutation_seen:
+            check_versions(self)
         if not self.prim.saves_output:
             return saved
         return tuple(_saved_output(s, self) if type(s) is _SavedOutput else s for s in saved)
+
+
+# Nodes whose torch name does not follow the primitive's (``grad_fn.name()``).
+NODE_NAMES: dict[str, str] = {}
+
+# ---------------------------------------------------------------- version counters
+# Set by the first in-place op of the process: until then no tensor has a version other than 0,
+# so apply records no versions and backward checks none.
+mutation_seen = False
+
+_HINT = ("Hint: enable anomaly detection to find the operation that failed to compute its gradient, "
+         "with torch.autograd.set_detect_anomaly(True, check_nan=False).")
+_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+               "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor", "int8": "CharTensor",
+               "uint8": "ByteTensor", "bool": "BoolTensor"}
+
+
+def version_counter(t: Tensor) -> list:
+    """``t``'s version counter, made on first need; an output saved by its node shares it."""
+    vc = getattr(t, "_vc", None)
+    if vc is None:
+        base = getattr(t, "_vbase", None)
+        if base is not None:  # a view counts with its base
+            vc = t._vc = version_counter(base)
+            return vc
+        vc = t._vc = [0]
+        link_saved_output(t)
+    return vc
+
+
+def link_saved_output(t: Tensor) -> None:
+    """Let the node that saved ``t`` as its output see ``t``'s version from now on."""
+    node = t.grad_fn
+    if node is not None and node.prim.saves_output and node.saved:
+        for s in node.saved:
+            if type(s) is _SavedOutput and s.idx == t._out:
+                s.vc, s.ver = t._vc, t._vc[0]
+
+
+def _versions(saved: tuple) -> tuple:
+    return tuple(vc[0] if (vc := getattr(s, "_vc", None)) else 0 for s in saved)
+
+
+def check_versions(node: Node) -> None:
+    """torch's error when a tensor saved by ``node`` was modified in place since."""
+    versions = getattr(node, "versions", None)
+    for i, s in enumerate(node.saved):
+        if type(s) is _SavedOutput:
+            if s.vc is None or s.vc[0] == s.ver:
+                continue
+            now, want, arr = s.vc[0], s.ver, s.array
+            what = f", which is output {s.idx} of {_short_name(node)},"
+        elif isinstance(s, Tensor):
+            vc = getattr(s, "_vc", None)
+            want = versions[i] if versions else 0
+            if vc is None or vc[0] == want:
+                continue
+            now, arr = vc[0], s._data
+            what = f", which is output {s._out} of {_short_name(s.grad_fn)}," if s.grad_fn is not None \
+                else ""
+        else:
+            continue
+        raise RuntimeError(
+            "one of the variables needed for gradient computation has been modified by an inplace "
+            f"operation: [torch.{_TYPE_NAMES.get(arr.dtype.name, 'Tensor')} {list(arr.shape)}]{what} is "
+            f"at version {now}; expected version {want} instead. {_HINT}")
+
+
+def _short_name(node: Node) -> str:
+    name = node.name()
+    head, sep, tail = name.rpartition("Backward")
+    return head if sep and tail.isdigit() else name
 
 
 def _saved_output(s: _SavedOutput, node: Node) -> Tensor:
@@ -394,6 +510,8 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
     else:
         saved = prim.pick_saved(args)
     node = Node(prim, edges, params, saved, aux, in_meta)
+    if mutation_seen and saved:
+        node.versions = _versions(saved)
     if prim.n_out == 1:
         result = _make(out, node, 0, True)
         outs = (result,)
@@ -1001,6 +1119,8 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
                 raise RuntimeError(FREED_MSG)
             if prim.saves_output:
                 saved = node._unpack()
+            elif mutation_seen and saved:
+                check_versions(node)
             params = node.params
             g = buf[0] if prim.n_out == 1 else _output_grads(node, buf)
             out_grads = prim.bwd(node, g, *saved, **params) if params else prim.bwd(node, g, *saved)

@@ -7,12 +7,28 @@ A meta array is a zero-strided view of a 0-d array (``np.broadcast_to``): an ``e
 10^12 elements or a 100k x 100k ``matmul`` allocates nothing. Backward runs the same way (VJPs
 are engine ops), so gradient shapes, ``create_graph`` graphs and what backward saves come free.
 
-The rule table is :data:`RULES` (keyed by primitive name) plus :data:`ELEMENTWISE`, the
-primitives whose default rule is numpy broadcasting (their dtype comes from running the forward
-on one-element inputs). Every primitive must be in one of them (a test enforces it); a primitive
-without a rule raises :class:`Unknown`, never a wrong answer. :data:`OP_RULES` overrides a few
+Each primitive's shape rule sits on its record, beside its forward, VJP, JVP and batching rule,
+in the module that defines it (``Primitive.defshape``, one record per primitive as in JAX's
+``lax``); with it, its cost rule (``work=``, ``scratch=``: see "cost rules" below). This module
+holds the machinery that reads them (meta arrays, sessions, limits, :func:`_infer`), the helpers
+rules are written with (``_bound``, ``_fresh``, ``_probe_dtype``, ``_broadcast``, ``_reduced``,
+:func:`index_shape`, the linear-algebra cost helpers) and the shared rules
+:func:`elementwise_shape` (numpy broadcasting; the dtype comes from running the forward on
+one-element inputs) and :func:`view_shape`. Adding a primitive touches its own module only::
+
+    @primitive(save=(0,))
+    def _cube(x):
+        return x ** 3
+    _cube.defvjp(lambda ctx, g, x: g * 3 * x * x)
+    _cube.defjvp(diagonal_jvp)
+    _cube.defbatch(elementwise_batch)
+    _cube.defshape(elementwise_shape)   # or @_cube.defshape(work=...) over a rule of its own
+
+Every primitive must have a rule (a test enforces it); a primitive without one raises
+:class:`Unknown`, never a wrong answer. Rules registered the old way, by name in :data:`RULES`
+or :data:`ELEMENTWISE`, still work (read after the record). :data:`OP_RULES` overrides a few
 public ops that allocate outside primitives: constructors (``ones(10**5, 10**5)`` must not
-allocate) and comparisons. Each rule also checks the element limit on every output, intermediate
+allocate) and comparisons. Each rule's outputs are checked against the element limit, intermediate
 results included, before anything downstream could allocate them.
 
 Values are placeholders (0.5 for floats, 0 for integers, False for bools). Shapes that depend
@@ -48,7 +64,7 @@ from .tensor import Size, Tensor
 
 __all__ = ["meta_mode", "MetaSession", "MetaAbort", "TooLarge", "TooMuchWork", "Unknown", "RULES",
            "ELEMENTWISE", "OP_RULES", "has_rule", "is_meta", "meta_array", "run_op", "WORK_PER_CALL",
-           "work_of"]
+           "work_of", "elementwise_shape", "view_shape", "index_shape"]
 
 
 # ---------------------------------------------------------------- errors
@@ -236,10 +252,13 @@ def meta_mode(max_elements: int | None = None, max_work: float | None = None) ->
 
 
 # ---------------------------------------------------------------- dispatch
+# A primitive's shape rule and cost rule are on its record (``Primitive.defshape``, stated in the
+# module that defines the primitive). RULES and ELEMENTWISE are the tables that held them before:
+# empty here, they still work for code written against them (read after the record).
 RULES: dict[str, Callable] = {}
-"""Shape rules by primitive name: ``rule(prim, arrays, params) -> output (tuple if n_out > 1)``.
-Each rule carries its cost rule as attributes: ``rule.work(arrays, params, outs)`` (units of
-work) and ``rule.scratch(arrays, params, outs)`` (bytes of transient memory, or None)."""
+"""Legacy shape rules by primitive name (see :func:`rule`): ``rule(prim, arrays, params) ->
+output (tuple if n_out > 1)``, with its cost rule as attributes: ``rule.work(prim, arrays, params,
+outs)`` (units of work) and ``rule.scratch(prim, arrays, params, outs)`` (bytes, or None)."""
 
 # ---------------------------------------------------------------- cost rules
 # A unit of work is about one element pass of a simple numpy loop (~1 ns on one core). A
@@ -271,7 +290,9 @@ def _free(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
 
 def rule(*names: str, work: Callable | None = None, scratch: Callable | None = None
          ) -> Callable[[Callable], Callable]:
-    """Register a shape rule and its cost rule (``work``: element passes by default)."""
+    """Register a shape rule by primitive name in :data:`RULES`, the old way (kept so that code
+    written before the rules moved to their primitives still works); new rules are stated on
+    the primitive with ``defshape``."""
     def deco(fn: Callable) -> Callable:
         fn.work = work or _passes  # type: ignore[attr-defined]
         fn.scratch = scratch  # type: ignore[attr-defined]
@@ -281,34 +302,52 @@ def rule(*names: str, work: Callable | None = None, scratch: Callable | None = N
     return deco
 
 
-def work_of(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
-    """The units of work of a primitive on these operands and outputs (meta or real)."""
-    fn = _rule_for(prim.name)
-    return WORK_PER_CALL + getattr(fn, "work", _passes)(prim, arrays, params, outs)
-
-
-def _rule_for(name: str) -> Callable | None:
+def _legacy_rule(name: str) -> Callable | None:
+    """A rule registered the old way: by name in RULES (a family's base name too: einsum3 ->
+    einsum), or the elementwise rule for a name in ELEMENTWISE. Read after the record's rule, so
+    that branches written before the rules moved merge without breaking."""
     fn = RULES.get(name)
     if fn is None:
         if name in ELEMENTWISE:
-            return _elementwise
+            return elementwise_shape
         base = name.rstrip("0123456789")  # families made on demand: einsum2, einsum3, ...
         if base != name:
             return RULES.get(base)
     return fn
 
 
+def _rule_for(prim: Any) -> tuple[Callable, Callable, Callable | None] | None:
+    """(shape rule, work rule, scratch rule) of a primitive: its record's, else a legacy one."""
+    fn = prim.shape_rule
+    if fn is not None:
+        return fn, prim.work_rule or _passes, prim.scratch_rule
+    fn = _legacy_rule(prim.name)
+    if fn is None:
+        return None
+    return fn, getattr(fn, "work", _passes), getattr(fn, "scratch", None)
+
+
+def work_of(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    """The units of work of a primitive on these operands and outputs (meta or real)."""
+    r = _rule_for(prim)
+    return WORK_PER_CALL + (r[1] if r is not None else _passes)(prim, arrays, params, outs)
+
+
 def has_rule(name: str) -> bool:
-    """True when the primitive ``name`` has a shape rule (its own or the elementwise default)."""
-    return _rule_for(name) is not None
+    """True when the primitive ``name`` has a shape rule (on its record, or a legacy one)."""
+    prim = _autograd.PRIMITIVES.get(name)
+    if prim is not None and prim.shape_rule is not None:
+        return True
+    return _legacy_rule(name) is not None
 
 
 def _infer(prim: Any, arrays: list, params: dict | None) -> Any:
     s = _local.session
     params = params or {}
-    fn = _rule_for(prim.name)
-    if fn is None:
+    r = _rule_for(prim)
+    if r is None:
         raise Unknown(f"no shape rule for the primitive {prim.name!r}")
+    fn, work, scratch = r
     if s is None:
         return fn(prim, arrays, params)
     prev, s.current = s.current, prim.name
@@ -318,9 +357,9 @@ def _infer(prim: Any, arrays: list, params: dict | None) -> Any:
         outs = res if prim.n_out > 1 else (res,)
         for o in outs:  # views too: an expand to 10**12 is refused
             s.check(o, f"the result of {prim.name}")
-        s.add_work(WORK_PER_CALL + fn.work(prim, arrays, params, outs))
-        if fn.scratch is not None:
-            s.scratch(int(fn.scratch(prim, arrays, params, outs)))
+        s.add_work(WORK_PER_CALL + work(prim, arrays, params, outs))
+        if scratch is not None:
+            s.scratch(int(scratch(prim, arrays, params, outs)))
     except Exception:
         s.rule_raised = True  # the error comes from shapes and dtypes, not from placeholder values
         raise
@@ -397,35 +436,23 @@ def _is_operand(a: Any) -> bool:
     return isinstance(a, (np.ndarray, np.generic))
 
 
-# ---------------------------------------------------------------- elementwise (the default rule)
+# ---------------------------------------------------------------- shared rules
 ELEMENTWISE: frozenset[str] = frozenset({
-    "abs", "acos", "acosh", "add", "asin", "asinh", "atanh", "atan", "atan2", "bce", "ceil", "clamp",
-    "clamp_min_nograd",
-    "clamp_t", "copysign", "cos", "cosh", "delayed_error", "div", "div_rounded", "elu", "erf", "erfc",
-    "erfinv",
-    "exp", "expm1", "floor", "fmod", "gelu", "gelu_backward", "heaviside", "hypot", "i0", "lgamma",
-    "log", "log1p", "logaddexp", "logaddexp2", "logit", "maximum", "minimum", "mul", "neg",
-    "polygamma", "pow", "prelu", "relu", "relu_backward", "remainder", "round", "sigmoid", "sign",
-    "sin", "sinh",
-    "softmax_backward", "softplus", "special_entr", "special_erfcx", "special_i0e", "special_i1",
-    "special_i1e", "special_log_ndtr", "special_ndtr", "special_ndtri", "special_xlog1py",
-    "special_zeta", "sqrt", "sub", "tan", "tanh", "to", "trunc", "where", "xlogy",
 })
-"""Primitives whose output is the broadcast of their array operands (positional and keyword)."""
+"""Legacy: names of primitives whose rule is :func:`elementwise_shape` (new ones say
+``defshape(elementwise_shape)`` on their record)."""
 
 
-def _elementwise(prim: Any, arrays: list, params: dict) -> Any:
+def elementwise_shape(prim: Any, arrays: list, params: dict) -> Any:
+    """The shape rule of elementwise primitives: the broadcast of their array operands
+    (positional and keyword); the dtype comes from the forward on one-element stand-ins."""
     shapes = [np.shape(a) for a in arrays if _is_operand(a)]
     shapes += [a.shape for a in params.values() if isinstance(a, np.ndarray)]
     shape = _broadcast(shapes)
     return _fresh(shape, _probe_dtype(prim, arrays, params))
 
 
-_elementwise.work = _passes  # type: ignore[attr-defined]
-_elementwise.scratch = None  # type: ignore[attr-defined]
-
-
-# ---------------------------------------------------------------- explicit rules
+# ---------------------------------------------------------------- helpers of the rules
 # Rules get the forward's arguments by name (bound to its signature), so they read like it.
 _SPECS: dict[Callable, tuple[list[str], str | None, dict[str, Any]]] = {}
 
@@ -464,31 +491,13 @@ def _as_meta(out: Any) -> Any:
     return _fresh(out.shape, out.dtype)
 
 
-@rule("expand", "permute", "flip", "windows", work=_free)
-def _view(prim: Any, arrays: list, params: dict) -> Any:
+def view_shape(prim: Any, arrays: list, params: dict) -> Any:
+    """The shape rule of primitives whose forward returns a view (state ``work=_free``): the
+    forward itself, on meta arrays."""
     # broadcast_to, transpose, flip and sliding windows of a zero-strided array are views
     return _as_meta(prim.fwd(*arrays, **params))
 
 
-@rule("reshape")
-def _reshape(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x = a["x"]
-    out = np.reshape(x, a["shape"])  # a view of a zero-strided array; numpy's errors
-    root = _root_of(x)
-    if root is not None and x.size > root.meta_numel and out.shape != x.shape:
-        return _fresh(out.shape, out.dtype)  # reshaping a broadcast copies in a real run
-    return _as_meta(out)
-
-
-@rule("diagonal")
-def _diagonal(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    v = np.diagonal(a["x"], a["offset"], a["dim1"], a["dim2"])  # a view here; the forward copies
-    return _fresh(v.shape, v.dtype)
-
-
-# ---------------------------------------------------------------- reductions and scans
 def _reduced(shape: tuple, dims: Any, keepdim: bool) -> tuple[int, ...]:
     nd = len(shape)
     if nd == 0:
@@ -499,85 +508,15 @@ def _reduced(shape: tuple, dims: Any, keepdim: bool) -> tuple[int, ...]:
     return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
-@rule("sum", "mean", "amax", "amin", "prod", "linalg_vector_norm")
-def _reduction(prim: Any, arrays: list, params: dict) -> Any:
-    dt = _probe_dtype(prim, arrays, params)  # bad axes, empty reductions without identity
-    a = _bound(prim, arrays, params)
-    dims = a["dims"] if "dims" in a else a["dim"]
-    return _fresh(_reduced(np.shape(a["x"]), dims, bool(a.get("keepdim"))), dt)
-
-
-@rule("standardize")
-def _standardize(prim: Any, arrays: list, params: dict) -> Any:
-    x = _bound(prim, arrays, params)["x"]
-    dt = _dtype_of(_probe(prim, arrays, params)[0])
-    return _fresh(np.shape(x), dt), _fresh(_reduced(np.shape(x), params["dims"], True), dt)
-
-
-@rule("cumsum", "cumprod", "logcumsumexp", "log_softmax", "softmax")
-def _scan(prim: Any, arrays: list, params: dict) -> Any:
-    return _fresh(np.shape(arrays[0]), _probe_dtype(prim, arrays, params))
-
-
-@rule("median_all")
-def _scalar(prim: Any, arrays: list, params: dict) -> Any:
-    return _fresh((), _probe_dtype(prim, arrays, params))
-
-
-# ---------------------------------------------------------------- joins
-@rule("cat")
-def _cat(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    xs = [np.asarray(x) for x in a["xs"]]
-    nd = xs[0].ndim
-    for i, x in enumerate(xs):
-        if x.ndim != nd:
-            raise ValueError(f"all the input arrays must have same number of dimensions, but the array "
-                             f"at index 0 has {nd} dimension(s) and the array at index {i} has "
-                             f"{x.ndim} dimension(s)")
-    ax = normalize_axis_index(a["dim"], nd)
-    for i, x in enumerate(xs):
-        for d in range(nd):
-            if d != ax and x.shape[d] != xs[0].shape[d]:
-                raise ValueError(f"all the input array dimensions except for the concatenation axis "
-                                 f"must match exactly, but along dimension {d}, the array at index 0 "
-                                 f"has size {xs[0].shape[d]} and the array at index {i} has size "
-                                 f"{x.shape[d]}")
-    shape = list(xs[0].shape)
-    shape[ax] = sum(x.shape[ax] for x in xs)
-    return _fresh(shape, np.result_type(*[x.dtype for x in xs]))
-
-
-# ---------------------------------------------------------------- linear algebra
-# Cost rules of the linear algebra primitives: FLOPs (weighted) and LAPACK's workspaces.
+# ---------------------------------------------------------------- linear algebra helpers
+# For the rules of engine.linalg's and engine.ops.matrix's primitives: FLOPs (weighted), LAPACK's
+# workspaces, and the shape checks numpy's gufuncs make.
 def _batch(a: np.ndarray) -> int:
     return math.prod(a.shape[:-2]) if a.ndim > 2 else 1
 
 
 def _mn(a: np.ndarray) -> tuple[int, int]:
     return (a.shape[-2], a.shape[-1]) if a.ndim >= 2 else (1, max(a.size, 1))
-
-
-def _matmul_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
-    a = arrays[0]
-    k = a.shape[-1] if a.ndim else 1
-    return 2 * outs[0].size * k * BLAS_FLOP + _passes(prim, arrays, params, outs)
-
-
-def _linear_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
-    x = arrays[0]
-    return 2 * outs[0].size * (x.shape[-1] if x.ndim else 1) * BLAS_FLOP + _passes(prim, arrays, params, outs)
-
-
-def _einsum_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
-    # a contraction visits every combination of its labels' sizes once (numpy may do better)
-    a = _bound(prim, arrays, params)
-    ops, subs = a["ops"], a["subs"]
-    size: dict[Any, int] = {}
-    for o, sub in zip(ops, subs):
-        for lab, n in zip(sub, np.shape(o)):
-            size[lab] = max(size.get(lab, 1), n)
-    return 2 * math.prod(size.values()) * BLAS_FLOP + _passes(prim, arrays, params, outs)
 
 
 def _cubic(flops_per_n3: float, scratch_per_mn: float = 1.0, scratch_per_k2: float = 0.0) -> tuple:
@@ -598,12 +537,6 @@ def _cubic(flops_per_n3: float, scratch_per_mn: float = 1.0, scratch_per_k2: flo
     return work, scratch
 
 
-_LU_WORK, _LU_SCRATCH = _cubic(2.0, 2.0)          # inv, solve, det: a copy and the identity/rhs
-_EIGH_WORK, _EIGH_SCRATCH = _cubic(9.0, 1.0, 2.0)  # syevd: 1 + 6n + 2n^2
-_SVD_WORK, _SVD_SCRATCH = _cubic(22.0, 1.0, 7.0)   # gesdd: about 3k^2 + 4k^2 + 4k
-_QR_WORK, _QR_SCRATCH = _cubic(2.0, 2.0)
-
-
 def _solve_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
     a, b = arrays[0], arrays[1]
     n = a.shape[-1] if a.ndim else 1
@@ -618,47 +551,6 @@ def _tri_solve_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> f
     return max(outs[0].size, 1) * n * LAPACK_FLOP + _passes(prim, arrays, params, outs)
 
 
-_MATMUL_SIG = "(n?,k),(k,m?)->(n?,m?)"
-
-
-@rule("matmul", work=_matmul_work)
-def _matmul(prim: Any, arrays: list, params: dict) -> Any:
-    a, b = np.asarray(arrays[0]), np.asarray(arrays[1])
-    for i, x in enumerate((a, b)):
-        if x.ndim == 0:
-            raise ValueError(f"matmul: Input operand {i} does not have enough dimensions (has 0, gufunc "
-                             f"core with signature {_MATMUL_SIG} requires 1)")
-    a2 = a.shape if a.ndim > 1 else (1,) + a.shape
-    b2 = b.shape if b.ndim > 1 else b.shape + (1,)
-    if a2[-1] != b2[-2]:
-        raise ValueError(f"matmul: Input operand 1 has a mismatch in its core dimension 0, with gufunc "
-                         f"signature {_MATMUL_SIG} (size {b2[-2]} is different from {a2[-1]})")
-    shape = _broadcast([a2[:-2], b2[:-2]]) + (a2[-2],) * (a.ndim > 1) + (b2[-1],) * (b.ndim > 1)
-    return _fresh(shape, _probe_dtype(prim, (a, b), params))
-
-
-@rule("linear", work=_linear_work)
-def _linear(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x, w = a["x"], a["w"]
-    return _fresh(x.shape[:-1] + w.shape[:1], _probe_dtype(prim, arrays, params))
-
-
-@rule("einsum", work=_einsum_work)
-def _einsum(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    ops, subs, out = a["ops"], a["subs"], a["out"]
-    if len(dict.fromkeys([*(s for sub in subs for s in sub), *out])) > 52:
-        raise RuntimeError("einsum(): at most 52 distinct subscripts (ellipsis dims included) are "
-                           "supported")
-    size: dict[int, int] = {}
-    for o, sub in zip(ops, subs):
-        for lab, n in zip(sub, np.shape(o)):
-            if size.get(lab, 1) == 1:  # a size-1 (ellipsis) dim broadcasts
-                size[lab] = n
-    return _fresh(tuple(size.get(lab, 1) for lab in out), np.asarray(ops[0]).dtype)
-
-
 def _square(a: np.ndarray) -> None:
     if a.ndim < 2:
         raise np.linalg.LinAlgError(f"{a.ndim}-dimensional array given. Array must be at least "
@@ -671,68 +563,6 @@ def _float(a: np.ndarray) -> np.dtype:
     return a.dtype if a.dtype.kind == "f" else np.dtype(np.float64)
 
 
-@rule("linalg_inv_ex", "linalg_cholesky_ex", work=_LU_WORK, scratch=_LU_SCRATCH)  # cholesky: less
-def _same_square(prim: Any, arrays: list, params: dict) -> Any:
-    a = arrays[0]
-    _square(a)
-    return _fresh(a.shape, _float(a))
-
-
-@rule("linalg_det", work=_LU_WORK, scratch=_LU_SCRATCH)
-def _det(prim: Any, arrays: list, params: dict) -> Any:
-    a = arrays[0]
-    _square(a)
-    return _fresh(a.shape[:-2], _float(a))
-
-
-@rule("linalg_slogdet", work=_LU_WORK, scratch=_LU_SCRATCH)
-def _slogdet(prim: Any, arrays: list, params: dict) -> Any:
-    a = arrays[0]
-    _square(a)
-    return _fresh(a.shape[:-2], _float(a)), _fresh(a.shape[:-2], _float(a))
-
-
-@rule("linalg_eigh", work=_EIGH_WORK, scratch=_EIGH_SCRATCH)
-def _eigh(prim: Any, arrays: list, params: dict) -> Any:
-    a = arrays[0]
-    _square(a)
-    return _fresh(a.shape[:-1], _float(a)), _fresh(a.shape, _float(a))
-
-
-@rule("linalg_svd", work=_SVD_WORK, scratch=_SVD_SCRATCH)
-def _svd(prim: Any, arrays: list, params: dict) -> Any:
-    b = _bound(prim, arrays, params)
-    a = b["a"]
-    *batch, m, n = a.shape
-    k = min(m, n)
-    dt = _float(a)
-    u, vh = ((m, m), (n, n)) if b["full_matrices"] else ((m, k), (k, n))
-    return _fresh((*batch, *u), dt), _fresh((*batch, k), dt), _fresh((*batch, *vh), dt)
-
-
-@rule("linalg_qr", work=_QR_WORK, scratch=_QR_SCRATCH)
-def _qr(prim: Any, arrays: list, params: dict) -> Any:
-    b = _bound(prim, arrays, params)
-    a, mode = b["a"], b["mode"]
-    *batch, m, n = a.shape
-    k = min(m, n)
-    dt = _float(a)
-    if mode == "r":
-        return _fresh((0,), dt), _fresh((*batch, k, n), dt)
-    if mode == "complete":
-        return _fresh((*batch, m, m), dt), _fresh((*batch, m, n), dt)
-    return _fresh((*batch, m, k), dt), _fresh((*batch, k, n), dt)
-
-
-@rule("linalg_pinv", work=_SVD_WORK, scratch=_SVD_SCRATCH)
-def _pinv(prim: Any, arrays: list, params: dict) -> Any:
-    b = _bound(prim, arrays, params)
-    a = b["a"]
-    tol = [np.shape(b[k]) for k in ("atol", "rtol") if isinstance(b[k], np.ndarray)]
-    batch = _broadcast([a.shape[:-2], *tol])
-    return _fresh((*batch, a.shape[-1], a.shape[-2]), a.dtype)
-
-
 def _solve_shape(a: np.ndarray, b: np.ndarray) -> tuple[int, ...]:
     batch = _broadcast([a.shape[:-2], b.shape[:-2]])
     if a.shape[-1] != b.shape[-2]:
@@ -742,59 +572,7 @@ def _solve_shape(a: np.ndarray, b: np.ndarray) -> tuple[int, ...]:
     return (*batch, *b.shape[-2:])
 
 
-@rule("linalg_solve_ex", work=_solve_work, scratch=_LU_SCRATCH)
-def _solve(prim: Any, arrays: list, params: dict) -> Any:
-    a, b = arrays[0], arrays[1]
-    _square(a)
-    return _fresh(_solve_shape(a, b), np.result_type(a.dtype, b.dtype))
-
-
-@rule("linalg_solve_triangular", work=_tri_solve_work)
-def _solve_triangular(prim: Any, arrays: list, params: dict) -> Any:
-    bd = _bound(prim, arrays, params)
-    a, b = bd["a"], bd["b"]
-    _square(a)
-    if bd["left"]:
-        shape = _solve_shape(a, b)
-    else:  # X A = B is A^T X^T = B^T
-        t = _solve_shape(a, np.swapaxes(b, -1, -2))
-        shape = (*t[:-2], t[-1], t[-2])
-    return _fresh(shape, np.result_type(a.dtype, b.dtype))
-
-
-@rule("cholesky_solve", work=_tri_solve_work)
-def _cholesky_solve(prim: Any, arrays: list, params: dict) -> Any:
-    b, u = arrays[0], arrays[1]
-    _square(u)
-    return _fresh(_solve_shape(u, b), np.result_type(b.dtype, u.dtype))
-
-
-@rule("linalg_cross")
-def _cross(prim: Any, arrays: list, params: dict) -> Any:
-    bd = _bound(prim, arrays, params)
-    a, b = bd["a"], bd["b"]
-    shape = _broadcast([a.shape, b.shape])
-    ax = normalize_axis_index(bd["dim"], len(shape))
-    if shape[ax] not in (2, 3):
-        raise ValueError("incompatible dimensions for cross product\n(dimension must be 2 or 3)")
-    return _fresh(shape, np.result_type(a.dtype, b.dtype))
-
-
-@rule("tril", "triu")
-def _tri(prim: Any, arrays: list, params: dict) -> Any:
-    x = arrays[0]
-    if x.ndim < 2:
-        return _as_meta(_probe(prim, arrays, params))
-    return _fresh(x.shape, x.dtype)
-
-
-@rule("diag_scatter")
-def _diag_scatter(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    return _fresh(a["shape"], a["g"].dtype)
-
-
-# ---------------------------------------------------------------- indexing and scatter
+# ---------------------------------------------------------------- indexing helpers
 def _consumed(k: Any) -> int:
     if k is None or k is Ellipsis or isinstance(k, (bool, np.bool_)):
         return 0
@@ -904,109 +682,26 @@ def _basic(key: tuple) -> bool:
                or (isinstance(k, int) and not isinstance(k, bool)) for k in key)
 
 
-@rule("index")
-def _index(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x, key = a["x"], a["key"]
-    key = key if isinstance(key, tuple) else (key,)
-    if _basic(key):
-        return _as_meta(x[key])  # a view, with numpy's errors
-    shape, upper = index_shape(x.shape, key)
-    if upper and _local.session is not None:
-        _local.session.inexact = True
-    return _fresh(shape, x.dtype)
-
-
-@rule("index_backward", "scatter_add_zeros")
-def _zeros_of_shape(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    return _fresh(a["shape"], a["g"].dtype)
-
-
-@rule("put", "scatter_reduce")
+# Rules of the mutation primitives (engine.ops.inplace), still registered by name: to move next to
+# their primitives.
+@rule("copy_slices", "setitem_slices")
 def _same_as_x(prim: Any, arrays: list, params: dict) -> Any:
     x = _bound(prim, arrays, params)["x"]
     return _fresh(x.shape, x.dtype)
 
 
-@rule("gather")
-def _gather(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x, idx = a["x"], np.asarray(a["idx"])
-    if x.ndim != idx.ndim:
-        raise ValueError("`indices` and `arr` must have the same number of dimensions")
-    ax = normalize_axis_index(a["dim"], max(x.ndim, 1))
-    if all(i <= n for d, (i, n) in enumerate(zip(idx.shape, x.shape)) if d != ax):
-        return _fresh(idx.shape, x.dtype)  # torch's gather: the index's extent (engine.ops.shape._gather)
-    base = tuple(1 if i == ax else d for i, d in enumerate(x.shape))
-    return _fresh(_broadcast([idx.shape, base]), x.dtype)
+@rule("zero", "fill", "fill_tensor", "copy")
+def _like_x(prim: Any, arrays: list, params: dict) -> Any:
+    x = _bound(prim, arrays, params)["x"]
+    if prim.name == "copy":  # torch's broadcast error for a source that does not fit
+        _broadcast([np.shape(arrays[1]), x.shape])
+    return _fresh(x.shape, x.dtype)
 
 
-@rule("take")
-def _take(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x, idx = a["x"], np.asarray(a["idx"])
-    ax = normalize_axis_index(a["axis"], max(x.ndim, 1))
-    return _fresh(x.shape[:ax] + idx.shape + x.shape[ax + 1:], x.dtype)
-
-
-@rule("take_add")
-def _take_add(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    g, idx, ax = a["g"], np.asarray(a["idx"]), a["axis"]
-    return _fresh(g.shape[:ax] + (a["n"],) + g.shape[ax + idx.ndim:], g.dtype)
-
-
-# ---------------------------------------------------------------- padding and windows
-@rule("pad_constant")
-def _pad_constant(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x = a["x"]
-    return _fresh(tuple(s + lo + hi for s, (lo, hi) in zip(x.shape, a["pads"])), x.dtype)
-
-
-@rule("fold_windows")
-def _fold_windows(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    g, k = a["g"], len(a["kernel"])
-    return _fresh(g.shape[:g.ndim - 2 * k] + tuple(a["size"]), g.dtype)
-
-
-def _conv_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
-    """2 FLOPs per (output element, weight it multiplies); for the weight gradient, per
-    (weight, position of the output gradient it sums over)."""
-    a = _bound(prim, arrays, params)
-    w, g = a.get("w"), a.get("g")
-    if w is not None and g is None:     # conv_gemm: w is (out channels, in channels / groups, *kernel)
-        n, per = outs[0].size, w.size // max(w.shape[0], 1)
-    elif w is not None:                 # conv_xgrad: every output gradient meets w[:, ...]
-        n, per = g.size, w.size // max(w.shape[0], 1)
-    else:                               # conv_wgrad
-        n, per = outs[0].size, g.size // max(g.shape[1], 1)
-    return 2 * n * per * BLAS_FLOP + _passes(prim, arrays, params, outs)
-
-
-@rule("conv_gemm", work=_conv_work)
-def _conv_gemm(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x, w = a["x"], a["w"]
-    return _fresh((x.shape[0], w.shape[0]) + tuple(a["out"]), np.result_type(x.dtype, w.dtype))
-
-
-@rule("conv_wgrad", work=_conv_work)
-def _conv_wgrad(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    x, g = a["x"], a["g"]
-    return _fresh((g.shape[1], x.shape[1] // a["groups"]) + tuple(a["kernel"]),
-                  np.result_type(x.dtype, g.dtype))
-
-
-@rule("conv_xgrad", work=_conv_work)
-def _conv_xgrad(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    g, w = a["g"], a["w"]
-    return _fresh((g.shape[0], w.shape[1] * a["groups"]) + tuple(a["size"]),
-                  np.result_type(g.dtype, w.dtype))
+@rule("view_replay", work=_free)
+def _view_replay(prim: Any, arrays: list, params: dict) -> Any:
+    # the view chain replayed on the meta array, by the view ops' own rules (engine.ops.inplace)
+    return params["chain"].meta(arrays[0])
 
 
 # ---------------------------------------------------------------- public ops that allocate outside primitives

@@ -238,8 +238,11 @@ def _grads_of(outs: list[Tensor], targets: list[Tensor], cotangents: list[Tensor
              zip(outs, cotangents if cotangents is not None else outs) if o._rg]
     if not pairs:
         return [_zeros(t) for t in targets]
-    res = _autograd.grad([o for o, _ in pairs], targets, [c for _, c in pairs], retain_graph=retain_graph,
-                         create_graph=create_graph, allow_unused=True)
+    # create_graph keeps the forward graph too (torch's retain_graph default): the gradient's own
+    # graph reads what the forward saved, and an outer transform differentiates through it
+    res = _autograd.grad([o for o, _ in pairs], targets, [c for _, c in pairs],
+                         retain_graph=retain_graph or create_graph, create_graph=create_graph,
+                         allow_unused=True)
     return [_zeros(t) if g is None else g for g, t in zip(res, targets)]
 
 

@@ -22,15 +22,28 @@ from __future__ import annotations
 
 import math
 from collections import namedtuple
+from typing import Any
 
 import numpy as np
 import scipy.linalg
+from numpy.lib.array_utils import normalize_axis_index
 
 from ._autograd import apply, dims_batch, leading_batch, multilinear_jvp, no_grad, primitive, transpose_jvp
+from ._meta import (
+    _bound,
+    _broadcast,
+    _cubic,
+    _float,
+    _fresh,
+    _solve_shape,
+    _solve_work,
+    _square,
+    _tri_solve_work,
+)
 from .ops._registry import op
 from .ops.elementwise import binary_dtype, where
-from .ops.linalg import _c_name, matmul, tril, triu
-from .ops.reduction import amax, amin
+from .ops.linalg_prims import _c_name, matmul, tril, triu
+from .ops.reduction import _reduction_shape, amax, amin
 from .ops.shape import cat, movedim, narrow, norm_dim, squeeze, transpose, unsqueeze
 from .ops.shape import clone as _clone
 from .tensor import Tensor
@@ -141,6 +154,13 @@ def _prod_last(x: Tensor) -> Tensor:
     return squeeze(x, -1)
 
 
+# Cost rules of the LAPACK primitives (meta mode): FLOPs per m x n x min(m, n) and workspaces.
+_LU_WORK, _LU_SCRATCH = _cubic(2.0, 2.0)          # inv, solve, det: a copy and the identity/rhs
+_EIGH_WORK, _EIGH_SCRATCH = _cubic(9.0, 1.0, 2.0)  # syevd: 1 + 6n + 2n^2
+_SVD_WORK, _SVD_SCRATCH = _cubic(22.0, 1.0, 7.0)   # gesdd: about 3k^2 + 4k^2 + 4k
+_QR_WORK, _QR_SCRATCH = _cubic(2.0, 2.0)
+
+
 # ---------------------------------------------------------------- inverse
 @primitive(save=(-1,), name="linalg_inv_ex")
 def _inv(a):
@@ -155,6 +175,13 @@ def _inv(a):
 _inv.defvjp(lambda ctx, g, ainv: -matmul(matmul(_mT(ainv), g), _mT(ainv)))
 _inv.defjvp(lambda ctx, ts, a: -matmul(matmul(ctx.out, ts[0]), ctx.out))
 _inv.defbatch(leading_batch)
+
+
+@_inv.defshape(work=_LU_WORK, scratch=_LU_SCRATCH)
+def _same_square_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = arrays[0]
+    _square(a)
+    return _fresh(a.shape, _float(a))
 
 
 @op(method="inverse", aliases=("inverse",))
@@ -209,6 +236,13 @@ _det.defjvp(transpose_jvp)
 _det.defbatch(leading_batch)
 
 
+@_det.defshape(work=_LU_WORK, scratch=_LU_SCRATCH)
+def _det_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = arrays[0]
+    _square(a)
+    return _fresh(a.shape[:-2], _float(a))
+
+
 @op(method="det", aliases=("det",))
 def det(A):
     """Determinant of a (batch of) square matrices; differentiable at singular matrices too.
@@ -246,6 +280,13 @@ _slogdet.defjvp(transpose_jvp)
 _slogdet.defbatch(leading_batch)
 
 
+@_slogdet.defshape(work=_LU_WORK, scratch=_LU_SCRATCH)
+def _slogdet_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = arrays[0]
+    _square(a)
+    return _fresh(a.shape[:-2], _float(a)), _fresh(a.shape[:-2], _float(a))
+
+
 @op(n_outputs=2, method="slogdet", aliases=("slogdet",))
 def slogdet(A):
     """``(sign, log|det|)`` of square matrices, stable where ``det`` under/overflows.
@@ -275,6 +316,13 @@ def _solve_vjp(ctx, g, a, x):
 
 
 _solve.defjvp(transpose_jvp)
+
+
+@_solve.defshape(work=_solve_work, scratch=_LU_SCRATCH)
+def _solve_ex_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a, b = arrays[0], arrays[1]
+    _square(a)
+    return _fresh(_solve_shape(a, b), np.result_type(a.dtype, b.dtype))
 
 
 def _shape_error(fname: str, eq: str, A: Tensor, B: tuple) -> RuntimeError:
@@ -367,6 +415,19 @@ def _solve_tri_vjp(ctx, g, a, x, upper, left=True, unitriangular=False):
 _solve_tri.defjvp(transpose_jvp)
 
 
+@_solve_tri.defshape(work=_tri_solve_work)
+def _solve_tri_shape(prim: Any, arrays: list, params: dict) -> Any:
+    bd = _bound(prim, arrays, params)
+    a, b = bd["a"], bd["b"]
+    _square(a)
+    if bd["left"]:
+        shape = _solve_shape(a, b)
+    else:  # X A = B is A^T X^T = B^T
+        t = _solve_shape(a, np.swapaxes(b, -1, -2))
+        shape = (*t[:-2], t[-1], t[-2])
+    return _fresh(shape, np.result_type(a.dtype, b.dtype))
+
+
 @op(differentiable=("A", "B"))
 def solve_triangular(A, B, *, upper, left=True, unitriangular=False):
     """Solve ``A X = B`` (``X A = B`` with ``left=False``) for triangular A, reading only its
@@ -434,6 +495,7 @@ def _cholesky_vjp(ctx, g, out, upper=False):
 
 _cholesky.defjvp(transpose_jvp)
 _cholesky.defbatch(leading_batch)
+_cholesky.defshape(_same_square_shape, work=_LU_WORK, scratch=_LU_SCRATCH)  # less, in fact
 
 
 @op()
@@ -484,6 +546,20 @@ _qr.defjvp(transpose_jvp)
 _qr.defbatch(leading_batch)
 
 
+@_qr.defshape(work=_QR_WORK, scratch=_QR_SCRATCH)
+def _qr_shape(prim: Any, arrays: list, params: dict) -> Any:
+    b = _bound(prim, arrays, params)
+    a, mode = b["a"], b["mode"]
+    *batch, m, n = a.shape
+    k = min(m, n)
+    dt = _float(a)
+    if mode == "r":
+        return _fresh((0,), dt), _fresh((*batch, k, n), dt)
+    if mode == "complete":
+        return _fresh((*batch, m, m), dt), _fresh((*batch, m, n), dt)
+    return _fresh((*batch, m, k), dt), _fresh((*batch, k, n), dt)
+
+
 @op(n_outputs=2)
 def qr(A, mode="reduced"):
     """QR decomposition ``A = Q R``: ``mode`` 'reduced' (default), 'complete' or 'r' (Q empty).
@@ -525,6 +601,13 @@ def _eigh_vjp(ctx, g, L, V, UPLO="L"):
 
 _eigh.defjvp(transpose_jvp)
 _eigh.defbatch(leading_batch)
+
+
+@_eigh.defshape(work=_EIGH_WORK, scratch=_EIGH_SCRATCH)
+def _eigh_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = arrays[0]
+    _square(a)
+    return _fresh(a.shape[:-1], _float(a)), _fresh(a.shape, _float(a))
 
 
 def _uplo(UPLO: str) -> str:
@@ -601,6 +684,17 @@ _svd.defjvp(transpose_jvp)
 _svd.defbatch(leading_batch)
 
 
+@_svd.defshape(work=_SVD_WORK, scratch=_SVD_SCRATCH)
+def _svd_shape(prim: Any, arrays: list, params: dict) -> Any:
+    b = _bound(prim, arrays, params)
+    a = b["a"]
+    *batch, m, n = a.shape
+    k = min(m, n)
+    dt = _float(a)
+    u, vh = ((m, m), (n, n)) if b["full_matrices"] else ((m, k), (k, n))
+    return _fresh((*batch, *u), dt), _fresh((*batch, k), dt), _fresh((*batch, *vh), dt)
+
+
 @op(n_outputs=3)
 def svd(A, full_matrices=True):
     """``A = U diag(S) Vh`` with singular values S descending. Singular vector signs are
@@ -657,6 +751,15 @@ def _pinv_vjp(ctx, g, a, p, atol, rtol, hermitian):
 
 
 _pinv.defjvp(transpose_jvp)
+
+
+@_pinv.defshape(work=_SVD_WORK, scratch=_SVD_SCRATCH)
+def _pinv_shape(prim: Any, arrays: list, params: dict) -> Any:
+    b = _bound(prim, arrays, params)
+    a = b["a"]
+    tol = [np.shape(b[k]) for k in ("atol", "rtol") if isinstance(b[k], np.ndarray)]
+    batch = _broadcast([a.shape[:-2], *tol])
+    return _fresh((*batch, a.shape[-1], a.shape[-2]), a.dtype)
 
 
 def _tol(x: object, batch: tuple, dtype: np.dtype) -> np.ndarray:
@@ -725,6 +828,17 @@ def _cross(a, b, dim):
 _cross.defvjp(lambda ctx, g, a, b, dim: (_cross(b, g, dim=dim) if ctx.edges[0] is not None else None,
                                          _cross(g, a, dim=dim) if ctx.edges[1] is not None else None))
 _cross.defjvp(multilinear_jvp)
+
+
+@_cross.defshape
+def _cross_shape(prim: Any, arrays: list, params: dict) -> Any:
+    bd = _bound(prim, arrays, params)
+    a, b = bd["a"], bd["b"]
+    shape = _broadcast([a.shape, b.shape])
+    ax = normalize_axis_index(bd["dim"], len(shape))
+    if shape[ax] not in (2, 3):
+        raise ValueError("incompatible dimensions for cross product\n(dimension must be 2 or 3)")
+    return _fresh(shape, np.result_type(a.dtype, b.dtype))
 
 
 def cross_product(input: Tensor, other: Tensor, dim: int) -> Tensor:
@@ -853,6 +967,7 @@ def _vector_norm_vjp(ctx, g, x, norm, ord, dims, keepdim):
 
 _vector_norm.defjvp(transpose_jvp)
 _vector_norm.defbatch(dims_batch("dims"))
+_vector_norm.defshape(_reduction_shape)
 
 
 @op()

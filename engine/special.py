@@ -23,7 +23,7 @@ from .ops.elementwise import sinc as _sinc
 from .ops.reduction import log_softmax as _log_softmax
 from .ops.reduction import logsumexp as _logsumexp
 from .ops.reduction import softmax as _softmax
-from .ops.special_fns import (
+from .ops.special_prims import (
     _binary,
     _entr,
     _erfcx,
@@ -44,8 +44,8 @@ from .ops.special_fns import (
     polygamma,
     xlogy,
 )
-from .ops.special_fns import lgamma as gammaln
-from .ops.special_fns import mvlgamma as multigammaln
+from .ops.special_prims import lgamma as gammaln
+from .ops.special_prims import mvlgamma as multigammaln
 
 psi = digamma
 

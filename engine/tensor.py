@@ -1,6 +1,8 @@
-"""The Tensor: an immutable numpy array plus its place in the autograd graph.
+"""The Tensor: a numpy array plus its place in the autograd graph.
 
-Op methods (``x.exp()``, ``x + y``, ...) are attached by the op modules, each op defined once.
+Op methods (``x.exp()``, ``x + y``, ...) are attached by the op modules, each op defined once;
+the in-place ones (``x.add_(y)``, ``x[0] = v``) by :mod:`engine.ops.inplace`, which also explains
+views and version counters.
 """
 
 from __future__ import annotations
@@ -50,8 +52,11 @@ class Tensor:
     """
 
     # ``_fw`` (forward-mode tangents) and ``_bat`` (vmap's batch) are set only on dual and
-    # batched tensors (see engine._autograd): reading them goes through getattr.
-    __slots__ = ("_data", "_rg", "grad_fn", "_out", "_grad", "_hooks", "_fw", "_bat", "__weakref__")
+    # batched tensors (see engine._autograd): reading them goes through getattr. So are the
+    # mutation slots (engine.ops.inplace): ``_vc`` the version counter (a one-item list shared by
+    # a tensor and its views), ``_vbase`` a view's base and ``_vinfo`` how to re-derive the view.
+    __slots__ = ("_data", "_rg", "grad_fn", "_out", "_grad", "_hooks", "_fw", "_bat", "_vc", "_vbase",
+                 "_vinfo", "_views", "__weakref__")
     __array_priority__ = 1000  # numpy scalars defer to our reflected operators
 
     @classmethod
@@ -184,12 +189,27 @@ class Tensor:
         return self.grad_fn is None
 
     @property
+    def _version(self) -> int:
+        """How many in-place ops this tensor's storage has seen (shared with its views)."""
+        vc = getattr(self, "_vc", None) or getattr(getattr(self, "_vbase", None), "_vc", None)
+        return vc[0] if vc else 0
+
+    @property
+    def _base(self) -> Tensor | None:
+        """The tensor this one is a view of (None for a tensor that is not a view)."""
+        return getattr(self, "_vbase", None)
+
+    def _is_view(self) -> bool:
+        return getattr(self, "_vbase", None) is not None
+
+    @property
     def data(self) -> Tensor:
         return Tensor._make(self._data)
 
     def detach(self) -> Tensor:
-        """A tensor sharing the values, cut from the graph."""
+        """A tensor sharing the values and the version counter, cut from the graph."""
         t = Tensor._make(self._data)
+        t._vc = _engine.version_counter(self)
         if type(self._data) is Shadow:  # under vmap: the same batch
             bat = getattr(self, "_bat", None)
             if bat is not None:
@@ -211,8 +231,9 @@ class Tensor:
 
     # ------------------------------------------------------------ conversion
     def numpy(self) -> np.ndarray:
-        """The values as a numpy array sharing memory, read-only: tensors are immutable, and a
-        write would silently corrupt tensors saved for backward."""
+        """The values as a numpy array sharing memory, read-only: a write behind the engine's back
+        would bump no version counter and so silently corrupt tensors saved for backward (mutate
+        through the in-place ops instead)."""
         if self._rg:  # as torch: only while grad mode is on
             if _engine.is_grad_enabled():
                 raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "

@@ -25,6 +25,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 import engine
+from engine._functional_inplace import FUNCTIONAL_INPLACE, SETITEM
 
 from . import codec, isolate, onnx_graph, pool, stats
 from .errors import BadRequest, InvalidRequest, PayloadTooLarge, PlanNotCached
@@ -47,7 +48,8 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 GRAPH_HASH_HEADER = "Gradserve-Graph-Hash"
 
 _UNION_LABELS = {"str", "int", "bool", "float", "none", "Ref", "TensorIn", "op", "grad", "jacobian",
-                 "hessian", "product"}
+                 "hessian", "product", "func.grad", "func.jacrev", "func.jacfwd", "func.hessian",
+                 "func.product", "vmap"}
 
 
 # ---------------------------------------------------------------- parsing
@@ -581,23 +583,34 @@ def _jsonable(v: Any) -> Any:
 _OPS_CACHE: tuple[int, list[dict[str, Any]]] | None = None
 
 
+def _op_entry(name: str, info: engine.OpInfo, canonical: str | None = None) -> dict[str, Any]:
+    params = []
+    for p in info.signature.parameters.values():
+        item: dict[str, Any] = {"name": p.name, "kind": p.kind.name.lower()}
+        if p.default is not p.empty:
+            item["default"] = _jsonable(p.default)
+        params.append(item)
+    doc = (info.fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    return {"name": name, "canonical": canonical or info.name, "signature": f"{info.name}{info.signature}",
+            "parameters": params, "differentiable": list(info.differentiable),
+            "n_outputs": info.n_outputs, "doc": doc}
+
+
 def list_ops() -> list[dict[str, Any]]:
     """Every op in ``engine.OPS`` (aliases included) with signature and differentiable args."""
     global _OPS_CACHE
     if _OPS_CACHE is not None and _OPS_CACHE[0] == len(engine.OPS):
         return _OPS_CACHE[1]
-    out = []
-    for name in sorted(engine.OPS):
-        info = engine.OPS[name]
-        params = []
-        for p in info.signature.parameters.values():
-            item: dict[str, Any] = {"name": p.name, "kind": p.kind.name.lower()}
-            if p.default is not p.empty:
-                item["default"] = _jsonable(p.default)
-            params.append(item)
-        doc = (info.fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-        out.append({"name": name, "canonical": info.name, "signature": f"{info.name}{info.signature}",
-                    "parameters": params, "differentiable": list(info.differentiable),
-                    "n_outputs": info.n_outputs, "doc": doc})
+    out = [_op_entry(name, engine.OPS[name]) for name in sorted(engine.OPS)]
     _OPS_CACHE = (len(engine.OPS), out)
+    return out
+
+
+def list_inplace_ops() -> list[dict[str, Any]]:
+    """torch's in-place op names a node may use (``add_``, ``zero_``, ...) and ``setitem``, each run
+    as its functional twin (:mod:`engine._functional_inplace`); ``canonical`` is the out-of-place
+    op it is built on, where there is one."""
+    out = [_op_entry(name, info, engine.OPS[name[:-1]].name if name[:-1] in engine.OPS else name)
+           for name, info in sorted(FUNCTIONAL_INPLACE.items())]
+    out.append(_op_entry("setitem", SETITEM))
     return out

@@ -60,7 +60,10 @@ def _call(st: Step) -> str:
     """The node as one call: ``mul(2, x)``, ``grad(f, [x], create_graph=True)``."""
     if st.functional is not None:
         fn = st.functional
-        args = [f"{k}={_refs_text(*fn[k])}" for k in ("outputs", "inputs", "v") if fn[k] is not None]
+        args = [f"{k}={_refs_text(*fn[k])}" for k in ("outputs", "inputs", "v", "args")
+                if fn.get(k) is not None]
+        defaults = {"argnums": 0, "in_dims": 0, "out_dims": 0, "randomness": "error"}
+        args += [f"{k}={v!r}" for k, v in fn["flags"].items() if k in defaults and v != defaults[k]]
         return f"{fn['kind']}({', '.join(args)})"
     if st.grad is not None:
         g = st.grad

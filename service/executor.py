@@ -32,6 +32,8 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 import engine
+from engine._functional_inplace import FUNCTIONAL_INPLACE, wire_op
+from engine.tensor import VmapFallback
 
 from . import codec
 from .errors import (
@@ -47,6 +49,11 @@ from .expr import SourcePos, compile_source
 from .settings import Settings
 from .wire import (
     DATATYPES,
+    FuncGradNode,
+    FuncHessianNode,
+    FuncJacfwdNode,
+    FuncJacrevNode,
+    FuncProductNode,
     GradNode,
     GradRequest,
     Graph,
@@ -57,9 +64,11 @@ from .wire import (
     ProductNode,
     Ref,
     TensorIn,
+    VmapNode,
 )
 
 __all__ = ["GraphPlan", "Plan", "Step", "Result", "compile_graph", "build_plan", "numel", "check_dims",
+           "user_facing",
            "check_finite_output", "binary_tensors", "request_tensors"]
 
 Loc = tuple[str | int, ...]
@@ -198,7 +207,7 @@ class Step:
     pos: SourcePos | None             # (line, col, statement's name) when compiled from source
     refs: list[_Ref]
     grad: dict[str, Any] | None = None  # grad node: resolved attribute templates
-    functional: dict[str, Any] | None = None  # jacobian/hessian/vjp/jvp/hvp/vhp node
+    functional: dict[str, Any] | None = None  # jacobian/hessian/vjp/jvp/hvp/vhp, func.* or vmap node
     deps: set[int] = field(default_factory=set)
 
     @property
@@ -226,6 +235,17 @@ class GraphPlan:
     # values every run starts from besides the inputs: name -> (array, requires_grad); an ONNX
     # model's initializers and folded constants (service.onnx_graph)
     constants: dict[str, tuple[np.ndarray, bool]] = field(default_factory=dict)
+    # the steps a functional node re-runs, by (node index, inputs, outputs): Runner.subgraph
+    subgraphs: dict[tuple, list[Step]] = field(default_factory=dict)
+    # graph.source: a re-assigned graph input's name -> the wire name of its last binding, and
+    # the internal wire names of earlier bindings -> the user's names (service.expr)
+    aliases: dict[str, str] = field(default_factory=dict)
+    user_names: dict[str, str] = field(default_factory=dict)
+
+    def value(self, name: str) -> str:
+        """The wire name of the value the top level's ``outputs``, ``grad_outputs`` and ``return``
+        mean by ``name``: a re-assigned input's last binding (``inputs`` mean the input as sent)."""
+        return self.aliases.get(name, name)
 
 
 @dataclass(slots=True)
@@ -247,8 +267,16 @@ class Plan:
 class _Locator:
     """Builds errors that name the node and field, for JSON nodes and for compiled source."""
 
-    def __init__(self, positions: list[SourcePos] | None) -> None:
+    def __init__(self, positions: list[SourcePos] | None, user_names: dict[str, str] | None = None) -> None:
         self.positions = positions
+        self.user_names = user_names or {}
+
+    def user_text(self, msg: str) -> str:
+        """``msg`` with internal names (``'h'1'``) quoted as the user wrote them (``'h'``)."""
+        for wire, user in self.user_names.items():
+            if wire in msg:
+                msg = msg.replace(repr(wire), repr(user)).replace(wire, user)
+        return msg
 
     def loc(self, index: int, field_loc: Loc = ()) -> Loc:
         if self.positions is not None:
@@ -256,6 +284,7 @@ class _Locator:
         return ("graph", "nodes", index, *field_loc)
 
     def item(self, index: int, msg: str, field_loc: Loc = (), node: str | None = None) -> dict[str, Any]:
+        msg = self.user_text(msg)
         it: dict[str, Any] = {"loc": list(self.loc(index, field_loc)), "msg": msg}
         if self.positions is not None:
             pos = self.positions[index]
@@ -277,6 +306,24 @@ class _Locator:
         return cls(it["msg"], errors=[it])
 
 
+def user_facing(e: GradserveError, graph: GraphPlan) -> GradserveError:
+    """``e`` with the internal names of re-assigned values (``h'1``) written as the user's names,
+    in its detail and its error items (message, node, operand shapes)."""
+    if not graph.user_names:
+        return e
+    where = _Locator(None, graph.user_names)
+    e.detail = where.user_text(e.detail)
+    e.args = (e.detail,)
+    for it in e.errors:
+        if isinstance(it.get("msg"), str):
+            it["msg"] = where.user_text(it["msg"])
+        if it.get("node") in graph.user_names:
+            it["node"] = graph.user_names[it["node"]]
+        if isinstance(it.get("shapes"), dict):
+            it["shapes"] = {graph.user_names.get(k, k): v for k, v in it["shapes"].items()}
+    return e
+
+
 def _close(name: str, pool: Any) -> str:
     m = difflib.get_close_matches(name, list(pool), n=3)
     return f"; did you mean {', '.join(repr(x) for x in m)}?" if m else ""
@@ -295,13 +342,15 @@ def compile_graph(g: Graph, settings: Settings | None = None) -> GraphPlan:
     if g.hash is not None:
         raise InvalidGraph("a graph given by hash has no nodes to compile", loc=("graph", "hash"))
     positions: list[SourcePos] | None = None
+    aliases: dict[str, str] = {}
+    user_names: dict[str, str] = {}
     if g.source is not None:
         if len(g.source) > s.max_source_chars:
             raise PayloadTooLarge(f"graph.source has {len(g.source)} characters; the limit "
                                   f"max_source_chars is {s.max_source_chars}",
                                   limit="max_source_chars", loc=("graph", "source"))
         compiled = compile_source(g.source, [t.name for t in g.inputs])
-        positions = compiled.positions
+        positions, aliases, user_names = compiled.positions, compiled.aliases, compiled.user_names
         if len(compiled.nodes) > s.max_nodes:
             raise PayloadTooLarge(f"the source compiles to {len(compiled.nodes)} nodes; the limit "
                                   f"max_nodes is {s.max_nodes}", limit="max_nodes", loc=("graph", "source"))
@@ -316,7 +365,7 @@ def compile_graph(g: Graph, settings: Settings | None = None) -> GraphPlan:
         if len(nodes) > s.max_nodes:
             raise PayloadTooLarge(f"the graph has {len(nodes)} nodes; the limit max_nodes is {s.max_nodes}",
                                   limit="max_nodes", loc=("graph", "nodes"))
-    where = _Locator(positions)
+    where = _Locator(positions, user_names)
 
     # -- names: graph inputs, then node outputs; each defined exactly once
     inputs: dict[str, int] = {}
@@ -362,7 +411,7 @@ def compile_graph(g: Graph, settings: Settings | None = None) -> GraphPlan:
             st.deps.add(p)
     order = _toposort(steps, where)
     return GraphPlan([steps[k] for k in order], list(inputs), frozenset(inputs) | frozenset(producer),
-                     positions)
+                     positions, aliases=aliases, user_names=user_names)
 
 
 def check_dims(shape: Sequence[int], what: str, loc: Loc, s: Settings) -> None:
@@ -416,6 +465,11 @@ def build_plan(req: GradRequest, settings: Settings | None = None, graph: GraphP
         v = getattr(req, key)
         for i, name in enumerate([v] if isinstance(v, str) else v or []):
             check(name, (key,) if isinstance(v, str) else (key, i))
+    if req.inputs is not None:  # an internal name (h'1) is not the user's to name
+        for i, name in enumerate([req.inputs] if isinstance(req.inputs, str) else req.inputs):
+            if name in graph.user_names:
+                raise InvalidGraph(f"unknown name {name!r}: not a graph input or a node output",
+                                   loc=("inputs",) if isinstance(req.inputs, str) else ("inputs", i))
     go = req.grad_outputs
     for i, x in enumerate([go] if isinstance(go, str) else go or []):
         if isinstance(x, str):
@@ -433,7 +487,7 @@ def _make_step(i: int, n: OpNode | GradNode | _FunctionalNode, where: _Locator, 
     refs: list[_Ref] = []
     pos = positions[i] if positions is not None else None
     base: Loc = ("graph", "nodes", i)
-    if isinstance(n, (JacobianNode, HessianNode, ProductNode)):
+    if isinstance(n, _FUNCTIONAL_NODES):
         return _functional_step(i, n, where, pos)
     if isinstance(n, GradNode):
         a = n.attributes
@@ -463,9 +517,10 @@ def _make_step(i: int, n: OpNode | GradNode | _FunctionalNode, where: _Locator, 
                                     n.outputs[0])
         return Step(i, None, [], {}, list(n.outputs), base, pos, refs, grad)
 
-    info = engine.OPS.get(n.op)
-    if info is None:
-        raise where.graph_error(i, f"unknown op {n.op!r}{_close(n.op, engine.OPS)} (GET /v1/ops lists "
+    info = wire_op(n.op)  # an in-place name (add_) is its functional twin: the node's output is
+    if info is None:      # the mutated value, and no value already bound ever changes
+        pool = [*engine.OPS, *FUNCTIONAL_INPLACE, "setitem"]
+        raise where.graph_error(i, f"unknown op {n.op!r}{_close(n.op, pool)} (GET /v1/ops lists "
                                 "them)", ("op",), n.outputs[0])
     try:
         args = [_template(x, (*base, "inputs", j), in_inputs=True, refs=refs) for j, x in enumerate(n.inputs)]
@@ -488,7 +543,11 @@ def _make_step(i: int, n: OpNode | GradNode | _FunctionalNode, where: _Locator, 
     return Step(i, info, args, kwargs, list(n.outputs), base, pos, refs)
 
 
-_FunctionalNode = JacobianNode | HessianNode | ProductNode
+_FunctionalNode = (JacobianNode | HessianNode | ProductNode | FuncGradNode | FuncJacrevNode | FuncJacfwdNode
+                   | FuncHessianNode | FuncProductNode | VmapNode)
+_FUNCTIONAL_NODES = (JacobianNode, HessianNode, ProductNode, FuncGradNode, FuncJacrevNode, FuncJacfwdNode,
+                     FuncHessianNode, FuncProductNode, VmapNode)
+_OPERANDS = ("outputs", "inputs", "v", "args")  # attributes of a functional node that name values
 
 
 def _functional_step(i: int, n: _FunctionalNode, where: _Locator, pos: Any) -> Step:
@@ -497,8 +556,9 @@ def _functional_step(i: int, n: _FunctionalNode, where: _Locator, pos: Any) -> S
     base: Loc = ("graph", "nodes", i)
     refs: list[_Ref] = []
     a = n.attributes
-    fn: dict[str, Any] = {"kind": n.op}
-    for key in ("outputs", "inputs", "v"):
+    kind = "vmap" if n.op == "func.vmap" else n.op
+    fn: dict[str, Any] = {"kind": kind}
+    for key in _OPERANDS:
         v = getattr(a, key, None)
         if v is None:
             fn[key] = None
@@ -513,17 +573,68 @@ def _functional_step(i: int, n: _FunctionalNode, where: _Locator, pos: Any) -> S
             raise where.graph_error(i, f"{n.op}: {key} must name at least one value", ("attributes", key),
                                     n.outputs[0])
         fn[key] = (items, many)
-    fn["flags"] = a.model_dump(exclude={"outputs", "inputs", "v"})
+    fn["flags"] = a.model_dump(exclude=set(_OPERANDS))
     n_out, n_in = len(fn["outputs"][0]), len(fn["inputs"][0])
-    expected, per = {
-        "jacobian": (n_out * n_in, f"one block per (output, input) pair, row-major: {n_out} x {n_in}"),
-        "hessian": (n_in * n_in, f"one block per (input, input) pair, row-major: {n_in} x {n_in}"),
-        "jvp": (n_out, "one product per function output"),
-    }.get(n.op, (n_in, "one product per function input"))
+    if kind.startswith("func.") or kind == "vmap":
+        expected, per = _func_counts(i, n, fn, n_out, n_in, where)
+    else:
+        expected, per = {
+            "jacobian": (n_out * n_in, f"one block per (output, input) pair, row-major: {n_out} x {n_in}"),
+            "hessian": (n_in * n_in, f"one block per (input, input) pair, row-major: {n_in} x {n_in}"),
+            "jvp": (n_out, "one product per function output"),
+        }.get(n.op, (n_in, "one product per function input"))
     if len(n.outputs) != expected:
         raise where.graph_error(i, f"a {n.op} node returns {per}, so it needs {expected} output name"
                                 f"{'s' * (expected != 1)}, got {len(n.outputs)}", ("outputs",), n.outputs[0])
     return Step(i, None, [], {}, list(n.outputs), base, pos, refs, functional=fn)
+
+
+def _func_counts(i: int, n: _FunctionalNode, fn: dict[str, Any], n_out: int, n_in: int,
+                 where: _Locator) -> tuple[int, str]:
+    """How many results a torch.func node has, and how they are laid out; ``argnums`` and
+    ``has_aux`` checked statically, with torch's words."""
+    flags = fn["flags"]
+    node = n.outputs[0]
+    n_aux = 0
+    if flags.get("has_aux"):
+        if n_out < 2 or not fn["outputs"][1]:
+            raise where.graph_error(i, f"{n.op}: with has_aux, outputs names the function's output, then its "
+                                    "aux value(s)", ("attributes", "outputs"), node)
+        n_aux, n_out = n_out - 1, 1
+    aux = f", then {n_aux} aux value{'s' * (n_aux != 1)}" if n_aux else ""
+    if n.op == "vmap" or n.op == "func.vmap":
+        n_args = len(fn["args"][0])
+        if n_args != n_in or fn["args"][1] != fn["inputs"][1]:
+            raise where.graph_error(i, f"{n.op}: args gives the function's {n_in} input"
+                                    f"{'s' * (n_in != 1)} (a name for a single input, a list for several, as "
+                                    f"inputs does), got {n_args}", ("attributes", "args"), node)
+        return n_out, "one result per function output"
+    if n.op in ("func.vjp", "func.jvp"):  # the output and aux are graph values already
+        if n.op == "func.vjp":
+            return n_in, "one product per function input"
+        return n_out, "one product per function output"
+    argnums = flags["argnums"]
+    nums = [argnums] if isinstance(argnums, int) else argnums
+    if not nums:
+        raise where.graph_error(i, "argnums must be non-empty", ("attributes", "argnums"), node)
+    seen = set()
+    for k, a in enumerate(nums):
+        if not -n_in <= a < n_in:
+            at = () if isinstance(argnums, int) else (k,)
+            raise where.graph_error(i, f"Got argnum={a}, but only {n_in} positional inputs",
+                                    ("attributes", "argnums", *at), node)
+        if a % n_in in seen:
+            raise where.graph_error(i, f"argnums elements must be unique, got {tuple(nums)}",
+                                    ("attributes", "argnums"), node)
+        seen.add(a % n_in)
+    k = len(nums)
+    if n.op == "func.grad":
+        return k + n_aux, f"one gradient per argnums position{aux}"
+    if n.op == "func.grad_and_value":
+        return k + 1 + n_aux, f"one gradient per argnums position, then the value{aux}"
+    if n.op == "func.hessian":
+        return n_out * k * k, (f"one block per (output, position, position), row-major: {n_out} x {k} x {k}")
+    return n_out * k + n_aux, f"one block per (output, argnums position) pair, row-major: {n_out} x {k}{aux}"
 
 
 def _toposort(steps: list[Step], where: _Locator) -> list[int]:
@@ -636,7 +747,7 @@ def _autograd_field(msg: str) -> Loc:
 class _Runner:
     def __init__(self, plan: Plan, settings: Settings, deadline: float | None) -> None:
         self.plan, self.s, self.deadline = plan, settings, deadline
-        self.where = _Locator(plan.graph.positions)
+        self.where = _Locator(plan.graph.positions, plan.graph.user_names)
         self.env: dict[str, Any] = {}
         self.limit = settings.max_tensor_elements
         self.check_finite = bool(plan.request.check_finite)
@@ -669,6 +780,8 @@ class _Runner:
         except MemoryError:
             raise PayloadTooLarge(f"out of memory running {st.label}", limit="memory",
                                   loc=st.loc) from None
+        except VmapFallback:
+            raise  # inside vmap: the op read batched values (or drew random ones); vmap decides
         except Exception as e:
             item = self.where.item(st.index, f"{st.op.name}: {e or type(e).__name__}", (), st.outputs[0])
             err = EngineError.from_exception(e)
@@ -714,6 +827,8 @@ class _Runner:
                                        materialize_grads=a["materialize_grads"])
         except MemoryError:
             raise PayloadTooLarge(f"out of memory running {st.label}", limit="memory", loc=st.loc) from None
+        except VmapFallback:
+            raise
         except Exception as e:
             field = _autograd_field(str(e))
             item = self.where.item(st.index, f"grad: {e or type(e).__name__}",
@@ -726,8 +841,9 @@ class _Runner:
 
     # ------------------------------------------------------------ functional nodes
     def run_functional(self, st: Step) -> None:
-        """``engine.autograd.functional.<kind>`` of the sub-graph from the node's inputs to its
-        outputs; the results are bound, in row-major order, to the node's output names."""
+        """``engine.autograd.functional.<kind>`` (or ``engine.func``'s transform, for ``func.*``
+        and ``vmap``) of the sub-graph from the node's inputs to its outputs; the results are
+        bound, in row-major order, to the node's output names."""
         fn = st.functional or {}
         kind = fn["kind"]
         out_refs, out_many = fn["outputs"]
@@ -736,6 +852,7 @@ class _Runner:
         outs = [self.tensor_ref(st, r) for r in out_refs]
         self.check_result_size(st, kind, outs, xs)
         steps = self.subgraph(st, [r.name for r in in_refs], [r.name for r in out_refs])
+        aux = bool(fn["flags"].get("has_aux"))
 
         def func(*new: Any) -> Any:
             saved = self.env
@@ -747,17 +864,14 @@ class _Runner:
                 res = tuple(self.env[r.name] for r in out_refs)
             finally:
                 self.env = saved
+            if aux:  # (output, aux): aux a tuple when several are named
+                return res[0], res[1] if len(res) == 2 else res[1:]
             return res if out_many else res[0]
 
-        args: list[Any] = [func, xs if in_many else xs[0]]
-        if kind not in ("jacobian", "hessian"):
-            v = fn["v"]
-            vs = None if v is None else tuple(self.tensor_ref(st, r) for r in v[0])
-            args.append(None if vs is None else vs if v[1] else vs[0])
         try:
-            res = getattr(engine.autograd.functional, kind)(*args, **fn["flags"])
-        except GradserveError:
-            raise  # raised by a node of the function itself, which it names
+            flat = self.transform(st, kind, func, xs, in_many)
+        except (GradserveError, VmapFallback):
+            raise  # raised by a node of the function itself, which it names (or for an outer vmap)
         except MemoryError:
             raise PayloadTooLarge(f"out of memory running {st.label}", limit="memory", loc=st.loc) from None
         except Exception as e:
@@ -766,9 +880,41 @@ class _Runner:
             err = AutogradError.from_exception(e)
             err.errors = [item]
             raise err from None
-        flat = _flatten_results(res if kind in ("jacobian", "hessian") else res[1])
         for name, t in zip(st.outputs, flat):  # the counts were checked in the plan
             self.env[name] = self.checked(st, name, t)
+
+    def transform(self, st: Step, kind: str, func: Callable, xs: tuple, in_many: bool) -> list[Any]:
+        """The node's transform of ``func`` at ``xs``: its results, flattened row-major."""
+        fn = st.functional or {}
+        flags = dict(fn["flags"])
+        if kind in ("jacobian", "hessian"):
+            return _flatten_results(getattr(engine.autograd.functional, kind)(
+                func, xs if in_many else xs[0], **flags))
+        v = fn["v"]
+        vs = None if v is None else tuple(self.tensor_ref(st, r) for r in v[0])
+        if not kind.startswith("func.") and kind != "vmap":
+            res = getattr(engine.autograd.functional, kind)(
+                func, xs if in_many else xs[0], None if vs is None else vs if v[1] else vs[0], **flags)
+            return _flatten_results(res[1])
+        tf = engine.func
+        if kind == "vmap":
+            args = tuple(self.tensor_ref(st, r) for r in fn["args"][0])
+            dims = flags.pop("in_dims")
+            res = tf.vmap(func, in_dims=tuple(dims) if isinstance(dims, list) else dims,
+                          out_dims=_dims(flags.pop("out_dims")), **flags)(*args)
+            return _flatten_results(res)
+        has_aux = flags.get("has_aux", False)
+        if "argnums" in flags and isinstance(flags["argnums"], list):
+            flags["argnums"] = tuple(flags["argnums"])
+        if kind in ("func.grad", "func.grad_and_value", "func.jacrev", "func.jacfwd", "func.hessian"):
+            res = getattr(tf, kind[5:])(func, **flags)(*xs)
+            if kind == "func.grad_and_value" and has_aux:  # (grads, (value, aux))
+                return _flatten_results((res[0], res[1][0], res[1][1]))
+            return _flatten_results(res)
+        tangents = vs if v[1] else vs[0]  # type: ignore[index]
+        if kind == "func.vjp":
+            return _flatten_results(tf.vjp(func, *xs, has_aux=has_aux)[1](tangents))
+        return _flatten_results(tf.jvp(func, xs, tangents if v[1] else (tangents,), has_aux=has_aux)[1])
 
     def tensor_ref(self, st: Step, r: _Ref) -> Any:
         v = self.env[r.name]
@@ -778,23 +924,36 @@ class _Runner:
 
     def check_result_size(self, st: Step, kind: str, outs: list[Any], xs: tuple) -> None:
         """Jacobian and Hessian blocks are products of sizes: refuse them before computing."""
-        if kind == "jacobian":
-            pairs = [(o, x) for o in outs for x in xs]
+        flags = (st.functional or {}).get("flags", {})
+        if kind in ("func.jacrev", "func.jacfwd", "func.hessian"):
+            a = flags["argnums"]
+            xs = tuple(xs[k] for k in ([a] if isinstance(a, int) else a))
+            outs = outs[:1] if flags.get("has_aux") else outs
+        if kind in ("jacobian", "func.jacrev", "func.jacfwd"):
+            pairs = [(o, x, 1) for o in outs for x in xs]
         elif kind == "hessian":
-            pairs = [(x, y) for x in xs for y in xs]
+            pairs = [(x, y, 1) for x in xs for y in xs]
+        elif kind == "func.hessian":
+            pairs = [(x, y, o.numel()) for o in outs for x in xs for y in xs]
         else:
             return
-        for a, b in pairs:
-            n = a.numel() * b.numel()
+        for a, b, k in pairs:
+            n = a.numel() * b.numel() * k
             if n > self.s.max_tensor_elements:
                 limit = self.s.max_tensor_elements
-                raise PayloadTooLarge(f"{st.label} would produce a block of {a.numel()} x {b.numel()} = {n} "
+                sizes = " x ".join(str(x) for x in (*((k,) if k != 1 else ()), a.numel(), b.numel()))
+                raise PayloadTooLarge(f"{st.label} would produce a block of {sizes} = {n} "
                                       f"elements; the limit max_tensor_elements is {limit}",
                                       limit="max_tensor_elements", loc=st.loc)
 
     def subgraph(self, st: Step, inputs: list[str], outputs: list[str]) -> list[Step]:
         """The steps to re-run at new input values: those before ``st`` that depend on an input
-        and that an output depends on. A step producing an input is never re-run."""
+        and that an output depends on. A step producing an input is never re-run. Computed once
+        per compiled graph (several requests, threads even, may ask: they get the same list)."""
+        key = (st.index, tuple(inputs), tuple(outputs))
+        hit = self.plan.graph.subgraphs.get(key)
+        if hit is not None:
+            return hit
         tainted = set(inputs)
         rerun = []
         for s in self.plan.steps:
@@ -810,15 +969,19 @@ class _Runner:
         for s in reversed(rerun):
             if any(o in needed for o in s.outputs):
                 keep.append(s)
-                needed.update(r.name for r in s.refs)
+                # a functional step re-runs its own function: its outputs' steps are not needed
+                # for it (their values only size its blocks), so vmap(grad(f)) runs f once
+                needed.update(r.name for r in s.refs
+                              if not (s.functional and r.loc[3:5] == ("attributes", "outputs")))
+        self.plan.graph.subgraphs[key] = keep[::-1]
         return keep[::-1]
 
     def final_grad(self, blobs: dict[int, Any]) -> list[np.ndarray | None]:
         req = self.plan.request
         if req.outputs is None:
             return []
-        env = self.env
-        outs = [env[n] for n in ([req.outputs] if isinstance(req.outputs, str) else req.outputs)]
+        env, value = self.env, self.plan.graph.value
+        outs = [env[value(n)] for n in ([req.outputs] if isinstance(req.outputs, str) else req.outputs)]
         ins = [env[n] for n in ([req.inputs] if isinstance(req.inputs, str) else req.inputs or [])]
         gos = None
         go = req.grad_outputs
@@ -829,7 +992,7 @@ class _Runner:
                     loc = ("grad_outputs", i)
                     gos.append(engine.from_numpy(_decode(x, blobs.get(id(x)), loc)))
                 else:
-                    gos.append(None if x is None else env[x])
+                    gos.append(None if x is None else env[value(x)])
         self.check_deadline("the final autograd_grad")
         try:
             res = engine.autograd_grad(outs, ins, gos, retain_graph=req.retain_graph,
@@ -845,6 +1008,13 @@ class _Runner:
 
 
 _FUNCTIONAL_LOCS: tuple[tuple[re.Pattern, Callable[[re.Match], Loc]], ...] = (
+    (re.compile(r"in_dim"), lambda m: ("in_dims",)),
+    (re.compile(r"out_dim|Dimension out of range|must only return Tensors"), lambda m: ("out_dims",)),
+    (re.compile(r"size in the mapped dimension|nothing to map over"), lambda m: ("args",)),
+    (re.compile(r"randomness|random operation"), lambda m: ("randomness",)),
+    (re.compile(r"argnum"), lambda m: ("argnums",)),
+    (re.compile(r"has_aux|\(output, aux\)"), lambda m: ("has_aux",)),
+    (re.compile(r"cotangents|tangents"), lambda m: ("v",)),
     (re.compile(r"\bv\b|vector v"), lambda m: ("v",)),
     (re.compile(r"^Output \d+ of the user-provided function is independent of input (\d+)"),
      lambda m: ("inputs", int(m.group(1)))),
@@ -853,6 +1023,11 @@ _FUNCTIONAL_LOCS: tuple[tuple[re.Pattern, Callable[[re.Match], Loc]], ...] = (
     (re.compile(r"strategy|forward-mode"), lambda m: ("strategy",)),
     (re.compile(r"vectoriz"), lambda m: ("vectorize",)),
 )
+
+
+def _dims(d: Any) -> Any:
+    """Wire dims (an int, null, or a list) as torch takes them (a list is a tuple)."""
+    return tuple(d) if isinstance(d, list) else d
 
 
 def _functional_field(msg: str) -> Loc:
@@ -886,7 +1061,8 @@ def _array(v: Any, name: str) -> np.ndarray | None:
 def check_finite_output(st: Step, name: str, v: Any, where: _Locator) -> None:
     """With ``check_finite``: refuse the first node whose result holds NaN or infinity."""
     d = getattr(v, "_data", None)
-    if d is None or d.dtype.kind != "f" or np.isfinite(d).all():
+    # (a batched tensor inside vmap holds a shadow, no values: the vmap node's results are checked)
+    if not isinstance(d, np.ndarray) or d.dtype.kind != "f" or np.isfinite(d).all():
         return
     what = "NaN" if np.isnan(d).any() else "infinity"
     detail = f"{st.label} produced {what} in {name!r} (check_finite)"

@@ -93,10 +93,15 @@ _OP_INFO = {
         "doc": {"type": "string"},
     },
 }
-_OPS = {"type": "object", "additionalProperties": False, "required": ["count", "node_kinds", "ops"],
+_OPS = {"type": "object", "additionalProperties": False,
+        "required": ["count", "node_kinds", "ops", "inplace"],
         "properties": {"count": {"type": "integer", "minimum": 0},
                        "node_kinds": {"type": "array", "items": {"type": "string", "enum": list(NODE_KINDS)}},
-                       "ops": {"type": "array", "items": _ref("OpInfo")}}}
+                       "ops": {"type": "array", "items": _ref("OpInfo")},
+                       "inplace": {"type": "array", "items": _ref("OpInfo"),
+                                   "description": "torch's in-place op names and setitem, run with "
+                                                  "functional semantics (the node's output is the "
+                                                  "mutated value); canonical is the out-of-place op"}}}
 _LIVE = {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}
 _READY = {"type": "object", "required": ["status", "ops", "active", "queued"],
           "properties": {"status": {"const": "ready"}, "ops": {"type": "integer"},

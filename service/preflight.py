@@ -40,7 +40,18 @@ from engine import _autograd, _meta
 
 from . import codec
 from .errors import AutogradError, EngineError, InvalidRequest, PayloadTooLarge, RequestTimeout
-from .executor import Plan, Step, TensorIn, _autograd_field, _decode, _leaf, _Locator, _resolve, _Runner
+from .executor import (
+    Plan,
+    Step,
+    TensorIn,
+    _autograd_field,
+    _decode,
+    _dims,
+    _leaf,
+    _Locator,
+    _resolve,
+    _Runner,
+)
 from .settings import Settings
 
 __all__ = ["Report", "check", "recheck", "guard", "graph_depth", "signature", "DeadlineExceeded"]
@@ -86,7 +97,7 @@ def _locator(plan: Plan) -> _Locator:
     positions = None
     if plan.request.graph.source is not None:
         positions = [st.pos for st in sorted(plan.steps, key=lambda st: st.index)]
-    return _Locator(positions)
+    return _Locator(positions, plan.graph.user_names)
 
 
 def _too_big(plan: Plan, st: Step, detail: str, limit: str) -> PayloadTooLarge:
@@ -184,6 +195,92 @@ class _MetaRunner(_Runner):
             t = engine.Tensor._make(meta, v.grad_fn, v._out, v.requires_grad)
             v = t if v.grad_fn is not None or not v.requires_grad else t.requires_grad_()
         return v
+
+
+    def transform(self, st: Step, kind: str, func: Any, xs: tuple, in_many: bool) -> list[Any]:
+        if kind == "vmap":
+            return self.vmap(st, func)
+        return super().transform(st, kind, func, xs, in_many)
+
+    def vmap(self, st: Step, func: Any) -> list[Any]:
+        """A vmap node statically: the function runs once, on one element, and its work and
+        memory count batch size times (the vectorized run holds a chunk's intermediates at
+        once); the results get the batched shapes. ``in_dims`` and ``out_dims`` are checked as
+        ``torch.func.vmap`` checks them, in its words."""
+        fn = st.functional or {}
+        flags = fn["flags"]
+        args = tuple(self.tensor_ref(st, r) for r in fn["args"][0])
+        in_dims = _dims(flags["in_dims"])
+        api = f"vmap(func, in_dims={in_dims}, ...)(<inputs>)"
+        if not (isinstance(in_dims, (int, tuple)) and not isinstance(in_dims, bool)):
+            raise ValueError(f"{api}: expected `in_dims` to be int or a (potentially nested) tuple matching "
+                             f"the structure of inputs, got: {type(in_dims)}.")
+        dims = engine.func._dims_for(in_dims, args, f"{api}: in_dims is not compatible with the structure of "
+                                     "`inputs`.", "in_dims", "inputs")
+        sizes = []
+        for x, d in zip(args, dims):
+            if d is None:
+                continue
+            nd = x.ndim
+            if not -nd <= d < nd:
+                raise ValueError(f"{api}: Got in_dim={d} for some input, but that input is a Tensor of "
+                                 f"dimensionality {nd} so expected in_dim to satisfy -{nd} <= in_dim < {nd}.")
+            sizes.append(x.shape[d])
+        if not sizes:
+            raise ValueError(f"{api}: at least one input must be a Tensor with a non-None in_dim; got "
+                             "nothing to map over")
+        if len(set(sizes)) > 1:
+            raise ValueError("vmap: Expected all tensors to have the same size in the mapped dimension, got "
+                             f"sizes {sizes} for the mapped dimension")
+        n = sizes[0]
+        m = self.session
+        samples = []
+        for x, d in zip(args, dims):
+            if d is None:
+                samples.append(x)
+            elif n:
+                samples.append(x.select(d, 0))
+            else:  # no element: the engine runs the function on zeros of one element's shape
+                shape = list(x.shape)
+                del shape[d]
+                samples.append(engine.from_numpy(m.array(shape, x._data.dtype)))
+        work0, live0, peak0, large0 = m.work, m.live_bytes, m.peak_bytes, m.largest_bytes
+        m.peak_bytes, m.largest_bytes = live0, 0
+        try:
+            out = func(*samples)
+        finally:
+            at_once = max(1, min(n, flags["chunk_size"] or n))
+            m.peak_bytes = max(peak0, live0 + (m.peak_bytes - live0) * at_once)
+            m.largest_bytes = max(large0, m.largest_bytes * at_once)
+        if n > 1:
+            m.add_work((m.work - work0) * (n - 1))
+        flat = list(out) if isinstance(out, tuple) else [out]
+        out_dims = _dims(flags["out_dims"])
+        if isinstance(out_dims, tuple) and len(out_dims) == 1 and not isinstance(out, tuple):
+            out_dims = out_dims[0]  # torch accepts (d,) for a single output
+        msg = (f"vmap(func, ..., out_dims={out_dims})(<inputs>): out_dims is not compatible with the "
+               "structure of `outputs`.")
+        odims = engine.func._dims_for(out_dims, out, msg, "out_dims", "outputs")
+        mapped = [r.name for r, d in zip(fn["inputs"][0], dims) if d is not None]
+        batched = set(mapped)
+        for s in self.subgraph(st, mapped, [r.name for r in fn["outputs"][0]]):
+            batched.update(s.outputs)
+        res = []
+        for o, d, r in zip(flat, odims, fn["outputs"][0]):
+            if d is None:
+                if r.name in batched:
+                    raise ValueError("vmap(func, ...): `func` can not return a BatchedTensor when out_dim is "
+                                     "None")
+                res.append(o)
+                continue
+            nd = o.ndim + 1
+            if not -nd <= d < nd:
+                raise IndexError(f"Dimension out of range (expected to be in range of [{-nd}, {nd - 1}], but "
+                                 f"got {d})")
+            shape = list(o.shape)
+            shape.insert(d % nd, n)
+            res.append(engine.clone(o.unsqueeze(d % nd).expand(*shape)))  # counted as the real stack is
+        return res
 
 
 def _too_large(e: _meta.TooLarge, plan: Plan, st: Step | None, s: Settings) -> PayloadTooLarge:
@@ -352,11 +449,11 @@ def _meta_run(plan: Plan, inputs: dict[str, np.ndarray], s: Settings, deadline: 
                     if v.requires_grad:
                         rep.requires_grad.add(name)
             _check_memory(plan, m, real_bytes, s, st)
-        values = [r.env.get(n) for n in req.return_]
+        values = [r.env.get(plan.graph.value(n)) for n in req.return_]
         grads: list[Any] = []
-        involved = set(_names(req.outputs)) | set(_names(req.inputs)) | \
-            {g for g in (req.grad_outputs if isinstance(req.grad_outputs, list) else [req.grad_outputs])
-             if isinstance(g, str)}
+        involved = {plan.graph.value(n) for n in _names(req.outputs)} | set(_names(req.inputs)) | \
+            {plan.graph.value(g) for g in (req.grad_outputs if isinstance(req.grad_outputs, list)
+                                           else [req.grad_outputs]) if isinstance(g, str)}
         if req.outputs is not None and not deferred and not involved & (unknown | bounded):
             m.rule_raised = False
             try:
@@ -428,7 +525,7 @@ def _final_grad(r: _MetaRunner, m: _meta.MetaSession) -> list[Any]:
     """The top-level autograd_grad in meta mode, with the executor's error mapping."""
     req = r.plan.request
     env = r.env
-    outs = [env[n] for n in _names(req.outputs)]
+    outs = [env[r.plan.graph.value(n)] for n in _names(req.outputs)]
     ins = [env[n] for n in _names(req.inputs)]
     gos = None
     go = req.grad_outputs
@@ -438,7 +535,7 @@ def _final_grad(r: _MetaRunner, m: _meta.MetaSession) -> list[Any]:
             if isinstance(x, TensorIn):
                 gos.append(engine.from_numpy(m.array(x.shape, codec.np_dtype(x.datatype).newbyteorder("="))))
             else:
-                gos.append(None if x is None else env[x])
+                gos.append(None if x is None else env[r.plan.graph.value(x)])
     try:
         res = engine.autograd_grad(outs, ins, gos, retain_graph=req.retain_graph,
                                    create_graph=req.create_graph, allow_unused=req.allow_unused,

@@ -24,7 +24,7 @@ import engine
 
 from . import preflight
 from .errors import BadRequest, GradserveError
-from .executor import Plan, Result, _array, _decode, _leaf, _Runner, binary_tensors
+from .executor import Plan, Result, _array, _decode, _leaf, _Runner, binary_tensors, user_facing
 from .settings import Settings
 from .wire import GradRequest, TensorIn
 
@@ -106,12 +106,22 @@ def checked_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Setti
                              loc=(*loc, "parameters", "binary_data_size"))
     decoded = {t.name: _decode(t, by_id.get(id(t)), ("graph", "inputs", i))
                for i, t in enumerate(req.graph.inputs)}
-    rep = preflight.check(plan, decoded, s, deadline, by_id)  # shapes, limits, memory, work first
+    try:
+        rep = preflight.check(plan, decoded, s, deadline, by_id)  # shapes, limits, memory, work first
+    except GradserveError as e:
+        raise user_facing(e, plan.graph) from None
     return Checked(plan, decoded, rep, by_id, s, deadline)
 
 
 def execute(c: Checked) -> Result:
     """The second half of :func:`run_plan`: run the checked plan (in a child process, maybe)."""
+    try:
+        return _execute(c)
+    except GradserveError as e:
+        raise user_facing(e, c.plan.graph) from None
+
+
+def _execute(c: Checked) -> Result:
 
     plan, decoded, rep, by_id, s, deadline = c.plan, c.decoded, c.report, c.blobs, c.settings, c.deadline
     req = plan.request
@@ -134,9 +144,8 @@ def execute(c: Checked) -> Result:
                 spent += preflight.recheck(r, st, s, spent)
             r.run_step(st)
         grads = r.final_grad(by_id)
-    values = {name: _array(r.env[name], name) for name in req.return_}
+    values = {name: _array(r.env[plan.graph.value(name)], name) for name in req.return_}
     return Result(grads, values, rep)
-
 
 
 # ---------------------------------------------------------------- warm replay (worker processes)
@@ -165,7 +174,7 @@ def _program(c: Checked) -> Callable[..., Any]:
         for st in plan.steps:
             r.run_step(st)
         grads = r.final_grad({})
-        return grads, {name: _array(r.env[name], name) for name in plan.request.return_}
+        return grads, {name: _array(r.env[plan.graph.value(name)], name) for name in plan.request.return_}
 
     return engine.compile(run)
 
@@ -199,8 +208,8 @@ def execute_warm(c: Checked, key: str | None, programs: OrderedDict[tuple, Any])
         with engine.enable_grad(), np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", engine.CompileWarning)  # it falls back to eager by itself
             grads, values = fn(*leaves)
-    except GradserveError:
-        raise  # the trace (an eager run) raised the runner's own error
+    except GradserveError as e:  # the trace (an eager run) raised the runner's own error
+        raise user_facing(e, c.plan.graph) from None
     except MemoryError:
         raise
     except Exception:  # noqa: BLE001 - a numpy error at replay: the runner words it

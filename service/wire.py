@@ -32,7 +32,10 @@ __all__ = [
     "DATATYPES", "DATATYPE_ALIASES", "canonical_datatype", "TensorParameters", "TensorIn", "Ref",
     "OpNode", "OnnxModelIn", "GradAttributes", "GradNode", "FUNCTIONAL_OPS", "FunctionalAttributes",
     "JacobianAttributes", "HessianAttributes", "ProductAttributes", "JacobianNode", "HessianNode",
-    "ProductNode", "Node", "Graph", "GradRequest", "TensorOut",
+    "ProductNode", "FuncAttributes", "FuncGradAttributes", "FuncJacrevAttributes", "FuncJacfwdAttributes",
+    "FuncHessianAttributes", "FuncProductAttributes", "VmapAttributes", "FuncGradNode", "FuncJacrevNode",
+    "FuncJacfwdNode", "FuncHessianNode", "FuncProductNode", "VmapNode", "FUNC_OPS", "Node", "Graph",
+    "GradRequest", "TensorOut",
     "GradResponse", "ErrorItem", "Problem", "unbox",
 ]
 
@@ -258,12 +261,142 @@ class ProductNode(_Model):
     outputs: RNames = Field(min_length=1)
 
 
+# ---------------------------------------------------------------- torch.func nodes
+class FuncAttributes(_Model):
+    """The function a ``torch.func`` node transforms, as for the functional nodes: the part of
+    the graph from the values named in ``inputs`` (its positional arguments, one tensor each) to
+    those named in ``outputs`` (a single name: it returns a tensor; a list: a tuple). With
+    ``has_aux``, ``outputs`` is ``[output, aux, ...]``: the function returns ``(output, aux)``
+    (aux a tuple when more than one is named)."""
+
+    outputs: NameRef | list[NameRef]
+    inputs: NameRef | list[NameRef]
+
+
+Argnums = Annotated[int | list[int], _U]
+
+
+class FuncGradAttributes(FuncAttributes):
+    """``torch.func.grad`` and ``grad_and_value``: ``argnums`` (an int: one gradient; a list:
+    one per position) and ``has_aux``."""
+
+    argnums: Argnums = 0
+    has_aux: RBool = False
+
+
+class FuncJacrevAttributes(FuncGradAttributes):
+    """``torch.func.jacrev``'s options."""
+
+    chunk_size: Annotated[int | None, Field(ge=1), _N] = None
+
+
+class FuncJacfwdAttributes(FuncGradAttributes):
+    """``torch.func.jacfwd``'s options."""
+
+    randomness: Annotated[Literal["error", "different", "same"], _U] = "error"
+
+
+class FuncHessianAttributes(FuncAttributes):
+    """``torch.func.hessian``'s options."""
+
+    argnums: Argnums = 0
+
+
+class FuncProductAttributes(FuncAttributes):
+    """``torch.func.vjp`` (``v``: the cotangents, shaped like the outputs) and ``torch.func.jvp``
+    (``v``: the tangents, one per input)."""
+
+    v: NameRef | list[NameRef]
+    has_aux: RBool = False
+
+
+Dims = Annotated[int | None | list[int | None], _NULL]
+
+
+class VmapAttributes(FuncAttributes):
+    """``torch.func.vmap(func, in_dims, out_dims, randomness, chunk_size=...)(*args)``: the
+    function (``inputs`` to ``outputs``, values of one batch element) is called on ``args``
+    (one per input, batched along ``in_dims``; null passes an argument whole)."""
+
+    args: NameRef | list[NameRef]
+    in_dims: Dims = 0
+    out_dims: Dims = 0
+    randomness: Annotated[Literal["error", "different", "same"], _U] = "error"
+    chunk_size: Annotated[int | None, Field(ge=1), _N] = None
+
+
+class FuncGradNode(_Model):
+    """``func.grad``: one gradient per ``argnums`` position, then the aux values (``has_aux``);
+    ``func.grad_and_value``: the gradients, the value, then the aux values."""
+
+    op: Annotated[Literal["func.grad", "func.grad_and_value"], _U]
+    attributes: FuncGradAttributes
+    inputs: list[Any] = _NO_INPUTS
+    outputs: RNames = Field(min_length=1)
+
+
+class FuncJacrevNode(_Model):
+    """``func.jacrev``: one block per (output, argnums position) pair, row-major, then aux."""
+
+    op: Annotated[Literal["func.jacrev"], _U]
+    attributes: FuncJacrevAttributes
+    inputs: list[Any] = _NO_INPUTS
+    outputs: RNames = Field(min_length=1)
+
+
+class FuncJacfwdNode(_Model):
+    """``func.jacfwd``: one block per (output, argnums position) pair, row-major, then aux."""
+
+    op: Annotated[Literal["func.jacfwd"], _U]
+    attributes: FuncJacfwdAttributes
+    inputs: list[Any] = _NO_INPUTS
+    outputs: RNames = Field(min_length=1)
+
+
+class FuncHessianNode(_Model):
+    """``func.hessian``: one block per (output, position, position), row-major."""
+
+    op: Annotated[Literal["func.hessian"], _U]
+    attributes: FuncHessianAttributes
+    inputs: list[Any] = _NO_INPUTS
+    outputs: RNames = Field(min_length=1)
+
+
+class FuncProductNode(_Model):
+    """``func.vjp``: one product per function input; ``func.jvp``: one per function output.
+    The function's value (and aux) are the graph values ``outputs`` names."""
+
+    op: Annotated[Literal["func.vjp", "func.jvp"], _U]
+    attributes: FuncProductAttributes
+    inputs: list[Any] = _NO_INPUTS
+    outputs: RNames = Field(min_length=1)
+
+
+class VmapNode(_Model):
+    """``vmap`` (``torch.vmap``, also ``func.vmap``): one result per function output, batched
+    along ``out_dims``."""
+
+    op: Annotated[Literal["vmap", "func.vmap"], _U]
+    attributes: VmapAttributes
+    inputs: list[Any] = _NO_INPUTS
+    outputs: RNames = Field(min_length=1)
+
+
 FUNCTIONAL_OPS: dict[str, str] = {"jacobian": "jacobian", "hessian": "hessian", "vjp": "product",
                                   "jvp": "product", "hvp": "product", "vhp": "product"}
+# torch.func's transforms as node kinds (``grad`` alone is autograd_grad, as in the expression form)
+FUNC_OPS: dict[str, str] = {"func.grad": "func.grad", "func.grad_and_value": "func.grad",
+                            "func.jacrev": "func.jacrev", "func.jacfwd": "func.jacfwd",
+                            "func.hessian": "func.hessian", "func.vjp": "func.product",
+                            "func.jvp": "func.product", "vmap": "vmap", "func.vmap": "vmap"}
 _NODE_TAGS: dict[type, str] = {GradNode: "grad", JacobianNode: "jacobian", HessianNode: "hessian",
-                               ProductNode: "product"}
+                               ProductNode: "product", FuncGradNode: "func.grad",
+                               FuncJacrevNode: "func.jacrev", FuncJacfwdNode: "func.jacfwd",
+                               FuncHessianNode: "func.hessian",
+                               FuncProductNode: "func.product", VmapNode: "vmap"}
+_KIND_TAGS: dict[str, str] = {**FUNCTIONAL_OPS, **FUNC_OPS}
 # What a node's "op" may be besides an engine op name (GET /v1/ops lists them).
-NODE_KINDS: tuple[str, ...] = ("op", "grad", *FUNCTIONAL_OPS)
+NODE_KINDS: tuple[str, ...] = ("op", "grad", *FUNCTIONAL_OPS, *FUNC_OPS)
 
 
 def _node_kind(v: Any) -> str | None:
@@ -271,7 +404,7 @@ def _node_kind(v: Any) -> str | None:
         op = unbox(v.get("op"))
         if op == "grad":
             return "grad"
-        return FUNCTIONAL_OPS.get(op, "op") if isinstance(op, str) else "op"
+        return _KIND_TAGS.get(op, "op") if isinstance(op, str) else "op"
     if isinstance(v, BaseModel):
         return _NODE_TAGS.get(type(v), "op")
     return None
@@ -279,7 +412,11 @@ def _node_kind(v: Any) -> str | None:
 
 Node = Annotated[Annotated[OpNode, Tag("op")] | Annotated[GradNode, Tag("grad")]
                  | Annotated[JacobianNode, Tag("jacobian")] | Annotated[HessianNode, Tag("hessian")]
-                 | Annotated[ProductNode, Tag("product")],
+                 | Annotated[ProductNode, Tag("product")] | Annotated[FuncGradNode, Tag("func.grad")]
+                 | Annotated[FuncJacrevNode, Tag("func.jacrev")]
+                 | Annotated[FuncJacfwdNode, Tag("func.jacfwd")]
+                 | Annotated[FuncHessianNode, Tag("func.hessian")]
+                 | Annotated[FuncProductNode, Tag("func.product")] | Annotated[VmapNode, Tag("vmap")],
                  Discriminator(_node_kind, custom_error_type="invalid_node",
                                custom_error_message="a node must be an object with an 'op'")]
 

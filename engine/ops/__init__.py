@@ -1,4 +1,26 @@
-"""All public ops. Importing this package registers them in :data:`OPS` and binds Tensor operators."""
+"""All public ops. Importing this package registers them in :data:`OPS` and binds Tensor operators.
+
+Modules by kind of op: ``elementwise``, ``shape``, ``reduction``, ``indexing``, ``sorting``,
+``creation``, ``composite`` (compositions only, no primitive), ``matrix``, ``linalg_prims`` (the
+matrix primitives: matmul, tril/triu, diagonal, einsum) and ``special_prims`` (the special
+functions'), named apart from the namespaces :mod:`engine.linalg` and :mod:`engine.special`.
+Each primitive is one record in the module of its public op: numpy forward, VJP, JVP, batching
+rule and shape rule side by side (see :mod:`engine._autograd`), so adding an op means adding its
+primitive's record (if it needs a new primitive) and its public function with ``@op`` there::
+
+    @primitive(save=(0,))
+    def _cube(x):
+        return x ** 3
+
+    _cube.defvjp(lambda ctx, g, x: g * 3 * x * x)
+    _cube.defjvp(diagonal_jvp)
+    _cube.defbatch(elementwise_batch)
+    _cube.defshape(elementwise_shape)
+
+    @op(method=True)
+    def cube(input):
+        return _cube(input)
+"""
 
 from __future__ import annotations
 
@@ -8,7 +30,7 @@ from . import (  # noqa: F401  (registration)
     creation,
     elementwise,
     indexing,
-    linalg,
+    linalg_prims,
     reduction,
     shape,
     sorting,
@@ -44,7 +66,11 @@ for _name, _info in OPS.items():
 # After the core ops they build on: engine.linalg and engine.special register the namespaced ops;
 # matrix (top-level linalg ops) loads engine.linalg, whose aliases (det, inverse, ...) are top-level.
 from .. import special  # noqa: E402, F401  (registration)
-from . import matrix, special_fns  # noqa: E402, F401  (registration)
+from . import (  # noqa: E402, F401  (registration)
+    inplace,  # noqa: E402, F401  (in-place methods and views: after every op they wrap)
+    matrix,
+    special_prims,
+)
 
 # Top-level names: every op registered without a namespace prefix.
 namespace = {name: info.fn for name, info in OPS.items() if "." not in name}

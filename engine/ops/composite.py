@@ -15,7 +15,7 @@ import numpy as np
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op
 from .elementwise import clamp, isnan, mul, pow, sign, sub, where
-from .linalg import diag, diagonal, dot, outer
+from .linalg_prims import diag, diagonal, dot, outer
 from .reduction import amax, amin, cumsum, mean, nansum, norm, std, sum, var
 from .shape import (
     broadcast_tensors,

@@ -20,6 +20,7 @@ from .._autograd import (
     zeros_jvp,
 )
 from .._dtype import result_type
+from .._meta import elementwise_shape
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op
 
@@ -99,6 +100,7 @@ _add = Primitive("add", np.add)
 _add.defvjp(lambda ctx, g: (g, g))
 _add.defjvp(linear_jvp)
 _add.defbatch(elementwise_batch)
+_add.defshape(elementwise_shape)
 
 
 @primitive()
@@ -109,6 +111,7 @@ def _sub(a, b):
 _sub.defvjp(lambda ctx, g: (g, -g if ctx.edges[1] is not None else None))
 _sub.defjvp(linear_jvp)
 _sub.defbatch(elementwise_batch)
+_sub.defshape(elementwise_shape)
 
 
 _mul = Primitive("mul", np.multiply, save=(0, 1))
@@ -124,6 +127,7 @@ def _mul_vjp(ctx, g, a, b):
 
 _mul.defjvp(multilinear_jvp)
 _mul.defbatch(elementwise_batch)
+_mul.defshape(elementwise_shape)
 
 
 @primitive(save=(0, 1))
@@ -135,6 +139,7 @@ _div.defvjp(lambda ctx, g, a, b: (g / b if ctx.edges[0] is not None else None,
                                   -g * a / (b * b) if ctx.edges[1] is not None else None))
 _div.defjvp(diagonal_jvp)
 _div.defbatch(elementwise_batch)
+_div.defshape(elementwise_shape)
 
 
 @primitive()
@@ -145,6 +150,7 @@ def _neg(a):
 _neg.defvjp(lambda ctx, g: -g)
 _neg.defjvp(linear_jvp)
 _neg.defbatch(elementwise_batch)
+_neg.defshape(elementwise_shape)
 
 
 @primitive(save=(0, 1, -1))
@@ -176,6 +182,7 @@ def _pow_vjp(ctx, g, a, b, out):
 
 _pow.defjvp(diagonal_jvp)
 _pow.defbatch(elementwise_batch)
+_pow.defshape(elementwise_shape)
 
 
 @primitive(save=(0, 1))
@@ -186,6 +193,7 @@ def _atan2(a, b):
 _atan2.defvjp(lambda ctx, g, a, b: (g * b / (a * a + b * b), -g * a / (a * a + b * b)))
 _atan2.defjvp(diagonal_jvp)
 _atan2.defbatch(elementwise_batch)
+_atan2.defshape(elementwise_shape)
 
 
 @primitive(save=(0, 1))
@@ -210,8 +218,10 @@ _maximum.defvjp(lambda ctx, g, a, b: _minmax_vjp(ctx, g, a, b, sign=1))
 _minimum.defvjp(lambda ctx, g, a, b: _minmax_vjp(ctx, g, a, b, sign=-1))
 _maximum.defjvp(diagonal_jvp)
 _maximum.defbatch(elementwise_batch)
+_maximum.defshape(elementwise_shape)
 _minimum.defjvp(diagonal_jvp)
 _minimum.defbatch(elementwise_batch)
+_minimum.defshape(elementwise_shape)
 
 
 @primitive(save=(0,))
@@ -228,6 +238,7 @@ def _where_vjp(ctx, g, cond):
 
 _where.defjvp(linear_jvp)
 _where.defbatch(elementwise_batch)
+_where.defshape(elementwise_shape)
 
 
 # ---------------------------------------------------------------- arithmetic ops
@@ -302,6 +313,7 @@ _div_rounded.defvjp(lambda ctx, g, mode: tuple(
     None if m is None else Tensor._make(np.zeros(m[0], m[1])) for m in ctx.in_meta))
 _div_rounded.defjvp(zeros_jvp)
 _div_rounded.defbatch(elementwise_batch)
+_div_rounded.defshape(elementwise_shape)
 
 
 def _rounded_div(a: np.ndarray, b: np.ndarray, mode: str) -> np.ndarray:
@@ -404,6 +416,7 @@ def _unary(name: str, fwd: Callable, save: tuple, vjp: Callable, doc: str,
     prim.defvjp(vjp)
     prim.defjvp(jvp)
     prim.defbatch(elementwise_batch)
+    prim.defshape(elementwise_shape)
     conv = to_float if float_only else _arg
 
     def fn(input):
@@ -437,6 +450,7 @@ _relu_backward.defvjp(lambda ctx, h, y: (
     Tensor._make(np.zeros_like(y._data)) if ctx.edges[1] is not None else None))
 _relu_backward.defjvp(diagonal_jvp)
 _relu_backward.defbatch(elementwise_batch)
+_relu_backward.defshape(elementwise_shape)
 
 
 #              name      numpy forward  saves  VJP                                        doc
@@ -490,6 +504,7 @@ def _round(x, decimals=0):
 _round.defvjp(zeros_grad)
 _round.defjvp(zeros_jvp)
 _round.defbatch(elementwise_batch)
+_round.defshape(elementwise_shape)
 
 
 @op(method=True)
@@ -528,6 +543,7 @@ def _clamp_vjp(ctx, g, x, min=None, max=None):
 
 _clamp.defjvp(diagonal_jvp)
 _clamp.defbatch(elementwise_batch)
+_clamp.defshape(elementwise_shape)
 
 
 @primitive(save=(0, 1, 2))
@@ -554,6 +570,7 @@ def _clamp_t_vjp(ctx, g, x, lo, hi):
 
 _clamp_t.defjvp(diagonal_jvp)
 _clamp_t.defbatch(elementwise_batch)
+_clamp_t.defshape(elementwise_shape)
 
 
 @op(differentiable=("input", "min", "max"), method=True, aliases=("clip",))
@@ -688,6 +705,7 @@ _hypot.defvjp(lambda ctx, g, a, b, out: (g * a / out if _needs(ctx, 0) else None
                                          g * b / out if _needs(ctx, 1) else None))
 _hypot.defjvp(diagonal_jvp)
 _hypot.defbatch(elementwise_batch)
+_hypot.defshape(elementwise_shape)
 
 
 @op(differentiable=("input", "other"), method=True)
@@ -708,6 +726,7 @@ _logaddexp.defvjp(lambda ctx, g, a, b: (g / (1 + exp(b - a)) if _needs(ctx, 0) e
                                         g / (1 + exp(a - b)) if _needs(ctx, 1) else None))
 _logaddexp.defjvp(diagonal_jvp)
 _logaddexp.defbatch(elementwise_batch)
+_logaddexp.defshape(elementwise_shape)
 
 
 @primitive(save=(0, 1))
@@ -719,6 +738,7 @@ _logaddexp2.defvjp(lambda ctx, g, a, b: (g / (1 + 2.0 ** (b - a)) if _needs(ctx,
                                          g / (1 + 2.0 ** (a - b)) if _needs(ctx, 1) else None))
 _logaddexp2.defjvp(diagonal_jvp)
 _logaddexp2.defbatch(elementwise_batch)
+_logaddexp2.defshape(elementwise_shape)
 
 
 @op(differentiable=("input", "other"), method=True)
@@ -761,8 +781,10 @@ _fmod.defvjp(lambda ctx, g, a, b: (g, -g * _quotient(a, b, np.trunc) if _needs(c
 _remainder.defvjp(lambda ctx, g, a, b: (g, -g * _quotient(a, b, np.floor) if _needs(ctx, 1) else None))
 _fmod.defjvp(diagonal_jvp)
 _fmod.defbatch(elementwise_batch)
+_fmod.defshape(elementwise_shape)
 _remainder.defjvp(diagonal_jvp)
 _remainder.defbatch(elementwise_batch)
+_remainder.defshape(elementwise_shape)
 
 
 def _modulo(prim: Primitive, input: object, other: object) -> Tensor:
@@ -808,6 +830,7 @@ def _copysign_vjp(ctx, g, a, out):
 
 _copysign.defjvp(diagonal_jvp)
 _copysign.defbatch(elementwise_batch)
+_copysign.defshape(elementwise_shape)
 
 
 @op(differentiable=("input", "other"), method=True)
@@ -828,6 +851,7 @@ _heaviside.defvjp(lambda ctx, g: (zeros_grad(ctx, g), None if ctx.edges[1] is No
                                   Tensor._make(np.zeros(*ctx.in_meta[1]))))
 _heaviside.defjvp(zeros_jvp)
 _heaviside.defbatch(elementwise_batch)
+_heaviside.defshape(elementwise_shape)
 
 
 @op(differentiable=("input", "values"), method=True)

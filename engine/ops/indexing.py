@@ -1,20 +1,35 @@
-"""Indexed writes: scatter, scatter_add, scatter_reduce, index_add/copy/fill, take_along_dim.
+"""Indexed writes: index_put, item assignment, scatter, scatter_add, scatter_reduce,
+index_add/copy/fill, take_along_dim.
 
-Tensors are immutable, so these are torch's out-of-place forms (``torch.scatter``, not
-``Tensor.scatter_``). Index tensors are never differentiated.
+These are torch's out-of-place forms (``torch.scatter``, ``torch.index_put``); the in-place
+methods (``scatter_``, ``index_put_``, ``__setitem__``) are these plus a rebind of the
+destination (engine._mutation). Index tensors are never differentiated.
 """
 
 from __future__ import annotations
 
 import builtins
+from typing import Any
 
 import numpy as np
 
 from .._autograd import linear_jvp, primitive, transpose_jvp
+from .._meta import _bound, _fresh, elementwise_shape
 from ..tensor import Size, Tensor
 from ._registry import as_tensor_arg, op
 from .elementwise import type_name, where
-from .shape import _gather, _index, _index_backward, _scatter_add_zeros, expand, getitem, norm_dim, reshape
+from .shape import (
+    _gather,
+    _index,
+    _index_backward,
+    _is_basic,
+    _normalize_key,
+    _scatter_add_zeros,
+    expand,
+    getitem,
+    norm_dim,
+    reshape,
+)
 
 
 # ---------------------------------------------------------------- the write primitive
@@ -32,6 +47,149 @@ _put.defvjp(lambda ctx, g, key: (_put(g, 0.0, key=key) if ctx.edges[0] is not No
 _put.defjvp(linear_jvp)
 
 
+@_put.defshape
+def _same_as_x(prim: Any, arrays: list, params: dict) -> Any:
+    x = _bound(prim, arrays, params)["x"]
+    return _fresh(x.shape, x.dtype)
+# ---------------------------------------------------------------- index_put: x with x[key] = v
+@primitive()
+def _index_put(x, v, key, accumulate):
+    out = x.copy()
+    if accumulate:
+        np.add.at(out, key, v)  # duplicate indices accumulate
+    else:
+        out[key] = v
+    return out
+
+
+@_index_put.defvjp
+def _index_put_vjp(ctx, g, key, accumulate):
+    # Overwritten entries of x get no gradient (accumulate: all of x's entries survive); v gets
+    # the gradient read back at the key, summed over broadcasting and duplicates centrally.
+    gx = gv = None
+    if ctx.edges[0] is not None:
+        gx = g if accumulate else _index_put(g, 0.0, key=key, accumulate=False)
+    if ctx.edges[1] is not None:
+        gv = _index(g, key=key)
+    return gx, gv
+
+
+_index_put.defjvp(linear_jvp)
+_index_put.defshape(_same_as_x)
+
+
+@_index_put.defbatch
+def _index_put_batch(prim, a, f, key, accumulate):
+    # One write per batch element into one batched copy: exact for any key (numpy would move the
+    # dims of separated array indices in front of a leading batch slice).
+    x, v = a
+    n = x.shape[0] if f[0] else v.shape[0]
+    out = np.array(x if f[0] else np.broadcast_to(x, (n, *np.shape(x))))
+    for i in range(n):
+        vi = v[i] if f[1] else v
+        if accumulate:
+            np.add.at(out[i], key, vi)
+        else:
+            out[i][key] = vi
+    return out
+
+
+def _value_shape_check(x: np.ndarray, key: tuple, v: np.ndarray | None) -> None:
+    """torch's error for a value that does not broadcast to the indexed shape."""
+    if v is None or type(x) is not np.ndarray or type(v) is not np.ndarray:
+        return
+    target = np.broadcast_to(np.zeros((), np.int8), x.shape)[key].shape
+    try:
+        np.broadcast_shapes(v.shape, target)
+        ok = len(v.shape) <= len(target) or all(k == 1 for k in v.shape[:len(v.shape) - len(target)])
+    except ValueError:
+        ok = False
+    if not ok:
+        raise RuntimeError(f"shape mismatch: value tensor of shape {list(v.shape)} cannot be broadcast "
+                           f"to indexing result of shape {list(target)}")
+
+
+@op(differentiable=("input", "values"), method=True)
+def index_put(input, indices, values, accumulate=False):
+    """``input`` with ``input[indices] = values`` (``accumulate``: ``+=``, duplicates summing);
+    ``indices`` is a tuple of long or bool tensors, one per leading dim.
+
+    >>> engine.index_put(engine.zeros(3), (engine.tensor([0, 2]),), engine.tensor([1.0, 2.0]))
+    tensor([1., 0., 2.])
+    """
+    if isinstance(indices, Tensor) or not isinstance(indices, (tuple, list)):
+        raise TypeError(f"index_put(): argument 'indices' (position 2) must be tuple of Tensors, not "
+                        f"{type(indices).__name__}")
+    if not isinstance(values, Tensor):
+        raise TypeError(f"index_put(): argument 'values' (position 3) must be Tensor, not "
+                        f"{type(values).__name__}")
+    key = []
+    for i, t in enumerate(indices):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"expected Tensor as element {i} in argument 1, but got {type(t).__name__}")
+        if t._data.dtype.kind not in "iub":
+            raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
+        key.append(t._data.astype(np.bool_) if t._data.dtype == np.uint8 else t._data)
+    if values._data.dtype != input._data.dtype:
+        raise RuntimeError(f"Index put requires the source and destination dtypes match, got "
+                           f"{type_name(input._data.dtype)} for the destination and "
+                           f"{type_name(values._data.dtype)} for the source.")
+    return _put_at(input, tuple(key), values, accumulate)
+
+
+def _put_at(input: Tensor, key: tuple, value: Tensor | float, accumulate: bool = False) -> Tensor:
+    """The checked write primitive: torch's errors for too many / out-of-range indices and for a
+    value that does not broadcast to ``input[key]``."""
+    x = input._data
+    dims = builtins.sum(k.ndim if isinstance(k, np.ndarray) and k.dtype == np.bool_ else
+                        0 if k is None or k is Ellipsis else 1 for k in key)
+    if dims > x.ndim:
+        raise IndexError(f"too many indices for tensor of dimension {x.ndim} (got {dims})")
+    try:
+        _value_shape_check(x, key, value._data if isinstance(value, Tensor) else None)
+    except IndexError as e:  # numpy says "axis" where torch says "dimension"
+        raise IndexError(str(e).replace(" for axis ", " for dimension ")) from None
+    return _index_put(input, value, key=key, accumulate=bool(accumulate))
+
+
+def setitem(input: Tensor, key: object, value: object) -> Tensor:
+    """The functional item assignment: a new tensor, ``input`` with ``input[key] = value``.
+
+    ``key`` is any ``__getitem__`` key (ints, slices, None, Ellipsis, bool masks, integer
+    arrays/tensors); ``value`` a number or a tensor broadcasting to ``input[key]``'s shape, cast to
+    ``input``'s dtype. Differentiable in both: ``input`` gets the gradient with zeros at the
+    written positions, ``value`` the gradient at them summed back to its shape.
+
+    >>> setitem(engine.zeros(2, 2), (0, slice(None)), engine.tensor(3.0))
+    tensor([[3., 3.],
+            [0., 0.]])
+    """
+    key = _normalize_key(key)
+    if isinstance(value, Tensor):
+        if value._data.dtype != input._data.dtype:
+            value = value.to(input.dtype)
+        lead = 0  # as torch, leading size-1 dims of the value are dropped
+        while lead < value._data.ndim - 1 and value._data.shape[lead] == 1:
+            lead += 1
+        if lead:
+            value = reshape(value, value._data.shape[lead:])
+        if _is_basic(key):  # torch copies into the view: copy_'s broadcasting rule and message
+            target = Size(np.broadcast_to(np.zeros((), np.int8), input._data.shape)[key].shape) \
+                if type(input._data) is np.ndarray else None
+            if target is not None and value._data.shape != target:
+                value = expand(value, target)
+    elif not isinstance(value, (int, float, bool, np.number)):
+        value = as_tensor_arg(value).to(input.dtype)
+    else:  # a Python number stays one: a constant, with no tangent in forward mode
+        value = value.item() if isinstance(value, np.number) else value
+        if input._data.dtype.kind == "f":
+            value = float(value)
+    try:
+        return _put_at(input, key, value)
+    except IndexError as e:
+        raise IndexError(str(e).replace(" for axis ", " for dimension ")) from None
+
+
 @primitive()
 def _delayed_error(x, msg):
     return x
@@ -44,6 +202,7 @@ def _delayed_error_vjp(ctx, g, msg):
 
 _delayed_error.defjvp(lambda ctx, ts, x, msg: _delayed_error_vjp(ctx, None, msg))  # as unsupported
 _delayed_error.defbatch(lambda prim, a, f, msg: a[0])
+_delayed_error.defshape(elementwise_shape)
 
 
 # ---------------------------------------------------------------- argument checks
@@ -216,6 +375,7 @@ def _scatter_reduce_vjp(ctx, g, x, src, out, idx, dim, reduce, include_self):
 
 
 _scatter_reduce.defjvp(transpose_jvp)
+_scatter_reduce.defshape(_same_as_x)
 
 
 @op(differentiable=("input", "src"), method=True)

@@ -6,15 +6,17 @@ registered by :mod:`engine.linalg`, which importing this module loads.)
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from .. import linalg as la
 from .._autograd import primitive, transpose_jvp
+from .._meta import _fresh, _solve_shape, _square, _tri_solve_work
 from ..tensor import Tensor
 from ._registry import op
 from .elementwise import type_name, where
-from .linalg import _c_name, matmul
+from .linalg_prims import _c_name, matmul
 from .shape import norm_dim, permute, reshape, unsqueeze
 
 
@@ -296,6 +298,13 @@ def _cholesky_solve_vjp(ctx, g, u, x, upper):
 
 
 _cholesky_solve.defjvp(transpose_jvp)
+
+
+@_cholesky_solve.defshape(work=_tri_solve_work)
+def _cholesky_solve_shape(prim: Any, arrays: list, params: dict) -> Any:
+    b, u = arrays[0], arrays[1]
+    _square(u)
+    return _fresh(_solve_shape(u, b), np.result_type(b.dtype, u.dtype))
 
 
 @op(differentiable=("input", "input2"), method=True)

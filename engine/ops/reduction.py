@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import builtins
 from collections import namedtuple
+from typing import Any
 
 import numpy as np
 
 from .._autograd import dims_batch, linear_jvp, primitive, transpose_jvp
+from .._meta import _bound, _fresh, _probe_dtype, _reduced, elementwise_shape
 from ..tensor import Tensor
 from ._registry import OPS, op
 from .elementwise import exp, float_only, log, sqrt, to_float, where
@@ -51,6 +53,14 @@ _sum.defjvp(linear_jvp)
 _sum.defbatch(dims_batch("dims"))
 
 
+@_sum.defshape
+def _reduction_shape(prim: Any, arrays: list, params: dict) -> Any:
+    dt = _probe_dtype(prim, arrays, params)  # bad axes, empty reductions without identity
+    a = _bound(prim, arrays, params)
+    dims = a["dims"] if "dims" in a else a["dim"]
+    return _fresh(_reduced(np.shape(a["x"]), dims, bool(a.get("keepdim"))), dt)
+
+
 @op(method=True)
 def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001
     """Sum over all elements, or over ``dim``."""
@@ -91,6 +101,7 @@ _mean.defvjp(lambda ctx, g, dims, keepdim: _expand_back(g, ctx.in_meta[0][0], di
              / _count(ctx.in_meta[0][0], dims))
 _mean.defjvp(linear_jvp)
 _mean.defbatch(dims_batch("dims"))
+_mean.defshape(_reduction_shape)
 
 
 @op(method=True)
@@ -107,6 +118,11 @@ def _cumsum(x, dim):
 _cumsum.defvjp(lambda ctx, g, dim: flip(_cumsum(flip(g, dim), dim=dim), dim))
 _cumsum.defjvp(linear_jvp)
 _cumsum.defbatch(dims_batch("dim"))
+
+
+@_cumsum.defshape
+def _scan_shape(prim: Any, arrays: list, params: dict) -> Any:
+    return _fresh(np.shape(arrays[0]), _probe_dtype(prim, arrays, params))
 
 
 @op(method=True)
@@ -154,6 +170,7 @@ def _prod_vjp(ctx, g, x, out, dim, keepdim):
 
 _prod.defjvp(transpose_jvp)
 _prod.defbatch(dims_batch("dim"))
+_prod.defshape(_reduction_shape)
 
 
 def _prod_of_others(x: Tensor, dim: int) -> Tensor:
@@ -204,6 +221,7 @@ def _cumprod_vjp(ctx, g, x, out, dim):
 
 _cumprod.defjvp(transpose_jvp)
 _cumprod.defbatch(dims_batch("dim"))
+_cumprod.defshape(_scan_shape)
 
 
 def _rev_cumsum(x: Tensor, dim: int) -> Tensor:
@@ -278,6 +296,7 @@ def _logcumsumexp_vjp(ctx, g, x, out, dim):
 
 _logcumsumexp.defjvp(transpose_jvp)
 _logcumsumexp.defbatch(dims_batch("dim"))
+_logcumsumexp.defshape(_scan_shape)
 
 
 @op(method=True)
@@ -334,9 +353,11 @@ def _extremum_vjp(ctx, g, x, out, dims, keepdim):
 _amax.defvjp(_extremum_vjp)
 _amax.defjvp(transpose_jvp)
 _amax.defbatch(dims_batch("dims"))
+_amax.defshape(_reduction_shape)
 _amin.defvjp(_extremum_vjp)
 _amin.defjvp(transpose_jvp)
 _amin.defbatch(dims_batch("dims"))
+_amin.defshape(_reduction_shape)
 
 
 def _check_nonempty(input: Tensor, name: str, dims: tuple | None) -> None:
@@ -552,6 +573,7 @@ def _log_softmax(x, dim):
 _log_softmax.defvjp(lambda ctx, g, out, dim: g - exp(out) * sum(g, dim, keepdim=True))
 _log_softmax.defjvp(lambda ctx, ts, x, dim: ts[0] - sum(ts[0] * exp(ctx.out), dim, keepdim=True))
 _log_softmax.defbatch(dims_batch("dim"))
+_log_softmax.defshape(_scan_shape)
 
 
 @op(method=True)
@@ -602,11 +624,13 @@ def _softmax_backward_vjp(ctx, h, g, y, dim):
 
 _softmax_backward.defjvp(transpose_jvp)
 _softmax_backward.defbatch(dims_batch("dim"))
+_softmax_backward.defshape(elementwise_shape)
 
 
 _softmax.defvjp(lambda ctx, g, y, dim, mask=None: _softmax_backward(g, y, dim=dim))
 _softmax.defjvp(lambda ctx, ts, x, dim, mask=None: _softmax_backward(ts[0], ctx.out, dim=dim))
 _softmax.defbatch(dims_batch("dim"))
+_softmax.defshape(_scan_shape)
 
 
 @op(method=True)

@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import builtins
 import math
+from typing import Any
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_index
 
 from .._autograd import apply, dims_batch, elementwise_batch, linear_jvp, primitive
 from .._dtype import to_dtype
+from .._meta import (
+    _as_meta,
+    _basic,
+    _bound,
+    _broadcast,
+    _free,
+    _fresh,
+    _local,
+    _root_of,
+    elementwise_shape,
+    index_shape,
+    view_shape,
+)
 from ..tensor import Size, Tensor
 from ._registry import as_tensor_arg, op, promote
 
@@ -37,6 +52,17 @@ def _reshape(x, shape):
 _reshape.defvjp(lambda ctx, g, shape: reshape(g, ctx.in_meta[0][0]))
 _reshape.defjvp(linear_jvp)
 _reshape.defbatch(lambda prim, a, f, shape: a[0].reshape(a[0].shape[:1] + tuple(shape)))
+
+
+@_reshape.defshape
+def _reshape_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    x = a["x"]
+    out = np.reshape(x, a["shape"])  # a view of a zero-strided array; numpy's errors
+    root = _root_of(x)
+    if root is not None and x.size > root.meta_numel and out.shape != x.shape:
+        return _fresh(out.shape, out.dtype)  # reshaping a broadcast copies in a real run
+    return _as_meta(out)
 
 
 @op(method=True)
@@ -132,6 +158,7 @@ def _expand_batch(prim, a, f, shape):
 
 
 _expand.defbatch(_expand_batch)
+_expand.defshape(view_shape, work=_free)
 
 
 @op(method=True)
@@ -205,6 +232,7 @@ def _permute(x, dims):
 _permute.defvjp(lambda ctx, g, dims: permute(g, tuple(np.argsort(dims))))
 _permute.defjvp(linear_jvp)
 _permute.defbatch(lambda prim, a, f, dims: a[0].transpose((0, *(d % (a[0].ndim - 1) + 1 for d in dims))))
+_permute.defshape(view_shape, work=_free)
 
 
 @op(method=True)
@@ -290,6 +318,29 @@ def _cat_batch(prim, a, f, dim, sizes):
 
 
 _cat.defbatch(_cat_batch)
+
+
+@_cat.defshape
+def _cat_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    xs = [np.asarray(x) for x in a["xs"]]
+    nd = xs[0].ndim
+    for i, x in enumerate(xs):
+        if x.ndim != nd:
+            raise ValueError(f"all the input arrays must have same number of dimensions, but the array "
+                             f"at index 0 has {nd} dimension(s) and the array at index {i} has "
+                             f"{x.ndim} dimension(s)")
+    ax = normalize_axis_index(a["dim"], nd)
+    for i, x in enumerate(xs):
+        for d in range(nd):
+            if d != ax and x.shape[d] != xs[0].shape[d]:
+                raise ValueError(f"all the input array dimensions except for the concatenation axis "
+                                 f"must match exactly, but along dimension {d}, the array at index 0 "
+                                 f"has size {xs[0].shape[d]} and the array at index {i} has size "
+                                 f"{x.shape[d]}")
+    shape = list(xs[0].shape)
+    shape[ax] = sum(x.shape[ax] for x in xs)
+    return _fresh(shape, np.result_type(*[x.dtype for x in xs]))
 
 
 @op(differentiable=("tensors",), aliases=("concat", "concatenate"))
@@ -434,6 +485,19 @@ def _index_batch(prim, a, f, key):
 _index.defbatch(_index_batch)
 
 
+@_index.defshape
+def _index_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    x, key = a["x"], a["key"]
+    key = key if isinstance(key, tuple) else (key,)
+    if _basic(key):
+        return _as_meta(x[key])  # a view, with numpy's errors
+    shape, upper = index_shape(x.shape, key)
+    if upper and _local.session is not None:
+        _local.session.inexact = True
+    return _fresh(shape, x.dtype)
+
+
 @primitive()
 def _index_backward(g, key, shape):
     out = np.zeros(shape, g.dtype)
@@ -459,6 +523,12 @@ def _index_backward_batch(prim, a, f, key, shape):
 _index_backward.defbatch(_index_backward_batch)
 
 
+@_index_backward.defshape
+def _zeros_of_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    return _fresh(a["shape"], a["g"].dtype)
+
+
 @op(differentiable=("input",))
 def getitem(input, key):
     """``input[key]`` with ints, slices, None, Ellipsis, bool masks and integer arrays."""
@@ -470,14 +540,6 @@ def getitem(input, key):
 
 
 Tensor.__getitem__ = getitem
-
-
-def _setitem(self, key, value):
-    raise TypeError("engine tensors are immutable: use engine.where, index_put or masked_fill "
-                    "instead of item assignment")
-
-
-Tensor.__setitem__ = _setitem
 
 
 @op(method=True)
@@ -513,6 +575,19 @@ _gather.defbatch(lambda prim, a, f, idx, dim: prim.fwd(
     a[0], idx=np.broadcast_to(idx, a[0].shape[:1] + idx.shape), dim=dim + 1 if dim >= 0 else dim))
 
 
+@_gather.defshape
+def _gather_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    x, idx = a["x"], np.asarray(a["idx"])
+    if x.ndim != idx.ndim:
+        raise ValueError("`indices` and `arr` must have the same number of dimensions")
+    ax = normalize_axis_index(a["dim"], max(x.ndim, 1))
+    if all(i <= n for d, (i, n) in enumerate(zip(idx.shape, x.shape)) if d != ax):
+        return _fresh(idx.shape, x.dtype)  # torch's gather: the index's extent (engine.ops.shape._gather)
+    base = tuple(1 if i == ax else d for i, d in enumerate(x.shape))
+    return _fresh(_broadcast([idx.shape, base]), x.dtype)
+
+
 @primitive()
 def _scatter_add_zeros(g, idx, dim, shape):
     out = np.zeros(shape, g.dtype)
@@ -527,6 +602,7 @@ _scatter_add_zeros.defjvp(linear_jvp)
 _scatter_add_zeros.defbatch(lambda prim, a, f, idx, dim, shape: prim.fwd(
     a[0], idx=np.broadcast_to(idx, a[0].shape[:1] + idx.shape), dim=dim + 1 if dim >= 0 else dim,
     shape=a[0].shape[:1] + tuple(shape)))
+_scatter_add_zeros.defshape(_zeros_of_shape)
 
 
 @op(method=True)
@@ -554,7 +630,7 @@ def masked_fill(input, mask, value):
 
 @primitive()
 def _flip(x, dims):
-    return np.flip(x, dims)
+    return np.flip(x, dims).copy()  # a new tensor in torch: no alias that a mutation would reach
 
 
 _flip.defvjp(lambda ctx, g, dims: _flip(g, dims=dims))
@@ -562,12 +638,19 @@ _flip.defjvp(linear_jvp)
 _flip.defbatch(dims_batch("dims"))
 
 
+@_flip.defshape
+def _flip_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    out = np.flip(a["x"], a["dims"])  # a view of the meta array, with numpy's errors for bad dims
+    return _fresh(out.shape, out.dtype)  # a copy, as torch's flip
+
+
 @op(method=True)
 def flip(input, dims):
     """Reverse the order along ``dims``."""
     n = input._data.ndim
     dims = tuple(norm_dim(d, n) for d in ((dims,) if isinstance(dims, int) else dims))
-    return _flip(input, dims=dims)
+    return _flip(input, dims=dims if n else ())  # a 0-d tensor's dim 0 is itself: nothing to reverse
 
 
 @op(method=True)
@@ -693,6 +776,7 @@ def _to(x, dtype):
 _to.defvjp(lambda ctx, g, dtype: g)  # cast back to the input's dtype happens centrally
 _to.defjvp(linear_jvp)
 _to.defbatch(elementwise_batch)
+_to.defshape(elementwise_shape)
 
 
 @op(name="to")

@@ -9,10 +9,12 @@ choice there is an implementation detail of its kernels and may differ).
 from __future__ import annotations
 
 from collections import namedtuple
+from typing import Any
 
 import numpy as np
 
 from .._autograd import primitive, transpose_jvp
+from .._meta import _fresh, _probe_dtype
 from ..tensor import Tensor
 from ._registry import op
 from .elementwise import lerp, where
@@ -118,6 +120,11 @@ def _median_all_vjp(ctx, g, x, out):
 
 
 _median_all.defjvp(transpose_jvp)
+
+
+@_median_all.defshape
+def _median_all_shape(prim: Any, arrays: list, params: dict) -> Any:
+    return _fresh((), _probe_dtype(prim, arrays, params))
 
 
 @op(method=True, n_outputs=None)

@@ -245,10 +245,11 @@ def unused_inputs(h: Harness) -> None:
     c = h.c
     a, b = c.tensor([1.0, 2.0], requires_grad=True), c.tensor([3.0], requires_grad=True)
     loss = (a * a).sum()
-    ga, gb = h.grad(loss, [a, b], allow_unused=True)
+    # loss goes backward three times: retain_graph keeps its saved tensors, as torch needs
+    ga, gb = h.grad(loss, [a, b], allow_unused=True, retain_graph=True)
     assert gb is None
     np.testing.assert_array_equal(ga, np.array([2.0, 4.0], np.float32))
-    ga, gb = h.grad(loss, [a, b], allow_unused=True, materialize_grads=True)
+    ga, gb = h.grad(loss, [a, b], allow_unused=True, materialize_grads=True, retain_graph=True)
     np.testing.assert_array_equal(gb, np.zeros(1, np.float32))
     # with create_graph the None is known at once too (one request to find out)
     ga2, gb2 = h.grad(loss, [a, b], create_graph=True, allow_unused=True)
@@ -311,8 +312,13 @@ def retain_graph_error_inside_one_request(h: Harness) -> None:
     tw = _t(np.float32(2.0), True)
     tl = (tw.exp() * tw).sum()
     torch.autograd.grad(tl, [tw], create_graph=True, retain_graph=False)
-    _expect_like_torch(lambda: h.grad([loss, g], [w]), lambda: torch.autograd.grad(tl, [tw]),
-                       "Trying to backward through the graph a second time")
+    # the client knows the graph was freed (client._shadow): torch's error, before any request
+    sent = h.requests
+    terr = _torch_error(lambda: torch.autograd.grad(tl, [tw]))
+    with pytest.raises(RuntimeError) as ei:
+        h.grad([loss, g], [w])
+    assert type(ei.value) is type(terr) and str(ei.value) == str(terr)
+    assert h.requests == sent
 
 
 def engine_errors_are_typed(h: Harness) -> None:
@@ -327,9 +333,137 @@ def engine_errors_are_typed(h: Harness) -> None:
     assert any(e.get("loc") for e in ei.value.errors), ei.value.errors
 
 
+# ---------------------------------------------------------------- mutation (functional on the wire)
+def _torch_in_place_program(t: Any, x: Any, w: Any) -> Any:
+    """One program, run by torch (t = torch) on torch tensors and by the client (t = the client)
+    on recorded ones: in-place methods, item assignment and augmented assignment."""
+    h = x * 2
+    h.add_(1)
+    h.mul_(w)
+    h[0] = 10.0
+    h[1:] *= x[:2]
+    v = h[2:]
+    v.sub_(0.5)  # a basic-index view writes back to h, as torch's shared storage
+    h.clamp_(min=-3.0, max=40.0)
+    h += w.exp()
+    h[h > 5.0] = 5.0  # a mask: advanced indexing
+    t.nn.functional.relu(h, inplace=True)  # an op's inplace=True changes its input too
+    k = t.zeros(3)
+    k.copy_(h)
+    k.index_put_((t.tensor([0, 2]),), h[:2] * 3.0, accumulate=True)
+    return h, k
+
+
+def in_place_ops_match_torch(h: Harness) -> None:
+    c = h.c
+    xv, wv = np.array([0.3, -1.2, 2.0], np.float32), np.array([1.5, 0.5, -0.25], np.float32)
+    x, w = c.tensor(xv, requires_grad=True), c.tensor(wv, requires_grad=True)
+    hh, k = _torch_in_place_program(c, x, w)
+    loss = (hh * hh).sum() + k.sum()
+    (gx, gw), (hv, kv) = h.grad(loss, [x, w], return_values=[hh, k])
+    tx, tw = _t(xv, True), _t(wv, True)
+    th, tk = _torch_in_place_program(torch, tx, tw)
+    tgx, tgw = torch.autograd.grad((th * th).sum() + tk.sum(), [tx, tw])
+    _close(hv, th)
+    _close(kv, tk, rtol=1e-6)
+    _close(gx, tgx)
+    _close(gw, tgw)
+    assert h.requests == 1
+
+
+def in_place_refusals_match_torch(h: Harness) -> None:
+    c = h.c
+    for ours, theirs in [(lambda x: x.add_(1.0), lambda x: x.add_(1.0)),
+                         (lambda x: x.__setitem__(0, 1.0), lambda x: x.__setitem__(0, 1.0)),
+                         (lambda x: x.__setitem__([0], 1.0), lambda x: x.__setitem__([0], 1.0)),
+                         (lambda x: x[1:].zero_(), lambda x: x[1:].zero_())]:
+        terr = _torch_error(lambda: theirs(_t(np.ones(3, np.float32), True)))
+        with pytest.raises(RuntimeError) as ei:
+            ours(c.tensor(np.ones(3, np.float32), requires_grad=True))
+        assert type(ei.value) is type(terr) and str(ei.value) == str(terr)
+    # a value saved for the gradient and changed afterwards: torch's version-counter error
+    xv = np.array([0.5, 1.5], np.float32)
+    x = c.tensor(xv, requires_grad=True)
+    y = c.tanh(x)
+    y.add_(1.0)
+    tx = _t(xv, True)
+    ty = torch.tanh(tx)
+    ty.add_(1.0)
+    terr = _torch_error(lambda: torch.autograd.grad(ty.sum(), [tx]))
+    with pytest.raises(RuntimeError) as ei:
+        h.grad(y.sum(), [x])
+    assert str(ei.value) == str(terr)
+    sent = h.requests
+    # dtype and shape rules come from the server (or the embedded core), worded as torch's
+    n = c.tensor(np.arange(3))
+    n.add_(0.5)
+    terr = _torch_error(lambda: torch.arange(3).add_(0.5))
+    with pytest.raises(RuntimeError) as ei:
+        h.values(n)
+    assert str(terr) in str(ei.value)
+    assert h.requests == sent + 1
+
+
+def second_backward_needs_retain_graph(h: Harness) -> None:
+    """A second autograd_grad through the same graph: torch's error exactly where torch raises it
+    (saved tensors freed), nothing sent; with retain_graph=True, or no saved tensors, it works."""
+    c = h.c
+    programs = [lambda x: (x * x).sum(), lambda x: x.exp().sum(), lambda x: (x + 1.0).sum(),
+                lambda x: (x * 2.0).sum(), lambda x: x.sum()]
+    xv = np.array([0.5, 1.5], np.float32)
+    for f in programs:
+        x = c.tensor(xv, requires_grad=True)
+        y = f(x)
+        tx = _t(xv, True)
+        ty = f(tx)
+        h.grad(y, [x])
+        torch.autograd.grad(ty, [tx])
+        try:
+            (tg,) = torch.autograd.grad(ty, [tx])
+        except RuntimeError as terr:
+            sent = h.requests
+            with pytest.raises(RuntimeError) as ei:
+                h.grad(y, [x])
+            assert type(ei.value) is RuntimeError and str(ei.value) == str(terr)
+            assert h.requests == sent
+        else:
+            (g,) = h.grad(y, [x])
+            _close(g, tg)
+        # retain_graph=True keeps the saved tensors for the next call, as in torch
+        x = c.tensor(xv, requires_grad=True)
+        y = f(x)
+        h.grad(y, [x], retain_graph=True)
+        (g,) = h.grad(y, [x])
+        tx = _t(xv, True)
+        (tg,) = torch.autograd.grad(f(tx), [tx])
+        _close(g, tg)
+
+
+def views_follow_in_place_writes(h: Harness) -> None:
+    c = h.c
+    xv = np.arange(6, dtype=np.float32).reshape(2, 3)
+    a = c.tensor(xv) * 1.0
+    row = a[1]  # a basic-index view: it sees writes to a, and a sees writes to it
+    a.add_(1.0)
+    row.mul_(2.0)
+    ta = _t(xv) * 1.0
+    trow = ta[1]
+    ta.add_(1.0)
+    trow.mul_(2.0)
+    av, rv = h.values(a, row)
+    _close(av, ta)
+    _close(rv, trow)
+    # a view that cannot be written back over the wire is refused when used, never silently wrong
+    flat = a.reshape(-1)
+    a.zero_()
+    with pytest.raises(RuntimeError, match="view"):
+        flat.sum()
+
+
 SCENARIOS: list[Callable[[Harness], None]] = [
     seed_example, value_and_grad, several_values_in_one_trip, second_derivative, hessian_vector_product,
     grad_outputs_and_broadcasting, multi_output_and_indexing, numpy_operands_and_non_finite_constants,
     casts_detach_and_namespaces, unused_inputs, autograd_errors_match_torch,
-    retain_graph_error_inside_one_request, engine_errors_are_typed,
+    retain_graph_error_inside_one_request, engine_errors_are_typed, in_place_ops_match_torch,
+    in_place_refusals_match_torch, second_backward_needs_retain_graph, views_follow_in_place_writes,
 ]

@@ -544,6 +544,12 @@ def test_transforms_nest_and_compose_with_autograd_grad() -> None:
     inner_e = lambda x: EF.grad(lambda y: (x * y ** 2).sum())(x).sum()
     inner_t = lambda x: TF.grad(lambda y: (x * y ** 2).sum())(x).sum()
     assert_same(EF.grad(inner_e)(xe), TF.grad(inner_t)(xt))
+    # grad of grad through ops that save intermediate results (the inner backward's graph reads them)
+    (se,), (st,) = both(np.array(0.7))
+    assert_same(EF.grad(EF.grad(lambda s: s ** 3 * engine.sin(s)))(se),
+                TF.grad(TF.grad(lambda s: s ** 3 * torch.sin(s)))(st))
+    assert_same(EF.grad(EF.grad(lambda s: engine.tanh(s) ** 2))(se),
+                TF.grad(TF.grad(lambda s: torch.tanh(s) ** 2))(st))
     # a transform's result stays differentiable for autograd_grad when its input requires grad
     (xe,), (xt,) = both(rng.standard_normal(3), rg=True)
     ge, gt = EF.grad(cube_e)(xe), TF.grad(cube_t)(xt)

@@ -231,11 +231,27 @@ def test_integer_inputs_keep_their_dtype(name: str) -> None:
     np.testing.assert_array_equal(e.numpy(), t.numpy())
 
 
-@pytest.mark.parametrize("name", ["relu", "leaky_relu", "elu", "hardtanh", "silu", "threshold"])
-def test_inplace_is_refused(name: str) -> None:
-    args = (engine.tensor(X),) + ((0.1, 0.0) if name == "threshold" else ())
-    with pytest.raises(RuntimeError, match="immutable"):
-        getattr(EF, name)(*args, inplace=True)
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "elu", "hardtanh", "silu", "threshold", "relu6",
+                                  "selu", "celu", "hardsigmoid", "hardswish", "mish"])
+def test_inplace_writes_into_the_input_as_torch(name: str) -> None:
+    extra = (0.1, 0.0) if name == "threshold" else ()
+    out = {}
+    for lib, F in ((engine, EF), (torch, TF)):
+        w = lib.tensor(X, requires_grad=True)
+        b = w * 1.0
+        r = getattr(F, name)(b, *extra, inplace=True)
+        (b * b).sum().backward()
+        leaf = lib.tensor(X, requires_grad=True)
+        try:
+            getattr(F, name)(leaf, *extra, inplace=True)
+            err = None
+        except RuntimeError as e:
+            err = str(e)
+        out[lib.__name__] = (r is b, b._version, np.asarray(b.detach()), np.asarray(w.grad), err)
+    e, t = out["engine"], out["torch"]
+    assert e[:2] == t[:2] and e[4] == t[4]
+    np.testing.assert_allclose(e[2], t[2], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(e[3], t[3], rtol=1e-6, atol=1e-7)
 
 
 def test_nn_functional_is_reachable_from_engine() -> None:

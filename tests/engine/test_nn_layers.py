@@ -1,5 +1,5 @@
 """Layers of engine.nn.functional beyond the registry-driven gradient checks: torch's errors for
-common misuse, dropout's randomness contract, and immutability of running statistics."""
+common misuse, dropout's randomness contract, and in-place updates of running statistics."""
 
 from __future__ import annotations
 
@@ -212,26 +212,51 @@ def test_dropout_identity_and_zero_match_torch() -> None:
         np.testing.assert_array_equal(e, t)
 
 
-def test_dropout_refuses_inplace() -> None:
-    with pytest.raises(RuntimeError, match="immutable"):
-        EF.dropout(engine.ones(3), 0.5, inplace=True)
+def test_dropout_inplace_writes_into_the_input() -> None:
+    x = engine.ones(2, 50)
+    y = EF.dropout(x, 0.5, inplace=True, generator=0)
+    assert y is x and x._version == 1
+    assert set(np.unique(x.numpy()).tolist()) == {0.0, 2.0}
+    t = torch.ones(2, 50)
+    assert torch.nn.functional.dropout(t, 0.5, inplace=True) is t  # the oracle's contract
 
 
-# ---------------------------------------------------------------- immutable running statistics
-def test_batch_norm_training_leaves_running_stats_untouched() -> None:
-    rm, rv = engine.zeros(3), engine.ones(3)
-    x = engine.tensor((r.standard_normal((4, 3, 2)) * 3 + 1).astype(np.float32))
-    y = EF.batch_norm(x, rm, rv, training=True)
-    np.testing.assert_array_equal(rm.numpy(), np.zeros(3))
-    np.testing.assert_array_equal(rv.numpy(), np.ones(3))
-    t = torch.nn.functional.batch_norm(torch.tensor(x.numpy()), torch.zeros(3), torch.ones(3),
-                                       training=True)
-    np.testing.assert_allclose(y.numpy(), t.numpy(), rtol=1e-5, atol=1e-6)
+# ---------------------------------------------------------------- running statistics, in place
+@pytest.mark.parametrize("momentum", [0.1, 0.3])
+def test_batch_norm_training_updates_running_stats_as_torch(momentum: float) -> None:
+    xs = [(r.standard_normal((4, 3, 2)) * 3 + 1).astype(np.float32) for _ in range(2)]
+    out = {}
+    for lib in (engine, torch):
+        rm, rv = lib.zeros(3), lib.ones(3)
+        ys = [lib.nn.functional.batch_norm(lib.tensor(x), rm, rv, training=True, momentum=momentum)
+              for x in xs]
+        out[lib.__name__] = (rm.numpy().copy(), rv.numpy().copy(), rm._version, ys[-1].numpy())
+    for e, t in zip(out["engine"], out["torch"]):
+        np.testing.assert_allclose(e, t, rtol=1e-5, atol=1e-6)
 
 
-def test_embedding_max_norm_is_refused_clearly() -> None:
-    with pytest.raises(NotImplementedError, match="immutable"):
-        EF.embedding(engine.tensor([0]), engine.ones(3, 2), max_norm=1.0)
+def test_instance_norm_updates_running_stats_as_torch() -> None:
+    x = (r.standard_normal((4, 3, 5)) * 2 + 1).astype(np.float32)
+    out = {}
+    for lib in (engine, torch):
+        rm, rv = lib.zeros(3), lib.ones(3)
+        lib.nn.functional.instance_norm(lib.tensor(x), rm, rv, momentum=0.2)
+        out[lib.__name__] = (rm.numpy().copy(), rv.numpy().copy(), rm._version)
+    for e, t in zip(out["engine"], out["torch"]):
+        np.testing.assert_allclose(e, t, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0])
+def test_embedding_max_norm_renormalizes_the_weight_in_place_as_torch(norm_type: float) -> None:
+    w0 = r.standard_normal((5, 3)).astype(np.float32) * 2
+    out = {}
+    for lib in (engine, torch):
+        w = lib.tensor(w0, requires_grad=True)
+        y = lib.nn.functional.embedding(lib.tensor([[0, 2], [2, 4]]), w, max_norm=1.5, norm_type=norm_type)
+        y.sum().backward()
+        out[lib.__name__] = (w.detach().numpy().copy(), y.detach().numpy(), w.grad.numpy(), w._version)
+    for e, t in zip(out["engine"], out["torch"]):
+        np.testing.assert_allclose(e, t, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- float32 stays float32

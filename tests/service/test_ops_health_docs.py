@@ -13,7 +13,9 @@ def test_ops_lists_every_engine_op_with_signature_and_differentiable_args(client
     body = r.json()
     by_name = {o["name"]: o for o in body["ops"]}
     assert set(by_name) == set(engine.OPS) and body["count"] == len(engine.OPS)
-    assert body["node_kinds"] == ["op", "grad", "jacobian", "hessian", "vjp", "jvp", "hvp", "vhp"]
+    assert body["node_kinds"] == ["op", "grad", "jacobian", "hessian", "vjp", "jvp", "hvp", "vhp",
+                                  "func.grad", "func.grad_and_value", "func.jacrev", "func.jacfwd",
+                                  "func.hessian", "func.vjp", "func.jvp", "vmap", "func.vmap"]
     for name, info in engine.OPS.items():
         o = by_name[name]
         assert o["canonical"] == info.name

@@ -10,15 +10,20 @@ erf for exact gelu (scipy forward). Their VJPs are engine ops, so any order work
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import scipy.special
 
 from ..._autograd import _align, diagonal_jvp, elementwise_batch, primitive
+from ..._meta import elementwise_shape
 from ...ops import elementwise as _E
+from ...ops import inplace as _inplace
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import exp, where
 from ...ops.reduction import log_softmax as _log_softmax
@@ -35,11 +40,22 @@ def torch_type_name(t: Tensor) -> str:
     return _TORCH_TYPE.get(t._data.dtype.name, t._data.dtype.name)
 
 
-def check_inplace(inplace: bool, name: str) -> None:
-    """Engine tensors are immutable: ``inplace=True`` is refused rather than silently ignored."""
-    if inplace:
-        raise RuntimeError(f"{name}(..., inplace=True) is not supported: engine tensors are immutable. "
-                           "Use inplace=False and the returned tensor.")
+def inplace_variant(fn: Callable) -> Callable:
+    """Give an out-of-place op torch's ``inplace=True``: the result is written into ``input``
+    (engine.ops.inplace: the input's version moves, its history becomes the op's)."""
+    sig = inspect.signature(fn)
+    pos = list(sig.parameters).index("inplace")
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("inplace") and (len(args) <= pos or not args[pos]):
+            return fn(*args, **kwargs)
+        bound = sig.bind(*args, **kwargs)
+        bound.arguments["inplace"] = False
+        target = bound.arguments["input"]
+        return _inplace.inplace(target, lambda _: fn(*bound.args, **bound.kwargs))
+
+    return wrapper
 
 
 def float_kernel(input: object, kernel: str) -> Tensor:
@@ -57,29 +73,30 @@ def _bound(x: Tensor, v: float) -> float | int:
 
 # ---------------------------------------------------------------- rectifiers and clamps
 @op()
+@inplace_variant
 def relu(input, inplace=False):
     """``max(input, 0)`` (``engine.relu``); relu'(0) = 0.
 
     >>> F.relu(engine.tensor([-1.0, 2.0]))
     tensor([0., 2.])
     """
-    check_inplace(inplace, "relu")
     return _E.relu(input)
 
 
 @op()
+@inplace_variant
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """``input`` where positive, else ``negative_slope * input``; the slope applies at 0.
 
     >>> F.leaky_relu(engine.tensor([-2.0, 3.0]), 0.1)
     tensor([-0.2,  3. ])
     """
-    check_inplace(inplace, "leaky_relu")
     x = float_kernel(input, "leaky_relu_cpu")
     return where(x > 0, x, x * negative_slope)
 
 
 @op()
+@inplace_variant
 def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     """Clamp to ``[min_val, max_val]``; unlike ``clamp``, the gradient is 0 at the bounds (torch).
 
@@ -88,43 +105,42 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     """
     if min_val > max_val:
         raise ValueError("min_val cannot be greater than max_val")
-    check_inplace(inplace, "hardtanh")
     x = as_tensor_arg(input)
     lo, hi = _bound(x, min_val), _bound(x, max_val)
     return where(x <= lo, lo, where(x >= hi, hi, x))
 
 
 @op()
+@inplace_variant
 def relu6(input, inplace=False):
     """``hardtanh(input, 0, 6)``.
 
     >>> F.relu6(engine.tensor([-1.0, 7.0]))
     tensor([0., 6.])
     """
-    check_inplace(inplace, "relu6")
     return hardtanh(input, 0.0, 6.0)
 
 
 @op()
+@inplace_variant
 def threshold(input, threshold, value, inplace=False):
     """``input`` where ``input > threshold``, else ``value``.
 
     >>> F.threshold(engine.tensor([0.5, 2.0]), 1.0, -1.0)
     tensor([-1.,  2.])
     """
-    check_inplace(inplace, "threshold")
     x = as_tensor_arg(input)
     return where(x <= _bound(x, threshold), _bound(x, value), x)  # torch's test: NaN passes
 
 
 @op()
+@inplace_variant
 def hardsigmoid(input, inplace=False):
     """``relu6(input + 3) / 6``; gradient 1/6 strictly inside (-3, 3).
 
     >>> F.hardsigmoid(engine.tensor([-4.0, 0.0, 4.0]))
     tensor([0. , 0.5, 1. ])
     """
-    check_inplace(inplace, "hardsigmoid")
     x = float_kernel(input, "hardsigmoid_cpu")
     # torch: gradient 1/6 strictly inside (-3, 3), 0 elsewhere and at NaN (which stays NaN)
     return where((x > -3.0) & (x < 3.0), (x + 3.0) / 6.0,
@@ -132,13 +148,13 @@ def hardsigmoid(input, inplace=False):
 
 
 @op()
+@inplace_variant
 def hardswish(input, inplace=False):
     """``input * relu6(input + 3) / 6``; torch's gradient is 0 at -3 and 1 at 3.
 
     >>> F.hardswish(engine.tensor([-4.0, 1.0, 4.0]))
     tensor([0.    , 0.6667, 4.    ])
     """
-    check_inplace(inplace, "hardswish")
     x = float_kernel(input, "hardswish_cpu")
     return where(x <= -3.0, 0.0, where(x >= 3.0, x, x * (x + 3.0) / 6.0))
 
@@ -208,16 +224,17 @@ def _elu_vjp(ctx, g, x, alpha, scale, input_scale):
 
 _elu.defjvp(diagonal_jvp)
 _elu.defbatch(elementwise_batch)
+_elu.defshape(elementwise_shape)
 
 
 @op()
+@inplace_variant
 def elu(input, alpha=1.0, inplace=False):
     """``input`` where positive, else ``alpha * (exp(input) - 1)``.
 
     >>> F.elu(engine.tensor([-1.0, 2.0]))
     tensor([-0.6321,  2.    ])
     """
-    check_inplace(inplace, "elu")
     x = float_kernel(input, "elu_cpu")
     return _elu(x, alpha=float(alpha), scale=1.0, input_scale=1.0)
 
@@ -227,25 +244,25 @@ _SELU_SCALE = 1.0507009873554804934193349852946
 
 
 @op()
+@inplace_variant
 def selu(input, inplace=False):
     """``scale * elu(input, alpha)`` with the self-normalizing constants.
 
     >>> F.selu(engine.tensor([1.0]))
     tensor([1.0507])
     """
-    check_inplace(inplace, "selu")
     x = float_kernel(input, "elu_cpu")
     return _elu(x, alpha=_SELU_ALPHA, scale=_SELU_SCALE, input_scale=1.0)
 
 
 @op()
+@inplace_variant
 def celu(input, alpha=1.0, inplace=False):
     """``max(0, input) + min(0, alpha * (exp(input / alpha) - 1))``.
 
     >>> F.celu(engine.tensor([-1.0]), 2.0)
     tensor([-0.7869])
     """
-    check_inplace(inplace, "celu")
     x = float_kernel(input, "elu_cpu")
     if alpha == 0:
         raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
@@ -273,6 +290,7 @@ def _softplus_vjp(ctx, g, x, beta, threshold):
 
 _softplus.defjvp(diagonal_jvp)
 _softplus.defbatch(elementwise_batch)
+_softplus.defshape(elementwise_shape)
 
 
 def softplus_inf(x: Tensor) -> Tensor:
@@ -303,25 +321,25 @@ def logsigmoid(input):
 
 
 @op()
+@inplace_variant
 def silu(input, inplace=False):
     """``input * sigmoid(input)`` (swish).
 
     >>> F.silu(engine.tensor([1.0]))
     tensor([0.7311])
     """
-    check_inplace(inplace, "silu")
     x = float_kernel(input, "silu_cpu")
     return x * _E.sigmoid(x)
 
 
 @op()
+@inplace_variant
 def mish(input, inplace=False):
     """``input * tanh(softplus(input))``.
 
     >>> F.mish(engine.tensor([1.0]))
     tensor([0.8651])
     """
-    check_inplace(inplace, "mish")
     x = float_kernel(input, "mish_cpu")
     return x * _E.tanh(softplus_inf(x))
 
@@ -438,11 +456,13 @@ def _gelu_backward_vjp(ctx, h, g, x):
 _gelu_backward.defjvp(diagonal_jvp)
 # (its forward broadcasts g to x's shape: both to the batch's shape first)
 _gelu_backward.defbatch(lambda prim, a, f: prim.fwd(*np.broadcast_arrays(*_align(a, f))))
+_gelu_backward.defshape(elementwise_shape)
 
 
 _gelu.defvjp(lambda ctx, g, x: _gelu_backward(g, x))
 _gelu.defjvp(diagonal_jvp)
 _gelu.defbatch(elementwise_batch)
+_gelu.defshape(elementwise_shape)
 
 
 @op()
@@ -498,6 +518,7 @@ def _prelu_vjp(ctx, g, x, w):
 
 _prelu.defjvp(diagonal_jvp)
 _prelu.defbatch(elementwise_batch)
+_prelu.defshape(elementwise_shape)
 
 
 @op(differentiable=("input", "weight"))

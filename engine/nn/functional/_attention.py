@@ -13,7 +13,7 @@ import numpy as np
 
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import where
-from ...ops.linalg import matmul
+from ...ops.linalg_prims import matmul
 from ...ops.reduction import _softmax, softmax
 from ...ops.shape import repeat_interleave, transpose
 from ...tensor import Tensor

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ..._autograd import multilinear_jvp, primitive
+from ..._meta import BLAS_FLOP, _bound, _fresh, _passes
 from ...ops._registry import as_tensor_arg, op
 from ...ops.reduction import sum as sum_
 from ...ops.shape import getitem, reshape, squeeze, unsqueeze
@@ -368,6 +371,27 @@ def _conv_gemm_jvp(ctx, ts, x, w, b, **p):
     return out
 
 
+def _conv_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    """2 FLOPs per (output element, weight it multiplies); for the weight gradient, per
+    (weight, position of the output gradient it sums over)."""
+    a = _bound(prim, arrays, params)
+    w, g = a.get("w"), a.get("g")
+    if w is not None and g is None:     # conv_gemm: w is (out channels, in channels / groups, *kernel)
+        n, per = outs[0].size, w.size // max(w.shape[0], 1)
+    elif w is not None:                 # conv_xgrad: every output gradient meets w[:, ...]
+        n, per = g.size, w.size // max(w.shape[0], 1)
+    else:                               # conv_wgrad
+        n, per = outs[0].size, g.size // max(g.shape[1], 1)
+    return 2 * n * per * BLAS_FLOP + _passes(prim, arrays, params, outs)
+
+
+@_conv_gemm.defshape(work=_conv_work)
+def _conv_gemm_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    x, w = a["x"], a["w"]
+    return _fresh((x.shape[0], w.shape[0]) + tuple(a["out"]), np.result_type(x.dtype, w.dtype))
+
+
 @_conv_wgrad.defvjp
 def _conv_wgrad_vjp(ctx, h, x, g, pads, kernel, stride, dilation, groups):
     p = _shared(pads, kernel, stride, dilation, groups)
@@ -378,6 +402,14 @@ def _conv_wgrad_vjp(ctx, h, x, g, pads, kernel, stride, dilation, groups):
 
 
 _conv_wgrad.defjvp(multilinear_jvp)
+
+
+@_conv_wgrad.defshape(work=_conv_work)
+def _conv_wgrad_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    x, g = a["x"], a["g"]
+    return _fresh((g.shape[1], x.shape[1] // a["groups"]) + tuple(a["kernel"]),
+                  np.result_type(x.dtype, g.dtype))
 
 
 @_conv_xgrad.defvjp
@@ -391,6 +423,14 @@ def _conv_xgrad_vjp(ctx, z, g, w, pads, kernel, stride, dilation, size, groups):
 
 _conv_xgrad.defjvp(multilinear_jvp)
 _conv_xgrad.defbatch(_fold_batch)
+
+
+@_conv_xgrad.defshape(work=_conv_work)
+def _conv_xgrad_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    g, w = a["g"], a["w"]
+    return _fresh((g.shape[0], w.shape[1] * a["groups"]) + tuple(a["size"]),
+                  np.result_type(g.dtype, w.dtype))
 
 
 def _conv_core(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple, pads: list, dilation: tuple,

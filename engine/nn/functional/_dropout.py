@@ -17,7 +17,7 @@ import numpy as np
 from ...ops import creation
 from ...ops._registry import as_tensor_arg, op
 from ...tensor import Tensor
-from ._activation import check_inplace
+from ._activation import inplace_variant
 
 
 def _rng(generator: object) -> np.random.Generator:
@@ -47,6 +47,7 @@ def _masked(x: Tensor, p: float, mask_shape: tuple, generator: object) -> Tensor
 
 
 @op()
+@inplace_variant
 def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
     """Zero each entry with probability ``p`` and scale the rest by ``1/(1-p)`` (when ``training``).
 
@@ -58,7 +59,6 @@ def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
             [0., 2., 2.]])
     """
     _check_p(p)
-    check_inplace(inplace, "dropout")
     x = as_tensor_arg(input)
     if not training or p == 0.0 or x._data.size == 0:
         return x
@@ -67,7 +67,6 @@ def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
 
 def _feature_dropout(input, p, training, inplace, generator, nd: int, name: str) -> Tensor:
     _check_p(p)
-    check_inplace(inplace, name)
     x = as_tensor_arg(input)
     n = x._data.ndim
     if nd == 1 and n not in (2, 3):
@@ -86,6 +85,7 @@ def _feature_dropout(input, p, training, inplace, generator, nd: int, name: str)
 
 
 @op()
+@inplace_variant
 def dropout1d(input, p=0.5, training=True, inplace=False, *, generator=None):
     """Zero whole channels of (N, C, L) or (C, L) with probability ``p``.
 
@@ -96,6 +96,7 @@ def dropout1d(input, p=0.5, training=True, inplace=False, *, generator=None):
 
 
 @op()
+@inplace_variant
 def dropout2d(input, p=0.5, training=True, inplace=False, *, generator=None):
     """Zero whole channels of (N, C, H, W) or (C, H, W) with probability ``p``.
 
@@ -106,6 +107,7 @@ def dropout2d(input, p=0.5, training=True, inplace=False, *, generator=None):
 
 
 @op()
+@inplace_variant
 def dropout3d(input, p=0.5, training=True, inplace=False, *, generator=None):
     """Zero whole channels of (N, C, D, H, W) or (C, D, H, W) with probability ``p``.
 
@@ -130,6 +132,7 @@ def _alpha(x: Tensor, p: float, mask_shape: tuple, generator: object) -> Tensor:
 
 
 @op()
+@inplace_variant
 def alpha_dropout(input, p=0.5, training=False, inplace=False, *, generator=None):
     """Dropout that keeps SELU's self-normalizing mean and variance (note: ``training=False`` by
     default, as in torch).
@@ -138,7 +141,6 @@ def alpha_dropout(input, p=0.5, training=False, inplace=False, *, generator=None
     torch.Size([2, 3])
     """
     _check_p(p)
-    check_inplace(inplace, "alpha_dropout")
     x = as_tensor_arg(input)
     if not training or p == 0.0 or x._data.size == 0:
         return x
@@ -146,6 +148,7 @@ def alpha_dropout(input, p=0.5, training=False, inplace=False, *, generator=None
 
 
 @op()
+@inplace_variant
 def feature_alpha_dropout(input, p=0.5, training=False, inplace=False, *, generator=None):
     """Alpha dropout of whole channels of (N, C, *).
 
@@ -153,7 +156,6 @@ def feature_alpha_dropout(input, p=0.5, training=False, inplace=False, *, genera
     torch.Size([2, 3, 4])
     """
     _check_p(p)
-    check_inplace(inplace, "feature_alpha_dropout")
     x = as_tensor_arg(input)
     if not training or p == 0.0 or x._data.size == 0:
         return x

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..._autograd import no_grad
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import where
 from ...tensor import Tensor
@@ -20,8 +21,8 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     """Rows of ``weight`` (num_embeddings, dim) at the integer ``input`` indices.
 
     The row at ``padding_idx`` gets no gradient; ``scale_grad_by_freq`` divides each row's gradient
-    by how often its index occurs in ``input``. ``max_norm`` (torch renormalizes ``weight`` in
-    place) is not supported: engine tensors are immutable.
+    by how often its index occurs in ``input``. With ``max_norm`` the rows looked up whose
+    ``norm_type``-norm exceeds it are first renormalized to it, in place in ``weight`` (as torch).
 
     >>> F.embedding(engine.tensor([[0, 2]]), engine.eye(3)).tolist()
     [[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]
@@ -36,9 +37,6 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
         elif padding_idx < 0:
             assert padding_idx >= -n, "Padding_idx must be within num_embeddings"
             padding_idx = n + padding_idx
-    if max_norm is not None:
-        raise NotImplementedError("embedding(max_norm=...) renormalizes weight in place, which engine "
-                                  "tensors (immutable) do not allow; renormalize the weight explicitly")
     idx = idx_t._data
     if idx.dtype not in (np.int64, np.int32):
         raise RuntimeError(f"Expected tensor for argument #1 'indices' to have one of the following "
@@ -46,6 +44,8 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
                            "(while checking arguments for embedding)")
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         raise IndexError("index out of range in self")
+    if max_norm is not None:
+        _renorm_rows(w, idx, max_norm, norm_type)
     out = take(w, idx, 0)
     if scale_grad_by_freq and idx.size:
         counts = np.bincount(idx.reshape(-1), minlength=n)
@@ -55,6 +55,17 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     if padding_idx is not None and (idx == padding_idx).any():
         out = where(Tensor._make((idx == padding_idx)[..., None]), out.detach(), out)
     return out
+
+
+def _renorm_rows(w: Tensor, idx: np.ndarray, max_norm: float, norm_type: float) -> None:
+    """torch's embedding_renorm_: each row looked up with a norm above ``max_norm`` is scaled to
+    ``max_norm`` (over ``norm + 1e-7``), in place and unrecorded."""
+    rows = np.unique(idx)
+    with no_grad():
+        sel = w[Tensor._make(rows)]
+        norms = sel.abs().pow(norm_type).sum(1).pow(1.0 / norm_type)
+        scale = where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).to(w.dtype)
+        w[Tensor._make(rows)] = sel * scale.unsqueeze(1)
 
 
 @op(differentiable=())

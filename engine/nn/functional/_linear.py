@@ -7,12 +7,15 @@ Compositions of matmul, so their derivatives of any order are matmul's; the comm
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ..._autograd import primitive
+from ..._meta import BLAS_FLOP, _bound, _fresh, _passes, _probe_dtype
 from ...ops._registry import as_tensor_arg, op
-from ...ops.linalg import _c_name, matmul
+from ...ops.linalg_prims import _c_name, matmul
 from ...ops.matrix import _addmm_dtypes, _check_expand
 from ...ops.shape import permute, reshape, t
 
@@ -65,6 +68,18 @@ def _linear_batch(prim, arrs, flags, **params):
 
 
 _linear.defbatch(_linear_batch)
+
+
+def _linear_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    x = arrays[0]
+    return 2 * outs[0].size * (x.shape[-1] if x.ndim else 1) * BLAS_FLOP + _passes(prim, arrays, params, outs)
+
+
+@_linear.defshape(work=_linear_work)
+def _linear_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    x, w = a["x"], a["w"]
+    return _fresh(x.shape[:-1] + w.shape[:1], _probe_dtype(prim, arrays, params))
 
 
 @op(differentiable=("input", "weight", "bias"))

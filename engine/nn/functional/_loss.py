@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 
 from ..._autograd import diagonal_jvp, elementwise_batch, is_grad_enabled, primitive
+from ..._meta import elementwise_shape
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import clamp, exp, log, minimum, where
 from ...ops.reduction import log_softmax, norm
@@ -227,6 +228,7 @@ def _clamp_min_nograd(x, min):
 _clamp_min_nograd.defvjp(lambda ctx, g, min: g)
 _clamp_min_nograd.defjvp(diagonal_jvp)
 _clamp_min_nograd.defbatch(elementwise_batch)
+_clamp_min_nograd.defshape(elementwise_shape)
 
 
 @op(differentiable=("input", "target"))
@@ -422,6 +424,7 @@ def _bce_vjp(ctx, g, x, t):
 
 _bce.defjvp(diagonal_jvp)
 _bce.defbatch(elementwise_batch)
+_bce.defshape(elementwise_shape)
 
 
 @op(differentiable=("input", "target"))

@@ -3,20 +3,21 @@
 All are compositions of engine ops (mean, subtraction, rsqrt, products), so their first and second
 derivatives are autograd's: torch's closed-form backward formulas are these same derivatives.
 
-Engine tensors are immutable, so ``batch_norm`` and ``instance_norm`` never update
-``running_mean``/``running_var`` in place (torch does, in training mode). Compute the updated
-statistics yourself when you need them:
-``(1 - momentum) * running_mean + momentum * x.mean(dims)``, and likewise with the unbiased
-batch variance ``x.var(dims)`` for ``running_var``.
+In training mode ``batch_norm`` (and ``instance_norm`` with input statistics) update
+``running_mean``/``running_var`` in place, as torch does:
+``(1 - momentum) * running + momentum * batch_statistic``, with the unbiased batch variance.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-from ..._autograd import dims_batch, primitive
+from ..._autograd import dims_batch, no_grad, primitive
+from ..._meta import _bound, _dtype_of, _fresh, _probe, _reduced
+from ...ops import inplace as _inplace
 from ...ops._registry import as_tensor_arg, op
 from ...ops.elementwise import rsqrt
 from ...ops.reduction import mean, norm
@@ -61,6 +62,13 @@ def _standardize_jvp(ctx, ts, x, dims, eps):
 _standardize.defbatch(dims_batch("dims"))
 
 
+@_standardize.defshape
+def _standardize_shape(prim: Any, arrays: list, params: dict) -> Any:
+    x = _bound(prim, arrays, params)["x"]
+    dt = _dtype_of(_probe(prim, arrays, params)[0])
+    return _fresh(np.shape(x), dt), _fresh(_reduced(np.shape(x), params["dims"], True), dt)
+
+
 def _stats(x: Tensor, dims: tuple, eps: float) -> Tensor:
     """``(x - mean) / sqrt(biased var + eps)`` over ``dims``."""
     return _standardize(x, dims=tuple(d % x._data.ndim for d in dims), eps=float(eps))[0]
@@ -94,8 +102,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                eps=1e-05):
     """Normalize each channel (dim 1) by batch statistics (``training``) or by the running ones.
 
-    Unlike torch, ``running_mean``/``running_var`` are never updated in place (engine tensors are
-    immutable): in training mode they are only checked, and the batch statistics are used.
+    In training mode the batch statistics are used and ``running_mean``/``running_var`` (when
+    given) are updated in place: ``(1 - momentum) * running + momentum * batch`` (the unbiased
+    variance for ``running_var``), as in torch.
 
     >>> x = engine.tensor([[1.0, 2.0], [3.0, 6.0]])
     >>> F.batch_norm(x, None, None, training=True)
@@ -118,7 +127,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if math.prod(shape) // max(c, 1) <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size "
                              f"{Size(shape)!r}")
-        return _affine(_stats(x, (0,) + tuple(range(2, x._data.ndim)), eps), weight, bias, bshape)
+        dims = (0,) + tuple(range(2, x._data.ndim))
+        _update_running(x, dims, running_mean, running_var, momentum)
+        return _affine(_stats(x, dims, eps), weight, bias, bshape)
     rm, rv = as_tensor_arg(running_mean), as_tensor_arg(running_var)
     xc, inv = x - reshape(rm, bshape), rsqrt(reshape(rv, bshape) + eps)
     if weight is not None:  # per-channel: fold the weight into the small factor (one pass less)
@@ -145,8 +156,31 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         if math.prod(shape[2:]) <= 1:
             raise ValueError(f"Expected more than 1 spatial element when training, got input size "
                              f"{Size(shape)!r}")
-        return _affine(_stats(x, tuple(range(2, x._data.ndim)), eps), weight, bias, bshape)
+        dims = tuple(range(2, x._data.ndim))
+        _update_running(x, dims, running_mean, running_var, momentum, per_instance=True)
+        return _affine(_stats(x, dims, eps), weight, bias, bshape)
     return batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps)
+
+
+def _update_running(x: Tensor, dims: tuple, running_mean: object, running_var: object, momentum: float,
+                    per_instance: bool = False) -> None:
+    """torch's in-place update of the running statistics (instance norm: the per-instance
+    statistics averaged over the batch, as torch's batch-norm-over-instances does)."""
+    if not isinstance(running_mean, Tensor) and not isinstance(running_var, Tensor):
+        return
+    with no_grad():
+        xd = x.detach()
+        for running, stat in ((running_mean, lambda: xd.mean(dims)), (running_var, lambda: xd.var(dims))):
+            if not isinstance(running, Tensor):
+                continue
+            s = stat()
+            if per_instance:
+                s = s.mean(0)
+            new = (running * (1 - momentum) + s * momentum).to(running.dtype)
+            if per_instance:  # torch's instance norm copies back: a version; batch norm's kernel not
+                running.copy_(new)
+            else:
+                _inplace.commit(running, new, bump=False)
 
 
 # ---------------------------------------------------------------- layer, group and RMS norm

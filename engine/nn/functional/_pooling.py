@@ -18,7 +18,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ...ops._registry import as_tensor_arg, op
-from ...ops.linalg import matmul
+from ...ops.linalg_prims import matmul
 from ...ops.shape import reshape
 from ...tensor import Tensor
 from ._windows import ntuple, pad_constant, size_str, take, type_name, windows

@@ -18,11 +18,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_index
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..._autograd import dims_batch, linear_jvp, primitive
+from ..._meta import _bound, _free, _fresh, view_shape
 from ...ops.shape import getitem
 from ...tensor import Tensor
 
@@ -91,9 +94,17 @@ def _fold_unit_stride(g, kernel, dilation, size, lead, out_sp):
 _windows.defvjp(lambda ctx, g, kernel, stride, dilation, out: _fold_windows(
     g, kernel=kernel, stride=stride, dilation=dilation, size=ctx.in_meta[0][0][-len(kernel):]))
 _windows.defjvp(linear_jvp)
+_windows.defshape(view_shape, work=_free)
 _fold_windows.defvjp(lambda ctx, g, kernel, stride, dilation, size: _windows(
     g, kernel=kernel, stride=stride, dilation=dilation, out=ctx.in_meta[0][0][-len(kernel):]))
 _fold_windows.defjvp(linear_jvp)
+
+
+@_fold_windows.defshape
+def _fold_windows_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    g, k = a["g"], len(a["kernel"])
+    return _fresh(g.shape[:g.ndim - 2 * k] + tuple(a["size"]), g.dtype)
 
 
 def windows(x: Tensor, kernel: tuple, stride: tuple, dilation: tuple, out: tuple) -> Tensor:
@@ -141,9 +152,26 @@ _take.defvjp(lambda ctx, g, idx, axis, unique: _take_add(
     g, idx=idx, axis=axis, n=ctx.in_meta[0][0][axis], unique=unique))
 _take.defjvp(linear_jvp)
 _take.defbatch(dims_batch("axis"))  # (the indices are a parameter: one set for the whole batch)
+
+
+@_take.defshape
+def _take_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    x, idx = a["x"], np.asarray(a["idx"])
+    ax = normalize_axis_index(a["axis"], max(x.ndim, 1))
+    return _fresh(x.shape[:ax] + idx.shape + x.shape[ax + 1:], x.dtype)
+
+
 _take_add.defvjp(lambda ctx, g, idx, axis, n, unique: _take(g, idx=idx, axis=axis, unique=unique))
 _take_add.defjvp(linear_jvp)
 _take_add.defbatch(dims_batch("axis"))
+
+
+@_take_add.defshape
+def _take_add_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    g, idx, ax = a["g"], np.asarray(a["idx"]), a["axis"]
+    return _fresh(g.shape[:ax] + (a["n"],) + g.shape[ax + idx.ndim:], g.dtype)
 
 
 def take(x: Tensor, idx: np.ndarray, axis: int, unique: bool = False) -> Tensor:
@@ -169,6 +197,13 @@ _pad_constant.defvjp(lambda ctx, g, pads, value: getitem(
     g, tuple(slice(a, a + s) for s, (a, _) in zip(ctx.in_meta[0][0], pads))))
 _pad_constant.defjvp(lambda ctx, ts, x, pads, value: _pad_constant(ts[0], pads=pads, value=0.0))
 _pad_constant.defbatch(lambda prim, a, f, pads, value: prim.fwd(a[0], pads=((0, 0), *pads), value=value))
+
+
+@_pad_constant.defshape
+def _pad_constant_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    x = a["x"]
+    return _fresh(tuple(s + lo + hi for s, (lo, hi) in zip(x.shape, a["pads"])), x.dtype)
 
 
 def pad_constant(x: Tensor, pads: Sequence[tuple[int, int]], value: float = 0.0) -> Tensor:

@@ -177,3 +177,12 @@ add("deg2rad", randn(3, 4) * 90)
 add("deg2rad", np.array([90, 180]))
 add("rad2deg", randn(3, 4))
 add("frac", away(3, 4) * 3 + 0.25)
+
+# ---------------------------------------------------------------- index_put
+# (indices are a tuple of constant tensors; values is differentiated with the input)
+add("index_put", randn(4, 3), (np.array([3, 1]),), randn(2, 3, seed=1))
+add("index_put", randn(4, 3), (np.array([0, 2, 0]), np.array([1, 1, 2])), randn(3, seed=1), True,
+    opts={"note": "accumulate: duplicates sum"})
+add("index_put", randn(4, 3), (np.array([[True, False, True], [False] * 3, [True] * 3, [False] * 3]),),
+    randn(1, seed=1), opts={"note": "bool mask, broadcast value"})
+add("index_put", randn(4, 3), (np.array([1, 3]), np.array([2, 0])), randn(2, seed=1), accumulate=True)

@@ -1,13 +1,20 @@
-"""Linear algebra core: matrix products, triangles, diagonals and einsum."""
+"""Matrix primitives (matmul, tril/triu, diagonal, einsum) with the top-level ops built on them:
+mm, bmm, mv, dot, outer, diag, trace, block_diag, ... Each primitive is one record: forward, VJP,
+JVP, batching rule and shape rule together. The ``engine.linalg`` namespace is
+:mod:`engine.linalg`; its factorizations build on these."""
 
 from __future__ import annotations
 
 import builtins
+import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .._autograd import Primitive, apply, dims_batch, leading_batch, linear_jvp, multilinear_jvp, primitive
 from .._autograd import _align as _align_batch
+from .._meta import BLAS_FLOP, _as_meta, _bound, _broadcast, _fresh, _passes, _probe, _probe_dtype
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op, promote
 from .elementwise import type_name
@@ -65,6 +72,31 @@ def _matmul_batch(prim, arrs, flags, **params):
 
 
 _matmul.defbatch(_matmul_batch)
+
+
+def _matmul_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    a = arrays[0]
+    k = a.shape[-1] if a.ndim else 1
+    return 2 * outs[0].size * k * BLAS_FLOP + _passes(prim, arrays, params, outs)
+
+
+_MATMUL_SIG = "(n?,k),(k,m?)->(n?,m?)"
+
+
+@_matmul.defshape(work=_matmul_work)
+def _matmul_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a, b = np.asarray(arrays[0]), np.asarray(arrays[1])
+    for i, x in enumerate((a, b)):
+        if x.ndim == 0:
+            raise ValueError(f"matmul: Input operand {i} does not have enough dimensions (has 0, gufunc "
+                             f"core with signature {_MATMUL_SIG} requires 1)")
+    a2 = a.shape if a.ndim > 1 else (1,) + a.shape
+    b2 = b.shape if b.ndim > 1 else b.shape + (1,)
+    if a2[-1] != b2[-2]:
+        raise ValueError(f"matmul: Input operand 1 has a mismatch in its core dimension 0, with gufunc "
+                         f"signature {_MATMUL_SIG} (size {b2[-2]} is different from {a2[-1]})")
+    shape = _broadcast([a2[:-2], b2[:-2]]) + (a2[-2],) * (a.ndim > 1) + (b2[-1],) * (b.ndim > 1)
+    return _fresh(shape, _probe_dtype(prim, (a, b), params))
 
 
 def _shape_str(s: tuple) -> str:
@@ -282,6 +314,17 @@ _triu.defjvp(linear_jvp)
 _triu.defbatch(leading_batch)
 
 
+@_tril.defshape
+def _tri_shape(prim: Any, arrays: list, params: dict) -> Any:
+    x = arrays[0]
+    if x.ndim < 2:
+        return _as_meta(_probe(prim, arrays, params))
+    return _fresh(x.shape, x.dtype)
+
+
+_triu.defshape(_tri_shape)
+
+
 @op(method=True)
 def tril(input, diagonal=0):
     """Lower triangle of the last two dims; the rest zero."""
@@ -320,6 +363,19 @@ _diagonal.defbatch(dims_batch("dim1", "dim2"))
 _diag_scatter.defvjp(lambda ctx, g, shape, offset, dim1, dim2: _diagonal(
     g, offset=offset, dim1=dim1, dim2=dim2))
 _diag_scatter.defjvp(linear_jvp)
+
+
+@_diagonal.defshape
+def _diagonal_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    v = np.diagonal(a["x"], a["offset"], a["dim1"], a["dim2"])  # a view here; the forward copies
+    return _fresh(v.shape, v.dtype)
+
+
+@_diag_scatter.defshape
+def _diag_scatter_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    return _fresh(a["shape"], a["g"].dtype)
 
 
 def _diag_dims(dim1: int, dim2: int, ndim: int) -> tuple[int, int]:
@@ -416,6 +472,31 @@ def _einsum_batch(prim, arrays, flags, subs, out):
     return prim.fwd(*arrays, subs=subs, out=(fresh, *out))
 
 
+def _einsum_work(prim: Any, arrays: Sequence, params: dict, outs: tuple) -> float:
+    # a contraction visits every combination of its labels' sizes once (numpy may do better)
+    a = _bound(prim, arrays, params)
+    ops, subs = a["ops"], a["subs"]
+    size: dict[Any, int] = {}
+    for o, sub in zip(ops, subs):
+        for lab, n in zip(sub, np.shape(o)):
+            size[lab] = max(size.get(lab, 1), n)
+    return 2 * math.prod(size.values()) * BLAS_FLOP + _passes(prim, arrays, params, outs)
+
+
+def _einsum_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    ops, subs, out = a["ops"], a["subs"], a["out"]
+    if len(dict.fromkeys([*(s for sub in subs for s in sub), *out])) > 52:
+        raise RuntimeError("einsum(): at most 52 distinct subscripts (ellipsis dims included) are "
+                           "supported")
+    size: dict[int, int] = {}
+    for o, sub in zip(ops, subs):
+        for lab, n in zip(sub, np.shape(o)):
+            if size.get(lab, 1) == 1:  # a size-1 (ellipsis) dim broadcasts
+                size[lab] = n
+    return _fresh(tuple(size.get(lab, 1) for lab in out), np.asarray(ops[0]).dtype)
+
+
 def _einsum_prim(n: int) -> Primitive:
     prim = _EINSUM.get(n)
     if prim is None:
@@ -424,6 +505,7 @@ def _einsum_prim(n: int) -> Primitive:
         prim.defvjp(_einsum_vjp)
         prim.defjvp(multilinear_jvp)
         prim.defbatch(_einsum_batch)
+        prim.defshape(_einsum_shape, work=_einsum_work)
     return prim
 
 

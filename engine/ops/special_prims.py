@@ -1,5 +1,6 @@
-"""Special functions (scipy.special forwards): the top-level ones (``erf``, ``lgamma``, ``digamma``,
-``polygamma``, ``xlogy``, ``i0``, ``logit``, ...) and the primitives behind ``engine.special``.
+"""Special-function primitives (scipy.special forwards), one record each, and the top-level ops
+built on them (``erf``, ``lgamma``, ``digamma``, ``polygamma``, ``xlogy``, ``i0``, ``logit``, ...).
+The ``engine.special`` namespace is :mod:`engine.special`, which builds on these.
 
 Every derivative is itself a function of this module (lgamma' = digamma, digamma' = polygamma(1),
 i0' = i1, i1' = i0 - i1 / x, ...), so gradients of any order come free. Where torch pins a value
@@ -15,6 +16,7 @@ import numpy as np
 import scipy.special as sc
 
 from .._autograd import Primitive, apply, diagonal_jvp, elementwise_batch
+from .._meta import elementwise_shape
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op
 from .elementwise import binary_dtype, exp, log, to_float, where
@@ -41,6 +43,7 @@ def _prim(name: str, fwd: Callable, save: tuple, vjp: Callable) -> Primitive:
     p.defvjp(vjp)
     p.defjvp(diagonal_jvp)
     p.defbatch(elementwise_batch)
+    p.defshape(elementwise_shape)
     return p
 
 
