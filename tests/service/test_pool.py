@@ -94,6 +94,14 @@ def _wait(cond, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
+@pytest.fixture(autouse=True)
+def _own_pool():
+    """The pool is the process's: module-scoped apps of other test modules (run by the same xdist
+    worker between these tests) may hold it. Each test here starts without workers or users."""
+    pool.POOL.shutdown()
+    yield
+
+
 @pytest.fixture
 def pooled(make_client):
     def make(**kw):
