@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import engine
 
-from . import debug_ops, metrics, tracing
+from . import debug_ops, metrics, pool, tracing
 from .errors import PROBLEM_MEDIA_TYPE, GradserveError, InvalidRequest, problem_headers, to_problem
 from .gate import Gate
 from .logs import current_request_id
@@ -116,12 +116,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # worker processes forked now start as copies of the loaded server (service.pool)
+        workers = settings.isolation == "process" and pool.available()
+        if workers:
+            pool.POOL.attach(settings.pool_size)
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False  # readiness fails first, so load balancers stop sending
             app.state.gate.shutdown()
+            if workers:
+                pool.POOL.detach()  # the workers exit (or are killed) and are reaped
 
     app = FastAPI(
         title="Gradserve",

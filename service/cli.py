@@ -102,7 +102,8 @@ def settings_help() -> str:
         if f.default_factory is not None:
             default: Any = f.default_factory()  # type: ignore[call-arg]
             shown = "none" if default == [] else f"{default} (this machine's CPUs)" \
-                if name == "max_concurrency" else str(default)
+                if name == "max_concurrency" else f"{default} (the CPUs it may use)" \
+                if name == "pool_size" else str(default)
         else:
             shown = str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
         lines.append(f"  GRADSERVE_{name.upper()}  (default: {shown})")

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 import engine
 from engine._functional_inplace import FUNCTIONAL_INPLACE, SETITEM
 
-from . import codec, isolate, onnx_graph, stats
+from . import codec, isolate, onnx_graph, pool, stats
 from .compiled import CHEAP_MEMORY_BYTES, CHEAP_WORK, CompiledRun, compilable
 from .errors import BadRequest, InvalidRequest, PayloadTooLarge, PlanNotCached, RequestTimeout
 from .executor import Plan, Result, binary_tensors, build_plan, numel, request_tensors
@@ -305,7 +305,7 @@ def _run(payload: Any, blobs: list | None, rest: memoryview | None, settings: Se
     try:
         # the static check here (its caches stay warm), the computation maybe in a child
         checked = checked_plan(plan, blobs, s, deadline, b64=b64)
-        result, seconds, isolated = _execute(checked, s, deadline, None)
+        result, seconds, isolated = _execute(checked, s, deadline, None, key)
     finally:  # metrics and tracing listen here (service.stats); a no-op without observers
         stats.report_run(plan, result, time.perf_counter() - t0)
     if entry is not None:  # what the inline dispatch (Job.runs_fast) learns from
@@ -322,15 +322,15 @@ def _record(entry: CachedPlan, rep: Any, seconds: float | None, elements: int, s
                  value_dependent=rep is None or rep.value_dependent)
 
 
-def _execute(checked: Checked, s: Settings, deadline: float | None, compiled: CompiledRun | None
-             ) -> tuple[Result, float, bool]:
+def _execute(checked: Checked, s: Settings, deadline: float | None, compiled: CompiledRun | None,
+             key: str | None = None) -> tuple[Result, float, bool]:
     """Run a checked plan: through ``compiled`` when given (in this process: see
     service.compiled.COMPILED_MEMORY_BYTES), else in a child process when isolated and not
-    statically cheap, else here (with ``compile="always"``, through a program traced for this
+    statically cheap (a warm pool worker for the graph ``key``), else here (with ``compile="always"``, through a program traced for this
     request and replayed at once). Returns (result, seconds, whether it ran in a child)."""
     # a compiled program's memory is known (service.compiled.COMPILED_MEMORY_BYTES): no child
     if compiled is None and _isolated(s) and not statically_cheap(checked.report):
-        result, seconds = isolate.run_forked(lambda: _timed(execute, checked), deadline, isolation_bytes(s))
+        result, seconds = _run_isolated(checked, key, s)
         return result, seconds, True
     if compiled is None and s.compile == "always" and compilable(checked.plan, checked.report, s) is None:
         compiled = CompiledRun(checked.plan, s)
@@ -365,7 +365,7 @@ def _run_fast(payload: dict[str, Any], rest: memoryview | None, excised: dict[st
     compiled = fp.runner(s)
     t0, result = time.perf_counter(), None
     try:
-        result, seconds, isolated = _execute(checked, s, deadline, compiled)
+        result, seconds, isolated = _execute(checked, s, deadline, compiled, key)
     finally:
         stats.report_run(fp.plan, result, time.perf_counter() - t0, fp.bytes_in)
     # a compiled replay's time follows its static cost (no Python per node), so that cost alone
@@ -399,10 +399,18 @@ def isolation_bytes(s: Settings) -> int:
 
 
 def _isolated(s: Settings) -> bool:
-    """Engine threads (service.gate) run requests' computations in child processes; the event
-    loop (inline, statically cheap plans) and the embedded client run them in place."""
-    return s.isolation == "process" and isolate.available() and \
+    """Engine threads (service.gate) run requests' computations in worker (or child) processes;
+    the event loop (inline, statically cheap plans) and the embedded client run them in place."""
+    return s.isolation != "thread" and isolate.available() and \
         threading.current_thread().name.startswith(ENGINE_THREAD_PREFIX)
+
+
+def _run_isolated(checked: Any, key: str | None, s: Settings) -> tuple[Result, float]:
+    """A checked plan in a pre-forked worker of :data:`service.pool.POOL` (``process``), warm for
+    the graph ``key``, or in a child process forked for it (``fork``)."""
+    if s.isolation == "process" and pool.available():
+        return pool.POOL.run(checked, key, isolation_bytes(s), s.pool_max_rss_bytes)
+    return isolate.run_forked(lambda: _timed(execute, checked), checked.deadline, isolation_bytes(s))
 
 
 def _input_elements(req: GradRequest) -> int:

@@ -87,9 +87,14 @@ def _pack(fd: int, out: tuple) -> None:
     of (8-byte length, bytes): the pickle, then each buffer."""
     buffers: list[pickle.PickleBuffer] = []
     data = pickle.dumps(out, protocol=5, buffer_callback=buffers.append)
-    raws = [memoryview(data), *(b.raw() for b in buffers)]
-    _write_all(fd, struct.pack("<Q", len(buffers)))
+    _write_blocks(fd, [memoryview(data), *(b.raw() for b in buffers)])
+
+
+def _write_blocks(fd: int, raws: list[Any]) -> None:
+    """The pickle and its out-of-band buffers, as :func:`_pack` lays them out."""
+    _write_all(fd, struct.pack("<Q", len(raws) - 1))
     for raw in raws:
+        raw = memoryview(raw)
         _write_all(fd, struct.pack("<Q", raw.nbytes))
         _write_all(fd, raw)
 
@@ -101,13 +106,19 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[n:]
 
 
-def _unpack(buf: memoryview) -> tuple:
+def _blocks(buf: memoryview) -> list[memoryview]:
+    """The blocks :func:`_write_blocks` wrote: the pickle, then its buffers (views of ``buf``)."""
     (n,) = struct.unpack_from("<Q", buf, 0)
     pos, blocks = 8, []
     for _ in range(n + 1):
         (size,) = struct.unpack_from("<Q", buf, pos)
         blocks.append(buf[pos + 8:pos + 8 + size])
         pos += 8 + size
+    return blocks
+
+
+def _unpack(buf: memoryview) -> tuple:
+    blocks = _blocks(buf)
     return pickle.loads(blocks[0], buffers=blocks[1:])
 
 
@@ -170,6 +181,8 @@ def run_forked(fn: Callable[[], T], deadline: float | None, limit_bytes: int, gr
     theirs.close()
     fds: list[int] = []
     killed = False
+    poller = select.poll()  # not select(): a busy server's descriptors go past 1024
+    poller.register(ours, select.POLLIN)
     try:
         while True:
             wait = None if deadline is None else deadline + grace - time.monotonic()
@@ -177,8 +190,7 @@ def run_forked(fn: Callable[[], T], deadline: float | None, limit_bytes: int, gr
                 os.kill(pid, signal.SIGKILL)
                 killed = True
                 break
-            ready, _, _ = select.select([ours], [], [], wait)
-            if ready:
+            if poller.poll(None if wait is None else max(1, int(wait * 1000) + 1)):
                 _, fds, _, _ = socket.recv_fds(ours, 1, 1)
                 break
     finally:

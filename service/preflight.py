@@ -54,7 +54,8 @@ from .executor import (
 )
 from .settings import Settings
 
-__all__ = ["Report", "check", "check_values", "recheck", "guard", "graph_depth", "DeadlineExceeded"]
+__all__ = ["Report", "check", "check_values", "recheck", "guard", "graph_depth", "signature",
+           "DeadlineExceeded"]
 
 # What a response costs per element beyond the array itself: JSON numbers are up to ~24 bytes.
 _JSON_BYTES_PER_ELEMENT = 24
@@ -350,8 +351,14 @@ _HASHED_VALUES = 4096  # integer/bool inputs up to this many elements are part o
 
 def _cache_key(plan: Plan, inputs: dict[str, np.ndarray], s: Settings) -> tuple | None:
     graph = getattr(plan, "graph", None)
-    if graph is None:
-        return None
+    sig = signature(plan, inputs) if graph is not None else None
+    return None if sig is None else (id(graph), id(s), *sig)
+
+
+def signature(plan: Plan, inputs: dict[str, np.ndarray]) -> tuple | None:
+    """What a run of ``plan``'s graph depends on besides the graph: the inputs' shapes, dtypes,
+    ``requires_grad`` flags and integer values (they may size results), and the top-level call;
+    None when integer inputs are too big to key by value."""
     req = plan.request
     ins: list[tuple] = []
     for t in req.graph.inputs:
@@ -368,7 +375,7 @@ def _cache_key(plan: Plan, inputs: dict[str, np.ndarray], s: Settings) -> tuple 
     top = (_key_names(req.outputs), _key_names(req.inputs), gos, req.retain_graph, req.create_graph,
            req.allow_unused, req.materialize_grads, req.is_grads_batched, tuple(req.return_),
            req.response_encoding)
-    return (id(graph), id(s), tuple(ins), top)
+    return tuple(ins), top
 
 
 def _key_names(v: Any) -> Any:

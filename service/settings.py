@@ -24,6 +24,20 @@ def _default_concurrency() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may use: its affinity, and a cgroup v2 CPU quota (a container's CPU
+    limit; Python's cpu_count is the host's)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            n = min(n, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
 class Settings(BaseSettings):
     """Limits and switches of one server process. Every limit is named in the error it causes."""
 
@@ -73,10 +87,19 @@ class Settings(BaseSettings):
                                     "response) is closed; request_timeout_s if that is shorter.")
     max_connections: int = Field(1024, ge=1, description="Open connections (and requests in flight) "
                                  "per server process; beyond it uvicorn answers 503.")
-    isolation: Literal["process", "thread"] = Field(
-        "process", description="Where engine work runs that is not statically cheap: a forked child "
-        "process per request, under an address-space limit of 1.25 x max_memory_bytes + 64 MiB and "
-        "killed past its deadline (process), or the engine thread itself (thread).")
+    isolation: Literal["process", "fork", "thread"] = Field(
+        "process", description="Where engine work runs that is not statically cheap: in one of "
+        "pool_size pre-forked worker processes that keep its plans compiled (process), in a child "
+        "process forked for the request (fork); either under an address-space limit of 1.25 x "
+        "max_memory_bytes + 64 MiB per request and killed past its deadline; or in the engine "
+        "thread itself, with the limits as estimates only (thread).")
+    pool_size: int = Field(default_factory=_usable_cpus, ge=1, description="Worker processes of "
+                           "isolation=process, per server process (forked at start-up, replaced when "
+                           "one is killed or dies); by default the CPUs this process may use (its "
+                           "affinity and its container's CPU quota).")
+    pool_max_rss_bytes: int = Field(256 * MiB, ge=0, description="A worker process whose resident "
+                                    "memory has grown by more than this since it started is replaced "
+                                    "after its request (0: never).")
     max_concurrency: int = Field(default_factory=_default_concurrency, ge=1,
                                  description="Requests computing at once (engine threads).")
     max_queue: int = Field(64, ge=0, description="Requests waiting for an engine thread before 503.")

@@ -1,5 +1,6 @@
-"""Limits enforced by the operating system, against a real uvicorn: a computation runs in a child
-process under RLIMIT_AS and is killed past its deadline; the server's own peak RSS stays bounded.
+"""Limits enforced by the operating system, against a real uvicorn: a computation runs in a worker
+process (the default pool, service.pool) under RLIMIT_AS and is killed past its deadline; the
+server's own peak RSS stays bounded.
 
 Peak RSS is the kernel's high-water mark (``VmHWM``), reset before each case by writing 5 to
 ``/proc/<pid>/clear_refs``. Times are upper bounds over configured deadlines (seconds), never a
@@ -47,12 +48,15 @@ def _peak_growth(server, send) -> tuple[int, httpx.Response]:
     return _status(server.proc.pid)["VmHWM"] - base, r
 
 
-@pytest.fixture(scope="module")
-def bounded():
+@pytest.fixture(scope="module", params=["process", "fork"])
+def bounded(request):
+    """A server whose computations run in its worker pool (process) or a child each (fork)."""
     from .conftest import Server
 
     server = Server(env={**DEBUG_ENV, "GRADSERVE_MAX_MEMORY_BYTES": str(MAX_MEMORY),
-                         "GRADSERVE_REQUEST_TIMEOUT_S": "2", "GRADSERVE_MAX_CONCURRENCY": "1"})
+                         "GRADSERVE_REQUEST_TIMEOUT_S": "2", "GRADSERVE_MAX_CONCURRENCY": "1",
+                         "GRADSERVE_ISOLATION": request.param})
+    server.isolation = request.param
     yield server
     server.stop()
 
@@ -113,13 +117,16 @@ def test_an_abandoned_spinning_computation_frees_its_slot(bounded) -> None:
     r = httpx.post(f"{bounded.url}/v1/grad", json=req, timeout=60)
     assert r.status_code == 504, r.text
     deadline = start + 2.0
+    # a fork per request forks and reaps in the request's thread, which a loaded machine has
+    # delayed past 1 s (load average 13 on 2 cores); there the bound only guards against a hang
+    margin = 1.0 if bounded.isolation == "process" else 10.0
     while True:
         ready = httpx.get(f"{bounded.url}/health/ready").json()
         if ready["active"] == 0:
             break
-        assert time.monotonic() < deadline + 1.0, ready
+        assert time.monotonic() < deadline + margin, ready
         time.sleep(0.02)
-    assert time.monotonic() <= deadline + 1.0
+    assert time.monotonic() <= deadline + margin
     # the one slot serves the next request
     ok = {"graph": {"inputs": [_x()], "source": "l = sum(x * x)"}, "outputs": "l", "inputs": "x"}
     r = httpx.post(f"{bounded.url}/v1/grad", json=ok, timeout=30)

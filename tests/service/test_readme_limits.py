@@ -41,7 +41,7 @@ def test_the_table_gives_the_real_defaults(monkeypatch) -> None:
     s = Settings()
     for name, default in _rows().items():
         value = getattr(s, name)
-        if name == "max_concurrency":
+        if name in ("max_concurrency", "pool_size"):
             assert "number of CPUs" in default
         elif name == "api_keys":
             assert value == [] and default.startswith("none")
