@@ -325,9 +325,10 @@ def _record(entry: CachedPlan, rep: Any, seconds: float | None, elements: int, s
 def _execute(checked: Checked, s: Settings, deadline: float | None, compiled: CompiledRun | None,
              key: str | None = None) -> tuple[Result, float, bool]:
     """Run a checked plan: through ``compiled`` when given (in this process: see
-    service.compiled.COMPILED_MEMORY_BYTES), else in a child process when isolated and not
-    statically cheap (a warm pool worker for the graph ``key``), else here (with ``compile="always"``, through a program traced for this
-    request and replayed at once). Returns (result, seconds, whether it ran in a child)."""
+    service.compiled.COMPILED_MEMORY_BYTES), else in a worker process (a pool worker warm for the
+    graph ``key``) when isolated and not statically cheap, else here (with ``compile="always"``,
+    through a program traced for this request and replayed at once). Returns (result, seconds,
+    whether it ran in another process)."""
     # a compiled program's memory is known (service.compiled.COMPILED_MEMORY_BYTES): no child
     if compiled is None and _isolated(s) and not statically_cheap(checked.report):
         result, seconds = _run_isolated(checked, key, s)
