@@ -155,7 +155,7 @@ def _zero(x):
     return np.zeros_like(x)
 
 
-_zero.defvjp(lambda ctx, g: None)
+_zero.defvjp(lambda ctx, g: _zero(g))  # torch's zeros (not "unused") for the overwritten input
 _zero.defjvp(zeros_jvp)
 _zero.defbatch(lambda prim, a, f: np.zeros_like(a[0]))
 
@@ -165,7 +165,7 @@ def _fill(x, value):
     return np.full_like(x, value)
 
 
-_fill.defvjp(lambda ctx, g, value: None)
+_fill.defvjp(lambda ctx, g, value: _zero(g))
 _fill.defjvp(zeros_jvp)
 _fill.defbatch(lambda prim, a, f, value: np.full_like(a[0], value))
 
@@ -175,7 +175,8 @@ def _fill_tensor(x, v):
     return np.broadcast_to(v, x.shape).astype(x.dtype)
 
 
-_fill_tensor.defvjp(lambda ctx, g: (None, g if ctx.edges[1] is not None else None))
+_fill_tensor.defvjp(lambda ctx, g: (_zero(g) if ctx.edges[0] is not None else None,
+                                     g if ctx.edges[1] is not None else None))
 _fill_tensor.defjvp(linear_jvp)
 
 
@@ -192,7 +193,8 @@ def _copy(x, src):
     return np.broadcast_to(src, x.shape).astype(x.dtype)
 
 
-_copy.defvjp(lambda ctx, g: (None, g if ctx.edges[1] is not None else None))
+_copy.defvjp(lambda ctx, g: (_zero(g) if ctx.edges[0] is not None else None,
+                              g if ctx.edges[1] is not None else None))
 _copy.defjvp(linear_jvp)
 
 
@@ -377,6 +379,10 @@ def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, 
     """``t`` takes over ``res``: values, history, tangents, batch (see the module docstring).
     ``bump=False``: the version stays (torch's batch_norm kernel writes its running statistics so)."""
     d, r = t._data, res._data
+    if type(d) is np.ndarray and _overlaps_itself(d) and not _is_meta(d):
+        raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers "
+                           "to a single memory location. Please clone() the tensor before performing "
+                           "the operation.")
     if r.shape != d.shape:
         raise RuntimeError(f"output with shape {list(d.shape)} doesn't match the broadcast shape "
                            f"{list(r.shape)}")
@@ -392,6 +398,9 @@ def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, 
     _snapshot_saved_self(t, res, seq0)
     enabled = _ag._state.enabled
     base = getattr(t, "_vbase", None)
+    # the counter exists before the history changes: an output saved by the current grad_fn
+    # links to it (version_counter), and sees the bump below
+    _ag.version_counter(t if base is None else base)
     if base is None:
         _write(t, res)
         _take_history(t, res, enabled)
@@ -560,6 +569,9 @@ def _broadcasts(a: tuple, b: tuple) -> bool:
 
 def _setitem(self, key, value):
     """``self[key] = value``, in place (torch's CopySlices / IndexPutBackward0)."""
+    if _has_basic_part(_S._normalize_key(key)) and _ag._state.enabled and self._rg and self.grad_fn is None \
+            and getattr(self, "_vbase", None) is None:
+        raise RuntimeError(_VIEW_LEAF_MSG)  # torch writes through the view self[key]
     _check(self)
     seq0 = next(_ag._seq)
     res = _I.setitem(self, key, value)
