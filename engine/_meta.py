@@ -484,7 +484,7 @@ def _reshape(prim: Any, arrays: list, params: dict) -> Any:
 @rule("diagonal")
 def _diagonal(prim: Any, arrays: list, params: dict) -> Any:
     a = _bound(prim, arrays, params)
-    v = np.diagonal(a["x"], a["offset"], a["dim1"], a["dim2"])  # a view here; the forward copies
+    v = np.diagonal(a["x"], a["offset"], a["dim1"], a["dim2"])  # a view, as the forward's
     return _fresh(v.shape, v.dtype)
 
 

@@ -45,6 +45,8 @@ for _name, _info in OPS.items():
 # matrix (top-level linalg ops) loads engine.linalg, whose aliases (det, inverse, ...) are top-level.
 from .. import special  # noqa: E402, F401  (registration)
 from . import matrix, special_fns  # noqa: E402, F401  (registration)
+
+# isort: split
 from . import inplace  # noqa: E402, F401  (in-place methods and views: after every op they wrap)
 
 # Top-level names: every op registered without a namespace prefix.

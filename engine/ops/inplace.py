@@ -258,12 +258,26 @@ def _view_op(fn: Callable) -> Callable:
     def view(input, *args, **kwargs):
         out = fn(input, *args, **kwargs)
         if isinstance(input, Tensor):
+            if out is input and type(out._data) is np.ndarray:  # a no-op view is a new tensor in torch
+                out = _S._reshape(input, shape=input._data.shape)
             _mark(out, input, (fn, args, kwargs, None))
         return out
 
     view.__name__, view.__qualname__, view.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
     view.__wrapped__ = fn
     return view
+
+
+def _strict_view(self, *shape):
+    """``Tensor.view``: as reshape, but torch's error where the strides would need a copy
+    (``view(dtype)`` casts)."""
+    out = _S._view(self, *shape)
+    d, s = out._data, self._data
+    if out is not self and type(d) is np.ndarray and type(s) is np.ndarray and d.size and d.dtype == s.dtype \
+            and not np.may_share_memory(d, s):
+        raise RuntimeError("view size is not compatible with input tensor's size and stride (at least one "
+                           "dimension spans across two contiguous subspaces). Use .reshape(...) instead.")
+    return out
 
 
 def _multi_view_op(fn: Callable, node: str) -> Callable:
@@ -305,8 +319,7 @@ def _install_views() -> None:
         if fn is not None and id(fn) in done:
             setattr(Tensor, attr, done[id(fn)])
     Tensor.__getitem__ = done[id(_S.getitem)]
-    view = _view_op(_S._view)  # Tensor.view(dtype) casts: not marked then (a copy)
-    Tensor.view = view
+    Tensor.view = _view_op(_strict_view)
     for attr in ("T", "mT", "mH", "H"):
         prop = Tensor.__dict__.get(attr)
         if isinstance(prop, property):
@@ -427,6 +440,7 @@ def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, 
     t._vc = vc
     vc[0] += bump
     _ag.link_saved_output(base)
+    _link_result(res, vc)  # an output the op saved (exp_) is the view's values from now on
     _refresh_views(base, enabled, rebind=not physical)
     return t
 
@@ -457,6 +471,14 @@ def _snapshot_saved_self(t: Tensor, res: Tensor, seq0: int | None) -> None:
         if seq0 is not None:
             stack.extend(e[0] for e in n.edges
                          if e is not None and type(e[0]) is _ag.Node and e[0].seq > seq0)
+
+
+def _link_result(res: Tensor, vc: list) -> None:
+    node = res.grad_fn
+    if node is not None and node.prim.saves_output and node.saved:
+        for s in node.saved:
+            if type(s) is _ag._SavedOutput and s.idx == res._out:
+                s.vc, s.ver = vc, vc[0]
 
 
 def _physical(t: Tensor) -> bool:

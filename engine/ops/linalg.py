@@ -301,7 +301,10 @@ def triu(input, diagonal=0):
 # ---------------------------------------------------------------- diagonals
 @primitive()
 def _diagonal(x, offset, dim1, dim2):
-    return np.diagonal(x, offset, dim1, dim2).copy()
+    v = np.diagonal(x, offset, dim1, dim2)
+    if x.flags.writeable:  # a view in torch: in-place ops on it write into x (engine.ops.inplace)
+        v.flags.writeable = True
+    return v
 
 
 @primitive()
