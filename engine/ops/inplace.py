@@ -388,7 +388,8 @@ def inplace(t: Tensor, compute: Callable[[Tensor], Tensor], cast: bool = False) 
     return commit(t, compute(t), cast, seq0)
 
 
-def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, bump: bool = True) -> Tensor:
+def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, bump: bool = True,
+           setitem: bool = False) -> Tensor:
     """``t`` takes over ``res``: values, history, tangents, batch (see the module docstring).
     ``bump=False``: the version stays (torch's batch_norm kernel writes its running statistics so)."""
     d, r = t._data, res._data
@@ -404,6 +405,8 @@ def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, 
             raise RuntimeError(f"result type {type_name(r.dtype)} can't be cast to the desired output "
                                f"type {type_name(d.dtype)}")
         res = _S.to(res, d.dtype)
+    if _ag._state.vm is not None:
+        _check_vmap(t, res, setitem)
     _ag.mutation_seen = True
     if res is t:  # the op returned its input (a no-op cast): only the version moves
         _ag.version_counter(t)[0] += 1
@@ -443,6 +446,27 @@ def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, 
     _link_result(res, vc)  # an output the op saved (exp_) is the view's values from now on
     _refresh_views(base, enabled, rebind=not physical)
     return t
+
+
+def _batched(t: Tensor) -> bool:
+    bat = getattr(t, "_bat", None)
+    return bat is not None and bat[0] == _ag._state.vm
+
+
+def _check_vmap(t: Tensor, res: Tensor, setitem: bool) -> None:
+    """torch's errors for a batched result written into a tensor that is not batched."""
+    if not _batched(res) or _batched(t):
+        return
+    if setitem:
+        raise RuntimeError(
+            "vmap: inplace arithmetic(self, *extra_args) is not possible because there exists a Tensor "
+            "`other` in extra_args that has more elements than `self`. This happened due to `other` being "
+            "vmapped over but `self` not being vmapped over in a vmap. Please try to use out-of-place "
+            "operators instead of inplace arithmetic. If said operator is being called inside the PyTorch "
+            "framework, please file a bug report instead.")
+    shape = list(t._data.shape)
+    raise RuntimeError(f"output with shape {shape} doesn't match the broadcast shape "
+                       f"{[res._bat[1].shape[0], *shape]}")
 
 
 def _snapshot_saved_self(t: Tensor, res: Tensor, seq0: int | None) -> None:
@@ -600,7 +624,7 @@ def _setitem(self, key, value):
     node = res.grad_fn
     if node is not None and node.prim is _I._index_put and _has_basic_part(_S._normalize_key(key)):
         node.prim = _setitem_slices
-    commit(self, res, seq0=seq0)
+    commit(self, res, seq0=seq0, setitem=True)
 
 
 def _has_basic_part(key: tuple) -> bool:

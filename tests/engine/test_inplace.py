@@ -346,6 +346,33 @@ def test_vmap_of_a_function_with_in_place_ops_as_torch() -> None:
     same(run)
 
 
+def test_vmap_with_in_place_ops_on_views_as_torch() -> None:
+    def f(x):
+        y = x * 1.0
+        y[:, 1].mul_(2.0)
+        y.t()[0].add_(x[0, 0])
+        y[1:].exp_()
+        return y
+
+    x = r.standard_normal((2, 3, 4))
+    same(lambda lib: lib.func.vmap(f)(lib.tensor(x)))
+
+
+@pytest.mark.parametrize("how", ["add_", "setitem"])
+def test_vmap_refuses_a_batched_write_into_an_unbatched_tensor_as_torch(how: str) -> None:
+    def f(lib):
+        def g(x):
+            y = lib.zeros(3)
+            if how == "add_":
+                y.add_(x)
+            else:
+                y[0] = x[1]
+            return y
+        return lib.func.vmap(g)(lib.ones(4, 3))
+
+    same(f)
+
+
 def test_meta_mode_sees_the_same_shapes() -> None:
     x = engine.Tensor._make(_meta.meta_array((2000, 3000), np.float32))
     with _meta.meta_mode():
