@@ -19,6 +19,9 @@ W = r.standard_normal((3, 4))
 
 VIEWS: dict[str, Callable] = {
     "index": lambda t: t[1],
+    "element": lambda t: t[1, 2],
+    "select_element": lambda t: t.select(0, 0).select(0, 1),
+    "ellipsis_element": lambda t: t[..., 1, 3],
     "slice": lambda t: t[:, 1:3],
     "step": lambda t: t[::2, 1::2],
     "newaxis": lambda t: t[..., None],
