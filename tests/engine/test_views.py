@@ -209,3 +209,19 @@ def test_random_in_place_sequences_on_views_match_torch(steps: list) -> None:
     e, t = both(run)
     from .test_inplace import _compare
     _compare(e, t, 1e-7, 1e-9)
+
+
+def test_copies_of_bases_and_views_are_tensors_of_their_own() -> None:
+    import copy
+    import pickle
+
+    def run(lib):
+        x = lib.arange(6.0).reshape(2, 3)
+        v = x[1]
+        v.mul_(2.0)
+        xc, vc = pickle.loads(pickle.dumps(x)), copy.deepcopy(v)
+        vc.add_(1.0)  # the copies share nothing with the originals
+        xc.zero_()
+        return x, v, xc, vc
+
+    same(run)
