@@ -338,10 +338,7 @@ _NO_GRAD_VIEW_MSG = (
 
 def _check(t: Tensor) -> None:
     """torch's refusals, before anything is computed."""
-    tracer = _tracer()
-    if tracer is not None:
-        from .._compile import _Untraceable
-        raise _Untraceable("an in-place operation (mutation is not traced)")
+    _not_traced()
     if not _ag._state.enabled:
         return  # under no_grad anything goes (optimizers update parameters so)
     base = getattr(t, "_vbase", None)
@@ -361,6 +358,13 @@ def _check(t: Tensor) -> None:
                 "operation by an out-of-place one.")
         if base.grad_fn is None:
             raise RuntimeError(_VIEW_LEAF_MSG)
+
+
+def _not_traced() -> None:
+    """engine.compile does not trace mutation: the function runs eagerly instead."""
+    if _tracer() is not None:
+        from .._compile import _Untraceable
+        raise _Untraceable("an in-place operation (mutation is not traced)")
 
 
 def _tracer() -> Any:
@@ -405,6 +409,7 @@ def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, 
             raise RuntimeError(f"result type {type_name(r.dtype)} can't be cast to the desired output "
                                f"type {type_name(d.dtype)}")
         res = _S.to(res, d.dtype)
+    _not_traced()  # (batch_norm's running statistics come here without _check)
     if _ag._state.vm is not None:
         _check_vmap(t, res, setitem)
     _ag.mutation_seen = True

@@ -404,3 +404,18 @@ def test_compile_runs_a_mutating_function_eagerly_with_the_right_answer() -> Non
     t.mul_(torch.tensor(A))
     for o in out:
         np.testing.assert_allclose(o.numpy(), t.numpy())
+
+
+def test_compile_of_batch_norm_training_updates_running_stats_once_per_call() -> None:
+    x = np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32)
+    rm, rv = engine.zeros(3), engine.ones(3)
+    cf = engine.compile(lambda x: engine.nn.functional.batch_norm(x, rm, rv, training=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ys = [cf(engine.tensor(x)) for _ in range(3)]
+    trm, trv = torch.zeros(3), torch.ones(3)
+    for _ in range(3):
+        ty = torch.nn.functional.batch_norm(torch.tensor(x), trm, trv, training=True)
+    np.testing.assert_allclose(ys[-1].numpy(), ty.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rm.numpy(), trm.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rv.numpy(), trv.numpy(), rtol=1e-5, atol=1e-6)
