@@ -654,6 +654,40 @@ def _detach_(self):
     return self
 
 
+# Random fills: the draw runs in the primitive's forward (so meta mode draws nothing); the
+# overwritten values get a zero gradient, as in torch.
+_DRAWS: dict[str, Callable] = {
+    "uniform": lambda rng, shape, a=0.0, b=1.0: rng.uniform(a, b, shape),
+    "normal": lambda rng, shape, mean=0.0, std=1.0: rng.normal(mean, std, shape),
+    "bernoulli": lambda rng, shape, p=0.5: rng.random(shape) < p,
+    "exponential": lambda rng, shape, lambd=1.0: rng.exponential(1.0 / lambd, shape),
+    "log_normal": lambda rng, shape, mean=1.0, std=2.0: rng.lognormal(mean, std, shape),
+    "cauchy": lambda rng, shape, median=0.0, sigma=1.0: median + sigma * rng.standard_cauchy(shape),
+    "geometric": lambda rng, shape, p: rng.geometric(p, shape),
+}
+
+
+def _random_fill(kind: str) -> Callable:
+    draw = _DRAWS[kind]
+    def fwd(x, rng, args):
+        return np.asarray(draw(rng, x.shape, *args)).astype(x.dtype)
+
+    prim = Primitive(f"{kind}_fill", fwd)
+    prim.defvjp(lambda ctx, g, rng, args: _zero(g))
+    prim.defjvp(zeros_jvp)
+
+    def method(self, *args, generator=None):
+        from .creation import _generator
+        rng = _generator(generator)
+        return inplace(self, lambda s: prim(s, rng=rng, args=args))
+
+    method.__name__ = method.__qualname__ = kind + "_"
+    method.__doc__ = f"Fill with {kind} samples, in place (``generator``: as engine.rand's)."
+    _ag.NODE_NAMES[prim.name] = "".join(p.capitalize() for p in kind.split("_")) + (
+        "Backward2" if kind == "bernoulli" else "Backward0")  # (torch's overload for a float p)
+    return method
+
+
 def _method_inplace(fn: Callable, name: str) -> Callable:
     def method(self, *args, **kwargs):
         return inplace(self, lambda s: fn(s, *args, **kwargs))
@@ -693,6 +727,8 @@ def _install_methods() -> None:
         if fn is None or hasattr(Tensor, name + "_"):
             continue
         setattr(Tensor, name + "_", _method_inplace(fn, name + "_"))
+    for kind in _DRAWS:
+        setattr(Tensor, kind + "_", _random_fill(kind))
     Tensor.zero_ = _zero_
     Tensor.fill_ = _fill_
     Tensor.copy_ = _copy_

@@ -419,3 +419,24 @@ def test_compile_of_batch_norm_training_updates_running_stats_once_per_call() ->
     np.testing.assert_allclose(ys[-1].numpy(), ty.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rm.numpy(), trm.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rv.numpy(), trv.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,args,check", [
+    ("uniform_", (-2.0, 3.0), lambda v: v.min() >= -2 and v.max() < 3 and abs(v.mean() - 0.5) < 0.2),
+    ("normal_", (5.0, 0.5), lambda v: abs(v.mean() - 5) < 0.1 and abs(v.std() - 0.5) < 0.1),
+    ("bernoulli_", (0.3,), lambda v: set(np.unique(v)) <= {0.0, 1.0} and abs(v.mean() - 0.3) < 0.05),
+    ("exponential_", (2.0,), lambda v: v.min() >= 0 and abs(v.mean() - 0.5) < 0.05),
+    ("log_normal_", (0.0, 0.25), lambda v: v.min() > 0 and abs(np.log(v).mean()) < 0.05),
+    ("geometric_", (0.5,), lambda v: v.min() >= 1 and abs(v.mean() - 2) < 0.2),
+])
+def test_random_fills_as_torch(name: str, args: tuple, check: Callable) -> None:
+    """Distributions by their moments (the streams differ); history, version and gradient as torch."""
+    def run(lib):
+        w = lib.ones(4000, dtype=lib.float64, requires_grad=True)
+        b = w * 1.0
+        getattr(b, name)(*args)
+        v = b.detach().numpy().copy()
+        (g,) = lib.autograd.grad((b * 3.0).sum(), w)
+        return bool(check(v)), b.grad_fn.name(), b._version, g
+
+    same(run)
