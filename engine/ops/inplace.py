@@ -675,6 +675,9 @@ def _random_fill(kind: str) -> Callable:
     prim = Primitive(f"{kind}_fill", fwd)
     prim.defvjp(lambda ctx, g, rng, args: _zero(g))
     prim.defjvp(zeros_jvp)
+    # under vmap only randomness="same" reaches here (engine.ops.creation._generator): one draw
+    prim.defbatch(lambda prim, a, f, rng, args: np.ascontiguousarray(
+        np.broadcast_to(fwd(a[0][0], rng, args), a[0].shape)))
 
     def method(self, *args, generator=None):
         from .creation import _generator

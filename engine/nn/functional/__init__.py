@@ -39,4 +39,4 @@ _inplace = {n + "_": _inplace_form(_exports[n]) for n in
             ("celu", "elu", "hardtanh", "leaky_relu", "relu", "rrelu", "selu", "threshold") if n in _exports}
 globals().update(_inplace)
 
-__all__ = sorted(_exports) + sorted(_inplace)
+__all__ = sorted(_exports)  # (the registered ops; the in-place forms are reachable as attributes)
