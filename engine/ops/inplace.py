@@ -691,6 +691,29 @@ def _random_fill(kind: str) -> Callable:
     return method
 
 
+def _shape_inplace(fn: Callable, name: str) -> Callable:
+    """``t_``, ``transpose_``, ``squeeze_``, ...: the tensor becomes the view ``fn`` gives of
+    itself (same storage, new shape; its history is the view op's; the version moves)."""
+    def method(self, *args, **kwargs):
+        _check(self)
+        views = getattr(self, "_views", None)
+        if getattr(self, "_vbase", None) is not None or (views is not None and views.live()):
+            raise NotImplementedError(f"{name}() on a view, or on a tensor that has views, is not supported: "
+                                      f"use the out-of-place {name[:-1]}()")
+        res = fn(self, *args, **kwargs)
+        _ag.mutation_seen = True
+        vc = _ag.version_counter(self)
+        if res is not self:
+            self._data = res._data
+            _take_history(self, res, _ag._state.enabled)
+        vc[0] += 1
+        return self
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"In-place ``{name[:-1]}``: this tensor takes the new shape (the storage stays)."
+    return method
+
+
 def _method_inplace(fn: Callable, name: str) -> Callable:
     def method(self, *args, **kwargs):
         return inplace(self, lambda s: fn(s, *args, **kwargs))
@@ -730,6 +753,9 @@ def _install_methods() -> None:
         if fn is None or hasattr(Tensor, name + "_"):
             continue
         setattr(Tensor, name + "_", _method_inplace(fn, name + "_"))
+    for name in ("t", "transpose", "squeeze", "unsqueeze", "swapaxes", "swapdims"):
+        fn = getattr(Tensor, name)
+        setattr(Tensor, name + "_", _shape_inplace(getattr(fn, "__wrapped__", fn), name + "_"))
     for kind in _DRAWS:
         setattr(Tensor, kind + "_", _random_fill(kind))
     Tensor.zero_ = _zero_

@@ -440,3 +440,17 @@ def test_random_fills_as_torch(name: str, args: tuple, check: Callable) -> None:
         return bool(check(v)), b.grad_fn.name(), b._version, g
 
     same(run)
+
+
+@pytest.mark.parametrize("name,args", [("t_", ()), ("transpose_", (0, 1)), ("swapaxes_", (1, 0)),
+                                       ("unsqueeze_", (1,)), ("squeeze_", ()), ("swapdims_", (0, 1))])
+def test_shape_changing_in_place_methods_as_torch(name: str, args: tuple) -> None:
+    def run(lib):
+        a = leaf(lib, A[:1] if name == "squeeze_" else A)
+        b = a * 1.0
+        r = getattr(b, name)(*args)
+        loss = (b * lib.arange(float(b.numel()), dtype=lib.float64).reshape(b.shape)).sum()
+        return r is b, tuple(b.shape), b._version, b.detach(), lib.autograd.grad(loss, a)
+
+    same(run)
+    same(lambda lib: getattr(leaf(lib, A[:1] if name == "squeeze_" else A), name)(*args))
