@@ -743,9 +743,11 @@ def local_values(targets: Sequence[Tensor]) -> list[Any]:
     leaves, nodes = collect(targets)
     env: dict[int, Any] = {}
     for t in leaves:
-        arr = t._value.view()  # no copy, and read-only: an in-place op (relu(x, inplace=True)) in
-        arr.flags.writeable = False  # this local run must not change the client's value
-        leaf = engine.from_numpy(arr)
+        # no copy, read-only: an in-place write (batch_norm's running statistics) then rebinds the
+        # engine tensor instead of writing into the client's array
+        value = t._value.view() if isinstance(t._value, np.ndarray) else np.asarray(t._value)
+        value.flags.writeable = False
+        leaf = engine.from_numpy(value)
         env[id(t)] = leaf.requires_grad_() if t._rg else leaf
     for node in nodes:
         res = run_node(node, env)

@@ -690,7 +690,8 @@ def _same_as_x(prim: Any, arrays: list, params: dict) -> Any:
     return _fresh(x.shape, x.dtype)
 
 
-@rule("zero", "fill", "fill_tensor", "copy")
+@rule("zero", "fill", "fill_tensor", "copy", "uniform_fill", "normal_fill", "bernoulli_fill",
+      "exponential_fill", "log_normal_fill", "cauchy_fill", "geometric_fill")
 def _like_x(prim: Any, arrays: list, params: dict) -> Any:
     x = _bound(prim, arrays, params)["x"]
     if prim.name == "copy":  # torch's broadcast error for a source that does not fit

@@ -277,6 +277,16 @@ class Tensor:
 
     __hash__ = object.__hash__
 
+    def __getstate__(self) -> tuple:
+        # A copy (pickle, deepcopy) is a tensor of its own: not a view, with no views
+        state = {k: getattr(self, k) for k in Tensor.__slots__
+                 if k not in _NOT_COPIED and hasattr(self, k)}
+        return None, state
+
+    def __setstate__(self, state: tuple) -> None:
+        for k, v in state[1].items():
+            setattr(self, k, v)
+
     def __repr__(self) -> str:
         body = np.array2string(self._data, separator=", ", precision=4, prefix="tensor(")
         extra = ""
@@ -287,6 +297,9 @@ class Tensor:
         elif self._rg:
             extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
+
+
+_NOT_COPIED = frozenset({"__weakref__", "_views", "_vinfo", "_vbase"})
 
 
 class VmapFallback(Exception):

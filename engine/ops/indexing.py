@@ -186,8 +186,9 @@ def setitem(input: Tensor, key: object, value: object) -> Tensor:
             value = float(value)
     try:
         return _put_at(input, key, value)
-    except IndexError as e:
-        raise IndexError(str(e).replace(" for axis ", " for dimension ")) from None
+    except IndexError as e:  # (item assignment's message does not count the indices)
+        msg = str(e).replace(" for axis ", " for dimension ")
+        raise IndexError(msg.partition(" (got ")[0] if msg.startswith("too many") else msg) from None
 
 
 @primitive()

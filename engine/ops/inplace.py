@@ -155,7 +155,7 @@ def _zero(x):
     return np.zeros_like(x)
 
 
-_zero.defvjp(lambda ctx, g: None)
+_zero.defvjp(lambda ctx, g: _zero(g))  # torch's zeros (not "unused") for the overwritten input
 _zero.defjvp(zeros_jvp)
 _zero.defbatch(lambda prim, a, f: np.zeros_like(a[0]))
 
@@ -165,7 +165,7 @@ def _fill(x, value):
     return np.full_like(x, value)
 
 
-_fill.defvjp(lambda ctx, g, value: None)
+_fill.defvjp(lambda ctx, g, value: _zero(g))
 _fill.defjvp(zeros_jvp)
 _fill.defbatch(lambda prim, a, f, value: np.full_like(a[0], value))
 
@@ -175,7 +175,8 @@ def _fill_tensor(x, v):
     return np.broadcast_to(v, x.shape).astype(x.dtype)
 
 
-_fill_tensor.defvjp(lambda ctx, g: (None, g if ctx.edges[1] is not None else None))
+_fill_tensor.defvjp(lambda ctx, g: (_zero(g) if ctx.edges[0] is not None else None,
+                                     g if ctx.edges[1] is not None else None))
 _fill_tensor.defjvp(linear_jvp)
 
 
@@ -192,7 +193,8 @@ def _copy(x, src):
     return np.broadcast_to(src, x.shape).astype(x.dtype)
 
 
-_copy.defvjp(lambda ctx, g: (None, g if ctx.edges[1] is not None else None))
+_copy.defvjp(lambda ctx, g: (_zero(g) if ctx.edges[0] is not None else None,
+                              g if ctx.edges[1] is not None else None))
 _copy.defjvp(linear_jvp)
 
 
@@ -256,12 +258,26 @@ def _view_op(fn: Callable) -> Callable:
     def view(input, *args, **kwargs):
         out = fn(input, *args, **kwargs)
         if isinstance(input, Tensor):
+            if out is input and type(out._data) is np.ndarray:  # a no-op view is a new tensor in torch
+                out = _S._reshape(input, shape=input._data.shape)
             _mark(out, input, (fn, args, kwargs, None))
         return out
 
     view.__name__, view.__qualname__, view.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
     view.__wrapped__ = fn
     return view
+
+
+def _strict_view(self, *shape):
+    """``Tensor.view``: as reshape, but torch's error where the strides would need a copy
+    (``view(dtype)`` casts)."""
+    out = _S._view(self, *shape)
+    d, s = out._data, self._data
+    if out is not self and type(d) is np.ndarray and type(s) is np.ndarray and d.size and d.dtype == s.dtype \
+            and not np.may_share_memory(d, s):
+        raise RuntimeError("view size is not compatible with input tensor's size and stride (at least one "
+                           "dimension spans across two contiguous subspaces). Use .reshape(...) instead.")
+    return out
 
 
 def _multi_view_op(fn: Callable, node: str) -> Callable:
@@ -303,8 +319,7 @@ def _install_views() -> None:
         if fn is not None and id(fn) in done:
             setattr(Tensor, attr, done[id(fn)])
     Tensor.__getitem__ = done[id(_S.getitem)]
-    view = _view_op(_S._view)  # Tensor.view(dtype) casts: not marked then (a copy)
-    Tensor.view = view
+    Tensor.view = _view_op(_strict_view)
     for attr in ("T", "mT", "mH", "H"):
         prop = Tensor.__dict__.get(attr)
         if isinstance(prop, property):
@@ -323,10 +338,7 @@ _NO_GRAD_VIEW_MSG = (
 
 def _check(t: Tensor) -> None:
     """torch's refusals, before anything is computed."""
-    tracer = _tracer()
-    if tracer is not None:
-        from .._compile import _Untraceable
-        raise _Untraceable("an in-place operation (mutation is not traced)")
+    _not_traced()
     if not _ag._state.enabled:
         return  # under no_grad anything goes (optimizers update parameters so)
     base = getattr(t, "_vbase", None)
@@ -346,6 +358,13 @@ def _check(t: Tensor) -> None:
                 "operation by an out-of-place one.")
         if base.grad_fn is None:
             raise RuntimeError(_VIEW_LEAF_MSG)
+
+
+def _not_traced() -> None:
+    """engine.compile does not trace mutation: the function runs eagerly instead."""
+    if _tracer() is not None:
+        from .._compile import _Untraceable
+        raise _Untraceable("an in-place operation (mutation is not traced)")
 
 
 def _tracer() -> Any:
@@ -373,10 +392,15 @@ def inplace(t: Tensor, compute: Callable[[Tensor], Tensor], cast: bool = False) 
     return commit(t, compute(t), cast, seq0)
 
 
-def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, bump: bool = True) -> Tensor:
+def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, bump: bool = True,
+           setitem: bool = False) -> Tensor:
     """``t`` takes over ``res``: values, history, tangents, batch (see the module docstring).
     ``bump=False``: the version stays (torch's batch_norm kernel writes its running statistics so)."""
     d, r = t._data, res._data
+    if type(d) is np.ndarray and _overlaps_itself(d) and not _is_meta(d):
+        raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers "
+                           "to a single memory location. Please clone() the tensor before performing "
+                           "the operation.")
     if r.shape != d.shape:
         raise RuntimeError(f"output with shape {list(d.shape)} doesn't match the broadcast shape "
                            f"{list(r.shape)}")
@@ -385,6 +409,9 @@ def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, 
             raise RuntimeError(f"result type {type_name(r.dtype)} can't be cast to the desired output "
                                f"type {type_name(d.dtype)}")
         res = _S.to(res, d.dtype)
+    _not_traced()  # (batch_norm's running statistics come here without _check)
+    if _ag._state.vm is not None:
+        _check_vmap(t, res, setitem)
     _ag.mutation_seen = True
     if res is t:  # the op returned its input (a no-op cast): only the version moves
         _ag.version_counter(t)[0] += 1
@@ -392,6 +419,9 @@ def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, 
     _snapshot_saved_self(t, res, seq0)
     enabled = _ag._state.enabled
     base = getattr(t, "_vbase", None)
+    # the counter exists before the history changes: an output saved by the current grad_fn
+    # links to it (version_counter), and sees the bump below
+    _ag.version_counter(t if base is None else base)
     if base is None:
         _write(t, res)
         _take_history(t, res, enabled)
@@ -418,8 +448,30 @@ def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, 
     t._vc = vc
     vc[0] += bump
     _ag.link_saved_output(base)
+    _link_result(res, vc)  # an output the op saved (exp_) is the view's values from now on
     _refresh_views(base, enabled, rebind=not physical)
     return t
+
+
+def _batched(t: Tensor) -> bool:
+    bat = getattr(t, "_bat", None)
+    return bat is not None and bat[0] == _ag._state.vm
+
+
+def _check_vmap(t: Tensor, res: Tensor, setitem: bool) -> None:
+    """torch's errors for a batched result written into a tensor that is not batched."""
+    if not _batched(res) or _batched(t):
+        return
+    if setitem:
+        raise RuntimeError(
+            "vmap: inplace arithmetic(self, *extra_args) is not possible because there exists a Tensor "
+            "`other` in extra_args that has more elements than `self`. This happened due to `other` being "
+            "vmapped over but `self` not being vmapped over in a vmap. Please try to use out-of-place "
+            "operators instead of inplace arithmetic. If said operator is being called inside the PyTorch "
+            "framework, please file a bug report instead.")
+    shape = list(t._data.shape)
+    raise RuntimeError(f"output with shape {shape} doesn't match the broadcast shape "
+                       f"{[res._bat[1].shape[0], *shape]}")
 
 
 def _snapshot_saved_self(t: Tensor, res: Tensor, seq0: int | None) -> None:
@@ -448,6 +500,14 @@ def _snapshot_saved_self(t: Tensor, res: Tensor, seq0: int | None) -> None:
         if seq0 is not None:
             stack.extend(e[0] for e in n.edges
                          if e is not None and type(e[0]) is _ag.Node and e[0].seq > seq0)
+
+
+def _link_result(res: Tensor, vc: list) -> None:
+    node = res.grad_fn
+    if node is not None and node.prim.saves_output and node.saved:
+        for s in node.saved:
+            if type(s) is _ag._SavedOutput and s.idx == res._out:
+                s.vc, s.ver = vc, vc[0]
 
 
 def _physical(t: Tensor) -> bool:
@@ -560,13 +620,16 @@ def _broadcasts(a: tuple, b: tuple) -> bool:
 
 def _setitem(self, key, value):
     """``self[key] = value``, in place (torch's CopySlices / IndexPutBackward0)."""
+    if _has_basic_part(_S._normalize_key(key)) and _ag._state.enabled and self._rg and self.grad_fn is None \
+            and getattr(self, "_vbase", None) is None:
+        raise RuntimeError(_VIEW_LEAF_MSG)  # torch writes through the view self[key]
     _check(self)
     seq0 = next(_ag._seq)
     res = _I.setitem(self, key, value)
     node = res.grad_fn
     if node is not None and node.prim is _I._index_put and _has_basic_part(_S._normalize_key(key)):
         node.prim = _setitem_slices
-    commit(self, res, seq0=seq0)
+    commit(self, res, seq0=seq0, setitem=True)
 
 
 def _has_basic_part(key: tuple) -> bool:
@@ -589,6 +652,66 @@ def _detach_(self):
             "refer to the Optimizer.zero_grad() function in torch/optim/optimizer.py as the solution.")
     self.grad_fn, self._out, self._rg = None, 0, False
     return self
+
+
+# Random fills: the draw runs in the primitive's forward (so meta mode draws nothing); the
+# overwritten values get a zero gradient, as in torch.
+_DRAWS: dict[str, Callable] = {
+    "uniform": lambda rng, shape, a=0.0, b=1.0: rng.uniform(a, b, shape),
+    "normal": lambda rng, shape, mean=0.0, std=1.0: rng.normal(mean, std, shape),
+    "bernoulli": lambda rng, shape, p=0.5: rng.random(shape) < p,
+    "exponential": lambda rng, shape, lambd=1.0: rng.exponential(1.0 / lambd, shape),
+    "log_normal": lambda rng, shape, mean=1.0, std=2.0: rng.lognormal(mean, std, shape),
+    "cauchy": lambda rng, shape, median=0.0, sigma=1.0: median + sigma * rng.standard_cauchy(shape),
+    "geometric": lambda rng, shape, p: rng.geometric(p, shape),
+}
+
+
+def _random_fill(kind: str) -> Callable:
+    draw = _DRAWS[kind]
+    def fwd(x, rng, args):
+        return np.asarray(draw(rng, x.shape, *args)).astype(x.dtype)
+
+    prim = Primitive(f"{kind}_fill", fwd)
+    prim.defvjp(lambda ctx, g, rng, args: _zero(g))
+    prim.defjvp(zeros_jvp)
+    # under vmap only randomness="same" reaches here (engine.ops.creation._generator): one draw
+    prim.defbatch(lambda prim, a, f, rng, args: np.ascontiguousarray(
+        np.broadcast_to(fwd(a[0][0], rng, args), a[0].shape)))
+
+    def method(self, *args, generator=None):
+        from .creation import _generator
+        rng = _generator(generator)
+        return inplace(self, lambda s: prim(s, rng=rng, args=args))
+
+    method.__name__ = method.__qualname__ = kind + "_"
+    method.__doc__ = f"Fill with {kind} samples, in place (``generator``: as engine.rand's)."
+    _ag.NODE_NAMES[prim.name] = "".join(p.capitalize() for p in kind.split("_")) + (
+        "Backward2" if kind == "bernoulli" else "Backward0")  # (torch's overload for a float p)
+    return method
+
+
+def _shape_inplace(fn: Callable, name: str) -> Callable:
+    """``t_``, ``transpose_``, ``squeeze_``, ...: the tensor becomes the view ``fn`` gives of
+    itself (same storage, new shape; its history is the view op's; the version moves)."""
+    def method(self, *args, **kwargs):
+        _check(self)
+        views = getattr(self, "_views", None)
+        if getattr(self, "_vbase", None) is not None or (views is not None and views.live()):
+            raise NotImplementedError(f"{name}() on a view, or on a tensor that has views, is not supported: "
+                                      f"use the out-of-place {name[:-1]}()")
+        res = fn(self, *args, **kwargs)
+        _ag.mutation_seen = True
+        vc = _ag.version_counter(self)
+        if res is not self:
+            self._data = res._data
+            _take_history(self, res, _ag._state.enabled)
+        vc[0] += 1
+        return self
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"In-place ``{name[:-1]}``: this tensor takes the new shape (the storage stays)."
+    return method
 
 
 def _method_inplace(fn: Callable, name: str) -> Callable:
@@ -630,6 +753,11 @@ def _install_methods() -> None:
         if fn is None or hasattr(Tensor, name + "_"):
             continue
         setattr(Tensor, name + "_", _method_inplace(fn, name + "_"))
+    for name in ("t", "transpose", "squeeze", "unsqueeze", "swapaxes", "swapdims"):
+        fn = getattr(Tensor, name)
+        setattr(Tensor, name + "_", _shape_inplace(getattr(fn, "__wrapped__", fn), name + "_"))
+    for kind in _DRAWS:
+        setattr(Tensor, kind + "_", _random_fill(kind))
     Tensor.zero_ = _zero_
     Tensor.fill_ = _fill_
     Tensor.copy_ = _copy_

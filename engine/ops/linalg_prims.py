@@ -344,7 +344,10 @@ def triu(input, diagonal=0):
 # ---------------------------------------------------------------- diagonals
 @primitive()
 def _diagonal(x, offset, dim1, dim2):
-    return np.diagonal(x, offset, dim1, dim2).copy()
+    v = np.diagonal(x, offset, dim1, dim2)
+    if x.flags.writeable:  # a view in torch: in-place ops on it write into x (engine.ops.inplace)
+        v.flags.writeable = True
+    return v
 
 
 @primitive()
@@ -368,7 +371,7 @@ _diag_scatter.defjvp(linear_jvp)
 @_diagonal.defshape
 def _diagonal_shape(prim: Any, arrays: list, params: dict) -> Any:
     a = _bound(prim, arrays, params)
-    v = np.diagonal(a["x"], a["offset"], a["dim1"], a["dim2"])  # a view here; the forward copies
+    v = np.diagonal(a["x"], a["offset"], a["dim1"], a["dim2"])  # a view, as the forward's
     return _fresh(v.shape, v.dtype)
 
 

@@ -465,7 +465,10 @@ def _is_basic(key: tuple) -> bool:
 
 @primitive()
 def _index(x, key):
-    return x[key]
+    out = x[key]
+    if type(out) is not np.ndarray and type(x) is np.ndarray:  # a numpy scalar: a 0-d view instead
+        out = x[(*key, None)].reshape(())                       # (torch's x[i, j] is a view)
+    return out
 
 
 _index.defvjp(lambda ctx, g, key: _index_backward(g, key=key, shape=ctx.in_meta[0][0]))

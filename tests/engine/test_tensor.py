@@ -370,7 +370,7 @@ def test_manual_seed_makes_random_constructors_reproducible():
     assert ((a[3].numpy() >= 0) & (a[3].numpy() < 10)).all()
 
 
-# ------------------------------------------------------- mutation (tests/engine/test_inplace.py has more)
+# ---------------------------------------------------------------- mutation (more in test_inplace.py)
 def test_item_assignment_writes_in_place_as_torch():
     out = {}
     for lib in (engine, torch):

@@ -24,4 +24,19 @@ _PREFIX = "nn.functional."
 _exports = {name[len(_PREFIX):]: info.fn for name, info in OPS.items() if name.startswith(_PREFIX)}
 globals().update(_exports)
 
-__all__ = sorted(_exports)
+
+def _inplace_form(fn):  # noqa: ANN001, ANN202
+    def inplace_fn(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        return fn(*args, **kwargs, inplace=True)
+
+    inplace_fn.__name__ = inplace_fn.__qualname__ = fn.__name__ + "_"
+    inplace_fn.__doc__ = f"``{fn.__name__}(..., inplace=True)``."
+    return inplace_fn
+
+
+# torch's in-place forms: F.relu_(x) is F.relu(x, inplace=True)
+_inplace = {n + "_": _inplace_form(_exports[n]) for n in
+            ("celu", "elu", "hardtanh", "leaky_relu", "relu", "rrelu", "selu", "threshold") if n in _exports}
+globals().update(_inplace)
+
+__all__ = sorted(_exports)  # (the registered ops; the in-place forms are reachable as attributes)

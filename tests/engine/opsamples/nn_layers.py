@@ -125,7 +125,7 @@ add(F + "batch_norm", randn(2, 3, 2, 2), None, None, pos(3, seed=1), randn(3, se
 add(F + "batch_norm", randn(3, 2, 4), randn(2, seed=1), pos(2, seed=2), pos(2, seed=3), randn(2, seed=4),
     opts={**STATS, "note": "eval mode: running statistics"})
 add(F + "batch_norm", randn(3, 2, 4), randn(2, seed=1), pos(2, seed=2), None, None, True, 0.3, 1e-3,
-    opts={**STATS, "note": "training with running stats passed (not updated: immutable)"})
+    opts={**STATS, "note": "training with running stats passed (updated in place, as in torch)"})
 add(F + "instance_norm", randn(2, 3, 4))
 add(F + "instance_norm", randn(2, 2, 2, 3), None, None, pos(2, seed=1), randn(2, seed=2), eps=1e-3)
 add(F + "instance_norm", randn(2, 2, 3), randn(2, seed=1), pos(2, seed=2), use_input_stats=False,
