@@ -2,8 +2,9 @@
 
 Modules by kind of op: ``elementwise``, ``shape``, ``reduction``, ``indexing``, ``sorting``,
 ``creation``, ``composite`` (compositions only, no primitive), ``matrix``, ``linalg_prims`` (the
-matrix primitives: matmul, tril/triu, diagonal, einsum) and ``special_prims`` (the special
-functions'), named apart from the namespaces :mod:`engine.linalg` and :mod:`engine.special`.
+matrix primitives: matmul, tril/triu, diagonal, einsum, cross, vector norm), ``lapack_prims``
+(inverse, det, solvers, factorizations) and ``special_prims`` (the special functions'), named
+apart from the namespaces :mod:`engine.linalg` and :mod:`engine.special` built on them.
 Each primitive is one record in the module of its public op: numpy forward, VJP, JVP, batching
 rule and shape rule side by side (see :mod:`engine._autograd`), so adding an op means adding its
 primitive's record (if it needs a new primitive) and its public function with ``@op`` there::

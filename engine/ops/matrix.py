@@ -16,6 +16,7 @@ from .._meta import _fresh, _solve_shape, _square, _tri_solve_work
 from ..tensor import Tensor
 from ._registry import op
 from .elementwise import type_name, where
+from .lapack_prims import _bcast_batch
 from .linalg_prims import _c_name, matmul
 from .shape import norm_dim, permute, reshape, unsqueeze
 
@@ -282,8 +283,8 @@ def _cholesky_solve(b, u, upper):
     # A = L L^T (or U^T U): X = L^-T L^-1 B, reading only the factor's triangle.
     t = np.triu(u) if upper else np.tril(u)
     first, second = (np.swapaxes(t, -1, -2), t) if upper else (t, np.swapaxes(t, -1, -2))
-    y = np.linalg.solve(*la._bcast_batch(first, b))
-    return np.linalg.solve(*la._bcast_batch(second, y))
+    y = np.linalg.solve(*_bcast_batch(first, b))
+    return np.linalg.solve(*_bcast_batch(second, y))
 
 
 @_cholesky_solve.defvjp
