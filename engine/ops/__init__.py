@@ -36,7 +36,7 @@ from . import (  # noqa: F401  (registration)
     shape,
     sorting,
 )
-from ._registry import OPS, OpInfo, lookup, op
+from ._registry import OPS, OpInfo, lookup, op, top_level
 
 
 def _reflect(fn):
@@ -64,12 +64,8 @@ for _name, _info in OPS.items():
         if _method is not None:
             setattr(Tensor, _name, _method)
 
-# After the core ops they build on: engine.linalg and engine.special register the namespaced ops;
-# matrix (top-level linalg ops) loads engine.linalg, whose aliases (det, inverse, ...) are top-level.
-from .. import special  # noqa: E402, F401  (registration)
-from . import matrix, special_prims  # noqa: E402, F401  (registration)
+from . import lapack_prims, matrix, special_prims  # noqa: E402, F401  (registration)
 
-# Top-level names: every op registered without a namespace prefix.
-namespace = {name: info.fn for name, info in OPS.items() if "." not in name}
-
-__all__ = ["OPS", "OpInfo", "lookup", "op", "namespace"]
+# The namespaces engine.linalg and engine.special stand above this package: engine/__init__
+# imports them, and only then reads the top-level names (linalg registers det, inverse, ...).
+__all__ = ["OPS", "OpInfo", "lookup", "op", "top_level"]
