@@ -31,10 +31,13 @@ from . import (  # noqa: F401  (registration)
     creation,
     elementwise,
     indexing,
+    lapack_prims,
     linalg_prims,
+    matrix,
     reduction,
     shape,
     sorting,
+    special_prims,
 )
 from ._registry import OPS, OpInfo, lookup, op, top_level
 
@@ -63,8 +66,6 @@ for _name, _info in OPS.items():
         _method = getattr(Tensor, _info.name, None)
         if _method is not None:
             setattr(Tensor, _name, _method)
-
-from . import lapack_prims, matrix, special_prims  # noqa: E402, F401  (registration)
 
 # The namespaces engine.linalg and engine.special stand above this package: engine/__init__
 # imports them, and only then reads the top-level names (linalg registers det, inverse, ...).
