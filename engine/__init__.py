@@ -12,6 +12,8 @@ from __future__ import annotations
 from . import (
     _dtype,
     autograd,  # noqa: E402
+    linalg,
+    special,
 )
 from ._autograd import (
     PRIMITIVES,
@@ -44,10 +46,13 @@ from ._dtype import (
     uint8,
 )
 from .ops import OPS, OpInfo
-from .ops import namespace as _ops_namespace
+from .ops import top_level as _top_level
 from .ops.creation import manual_seed
 from .tensor import Size, Tensor, as_tensor, from_numpy, tensor
 
+# Read once every module that registers ops is imported: linalg's aliases det, inverse, ... are
+# top-level names too.
+_ops_namespace = _top_level()
 globals().update(_ops_namespace)
 
 from . import func, nn  # noqa: E402  (after the core ops they build on)

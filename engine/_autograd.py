@@ -34,7 +34,7 @@ import operator
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -1383,18 +1383,26 @@ def _batched_pass(outputs: tuple, inputs: tuple, grads: Sequence[Tensor], retain
     return out
 
 
-def _free_graph(roots: Sequence[Tensor]) -> None:
-    """What a backward pass without retain_graph frees, for the graph of ``roots``."""
-    stack = [t.grad_fn for t in roots if t.grad_fn is not None]
+def walk_nodes(starts: Iterable[Node], skip: Collection[int] = ()) -> Iterator[Node]:
+    """Every node reachable from ``starts`` (themselves included) through edges, once each,
+    depth first; a node whose id is in ``skip`` is neither yielded nor entered."""
+    stack = [n for n in starts if id(n) not in skip]
     seen: set[int] = set()
     while stack:
         node = stack.pop()
         if id(node) in seen:
             continue
         seen.add(id(node))
+        yield node
+        stack.extend(e[0] for e in node.edges
+                     if e is not None and type(e[0]) is Node and id(e[0]) not in skip)
+
+
+def _free_graph(roots: Sequence[Tensor]) -> None:
+    """What a backward pass without retain_graph frees, for the graph of ``roots``."""
+    for node in walk_nodes(t.grad_fn for t in roots if t.grad_fn is not None):
         if node.prim.save or (node.params and _holds_index(node.params)):
             node.saved = node.aux = None
-        stack.extend(e[0] for e in node.edges if e is not None and type(e[0]) is Node)
 
 
 def _rows_pass(outputs: tuple, inputs: tuple, grads: Sequence[Tensor], retain_graph: bool,

@@ -509,7 +509,7 @@ def _reduced(shape: tuple, dims: Any, keepdim: bool) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------- linear algebra helpers
-# For the rules of engine.linalg's and engine.ops.matrix's primitives: FLOPs (weighted), LAPACK's
+# For the rules of engine.ops.lapack_prims' and engine.ops.matrix's primitives: FLOPs (weighted), LAPACK's
 # workspaces, and the shape checks numpy's gufuncs make.
 def _batch(a: np.ndarray) -> int:
     return math.prod(a.shape[:-2]) if a.ndim > 2 else 1

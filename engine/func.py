@@ -151,31 +151,11 @@ def _reaches_outside(roots: list[Tensor], own: list[Tensor]) -> bool:
     """True if the graph of ``roots`` reaches a tensor that requires grad other than ``own``."""
     own_ids = {id(t) for t in own}
     own_nodes = {id(t.grad_fn) for t in own if t.grad_fn is not None}
-    stack = []
-    for r in roots:
-        if not r._rg:
-            continue
-        if r.grad_fn is None:
-            if id(r) not in own_ids:
-                return True
-        elif id(r.grad_fn) not in own_nodes:
-            stack.append(r.grad_fn)
-    seen: set[int] = set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        for e in node.edges:
-            if e is None:
-                continue
-            t = e[0]
-            if isinstance(t, Tensor):
-                if id(t) not in own_ids:
-                    return True
-            elif id(t) not in own_nodes:
-                stack.append(t)
-    return False
+    if any(r._rg and r.grad_fn is None and id(r) not in own_ids for r in roots):
+        return True
+    starts = [r.grad_fn for r in roots if r._rg and r.grad_fn is not None]
+    return any(e is not None and isinstance(e[0], Tensor) and id(e[0]) not in own_ids
+               for node in _autograd.walk_nodes(starts, skip=own_nodes) for e in node.edges)
 
 
 def _zeros(t: Tensor) -> Tensor:

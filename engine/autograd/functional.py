@@ -266,17 +266,23 @@ def jvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
             _untuple(_detached(res, create_graph), out_tuple))
 
 
-def _ones_v(vt: tuple[Tensor, ...] | None, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """``v`` given, or the implicit one (a single one-element input): ones."""
-    return vt if vt is not None else tuple(Tensor._make(np.ones_like(x._data)) for x in inputs)
+def _forward_inputs(inputs: Any, v: Any, create_graph: bool, need_graph: bool,
+                    name: str) -> tuple[bool, tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """The prologue of the forward-mode transforms (run in grad mode): ``(in_tuple, inputs, vt)``,
+    the inputs as fresh leaves (see :func:`_leaves_for`) and ``v`` checked against them; the
+    implicit v (a single one-element input) is ones, as a tangent must be a tensor."""
+    in_tuple, inputs = _tupled(inputs, "inputs", name)
+    inputs = _leaves_for(inputs, create_graph, need_graph=need_graph)
+    vt = _prepare_v(v, inputs, in_tuple, name, _V_NONE_IN, create_graph)
+    if vt is None:
+        vt = tuple(Tensor._make(np.ones_like(x._data)) for x in inputs)
+    return in_tuple, inputs, vt
 
 
 def _jvp_forward(func: Callable, inputs: Any, v: Any, create_graph: bool) -> tuple[Any, Any]:
     with enable_grad():
-        in_tuple, inputs = _tupled(inputs, "inputs", "jvp")
         # with create_graph the results are differentiable in the inputs (as torch's, always)
-        inputs = _leaves_for(inputs, create_graph, need_graph=create_graph)
-        vt = _ones_v(_prepare_v(v, inputs, in_tuple, "jvp", _V_NONE_IN, create_graph), inputs)
+        in_tuple, inputs, vt = _forward_inputs(inputs, v, create_graph, create_graph, "jvp")
         box: dict[str, bool] = {}
 
         def run(*xs: Tensor) -> list:
@@ -571,9 +577,7 @@ def hvp(func: Callable, inputs: Any, v: Any = None, create_graph: bool = False,
 
 def _hvp_forward_over_reverse(func: Callable, inputs: Any, v: Any, create_graph: bool) -> tuple[Any, Any]:
     with enable_grad():
-        in_tuple, inputs = _tupled(inputs, "inputs", "hvp")
-        inputs = _leaves_for(inputs, create_graph, need_graph=True)
-        vt = _ones_v(_prepare_v(v, inputs, in_tuple, "hvp", _V_NONE_IN, create_graph), inputs)
+        in_tuple, inputs, vt = _forward_inputs(inputs, v, create_graph, True, "hvp")
         box: dict[str, Any] = {}
 
         def run(*xs: Tensor) -> list:

@@ -2,8 +2,9 @@
 
 Modules by kind of op: ``elementwise``, ``shape``, ``reduction``, ``indexing``, ``sorting``,
 ``creation``, ``composite`` (compositions only, no primitive), ``matrix``, ``linalg_prims`` (the
-matrix primitives: matmul, tril/triu, diagonal, einsum) and ``special_prims`` (the special
-functions'), named apart from the namespaces :mod:`engine.linalg` and :mod:`engine.special`.
+matrix primitives: matmul, tril/triu, diagonal, einsum, cross, vector norm), ``lapack_prims``
+(inverse, det, solvers, factorizations) and ``special_prims`` (the special functions'), named
+apart from the namespaces :mod:`engine.linalg` and :mod:`engine.special` built on them.
 Each primitive is one record in the module of its public op: numpy forward, VJP, JVP, batching
 rule and shape rule side by side (see :mod:`engine._autograd`), so adding an op means adding its
 primitive's record (if it needs a new primitive) and its public function with ``@op`` there::
@@ -30,12 +31,15 @@ from . import (  # noqa: F401  (registration)
     creation,
     elementwise,
     indexing,
+    lapack_prims,
     linalg_prims,
+    matrix,
     reduction,
     shape,
     sorting,
+    special_prims,
 )
-from ._registry import OPS, OpInfo, lookup, op
+from ._registry import OPS, OpInfo, lookup, op, top_level
 
 
 def _reflect(fn):
@@ -96,16 +100,9 @@ for _name, _info in OPS.items():
         if _method is not None:
             setattr(Tensor, _name, _method)
 
-# After the core ops they build on: engine.linalg and engine.special register the namespaced ops;
-# matrix (top-level linalg ops) loads engine.linalg, whose aliases (det, inverse, ...) are top-level.
-from .. import special  # noqa: E402, F401  (registration)
-from . import (  # noqa: E402, F401  (registration)
-    inplace,  # noqa: E402, F401  (in-place methods and views: after every op they wrap)
-    matrix,
-    special_prims,
-)
+# In-place methods and views last: they wrap every op registered above.
+from . import inplace  # noqa: E402, F401  (registration)
 
-# Top-level names: every op registered without a namespace prefix.
-namespace = {name: info.fn for name, info in OPS.items() if "." not in name}
-
-__all__ = ["OPS", "OpInfo", "lookup", "op", "namespace"]
+# The namespaces engine.linalg and engine.special stand above this package: engine/__init__
+# imports them, and only then reads the top-level names (linalg registers det, inverse, ...).
+__all__ = ["OPS", "OpInfo", "lookup", "op", "top_level"]

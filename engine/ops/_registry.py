@@ -15,7 +15,7 @@ import numpy as np
 from .._dtype import result_type
 from ..tensor import Tensor
 
-__all__ = ["OpInfo", "OPS", "op", "lookup", "as_tensor_arg", "promote"]
+__all__ = ["OpInfo", "OPS", "op", "lookup", "top_level", "as_tensor_arg", "promote"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,15 @@ def _namespace(module: str) -> str:
 def lookup(name: str) -> OpInfo:
     """The op registered under ``name``; KeyError if none."""
     return OPS[name]
+
+
+def top_level() -> dict[str, Callable]:
+    """The ops registered without a namespace prefix, by name: the ``engine.*`` functions.
+
+    >>> top_level()["add"] is OPS["add"].fn
+    True
+    """
+    return {name: info.fn for name, info in OPS.items() if "." not in name}
 
 
 def as_tensor_arg(x: object) -> Tensor:

@@ -1,7 +1,7 @@
-"""Matrix primitives (matmul, tril/triu, diagonal, einsum) with the top-level ops built on them:
-mm, bmm, mv, dot, outer, diag, trace, block_diag, ... Each primitive is one record: forward, VJP,
-JVP, batching rule and shape rule together. The ``engine.linalg`` namespace is
-:mod:`engine.linalg`; its factorizations build on these."""
+"""Matrix primitives (matmul, tril/triu, diagonal, einsum, cross, vector norm) with the top-level
+ops built on them: mm, bmm, mv, dot, outer, diag, trace, block_diag, ... Each primitive is one
+record: forward, VJP, JVP, batching rule and shape rule together. The ``engine.linalg`` namespace
+is :mod:`engine.linalg`; the LAPACK primitives it also builds on are :mod:`engine.ops.lapack_prims`."""
 
 from __future__ import annotations
 
@@ -11,13 +11,24 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_index
 
-from .._autograd import Primitive, apply, dims_batch, leading_batch, linear_jvp, multilinear_jvp, primitive
+from .._autograd import (
+    Primitive,
+    apply,
+    dims_batch,
+    leading_batch,
+    linear_jvp,
+    multilinear_jvp,
+    primitive,
+    transpose_jvp,
+)
 from .._autograd import _align as _align_batch
 from .._meta import BLAS_FLOP, _as_meta, _bound, _broadcast, _fresh, _passes, _probe, _probe_dtype
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op, promote
-from .elementwise import type_name
+from .elementwise import binary_dtype, type_name, where
+from .reduction import _reduction_shape
 from .shape import expand, norm_dim, reshape, squeeze, transpose, unsqueeze
 
 
@@ -690,3 +701,127 @@ def einsum(equation, *operands):
             sizes[s] = builtins.max(prev, n)
     ops = [expand(o, tuple(sizes[s] for s in t)) for o, t in zip(ops, subs)]
     return _einsum_prim(len(ops))(*ops, subs=tuple(tuple(t) for t in subs), out=tuple(out))
+
+
+# ---------------------------------------------------------------- linalg.cross and linalg.vector_norm
+# Here, not in engine.linalg, because the top-level cross and cdist build on them too.
+def _batch_check(a: tuple, b: tuple) -> None:
+    try:
+        np.broadcast_shapes(a, b)
+    except ValueError:
+        for i in range(1, min(len(a), len(b)) + 1):
+            if a[-i] != b[-i] and 1 not in (a[-i], b[-i]):
+                raise RuntimeError(f"The size of tensor a ({a[-i]}) must match the size of tensor b "
+                                   f"({b[-i]}) at non-singleton dimension "
+                                   f"{max(len(a), len(b)) - i}") from None
+        raise
+
+
+@primitive(save=(0, 1), name="linalg_cross")
+def _cross(a, b, dim):
+    a, b = np.broadcast_arrays(a, b)
+    return np.cross(a, b, axis=dim)
+
+
+_cross.defvjp(lambda ctx, g, a, b, dim: (_cross(b, g, dim=dim) if ctx.edges[0] is not None else None,
+                                         _cross(g, a, dim=dim) if ctx.edges[1] is not None else None))
+_cross.defjvp(multilinear_jvp)
+
+
+@_cross.defshape
+def _cross_shape(prim: Any, arrays: list, params: dict) -> Any:
+    bd = _bound(prim, arrays, params)
+    a, b = bd["a"], bd["b"]
+    shape = _broadcast([a.shape, b.shape])
+    ax = normalize_axis_index(bd["dim"], len(shape))
+    if shape[ax] not in (2, 3):
+        raise ValueError("incompatible dimensions for cross product\n(dimension must be 2 or 3)")
+    return _fresh(shape, np.result_type(a.dtype, b.dtype))
+
+
+def cross_product(input: Tensor, other: Tensor, dim: int) -> Tensor:
+    """Shared by ``linalg.cross`` and top-level ``cross``: broadcast, check, then the primitive."""
+    _batch_check(input._data.shape, other._data.shape)
+    nd = len(np.broadcast_shapes(input._data.shape, other._data.shape))
+    d = norm_dim(dim, nd) - nd  # negative: valid for both operands after broadcasting
+    sa, sb = (t._data.shape[d] if t._data.ndim >= -d else 1 for t in (input, other))
+    if sa != 3 or sb != 3:
+        raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. "
+                           f"Got {sa} and {sb}")
+    return apply(_cross, (input, other), {"dim": d}, binary_dtype(input, other))
+
+
+def _dims(dim: object, ndim: int) -> tuple[int, ...]:
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    dims = tuple(sorted(norm_dim(d, ndim) for d in dims)) if dims else tuple(range(ndim))
+    return dims if ndim else ()  # a 0-d tensor takes dim 0 or -1: its one element
+
+
+@primitive(save=(0, -1), name="linalg_vector_norm")
+def _vector_norm(x, ord, dims, keepdim):
+    a = np.abs(x)
+    if ord == math.inf:
+        r = np.amax(a, axis=dims, keepdims=keepdim)
+    elif ord == -math.inf:
+        r = np.amin(a, axis=dims, keepdims=keepdim)
+    elif ord == 0:
+        r = np.sum(a != 0, axis=dims, keepdims=keepdim)
+    elif ord == 1:
+        r = np.sum(a, axis=dims, keepdims=keepdim)
+    elif ord == 2:
+        r = np.sqrt(np.sum(a * a, axis=dims, keepdims=keepdim))
+    else:
+        with np.errstate(divide="ignore"):
+            r = np.sum(a ** ord, axis=dims, keepdims=keepdim) ** (1.0 / ord)
+    return np.asarray(r, x.dtype)
+
+
+@_vector_norm.defvjp
+def _vector_norm_vjp(ctx, g, x, norm, ord, dims, keepdim):
+    # torch's norm_backward: the gradient is 0 where the norm is 0 (and, for ord < 1, where an
+    # entry is 0); ord=inf splits it evenly between tied extrema.
+    if ord == 0:
+        return None
+    if not keepdim:
+        for d in dims:
+            g, norm = unsqueeze(g, d), unsqueeze(norm, d)
+    sgn = x.sign()
+    if ord == 1:
+        return sgn * g
+    zero = Tensor._make(norm._data == 0)
+    safe_norm = where(zero, 1.0, norm)
+    if ord == 2:
+        return g * where(zero, 0.0, x / safe_norm)
+    ax = x.abs()
+    if math.isinf(ord):
+        mask = ((ax._data == norm._data) | np.isnan(ax._data)).astype(x._data.dtype)
+        count = mask.sum(axis=dims, keepdims=True)
+        return sgn * (g / Tensor._make(count)) * Tensor._make(mask)
+    if ord < 1:
+        xz = Tensor._make(x._data == 0)
+        return sgn * where(xz, 0.0, where(xz, 1.0, ax) ** (ord - 1)) * g * norm ** (1 - ord)
+    scale = where(zero, 0.0, g / safe_norm ** (ord - 1))
+    return (sgn * ax ** (ord - 1) if ord < 2 else x * ax ** (ord - 2)) * scale
+
+
+_vector_norm.defjvp(transpose_jvp)
+_vector_norm.defbatch(dims_batch("dims"))
+_vector_norm.defshape(_reduction_shape)
+
+
+def vector_norm_of(x: Tensor, ord: object, dim: object, keepdim: bool, dtype: object = None) -> Tensor:
+    """Shared by ``linalg.vector_norm`` and ``cdist``: check, then the primitive."""
+    if x._data.dtype.kind != "f":
+        raise RuntimeError("linalg.vector_norm: Expected a floating point or complex tensor as input. "
+                           f"Got {type_name(x._data.dtype)}")
+    if dtype is not None:
+        x = x.to(dtype)
+    if isinstance(ord, str):
+        raise RuntimeError(f"linalg.vector_norm: ord must be a number, got {ord!r}")
+    dims = _dims(dim, x._data.ndim)
+    if (ord < 0 or ord == math.inf) and any(x._data.shape[d] == 0 for d in dims):
+        raise RuntimeError(f"linalg.vector_norm cannot compute the {ord} norm on an empty tensor "
+                           "because the operation does not have an identity")
+    return _vector_norm(x, ord=float(ord), dims=dims, keepdim=bool(keepdim))

@@ -1,6 +1,7 @@
 """Top-level linear-algebra ops beyond matmul: tensordot, the add*mm family, kron, cross, cdist,
-logdet and cholesky_solve. (``det``, ``inverse``, ``slogdet`` and ``matrix_power`` are aliases
-registered by :mod:`engine.linalg`, which importing this module loads.)
+logdet and cholesky_solve, built on the primitives of ``linalg_prims`` and ``lapack_prims``.
+(``det``, ``inverse``, ``slogdet`` and ``matrix_power`` are aliases registered by
+:mod:`engine.linalg`, which stands above this package and is not imported here.)
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import linalg as la
 from .._autograd import primitive, transpose_jvp
 from .._meta import _fresh, _solve_shape, _square, _tri_solve_work
 from ..tensor import Tensor
 from ._registry import op
 from .elementwise import type_name, where
-from .linalg_prims import _c_name, matmul
+from .lapack_prims import _bcast_batch, _matrix, _slogdet, _tname
+from .linalg_prims import _c_name, cross_product, matmul, vector_norm_of
 from .shape import norm_dim, permute, reshape, unsqueeze
 
 
@@ -239,7 +240,7 @@ def cross(input, other, dim=None):
         dim = next((i for i, s in enumerate(input._data.shape) if s == 3), None)
         if dim is None:
             raise RuntimeError("no dimension of size 3 in input")
-    return la.cross_product(input, other, dim)
+    return cross_product(input, other, dim)
 
 
 # ---------------------------------------------------------------- distances and determinants
@@ -257,13 +258,13 @@ def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
                                f"{x._data.ndim}D")
         if x._data.dtype.kind != "f":
             raise RuntimeError(f"cdist only supports floating-point dtypes, {name} got: "
-                               f"{la._tname(x)}")
+                               f"{_tname(x)}")
     if x1._data.shape[-1] != x2._data.shape[-1]:
         raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: "
                            f"{x1._data.shape[-1]} X2: {x2._data.shape[-1]}")
     if p < 0:
         raise RuntimeError("cdist only supports non-negative p values")
-    return la.vector_norm(unsqueeze(x1, -2) - unsqueeze(x2, -3), p, -1)
+    return vector_norm_of(unsqueeze(x1, -2) - unsqueeze(x2, -3), p, -1, False)
 
 
 @op(method=True)
@@ -273,7 +274,7 @@ def logdet(input):
     >>> engine.logdet(engine.tensor([[2.0, 0.0], [0.0, 3.0]]))
     tensor(1.7918)
     """
-    sign, logabs = la.slogdet(input)
+    sign, logabs = _slogdet(_matrix(input, "linalg.slogdet"))
     return where(sign == -1, math.nan, logabs)
 
 
@@ -282,8 +283,8 @@ def _cholesky_solve(b, u, upper):
     # A = L L^T (or U^T U): X = L^-T L^-1 B, reading only the factor's triangle.
     t = np.triu(u) if upper else np.tril(u)
     first, second = (np.swapaxes(t, -1, -2), t) if upper else (t, np.swapaxes(t, -1, -2))
-    y = np.linalg.solve(*la._bcast_batch(first, b))
-    return np.linalg.solve(*la._bcast_batch(second, y))
+    y = np.linalg.solve(*_bcast_batch(first, b))
+    return np.linalg.solve(*_bcast_batch(second, y))
 
 
 @_cholesky_solve.defvjp
@@ -323,8 +324,8 @@ def cholesky_solve(input, input2, upper=False):
                                f"{t._data.ndim} dimensions instead")
     if input._data.dtype != input2._data.dtype:
         raise RuntimeError(f"Expected b and A to have the same dtype, but found b of type "
-                           f"{la._tname(input)} and A of type {la._tname(input2)} instead.")
-    la._matrix(input2, "cholesky_solve")
+                           f"{_tname(input)} and A of type {_tname(input2)} instead.")
+    _matrix(input2, "cholesky_solve")
     if input._data.shape[-2] != input2._data.shape[-1]:
         raise RuntimeError(f"Incompatible matrix sizes for cholesky_solve: each A matrix is "
                            f"{input2._data.shape[-1]} by {input2._data.shape[-1]} but each b matrix "

@@ -15,24 +15,30 @@ EPS = 1e-6
 
 
 # ---------------------------------------------------------------- building inputs
-def build(sample: Any, lib: Any, float_tensor: Callable[[np.ndarray], Any] | None = None
-          ) -> tuple[tuple, dict, list]:
+def build(sample: Any, lib: Any, float_tensor: Callable[[np.ndarray], Any] | None = None,
+          leaf: Callable[[np.ndarray], Any] | None = None) -> tuple[tuple, dict, list]:
     """Convert a sample's numpy arguments to ``lib`` tensors; returns (args, kwargs, leaves).
 
-    ``float_tensor`` makes the tensor for a float array (default: a float64 ``lib`` tensor)."""
+    ``float_tensor`` makes the tensor for a float array (default: a float64 ``lib`` tensor);
+    ``leaf`` makes it for a differentiated one (default: ``float_tensor``'s, requiring grad).
+    leaves lists what ``leaf`` returned, in argument order."""
     leaves: list = []
     if float_tensor is None:
         float_tensor = lambda x: lib.tensor(x.astype(np.float64))
+    if leaf is None:
+        def leaf(x: np.ndarray) -> Any:
+            t = float_tensor(x)
+            t.requires_grad_(True)
+            return t
 
     def conv(x: Any, diff: bool) -> Any:
         if isinstance(x, np.ndarray):
-            if x.dtype.kind == "f":
-                t = float_tensor(x)
-                if diff:
-                    t.requires_grad_(True)
-                    leaves.append(t)
-                return t
-            return lib.tensor(x)
+            if x.dtype.kind != "f":
+                return lib.tensor(x)
+            if not diff:
+                return float_tensor(x)
+            leaves.append(leaf(x))
+            return leaves[-1]
         if isinstance(x, list):
             return [conv(v, diff) for v in x]
         if isinstance(x, tuple):

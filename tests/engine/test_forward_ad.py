@@ -144,30 +144,19 @@ def test_every_primitive_has_a_jvp_rule() -> None:
 
 def _build(sample: Any, lib: Any, make: Any) -> tuple[tuple, dict, list, list]:
     """Sample arguments as ``lib`` tensors, each differentiated float array passed through
-    ``make(array, k)`` (k counts them); returns (args, kwargs, primal arrays, tangent arrays)."""
+    ``make(array, tangent)`` with a random tangent; returns (args, kwargs, primal arrays,
+    tangent arrays)."""
     primals: list = []
     tangents: list = []
     r = np.random.default_rng(7)
 
-    def conv(x: Any, diff: bool) -> Any:
-        if isinstance(x, np.ndarray):
-            if x.dtype.kind == "f":
-                x = x.astype(np.float64)
-                if diff:
-                    t = r.standard_normal(x.shape)
-                    primals.append(x)
-                    tangents.append(t)
-                    return make(x, t)
-                return lib.tensor(x)
-            return lib.tensor(x)
-        if isinstance(x, list):
-            return [conv(v, diff) for v in x]
-        if isinstance(x, tuple):
-            return tuple(conv(v, diff) for v in x)
-        return x
+    def leaf(x: np.ndarray) -> Any:
+        x = x.astype(np.float64)
+        primals.append(x)
+        tangents.append(r.standard_normal(x.shape))
+        return make(x, tangents[-1])
 
-    args = tuple(conv(a, i not in sample.nondiff) for i, a in enumerate(sample.args))
-    kwargs = {k: conv(v, k not in sample.nondiff) for k, v in sample.kwargs.items()}
+    args, kwargs, _ = gc.build(sample, lib, leaf=leaf)
     return args, kwargs, primals, tangents
 
 
