@@ -731,7 +731,7 @@ _TORCH_INPLACE = (
     "arccos", "arccosh", "arcsin", "arcsinh", "arctan2", "arctan", "arctanh", "asin", "asinh", "atan2",
     "atan", "atanh", "baddbmm", "bitwise_and", "bitwise_left_shift", "bitwise_not", "bitwise_or",
     "bitwise_right_shift", "bitwise_xor", "ceil", "clamp", "clamp_max", "clamp_min", "clip", "copysign",
-    "cos", "cosh", "cumprod", "cumsum", "deg2rad", "digamma", "div", "divide", "eq", "erf", "erfc",
+    "conj_physical", "cos", "cosh", "cumprod", "cumsum", "deg2rad", "digamma", "div", "divide", "eq", "erf", "erfc",
     "erfinv", "exp2", "exp", "expm1", "fill_diagonal", "fix", "float_power", "floor", "floor_divide",
     "fmod", "frac", "gcd", "ge", "greater", "greater_equal", "gt", "heaviside", "hypot", "i0", "igamma",
     "igammac", "index_add", "index_copy", "index_fill", "index_reduce", "lcm", "ldexp", "le", "lerp",
