@@ -30,7 +30,7 @@ How they run:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -556,6 +556,36 @@ def _check_randomness(randomness: str) -> None:
 
 
 # ---------------------------------------------------------------- vmap
+
+def mapped_size(shapes: Sequence[tuple | type], dims: Sequence[int | None], api: str) -> int:
+    """The size of vmap's mapped dimension over inputs of these ``shapes`` (a non-tensor input's
+    type instead of its shape), mapped along ``dims``, with ``torch.func.vmap``'s errors; the
+    service's static check of a vmap node asks it too.
+
+    >>> mapped_size([(3, 2), (5,)], [0, None], "vmap(f)")
+    3
+    """
+    sizes = []
+    for shape, d in zip(shapes, dims):
+        if d is None:
+            continue
+        if not isinstance(shape, tuple):
+            raise ValueError(f"{api}: Got in_dim={d} for an input but the input is of type {shape}. We "
+                             "cannot vmap over non-Tensor arguments, please use None as the respective "
+                             "in_dim")
+        nd = len(shape)
+        if not -nd <= d < nd:
+            raise ValueError(f"{api}: Got in_dim={d} for some input, but that input is a Tensor of "
+                             f"dimensionality {nd} so expected in_dim to satisfy -{nd} <= in_dim < {nd}.")
+        sizes.append(shape[d])
+    if not sizes:
+        raise ValueError(f"{api}: at least one input must be a Tensor with a non-None in_dim; got "
+                         "nothing to map over")
+    if len(set(sizes)) > 1:
+        raise ValueError("vmap: Expected all tensors to have the same size in the mapped dimension, got "
+                         f"sizes {sizes} for the mapped dimension")
+    return sizes[0]
+
 def vmap(func: Callable, in_dims: Any = 0, out_dims: Any = 0, randomness: str = "error", *,
          chunk_size: int | None = None) -> Callable:
     """Map ``func`` over a dimension of its inputs (``torch.func.vmap``), vectorized.
@@ -590,26 +620,7 @@ def vmap(func: Callable, in_dims: Any = 0, out_dims: Any = 0, randomness: str = 
         leaves, spec = _flatten(args)
         dims = _dims_for(in_dims, args, f"{api}: in_dims is not compatible with the structure of `inputs`.",
                          "in_dims", "inputs")
-        sizes = []
-        for x, d in zip(leaves, dims):
-            if d is None:
-                continue
-            if not isinstance(x, Tensor):
-                raise ValueError(f"{api}: Got in_dim={d} for an input but the input is of type {type(x)}. We "
-                                 "cannot vmap over non-Tensor arguments, please use None as the respective "
-                                 "in_dim")
-            nd = x._data.ndim
-            if not -nd <= d < nd:
-                raise ValueError(f"{api}: Got in_dim={d} for some input, but that input is a Tensor of "
-                                 f"dimensionality {nd} so expected in_dim to satisfy -{nd} <= in_dim < {nd}.")
-            sizes.append(x._data.shape[d])
-        if not sizes:
-            raise ValueError(f"{api}: at least one input must be a Tensor with a non-None in_dim; got "
-                             "nothing to map over")
-        if len(set(sizes)) > 1:
-            raise ValueError("vmap: Expected all tensors to have the same size in the mapped dimension, got "
-                             f"sizes {sizes} for the mapped dimension")
-        n = sizes[0]
+        n = mapped_size([x._data.shape if isinstance(x, Tensor) else type(x) for x in leaves], dims, api)
         if n == 0:  # no element to run on: learn the output shapes from one of zeros
             sl = [x if d is None else _zeros_slice(x, d) for x, d in zip(leaves, dims)]
             return _stack_outputs([func(*_unflatten(sl, spec), **kwargs)], out_dims, name, empty=True)

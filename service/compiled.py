@@ -127,10 +127,7 @@ class CompiledRun:
         r = _Runner(plan, self.settings, getattr(self._call, "deadline", None))
         for t, x in zip(req.graph.inputs, leaves):
             r.env[t.name] = x
-        for name, (arr, rg) in plan.graph.constants.items():
-            if name not in r.env:
-                c = engine.from_numpy(arr)
-                r.env[name] = c.requires_grad_() if rg else c
+        r.bind_constants()
         for st in plan.steps:
             r.check_deadline(st)
             r.run_step(st)

@@ -752,6 +752,14 @@ class _Runner:
         self.limit = settings.max_tensor_elements
         self.check_finite = bool(plan.request.check_finite)
 
+    def bind_constants(self) -> None:
+        """The graph's constants (an ONNX model's initializers) that no input overrides."""
+        env = self.env
+        for name, (arr, rg) in self.plan.graph.constants.items():
+            if name not in env:
+                c = engine.from_numpy(arr)
+                env[name] = c.requires_grad_() if rg else c
+
     def check_deadline(self, what: str | Step) -> None:
         """RequestTimeout past the deadline; ``what`` (a step's label is built only then) is
         what would have run next."""

@@ -226,22 +226,7 @@ class _MetaRunner(_Runner):
                              f"the structure of inputs, got: {type(in_dims)}.")
         dims = engine.func._dims_for(in_dims, args, f"{api}: in_dims is not compatible with the structure of "
                                      "`inputs`.", "in_dims", "inputs")
-        sizes = []
-        for x, d in zip(args, dims):
-            if d is None:
-                continue
-            nd = x.ndim
-            if not -nd <= d < nd:
-                raise ValueError(f"{api}: Got in_dim={d} for some input, but that input is a Tensor of "
-                                 f"dimensionality {nd} so expected in_dim to satisfy -{nd} <= in_dim < {nd}.")
-            sizes.append(x.shape[d])
-        if not sizes:
-            raise ValueError(f"{api}: at least one input must be a Tensor with a non-None in_dim; got "
-                             "nothing to map over")
-        if len(set(sizes)) > 1:
-            raise ValueError("vmap: Expected all tensors to have the same size in the mapped dimension, got "
-                             f"sizes {sizes} for the mapped dimension")
-        n = sizes[0]
+        n = engine.func.mapped_size([tuple(x.shape) for x in args], dims, api)
         m = self.session
         samples = []
         for x, d in zip(args, dims):

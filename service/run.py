@@ -134,10 +134,7 @@ def _execute(c: Checked) -> Result:
     with engine.enable_grad(), np.errstate(all="ignore"), preflight.guard(plan, s, deadline):
         for i, t in enumerate(req.graph.inputs):
             r.env[t.name] = _leaf(t, decoded[t.name], ("graph", "inputs", i))
-        for name, (arr, rg) in plan.graph.constants.items():
-            if name not in r.env:
-                c = engine.from_numpy(arr)
-                r.env[name] = c.requires_grad_() if rg else c
+        r.bind_constants()
         for st in plan.steps:
             r.check_deadline(st)
             if recheck and not recheck.isdisjoint(st.outputs):
