@@ -232,33 +232,37 @@ _NO_INPUTS = Field(default_factory=list, max_length=0,
                    description="Unused: a functional node takes its operands in attributes.")
 
 
-class JacobianNode(_Model):
+class _FunctionalNode(_Model):
+    """What every functional node kind shares: its function is in ``attributes`` (each kind
+    narrows ``op`` and ``attributes``), and ``outputs`` names its results."""
+
+    op: str
+    attributes: Any
+    inputs: list[Any] = _NO_INPUTS
+    outputs: RNames = Field(min_length=1)
+
+
+class JacobianNode(_FunctionalNode):
     """The Jacobian: one output name per (function output, function input) block, row-major;
     block ``[i][j]`` has shape ``outputs[i].shape + inputs[j].shape``."""
 
     op: Annotated[Literal["jacobian"], _U]
     attributes: JacobianAttributes
-    inputs: list[Any] = _NO_INPUTS
-    outputs: RNames = Field(min_length=1)
 
 
-class HessianNode(_Model):
+class HessianNode(_FunctionalNode):
     """The Hessian of a scalar: one output name per (input, input) block, row-major."""
 
     op: Annotated[Literal["hessian"], _U]
     attributes: HessianAttributes
-    inputs: list[Any] = _NO_INPUTS
-    outputs: RNames = Field(min_length=1)
 
 
-class ProductNode(_Model):
+class ProductNode(_FunctionalNode):
     """A vector product: one output name per function input (``vjp``, ``hvp``, ``vhp``) or per
     function output (``jvp``). The function's value is the graph value ``outputs`` names."""
 
     op: Annotated[Literal["vjp", "jvp", "hvp", "vhp"], _U]
     attributes: ProductAttributes
-    inputs: list[Any] = _NO_INPUTS
-    outputs: RNames = Field(min_length=1)
 
 
 # ---------------------------------------------------------------- torch.func nodes
@@ -325,61 +329,49 @@ class VmapAttributes(FuncAttributes):
     chunk_size: Annotated[int | None, Field(ge=1), _N] = None
 
 
-class FuncGradNode(_Model):
+class FuncGradNode(_FunctionalNode):
     """``func.grad``: one gradient per ``argnums`` position, then the aux values (``has_aux``);
     ``func.grad_and_value``: the gradients, the value, then the aux values."""
 
     op: Annotated[Literal["func.grad", "func.grad_and_value"], _U]
     attributes: FuncGradAttributes
-    inputs: list[Any] = _NO_INPUTS
-    outputs: RNames = Field(min_length=1)
 
 
-class FuncJacrevNode(_Model):
+class FuncJacrevNode(_FunctionalNode):
     """``func.jacrev``: one block per (output, argnums position) pair, row-major, then aux."""
 
     op: Annotated[Literal["func.jacrev"], _U]
     attributes: FuncJacrevAttributes
-    inputs: list[Any] = _NO_INPUTS
-    outputs: RNames = Field(min_length=1)
 
 
-class FuncJacfwdNode(_Model):
+class FuncJacfwdNode(_FunctionalNode):
     """``func.jacfwd``: one block per (output, argnums position) pair, row-major, then aux."""
 
     op: Annotated[Literal["func.jacfwd"], _U]
     attributes: FuncJacfwdAttributes
-    inputs: list[Any] = _NO_INPUTS
-    outputs: RNames = Field(min_length=1)
 
 
-class FuncHessianNode(_Model):
+class FuncHessianNode(_FunctionalNode):
     """``func.hessian``: one block per (output, position, position), row-major."""
 
     op: Annotated[Literal["func.hessian"], _U]
     attributes: FuncHessianAttributes
-    inputs: list[Any] = _NO_INPUTS
-    outputs: RNames = Field(min_length=1)
 
 
-class FuncProductNode(_Model):
+class FuncProductNode(_FunctionalNode):
     """``func.vjp``: one product per function input; ``func.jvp``: one per function output.
     The function's value (and aux) are the graph values ``outputs`` names."""
 
     op: Annotated[Literal["func.vjp", "func.jvp"], _U]
     attributes: FuncProductAttributes
-    inputs: list[Any] = _NO_INPUTS
-    outputs: RNames = Field(min_length=1)
 
 
-class VmapNode(_Model):
+class VmapNode(_FunctionalNode):
     """``vmap`` (``torch.vmap``, also ``func.vmap``): one result per function output, batched
     along ``out_dims``."""
 
     op: Annotated[Literal["vmap", "func.vmap"], _U]
     attributes: VmapAttributes
-    inputs: list[Any] = _NO_INPUTS
-    outputs: RNames = Field(min_length=1)
 
 
 FUNCTIONAL_OPS: dict[str, str] = {"jacobian": "jacobian", "hessian": "hessian", "vjp": "product",
