@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from . import (
     _dtype,
+    _malloc,
     autograd,  # noqa: E402
     linalg,
     special,
@@ -58,6 +59,9 @@ globals().update(_ops_namespace)
 from . import func, nn  # noqa: E402  (after the core ops they build on)
 from ._compile import CompileWarning, compile  # noqa: E402, A004
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
+
+# keep freed activation-sized buffers for the next step (glibc; see engine/_malloc.py)
+_malloc.tune()
 
 autograd_grad = grad
 autograd_backward = backward
