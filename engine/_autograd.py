@@ -464,16 +464,20 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
     for a in args:
         if isinstance(a, Tensor):
             x = a._data
+            xdt = x.dtype
             if a._rg and enabled:
                 if edges is None:
-                    edges = [None] * len(arrays)
-                    in_meta = edges.copy()
+                    if arrays:
+                        edges = [None] * len(arrays)
+                        in_meta = edges.copy()
+                    else:  # the first argument: the common case
+                        edges, in_meta = [], []
                 edges.append((a.grad_fn or a, a._out))
-                in_meta.append((x.shape, x.dtype))
+                in_meta.append((x.shape, xdt))
             elif edges is not None:
                 edges.append(None)
                 in_meta.append(None)
-            if dtype is not None and x.dtype is not dtype and x.dtype != dtype:
+            if dtype is not None and xdt is not dtype and xdt != dtype:
                 x = x.astype(dtype)
         else:
             if edges is not None:
