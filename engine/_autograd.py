@@ -533,6 +533,34 @@ _array = np.array
 _make = Tensor._make  # bound once: apply is the hot path
 
 
+def apply_scalar(prim: Primitive, t: Tensor, c: float, reflected: bool = False) -> Tensor:
+    """``apply(prim, (t, c), None, t.dtype)`` (``(c, t)`` when ``reflected``) for a floating
+    tensor ``t`` and a Python number ``c`` that cannot promote it, by a shorter path.
+
+    The scalar chain (``x * a + b``) is nothing but these: one tensor, no cast, no unbroadcasting,
+    so the argument loop has nothing to decide. Anything unusual (forward mode, vmap, meta mode,
+    tracing, primitives that save outputs) takes :func:`apply`.
+    """
+    if _state.ext or _hooks.meta is not None or _tracing or prim.saves_output:
+        return apply(prim, (c, t) if reflected else (t, c), None, t._data.dtype)
+    x = t._data
+    k = _array(c, x.dtype)
+    out = prim.fwd(k, x) if reflected else prim.fwd(x, k)
+    if not (t._rg and _state.enabled):
+        return _make(out, None, 0, False)
+    edge, meta = (t.grad_fn or t, t._out), (x.shape, x.dtype)
+    if reflected:
+        args, edges, in_meta = (c, t), [None, edge], [None, meta]
+    else:
+        args, edges, in_meta = (t, c), [edge, None], [meta, None]
+    save = prim.save
+    saved = () if not save else (args[save[0]],) if len(save) == 1 else prim.pick_saved(args)
+    node = Node(prim, edges, None, saved, None, in_meta)
+    if mutation_seen and saved:
+        node.versions = _versions(saved)
+    return _make(out, node, 0, True)
+
+
 # ---------------------------------------------------------------- forward mode: dual levels and JVPs
 # A tensor's tangents live in its ``_fw`` slot, a dict {level: tangent}, unset on the tensors that
 # never had one (reading goes through getattr: _make stays as it is). Levels are numbered by a
