@@ -314,8 +314,8 @@ class Node:
     __slots__ = ("prim", "edges", "params", "saved", "aux", "in_meta", "out_meta", "seq", "hooks",
                  "retains", "versions", "__weakref__")
 
-    def __init__(self, prim: Primitive, edges: list, params: dict | None, saved: tuple | None,
-                 aux: Any, in_meta: list) -> None:
+    def __init__(self, prim: Primitive, edges: Sequence, params: dict | None, saved: tuple | None,
+                 aux: Any, in_meta: Sequence) -> None:
         self.prim = prim
         self.edges = edges          # per input: None, or (Node | leaf Tensor, output index)
         self.params = params
@@ -548,11 +548,13 @@ def apply_scalar(prim: Primitive, t: Tensor, c: float, reflected: bool = False) 
     out = prim.fwd(k, x) if reflected else prim.fwd(x, k)
     if not (t._rg and _state.enabled):
         return _make(out, None, 0, False)
+    # tuples, not lists: cheaper to make, and the garbage collector stops tracking in_meta (shapes
+    # and dtypes alone) at its first pass, so the graph's nodes bring it fewer objects to scan
     edge, meta = (t.grad_fn or t, t._out), (x.shape, x.dtype)
     if reflected:
-        args, edges, in_meta = (c, t), [None, edge], [None, meta]
+        args, edges, in_meta = (c, t), (None, edge), (None, meta)
     else:
-        args, edges, in_meta = (t, c), [edge, None], [meta, None]
+        args, edges, in_meta = (t, c), (edge, None), (meta, None)
     save = prim.save
     saved = () if not save else (args[save[0]],) if len(save) == 1 else prim.pick_saved(args)
     node = Node(prim, edges, None, saved, None, in_meta)
