@@ -314,8 +314,8 @@ class Node:
     __slots__ = ("prim", "edges", "params", "saved", "aux", "in_meta", "out_meta", "seq", "hooks",
                  "retains", "versions", "__weakref__")
 
-    def __init__(self, prim: Primitive, edges: list, params: dict | None, saved: tuple | None,
-                 aux: Any, in_meta: list) -> None:
+    def __init__(self, prim: Primitive, edges: Sequence, params: dict | None, saved: tuple | None,
+                 aux: Any, in_meta: Sequence) -> None:
         self.prim = prim
         self.edges = edges          # per input: None, or (Node | leaf Tensor, output index)
         self.params = params
@@ -464,16 +464,20 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
     for a in args:
         if isinstance(a, Tensor):
             x = a._data
+            xdt = x.dtype
             if a._rg and enabled:
                 if edges is None:
-                    edges = [None] * len(arrays)
-                    in_meta = edges.copy()
+                    if arrays:
+                        edges = [None] * len(arrays)
+                        in_meta = edges.copy()
+                    else:  # the first argument: the common case
+                        edges, in_meta = [], []
                 edges.append((a.grad_fn or a, a._out))
-                in_meta.append((x.shape, x.dtype))
+                in_meta.append((x.shape, xdt))
             elif edges is not None:
                 edges.append(None)
                 in_meta.append(None)
-            if dtype is not None and x.dtype is not dtype and x.dtype != dtype:
+            if dtype is not None and xdt is not dtype and xdt != dtype:
                 x = x.astype(dtype)
         else:
             if edges is not None:
@@ -527,6 +531,36 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
 _PY_SCALARS = (int, float, bool)
 _array = np.array
 _make = Tensor._make  # bound once: apply is the hot path
+
+
+def apply_scalar(prim: Primitive, t: Tensor, c: float, reflected: bool = False) -> Tensor:
+    """``apply(prim, (t, c), None, t.dtype)`` (``(c, t)`` when ``reflected``) for a floating
+    tensor ``t`` and a Python number ``c`` that cannot promote it, by a shorter path.
+
+    The scalar chain (``x * a + b``) is nothing but these: one tensor, no cast, no unbroadcasting,
+    so the argument loop has nothing to decide. Anything unusual (forward mode, vmap, meta mode,
+    tracing, primitives that save outputs) takes :func:`apply`.
+    """
+    if _state.ext or _hooks.meta is not None or _tracing or prim.saves_output:
+        return apply(prim, (c, t) if reflected else (t, c), None, t._data.dtype)
+    x = t._data
+    k = _array(c, x.dtype)
+    out = prim.fwd(k, x) if reflected else prim.fwd(x, k)
+    if not (t._rg and _state.enabled):
+        return _make(out, None, 0, False)
+    # tuples, not lists: cheaper to make, and the garbage collector stops tracking in_meta (shapes
+    # and dtypes alone) at its first pass, so the graph's nodes bring it fewer objects to scan
+    edge, meta = (t.grad_fn or t, t._out), (x.shape, x.dtype)
+    if reflected:
+        args, edges, in_meta = (c, t), (None, edge), (None, meta)
+    else:
+        args, edges, in_meta = (t, c), (edge, None), (meta, None)
+    save = prim.save
+    saved = () if not save else (args[save[0]],) if len(save) == 1 else prim.pick_saved(args)
+    node = Node(prim, edges, None, saved, None, in_meta)
+    if mutation_seen and saved:
+        node.versions = _versions(saved)
+    return _make(out, node, 0, True)
 
 
 # ---------------------------------------------------------------- forward mode: dual levels and JVPs

@@ -805,9 +805,14 @@ class Program:
         defined = {o for s in steps for o in s.outs}
         read = set(outs).union(*(s.uses for s in steps), *(s.inplace for s in steps))
         template = [None] * len(values)
+        exact = {k: True for k in read}  # constants read by correctly rounded ufuncs alone
+        for s in steps:
+            for k in s.uses:
+                if s.ufunc not in _EXACT_UFUNCS:
+                    exact[k] = False
         for k in read:
             if k >= n_inputs and k not in defined:
-                template[k] = values[k]
+                template[k] = _compact(values[k]) if exact[k] else values[k]
 
         def const(v: Any) -> int:
             template.append(v)
@@ -822,6 +827,15 @@ class Program:
         # results are its own, as eagerly, even if a caller writes into them
         self.copied = {i for i, o in enumerate(outs) if o >= n_inputs and o not in defined}
 
+    def held_bytes(self) -> int:
+        """Bytes of memory the program keeps between calls (its constants), each buffer once.
+
+        >>> f = engine.compile(lambda x: engine.autograd_grad((x * x).sum(), x)[0])
+        >>> _ = f(engine.ones(1000, requires_grad=True)); f.programs()[0].held_bytes() < 100
+        True
+        """
+        return held_bytes(self.template)
+
     def run(self, arrays: list) -> list:
         s = self.template.copy()
         s[:self.n_inputs] = arrays
@@ -830,6 +844,41 @@ class Program:
         if self.copied:
             return [np.array(s[o]) if i in self.copied else s[o] for i, o in enumerate(self.outs)]
         return [s[o] for o in self.outs]
+
+
+# Ufuncs whose every element is one correctly rounded IEEE operation: the same bits whatever
+# loop numpy picks for the operands' strides, so a constant they read may be a broadcast view.
+_EXACT_UFUNCS = frozenset({np.add, np.subtract, np.multiply, np.true_divide, np.maximum, np.minimum,
+                           np.fmax, np.fmin, np.equal, np.not_equal, np.less, np.less_equal,
+                           np.greater, np.greater_equal, np.copysign})
+
+
+def _compact(v: Any) -> Any:
+    """A folded constant that repeats one value (a gradient seed of 2s, a mask of ones) as a
+    zero-strided view of that value: O(1) memory, and replays read one element, not an array."""
+    if type(v) is not np.ndarray or v.size < 2 or v.nbytes < FREE_BYTES or v.dtype.hasobject \
+            or not v.flags.c_contiguous:
+        return v
+    rows = v.reshape(-1).view(np.uint8).reshape(v.size, v.itemsize)
+    if not (rows == rows[0]).all():  # bitwise: -0.0 is not 0.0, and a NaN repeats
+        return v
+    return np.broadcast_to(v.reshape(-1)[:1].copy().reshape(()), v.shape)
+
+
+def held_bytes(values: list) -> int:
+    """Bytes of memory the arrays among ``values`` occupy, each underlying buffer counted once
+    (a view counts as its base: a broadcast view as the one value it repeats)."""
+    seen: set[int] = set()
+    total = 0
+    for v in values:
+        if not isinstance(v, np.ndarray):
+            continue
+        while isinstance(v.base, np.ndarray):
+            v = v.base
+        if id(v) not in seen:
+            seen.add(id(v))
+            total += v.nbytes
+    return total
 
 
 def _fold(steps: list[_Step], n_inputs: int) -> list[_Step]:

@@ -83,14 +83,8 @@ def _release(n: int) -> None:
 
 
 def _program_bytes(fn: CompiledFunction) -> int:
-    seen: set[int] = set()
-    total = 0
-    for prog in fn.programs():
-        for v in prog.template:
-            if isinstance(v, np.ndarray) and id(v) not in seen:
-                seen.add(id(v))
-                total += v.nbytes
-    return total
+    # memory, not logical sizes: a constant that repeats one value is a broadcast view of it
+    return _compile.held_bytes([v for prog in fn.programs() for v in prog.template])
 
 
 class _Logged(CompiledFunction):

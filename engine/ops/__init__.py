@@ -51,23 +51,19 @@ def _scalar_operand(prim, general, reflected: bool = False):
     tensor is floating and the number a Python float or int: such a number never promotes a
     floating tensor, so there is no dtype to work out and the op's own checks cannot fail.
     Anything else goes through the op. The scalar chain (``x * a + b``) is nothing but these."""
-    from .._autograd import apply
+    from .._autograd import apply_scalar
 
     if reflected:
         def method(self, other):
             t = type(other)
-            if t is float or t is int:
-                dt = self._data.dtype
-                if dt.kind == "f":
-                    return apply(prim, (other, self), None, dt)
+            if (t is float or t is int) and self._data.dtype.kind == "f":
+                return apply_scalar(prim, self, other, True)
             return general(other, self)
     else:
         def method(self, other):
             t = type(other)
-            if t is float or t is int:
-                dt = self._data.dtype
-                if dt.kind == "f":
-                    return apply(prim, (self, other), None, dt)
+            if (t is float or t is int) and self._data.dtype.kind == "f":
+                return apply_scalar(prim, self, other)
             return general(self, other)
 
     method.__name__ = method.__qualname__ = general.__name__

@@ -420,6 +420,31 @@ def test_constant_results_are_fresh_arrays_each_call() -> None:
     assert not np.shares_memory(a._data, b._data) and not np.shares_memory(b._data, c._data)
 
 
+@pytest.mark.parametrize("n", [1 << 10, 1 << 16])
+def test_a_constant_repeating_one_value_is_held_as_that_value(n: int) -> None:
+    # the gradient of sum(x * x) multiplies x by a folded array of 2s: one value, whatever n
+    cf = engine.compile(lambda x: engine.autograd_grad((x * x).sum(), x)[0])
+    x = _t(np.random.default_rng(n).standard_normal(n).astype(np.float32), requires_grad=True)
+    for _ in range(2):
+        assert_identical(cf(x), _t(2 * x._data))
+    (prog,) = cf.programs()
+    assert prog.held_bytes() <= 64  # not 4 * n
+    g = cf(x)._data  # a result of its own, writable, not the constant
+    g[0] = 0.0
+    assert_identical(cf(x), _t(2 * x._data))
+
+
+def test_constants_that_differ_in_bits_alone_stay_whole() -> None:
+    c = np.zeros(4096, np.float32)
+    c[1::2] = -0.0  # equal to 0.0, but not the same bits: x * c keeps the signs
+    cf = engine.compile(lambda x: x * engine.tensor(c))
+    x = _t(np.ones(4096, np.float32))
+    for _ in range(2):
+        got = cf(x)._data
+        assert np.array_equal(np.signbit(got), np.signbit(c))
+    assert cf.programs()[0].held_bytes() >= c.nbytes
+
+
 def test_a_compiled_function_inside_another_is_inlined() -> None:
     inner = engine.compile(lambda x: (x * x).sum())
 
