@@ -219,15 +219,19 @@ class Primitive:
     ``save`` names what backward needs: input positions (ints >= 0) and outputs (-1 is output 0,
     -2 output 1, ...). Only those are kept, and they are freed after backward unless
     ``retain_graph``. With ``aux=True`` the forward returns ``(out, aux)`` and ``aux`` (plain
-    numpy data such as argmax indices) is saved too.
+    numpy data such as argmax indices) is saved too. ``save_if`` says, per saved input, which
+    input's gradient is the only one to read its values (None: any gradient may): as in torch, a
+    saved input modified in place then breaks backward only when that gradient is wanted
+    (``y = x * 3.0; x.add_(1)`` is fine when only ``x`` requires grad).
     """
 
-    __slots__ = ("name", "fwd", "bwd", "jvp", "batch", "save", "n_out", "aux", "saves_output", "pick_saved",
-                 "shape_rule", "work_rule", "scratch_rule")
+    __slots__ = ("name", "fwd", "bwd", "jvp", "batch", "save", "save_if", "n_out", "aux", "saves_output",
+                 "pick_saved", "shape_rule", "work_rule", "scratch_rule")
 
     def __init__(self, name: str, fwd: Callable, save: tuple[int, ...] = (), n_out: int = 1,
-                 aux: bool = False) -> None:
+                 aux: bool = False, save_if: tuple[int | None, ...] | None = None) -> None:
         self.name, self.fwd, self.save, self.n_out, self.aux = name, fwd, save, n_out, aux
+        self.save_if = save_if
         self.saves_output = any(i < 0 for i in save)
         # several saved inputs: picked from the arguments in one C call (a tuple)
         self.pick_saved = operator.itemgetter(*save) if len(save) > 1 else None
@@ -286,11 +290,12 @@ class Primitive:
 
 
 def primitive(save: tuple[int, ...] = (), n_out: int = 1, aux: bool = False,
-              name: str | None = None) -> Callable[[Callable], Primitive]:
+              name: str | None = None, save_if: tuple[int | None, ...] | None = None
+              ) -> Callable[[Callable], Primitive]:
     """Decorator turning a numpy forward into a :class:`Primitive`; add its VJP with ``.defvjp``."""
 
     def deco(fwd: Callable) -> Primitive:
-        return Primitive(name or fwd.__name__.strip("_"), fwd, save, n_out, aux)
+        return Primitive(name or fwd.__name__.strip("_"), fwd, save, n_out, aux, save_if)
 
     return deco
 
@@ -400,7 +405,10 @@ def _versions(saved: tuple) -> tuple:
 def check_versions(node: Node) -> None:
     """torch's error when a tensor saved by ``node`` was modified in place since."""
     versions = getattr(node, "versions", None)
+    need = node.prim.save_if
     for i, s in enumerate(node.saved):
+        if need is not None and need[i] is not None and node.edges[need[i]] is None:
+            continue  # only a gradient this node does not compute reads these values
         if type(s) is _SavedOutput:
             if s.vc is None or s.vc[0] == s.ver:
                 continue

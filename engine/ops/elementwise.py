@@ -114,7 +114,7 @@ _sub.defbatch(elementwise_batch)
 _sub.defshape(elementwise_shape)
 
 
-_mul = Primitive("mul", np.multiply, save=(0, 1))
+_mul = Primitive("mul", np.multiply, save=(0, 1), save_if=(1, 0))  # a times b: each for the other's grad
 
 
 @_mul.defvjp
@@ -130,7 +130,7 @@ _mul.defbatch(elementwise_batch)
 _mul.defshape(elementwise_shape)
 
 
-@primitive(save=(0, 1))
+@primitive(save=(0, 1), save_if=(1, None))  # a only for b's gradient
 def _div(a, b):
     return np.true_divide(a, b)
 

@@ -33,7 +33,7 @@ from .shape import expand, norm_dim, reshape, squeeze, transpose, unsqueeze
 
 
 # ---------------------------------------------------------------- matmul
-@primitive(save=(0, 1))
+@primitive(save=(0, 1), save_if=(1, 0))  # each operand's values only for the other's gradient
 def _matmul(a, b):
     return np.matmul(a, b)
 

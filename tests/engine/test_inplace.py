@@ -454,3 +454,23 @@ def test_shape_changing_in_place_methods_as_torch(name: str, args: tuple) -> Non
 
     same(run)
     same(lambda lib: getattr(leaf(lib, A[:1] if name == "squeeze_" else A), name)(*args))
+
+
+@pytest.mark.parametrize("case", ["x*3.0", "x*c", "c*x", "x/c", "c/x", "x@W", "W@x", "x*x"])
+def test_a_saved_input_modified_in_place_breaks_backward_only_if_a_gradient_reads_it(case):
+    # torch saves an operand of mul/div/matmul only for the other operand's gradient
+    def run(lib):
+        a = lib.ones(3, requires_grad=True)
+        W = lib.arange(9.0).reshape(3, 3)
+        c = W[1]
+        x = a * 1.0
+        y = {"x*3.0": lambda: x * 3.0, "x*c": lambda: x * c, "c*x": lambda: c * x, "x/c": lambda: x / c,
+             "c/x": lambda: c / x, "x@W": lambda: x @ W, "W@x": lambda: W @ x, "x*x": lambda: x * x}[case]()
+        x.add_(1)
+        try:
+            y.sum().backward()
+        except RuntimeError as e:
+            return type(e), str(e)
+        return a.grad.tolist()
+
+    assert run(engine) == run(torch)
