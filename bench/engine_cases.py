@@ -188,7 +188,7 @@ def build_mlp(quick: bool) -> dict[str, Run]:
     jax = _jax()
     if jax is not None:
         runs["jax"] = _jax_run(jax.jit(jax.grad(_jax_loss)), hp, a["x"], a["y"])
-    from .gemm import record, runs_for  # the step's matrix products alone, numpy's and torch's
+    from .gemm_calls import record, runs_for  # the step's matrix products alone, numpy's and torch's
     calls = record(runs["engine"])
     runs.update({"gemm_" + lib: run for lib, run in runs_for(calls, ("numpy", "torch")).items()})
     return runs
