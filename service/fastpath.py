@@ -129,23 +129,28 @@ class FastPlan:
         if rest is None and self.binary_bytes:
             raise FastMiss("no binary part")
         out: dict[str, np.ndarray] = {}
-        off = 0
         try:
-            for (name, source, datatype, shape, size), t in zip(self.specs, raw):
-                if source == "data":
-                    out[name] = codec.decode_data(t["data"], datatype, shape)
-                elif source == "b64":
-                    text = unbox(t["b64"])
-                    if not isinstance(text, str):
-                        raise FastMiss("b64")
-                    out[name] = codec.decode_b64(excised.get(text, text), datatype, shape)
-                else:
-                    assert rest is not None
-                    out[name] = codec.decode_bytes(rest[off:off + size], datatype, shape)
-                    off += size
+            with np.errstate(over="ignore"):  # once for all tensors (codec.decode_data's own)
+                self._decode(raw, rest, excised, out)
         except (codec.TensorDecodeError, KeyError, TypeError, ValueError):
             raise FastMiss("decode") from None
         return out
+
+    def _decode(self, raw: list, rest: memoryview | None, excised: dict[str, memoryview],
+                out: dict[str, np.ndarray]) -> None:
+        off = 0
+        for (name, source, datatype, shape, size), t in zip(self.specs, raw):
+            if source == "data":
+                out[name] = codec.decode_data_raw(t["data"], datatype, shape)
+            elif source == "b64":
+                text = unbox(t["b64"])
+                if not isinstance(text, str):
+                    raise FastMiss("b64")
+                out[name] = codec.decode_b64(excised.get(text, text), datatype, shape)
+            else:
+                assert rest is not None
+                out[name] = codec.decode_bytes(rest[off:off + size], datatype, shape)
+                off += size
 
     def checked(self, decoded: dict[str, np.ndarray], s: Settings, deadline: float | None) -> Checked:
         """The static check's result for these inputs: non-finite inputs are refused here (the
