@@ -5,7 +5,7 @@
 as it came: the cost of moving the bytes through the same stack. Both exist only on this bench
 app instance, never in ``service.app.create_app``'s production routes.
 
-    uvicorn --factory bench.service_app:create_bench_app --workers 2
+    uvicorn --factory bench.service_app:create_bench_app --workers 2 --http service.http:Protocol
 """
 
 from __future__ import annotations

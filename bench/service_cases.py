@@ -57,6 +57,7 @@ class Server:
         env["GRADSERVE_LOG_LEVEL"] = "warning"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "bench.service_app:create_bench_app",
+             "--http", "service.http:Protocol",  # the protocol `gradserve serve` runs
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
              "--log-level", "warning", "--no-access-log"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -43,8 +43,46 @@ _431 = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: applicat
         b"connection: close\r\ncontent-length: %d\r\n\r\n%s")
 
 
+class _HeadHeld:
+    """A request cycle's transport that holds the response's status line and headers (the
+    cycle's first write) and sends them with the first body write, in one ``writelines``: one
+    system call and one segment for a small response instead of two (about 25 us a response on
+    a busy 2-core machine, and the client wakes once). Anything else asked of the transport
+    sends what is held first; so does the end of the response (a HEAD response has no body)."""
+
+    __slots__ = ("_t", "_head", "_first")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._t: Any = transport
+        self._head: bytes | None = None
+        self._first = True
+
+    def write(self, data: Any) -> None:
+        if self._first:
+            self._first = False
+            self._head = data
+            return
+        head, self._head = self._head, None
+        if head is None:
+            self._t.write(data)
+        elif data:
+            self._t.writelines([head, data])
+        else:
+            self._t.write(head)
+
+    def flush(self) -> None:
+        head, self._head = self._head, None
+        if head is not None:
+            self._t.write(head)
+
+    def __getattr__(self, name: str) -> Any:
+        self.flush()
+        return getattr(self._t, name)
+
+
 class Protocol(HttpToolsProtocol):
-    """HttpToolsProtocol with a header size limit and a header-read deadline."""
+    """HttpToolsProtocol with a header size limit and a header-read deadline; a response's
+    head goes out with its first body bytes (:class:`_HeadHeld`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -116,6 +154,15 @@ class Protocol(HttpToolsProtocol):
             self._refuse_headers()
             return
         super().on_headers_complete()
+        cycle = getattr(self, "cycle", None)  # this request's (its task has not run yet)
+        if cycle is not None and type(cycle.transport) is not _HeadHeld:
+            held = cycle.transport = _HeadHeld(cycle.transport)
+            done = cycle.on_response
+
+            def on_response() -> None:  # the cycle's own: a pipelined request's cycle has its own
+                held.flush()
+                done()
+            cycle.on_response = on_response
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():

@@ -66,10 +66,28 @@ def canonical_graph(graph: Any) -> bytes | None:
         return None
 
 
+# Hashes of recent small canonical graphs by their bytes: a graph sent again (the common case)
+# costs a dict lookup instead of SHA-256 and its hex digest. Bounded in entries and in the size
+# of each key, cleared when full (a client sending ever new graphs only refills it).
+_MEMO_MAX_ENTRIES = 1024
+_MEMO_MAX_BYTES = 1 << 14
+_memo: dict[bytes, str] = {}
+
+
 def graph_hash(graph: Any) -> str | None:
     """``"sha256:<hex>"`` of :func:`canonical_graph`, or None when the graph is not hashable."""
     canon = canonical_graph(graph)
-    return None if canon is None else HASH_PREFIX + hashlib.sha256(canon).hexdigest()
+    if canon is None:
+        return None
+    known = _memo.get(canon)
+    if known is not None:
+        return known
+    h = HASH_PREFIX + hashlib.sha256(canon).hexdigest()
+    if len(canon) <= _MEMO_MAX_BYTES:
+        if len(_memo) >= _MEMO_MAX_ENTRIES:
+            _memo.clear()
+        _memo[canon] = h
+    return h
 
 
 @dataclass(slots=True)

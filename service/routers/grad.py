@@ -18,14 +18,41 @@ router = APIRouter(prefix="/v1", tags=["grad"])
 
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 _SCHEMA_REF = {"$ref": "#/components/schemas/GradRequest"}
+_HEADER_LENGTH_KEY = core.HEADER_LENGTH.lower().encode()
 
 
 def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
+def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """A request's headers by (lower-case) name, the first of repeated ones as Starlette's
+    ``Headers.get`` has it: one pass, where each ``Headers.get`` scans them all again."""
+    out: dict[bytes, bytes] = {}
+    for k, v in raw:
+        if k not in out:
+            out[k] = v
+    return out
+
+
+def _str(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+_WANTS_BINARY: dict[str | None, bool] = {}  # by Accept value: clients send the same few
+
+
 def _wants_binary(accept: str | None) -> bool:
     """True when Accept prefers application/octet-stream over JSON."""
+    known = _WANTS_BINARY.get(accept)
+    if known is None:
+        known = _parse_accept(accept)
+        if len(_WANTS_BINARY) < 256:  # bounded: a client could send a new value every time
+            _WANTS_BINARY[accept] = known
+    return known
+
+
+def _parse_accept(accept: str | None) -> bool:
     q_bin = q_json = 0.0
     for part in (accept or "").split(","):
         media, *params = (p.strip() for p in part.split(";"))
@@ -44,14 +71,23 @@ def _wants_binary(accept: str | None) -> bool:
     return q_bin > 0 and q_bin >= q_json
 
 
+_CONTENT_TYPES = {core.JSON_MEDIA_TYPE: core.JSON_MEDIA_TYPE.encode(),
+                  core.BINARY_MEDIA_TYPE: core.BINARY_MEDIA_TYPE.encode()}
+
+
 class PartsResponse(Response):
     """A response whose body is several buffers sent one after another, so that tensor bytes
     and big base64 strings go out as they are instead of being joined into one copy first."""
 
     def __init__(self, parts: list[bytes | memoryview], media_type: str, headers: dict[str, str]) -> None:
+        # the raw headers built here, not by Response.__init__ (which costs several us per request)
         self.parts = parts
-        super().__init__(None, media_type=media_type,
-                         headers={**headers, "content-length": str(sum(len(p) for p in parts))})
+        self.status_code = 200
+        self.background = None
+        self.media_type = media_type
+        self.raw_headers = [(b"content-length", str(sum(len(p) for p in parts)).encode()),
+                            (b"content-type", _CONTENT_TYPES.get(media_type) or media_type.encode()),
+                            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -60,23 +96,29 @@ class PartsResponse(Response):
             await send({"type": "http.response.body", "body": part, "more_body": i < last})
 
 
-async def _read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float | None = None,
+                     declared: str | None | bool = False) -> bytes:
     """The whole body, within ``max_body_bytes`` and within ``timeout`` seconds (by default the
     app's ``request_timeout_s``): a client that sends slowly or stops mid-body gets 408, and its
     connection is closed, instead of holding a request open for ever."""
     if timeout is None:
         settings = getattr(request.app.state, "settings", None)
         timeout = settings.request_timeout_s if settings is not None else None
+    if getattr(getattr(request.receive, "__self__", None), "more_body", None) is False:
+        # uvicorn has the whole body already (its request cycle says no more is coming): reading
+        # it cannot wait, and arming a timeout for it cost a small request about 5 us
+        return await _read_all(request, limit, declared)
     try:
         async with asyncio.timeout(timeout):  # unlike wait_for, no extra task per request
-            return await _read_all(request, limit)
+            return await _read_all(request, limit, declared)
     except TimeoutError:
         raise BodyTimeout(f"the request body did not arrive within request_timeout_s={timeout:g} s",
                           loc=("body",)) from None
 
 
-async def _read_all(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def _read_all(request: Request, limit: int, declared: str | None | bool = False) -> bytes:
+    if declared is False:  # the caller did not look it up
+        declared = request.headers.get("content-length")
     if declared is not None:
         try:
             n = int(declared)
@@ -130,14 +172,15 @@ async def grad(request: Request) -> Response:
     service = await get_service(request)
     settings = service.settings
     deadline = time.monotonic() + settings.request_timeout_s
-    media = _media_type(request.headers.get("content-type"))
+    h = _header_map(request.scope["headers"])
+    media = _media_type(_str(h.get(b"content-type")))
     if media not in (core.JSON_MEDIA_TYPE, core.BINARY_MEDIA_TYPE):
         raise UnsupportedMediaType(
             f"Content-Type must be {core.JSON_MEDIA_TYPE} or {core.BINARY_MEDIA_TYPE} "
             f"(with {core.HEADER_LENGTH}), got {media or 'none'!r}", loc=("headers", "Content-Type"))
-    body = await _read_body(request, settings.max_body_bytes)
-    job = core.Job(body, media, request.headers.get(core.HEADER_LENGTH),
-                   _wants_binary(request.headers.get("accept")), settings, deadline, service.plan_cache)
+    body = await _read_body(request, settings.max_body_bytes, declared=_str(h.get(b"content-length")))
+    job = core.Job(body, media, _str(h.get(_HEADER_LENGTH_KEY)), _wants_binary(_str(h.get(b"accept"))),
+                   settings, deadline, service.plan_cache)
     if job.runs_fast():  # a small graph known to run fast: cheaper than a thread hand-off
         parts, media_type, headers = job.parts()
     else:

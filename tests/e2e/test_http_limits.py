@@ -7,6 +7,7 @@ never a measure of the machine's speed.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from pathlib import Path
@@ -157,3 +158,20 @@ def test_connections_over_the_cap_get_503(limited) -> None:
     while httpx.get(f"{limited.url}/health/live").status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_pipelined_requests_with_a_head_request_are_all_answered(limited) -> None:
+    # service.http holds each response's head until its body: a HEAD response (no body) must
+    # still go out, and each pipelined request gets its own complete response, in order
+    s = _connect(limited.url)
+    get = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    s.sendall(get + b"HEAD /health/live HTTP/1.1\r\nHost: x\r\n\r\n" + get)
+    data, end = b"", time.monotonic() + 10
+    while data.count(b"HTTP/1.1 ") < 3 and time.monotonic() < end:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    # HEAD on a GET route: 405, with a head and no body
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200", b"405", b"200"], data
