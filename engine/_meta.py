@@ -682,29 +682,6 @@ def _basic(key: tuple) -> bool:
                or (isinstance(k, int) and not isinstance(k, bool)) for k in key)
 
 
-# Rules of the mutation primitives (engine.ops.inplace), still registered by name: to move next to
-# their primitives.
-@rule("copy_slices", "setitem_slices")
-def _same_as_x(prim: Any, arrays: list, params: dict) -> Any:
-    x = _bound(prim, arrays, params)["x"]
-    return _fresh(x.shape, x.dtype)
-
-
-@rule("zero", "fill", "fill_tensor", "copy", "uniform_fill", "normal_fill", "bernoulli_fill",
-      "exponential_fill", "log_normal_fill", "cauchy_fill", "geometric_fill")
-def _like_x(prim: Any, arrays: list, params: dict) -> Any:
-    x = _bound(prim, arrays, params)["x"]
-    if prim.name == "copy":  # torch's broadcast error for a source that does not fit
-        _broadcast([np.shape(arrays[1]), x.shape])
-    return _fresh(x.shape, x.dtype)
-
-
-@rule("view_replay", work=_free)
-def _view_replay(prim: Any, arrays: list, params: dict) -> Any:
-    # the view chain replayed on the meta array, by the view ops' own rules (engine.ops.inplace)
-    return params["chain"].meta(arrays[0])
-
-
 # ---------------------------------------------------------------- public ops that allocate outside primitives
 OP_RULES: dict[str, Callable] = {}
 """Overrides by public op name: ``rule(fn, *args, **kwargs)`` where ``fn`` is the real op."""

@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import _autograd as _ag
 from .._autograd import Primitive, linear_jvp, primitive, zeros_jvp
+from .._meta import _bound, _broadcast, _free, _fresh
 from ..tensor import Tensor
 from . import elementwise as _E
 from . import indexing as _I
@@ -99,6 +100,12 @@ def chain_of(t: Tensor) -> Chain:
     return Chain(tuple(reversed(steps)))
 
 
+def _like_x_shape(prim: Any, arrays: list, params: dict) -> Any:
+    """The shape rule of a write: the result has the destination's shape and dtype."""
+    x = _bound(prim, arrays, params)["x"]
+    return _fresh(x.shape, x.dtype)
+
+
 # ---------------------------------------------------------------- copy_slices and view_replay
 @primitive()
 def _copy_slices(x, v, chain):
@@ -116,6 +123,7 @@ def _copy_slices_vjp(ctx, g, chain):
 
 
 _copy_slices.defjvp(linear_jvp)
+_copy_slices.defshape(_like_x_shape)
 
 
 @_copy_slices.defbatch
@@ -142,11 +150,18 @@ def _view_replay_vjp(ctx, g, chain):
 _view_replay.defjvp(linear_jvp)
 _view_replay.defbatch(lambda prim, a, f, chain: np.stack([chain.numpy(e) for e in a[0]]))
 
+
+@_view_replay.defshape(work=_free)
+def _view_replay_shape(prim: Any, arrays: list, params: dict) -> Any:
+    return params["chain"].meta(arrays[0])  # the view chain, by the view ops' own shape rules
+
+
 # Item assignment through a key with a basic part is CopySlices in torch, a pure advanced key
 # IndexPutBackward0: the same write, under torch's two names.
 _setitem_slices = Primitive("setitem_slices", _I._index_put.fwd)
 _setitem_slices.bwd, _setitem_slices.jvp, _setitem_slices.batch = (
     _I._index_put.bwd, _I._index_put.jvp, _I._index_put.batch)
+_setitem_slices.defshape(_like_x_shape)
 
 
 # ---------------------------------------------------------------- zero_, fill_, copy_
@@ -158,6 +173,7 @@ def _zero(x):
 _zero.defvjp(lambda ctx, g: _zero(g))  # torch's zeros (not "unused") for the overwritten input
 _zero.defjvp(zeros_jvp)
 _zero.defbatch(lambda prim, a, f: np.zeros_like(a[0]))
+_zero.defshape(_like_x_shape)
 
 
 @primitive()
@@ -168,6 +184,7 @@ def _fill(x, value):
 _fill.defvjp(lambda ctx, g, value: _zero(g))
 _fill.defjvp(zeros_jvp)
 _fill.defbatch(lambda prim, a, f, value: np.full_like(a[0], value))
+_fill.defshape(_like_x_shape)
 
 
 @primitive()
@@ -178,6 +195,7 @@ def _fill_tensor(x, v):
 _fill_tensor.defvjp(lambda ctx, g: (_zero(g) if ctx.edges[0] is not None else None,
                                      g if ctx.edges[1] is not None else None))
 _fill_tensor.defjvp(linear_jvp)
+_fill_tensor.defshape(_like_x_shape)
 
 
 @_fill_tensor.defbatch
@@ -196,6 +214,13 @@ def _copy(x, src):
 _copy.defvjp(lambda ctx, g: (_zero(g) if ctx.edges[0] is not None else None,
                               g if ctx.edges[1] is not None else None))
 _copy.defjvp(linear_jvp)
+
+
+@_copy.defshape
+def _copy_shape(prim: Any, arrays: list, params: dict) -> Any:
+    x = _bound(prim, arrays, params)["x"]
+    _broadcast([np.shape(arrays[1]), x.shape])  # torch's broadcast error for a source that does not fit
+    return _fresh(x.shape, x.dtype)
 
 
 @_copy.defbatch
@@ -678,6 +703,7 @@ def _random_fill(kind: str) -> Callable:
     # under vmap only randomness="same" reaches here (engine.ops.creation._generator): one draw
     prim.defbatch(lambda prim, a, f, rng, args: np.ascontiguousarray(
         np.broadcast_to(fwd(a[0][0], rng, args), a[0].shape)))
+    prim.defshape(_like_x_shape)
 
     def method(self, *args, generator=None):
         from .creation import _generator
