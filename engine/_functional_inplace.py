@@ -35,46 +35,22 @@ from .ops import OPS, OpInfo
 from .ops.elementwise import type_name
 from .ops.indexing import _put
 from .ops.indexing import setitem as _setitem
-from .ops.inplace import _snapshot_saved_self
+from .ops.inplace import _LEAF_MSG, _TORCH_INPLACE, _VIEW_LEAF_MSG, _can_cast, _snapshot_saved_self
 from .ops.shape import _is_basic, _normalize_key, detach, expand
 from .tensor import Tensor
 
 __all__ = ["FUNCTIONAL_INPLACE", "SETITEM", "setitem", "wire_op", "TORCH_INPLACE_METHODS",
            "LEAF_MSG", "VIEW_OF_LEAF_MSG"]
 
-LEAF_MSG = "a leaf Variable that requires grad is being used in an in-place operation."
-VIEW_OF_LEAF_MSG = "a view of a leaf Variable that requires grad is being used in an in-place operation."
+LEAF_MSG, VIEW_OF_LEAF_MSG = _LEAF_MSG, _VIEW_LEAF_MSG
 
-# torch.Tensor's in-place methods (torch 2.x) that have an out-of-place engine op of the same stem;
-# the test checks this list against torch and the engine.
-TORCH_INPLACE_METHODS: tuple[str, ...] = (
-    "abs_", "absolute_", "acos_", "acosh_", "add_", "addbmm_", "addcdiv_", "addcmul_", "addmm_",
-    "addmv_", "addr_", "arccos_", "arccosh_", "arcsin_", "arcsinh_", "arctan2_", "arctan_", "arctanh_",
-    "asin_", "asinh_", "atan2_", "atan_", "atanh_", "baddbmm_", "ceil_", "clamp_", "clamp_max_",
-    "clamp_min_", "clip_", "conj_physical_", "copysign_", "cos_", "cosh_", "cumprod_", "cumsum_",
-    "deg2rad_", "detach_", "digamma_", "div_", "divide_", "eq_", "erf_", "erfc_", "erfinv_", "exp2_",
-    "exp_", "expm1_", "fix_", "float_power_", "floor_", "fmod_", "frac_", "ge_", "gt_", "heaviside_",
-    "hypot_", "i0_", "index_add_", "index_copy_", "index_fill_", "index_put_", "ldexp_", "le_",
-    "lerp_", "lgamma_", "log10_", "log1p_", "log2_", "log_", "logical_and_", "logical_not_",
-    "logical_or_", "logical_xor_", "logit_", "lt_", "masked_fill_", "masked_scatter_", "mul_",
-    "multiply_", "mvlgamma_", "nan_to_num_", "ne_", "neg_", "negative_", "polygamma_", "pow_",
-    "rad2deg_", "reciprocal_", "relu_", "remainder_", "round_", "rsqrt_", "scatter_", "scatter_add_",
-    "scatter_reduce_", "sgn_", "sigmoid_", "sign_", "sin_", "sinc_", "sinh_", "sqrt_", "square_",
-    "squeeze_", "sub_", "swapaxes_", "swapdims_", "t_", "tan_", "tanh_", "transpose_", "tril_",
-    "triu_", "true_divide_", "trunc_", "unsqueeze_", "xlogy_",
-    # torch's in-place methods without an out-of-place op of the same name
-    "zero_", "fill_", "copy_",
-)
 # in-place ops that change the shape (torch changes the tensor's metadata in place) or drop history
-_RESHAPING = frozenset({"squeeze_", "unsqueeze_", "transpose_", "t_", "swapaxes_", "swapdims_"})
-_NO_CHECK = _RESHAPING | {"detach_"}
-
-
-def _can_cast(src: np.dtype, dst: np.dtype) -> bool:
-    """torch's canCast: no float to integer, nor anything but bool to bool."""
-    if src.kind == "f" and dst.kind in "iub":
-        return False
-    return not (dst.kind == "b" and src.kind != "b")
+_RESHAPING = ("squeeze_", "unsqueeze_", "transpose_", "t_", "swapaxes_", "swapdims_")
+# torch's in-place methods: the value ops of engine.ops.inplace (those whose out-of-place op the
+# engine has become twins), the shape changes, and those without an out-of-place op of their name
+TORCH_INPLACE_METHODS: tuple[str, ...] = (*(n + "_" for n in _TORCH_INPLACE), *_RESHAPING,
+                                          "detach_", "index_put_", "zero_", "fill_", "copy_")
+_NO_CHECK = frozenset({*_RESHAPING, "detach_"})
 
 
 def _check_leaf(input: Any, key: tuple | None = None) -> None:
