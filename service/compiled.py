@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -30,11 +31,13 @@ from engine import _compile
 from engine._compile import CompiledFunction
 
 from . import preflight
-from .executor import Plan, Result, TensorIn, _array, _leaf, _Runner
-from .run import Checked
+from .errors import GradserveError
+from .executor import Plan, Result, TensorIn, _array, _leaf, _Runner, user_facing
+from .run import Checked, execute
 from .settings import Settings
 
-__all__ = ["CompiledRun", "compilable", "CHEAP_WORK", "CHEAP_MEMORY_BYTES", "COMPILED_MEMORY_BYTES"]
+__all__ = ["CompiledRun", "compilable", "execute_warm", "PROGRAM_SLOTS", "CHEAP_WORK", "CHEAP_MEMORY_BYTES",
+           "COMPILED_MEMORY_BYTES"]
 
 log = logging.getLogger("gradserve")
 
@@ -48,14 +51,16 @@ CHEAP_MEMORY_BYTES = 64 << 20
 COMPILED_MEMORY_BYTES = 256 << 20
 
 
-def compilable(plan: Plan, report: Any, s: Settings) -> str | None:
-    """None when ``plan`` (checked, with its static ``report``) may run compiled, else why not."""
+def compilable(plan: Plan, report: Any, s: Settings, bounded_cost: bool = True) -> str | None:
+    """None when ``plan`` (checked, with its static ``report``) may run compiled, else why not.
+    ``bounded_cost=False`` in a pool worker: there the OS bounds memory and a kill bounds time,
+    so a plan of any static cost may replay without checks between nodes."""
     req = plan.request
     if s.compile == "off":
         return "compile is off"
     if report is None or report.value_dependent or report.unchecked or report.bounded:
         return "shapes depend on values"
-    if report.work > CHEAP_WORK or report.memory_bytes > COMPILED_MEMORY_BYTES:
+    if bounded_cost and (report.work > CHEAP_WORK or report.memory_bytes > COMPILED_MEMORY_BYTES):
         return "not statically cheap"
     if req.check_finite:
         return "check_finite reads every node's values"
@@ -211,3 +216,42 @@ def _out(e: Any, vals: list, name: str) -> Any:
         return v if type(v) is np.ndarray else np.asarray(v)
     v = e.v if t is _compile._OutConst else e
     return None if v is None else _array(v, name)
+
+
+# ---------------------------------------------------------------- warm replay (worker processes)
+PROGRAM_SLOTS = 64  # compiled runs a worker keeps (by graph and input signature), LRU
+
+
+def execute_warm(c: Checked, key: str | None, programs: OrderedDict[tuple, CompiledRun | None]) -> Result:
+    """:func:`service.run.execute`, replaying the :class:`CompiledRun` of the graph ``key`` for
+    the request's signature (input shapes, dtypes, flags, integer values, the top-level call) when
+    ``programs`` holds one: the entry a pool worker calls (:mod:`service.pool`). A signature seen
+    once before is compiled now (tracing costs a few eager runs, which a request seen once should
+    not pay); one not seen before runs as ``execute`` does, and so does what cannot be compiled,
+    or a replay that fails (the runner then raises its own error).
+
+    >>> execute_warm(checked_plan(plan), "sha256:...", programs)  # doctest: +SKIP
+    """
+    ok = key is not None and compilable(c.plan, c.report, c.settings, bounded_cost=False) is None
+    sig = preflight.signature(c.plan, c.decoded) if ok else None
+    if sig is None:
+        return execute(c)
+    k = (key, sig)
+    if k not in programs:
+        programs[k] = None  # seen once: compiled if it comes again
+        while len(programs) > PROGRAM_SLOTS:
+            programs.popitem(last=False)
+        return execute(c)
+    programs.move_to_end(k)
+    run = programs[k]
+    if run is None:
+        run = programs[k] = CompiledRun(c.plan, c.settings)
+    try:
+        return run(c)
+    except GradserveError as e:  # the trace (an eager run) raised the runner's own error
+        raise user_facing(e, c.plan.graph) from None
+    except MemoryError:
+        raise
+    except Exception:  # noqa: BLE001 - a numpy error at replay: the runner words it
+        programs.pop(k, None)
+        return execute(c)

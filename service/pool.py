@@ -7,7 +7,7 @@ spawner thread, at once and off any request's path (while no app is attached, by
 that needs a worker). A request whose checked
 plan is not statically cheap (:func:`service.core.statically_cheap`) is sent to a free worker,
 preferably one that ran the same graph before (affinity): that worker holds the graph's plan and
-its compiled programs (:func:`service.run.execute_warm`), so repeated requests replay warm and
+its compiled programs (:func:`service.compiled.execute_warm`), so repeated requests replay warm and
 only the request's own tensors travel.
 
 The guarantees of a forked child per request (:mod:`service.isolate`, ``GRADSERVE_ISOLATION=fork``)
@@ -70,8 +70,9 @@ from typing import Any
 import engine
 
 from . import isolate
+from .compiled import execute_warm
 from .errors import GradserveError, PayloadTooLarge, RequestTimeout
-from .run import Checked, execute_warm
+from .run import Checked
 
 __all__ = ["Pool", "POOL", "available", "PLAN_SLOTS"]
 

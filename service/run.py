@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-import warnings
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +26,7 @@ from .executor import Plan, Result, _array, _decode, _leaf, _Runner, binary_tens
 from .settings import Settings
 from .wire import GradRequest, TensorIn
 
-__all__ = ["run_plan", "Checked", "checked_plan", "execute", "execute_warm", "PROGRAM_SLOTS"]
+__all__ = ["run_plan", "Checked", "checked_plan", "execute"]
 
 
 def run_plan(plan: Plan, blobs: Sequence[Any] | None = None, settings: Settings | None = None,
@@ -143,73 +141,3 @@ def _execute(c: Checked) -> Result:
         grads = r.final_grad(by_id)
     values = {name: _array(r.env[plan.graph.value(name)], name) for name in req.return_}
     return Result(grads, values, rep)
-
-
-# ---------------------------------------------------------------- warm replay (worker processes)
-PROGRAM_SLOTS = 64  # compiled programs a worker keeps (by graph and input signature), LRU
-
-
-def _compilable(c: Checked) -> bool:
-    """Whether a compiled program may stand in for the runner: every shape was known to the
-    static check (nothing sized by values, no op from outside the engine, nothing to re-check at
-    run time), no per-node NaN check, no ONNX constants, no grad_outputs tensors (the program's
-    arguments are the graph inputs only)."""
-    req, rep = c.plan.request, c.report
-    go = req.grad_outputs if isinstance(req.grad_outputs, list) else []
-    return (not rep.value_dependent and not rep.unchecked and not rep.bounded and not req.check_finite
-            and not c.plan.graph.constants and not any(isinstance(g, TensorIn) for g in go))
-
-
-def _program(c: Checked) -> Callable[..., Any]:
-    """The plan's run as a compiled function of its input tensors: (grads, values) as arrays."""
-    plan, s = c.plan, c.settings
-
-    def run(*leaves: engine.Tensor) -> tuple[list, dict]:
-        r = _Runner(plan, s, None)  # deadline: the worker is killed past it (no checks to replay)
-        for t, leaf in zip(plan.request.graph.inputs, leaves):
-            r.env[t.name] = leaf
-        for st in plan.steps:
-            r.run_step(st)
-        grads = r.final_grad({})
-        return grads, {name: _array(r.env[plan.graph.value(name)], name) for name in plan.request.return_}
-
-    return engine.compile(run)
-
-
-def execute_warm(c: Checked, key: str | None, programs: OrderedDict[tuple, Any]) -> Result:
-    """:func:`execute`, replaying the compiled program of the graph ``key`` for the request's
-    signature (input shapes, dtypes, flags, integer values, the top-level call) when
-    ``programs`` holds one. A signature seen once before is compiled now (tracing costs a few
-    eager runs, which a request seen once should not pay); one not seen before runs as
-    :func:`execute` does, and so does what cannot be compiled, or a replay that fails (the runner
-    then raises its own error).
-
-    >>> execute_warm(checked_plan(plan), "sha256:...", programs)  # doctest: +SKIP
-    """
-    sig = preflight.signature(c.plan, c.decoded) if key is not None and _compilable(c) else None
-    if sig is None:
-        return execute(c)
-    k = (key, sig)
-    if k not in programs:
-        programs[k] = None  # seen once: compiled if it comes again
-        while len(programs) > PROGRAM_SLOTS:
-            programs.popitem(last=False)
-        return execute(c)
-    programs.move_to_end(k)
-    fn = programs[k]
-    if fn is None:
-        fn = programs[k] = _program(c)
-    req = c.plan.request
-    leaves = [_leaf(t, c.decoded[t.name], ("graph", "inputs", i)) for i, t in enumerate(req.graph.inputs)]
-    try:
-        with engine.enable_grad(), np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", engine.CompileWarning)  # it falls back to eager by itself
-            grads, values = fn(*leaves)
-    except GradserveError as e:  # the trace (an eager run) raised the runner's own error
-        raise user_facing(e, c.plan.graph) from None
-    except MemoryError:
-        raise
-    except Exception:  # noqa: BLE001 - a numpy error at replay: the runner words it
-        programs.pop(k, None)
-        return execute(c)
-    return Result(list(grads), dict(values), c.report)

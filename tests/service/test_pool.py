@@ -244,7 +244,7 @@ def test_fork_per_request_is_still_there(make_client) -> None:
     assert _problem(c.post("/v1/grad", json=req), 413)["limit"] == "memory"
 
 
-# ---------------------------------------------------------------- warm replay (service.run.execute_warm)
+# ---------------------------------------------------------------- warm replay (service.compiled.execute_warm)
 def _checked(source: str, x: np.ndarray, graph=None):
     from service.core import parse_request
     from service.executor import build_plan
@@ -259,7 +259,8 @@ def _checked(source: str, x: np.ndarray, graph=None):
 def test_a_warm_replay_gives_the_eager_numbers_to_the_last_bit() -> None:
     from collections import OrderedDict
 
-    from service.run import execute, execute_warm
+    from service.compiled import execute_warm
+    from service.run import execute
 
     source = "y = matmul(x, x)\nz = matmul(y, x)\nl = sum(tanh(z))"
     rng = np.random.default_rng(1)
@@ -271,8 +272,8 @@ def test_a_warm_replay_gives_the_eager_numbers_to_the_last_bit() -> None:
         warm, eager = execute_warm(c, "k", programs), execute(c)
         assert np.array_equal(warm.grads[0], eager.grads[0])
         assert all(np.array_equal(warm.values[k], eager.values[k]) for k in ("l", "y"))
-    (fn,) = programs.values()
-    assert len(fn.programs()) == 1 and fn.eager_reasons() == []
+    (run,) = programs.values()
+    assert len(run.fn.programs()) == 1 and run.fn.eager_reasons() == []
     for _ in range(2):  # another signature: another program
         c = _checked(source, rng.standard_normal((7, 7)), graph)
         assert np.array_equal(execute_warm(c, "k", programs).grads[0], execute(c).grads[0])
@@ -283,7 +284,7 @@ def test_plans_sized_by_values_are_not_compiled() -> None:
     from collections import OrderedDict
 
     from service import debug_ops
-    from service.run import execute_warm
+    from service.compiled import execute_warm
 
     debug_ops.install()
     programs: OrderedDict = OrderedDict()
