@@ -156,11 +156,18 @@ def _view_replay_shape(prim: Any, arrays: list, params: dict) -> Any:
     return params["chain"].meta(arrays[0])  # the view chain, by the view ops' own shape rules
 
 
+def _alias(prim: Primitive, name: str) -> Primitive:
+    """``prim``'s record (forward, VJP, JVP, batching rule) under another name: the node name
+    torch gives the same computation in another place."""
+    twin = Primitive(name, prim.fwd, prim.save, prim.n_out, prim.aux, prim.save_if)
+    twin.bwd, twin.jvp, twin.batch = prim.bwd, prim.jvp, prim.batch
+    twin.defshape(prim.shape_rule, work=prim.work_rule, scratch=prim.scratch_rule)
+    return twin
+
+
 # Item assignment through a key with a basic part is CopySlices in torch, a pure advanced key
 # IndexPutBackward0: the same write, under torch's two names.
-_setitem_slices = Primitive("setitem_slices", _I._index_put.fwd)
-_setitem_slices.bwd, _setitem_slices.jvp, _setitem_slices.batch = (
-    _I._index_put.bwd, _I._index_put.jvp, _I._index_put.batch)
+_setitem_slices = _alias(_I._index_put, "setitem_slices")
 _setitem_slices.defshape(_like_x_shape)
 
 
@@ -188,25 +195,6 @@ _fill.defshape(_like_x_shape)
 
 
 @primitive()
-def _fill_tensor(x, v):
-    return np.broadcast_to(v, x.shape).astype(x.dtype)
-
-
-_fill_tensor.defvjp(lambda ctx, g: (_zero(g) if ctx.edges[0] is not None else None,
-                                     g if ctx.edges[1] is not None else None))
-_fill_tensor.defjvp(linear_jvp)
-_fill_tensor.defshape(_like_x_shape)
-
-
-@_fill_tensor.defbatch
-def _fill_tensor_batch(prim, a, f):
-    x, v = a
-    n = x.shape[0] if f[0] else v.shape[0]
-    shape = (n, *(x.shape[1:] if f[0] else x.shape))
-    return np.broadcast_to(v.reshape((n,) + (1,) * (len(shape) - 1)) if f[1] else v, shape).astype(x.dtype)
-
-
-@primitive()
 def _copy(x, src):
     return np.broadcast_to(src, x.shape).astype(x.dtype)
 
@@ -229,6 +217,10 @@ def _copy_batch(prim, a, f):
     n = x.shape[0] if f[0] else src.shape[0]
     shape = (n, *(x.shape[1:] if f[0] else x.shape))
     return np.broadcast_to(src, shape).astype(x.dtype)
+
+
+# fill_ with a 0-d tensor is copy_ of it (FillBackward3 in torch's words)
+_fill_tensor = _alias(_copy, "fill_tensor")
 
 
 _ag.NODE_NAMES.update({
