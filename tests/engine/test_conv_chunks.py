@@ -30,13 +30,13 @@ CASES = {
 
 
 @pytest.mark.parametrize("step", [1, 2])
-@pytest.mark.parametrize("wide", [True, False], ids=["wide", "narrow"])
+@pytest.mark.parametrize("split", [True, False], ids=["per-sample", "per-chunk"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_chunked_convolution_matches_torch(case: str, wide: bool, step: int,
+def test_chunked_convolution_matches_torch(case: str, split: bool, step: int,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    # every sample is "wide" (its own GEMM) when _CHUNK_COLS is tiny, none when it is huge; a
-    # step of 2 over odd batches leaves a shorter last chunk
-    monkeypatch.setattr(conv_mod, "_CHUNK_COLS", 1 if wide else 1 << 40)
+    # every sample is its own GEMM when _SPLIT_ROWS is huge, every chunk one GEMM when it is 0;
+    # a step of 2 over odd batches leaves a shorter chunk
+    monkeypatch.setattr(conv_mod, "_SPLIT_ROWS", 1 << 40 if split else 0)
     monkeypatch.setattr(conv_mod._Layout, "step", lambda self, n, c, dt: max(1, min(step, n)))
     name, xs, ws, bias, kw = CASES[case]
     rng = np.random.default_rng(sum(map(ord, case)))

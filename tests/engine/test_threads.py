@@ -44,10 +44,10 @@ def _run(name: str, xs: tuple, ws: tuple, kw: dict, dtype: type) -> list[np.ndar
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("wide", [True, False], ids=["wide", "narrow"])
+@pytest.mark.parametrize("split", [True, False], ids=["per-sample", "per-chunk"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_convolution_bitwise_equal_across_thread_counts(case, wide, dtype, threads, monkeypatch) -> None:
-    monkeypatch.setattr(conv_mod, "_CHUNK_COLS", 1 if wide else 1 << 40)
+def test_convolution_bitwise_equal_across_thread_counts(case, split, dtype, threads, monkeypatch) -> None:
+    monkeypatch.setattr(conv_mod, "_SPLIT_ROWS", 1 << 40 if split else 0)
     monkeypatch.setattr(conv_mod._Layout, "step", lambda self, n, c, dt: max(1, min(2, n)))
     threads(1)
     serial = _run(*CASES[case], dtype)
@@ -113,6 +113,11 @@ def test_blas_threads_given_back(threads) -> None:
     during = []
     _threads.run_parts(lambda run: during.append(ctl.get()), range(4))
     assert during == [1, 1]
+    assert ctl.get() == before
+    # one engine thread holds BLAS too: a threaded BLAS may round a GEMM otherwise
+    threads(1)
+    _threads.run_parts(lambda run: during.append(ctl.get()), range(4))
+    assert during == [1, 1, 1]
     assert ctl.get() == before
 
 
