@@ -201,21 +201,23 @@ class _Layout:
         self.crop = (Ellipsis,) + tuple(slice(0, o) for o in out)
         self.inner = (Ellipsis,) + tuple(slice(a, a + s) for s, (a, _) in zip(size, pads))
         if self.pitched:
-            pitch = [math.prod(self.padded[j + 1:]) for j in range(len(kernel))]
+            # Each dim of a sample's block: ``top`` zero entries, then its own. Where a window's
+            # far padding fits in its reach (hi <= (k-1) * d, as with padding k // 2), the next
+            # row's (or sample's) zeros serve as that padding: fewer junk positions.
+            grid, crop, inner = [], [], []
+            for (lo, hi), s, k, d, o in zip(pads, size, kernel, dilation, out):
+                top, bottom = (max(lo, hi), 0) if hi <= (k - 1) * d else (lo, hi)
+                grid.append(top + s + bottom)
+                crop.append(slice(top - lo, top - lo + o))  # the windows
+                inner.append(slice(top, top + s))           # the sample's own entries
+            self.grid = tuple(grid)
+            self.crop, self.inner = (Ellipsis,) + tuple(crop), (Ellipsis,) + tuple(inner)
+            self.pitch = math.prod(grid)
+            pitch = [math.prod(grid[j + 1:]) for j in range(len(kernel))]
             self.starts = [sum(o * d * p for o, d, p in zip(offs, dilation, pitch))
                            for offs in itertools.product(*(range(k) for k in kernel))]
             self.reach = self.starts[-1]
-            # A sample's block of first-dim rows: ``top`` zero rows, then its own. Where its
-            # windows' bottom padding fits in their reach (hi <= (k-1) * d, as with padding
-            # k // 2), the next block's zero rows serve as that padding: fewer junk rows.
-            (lo, hi), span0 = pads[0], (kernel[0] - 1) * dilation[0]
-            top, bottom = (max(lo, hi), 0) if hi <= span0 else (lo, hi)
-            off = top - lo  # the block row of the first window
-            self.grid = (top + size[0] + bottom,) + self.padded[1:]
-            self.pitch = math.prod(self.grid)
-            self.crop = (Ellipsis, slice(off, off + out[0])) + self.crop[2:]
-            self.inner = (Ellipsis, slice(top, top + size[0])) + self.inner[2:]
-            for j, (key, full) in enumerate(zip(self.crop[1:], self.grid)):
+            for j, (key, full) in enumerate(zip(crop, grid)):
                 after = (slice(None),) * (len(out) - 1 - j)
                 if key.start > 0:
                     self.junk.append((Ellipsis, slice(0, key.start)) + after)
