@@ -5,6 +5,8 @@ shorter last chunk, and values, first- and second-order gradients are compared w
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +28,10 @@ CASES = {
                          {"stride": 2, "padding": 1, "output_padding": 1, "groups": 2}),
     "conv_transpose2d unit stride": ("conv_transpose2d", (5, 4, 4, 3), (4, 3, 3, 2), False,
                                      {"padding": (1, 0), "dilation": (1, 2)}),
+    # padding beyond the kernel's reach (no shared padding), and 'same' with an even kernel
+    # (asymmetric padding)
+    "conv2d wide padding": ("conv2d", (5, 4, 6, 5), (6, 4, 3, 2), True, {"padding": (3, 2)}),
+    "conv2d same even": ("conv2d", (5, 4, 7, 6), (6, 4, 4, 2), True, {"padding": "same"}),
 }
 
 
@@ -59,10 +65,11 @@ def test_chunked_convolution_matches_torch(case: str, split: bool, step: int,
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("padding", [1, (3, 2)], ids=["shared", "own"])
 @pytest.mark.parametrize("where", ["input", "weight"])
-def test_junk_positions_do_not_leak_non_finite_values(where: str,
+def test_junk_positions_do_not_leak_non_finite_values(where: str, padding: Any,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    # unit-stride columns carry junk positions past each row; an inf read there must not turn a
+    # unit-stride columns carry junk positions (past rows, between samples); an inf read there must not turn a
     # gradient into NaN that torch computes finite
     monkeypatch.setattr(conv_mod._Layout, "step", lambda self, n, c, dt: max(1, min(2, n)))
     rng = np.random.default_rng(3)
@@ -74,7 +81,7 @@ def test_junk_positions_do_not_leak_non_finite_values(where: str,
     te = [engine.tensor(a, requires_grad=True) for a in (x, w)]
     tt = [torch.tensor(a, requires_grad=True) for a in (x, w)]
     with np.errstate(invalid="ignore"):
-        ge = engine.autograd_grad(EF.conv2d(*te, padding=1).sum(), te)
-    gt = torch.autograd.grad(torch.nn.functional.conv2d(*tt, padding=1).sum(), tt)
+        ge = engine.autograd_grad(EF.conv2d(*te, padding=padding).sum(), te)
+    gt = torch.autograd.grad(torch.nn.functional.conv2d(*tt, padding=padding).sum(), tt)
     for a, b in zip(ge, gt):
         np.testing.assert_allclose(a.numpy(), b.numpy())

@@ -23,6 +23,10 @@ CASES = {
                                {"padding": (2, 1), "dilation": (2, 3), "groups": 2}),
     "conv2d strided": ("conv2d", (7, 4, 9, 8), (6, 4, 3, 2), {"padding": (1, 2), "stride": (2, 1)}),
     "conv_transpose2d": ("conv_transpose2d", (7, 4, 5, 4), (4, 3, 3, 3), {"stride": 2, "padding": 1}),
+    # padding beyond the kernel's reach: samples and rows do not share their padding
+    "conv2d wide padding": ("conv2d", (7, 4, 6, 5), (6, 4, 3, 2), {"padding": (3, 2)}),
+    "conv1d": ("conv1d", (7, 4, 9), (6, 4, 3), {"padding": 1}),
+    "conv3d": ("conv3d", (5, 2, 4, 5, 4), (4, 2, 2, 3, 2), {"padding": (0, 1, 1)}),
 }
 
 

@@ -8,28 +8,30 @@ recomputes the columns instead of saving them (K times the input's memory).
 
 Layout (see :class:`_Layout`). The batch is cut into chunks of whole samples, about
 ``_CHUNK_BYTES`` (2 MB) of columns each. With unit strides a chunk is one tall zero-padded image
-per channel, its samples one after the other (sharing their padding rows), and its columns are
-every position of that image: a kernel offset's columns are the image shifted by a fixed start,
-so im2col is one flat copy and col2im one flat add per kernel offset (and group), with the rows
-ordered (offset, channel). The GEMMs compute junk positions too (past each row's last window,
-and one row per sample: 306 columns per 16x16 sample with a padded 3x3 kernel, 256 valid), which
+per channel, its samples one after the other, rows and samples sharing their padding where the
+kernel reaches over it; its columns are every position of that image. A kernel offset's columns
+are then the image shifted by a fixed start, so im2col is one flat copy and col2im one flat add
+per kernel offset (and group), the rows ordered (offset, channel). The GEMMs compute junk
+positions too (a 3x3 kernel with padding 1 on a 16x16 sample: 17x17 positions, 256 valid), which
 the crop drops and the gradients zero. Measured on the bench's CNN shapes (batch 32; 3->16 on
-32x32, 16->32 on 16x16, 3x3, padding 1; thread CPU time, one thread, on a loaded 2-core AVX-512
-EPYC, OpenBLAS 0.3.31), against the previous layout (a chunk's samples as separate runs of
-``out_rows * row_pitch`` columns, 288 per sample):
+32x32 and 16->32 on 16x16, 3x3, padding 1), thread CPU time with one thread, medians, on a
+loaded 2-core AVX-512 EPYC with OpenBLAS 0.3.31, against the previous layout (each sample's
+columns a separate run of out_rows x padded_row positions, 16x18), per step (two forwards, two
+weight gradients, one input gradient) 6.10 -> 5.64 ms:
 
 - col2im: numpy runs an add over non-contiguous 2-/3-d operands through its buffered loop, ~4x
-  slower per element than a flat one (a (16, 1296) strided add 8.5 us, flat 2.2 us); the input
-  gradient of the 16->32 layer went from 1.79 to 1.43 ms. The forward and weight gradient of
-  that layer pay ~6 % for the extra junk row (1.37 -> 1.46, 1.49 -> 1.54 ms).
+  slower per element than over flat ones (a (16, 1296) strided add 8.5 us, flat 2.2 us); the
+  16->32 input gradient went from 1.81 to 1.41 ms. Forwards and weight gradients are as fast as
+  before (the extra junk row costs what the shared padding column saves).
 - chunk size: a chunk costs a few dozen numpy calls; 2 MB chunks (2 for the 3->16 layer, 4 for
-  the 16->32 one) took the 16->32 forward from 1.77 (1 MB) to 1.56 ms and the 3->16 forward
-  from 0.84 to 0.73 ms; the columns stay within a core's L2 and one GEMM's reach.
+  the 16->32 one) took the 16->32 forward from 1.77 (1 MB) to 1.56 ms and the 3->16 one from
+  0.84 to 0.73 ms (before padding was shared); larger ones gain little and leave too few
+  chunks for the threads.
 - GEMM shape: where a group's rows (C/groups * K) are fewer than ``_SPLIT_ROWS`` (64), each
-  sample is its own GEMM: OpenBLAS runs (16, 27) @ (27, 1122) at ~95 GF but (16, 27) @
-  (27, 9000) at ~60, and the weight gradient's (27, 1122) @ (1122, 16) per sample at ~95 GF
-  against ~45 for one long inner dimension (fwd 0.43 -> 0.32 ms, wgrad 0.70 -> 0.34 ms on the
-  3->16 layer). With 144 rows one GEMM per chunk is ~5 % faster than one per sample.
+  sample is its own GEMM: for the 3->16 layer (27 rows) OpenBLAS takes 0.32 ms per batch as
+  (16, 27) @ (27, 1156) per sample against 0.44 as one GEMM per 8-sample chunk, and 0.35
+  against 0.71 for the weight gradient (a long inner dimension); with 144 rows one GEMM per
+  chunk is 3-8 % faster than one per sample.
 - threads: the chunks are fixed by the shapes alone (a weight gradient sums per-chunk
   products, whose rounding depends on where chunks begin), their count made even and the
   samples spread evenly over them, so two threads get equal halves (the previous 5 chunks of
@@ -178,13 +180,14 @@ class _Layout:
     before channel), of which each row's first ``m * pitch`` entries are the columns.
 
     With unit strides ("pitched") a chunk is one tall image per channel, its m zero-padded
-    samples one after the other in a row; every column is a position of that image, the valid
-    windows plus junk positions past each row's last window and in the rows between two
-    samples (the GEMM computes them, the output crop drops them, the gradients zero them, so
-    they never reach a result). A kernel offset's columns are then the image shifted by a fixed
-    ``start``: for all the channels of a group at once, one flat copy (im2col) or one flat add
-    (col2im); the ``reach`` past a row's columns takes what a shift carries over. Other strides
-    gather the window view, ``pitch`` = prod(out) columns per sample and no junk.
+    samples one after the other in a row, each a ``grid`` block of ``pitch`` entries; every column
+    is a position of that image, the valid windows (``crop`` of a block) plus junk positions
+    past each row's last window and between two samples (the GEMM computes them, the output
+    crop drops them, the gradients zero them, so they never reach a result). A kernel offset's
+    columns are then the image shifted by a fixed ``start``: for all the channels of a group at
+    once, one flat copy (im2col) or one flat add (col2im); the ``reach`` past a row's columns
+    takes what a shift carries over. Other strides gather the window view, ``pitch`` = prod(out)
+    columns per sample and no junk.
     """
 
     def __init__(self, c: int, groups: int, size: tuple, pads: tuple, kernel: tuple, stride: tuple,
@@ -301,6 +304,13 @@ class _Layout:
             yield s0, m, buf
 
 
+def _chunked(body, lay: _Layout, n: int, dt: np.dtype) -> list:
+    """``body(run)`` over runs of the chunks of a batch of ``n``, one run per engine thread
+    (:func:`engine._threads.run_parts`, each with its own buffers); nothing for an empty batch."""
+    bounds = lay.bounds(n, dt)
+    return run_parts(body, bounds) if bounds else []
+
+
 @primitive(save=(0, 1))
 def _conv_gemm(x, w, b, pads, kernel, stride, dilation, out, groups):
     """``x`` (N, C, *sp), ``w`` (O, C/groups, *kernel), bias ``b`` (O,) or None -> (N, O, *out),
@@ -329,7 +339,7 @@ def _conv_gemm(x, w, b, pads, kernel, stride, dilation, out, groups):
                 r += bias
             y[s0:s0 + m] = lay.grid_view(r, m)[lay.crop].swapaxes(0, 1)
 
-    run_parts(chunks, lay.bounds(n, dt))
+    _chunked(chunks, lay, n, dt)
     return y
 
 
@@ -358,7 +368,7 @@ def _conv_wgrad(x, g, pads, kernel, stride, dilation, groups):
                 parts.append(np.matmul(a, b.swapaxes(1, 2)))
         return parts
 
-    for parts in run_parts(chunks, lay.bounds(n, dt)):
+    for parts in _chunked(chunks, lay, n, dt):
         for p in parts:
             gwt += p
     gw = gwt.reshape(groups, lay.kk, lay.cg, og).transpose(0, 3, 2, 1)
@@ -411,7 +421,7 @@ def _conv_xgrad(g, w, pads, kernel, stride, dilation, size, groups):
                                       tuple(range(3 + nd, 3 + 2 * nd))).reshape((m, c) + kernel + lay.out)
                 gx[s0:s0 + m] = _fold_windows.fwd(cols, kernel, stride, dilation, lay.padded)[lay.inner]
 
-    run_parts(chunks, lay.bounds(n, dt))
+    _chunked(chunks, lay, n, dt)
     return gx
 
 
