@@ -42,6 +42,7 @@ Other strides gather the window view, prod(out) columns per sample and no junk.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -144,7 +145,7 @@ def _padded(size: tuple, pads: tuple) -> tuple:
 
 def _view(a: np.ndarray, shape: tuple) -> np.ndarray:
     """``a`` reshaped without a copy (results are written through these views)."""
-    return np.reshape(a, shape, copy=False)
+    return a.reshape(shape, copy=False)
 
 
 def _first(buf: np.ndarray, shape: tuple) -> np.ndarray:
@@ -198,7 +199,6 @@ class _Layout:
         self.padded = _padded(size, pads)
         self.kk = math.prod(kernel)
         self.rows = self.kk * self.cg  # a group's GEMM rows
-        self.split = self.rows < _SPLIT_ROWS
         self.pitched = all(s == 1 for s in stride)
         self.junk = []
         self.crop = (Ellipsis,) + tuple(slice(0, o) for o in out)
@@ -299,9 +299,25 @@ class _Layout:
         """Yield ``(start, m, buf)`` over the chunks ``run`` of ``gr`` (N, O, *out): ``buf`` (O,
         row) holds the chunk laid out as columns, zero at the junk positions."""
         buf = np.zeros((gr.shape[1], self.row(run)), dt)  # junk sits at the same offsets always
+        views: dict[int, np.ndarray] = {}
         for s0, m in run:
-            self.grid_view(buf, m)[self.crop] = gr[s0:s0 + m].swapaxes(0, 1)
+            if m not in views:
+                views[m] = self.grid_view(buf, m)[self.crop]
+            views[m][...] = gr[s0:s0 + m].swapaxes(0, 1)
             yield s0, m, buf
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_layout(*key) -> _Layout:
+    return _Layout(*key)
+
+
+def _layout(c: int, groups: int, size: Sequence[int], pads: Sequence, kernel: Sequence[int],
+            stride: Sequence[int], dilation: Sequence[int], out: Sequence[int]) -> _Layout:
+    """The (cached: the same shapes come back every step) layout of a convolution."""
+    t = tuple
+    return _cached_layout(c, groups, t(size), t(t(p) for p in pads), t(kernel), t(stride),
+                          t(dilation), t(out))
 
 
 def _chunked(body, lay: _Layout, n: int, dt: np.dtype) -> list:
@@ -311,6 +327,12 @@ def _chunked(body, lay: _Layout, n: int, dt: np.dtype) -> list:
     return run_parts(body, bounds) if bounds else []
 
 
+def _operands(a: np.ndarray, r: np.ndarray, m: int, split: bool) -> tuple:
+    """The GEMM operand and result views of a chunk of ``m`` samples: one GEMM per sample
+    where ``split``."""
+    return (_by_sample(a, m), _by_sample(r, m)) if split and m > 1 else (a, r)
+
+
 @primitive(save=(0, 1))
 def _conv_gemm(x, w, b, pads, kernel, stride, dilation, out, groups):
     """``x`` (N, C, *sp), ``w`` (O, C/groups, *kernel), bias ``b`` (O,) or None -> (N, O, *out),
@@ -318,9 +340,10 @@ def _conv_gemm(x, w, b, pads, kernel, stride, dilation, out, groups):
     n, c = x.shape[:2]
     o = w.shape[0]
     dt = np.result_type(x, w)
-    lay = _Layout(c, groups, x.shape[2:], pads, kernel, stride, dilation, out)
+    lay = _layout(c, groups, x.shape[2:], pads, kernel, stride, dilation, out)
     og = o // groups
-    y = np.empty((n, o) + out, dt)
+    split = lay.rows < _SPLIT_ROWS
+    y = np.empty((n, o) + tuple(out), dt)
     # rows in the columns' order, (offset, channel)
     wm = w.reshape(groups, og, lay.cg, lay.kk).swapaxes(2, 3).reshape(groups, og, lay.rows)
     wm = wm.astype(dt, copy=False)
@@ -328,16 +351,17 @@ def _conv_gemm(x, w, b, pads, kernel, stride, dilation, out, groups):
 
     def chunks(run: Sequence[tuple[int, int]]) -> None:
         res = np.empty(o * max(m for _, m in run) * lay.pitch, dt)
+        views: dict[int, tuple] = {}  # per chunk length: the buffers are the same every chunk
         for s0, m, buf in lay.columns(x, dt, run):
-            a = lay.gemm_view(buf, m)
-            r = _first(res, a.shape[:1] + (og, a.shape[2]))
-            if lay.split and m > 1:
-                np.matmul(wm, _by_sample(a, m), out=_by_sample(r, m))
-            else:
-                np.matmul(wm, a, out=r)
+            if m not in views:
+                a = lay.gemm_view(buf, m)
+                r = _first(res, (groups, og, a.shape[2]))
+                views[m] = _operands(a, r, m, split) + (r, lay.grid_view(r, m)[lay.crop].swapaxes(0, 1))
+            a, rr, r, valid = views[m]
+            np.matmul(wm, a, out=rr)
             if bias is not None:  # here, in the threads, on a chunk still in cache
                 r += bias
-            y[s0:s0 + m] = lay.grid_view(r, m)[lay.crop].swapaxes(0, 1)
+            y[s0:s0 + m] = valid
 
     _chunked(chunks, lay, n, dt)
     return y
@@ -350,29 +374,31 @@ def _conv_wgrad(x, g, pads, kernel, stride, dilation, groups):
     n, c = x.shape[:2]
     o = g.shape[1]
     dt = np.result_type(x, g)
-    lay = _Layout(c, groups, x.shape[2:], pads, kernel, stride, dilation, g.shape[2:])
+    lay = _layout(c, groups, x.shape[2:], pads, kernel, stride, dilation, g.shape[2:])
     og = o // groups
+    split = lay.rows < _SPLIT_ROWS
     # computed transposed, cols (K*C, span) @ g^T (span, O): ~1.4x faster than g @ cols^T here
     gwt = np.zeros((groups, lay.rows, og), dt)
     junk = lay.junk_matters(x)
 
     def chunks(run: Sequence[tuple[int, int]]) -> list:
         parts = []  # one product per chunk, summed below in chunk order whatever the threads
+        views: dict[int, tuple] = {}
         for (_, m, buf), (_, _, gbuf) in zip(lay.columns(x, dt, run), lay.spread(g, dt, run)):
             if junk:
                 lay.zero_junk(buf, m)
-            a, b = lay.gemm_view(buf, m), lay.gemm_view(gbuf, m)
-            if lay.split and m > 1:
-                parts.append(np.matmul(_by_sample(a, m), _by_sample(b, m).swapaxes(2, 3)).sum(0))
-            else:
-                parts.append(np.matmul(a, b.swapaxes(1, 2)))
+            if m not in views:
+                a, gt = _operands(lay.gemm_view(buf, m), lay.gemm_view(gbuf, m), m, split)
+                views[m] = a, gt.swapaxes(-1, -2)
+            p = np.matmul(*views[m])
+            parts.append(p.sum(0) if p.ndim == 4 else p)  # (summing the samples' GEMMs)
         return parts
 
     for parts in _chunked(chunks, lay, n, dt):
         for p in parts:
             gwt += p
     gw = gwt.reshape(groups, lay.kk, lay.cg, og).transpose(0, 3, 2, 1)
-    return np.ascontiguousarray(gw).reshape((o, lay.cg) + kernel)
+    return np.ascontiguousarray(gw).reshape((o, lay.cg) + tuple(kernel))
 
 
 @primitive(save=(0, 1))
@@ -384,37 +410,39 @@ def _conv_xgrad(g, w, pads, kernel, stride, dilation, size, groups):
     c = cg * groups
     og = o // groups
     dt = np.result_type(g, w)
-    lay = _Layout(c, groups, size, pads, kernel, stride, dilation, g.shape[2:])
-    gx = np.empty((n, c) + size, dt)
+    lay = _layout(c, groups, size, pads, kernel, stride, dilation, g.shape[2:])
+    split = lay.rows < _SPLIT_ROWS
+    gx = np.empty((n, c) + tuple(size), dt)
     wt = w.reshape(groups, og, cg, lay.kk).transpose(0, 3, 2, 1).reshape(groups, lay.rows, og)
     wt = wt.astype(dt, copy=False)
     junk = lay.junk_matters(w)
-    nd = len(kernel)
+    kernel, nd = tuple(kernel), len(kernel)
 
     def chunks(run: Sequence[tuple[int, int]]) -> None:
         row = lay.row(run)
         buf = np.empty((groups, lay.kk, cg, row), dt)
-        if lay.pitched:
+        if lay.pitched:  # col2im: a group's image is the sum of its offsets' columns, shifted
             acc = np.empty((c, row), dt)
-            flat = _view(acc, (-1,))
-            n_ = cg * row
+            flat, k = _view(acc, (-1,)), cg * row
+            shifted = [(flat[gi * k + st:(gi + 1) * k], _view(buf[gi, t], (k,))[:k - st])
+                       for gi in range(groups) for t, st in enumerate(lay.starts)]
+        views: dict[int, tuple] = {}
         for s0, m, gbuf in lay.spread(g, dt, run):
-            a, r = lay.gemm_view(gbuf, m), lay.gemm_view(buf, m)
-            if lay.split and m > 1:
-                np.matmul(wt, _by_sample(a, m), out=_by_sample(r, m))
-            else:
-                np.matmul(wt, a, out=r)
-            if lay.pitched:  # col2im: one flat add per kernel offset (and group)
+            if m not in views:
+                img = lay.grid_view(acc, m)[lay.inner].swapaxes(0, 1) if lay.pitched else None
+                views[m] = _operands(lay.gemm_view(gbuf, m), lay.gemm_view(buf, m), m, split) + (img,)
+            a, r, img = views[m]
+            np.matmul(wt, a, out=r)
+            if lay.pitched:
                 if junk:
                     lay.zero_junk(buf, m)
                 buf[..., m * lay.pitch:] = 0  # carried over by the shifts: must add nothing
-                for gi in range(groups):
-                    dst = flat[gi * n_:(gi + 1) * n_]
-                    np.copyto(dst, _view(buf[gi, 0], (n_,)))  # starts[0] == 0
-                    for t, st in enumerate(lay.starts[1:], 1):
-                        d = dst[st:]
-                        d += _view(buf[gi, t], (n_,))[:n_ - st]
-                gx[s0:s0 + m] = lay.grid_view(acc, m)[lay.inner].swapaxes(0, 1)
+                for t, (dst, src) in enumerate(shifted):
+                    if t % lay.kk == 0:  # starts[0] == 0: the first offset is copied
+                        np.copyto(dst, src)
+                    else:
+                        np.add(dst, src, out=dst)
+                gx[s0:s0 + m] = img
             else:
                 cols = lay.grid_view(buf, m).reshape((groups,) + kernel + (cg, m) + lay.out)
                 cols = cols.transpose((1 + nd + 1, 0, 1 + nd) + tuple(range(1, 1 + nd)) +
