@@ -7,26 +7,28 @@ engine ops, so every derivative, double backward included, goes through them. Ba
 recomputes the columns instead of saving them (K times the input's memory).
 
 Layout (see :class:`_Layout`). The batch is cut into chunks of whole samples, about
-``_CHUNK_BYTES`` (2 MB) of columns each. With unit strides a chunk is one tall zero-padded image
+``_CHUNK_BYTES`` (1 MB) of columns each. With unit strides a chunk is one tall zero-padded image
 per channel, its samples one after the other, rows and samples sharing their padding where the
 kernel reaches over it; its columns are every position of that image. A kernel offset's columns
 are then the image shifted by a fixed start, so im2col is one flat copy and col2im one flat add
 per kernel offset (and group), the rows ordered (offset, channel). The GEMMs compute junk
 positions too (a 3x3 kernel with padding 1 on a 16x16 sample: 17x17 positions, 256 valid), which
-the crop drops and the gradients zero. Measured on the bench's CNN shapes (batch 32; 3->16 on
-32x32 and 16->32 on 16x16, 3x3, padding 1), thread CPU time with one thread, medians, on a
-loaded 2-core AVX-512 EPYC with OpenBLAS 0.3.31, against the previous layout (each sample's
-columns a separate run of out_rows x padded_row positions, 16x18), per step (two forwards, two
-weight gradients, one input gradient) 6.10 -> 5.64 ms:
+the crop drops and the gradients zero. Measured with ``python -m bench.conv --threads 1`` (the
+bench's CNN shapes: batch 32, 3->16 on 32x32 and 16->32 on 16x16, 3x3, padding 1; process CPU
+time, medians, calls interleaved with the previous code's) on a loaded 2-core AVX-512 EPYC with
+OpenBLAS 0.3.31, against the previous layout (each sample's columns a separate run of
+out_rows x padded_row positions, 16x18), one step's primitives (two forwards, two weight
+gradients, one input gradient) went from 6.83-7.0 to 6.26-6.58 ms (back to back, each
+primitive alone: 6.6 -> 6.1 ms):
 
 - col2im: numpy runs an add over non-contiguous 2-/3-d operands through its buffered loop, ~4x
   slower per element than over flat ones (a (16, 1296) strided add 8.5 us, flat 2.2 us); the
   16->32 input gradient went from 1.81 to 1.41 ms. Forwards and weight gradients are as fast as
   before (the extra junk row costs what the shared padding column saves).
-- chunk size: a chunk costs a few dozen numpy calls; 2 MB chunks (2 for the 3->16 layer, 4 for
-  the 16->32 one) took the 16->32 forward from 1.77 (1 MB) to 1.56 ms and the 3->16 one from
-  0.84 to 0.73 ms (before padding was shared); larger ones gain little and leave too few
-  chunks for the threads.
+- chunk size: a chunk costs a few dozen numpy calls (~25 us), but its columns and products
+  should stay in a core's L2 (1 MB): with calls interleaved as in a step, 1 MB chunks (4 for
+  the 3->16 layer, 6 for the 16->32 one) ran the 3->16 forward in 0.86-0.89 ms against
+  1.05-1.23 with 2 MB ones, the 16->32 layer alike; back to back 2 MB ones were ~10 % faster.
 - GEMM shape: where a group's rows (C/groups * K) are fewer than ``_SPLIT_ROWS`` (64), each
   sample is its own GEMM: for the 3->16 layer (27 rows) OpenBLAS takes 0.32 ms per batch as
   (16, 27) @ (27, 1156) per sample against 0.44 as one GEMM per 8-sample chunk, and 0.35
@@ -135,7 +137,7 @@ def _sizes(t: tuple) -> str:
 # dT/dw and conv_xgrad is dT/dx, and all three are bilinear, so each one's VJP is two of the
 # others (written in engine ops: double backward and beyond come free). See the module
 # docstring for the layout of their columns and how the batch is cut into chunks.
-_CHUNK_BYTES = 1 << 21
+_CHUNK_BYTES = 1 << 20
 _SPLIT_ROWS = 64
 
 
