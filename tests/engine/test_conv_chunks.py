@@ -85,3 +85,20 @@ def test_junk_positions_do_not_leak_non_finite_values(where: str, padding: Any,
     gt = torch.autograd.grad(torch.nn.functional.conv2d(*tt, padding=padding).sum(), tt)
     for a, b in zip(ge, gt):
         np.testing.assert_allclose(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
+def test_empty_batch_matches_torch(name: str) -> None:
+    # no chunk to run: outputs and gradients are empty, the weight gradient zero
+    ws = (2, 3, 3, 3) if name == "conv2d" else (3, 2, 3, 3)
+    x, w = np.zeros((0, 3, 5, 4)), np.random.default_rng(0).standard_normal(ws)
+    te = [engine.tensor(a, requires_grad=True) for a in (x, w)]
+    tt = [torch.tensor(a, requires_grad=True) for a in (x, w)]
+    ye = getattr(EF, name)(*te, padding=1)
+    yt = getattr(torch.nn.functional, name)(*tt, padding=1)
+    assert tuple(ye.shape) == tuple(yt.shape)
+    ge = engine.autograd_grad(ye.sum(), te)
+    gt = torch.autograd.grad(yt.sum(), tt)
+    for a, b in zip(ge, gt):
+        assert tuple(a.shape) == tuple(b.shape)
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
