@@ -31,7 +31,7 @@ primitive alone: 6.6 -> 6.1 ms):
   1.05-1.23 with 2 MB ones, the 16->32 layer alike; back to back 2 MB ones were ~10 % faster.
 - GEMM shape: where a group's rows (C/groups * K) are fewer than ``_SPLIT_ROWS`` (64), each
   sample is its own GEMM: for the 3->16 layer (27 rows) OpenBLAS takes 0.32 ms per batch as
-  (16, 27) @ (27, 1156) per sample against 0.44 as one GEMM per 8-sample chunk, and 0.35
+  (16, 27) @ (27, ~1100) per sample against 0.44 as one GEMM per 8-sample chunk, and 0.35
   against 0.71 for the weight gradient (a long inner dimension); with 144 rows one GEMM per
   chunk is 3-8 % faster than one per sample.
 - threads: the chunks are fixed by the shapes alone (a weight gradient sums per-chunk
