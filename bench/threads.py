@@ -1,9 +1,10 @@
 """The engine's thread pool, before and after: ``python -m bench.threads [--cases cnn,block]``.
 
 Times the eager engine step of each case with ``engine.set_num_threads(1)`` (everything on the
-calling thread, OpenBLAS with its own threads) and with ``N`` threads (the default: the cores this
-process may use; convolution chunks split across the pool, OpenBLAS held to one thread inside
-it), interleaved in the same rounds with torch, and checks both give the same bits.
+calling thread; OpenBLAS with its own threads outside the convolutions' chunk loops) and with
+``N`` threads (the default: the cores this process may use; convolution chunks split across the
+pool, OpenBLAS held to one thread inside it), interleaved in the same rounds with torch, and
+checks both give the same bits.
 ``OPENBLAS_NUM_THREADS=1`` in the environment takes BLAS's own threads out of the comparison.
 """
 

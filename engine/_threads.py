@@ -4,13 +4,16 @@ Ops whose numpy forward walks a batch in independent chunks (the convolutions' i
 hand the chunks to :func:`run_parts`: with more than one thread each thread takes a contiguous
 run of chunks, with the same chunk boundaries as the serial loop, so every chunk computes the
 same numbers; the callers combine per-chunk results in chunk order. Results are therefore
-bitwise those of one thread (``tests/engine/test_threads.py``).
+bitwise those of one thread (``tests/engine/test_threads.py``). That needs every GEMM to run on
+one BLAS thread whatever the pool's size: a threaded OpenBLAS rounds some shapes differently
+(0.3.31 on AVX-512 does for long inner dimensions that are odd multiples of 16).
 
 The pool's size is ``engine.set_num_threads(n)`` (``torch.set_num_threads``), by default the
 cores this process may run on (``os.sched_getaffinity``), at most 4, or ``GRADSERVE_ENGINE_THREADS``
-when set. While a parallel region runs GEMMs, the numpy's OpenBLAS is held to one thread, so that
-the pool's threads and BLAS's never oversubscribe the cores; where that cannot be done (a BLAS
-without ``openblas_set_num_threads``), regions that call BLAS run serially.
+when set. While a region of several chunks runs GEMMs, numpy's OpenBLAS is held to one thread (so
+that the pool's threads and BLAS's never oversubscribe the cores, and for the rounding above);
+where that cannot be done (a BLAS without ``openblas_set_num_threads``), regions that call BLAS
+run serially. A single chunk runs on the calling thread with BLAS's own threads.
 """
 
 from __future__ import annotations
@@ -153,22 +156,24 @@ def split(n: int, parts: int) -> list[range]:
 def run_parts(fn: Callable[[Sequence[Any]], Any], items: Sequence[Any], blas: bool = True) -> list:
     """``[fn(run) for run in runs]`` over contiguous runs of ``items``, one run per thread (in
     order); a single run ``[fn(items)]`` when the pool has one thread, there is one item, the
-    caller is itself a part, or ``blas`` work cannot be kept from oversubscribing."""
+    caller is itself a part, or ``blas`` work cannot be kept from oversubscribing. Over several
+    items BLAS is held to one thread however many the pool has (one included)."""
     n = get_num_threads()
-    if n <= 1 or len(items) < 2 or getattr(_local, "inside", False):
+    if len(items) < 2 or getattr(_local, "inside", False):
         return [fn(items)]
     ctl = _blas_control() if blas else None
     if blas and ctl is None:
         return [fn(items)]
     runs = [items[r.start:r.stop] for r in split(len(items), n)]
-    if ctl is not None:
+    if ctl is not None:  # with one thread too: its GEMMs must round as the parts' do
         ctl.hold()
     futures = []
     try:
         try:
-            ex = _executor(n)
-            for run in runs[1:]:
-                futures.append(ex.submit(_part, fn, run))
+            if len(runs) > 1:
+                ex = _executor(n)
+                for run in runs[1:]:
+                    futures.append(ex.submit(_part, fn, run))
         except RuntimeError:
             pass  # no thread to be had (an address-space limit, as in the service's forked runs)
         first = _part(fn, runs[0])  # the calling thread takes the first run

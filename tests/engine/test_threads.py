@@ -23,6 +23,10 @@ CASES = {
                                {"padding": (2, 1), "dilation": (2, 3), "groups": 2}),
     "conv2d strided": ("conv2d", (7, 4, 9, 8), (6, 4, 3, 2), {"padding": (1, 2), "stride": (2, 1)}),
     "conv_transpose2d": ("conv_transpose2d", (7, 4, 5, 4), (4, 3, 3, 3), {"stride": 2, "padding": 1}),
+    # padding beyond the kernel's reach: samples and rows do not share their padding
+    "conv2d wide padding": ("conv2d", (7, 4, 6, 5), (6, 4, 3, 2), {"padding": (3, 2)}),
+    "conv1d": ("conv1d", (7, 4, 9), (6, 4, 3), {"padding": 1}),
+    "conv3d": ("conv3d", (5, 2, 4, 5, 4), (4, 2, 2, 3, 2), {"padding": (0, 1, 1)}),
 }
 
 
@@ -44,10 +48,10 @@ def _run(name: str, xs: tuple, ws: tuple, kw: dict, dtype: type) -> list[np.ndar
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("wide", [True, False], ids=["wide", "narrow"])
+@pytest.mark.parametrize("split", [True, False], ids=["per-sample", "per-chunk"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_convolution_bitwise_equal_across_thread_counts(case, wide, dtype, threads, monkeypatch) -> None:
-    monkeypatch.setattr(conv_mod, "_CHUNK_COLS", 1 if wide else 1 << 40)
+def test_convolution_bitwise_equal_across_thread_counts(case, split, dtype, threads, monkeypatch) -> None:
+    monkeypatch.setattr(conv_mod, "_SPLIT_ROWS", 1 << 40 if split else 0)
     monkeypatch.setattr(conv_mod._Layout, "step", lambda self, n, c, dt: max(1, min(2, n)))
     threads(1)
     serial = _run(*CASES[case], dtype)
@@ -72,8 +76,9 @@ def test_cnn_step_bitwise_equal_across_thread_counts(threads) -> None:
 
     threads(1)
     serial = step()
-    threads(2)
-    assert step() == serial
+    for n in (2, 3):
+        threads(n)
+        assert step() == serial, f"{n} threads differ from 1 thread"
 
 
 def test_run_parts_splits_in_order_across_threads(threads) -> None:
@@ -113,6 +118,11 @@ def test_blas_threads_given_back(threads) -> None:
     during = []
     _threads.run_parts(lambda run: during.append(ctl.get()), range(4))
     assert during == [1, 1]
+    assert ctl.get() == before
+    # one engine thread holds BLAS too: a threaded BLAS may round a GEMM otherwise
+    threads(1)
+    _threads.run_parts(lambda run: during.append(ctl.get()), range(4))
+    assert during == [1, 1, 1]
     assert ctl.get() == before
 
 

@@ -3,14 +3,48 @@
 Three primitives do all the work: ``_conv_gemm`` (the convolution, padding and bias included),
 ``_conv_wgrad`` (its weight gradient) and ``_conv_xgrad`` (its input gradient, col2im of
 ``W^T g``, which is also the transposed convolution). Each one's VJP is two of the others, in
-engine ops, so every derivative, double backward included, goes through them. Their numpy
-forwards im2col a cache-sized chunk of the batch at a time and multiply it as
-``(O, C*K) @ (C*K, L)`` per sample, which leaves the output contiguous in torch's layout;
-backward recomputes the columns instead of saving them (K times the input's memory).
+engine ops, so every derivative, double backward included, goes through them. Backward
+recomputes the columns instead of saving them (K times the input's memory).
+
+Layout (see :class:`_Layout`). The batch is cut into chunks of whole samples, about
+``_CHUNK_BYTES`` (1 MB) of columns each. With unit strides a chunk is one tall zero-padded image
+per channel, its samples one after the other, rows and samples sharing their padding where the
+kernel reaches over it; its columns are every position of that image. A kernel offset's columns
+are then the image shifted by a fixed start, so im2col is one flat copy and col2im one flat add
+per kernel offset (and group), the rows ordered (offset, channel). The GEMMs compute junk
+positions too (a 3x3 kernel with padding 1 on a 16x16 sample: 17x17 positions, 256 valid), which
+the crop drops and the gradients zero. Measured with ``python -m bench.conv --threads 1`` (the
+bench's CNN shapes: batch 32, 3->16 on 32x32 and 16->32 on 16x16, 3x3, padding 1; process CPU
+time, medians, calls interleaved with the previous code's) on a loaded 2-core AVX-512 EPYC with
+OpenBLAS 0.3.31, against the previous layout (each sample's columns a separate run of
+out_rows x padded_row positions, 16x18), one step's primitives (two forwards, two weight
+gradients, one input gradient) went from 6.83-7.0 to 6.26-6.58 ms (back to back, each
+primitive alone: 6.6 -> 6.1 ms):
+
+- col2im: numpy runs an add over non-contiguous 2-/3-d operands through its buffered loop, ~4x
+  slower per element than over flat ones (a (16, 1296) strided add 8.5 us, flat 2.2 us); the
+  16->32 input gradient went from 1.81 to 1.41 ms. Forwards and weight gradients are as fast as
+  before (the extra junk row costs what the shared padding column saves).
+- chunk size: a chunk costs a few dozen numpy calls (~25 us), but its columns and products
+  should stay in a core's L2 (1 MB): with calls interleaved as in a step, 1 MB chunks (4 for
+  the 3->16 layer, 6 for the 16->32 one) ran the 3->16 forward in 0.86-0.89 ms against
+  1.05-1.23 with 2 MB ones, the 16->32 layer alike; back to back 2 MB ones were ~10 % faster.
+- GEMM shape: where a group's rows (C/groups * K) are fewer than ``_SPLIT_ROWS`` (64), each
+  sample is its own GEMM: for the 3->16 layer (27 rows) OpenBLAS takes 0.32 ms per batch as
+  (16, 27) @ (27, ~1100) per sample against 0.44 as one GEMM per 8-sample chunk, and 0.35
+  against 0.71 for the weight gradient (a long inner dimension); with 144 rows one GEMM per
+  chunk is 3-8 % faster than one per sample.
+- threads: the chunks are fixed by the shapes alone (a weight gradient sums per-chunk
+  products, whose rounding depends on where chunks begin), their count made even and the
+  samples spread evenly over them, so two threads get equal halves (the previous 5 chunks of
+  the 16->32 layer ran 3 + 2); bias is added in the threads, on a chunk still in cache.
+
+Other strides gather the window view, prod(out) columns per sample and no junk.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -101,19 +135,19 @@ def _sizes(t: tuple) -> str:
 # ---------------------------------------------------------------- the convolution core
 # Three primitives, each the others' adjoint: for T(x, w, g) = <g, conv(x, w)>, conv_wgrad is
 # dT/dw and conv_xgrad is dT/dx, and all three are bilinear, so each one's VJP is two of the
-# others (written in engine ops: double backward and beyond come free). Their numpy forwards
-# walk the batch in chunks: the (N, C*K, L) columns are never materialized whole, padding
-# happens per chunk, and no array K times the input's size is allocated. Where one sample has
-# few window positions (L < _CHUNK_COLS / 2), a chunk of about _CHUNK_COLS positions is one
-# (C*K, m*L) GEMM, big enough for a threaded BLAS to split (one GEMM per sample is ~2x slower
-# with 2 threads); otherwise ("wide") each sample is its own GEMM, a chunk of ~_CHUNK_BYTES of
-# columns at a time (one long GEMM is ~1.5x slower single-threaded there).
-_CHUNK_COLS = 2048
+# others (written in engine ops: double backward and beyond come free). See the module
+# docstring for the layout of their columns and how the batch is cut into chunks.
 _CHUNK_BYTES = 1 << 20
+_SPLIT_ROWS = 64
 
 
 def _padded(size: tuple, pads: tuple) -> tuple:
     return tuple(s + a + b for s, (a, b) in zip(size, pads))
+
+
+def _view(a: np.ndarray, shape: tuple) -> np.ndarray:
+    """``a`` reshaped without a copy (results are written through these views)."""
+    return a.reshape(shape, copy=False)
 
 
 def _first(buf: np.ndarray, shape: tuple) -> np.ndarray:
@@ -121,119 +155,184 @@ def _first(buf: np.ndarray, shape: tuple) -> np.ndarray:
     return buf[:math.prod(shape)].reshape(shape)
 
 
-class _Layout:
-    """Where the (C*K, m*L) columns of a chunk of m samples come from, for input ``size`` and
-    ``out`` windows.
+def _by_sample(a: np.ndarray, m: int) -> np.ndarray:
+    """A chunk's (G, R, m * pitch) columns as (m, G, R, pitch): one GEMM per sample."""
+    g, r, s = a.shape
+    return _view(a, (g, r, m, s // m)).transpose(2, 0, 1, 3)
 
-    With unit strides the L positions follow the padded input's row pitch: every kernel offset's
-    column row is then one contiguous run of the flattened padded plane (a plain copy, not a
-    strided gather, and col2im adds whole runs too), at the price of a few junk positions past
-    each row's last window. The GEMM computes them, the output crop drops them, and the
-    gradients zero them, so they never reach a result. Other strides gather the window view.
+
+def _bounds(n: int, step: int) -> list[tuple[int, int]]:
+    """``(start, samples)`` of the chunks of a batch of ``n``, at most ``step`` samples each: an
+    even number of chunks (two threads take equal halves), the longer ones spread evenly among
+    the shorter (three threads stay near-even too)."""
+    k = -(-n // max(step, 1))
+    if 1 < k < n and k % 2:
+        k += 1
+    q, r = divmod(n, max(k, 1))
+    out, s0 = [], 0
+    for i in range(k):
+        m = q + (i + 1) * r // k - i * r // k
+        out.append((s0, m))
+        s0 += m
+    return out
+
+
+class _Layout:
+    """The columns of a chunk of m samples of an input with ``c`` channels in ``groups``, for
+    spatial ``size`` and ``out`` windows: a (groups, K, C/groups, row) buffer (kernel offset
+    before channel), of which each row's first ``m * pitch`` entries are the columns.
+
+    With unit strides ("pitched") a chunk is one tall image per channel, its m zero-padded
+    samples one after the other in a row, each a ``grid`` block of ``pitch`` entries; every column
+    is a position of that image, the valid windows (``crop`` of a block) plus junk positions
+    past each row's last window and between two samples (the GEMM computes them, the output
+    crop drops them, the gradients zero them, so they never reach a result). A kernel offset's
+    columns are then the image shifted by a fixed ``start``: for all the channels of a group at
+    once, one flat copy (im2col) or one flat add (col2im); the ``reach`` past a row's columns
+    takes what a shift carries over. Other strides gather the window view, ``pitch`` = prod(out)
+    columns per sample and no junk.
     """
 
-    def __init__(self, size: tuple, pads: tuple, kernel: tuple, stride: tuple, dilation: tuple,
-                 out: tuple) -> None:
+    def __init__(self, c: int, groups: int, size: tuple, pads: tuple, kernel: tuple, stride: tuple,
+                 dilation: tuple, out: tuple) -> None:
+        self.c, self.groups, self.cg = c, groups, c // groups
         self.size, self.pads, self.kernel, self.stride, self.dilation, self.out = \
             size, pads, kernel, stride, dilation, out
         self.padded = _padded(size, pads)
         self.kk = math.prod(kernel)
-        self.inner = (Ellipsis,) + tuple(slice(a, a + s) for s, (a, _) in zip(size, pads))
+        self.rows = self.kk * self.cg  # a group's GEMM rows
         self.pitched = all(s == 1 for s in stride)
         self.junk = []
+        self.crop = (Ellipsis,) + tuple(slice(0, o) for o in out)
+        self.inner = (Ellipsis,) + tuple(slice(a, a + s) for s, (a, _) in zip(size, pads))
         if self.pitched:
-            pitch = [math.prod(self.padded[j + 1:]) for j in range(len(kernel))]
+            # Each dim of a sample's block: ``top`` zero entries, then its own. Where a window's
+            # far padding fits in its reach (hi <= (k-1) * d, as with padding k // 2), the next
+            # row's (or sample's) zeros serve as that padding: fewer junk positions.
+            grid, crop, inner = [], [], []
+            for (lo, hi), s, k, d, o in zip(pads, size, kernel, dilation, out):
+                top, bottom = (max(lo, hi), 0) if hi <= (k - 1) * d else (lo, hi)
+                grid.append(top + s + bottom)
+                crop.append(slice(top - lo, top - lo + o))  # the windows
+                inner.append(slice(top, top + s))           # the sample's own entries
+            self.grid = tuple(grid)
+            self.crop, self.inner = (Ellipsis,) + tuple(crop), (Ellipsis,) + tuple(inner)
+            self.pitch = math.prod(grid)
+            pitch = [math.prod(grid[j + 1:]) for j in range(len(kernel))]
             self.starts = [sum(o * d * p for o, d, p in zip(offs, dilation, pitch))
                            for offs in itertools.product(*(range(k) for k in kernel))]
-            self.length = out[0] * pitch[0]
-            self.plane = math.prod(self.padded)
-            self.slack = sum((k - 1) * d * p for k, d, p in zip(kernel[1:], dilation[1:], pitch[1:]))
-            self.grid = (out[0],) + self.padded[1:]     # the positions computed, junk included
-            self.crop = (Ellipsis,) + tuple(slice(0, o) for o in out[1:])
-            self.junk = [(Ellipsis,) + (slice(None),) * j + (slice(o, None),) + (slice(None),) *
-                         (len(out) - 2 - j) for j, o in enumerate(out[1:]) if o < self.padded[j + 1]]
+            self.reach = self.starts[-1]
+            for j, (key, full) in enumerate(zip(crop, grid)):
+                after = (slice(None),) * (len(out) - 1 - j)
+                if key.start > 0:
+                    self.junk.append((Ellipsis, slice(0, key.start)) + after)
+                if key.stop < full:
+                    self.junk.append((Ellipsis, slice(key.stop, None)) + after)
         else:
-            self.length = math.prod(out)
-            self.grid, self.crop = out, (Ellipsis,)
-        self.wide = 2 * self.length >= _CHUNK_COLS
+            self.pitch, self.reach, self.grid = math.prod(out), 0, out
 
     def step(self, n: int, c: int, dt: np.dtype) -> int:
-        """Samples per chunk."""
-        per = max(self.length, 1)
-        cap = _CHUNK_BYTES // max(c * self.kk * per * dt.itemsize, 1)
-        return max(1, min(n, cap if self.wide else min(_CHUNK_COLS // per, 2 * cap)))
+        """Samples per chunk at most (``c`` input channels)."""
+        per = max(c * self.kk * self.pitch * dt.itemsize, 1)
+        return max(1, min(n, _CHUNK_BYTES // per))
 
-    def order(self, rows: int, m: int, buf: np.ndarray) -> np.ndarray:
-        """A (rows, m, L) view of the flat ``buf``: contiguous, or for wide layouts the
-        transpose of a contiguous (m, rows, L)."""
-        if self.wide:
-            return _first(buf, (m, rows, self.length)).swapaxes(0, 1)
-        return _first(buf, (rows, m, self.length))
+    def bounds(self, n: int, dt: np.dtype) -> list[tuple[int, int]]:
+        return _bounds(n, self.step(n, self.c, dt))
+
+    def row(self, run: Sequence[tuple[int, int]]) -> int:
+        """The row length of the buffers of a thread's ``run`` of chunks."""
+        return -(-(max(m for _, m in run) * self.pitch + self.reach) // 16) * 16
+
+    def grid_view(self, buf: np.ndarray, m: int) -> np.ndarray:
+        """The (rows, m, *grid) view of the columns of the (..., row) buffer ``buf``."""
+        flat = _view(buf, (-1, buf.shape[-1]))
+        return _view(flat[:, :m * self.pitch], (flat.shape[0], m) + self.grid)
+
+    def gemm_view(self, buf: np.ndarray, m: int) -> np.ndarray:
+        """The (groups, rows, m * pitch) columns of the (groups, ..., row) buffer ``buf``."""
+        return _view(buf, (self.groups, -1, buf.shape[-1]))[:, :, :m * self.pitch]
 
     def junk_matters(self, factor: np.ndarray) -> bool:
         """Whether the junk positions must be zeroed: ``factor``, the operand that multiplies the
         zero gradient there, is not all finite (0 * inf is NaN)."""
         return bool(self.junk) and factor.dtype.kind in "fc" and not np.isfinite(factor).all()
 
-    def zero_junk(self, a: np.ndarray) -> None:
-        """Zero the junk positions of ``a`` (..., L)."""
-        v = a.reshape(a.shape[:-1] + self.grid)
+    def zero_junk(self, buf: np.ndarray, m: int) -> None:
+        v = self.grid_view(buf, m)
         for key in self.junk:
             v[key] = 0
 
-    def columns(self, x: np.ndarray, dt: np.dtype, starts: Sequence[int] | None = None):
-        """Yield ``(start, cols)`` over batch chunks of ``x`` (N, C, *size) (those beginning at
-        ``starts``, default all); ``cols`` (C, K, m, L) are the chunk's zero-padded windows (a
-        view, see :meth:`order`), in one buffer reused by every chunk."""
-        n, c = x.shape[:2]
-        step = self.step(n, c, dt)
-        m0 = min(step, n)
-        buf = np.empty(c * self.kk * m0 * self.length, dt)
+    def columns(self, x: np.ndarray, dt: np.dtype, run: Sequence[tuple[int, int]]):
+        """Yield ``(start, m, buf)`` over the chunks ``run`` of ``x`` (N, C, *size): ``buf``
+        (groups, K, C/groups, row), reused by every chunk, holds the chunk's zero-padded windows."""
+        c, g, cg, kk, row = self.c, self.groups, self.cg, self.kk, self.row(run)
+        m0 = max(m for _, m in run)
+        buf = np.empty((g, kk, cg, row), dt)
         padded = any(a or b for a, b in self.pads)
-        if self.pitched:  # the borders (and the slack) stay zero, only the interior is rewritten
-            flat = np.zeros((m0, c, self.plane + self.slack), dt)
-            img = np.reshape(flat[:, :, :self.plane], (m0, c) + self.padded, copy=False)[self.inner]
+        if self.pitched:  # the borders (and the reach) stay zero, only the interior is rewritten
+            flat = np.zeros(c * row + self.reach, dt)
+            img = _view(_view(flat[:c * row], (c, row))[:, :m0 * self.pitch],
+                        (c, m0) + self.grid)[self.inner]
+            n = cg * row  # a kernel offset's columns for a group: its image shifted by a start
+            shifts = [(_view(buf[gi, t], (n,)), flat[gi * n + st:(gi + 1) * n + st])
+                      for gi in range(g) for t, st in enumerate(self.starts)]
         elif padded:
             pbuf = np.zeros((m0, c) + self.padded, dt)
             img = pbuf[self.inner]
         nd = len(self.kernel)
-        for s0 in range(0, n, step) if starts is None else starts:
-            xc = x[s0:s0 + step]
-            m = len(xc)
-            cols = self.order(c * self.kk, m, buf).reshape(c, self.kk, m, self.length)
+        for s0, m in run:
+            xc = x[s0:s0 + m]
             if self.pitched:
-                img[:m] = xc
-                for t, st in enumerate(self.starts):
-                    np.copyto(cols[:, t], flat[:m, :, st:st + self.length].swapaxes(0, 1))
+                img[:, :m] = xc.swapaxes(0, 1)
+                for dst, src in shifts:
+                    np.copyto(dst, src)
             else:
                 if padded:
                     img[:m] = xc
                     xc = pbuf[:m]
                 win = _windows.fwd(xc, self.kernel, self.stride, self.dilation, self.out)
-                np.copyto(cols.reshape((c,) + self.kernel + (m,) + self.out),
-                          win.transpose((1,) + tuple(range(2, 2 + nd)) + (0,) +
-                                        tuple(range(2 + nd, 2 + 2 * nd))))
-            yield s0, cols
+                win = win.reshape((m, g, cg) + win.shape[2:])  # (m, G, C/G, *kernel, *out)
+                dst = _view(self.grid_view(buf, m), (g,) + self.kernel + (cg, m) + self.out)
+                np.copyto(dst, win.transpose((1,) + tuple(range(3, 3 + nd)) + (2, 0) +
+                                             tuple(range(3 + nd, 3 + 2 * nd))))
+            yield s0, m, buf
 
-    def spread(self, g: np.ndarray, step: int, dt: np.dtype, starts: Sequence[int] | None = None):
-        """Yield ``(start, chunk)`` of ``g`` (N, O, *out) laid out as (O, m, L) (see
-        :meth:`order`), zero at the junk positions (chunks beginning at ``starts``, default all)."""
-        n, o = g.shape[:2]
-        m0 = min(step, n)
-        buf = np.zeros(o * m0 * self.length, dt)
-        for s0 in range(0, n, step) if starts is None else starts:
-            gc = g[s0:s0 + step]
-            m = len(gc)
-            v = self.order(o, m, buf)  # junk sits at the same offsets of every L-long row
-            v.reshape((o, m) + self.grid)[self.crop] = gc.swapaxes(0, 1)
-            yield s0, v
+    def spread(self, gr: np.ndarray, dt: np.dtype, run: Sequence[tuple[int, int]]):
+        """Yield ``(start, m, buf)`` over the chunks ``run`` of ``gr`` (N, O, *out): ``buf`` (O,
+        row) holds the chunk laid out as columns, zero at the junk positions."""
+        buf = np.zeros((gr.shape[1], self.row(run)), dt)  # junk sits at the same offsets always
+        views: dict[int, np.ndarray] = {}
+        for s0, m in run:
+            if m not in views:
+                views[m] = self.grid_view(buf, m)[self.crop]
+            views[m][...] = gr[s0:s0 + m].swapaxes(0, 1)
+            yield s0, m, buf
 
 
-def _chunked(n: int, step: int, body) -> list:
-    """``body(starts)`` over the chunk starts of a batch of ``n``, split across the engine's
-    threads (:func:`engine._threads.run_parts`): each thread gets a contiguous run of chunks and
-    its own buffers, so every chunk is computed as the serial loop computes it."""
-    return run_parts(body, range(0, n, step))
+@functools.lru_cache(maxsize=256)
+def _cached_layout(*key) -> _Layout:
+    return _Layout(*key)
+
+
+def _layout(c: int, groups: int, size: Sequence[int], pads: Sequence, kernel: Sequence[int],
+            stride: Sequence[int], dilation: Sequence[int], out: Sequence[int]) -> _Layout:
+    """The (cached: the same shapes come back every step) layout of a convolution."""
+    t = tuple
+    return _cached_layout(c, groups, t(size), t(t(p) for p in pads), t(kernel), t(stride),
+                          t(dilation), t(out))
+
+
+def _chunked(body, lay: _Layout, n: int, dt: np.dtype) -> list:
+    """``body(run)`` over runs of the chunks of a batch of ``n``, one run per engine thread
+    (:func:`engine._threads.run_parts`, each with its own buffers); nothing for an empty batch."""
+    bounds = lay.bounds(n, dt)
+    return run_parts(body, bounds) if bounds else []
+
+
+def _operands(a: np.ndarray, r: np.ndarray, m: int, split: bool) -> tuple:
+    """The GEMM operand and result views of a chunk of ``m`` samples: one GEMM per sample
+    where ``split``."""
+    return (_by_sample(a, m), _by_sample(r, m)) if split and m > 1 else (a, r)
 
 
 @primitive(save=(0, 1))
@@ -242,29 +341,31 @@ def _conv_gemm(x, w, b, pads, kernel, stride, dilation, out, groups):
     ``x`` zero-padded by ``pads``: im2col + GEMM, a chunk of the batch at a time."""
     n, c = x.shape[:2]
     o = w.shape[0]
-    cg = c // groups
     dt = np.result_type(x, w)
-    lay = _Layout(x.shape[2:], pads, kernel, stride, dilation, out)
-    y = np.empty((n, o) + out, dt)
-    wm = w.reshape(groups, o // groups, cg * lay.kk).astype(dt, copy=False)
-    step = lay.step(n, c, dt)
+    lay = _layout(c, groups, x.shape[2:], pads, kernel, stride, dilation, out)
+    og = o // groups
+    split = lay.rows < _SPLIT_ROWS
+    y = np.empty((n, o) + tuple(out), dt)
+    # rows in the columns' order, (offset, channel)
+    wm = w.reshape(groups, og, lay.cg, lay.kk).swapaxes(2, 3).reshape(groups, og, lay.rows)
+    wm = wm.astype(dt, copy=False)
+    bias = None if b is None else b.reshape(groups, og, 1)
 
-    def chunks(starts: Sequence[int]) -> None:
-        res = np.empty(o * step * lay.length, dt)
-        for s0, cols in lay.columns(x, dt, starts):
-            m = cols.shape[2]
-            if lay.wide:  # one GEMM per sample
-                r = np.matmul(wm, cols.reshape(groups, cg * lay.kk, m, lay.length).transpose(2, 0, 1, 3),
-                              out=_first(res, (m, groups, o // groups, lay.length)))
-                y[s0:s0 + m] = r.reshape((m, o) + lay.grid)[lay.crop]
-            else:
-                r = np.matmul(wm, cols.reshape(groups, cg * lay.kk, m * lay.length),
-                              out=_first(res, (groups, o // groups, m * lay.length)))
-                y[s0:s0 + m] = r.reshape((o, m) + lay.grid)[lay.crop].swapaxes(0, 1)
+    def chunks(run: Sequence[tuple[int, int]]) -> None:
+        res = np.empty(o * max(m for _, m in run) * lay.pitch, dt)
+        views: dict[int, tuple] = {}  # per chunk length: the buffers are the same every chunk
+        for s0, m, buf in lay.columns(x, dt, run):
+            if m not in views:
+                a = lay.gemm_view(buf, m)
+                r = _first(res, (groups, og, a.shape[2]))
+                views[m] = _operands(a, r, m, split) + (r, lay.grid_view(r, m)[lay.crop].swapaxes(0, 1))
+            a, rr, r, valid = views[m]
+            np.matmul(wm, a, out=rr)
+            if bias is not None:  # here, in the threads, on a chunk still in cache
+                r += bias
+            y[s0:s0 + m] = valid
 
-    _chunked(n, step, chunks)
-    if b is not None:
-        y += b.reshape((o,) + (1,) * len(out))
+    _chunked(chunks, lay, n, dt)
     return y
 
 
@@ -274,33 +375,32 @@ def _conv_wgrad(x, g, pads, kernel, stride, dilation, groups):
     ``sum over the batch of g @ im2col(x)^T``, shape (O, C/groups, *kernel)."""
     n, c = x.shape[:2]
     o = g.shape[1]
-    cg = c // groups
     dt = np.result_type(x, g)
-    lay = _Layout(x.shape[2:], pads, kernel, stride, dilation, g.shape[2:])
-    step = lay.step(n, c, dt)
-    # computed transposed, cols (C*K, m*L) @ g^T (m*L, O): ~1.4x faster than g @ cols^T here
-    gwt = np.zeros((groups, cg * lay.kk, o // groups), dt)
+    lay = _layout(c, groups, x.shape[2:], pads, kernel, stride, dilation, g.shape[2:])
+    og = o // groups
+    split = lay.rows < _SPLIT_ROWS
+    # computed transposed, cols (K*C, span) @ g^T (span, O): ~1.4x faster than g @ cols^T here
+    gwt = np.zeros((groups, lay.rows, og), dt)
     junk = lay.junk_matters(x)
 
-    def chunks(starts: Sequence[int]) -> list:
+    def chunks(run: Sequence[tuple[int, int]]) -> list:
         parts = []  # one product per chunk, summed below in chunk order whatever the threads
-        for (_, cols), (_, gc) in zip(lay.columns(x, dt, starts), lay.spread(g, step, dt, starts)):
-            m = cols.shape[2]
+        views: dict[int, tuple] = {}
+        for (_, m, buf), (_, _, gbuf) in zip(lay.columns(x, dt, run), lay.spread(g, dt, run)):
             if junk:
-                lay.zero_junk(cols)
-            if lay.wide:  # one GEMM per sample, summed
-                cm = cols.reshape(groups, cg * lay.kk, m, lay.length).transpose(2, 0, 1, 3)
-                gt = gc.reshape(groups, o // groups, m, lay.length).transpose(2, 0, 3, 1)
-                parts.append(np.matmul(cm, gt).sum(0))
-            else:
-                gt = gc.reshape(groups, o // groups, m * lay.length).swapaxes(1, 2)
-                parts.append(np.matmul(cols.reshape(groups, cg * lay.kk, m * lay.length), gt))
+                lay.zero_junk(buf, m)
+            if m not in views:
+                a, gt = _operands(lay.gemm_view(buf, m), lay.gemm_view(gbuf, m), m, split)
+                views[m] = a, gt.swapaxes(-1, -2)
+            p = np.matmul(*views[m])
+            parts.append(p.sum(0) if p.ndim == 4 else p)  # (summing the samples' GEMMs)
         return parts
 
-    for parts in _chunked(n, step, chunks):
+    for parts in _chunked(chunks, lay, n, dt):
         for p in parts:
             gwt += p
-    return np.ascontiguousarray(gwt.swapaxes(1, 2)).reshape((o, cg) + kernel)
+    gw = gwt.reshape(groups, lay.kk, lay.cg, og).transpose(0, 3, 2, 1)
+    return np.ascontiguousarray(gw).reshape((o, lay.cg) + tuple(kernel))
 
 
 @primitive(save=(0, 1))
@@ -310,45 +410,48 @@ def _conv_xgrad(g, w, pads, kernel, stride, dilation, size, groups):
     n, o = g.shape[:2]
     cg = w.shape[1]
     c = cg * groups
+    og = o // groups
     dt = np.result_type(g, w)
-    lay = _Layout(size, pads, kernel, stride, dilation, g.shape[2:])
-    gx = np.empty((n, c) + size, dt)
-    wt = w.reshape(groups, o // groups, cg * lay.kk).swapaxes(1, 2).astype(dt, copy=False)
-    step = lay.step(n, c, dt)
-    m0 = min(step, n)
+    lay = _layout(c, groups, size, pads, kernel, stride, dilation, g.shape[2:])
+    split = lay.rows < _SPLIT_ROWS
+    gx = np.empty((n, c) + tuple(size), dt)
+    wt = w.reshape(groups, og, cg, lay.kk).transpose(0, 3, 2, 1).reshape(groups, lay.rows, og)
+    wt = wt.astype(dt, copy=False)
     junk = lay.junk_matters(w)
+    kernel, nd = tuple(kernel), len(kernel)
 
-    def chunks(starts: Sequence[int]) -> None:
-        buf = np.empty(c * lay.kk * m0 * lay.length, dt)
-        if lay.pitched:
-            acc = np.empty((m0, c, lay.plane + lay.slack), dt)
-            img = np.reshape(acc[:, :, :lay.plane], (m0, c) + lay.padded, copy=False)[lay.inner]
-        for s0, gc in lay.spread(g, step, dt, starts):
-            m = min(step, n - s0)
-            if lay.wide:  # one GEMM per sample
-                cols = np.matmul(wt, gc.reshape(groups, o // groups, m, lay.length).transpose(2, 0, 1, 3),
-                                 out=_first(buf, (m, groups, cg * lay.kk, lay.length)))
-                cols = cols.reshape(m, c, lay.kk, lay.length).transpose(1, 2, 0, 3)
-            else:
-                cols = np.matmul(wt, gc.reshape(groups, o // groups, m * lay.length),
-                                 out=_first(buf, (groups, cg * lay.kk, m * lay.length)))
-                cols = cols.reshape(c, lay.kk, m, lay.length)
-            if lay.pitched:  # col2im: one contiguous run per kernel offset
+    def chunks(run: Sequence[tuple[int, int]]) -> None:
+        row = lay.row(run)
+        buf = np.empty((groups, lay.kk, cg, row), dt)
+        if lay.pitched:  # col2im: a group's image is the sum of its offsets' columns, shifted
+            acc = np.empty((c, row), dt)
+            flat, k = _view(acc, (-1,)), cg * row
+            shifted = [(flat[gi * k + st:(gi + 1) * k], _view(buf[gi, t], (k,))[:k - st])
+                       for gi in range(groups) for t, st in enumerate(lay.starts)]
+        views: dict[int, tuple] = {}
+        for s0, m, gbuf in lay.spread(g, dt, run):
+            if m not in views:
+                img = lay.grid_view(acc, m)[lay.inner].swapaxes(0, 1) if lay.pitched else None
+                views[m] = _operands(lay.gemm_view(gbuf, m), lay.gemm_view(buf, m), m, split) + (img,)
+            a, r, img = views[m]
+            np.matmul(wt, a, out=r)
+            if lay.pitched:
                 if junk:
-                    lay.zero_junk(cols)
-                a = acc[:m]
-                a.fill(0)
-                for t, st in enumerate(lay.starts):
-                    a[:, :, st:st + lay.length] += cols[:, t].swapaxes(0, 1)
-                gx[s0:s0 + m] = img[:m]
+                    lay.zero_junk(buf, m)
+                buf[..., m * lay.pitch:] = 0  # carried over by the shifts: must add nothing
+                for t, (dst, src) in enumerate(shifted):
+                    if t % lay.kk == 0:  # starts[0] == 0: the first offset is copied
+                        np.copyto(dst, src)
+                    else:
+                        np.add(dst, src, out=dst)
+                gx[s0:s0 + m] = img
             else:
-                nd = len(kernel)
-                cols = cols.reshape((c,) + kernel + (m,) + lay.out)
-                cols = cols.transpose((1 + nd, 0) + tuple(range(1, 1 + nd)) +
-                                      tuple(range(2 + nd, 2 + 2 * nd)))
+                cols = lay.grid_view(buf, m).reshape((groups,) + kernel + (cg, m) + lay.out)
+                cols = cols.transpose((1 + nd + 1, 0, 1 + nd) + tuple(range(1, 1 + nd)) +
+                                      tuple(range(3 + nd, 3 + 2 * nd))).reshape((m, c) + kernel + lay.out)
                 gx[s0:s0 + m] = _fold_windows.fwd(cols, kernel, stride, dilation, lay.padded)[lay.inner]
 
-    _chunked(n, step, chunks)
+    _chunked(chunks, lay, n, dt)
     return gx
 
 
