@@ -3,9 +3,9 @@ and cut across the engine's threads when large (:func:`engine._threads.elementwi
 
 Each computes, element for element, what its plain numpy spelling computes (``relu`` is
 ``np.maximum(x, 0)``, the binary ops their ufunc), so the results do not depend on the thread
-count or on which path ran (``tests/engine/test_threads.py``). :func:`sum_rows` is the one that
+count or on which path ran (``tests/engine/test_threads.py``). :func:`sum_plan` is the one that
 sums in another order than ``np.sum``; it is deterministic and used by eager and compiled runs
-alike (``engine._compile`` lowers ``sum`` through :func:`sum_plan` too).
+alike (``engine._compile`` lowers ``sum`` through it too).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ._threads import PARALLEL_MIN, elementwise, get_num_threads, splits_cleanly
+from . import _threads
+from ._threads import elementwise, get_num_threads, splits_cleanly
 
 __all__ = ["threaded_ufunc", "relu", "relu_backward", "where", "sum_plan", "sum_fast"]
 
@@ -32,7 +33,8 @@ def threaded_ufunc(ufunc: np.ufunc) -> Callable[[Any, Any], Any]:
     array([2., 2., 2.])
     """
     def fwd(a: Any, b: Any) -> Any:
-        if ((type(a) is _ND and a.size >= PARALLEL_MIN) or (type(b) is _ND and b.size >= PARALLEL_MIN)) \
+        if ((type(a) is _ND and a.size >= _threads.PARALLEL_MIN)
+                or (type(b) is _ND and b.size >= _threads.PARALLEL_MIN)) \
                 and get_num_threads() > 1 and splits_cleanly(a, b):
             big = a if type(a) is _ND and a.ndim else b
             # the dtype numpy picks for these operands (scalars are weak, as in the whole call)
@@ -47,7 +49,7 @@ def threaded_ufunc(ufunc: np.ufunc) -> Callable[[Any, Any], Any]:
 
 def where(cond: Any, a: Any, b: Any) -> Any:
     """``np.where(cond, a, b)``, cut across threads as :func:`threaded_ufunc`."""
-    if type(cond) is _ND and cond.size >= PARALLEL_MIN and get_num_threads() > 1 \
+    if type(cond) is _ND and cond.size >= _threads.PARALLEL_MIN and get_num_threads() > 1 \
             and splits_cleanly(cond, a, b):
         dt = np.where(*[x.reshape(-1)[:0] if type(x) is _ND and x.ndim else x for x in (cond, a, b)]).dtype
         return elementwise(_where_into, np.empty(cond.shape, dt), cond, a, b)

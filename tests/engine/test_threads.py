@@ -177,7 +177,6 @@ def _specials(rng: np.random.Generator, n: int, dtype: type) -> np.ndarray:
 def cut_small(monkeypatch):
     """Cut arrays of a few thousand elements across threads (the real threshold is far larger)."""
     monkeypatch.setattr(_threads, "PARALLEL_MIN", 1000)
-    monkeypatch.setattr(_kernels, "PARALLEL_MIN", 1000)
 
 
 ELEMENTWISE = {
