@@ -21,7 +21,7 @@ import pytest
 import engine
 import engine.nn.functional as F
 import engine.nn.functional._conv as conv_mod
-from engine import _kernels, _threads
+from engine import Tensor, _kernels, _threads
 
 CASES = {
     "conv2d pad": ("conv2d", (7, 4, 9, 8), (6, 4, 3, 3), {"padding": 1}),
@@ -271,7 +271,8 @@ def test_relu_and_its_gradient_match_torch_on_special_values(threads, cut_small)
 
 # ---------------------------------------------------------------- sums over kept axes
 SUMS = [((64, 16, 8, 8), (0, 2, 3), False), ((4, 16, 32, 32), (0, 2, 3), True),
-        ((60, 5, 4, 300), (0, 3), False), ((70, 1000), (1,), False), ((3, 20, 40, 50), (2, 3), False)]
+        ((60, 5, 4, 300), (0, 3), False), ((70, 1000), (1,), False), ((3, 20, 40, 50), (2, 3), False),
+        ((3, 8, 16, 32, 32), (1, 3, 4), False)]  # a batch of bias gradients (vmap)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -297,7 +298,8 @@ def test_sums_over_trailing_rows_match_torch(shape, dims, keepdim, dtype, thread
 
 def test_sums_the_fast_path_leaves_to_numpy() -> None:
     f4 = np.dtype(np.float32)
-    assert _kernels.sum_plan((32, 16, 32, 32), f4, (0, 2), False) is None  # reduced axes around a kept one
+    assert _kernels.sum_plan((32, 16, 32, 32), f4, (0, 2), False) is None  # the last axis kept
+    assert _kernels.sum_plan((8, 16, 8, 32, 32), f4, (0, 2, 4), False) is None  # three reduced blocks
     assert _kernels.sum_plan((512, 1024), f4, (0,), False) is None  # the last axis kept
     assert _kernels.sum_plan((512, 1024), f4, (0, 1), False) is None  # everything: np.sum's pairwise sum
     assert _kernels.sum_plan((4, 8, 65536), f4, (2,), False) is None  # rows too long for running sums
@@ -313,3 +315,27 @@ def test_compiled_sum_adds_as_eager() -> None:
     x = engine.tensor(np.random.default_rng(1).standard_normal((8, 16, 32, 32)).astype(np.float32))
     step = engine.compile(lambda t: t.sum((0, 2, 3)))
     assert step(x).numpy().tobytes() == x.sum((0, 2, 3)).numpy().tobytes()
+
+
+def test_fast_paths_under_vmap_forward_ad_and_meta(threads, cut_small) -> None:
+    # arrays large enough for the kernels' own paths (relu's zero blocks, the pieces, the row sums)
+    from engine import _meta
+    from engine.func import jvp, vmap
+    threads(2)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 16, 16, 32, 32)).astype(np.float32)
+    t = rng.standard_normal(x.shape).astype(np.float32)
+
+    def f(a):
+        return engine.relu(a * 2.0 + 1.0).sum((0, 2, 3))
+
+    per = np.stack([f(engine.tensor(xi)).numpy() for xi in x])
+    assert vmap(f)(engine.tensor(x)).numpy().tobytes() == per.tobytes()  # batched as one by one
+    out, tangent = jvp(f, (engine.tensor(x[0]),), (engine.tensor(t[0]),))
+    y = x[0] * 2.0 + 1.0
+    np.testing.assert_allclose(tangent.numpy(), np.where(y > 0, t[0] * 2.0, 0).sum((0, 2, 3)), rtol=1e-5)
+    with _meta.meta_mode() as m:
+        a = Tensor._make(m.array((32, 16, 32, 32), np.float32))
+        s = f(a)
+        assert tuple(s.shape) == (16,) and s.dtype == engine.float32
+        assert tuple(engine.sum(a, (0, 2, 3), keepdim=True).shape) == (1, 16, 1, 1)
