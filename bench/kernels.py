@@ -6,7 +6,10 @@ on them, the two conv bias gradients (sums over (0, 2, 3)), and a same-shape add
 the primitives computed before ``engine._kernels`` (``np.maximum(x, 0)``, ``g * ~(y <= 0)``,
 ``np.sum``), timed interleaved with the kernels on 1 thread and on the pool's N threads; medians
 of wall and CPU time (the CPU time counts every thread). ``--crossover`` times 1 against 2 threads
-of ``engine._threads.elementwise`` by array size (the threshold ``PARALLEL_MIN``).
+of ``engine._threads.elementwise`` by array size (the threshold ``PARALLEL_MIN``). ``--steps
+cnn,mlp,block`` times whole eager and compiled steps of the bench's cases in one process with the
+primitives' former numpy forwards and with the present ones, interleaved (what a before/after
+comparison across two processes cannot do on a loaded machine).
 """
 
 from __future__ import annotations
@@ -103,6 +106,65 @@ def crossover(rounds: int = 11) -> list[tuple[str, ...]]:
     return rows
 
 
+# the primitives' forwards before engine._kernels, as they were written
+_FORMER = {
+    "add": np.add, "sub": lambda a, b: np.subtract(a, b), "mul": np.multiply,
+    "div": lambda a, b: np.true_divide(a, b), "maximum": lambda a, b: np.maximum(a, b),
+    "minimum": lambda a, b: np.minimum(a, b), "where": lambda cond, a, b: np.where(cond, a, b),
+    "relu": lambda x: np.maximum(x, 0).astype(x.dtype, copy=False),
+    "relu_backward": lambda g, y: np.multiply(g, ~(y <= 0)),
+    "sum": lambda x, dims, keepdim: np.sum(x, axis=dims, keepdims=keepdim),
+}
+
+
+def steps(cases: tuple[str, ...], rounds: int = 10) -> list[tuple[str, ...]]:
+    from engine._autograd import PRIMITIVES
+
+    from . import model_cases  # noqa: F401  (registers the cases)
+    from ._harness import CASES
+    present = {k: PRIMITIVES[k].fwd for k in _FORMER}
+
+    def use(fwds: dict) -> None:
+        for k, f in fwds.items():
+            PRIMITIVES[k].fwd = f
+
+    rows = []
+    try:
+        for name in cases:
+            case = next(c for c in CASES if c.name == name)
+            runs = {}
+            for label, fwds in (("former", _FORMER), ("present", present)):
+                use(fwds)
+                built = case.build(False)  # a compiled step traces with these forwards
+                runs[label] = (fwds, built["engine"])
+                if "compiled" in built:
+                    runs[label + " compiled"] = (fwds, built["compiled"])
+            for fwds, run in runs.values():
+                use(fwds)
+                for _ in range(3):
+                    run()
+            use(present)
+            reps = max(1, int(0.02 / max(_time(runs["present"][1], 1)[1], 1e-5)))
+            times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
+            order = list(runs)
+            for r in range(rounds):
+                k = r % len(order)
+                for label in order[k:] + order[:k]:
+                    fwds, run = runs[label]
+                    use(fwds)
+                    times[label].append(_time(run, reps))
+            for mode in ("", " compiled"):
+                if "former" + mode not in times:
+                    continue
+                old, new = times["former" + mode], times["present" + mode]
+                rows.append((name + mode, *(f"{statistics.median(x[i] for x in v) * 1e3:.3f}"
+                                            for v in (old, new) for i in (0, 1)),
+                             f"{statistics.median(n[1] / o[1] for n, o in zip(new, old)):.3f}"))
+    finally:
+        use(present)
+    return rows
+
+
 def _print(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     for r in (header, *rows):
@@ -113,8 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--crossover", action="store_true", help="1 against 2 threads by array size")
+    p.add_argument("--steps", default="", help="bench cases to time whole, former against present")
     args = p.parse_args(argv)
     import engine
+    if args.steps:
+        _print(("step", "former wall ms", "former CPU ms", "present wall ms", "present CPU ms",
+                "present/former CPU"), steps(tuple(args.steps.split(",")), args.rounds))
+        return 0
     n = engine.get_num_threads()
     _print(("per CNN step", "numpy ms (wall / CPU)", "kernel, 1 thread", f"kernel, {n} threads",
             "1 thread/numpy"), table(args.rounds))
