@@ -221,8 +221,8 @@ def _part(fn: Callable, run: Sequence[Any]) -> Any:
 # and waiting for it costs ~40-70 us on a shared 2-core VM, and a memory-bound float32 kernel
 # gains little from a second core: measured there (interleaved medians, 2 threads / 1 thread, wall
 # time), add and relu break even at 1M-2M elements (0.97-1.06 at 1M and 2M, 0.75 at 4M), relu's
-# backward at ~700K (1.07 at 512K, 0.81 at 1M). Reproduce: see tests/engine/test_threads.py's
-# module docstring.
+# backward at ~700K (1.07 at 512K, 0.81 at 1M): python -m bench.kernels --crossover. Under
+# heavier load (other processes on both cores) 2 threads lost at every size up to 4M.
 PARALLEL_MIN = 1 << 20
 _ALIGN = 64  # piece boundaries on multiples of 64 elements: whole cache lines, aligned SIMD runs
 

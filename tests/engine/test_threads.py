@@ -8,7 +8,8 @@ several chunks, a shorter last one included.
 Large elementwise kernels (engine._threads.elementwise, engine._kernels) are cut into one flat
 piece per thread; the tests lower ``PARALLEL_MIN`` so that small arrays are cut too, at sizes that
 are no multiple of the piece alignment. (The threshold itself was measured with interleaved runs
-of 1 and 2 threads at sizes 64K-4M elements; no test here depends on speed.)"""
+of 1 and 2 threads at sizes 64K-4M elements, ``python -m bench.kernels --crossover``; no test
+here depends on speed.)"""
 
 from __future__ import annotations
 
