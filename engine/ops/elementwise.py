@@ -113,7 +113,7 @@ _sub.defbatch(elementwise_batch)
 _sub.defshape(elementwise_shape)
 
 
-# a times b: each for the other's grad
+# a and b saved, each for the other's gradient only
 _mul = Primitive("mul", _kernels.threaded_ufunc(np.multiply), save=(0, 1), save_if=(1, 0))
 
 
@@ -130,8 +130,8 @@ _mul.defbatch(elementwise_batch)
 _mul.defshape(elementwise_shape)
 
 
+# a saved only for b's gradient
 _div = Primitive("div", _kernels.threaded_ufunc(np.true_divide), save=(0, 1), save_if=(1, None))
-# (a is saved only for b's gradient)
 
 
 _div.defvjp(lambda ctx, g, a, b: (g / b if ctx.edges[0] is not None else None,
