@@ -46,6 +46,7 @@ import numpy as np
 
 from . import _autograd
 from ._dtype import get_default_dtype
+from ._kernels import sum_plan
 from .tensor import Tensor
 
 __all__ = ["compile", "CompileWarning", "CompiledFunction", "MAX_PROGRAMS"]
@@ -505,6 +506,8 @@ class _Tracer:
         fwd = _lowered(prim)
         if prim.name == "mean" and fwd is _LOWER.get(("mean", ("x", "dims", "keepdim"))):
             fwd = _mean_of(arrays[0], params.get("dims")) or fwd
+        elif prim.name == "sum" and fwd is _LOWER.get(("sum", ("x", "dims", "keepdim"))):
+            fwd = _sum_of(arrays[0], params.get("dims"), params.get("keepdim", False)) or fwd
         return self.record(fwd, tuple(arrays), params, name=prim.name, dynamic=_has_probe(params),
                            primitive=True, ufunc=fwd if type(fwd) is np.ufunc else None)
 
@@ -534,6 +537,8 @@ _TEMPLATES = {1: _template1.__code__.co_code, 2: _template2.__code__.co_code}
 def _lowered(prim: Any) -> Callable:
     """The forward to record: a faster spelling of it where there is one."""
     fwd = prim.fwd
+    if type(getattr(fwd, "ufunc", None)) is np.ufunc:  # engine._kernels.threaded_ufunc: the ufunc
+        return fwd.ufunc
     code = getattr(fwd, "__code__", None)
     if code is None:
         return fwd
@@ -545,6 +550,14 @@ def _lowered(prim: Any) -> Callable:
             and isinstance(getattr(np, code.co_names[1], None), np.ufunc):
         return getattr(np, code.co_names[1])
     return _LOWER.get((prim.name, code.co_varnames[:code.co_argcount]), fwd)
+
+
+def _sum_of(x: Any, dims: Any, keepdim: Any) -> Callable | None:
+    """The eager forward's faster sum (:func:`engine._kernels.sum_plan`) where it applies to
+    arrays shaped and typed as ``x``: eager and compiled runs then add in the same order."""
+    if type(x) is not _Probe or type(dims) is not tuple:
+        return None
+    return sum_plan(tuple(x.shape), x.dtype, dims, bool(keepdim))
 
 
 def _mean_of(x: Any, dims: Any) -> Callable | None:

@@ -14,6 +14,11 @@ when set. While a region of several chunks runs GEMMs, numpy's OpenBLAS is held 
 that the pool's threads and BLAS's never oversubscribe the cores, and for the rounding above);
 where that cannot be done (a BLAS without ``openblas_set_num_threads``), regions that call BLAS
 run serially. A single chunk runs on the calling thread with BLAS's own threads.
+
+Elementwise kernels on large arrays (relu, its backward, the binary arithmetic ufuncs) go through
+:func:`elementwise`: the flat arrays are cut into one contiguous piece per thread and each thread
+writes its piece of the output. Every element is computed by the same scalar code whatever the
+cut, so the results are bitwise those of one thread.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["get_num_threads", "set_num_threads", "run_parts"]
+import numpy as np
+
+__all__ = ["get_num_threads", "set_num_threads", "run_parts", "elementwise", "PARALLEL_MIN"]
 
 MAX_DEFAULT = 4
 
@@ -94,7 +101,7 @@ class _Blas:
         self.users = 0
         self.saved = 1
         self.lock = threading.Lock()
-        import numpy  # noqa: F401  (its BLAS must be loaded before /proc/self/maps is read)
+        # (numpy, imported above, has loaded its BLAS: /proc/self/maps lists it)
         try:
             with open("/proc/self/maps") as f:
                 paths = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
@@ -212,3 +219,64 @@ def _part(fn: Callable, run: Sequence[Any]) -> Any:
         return fn(run)
     finally:
         _local.inside = False
+
+
+# ---------------------------------------------------------------- elementwise kernels
+# Below this many elements a kernel runs on the calling thread. Handing a piece to a pool thread
+# and waiting for it costs ~40-70 us on a shared 2-core VM, and a memory-bound float32 kernel
+# gains little from a second core: measured there (interleaved medians, 2 threads / 1 thread, wall
+# time), add and relu break even at 1M-2M elements (0.97-1.06 at 1M and 2M, 0.75 at 4M), relu's
+# backward at ~700K (1.07 at 512K, 0.81 at 1M): python -m bench.kernels --crossover. Under
+# heavier load (other processes on both cores) 2 threads lost at every size up to 4M.
+PARALLEL_MIN = 1 << 20
+_ALIGN = 64  # piece boundaries on multiples of 64 elements: whole cache lines, aligned SIMD runs
+
+
+def splits_cleanly(*arrays: Any) -> bool:
+    """Whether :func:`elementwise` may cut these operands: numpy arrays of one shape, all
+    C-contiguous (Python scalars and 0-d arrays ride along whole)."""
+    shape = None
+    for a in arrays:
+        if type(a) is not np.ndarray or a.ndim == 0:
+            continue
+        if shape is None:
+            shape = a.shape
+        elif a.shape != shape:
+            return False
+        if not a.flags.c_contiguous:
+            return False
+    return shape is not None
+
+
+def elementwise(kernel: Callable[..., Any], out: Any, *operands: Any) -> Any:
+    """Run ``kernel(out_piece, *operand_pieces)`` over contiguous flat pieces of ``out`` and of the
+    same-shaped C-contiguous ``operands`` (Python scalars and 0-d arrays are passed whole), one
+    piece per thread; on the calling thread alone when the array is under :data:`PARALLEL_MIN`
+    elements or the pool has one thread. Returns ``out``.
+
+    >>> import numpy as np
+    >>> a = np.arange(6.0).reshape(2, 3)
+    >>> elementwise(lambda o, x, y: np.add(x, y, out=o), np.empty_like(a), a, 1.0)[1]
+    array([4., 5., 6.])
+    """
+    n = out.size
+    parts = get_num_threads()
+    if n < PARALLEL_MIN or parts <= 1 or getattr(_local, "inside", False):
+        kernel(out, *operands)
+        return out
+    flat_out = out.reshape(-1)
+    flat = [a.reshape(-1) if type(a) is np.ndarray and a.ndim else a for a in operands]
+    step = -(-n // parts // _ALIGN) * _ALIGN
+    cuts = list(range(0, n, step)) + [n]
+    err = np.geterr()  # the caller's floating-point error handling (np.errstate is per thread)
+
+    def run(pieces: Sequence[int]) -> None:
+        with np.errstate(**err):
+            for i in pieces:
+                lo, hi = cuts[i], cuts[i + 1]
+                kernel(flat_out[lo:hi], *[a[lo:hi] if type(a) is np.ndarray and a.ndim else a for a in flat])
+
+    run_parts(run, range(len(cuts) - 1), blas=False)
+    return out
+
+

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .. import _kernels
 from .._autograd import (
     Primitive,
     _state,
@@ -94,18 +95,16 @@ def _needs(ctx: object, i: int) -> bool:
 
 
 # ---------------------------------------------------------------- arithmetic primitives
-# add and mul run most often (the scalar chain is nothing else): their numpy ufuncs are their
-# forwards as they are, one Python call less per op.
-_add = Primitive("add", np.add)
+# The binary arithmetic forwards are their ufuncs, cut across the engine's threads when the
+# operands are large (engine._kernels.threaded_ufunc; the compiled runner calls the bare ufunc).
+_add = Primitive("add", _kernels.threaded_ufunc(np.add))
 _add.defvjp(lambda ctx, g: (g, g))
 _add.defjvp(linear_jvp)
 _add.defbatch(elementwise_batch)
 _add.defshape(elementwise_shape)
 
 
-@primitive()
-def _sub(a, b):
-    return np.subtract(a, b)
+_sub = Primitive("sub", _kernels.threaded_ufunc(np.subtract))
 
 
 _sub.defvjp(lambda ctx, g: (g, -g if ctx.edges[1] is not None else None))
@@ -114,7 +113,8 @@ _sub.defbatch(elementwise_batch)
 _sub.defshape(elementwise_shape)
 
 
-_mul = Primitive("mul", np.multiply, save=(0, 1), save_if=(1, 0))  # a times b: each for the other's grad
+# a and b saved, each for the other's gradient only
+_mul = Primitive("mul", _kernels.threaded_ufunc(np.multiply), save=(0, 1), save_if=(1, 0))
 
 
 @_mul.defvjp
@@ -130,9 +130,8 @@ _mul.defbatch(elementwise_batch)
 _mul.defshape(elementwise_shape)
 
 
-@primitive(save=(0, 1), save_if=(1, None))  # a only for b's gradient
-def _div(a, b):
-    return np.true_divide(a, b)
+# a saved only for b's gradient
+_div = Primitive("div", _kernels.threaded_ufunc(np.true_divide), save=(0, 1), save_if=(1, None))
 
 
 _div.defvjp(lambda ctx, g, a, b: (g / b if ctx.edges[0] is not None else None,
@@ -196,14 +195,8 @@ _atan2.defbatch(elementwise_batch)
 _atan2.defshape(elementwise_shape)
 
 
-@primitive(save=(0, 1))
-def _maximum(a, b):
-    return np.maximum(a, b)
-
-
-@primitive(save=(0, 1))
-def _minimum(a, b):
-    return np.minimum(a, b)
+_maximum = Primitive("maximum", _kernels.threaded_ufunc(np.maximum), save=(0, 1))
+_minimum = Primitive("minimum", _kernels.threaded_ufunc(np.minimum), save=(0, 1))
 
 
 def _minmax_vjp(ctx, g, a, b, *, sign: int):
@@ -226,7 +219,7 @@ _minimum.defshape(elementwise_shape)
 
 @primitive(save=(0,))
 def _where(cond, a, b):
-    return np.where(cond, a, b)
+    return _kernels.where(cond, a, b)
 
 
 @_where.defvjp
@@ -442,7 +435,7 @@ def _relu_backward(g, y):
     """relu's VJP, ``g * (y > 0)`` in one pass (torch's threshold_backward). A primitive of ``y``
     too, so that with create_graph the gradient stays attached to the graph, as torch's; its
     derivative in ``y`` is zero."""
-    return np.multiply(g, ~(y <= 0))  # as torch: result <= 0 ? 0 : g, so NaN passes g
+    return _kernels.relu_backward(g, y)  # as torch: result <= 0 ? 0 : g, so NaN passes g
 
 
 _relu_backward.defvjp(lambda ctx, h, y: (
@@ -477,7 +470,7 @@ cosh = _unary("cosh", np.cosh, IN, lambda c, g, x: g * sinh(x), "Hyperbolic cosi
 tanh = _unary("tanh", np.tanh, OUT, lambda c, g, y: g * (1 - y * y), "Hyperbolic tangent.")
 sigmoid = _unary("sigmoid", lambda x: _sigmoid_np(x), OUT, lambda c, g, y: g * y * (1 - y),
                  "Logistic sigmoid 1 / (1 + exp(-input)).")
-relu = _unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype, copy=False), OUT,
+relu = _unary("relu", _kernels.relu, OUT,
               lambda c, g, y: _relu_backward(g, y), "max(input, 0); relu'(0) = 0.", float_only=False)
 abs = _unary("abs", np.abs, IN, lambda c, g, x: g * sign(x), "Absolute value; abs'(0) = 0.",  # noqa: A001
              float_only=False, aliases=("absolute",))

@@ -3,11 +3,18 @@
 The convolutions split their batch chunks across threads; every chunk is computed as the serial
 loop computes it and per-chunk sums are added in chunk order, so values and gradients with 2 or 3
 threads must be bitwise those of 1 thread. Chunk sizes are shrunk so that every layout spans
-several chunks, a shorter last one included."""
+several chunks, a shorter last one included.
+
+Large elementwise kernels (engine._threads.elementwise, engine._kernels) are cut into one flat
+piece per thread; the tests lower ``PARALLEL_MIN`` so that small arrays are cut too, at sizes that
+are no multiple of the piece alignment. (The threshold itself was measured with interleaved runs
+of 1 and 2 threads at sizes 64K-4M elements, ``python -m bench.kernels --crossover``; no test
+here depends on speed.)"""
 
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +22,7 @@ import pytest
 import engine
 import engine.nn.functional as F
 import engine.nn.functional._conv as conv_mod
-from engine import _threads
+from engine import Tensor, _kernels, _threads
 
 CASES = {
     "conv2d pad": ("conv2d", (7, 4, 9, 8), (6, 4, 3, 3), {"padding": 1}),
@@ -164,3 +171,182 @@ def test_no_thread_to_be_had_runs_on_the_caller(threads, monkeypatch) -> None:
     threads(2)
     monkeypatch.setattr(_threads, "_executor", lambda n: NoThreads())
     assert _threads.run_parts(list, range(4), blas=False) == [[0, 1], [2, 3]]
+
+
+# ---------------------------------------------------------------- elementwise kernels
+def _specials(rng: np.random.Generator, n: int, dtype: type) -> np.ndarray:
+    x = rng.standard_normal(n).astype(dtype)
+    x[::97] = 0.0
+    x[1::97] = -0.0
+    x[2::101] = np.nan
+    x[3::103] = np.inf
+    x[4::107] = -np.inf
+    return x
+
+
+@pytest.fixture
+def cut_small(monkeypatch):
+    """Cut arrays of a few thousand elements across threads (the real threshold is far larger)."""
+    monkeypatch.setattr(_threads, "PARALLEL_MIN", 1000)
+
+
+ELEMENTWISE = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+    "maximum": engine.maximum,
+    "minimum": engine.minimum,
+    "where": lambda a, b: engine.where(a > b, a, b),
+    "add scalar": lambda a, b: a + 0.5,
+    "scalar div": lambda a, b: 2.0 / a,
+    "relu": lambda a, b: engine.relu(a),
+}
+PLAIN = {  # numpy's own spelling, computed whole
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide,
+    "maximum": np.maximum, "minimum": np.minimum, "where": lambda a, b: np.where(a > b, a, b),
+    "add scalar": lambda a, b: a + 0.5, "scalar div": lambda a, b: 2.0 / a,
+    "relu": lambda a, b: np.maximum(a, 0),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op", list(ELEMENTWISE))
+def test_elementwise_bitwise_equal_across_thread_counts(op, dtype, threads, cut_small) -> None:
+    rng = np.random.default_rng(len(op))
+    shape = (3, 7, 331)  # 6951 elements: pieces of unequal length, none a multiple of 64
+    a = _specials(rng, 6951, dtype).reshape(shape)
+    b = _specials(rng, 6951, dtype)[::-1].copy().reshape(shape)
+
+    def run() -> tuple[bytes, ...]:
+        ta, tb = engine.tensor(a, requires_grad=True), engine.tensor(b, requires_grad=True)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            out = ELEMENTWISE[op](ta, tb)
+            grads = engine.autograd_grad(out, (ta, tb), engine.tensor(a[::-1].copy()), allow_unused=True)
+        assert out.dtype == ta.dtype
+        return (out.detach().numpy().tobytes(),) + tuple(g.numpy().tobytes() for g in grads if g is not None)
+
+    threads(1)
+    serial = run()
+    with np.errstate(all="ignore"):
+        assert serial[0] == np.asarray(PLAIN[op](a, b), dtype).tobytes()  # as numpy computes it whole
+    for n in (2, 3):
+        threads(n)
+        assert run() == serial, f"{n} threads differ from 1 thread"
+
+
+def test_elementwise_cuts_only_what_splits_cleanly(threads, cut_small) -> None:
+    threads(2)
+    seen = []
+    kernel = lambda o, x, y: (seen.append(o.size), np.add(x, y, out=o))  # noqa: E731
+    a = np.arange(5000.0)
+    _threads.elementwise(kernel, np.empty_like(a), a, 1.0)
+    assert sorted(seen) == [2440, 2560]  # two pieces, cut on a multiple of 64
+    assert not _threads.splits_cleanly(a, a[:, None])  # broadcasting
+    assert not _threads.splits_cleanly(a.reshape(50, 100).T, a.reshape(100, 50))  # one transposed
+    assert _threads.splits_cleanly(a, np.float64(2.0), 3.0)
+    # broadcast and strided operands take numpy's own path, with numpy's numbers
+    x = engine.tensor(np.arange(4000.0).reshape(40, 100))
+    assert ((x + x[:1]).numpy() == x.numpy() + x.numpy()[:1]).all()
+    assert ((x.T * x.T).numpy() == (x.numpy().T * x.numpy().T)).all()
+
+
+def test_elementwise_pieces_keep_the_callers_error_handling(threads, cut_small) -> None:
+    # np.errstate is per thread: the pool's pieces must follow the caller's, not the default
+    threads(2)
+    zero = engine.tensor(np.zeros(6000))
+    with np.errstate(divide="raise"), pytest.raises(FloatingPointError):
+        engine.tensor(np.ones(6000)) / zero
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(divide="ignore"):
+            assert np.isinf((engine.tensor(np.ones(6000)) / zero).numpy()).all()
+
+
+def test_relu_and_its_gradient_match_torch_on_special_values(threads, cut_small) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x = _specials(rng, 6000, np.float32)
+    g = rng.standard_normal(6000).astype(np.float32)  # finite: torch gives 0 where relu is 0
+    for n in (1, 2):
+        threads(n)
+        tx = engine.tensor(x, requires_grad=True)
+        y = engine.relu(tx)
+        (gx,) = engine.autograd_grad(y, (tx,), engine.tensor(g))
+        rx = torch.tensor(x, requires_grad=True)
+        ry = torch.relu(rx)
+        ry.backward(torch.tensor(g))
+        np.testing.assert_array_equal(y.detach().numpy(), ry.detach().numpy())  # NaN where torch's
+        np.testing.assert_array_equal(gx.numpy(), rx.grad.numpy())  # a NaN input passes g
+
+
+# ---------------------------------------------------------------- sums over kept axes
+SUMS = [((64, 16, 8, 8), (0, 2, 3), False), ((4, 16, 32, 32), (0, 2, 3), True),
+        ((60, 5, 4, 300), (0, 3), False), ((70, 1000), (1,), False), ((3, 20, 40, 50), (2, 3), False),
+        ((3, 8, 16, 32, 32), (1, 3, 4), False)]  # a batch of bias gradients (vmap)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,dims,keepdim", SUMS)
+def test_sums_over_trailing_rows_match_torch(shape, dims, keepdim, dtype, threads) -> None:
+    torch = pytest.importorskip("torch")
+    assert _kernels.sum_plan(shape, np.dtype(dtype), dims, keepdim) is not None  # the fast path runs
+    x = (np.random.default_rng(len(shape)).standard_normal(shape) + 0.25).astype(dtype)
+    tx = engine.tensor(x, requires_grad=True)
+    threads(1)
+    s = engine.sum(tx, dims, keepdim=keepdim)
+    got = s.detach().numpy()
+    threads(2)
+    assert engine.sum(tx, dims, keepdim=keepdim).detach().numpy().tobytes() == got.tobytes()
+    want = torch.tensor(x).sum(dims, keepdim=keepdim).numpy()
+    assert got.shape == want.shape and got.dtype == x.dtype
+    scale = np.abs(x).sum(dims, keepdims=keepdim)
+    tol = 1e-6 if dtype is np.float32 else 1e-14
+    assert (np.abs(got - want) <= tol * scale).all()
+    (g,) = engine.autograd_grad(s.sum(), (tx,))
+    assert (g.numpy() == 1).all()
+
+
+def test_sums_the_fast_path_leaves_to_numpy() -> None:
+    f4 = np.dtype(np.float32)
+    assert _kernels.sum_plan((32, 16, 32, 32), f4, (0, 2), False) is None  # the last axis kept
+    assert _kernels.sum_plan((8, 16, 8, 32, 32), f4, (0, 2, 4), False) is None  # three reduced blocks
+    assert _kernels.sum_plan((512, 1024), f4, (0,), False) is None  # the last axis kept
+    assert _kernels.sum_plan((512, 1024), f4, (0, 1), False) is None  # everything: np.sum's pairwise sum
+    assert _kernels.sum_plan((4, 8, 65536), f4, (2,), False) is None  # rows too long for running sums
+    assert _kernels.sum_plan((64, 64, 64), np.dtype(np.int64), (2,), False) is None
+    x = np.random.default_rng(0).standard_normal((64, 32, 64)).astype(np.float32)
+    strided = x.transpose(1, 0, 2)  # not contiguous: numpy's sum, numpy's numbers
+    assert _kernels.sum_fast(strided, (0, 2), False).tobytes() == np.sum(strided, (0, 2)).tobytes()
+    with pytest.raises(ValueError):
+        _kernels.sum_fast(x, (2, 2), False)  # numpy's error for a repeated axis
+
+
+def test_compiled_sum_adds_as_eager() -> None:
+    x = engine.tensor(np.random.default_rng(1).standard_normal((8, 16, 32, 32)).astype(np.float32))
+    step = engine.compile(lambda t: t.sum((0, 2, 3)))
+    assert step(x).numpy().tobytes() == x.sum((0, 2, 3)).numpy().tobytes()
+
+
+def test_fast_paths_under_vmap_forward_ad_and_meta(threads, cut_small) -> None:
+    # arrays large enough for the kernels' own paths (relu's zero blocks, the pieces, the row sums)
+    from engine import _meta
+    from engine.func import jvp, vmap
+    threads(2)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 16, 16, 32, 32)).astype(np.float32)
+    t = rng.standard_normal(x.shape).astype(np.float32)
+
+    def f(a):
+        return engine.relu(a * 2.0 + 1.0).sum((0, 2, 3))
+
+    per = np.stack([f(engine.tensor(xi)).numpy() for xi in x])
+    assert vmap(f)(engine.tensor(x)).numpy().tobytes() == per.tobytes()  # batched as one by one
+    out, tangent = jvp(f, (engine.tensor(x[0]),), (engine.tensor(t[0]),))
+    y = x[0] * 2.0 + 1.0
+    np.testing.assert_allclose(tangent.numpy(), np.where(y > 0, t[0] * 2.0, 0).sum((0, 2, 3)), rtol=1e-5)
+    with _meta.meta_mode() as m:
+        a = Tensor._make(m.array((32, 16, 32, 32), np.float32))
+        s = f(a)
+        assert tuple(s.shape) == (16,) and s.dtype == engine.float32
+        assert tuple(engine.sum(a, (0, 2, 3), keepdim=True).shape) == (1, 16, 1, 1)
