@@ -117,6 +117,34 @@ def _low(dtype: np.dtype):
     return np.iinfo(dtype).min
 
 
+_SECOND_ON_TIES: dict = {}
+
+
+def _later_first(dtype: np.dtype) -> bool:
+    """Whether ``np.maximum(later, earlier)`` gives torch's value: the earlier of two equal entries
+    (+0.0 and -0.0 compare equal) and the later of two NaNs. numpy returns its second operand on
+    ties for float32/float64 and its first for float16 (probed once per dtype, contiguous and
+    strided); where it returns the first, ``np.maximum(earlier, later)`` keeps the earlier zero,
+    and a window of only NaNs gives its first NaN rather than its last."""
+    ok = _SECOND_ON_TIES.get(dtype)
+    if ok is None:
+        if dtype.kind != "f":
+            ok = True
+        else:
+            neg, pos = np.full(67, -0.0, dtype), np.full(67, 0.0, dtype)
+            ok = all(bool(np.signbit(np.maximum(pos[k], neg[k])).all()) for k in
+                     (slice(None), slice(None, None, 2), slice(0, 1)))
+        _SECOND_ON_TIES[dtype] = ok
+    return ok
+
+
+def _max(later: np.ndarray, earlier: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Elementwise maximum keeping the earlier entry on ties (see :func:`_later_first`)."""
+    if _later_first(earlier.dtype):
+        return np.maximum(later, earlier, out=out)
+    return np.maximum(earlier, later, out=out)
+
+
 def _am_dtype(kernel: tuple) -> type:
     return np.uint8 if math.prod(kernel) <= 255 else np.intp
 
@@ -199,7 +227,7 @@ def _running_max(a: np.ndarray, nd: int, kernel: tuple, stride: tuple, dilation:
         if nan or valid is not None:
             np.copyto(best, cur, where=win)
         else:
-            np.maximum(cur, best, out=best)  # (ties return the second operand: the earlier one)
+            _max(cur, best, out=best)
         # idx = t where win: t exceeds every index so far, so a maximum does it
         np.maximum(idx, np.multiply(win, it(t), out=step), out=idx)
     return best, idx
@@ -228,14 +256,12 @@ def _pair_forward(x3: np.ndarray, y: np.ndarray, am: np.ndarray) -> None:
         halves.append((first.view(x3.dtype), second.view(x3.dtype)))
     (a, b), (c, d) = halves
     nan = x3.dtype.kind == "f"
-    # np.maximum returns its second operand on ties (and its first of two NaNs): the earlier
-    # element second, the later first, is torch's rule for values
-    ab = np.maximum(b, a)
+    ab = _max(b, a)
     jab = np.greater(b, a)
-    cd = np.maximum(d, c)
+    cd = _max(d, c)
     jcd = np.greater(d, c)
     yf = y.reshape(-1)
-    np.maximum(cd, ab, out=yf)
+    _max(cd, ab, out=yf)
     vi = np.greater(cd, ab)
     if nan and np.isnan(yf.max()):  # (max propagates NaN) a NaN wins over anything before it
         jab |= np.isnan(b)
@@ -460,6 +486,9 @@ def _flat_indices(am: np.ndarray, size: tuple, kernel: tuple, stride: tuple, pad
 def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, nd, name):
     x = as_tensor_arg(input)
     k, s, p, d, out = _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode, nd, name)
+    if x._data.dtype.kind == "b":  # torch's kernel names (1-d without indices has its own)
+        kernel = "max_pool1d_impl" if nd == 1 and not return_indices else f"max_pool{max(nd, 2)}d"
+        raise NotImplementedError(f"\"{kernel}\" not implemented for 'Bool'")
     y, am = _max_pool_prim(x, kernel=k, stride=s, padding=p, dilation=d, out=out)
     if not return_indices:
         return y
