@@ -1,8 +1,10 @@
 """Pooling: max, average and adaptive, over 1-, 2- and 3-d windows; vectorized, no pixel loops.
 
-- max pooling finds each window's argmax in numpy (a strided window view), then *gathers* the
-  input at those flat indices with the ``take`` primitive: its VJP scatters the gradient back to
-  the argmax (``take_add``), whose VJP is the gather again, so double backward matches torch's.
+- max pooling is one primitive returning each window's maximum and argmax (its kernel offset);
+  its VJP scatters the gradient into the windows at the argmax, whose VJP gathers from them (and
+  vice versa), so double backward matches torch's. See the section below for its fast paths.
+- adaptive max pooling finds each window's argmax in numpy, then *gathers* the input at those
+  flat indices with the ``take`` primitive (VJP ``take_add``, whose VJP is the gather again).
 - average pooling sums the window view (``windows``, whose adjoint is ``fold_windows``) and divides
   by torch's per-window divisor (a constant).
 - adaptive average pooling is separable: one constant averaging matrix per spatial dim, applied
@@ -98,8 +100,9 @@ def _named(prefix: str, vals: tuple, nd: int) -> str:
 #   are split by casting the pairs, read as one unsigned integer of twice the width, to the
 #   narrow type (the first element is the low half) — contiguous numpy loops only, no short
 #   strided rows. Backward shifts the gradient's bits into the right half of each pair.
-# - non-overlapping windows (stride >= span): the windows are a reshape of the (cropped or
-#   padded) input; backward writes each kernel offset's slots once.
+# - non-overlapping windows (stride >= span): each input entry is in one window at most, so
+#   backward writes each kernel offset's slots once (the gradient's bits, times the hit mask: no
+#   adds, no NaN from 0 * inf).
 # - anything else (overlapping windows, dilation, padding, ceil_mode): a running comparison over
 #   strided window views; backward adds per kernel offset.
 # Large inputs are split by planes (the leading dims) across the engine's threads; every plane is
@@ -364,8 +367,10 @@ def _max_pool_scatter(g, am, kernel, stride, padding, dilation, size):
     zero ``(..., *size)`` array at each window's argmax ``am``."""
     nd = len(kernel)
     out = g.shape[-nd:]
-    lead = np.broadcast_shapes(g.shape[:-nd], am.shape[:-nd])
-    g, am = np.broadcast_to(g, lead + out), np.broadcast_to(am, lead + out)
+    lead = g.shape[:-nd]
+    if am.shape[:-nd] != lead:  # (vmap's batching rule may batch only one of them)
+        lead = np.broadcast_shapes(lead, am.shape[:-nd])
+        g, am = np.broadcast_to(g, lead + out), np.broadcast_to(am, lead + out)
     m = math.prod(lead)
     dx = np.empty(lead + tuple(size), g.dtype)
     if m == 0:
@@ -410,9 +415,10 @@ def _max_pool_scatter(g, am, kernel, stride, padding, dilation, size):
 def _max_pool_gather(t, am, kernel, stride, padding, dilation, out):
     """Each window's entry at its argmax ``am``: ``t`` (``(..., *size)``) -> ``(..., *out)``."""
     nd = len(kernel)
-    lead = np.broadcast_shapes(t.shape[:-nd], am.shape[:-nd])
-    t = np.broadcast_to(t, lead + t.shape[-nd:])
-    am = np.broadcast_to(am, lead + tuple(out))
+    lead = t.shape[:-nd]
+    if am.shape[:-nd] != lead:
+        lead = np.broadcast_shapes(lead, am.shape[:-nd])
+        t, am = np.broadcast_to(t, lead + t.shape[-nd:]), np.broadcast_to(am, lead + tuple(out))
     need, _ = _need(kernel, stride, dilation, out)
     tp = _padded(t, nd, padding, need, 0)
     res = np.zeros(lead + tuple(out), t.dtype)
