@@ -170,6 +170,26 @@ def test_padding_never_wins(kw, dtype) -> None:
         assert np.array_equal(gx.numpy(), xt.grad.numpy())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("kw", [{"kernel_size": 3}, {"kernel_size": 3, "stride": 4},
+                                {"kernel_size": (1, 3), "stride": (2, 3), "padding": (0, 1)},
+                                {"kernel_size": 2, "stride": 2, "dilation": 2},
+                                {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}],
+                         ids=["tiled 3", "gaps", "tiled padded", "dilated", "overlapping"])
+def test_other_windows_match_torch(kw, dtype) -> None:
+    for shape in ((2, 3, 9, 12), (3, 7, 8)):
+        x = _data(shape, dtype, "ties", seed=shape[-1])
+        xe, xt = engine.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        y, idx = F.max_pool2d(xe, return_indices=True, **kw)
+        ty, tidx = TF.max_pool2d(xt, return_indices=True, **kw)
+        assert _same(y.detach().numpy(), ty.detach().numpy())
+        assert np.array_equal(idx.numpy(), tidx.numpy())
+        g = np.random.default_rng(2).standard_normal(tuple(ty.shape)).astype(dtype)
+        (gx,) = engine.autograd.grad(y, xe, engine.tensor(g))
+        ty.backward(torch.tensor(g))
+        np.testing.assert_allclose(gx.numpy(), xt.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("nd", [1, 3])
 def test_other_ranks_with_ties_match_torch(nd: int) -> None:
     shape = (2, 3) + (7, 6, 5)[:nd]

@@ -346,15 +346,17 @@ def _max_pool_prim(x, kernel, stride, padding, dilation, out):
     need, tiled = _need(kernel, stride, dilation, out)
     low = _low(x.dtype)
     valid = _validity(sp, kernel, stride, padding, dilation, out)
-    if valid is not None and not bool((x == low).any()):
-        valid = None  # padding holds the lowest value, which nothing inside then equals
     nan = x.dtype.kind == "f" and bool(np.isnan(x).any())
     xm = x.reshape((m,) + sp)
     ym, amm = y.reshape((m,) + tuple(out)), am.reshape((m,) + tuple(out))
 
     def part(a: int, b: int) -> None:
         xp = _padded(xm[a:b], nd, padding, need, low)
-        best, idx = _running_max(xp, nd, kernel, stride, dilation, out, valid, nan)
+        best, idx = _running_max(xp, nd, kernel, stride, dilation, out, None, nan)
+        if valid is not None and bool((best == low).any()):
+            # padding holds the lowest value: it may have tied with a window's maximum only
+            # where that maximum is the lowest value
+            best, idx = _running_max(xp, nd, kernel, stride, dilation, out, valid, nan)
         ym[a:b], amm[a:b] = best, idx
 
     _planes(part, m, x.size)
@@ -391,21 +393,32 @@ def _max_pool_scatter(g, am, kernel, stride, padding, dilation, size):
     ext = tuple(max(n, p + i) for n, p, i in zip(need, padding, size))
     gm, amm = g.reshape((m,) + out), am.reshape((m,) + out)
     dm = dx.reshape((m,) + tuple(size))
+    direct = ext == tuple(size) and not any(padding)  # no margin: write into dx itself
+    cover = direct and tiled and need == tuple(size) and all(
+        s == k and d == 1 for s, k, d in zip(stride, kernel, dilation))  # every entry in a window
     crop = (Ellipsis,) + tuple(slice(p, p + i) for p, i in zip(padding, size))
-    bits = np.dtype(f"u{g.dtype.itemsize}") if g.dtype.kind == "f" else None
+    # tiled: the gradient's bits times the hit mask, g where hit, +0.0 elsewhere (no 0 * inf)
+    bits = np.dtype(f"u{g.dtype.itemsize}") if g.dtype.kind == "f" else g.dtype
+    few = math.prod(kernel) <= 4
 
     def part(a: int, b: int) -> None:
-        res = np.zeros((b - a,) + ext, g.dtype)
-        ga, aa = gm[a:b], amm[a:b]
-        for t, view in _offset_views(res, nd, kernel, stride, dilation, out):
-            hit = aa == t
-            if tiled and bits is not None:  # each slot belongs to one window: write its bits
-                np.multiply(ga.view(bits), hit, out=view.view(bits))
-            elif tiled:
-                np.multiply(ga, hit, out=view)
-            else:
-                np.add(view, ga, out=view, where=hit)
-        dm[a:b] = res[crop]
+        res = dm[a:b] if direct else np.empty((b - a,) + ext, g.dtype)
+        if not (cover and tiled and few):  # the per-offset writes alone reach every entry
+            res.fill(0)
+        if tiled and few:  # each slot belongs to one window: written once, per kernel offset
+            ga, aa = gm[a:b].view(bits), amm[a:b]
+            for t, view in _offset_views(res, nd, kernel, stride, dilation, out):
+                np.multiply(ga, aa == t, out=view.view(bits))
+        else:  # larger kernels: one pass over flat indices rather than one per offset
+            flat = _flat_indices(amm[a:b], ext, kernel, stride, (0,) * nd, dilation, out)
+            flat += np.arange(b - a, dtype=np.int64).reshape((-1,) + (1,) * nd) * math.prod(ext)
+            if tiled:  # no duplicates: an assignment
+                res.reshape(-1)[flat.reshape(-1)] = gm[a:b].reshape(-1)
+            else:  # overlapping windows add up: a bincount, summing in float64, rounded once
+                res[...] = np.bincount(flat.reshape(-1), weights=gm[a:b].reshape(-1),
+                                       minlength=res.size).reshape(res.shape)
+        if not direct:
+            dm[a:b] = res[crop]
 
     _planes(part, m, dx.size)
     return dx
