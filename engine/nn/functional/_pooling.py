@@ -294,8 +294,7 @@ def _pair_backward(g: np.ndarray, am: np.ndarray, dx: np.ndarray) -> None:
     wide = np.empty(g.size, wt)
     np.copyto(wide, np.ascontiguousarray(g).reshape(-1).view(nt))
     shift = np.empty(g.size, wt)
-    np.copyto(shift, am.reshape(-1))
-    shift *= wt(bits)
+    np.copyto(shift, np.multiply(am.reshape(-1), np.uint8(bits)))  # (at most 3 * 32: a byte)
     dxr = dx.reshape(m, h, w).view(row).reshape(m, h)
     if h % 2:
         dxr[:, -1:] = np.zeros(1, row)
