@@ -100,15 +100,15 @@ def _named(prefix: str, vals: tuple, nd: int) -> str:
 #   are split by casting the pairs, read as one unsigned integer of twice the width, to the
 #   narrow type (the first element is the low half) — contiguous numpy loops only, no short
 #   strided rows. Backward shifts the gradient's bits into the right half of each pair.
-# - non-overlapping windows (stride >= span): each input entry is in one window at most, so
-#   backward writes each kernel offset's slots once (the gradient's bits, times the hit mask: no
-#   adds, no NaN from 0 * inf).
-# - anything else (overlapping windows, dilation, padding, ceil_mode): a running comparison over
-#   strided window views; backward adds per kernel offset.
+# - other windows: a running comparison over strided window views (padding, dilation, ceil_mode,
+#   1-d and 3-d). Backward: where windows do not overlap (stride >= span) each input entry is in
+#   one window at most, so small kernels write each kernel offset's slots once (the gradient's
+#   bits times the hit mask: no adds, no NaN from 0 * inf) and larger ones assign at flat
+#   indices; overlapping windows sum at flat indices with one bincount.
 # Large inputs are split by planes (the leading dims) across the engine's threads; every plane is
 # computed as the serial loop computes it, so results do not depend on the thread count.
 _PAIR = {1: (np.uint8, np.uint16), 2: (np.uint16, np.uint32), 4: (np.uint32, np.uint64)}
-_THREAD_MIN = 1 << 16  # input elements per call below which a single thread is as fast
+_THREAD_MIN = 1 << 16  # input elements below which planes are not split: parts too small to pay
 
 
 def _low(dtype: np.dtype):
