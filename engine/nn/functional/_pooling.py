@@ -108,7 +108,11 @@ def _named(prefix: str, vals: tuple, nd: int) -> str:
 # Large inputs are split by planes (the leading dims) across the engine's threads; every plane is
 # computed as the serial loop computes it, so results do not depend on the thread count.
 _PAIR = {1: (np.uint8, np.uint16), 2: (np.uint16, np.uint32), 4: (np.uint32, np.uint64)}
-_THREAD_MIN = 1 << 16  # input elements below which planes are not split: parts too small to pay
+# Input elements from which the planes are split across threads. A split hands each part to
+# another thread and waits for it: on a loaded machine that wait is the scheduler's (ms), so the
+# parts must be long. The CNN step's pools (512K and 256K elements, ~0.3 ms a call) ran 5x slower
+# in wall time with 2 threads on a shared, loaded 2-core machine: they stay on one thread.
+_THREAD_MIN = 1 << 21
 
 
 def _low(dtype: np.dtype):
