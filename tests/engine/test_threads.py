@@ -350,3 +350,33 @@ def test_fast_paths_under_vmap_forward_ad_and_meta(threads, cut_small) -> None:
         s = f(a)
         assert tuple(s.shape) == (16,) and s.dtype == engine.float32
         assert tuple(engine.sum(a, (0, 2, 3), keepdim=True).shape) == (1, 16, 1, 1)
+POOL_CASES = {
+    "max_pool2d 2x2 float32": ((7, 5, 9, 8), np.float32, {"kernel_size": 2}),
+    "max_pool2d 2x2 float64": ((7, 5, 8, 9), np.float64, {"kernel_size": 2}),
+    "max_pool2d overlapping": ((7, 5, 9, 8), np.float32, {"kernel_size": 3, "stride": 2, "padding": 1}),
+    "max_pool2d gaps": ((7, 5, 9, 8), np.float64, {"kernel_size": 2, "stride": 3, "ceil_mode": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(POOL_CASES))
+def test_max_pool_bitwise_equal_across_thread_counts(case, threads, monkeypatch) -> None:
+    # planes are split across threads from _THREAD_MIN input elements: lowered so that these
+    # small inputs split, into runs of unequal length (35 planes over 2 and 3 threads)
+    from engine.nn.functional import _pooling
+    monkeypatch.setattr(_pooling, "_THREAD_MIN", 1)
+    shape, dtype, kw = POOL_CASES[case]
+    rng = np.random.default_rng(3)
+    x = np.round(rng.standard_normal(shape) * 2).astype(dtype)  # ties
+    g = rng.standard_normal(F.max_pool2d(engine.tensor(x), **kw).shape).astype(dtype)
+
+    def run() -> list[bytes]:
+        xe = engine.tensor(x, requires_grad=True)
+        y, idx = F.max_pool2d(xe, return_indices=True, **kw)
+        (gx,) = engine.autograd_grad(y, xe, engine.tensor(g))
+        return [y.detach().numpy().tobytes(), idx.numpy().tobytes(), gx.numpy().tobytes()]
+
+    threads(1)
+    serial = run()
+    for n in (2, 3):
+        threads(n)
+        assert run() == serial, f"{n} threads differ from 1 thread"

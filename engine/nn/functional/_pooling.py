@@ -1,8 +1,10 @@
 """Pooling: max, average and adaptive, over 1-, 2- and 3-d windows; vectorized, no pixel loops.
 
-- max pooling finds each window's argmax in numpy (a strided window view), then *gathers* the
-  input at those flat indices with the ``take`` primitive: its VJP scatters the gradient back to
-  the argmax (``take_add``), whose VJP is the gather again, so double backward matches torch's.
+- max pooling is one primitive returning each window's maximum and argmax (its kernel offset);
+  its VJP scatters the gradient into the windows at the argmax, whose VJP gathers from them (and
+  vice versa), so double backward matches torch's. See the section below for its fast paths.
+- adaptive max pooling finds each window's argmax in numpy, then *gathers* the input at those
+  flat indices with the ``take`` primitive (VJP ``take_add``, whose VJP is the gather again).
 - average pooling sums the window view (``windows``, whose adjoint is ``fold_windows``) and divides
   by torch's per-window divisor (a constant).
 - adaptive average pooling is separable: one constant averaging matrix per spatial dim, applied
@@ -13,10 +15,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
+from ..._autograd import dims_batch, primitive
+from ..._meta import _bound, _fresh
+from ..._threads import run_parts
 from ...ops._registry import as_tensor_arg, op
 from ...ops.linalg_prims import matmul
 from ...ops.shape import reshape
@@ -81,77 +86,436 @@ def _named(prefix: str, vals: tuple, nd: int) -> str:
 
 
 # ---------------------------------------------------------------- max pooling
-def _argmax(v: np.ndarray, kernel: tuple, source: np.ndarray) -> np.ndarray:
-    """Flat kernel index of each window's maximum; ``v`` is ``(lead, *out, *kernel)``, a view of
-    (or gathered from) ``source``.
+# One primitive computes each window's maximum and its argmax (the flat kernel offset, uint8 for
+# kernels of up to 255 entries) in one pass and returns both: the argmax is a second, integer
+# output rather than ``aux`` data, so that vmap's batching rules, forward mode (the JVP reads it
+# from ``ctx.out``), meta mode and the compiler carry it like any output. The VJP scatters the
+# gradient into the windows at their argmax (``_max_pool_scatter``), whose VJP gathers from the
+# windows (``_max_pool_gather``) and vice versa: both are linear, so any order of derivative is
+# these two primitives. No flat indices are built unless ``return_indices`` asks for them.
+#
+# Paths, from fastest:
+# - 2x2 windows with stride 2 over 1-, 2- or 4-byte dtypes (max_pool2d(2) on float32): each row
+#   pair is copied out once (rows as opaque ``void`` items), the two halves of each window row
+#   are split by casting the pairs, read as one unsigned integer of twice the width, to the
+#   narrow type (the first element is the low half) — contiguous numpy loops only, no short
+#   strided rows. Backward shifts the gradient's bits into the right half of each pair.
+# - other windows: a running comparison over strided window views (padding, dilation, ceil_mode,
+#   1-d and 3-d). Backward: where windows do not overlap (stride >= span) each input entry is in
+#   one window at most, so small kernels write each kernel offset's slots once (the gradient's
+#   bits times the hit mask: no adds, no NaN from 0 * inf) and larger ones assign at flat
+#   indices; overlapping windows sum at flat indices with one bincount.
+# Large inputs are split by planes (the leading dims) across the engine's threads; every plane is
+# computed as the serial loop computes it, so results do not depend on the thread count.
+_PAIR = {1: (np.uint8, np.uint16), 2: (np.uint16, np.uint32), 4: (np.uint32, np.uint64)}
+# Input elements from which the planes are split across threads. A split hands each part to
+# another thread and waits for it: on a loaded machine that wait is the scheduler's (ms), so the
+# parts must be long. The CNN step's pools (512K and 256K elements, ~0.3 ms a call) ran 5x slower
+# in wall time with 2 threads on a shared, loaded 2-core machine: they stay on one thread.
+_THREAD_MIN = 1 << 21
 
-    A running comparison over the kernel offsets (a few passes over the output, no window copy),
-    with torch's rule: a later entry wins if it is greater or NaN, so ties keep the first maximum
-    and a window holding NaN picks its last NaN.
-    """
-    nan = v.dtype.kind == "f" and bool(np.isnan(source).any())
-    kk = math.prod(kernel)
-    it = np.uint8 if kk <= 255 else np.intp  # a narrow index: less memory traffic
-    best = idx = win = step = None
+
+def _low(dtype: np.dtype):
+    """The padding value: the dtype's lowest (padding positions never win anyway, see _validity)."""
+    if dtype.kind == "f":
+        return -np.inf
+    if dtype.kind == "b":
+        return False
+    return np.iinfo(dtype).min
+
+
+_SECOND_ON_TIES: dict = {}
+
+
+def _later_first(dtype: np.dtype) -> bool:
+    """Whether ``np.maximum(later, earlier)`` gives torch's value: the earlier of two equal entries
+    (+0.0 and -0.0 compare equal) and the later of two NaNs. numpy returns its second operand on
+    ties for float32/float64 and its first for float16 (probed once per dtype, contiguous and
+    strided); where it returns the first, ``np.maximum(earlier, later)`` keeps the earlier zero,
+    and a window of only NaNs gives its first NaN rather than its last."""
+    ok = _SECOND_ON_TIES.get(dtype)
+    if ok is None:
+        if dtype.kind != "f":
+            ok = True
+        else:
+            neg, pos = np.full(67, -0.0, dtype), np.full(67, 0.0, dtype)
+            ok = all(bool(np.signbit(np.maximum(pos[k], neg[k])).all()) for k in
+                     (slice(None), slice(None, None, 2), slice(0, 1)))
+        _SECOND_ON_TIES[dtype] = ok
+    return ok
+
+
+def _max(later: np.ndarray, earlier: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Elementwise maximum keeping the earlier entry on ties (see :func:`_later_first`)."""
+    if _later_first(earlier.dtype):
+        return np.maximum(later, earlier, out=out)
+    return np.maximum(earlier, later, out=out)
+
+
+def _am_dtype(kernel: tuple) -> type:
+    return np.uint8 if math.prod(kernel) <= 255 else np.intp
+
+
+def _need(kernel: tuple, stride: tuple, dilation: tuple, out: tuple) -> tuple:
+    """Per dim, the padded extent the windows cover; the tiled paths round up to ``out*stride``."""
+    span = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation))
+    tiled = all(s >= sn for s, sn in zip(stride, span))
+    if tiled:
+        return tuple(o * s for o, s in zip(out, stride)), True
+    return tuple((o - 1) * s + sn for o, s, sn in zip(out, stride, span)), False
+
+
+def _padded(a: np.ndarray, nd: int, padding: tuple, need: tuple, fill) -> np.ndarray:
+    """``a``'s spatial dims padded on the left by ``padding`` and to ``need`` on the right with
+    ``fill`` (cropped where ``need`` is shorter): a view when no padding is needed."""
+    sp = a.shape[-nd:]
+    if not any(padding) and all(n <= i for n, i in zip(need, sp)):
+        return a[(Ellipsis,) + tuple(slice(0, n) for n in need)]
+    res = np.full(a.shape[:-nd] + tuple(need), fill, a.dtype)
+    src = tuple(slice(0, min(i, n - p)) for i, n, p in zip(sp, need, padding))
+    dst = tuple(slice(p, p + min(i, n - p)) for i, n, p in zip(sp, need, padding))
+    res[(Ellipsis,) + dst] = a[(Ellipsis,) + src]
+    return res
+
+
+def _offset_views(a: np.ndarray, nd: int, kernel: tuple, stride: tuple, dilation: tuple,
+                  out: tuple):
+    """(flat kernel offset, view of ``a``'s (padded) spatial dims at that offset of every window),
+    views shaped ``(..., *out)``."""
     for t, offs in enumerate(itertools.product(*(range(k) for k in kernel))):
-        cur = v[(Ellipsis,) + offs]
+        key = tuple(slice(o * d, o * d + (n - 1) * s + 1, s)
+                    for o, d, s, n in zip(offs, dilation, stride, out))
+        yield t, a[(Ellipsis,) + key]
+
+
+def _validity(size: tuple, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple,
+              out: tuple) -> list | None:
+    """Per flat kernel offset, a mask over the windows (broadcastable to ``out``) of the windows
+    whose element at that offset lies inside the input; None when every one does."""
+    per_dim = []
+    for i, k, s, p, d, o in zip(size, kernel, stride, padding, dilation, out):
+        pos = np.arange(o)[:, None] * s - p + np.arange(k)[None, :] * d
+        per_dim.append((pos >= 0) & (pos < i))
+    if all(m.all() for m in per_dim):
+        return None
+    nd = len(size)
+    masks = []
+    for offs in itertools.product(*(range(k) for k in kernel)):
+        m = np.ones((1,) * nd, np.bool_)
+        for j, o in enumerate(offs):
+            m = m & per_dim[j][:, o].reshape((1,) * j + (-1,) + (1,) * (nd - 1 - j))
+        masks.append(m)
+    return masks
+
+
+def _running_max(a: np.ndarray, nd: int, kernel: tuple, stride: tuple, dilation: tuple,
+                 out: tuple, valid: list | None, nan: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Window maxima and argmax over strided views of the padded input ``a``, with torch's rule:
+    a later entry wins if it is greater or NaN (ties keep the first maximum, a window holding NaN
+    picks its last NaN; ``nan``: the input may hold one), and an entry outside the input
+    (``valid``) never wins over one inside."""
+    best = idx = win = step = bv = None
+    it = _am_dtype(kernel)
+    for t, cur in _offset_views(a, nd, kernel, stride, dilation, out):
         if best is None:
             best, idx = cur.copy(), np.zeros(cur.shape, it)
             win, step = np.empty(cur.shape, np.bool_), np.empty(cur.shape, it)
+            if valid is not None:
+                bv = np.broadcast_to(valid[0], cur.shape).copy()
             continue
         np.greater(cur, best, out=win)
         if nan:
             win |= np.isnan(cur)
+        if valid is not None:
+            vt = valid[t]
+            win |= vt & ~bv  # the first entry inside the input beats any outside it
+            win &= vt
+            bv |= vt
+        if nan or valid is not None:
             np.copyto(best, cur, where=win)
         else:
-            np.maximum(best, cur, out=best)
-        # idx = t where win: t exceeds every index so far, so a maximum does it (a masked
-        # copyto is ~10x slower)
+            _max(cur, best, out=best)
+        # idx = t where win: t exceeds every index so far, so a maximum does it
         np.maximum(idx, np.multiply(win, it(t), out=step), out=idx)
-    return idx
+    return best, idx
 
 
-def _gather_at(x: Tensor, flat: np.ndarray, nd: int, unique: bool, return_indices: bool):
-    """Gather ``x`` at ``flat`` (per-plane flat spatial indices, shape ``(lead, *out)``)."""
-    sp = x._data.shape[-nd:]
-    lead = x._data.shape[:-nd]
-    n = x._data.size
-    dt = np.int32 if n < 2**31 else np.intp  # the gather node keeps these until backward
-    rows = np.arange(math.prod(lead), dtype=dt).reshape(lead + (1,) * nd) * dt(math.prod(sp))
-    y = take(reshape(x, (-1,)), rows + flat.astype(dt, copy=False), 0, unique=unique)
-    return (y, Tensor._make(flat.astype(np.int64, copy=False))) if return_indices else y
+def _pair_forward(x3: np.ndarray, y: np.ndarray, am: np.ndarray) -> None:
+    """max_pool2d(2) of the contiguous planes ``x3`` (M, H, W), W even, 1-, 2- or 4-byte dtype,
+    into ``y`` and ``am`` (M, H//2, W//2)."""
+    m, h, w = x3.shape
+    ho, wo = h // 2, w // 2
+    nt, wt = _PAIR[x3.dtype.itemsize]
+    row = np.dtype((np.void, w * x3.dtype.itemsize))
+    rows = x3.reshape(m, h, w).view(row).reshape(m, h)[:, :2 * ho].reshape(m, ho, 2)
+    n = m * ho * wo
+    halves = []
+    for i in (0, 1):  # the window's top and bottom rows, as contiguous pairs
+        pairs = np.empty(n, wt)
+        np.copyto(pairs.view(row).reshape(m, ho), rows[:, :, i])
+        narrow = pairs.view(nt)
+        first = np.empty(n, nt)
+        np.copyto(first, pairs, casting="unsafe")  # the low half: the pair's first element
+        second = np.empty(n, nt)
+        # the high halves: the pairs read one element later (an unaligned view), low halves again
+        np.copyto(second[:-1], narrow[1:-1].view(wt), casting="unsafe")
+        second[-1:] = narrow[-1:]
+        halves.append((first.view(x3.dtype), second.view(x3.dtype)))
+    (a, b), (c, d) = halves
+    nan = x3.dtype.kind == "f"
+    ab = _max(b, a)
+    jab = np.greater(b, a)
+    cd = _max(d, c)
+    jcd = np.greater(d, c)
+    yf = y.reshape(-1)
+    _max(cd, ab, out=yf)
+    vi = np.greater(cd, ab)
+    if nan and np.isnan(yf.max()):  # (max propagates NaN) a NaN wins over anything before it
+        jab |= np.isnan(b)
+        jcd |= np.isnan(d)
+        vi |= np.isnan(cd)
+    # am = 2*vi + (vi ? jcd : jab), in byte arithmetic
+    sel = np.bitwise_xor(jab, jcd)
+    sel &= vi
+    sel ^= jab
+    amf = am.reshape(-1)
+    v8 = vi.view(np.uint8)
+    np.add(v8, v8, out=amf)
+    amf |= sel.view(np.uint8)
+
+
+def _pair_backward(g: np.ndarray, am: np.ndarray, dx: np.ndarray) -> None:
+    """The adjoint of :func:`_pair_forward`: ``g`` (M, Ho, Wo) into ``dx`` (M, H, W), W even."""
+    m, h, w = dx.shape
+    ho = h // 2
+    nt, wt = _PAIR[g.dtype.itemsize]
+    bits = 8 * g.dtype.itemsize
+    row = np.dtype((np.void, w * g.dtype.itemsize))
+    # each gradient as the low half of a pair, shifted into the high half where the argmax is the
+    # second column, and out of the pair (a shift by the pair's width or more gives 0 in numpy)
+    # where the argmax is in the other row: am = 2*row + column, so the shift is am*bits for the
+    # top row and (am ^ 2)*bits for the bottom one
+    wide = np.empty(g.size, wt)
+    np.copyto(wide, np.ascontiguousarray(g).reshape(-1).view(nt))
+    shift = np.empty(g.size, wt)
+    np.copyto(shift, np.multiply(am.reshape(-1), np.uint8(bits)))  # (at most 3 * 32: a byte)
+    dxr = dx.reshape(m, h, w).view(row).reshape(m, h)
+    if h % 2:
+        dxr[:, -1:] = np.zeros(1, row)
+    dxr = dxr[:, :2 * ho].reshape(m, ho, 2)
+    part = np.empty(g.size, wt)
+    for i in (0, 1):
+        np.left_shift(wide, shift, out=part)
+        np.copyto(dxr[:, :, i], part.view(row).reshape(m, ho))
+        shift ^= wt(2 * bits)
+
+
+def _planes(fn, m: int, size: int) -> None:
+    """``fn(start, stop)`` over the ``m`` planes, split across the engine's threads when large."""
+    if size >= _THREAD_MIN and m > 1:
+        run_parts(lambda r: fn(r.start, r.stop), range(m), blas=False)
+    else:
+        fn(0, m)
+
+
+def _pair_ok(x: np.ndarray, nd: int, kernel: tuple, stride: tuple, padding: tuple,
+             dilation: tuple, out: tuple, size: tuple) -> bool:
+    """The 2x2 stride-2 path applies (no padding, no window past the input's end)."""
+    return (nd == 2 and kernel == (2, 2) and stride == (2, 2) and not any(padding)
+            and dilation == (1, 1) and x.dtype.itemsize in _PAIR and x.dtype.kind in "fiu"
+            and np.little_endian and all(2 * o <= i for o, i in zip(out, size)))
+
+
+@primitive(save=(-2,), n_out=2, name="max_pool")
+def _max_pool_prim(x, kernel, stride, padding, dilation, out):
+    """``(maxima, argmax)`` over the windows of the last ``len(kernel)`` dims: the argmax is each
+    window's flat kernel offset (uint8 for kernels of up to 255 entries)."""
+    nd = len(kernel)
+    lead = x.shape[:-nd]
+    m = math.prod(lead)
+    y = np.empty(lead + tuple(out), x.dtype)
+    am = np.empty(lead + tuple(out), _am_dtype(kernel))
+    if m == 0:
+        return y, am
+    if _pair_ok(x, nd, kernel, stride, padding, dilation, out, x.shape[-nd:]):
+        h, w = x.shape[-2:]
+        x3 = x.reshape((m, h, w))
+        if w % 2 or not x3.flags.c_contiguous:
+            x3 = np.ascontiguousarray(x3[:, :, :2 * out[1]])
+        y3, am3 = y.reshape((m,) + tuple(out)), am.reshape((m,) + tuple(out))
+        _planes(lambda a, b: _pair_forward(x3[a:b], y3[a:b], am3[a:b]), m, x.size)
+        return y, am
+    sp = x.shape[-nd:]
+    need, tiled = _need(kernel, stride, dilation, out)
+    low = _low(x.dtype)
+    valid = _validity(sp, kernel, stride, padding, dilation, out)
+    nan = x.dtype.kind == "f" and bool(np.isnan(x).any())
+    xm = x.reshape((m,) + sp)
+    ym, amm = y.reshape((m,) + tuple(out)), am.reshape((m,) + tuple(out))
+
+    def part(a: int, b: int) -> None:
+        xp = _padded(xm[a:b], nd, padding, need, low)
+        best, idx = _running_max(xp, nd, kernel, stride, dilation, out, None, nan)
+        if valid is not None and bool((best == low).any()):
+            # padding holds the lowest value: it may have tied with a window's maximum only
+            # where that maximum is the lowest value
+            best, idx = _running_max(xp, nd, kernel, stride, dilation, out, valid, nan)
+        ym[a:b], amm[a:b] = best, idx
+
+    _planes(part, m, x.size)
+    return y, am
+
+
+@primitive(save=(1,))
+def _max_pool_scatter(g, am, kernel, stride, padding, dilation, size):
+    """The adjoint of taking each window's argmax entry: ``g`` (``(..., *out)``) added into a
+    zero ``(..., *size)`` array at each window's argmax ``am``."""
+    nd = len(kernel)
+    out = g.shape[-nd:]
+    lead = g.shape[:-nd]
+    if am.shape[:-nd] != lead:  # (vmap's batching rule may batch only one of them)
+        lead = np.broadcast_shapes(lead, am.shape[:-nd])
+        g, am = np.broadcast_to(g, lead + out), np.broadcast_to(am, lead + out)
+    m = math.prod(lead)
+    dx = np.empty(lead + tuple(size), g.dtype)
+    if m == 0:
+        return dx
+    if _pair_ok(g, nd, kernel, stride, padding, dilation, out, size):
+        h, w = size
+        w2 = 2 * out[1]
+        full = w2 == w
+        d3 = dx.reshape((m, h, w)) if full else np.empty((m, h, w2), g.dtype)
+        g3, a3 = g.reshape((m,) + out), am.reshape((m,) + out)
+        _planes(lambda a, b: _pair_backward(g3[a:b], a3[a:b], d3[a:b]), m, dx.size)
+        if not full:
+            dm = dx.reshape((m, h, w))
+            dm[:, :, :w2] = d3
+            dm[:, :, w2:] = 0
+        return dx
+    need, tiled = _need(kernel, stride, dilation, out)
+    ext = tuple(max(n, p + i) for n, p, i in zip(need, padding, size))
+    gm, amm = g.reshape((m,) + out), am.reshape((m,) + out)
+    dm = dx.reshape((m,) + tuple(size))
+    direct = ext == tuple(size) and not any(padding)  # no margin: write into dx itself
+    cover = direct and tiled and need == tuple(size) and all(
+        s == k and d == 1 for s, k, d in zip(stride, kernel, dilation))  # every entry in a window
+    crop = (Ellipsis,) + tuple(slice(p, p + i) for p, i in zip(padding, size))
+    # tiled: the gradient's bits times the hit mask, g where hit, +0.0 elsewhere (no 0 * inf)
+    bits = np.dtype(f"u{g.dtype.itemsize}") if g.dtype.kind == "f" else g.dtype
+    few = math.prod(kernel) <= 4
+
+    def part(a: int, b: int) -> None:
+        res = dm[a:b] if direct else np.empty((b - a,) + ext, g.dtype)
+        if not (cover and tiled and few):  # the per-offset writes alone reach every entry
+            res.fill(0)
+        if tiled and few:  # each slot belongs to one window: written once, per kernel offset
+            ga, aa = gm[a:b].view(bits), amm[a:b]
+            for t, view in _offset_views(res, nd, kernel, stride, dilation, out):
+                np.multiply(ga, aa == t, out=view.view(bits))
+        else:  # larger kernels: one pass over flat indices rather than one per offset
+            flat = _flat_indices(amm[a:b], ext, kernel, stride, (0,) * nd, dilation, out)
+            flat += np.arange(b - a, dtype=np.int64).reshape((-1,) + (1,) * nd) * math.prod(ext)
+            if tiled:  # no duplicates: an assignment
+                res.reshape(-1)[flat.reshape(-1)] = gm[a:b].reshape(-1)
+            else:  # overlapping windows add up: a bincount, summing in float64, rounded once
+                res[...] = np.bincount(flat.reshape(-1), weights=gm[a:b].reshape(-1),
+                                       minlength=res.size).reshape(res.shape)
+        if not direct:
+            dm[a:b] = res[crop]
+
+    _planes(part, m, dx.size)
+    return dx
+
+
+@primitive(save=(1,))
+def _max_pool_gather(t, am, kernel, stride, padding, dilation, out):
+    """Each window's entry at its argmax ``am``: ``t`` (``(..., *size)``) -> ``(..., *out)``."""
+    nd = len(kernel)
+    lead = t.shape[:-nd]
+    if am.shape[:-nd] != lead:
+        lead = np.broadcast_shapes(lead, am.shape[:-nd])
+        t, am = np.broadcast_to(t, lead + t.shape[-nd:]), np.broadcast_to(am, lead + tuple(out))
+    need, _ = _need(kernel, stride, dilation, out)
+    tp = _padded(t, nd, padding, need, 0)
+    res = np.zeros(lead + tuple(out), t.dtype)
+    for k, view in _offset_views(tp, nd, kernel, stride, dilation, out):
+        np.copyto(res, view, where=am == k)
+    return res
+
+
+_max_pool_prim.defvjp(lambda ctx, g, am, kernel, stride, padding, dilation, out: _max_pool_scatter(
+    g[0], am, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+    size=ctx.in_meta[0][0][-len(kernel):]))
+_max_pool_prim.defjvp(lambda ctx, ts, x, kernel, stride, padding, dilation, out: (_max_pool_gather(
+    ts[0], ctx.out[1], kernel=kernel, stride=stride, padding=padding, dilation=dilation, out=out),
+    None))
+_max_pool_prim.defbatch(dims_batch())
+_max_pool_scatter.defvjp(lambda ctx, g, am, kernel, stride, padding, dilation, size: (_max_pool_gather(
+    g, am, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+    out=ctx.in_meta[0][0][-len(kernel):]), None))
+_max_pool_scatter.defjvp(lambda ctx, ts, g, am, kernel, stride, padding, dilation, size: None
+                         if ts[0] is None else _max_pool_scatter(
+    ts[0], am, kernel=kernel, stride=stride, padding=padding, dilation=dilation, size=size))
+_max_pool_scatter.defbatch(dims_batch())
+_max_pool_gather.defvjp(lambda ctx, g, am, kernel, stride, padding, dilation, out: (_max_pool_scatter(
+    g, am, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+    size=ctx.in_meta[0][0][-len(kernel):]), None))
+_max_pool_gather.defjvp(lambda ctx, ts, t, am, kernel, stride, padding, dilation, out: None
+                        if ts[0] is None else _max_pool_gather(
+    ts[0], am, kernel=kernel, stride=stride, padding=padding, dilation=dilation, out=out))
+_max_pool_gather.defbatch(dims_batch())
+
+
+@_max_pool_prim.defshape
+def _max_pool_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    x, nd = a["x"], len(a["kernel"])
+    shape = x.shape[:-nd] + tuple(a["out"])
+    return _fresh(shape, x.dtype), _fresh(shape, _am_dtype(a["kernel"]))
+
+
+@_max_pool_scatter.defshape
+def _max_pool_scatter_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    g, am, nd = a["g"], a["am"], len(a["kernel"])
+    lead = np.broadcast_shapes(g.shape[:-nd], am.shape[:-nd])
+    return _fresh(lead + tuple(a["size"]), g.dtype)
+
+
+@_max_pool_gather.defshape
+def _max_pool_gather_shape(prim: Any, arrays: list, params: dict) -> Any:
+    a = _bound(prim, arrays, params)
+    t, am, nd = a["t"], a["am"], len(a["kernel"])
+    lead = np.broadcast_shapes(t.shape[:-nd], am.shape[:-nd])
+    return _fresh(lead + tuple(a["out"]), t.dtype)
+
+
+def _flat_indices(am: np.ndarray, size: tuple, kernel: tuple, stride: tuple, padding: tuple,
+                  dilation: tuple, out: tuple) -> np.ndarray:
+    """torch's ``return_indices``: each argmax as a flat index into its plane of the input."""
+    nd = len(kernel)
+    # the input coordinate o*s - p + t*d is linear in the window position o and the kernel offset
+    # t, so the flat index is base[o] + offset[t]: two small tables and one lookup
+    plane = np.cumprod((1,) + tuple(size)[:0:-1])[::-1]
+    base = np.zeros(out, np.int64)
+    for j in range(nd):
+        base = base + ((np.arange(out[j]) * stride[j] - padding[j]).reshape((-1,) + (1,) * (nd - 1 - j))
+                       * plane[j])
+    offset = (np.indices(kernel).reshape(nd, -1) * (np.array(dilation) * plane)[:, None]).sum(0)
+    return base + np.take(offset.astype(np.int64), am)
 
 
 def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, nd, name):
     x = as_tensor_arg(input)
     k, s, p, d, out = _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode, nd, name)
-    xd = x._data
-    sp = xd.shape[-nd:]
-    span = tuple((kk - 1) * dd + 1 for kk, dd in zip(k, d))
-    need = tuple((o - 1) * ss + sn for o, ss, sn in zip(out, s, span))
-    right = tuple(max(n - i - pp, 0) for n, i, pp in zip(need, sp, p))
-    if any(p) or any(right):  # pad with the lowest value: padding never wins
-        low = -np.inf if xd.dtype.kind == "f" else np.iinfo(xd.dtype).min
-        xp = np.full(xd.shape[:-nd] + tuple(i + pp + r for i, pp, r in zip(sp, p, right)), low,
-                     xd.dtype)
-        xp[(Ellipsis,) + tuple(slice(pp, pp + i) for pp, i in zip(p, sp))] = xd
-    else:
-        xp = xd
-    v = sliding_window_view(xp, span, axis=tuple(range(xp.ndim - nd, xp.ndim)))
-    v = v[(Ellipsis,) + tuple(slice(0, (o - 1) * ss + 1, ss) for o, ss in zip(out, s))
-          + tuple(slice(None, None, dd) for dd in d)]
-    am = _argmax(v, k, xd)
-    # The input coordinate o*s - p + t*d is linear in the window position o and the kernel offset
-    # t, so the flat index is base[o] + offset[t]: two small tables and one lookup.
-    plane = np.cumprod((1,) + sp[:0:-1])[::-1]                    # row-major strides of sp
-    base = np.zeros(out, np.intp)
-    for j in range(nd):
-        base = base + (np.arange(out[j]) * s[j] - p[j]).reshape((-1,) + (1,) * (nd - 1 - j)) * plane[j]
-    offset = (np.indices(k).reshape(nd, -1) * (np.array(d) * plane)[:, None]).sum(0)
-    unique = all(ss >= sn for ss, sn in zip(s, span))  # windows don't overlap
-    dt = np.int32 if math.prod(sp) < 2**31 else np.intp
-    flat = base.astype(dt) + np.take(offset.astype(dt), am)
-    return _gather_at(x, flat, nd, unique, return_indices)
+    if x._data.dtype.kind == "b":  # torch's kernel names (1-d without indices has its own)
+        kernel = "max_pool1d_impl" if nd == 1 and not return_indices else f"max_pool{max(nd, 2)}d"
+        raise NotImplementedError(f"\"{kernel}\" not implemented for 'Bool'")
+    y, am = _max_pool_prim(x, kernel=k, stride=s, padding=p, dilation=d, out=out)
+    if not return_indices:
+        return y
+    idx = _flat_indices(np.asarray(am._data), x._data.shape[-nd:], k, s, p, d, out)
+    return y, Tensor._make(idx)
 
 
 @op(n_outputs=None)
@@ -265,6 +629,47 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 
 
 # ---------------------------------------------------------------- adaptive pooling
+def _argmax(v: np.ndarray, kernel: tuple, source: np.ndarray) -> np.ndarray:
+    """Flat kernel index of each window's maximum; ``v`` is ``(lead, *out, *kernel)``, a view of
+    (or gathered from) ``source``.
+
+    A running comparison over the kernel offsets (a few passes over the output, no window copy),
+    with torch's rule: a later entry wins if it is greater or NaN, so ties keep the first maximum
+    and a window holding NaN picks its last NaN.
+    """
+    nan = v.dtype.kind == "f" and bool(np.isnan(source).any())
+    kk = math.prod(kernel)
+    it = np.uint8 if kk <= 255 else np.intp  # a narrow index: less memory traffic
+    best = idx = win = step = None
+    for t, offs in enumerate(itertools.product(*(range(k) for k in kernel))):
+        cur = v[(Ellipsis,) + offs]
+        if best is None:
+            best, idx = cur.copy(), np.zeros(cur.shape, it)
+            win, step = np.empty(cur.shape, np.bool_), np.empty(cur.shape, it)
+            continue
+        np.greater(cur, best, out=win)
+        if nan:
+            win |= np.isnan(cur)
+            np.copyto(best, cur, where=win)
+        else:
+            np.maximum(best, cur, out=best)
+        # idx = t where win: t exceeds every index so far, so a maximum does it (a masked
+        # copyto is ~10x slower)
+        np.maximum(idx, np.multiply(win, it(t), out=step), out=idx)
+    return idx
+
+
+def _gather_at(x: Tensor, flat: np.ndarray, nd: int, unique: bool, return_indices: bool):
+    """Gather ``x`` at ``flat`` (per-plane flat spatial indices, shape ``(lead, *out)``)."""
+    sp = x._data.shape[-nd:]
+    lead = x._data.shape[:-nd]
+    n = x._data.size
+    dt = np.int32 if n < 2**31 else np.intp  # the gather node keeps these until backward
+    rows = np.arange(math.prod(lead), dtype=dt).reshape(lead + (1,) * nd) * dt(math.prod(sp))
+    y = take(reshape(x, (-1,)), rows + flat.astype(dt, copy=False), 0, unique=unique)
+    return (y, Tensor._make(flat.astype(np.int64, copy=False))) if return_indices else y
+
+
 def _adaptive_out(x: Tensor, output_size, nd: int, name: str) -> tuple:
     n = x._data.ndim
     if n not in (nd + 1, nd + 2):
