@@ -10,13 +10,16 @@ only the pool holds it. Every user of the body holds a reference (the request's 
 body, the ``memoryview`` slices and ``np.frombuffer`` arrays decoded from it, a response part
 aliasing an input, the event loop's transport while it still sends such a part), so a request
 still running in an abandoned engine thread, an error's traceback or a cache keeping a view
-keeps its buffer out of the pool; such a buffer is only dropped from the pool, never rewritten.
+keeps its buffer out of use. Buffers in use count against the pool's budget; past it, bodies are
+read in pieces as before, so clients that declare big bodies cannot make a process commit more
+than :data:`KEPT_BYTES` for them ahead of their bytes.
 A request fills its buffer whole before anything reads it (:class:`service.http.WholeBody`),
 so no byte of an earlier request can be seen by a later one.
 
->>> buf = BodyBuffers(max_bytes=1 << 20).take(4)
->>> len(buf), type(buf).__name__
-(4, 'bytearray')
+>>> pool = BodyBuffers(max_bytes=1 << 20)
+>>> buf = pool.take(4)
+>>> len(buf), type(buf).__name__, pool.take(2 << 20)   # over the budget: none
+(4, 'bytearray', None)
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import threading
 
 __all__ = ["BodyBuffers", "BODIES", "KEPT_BYTES"]
 
-KEPT_BYTES = 64 << 20  # bytes of buffers a process keeps for reuse (bigger bodies get their own)
+KEPT_BYTES = 64 << 20  # bytes of body buffers per process (bodies past them are read in pieces)
 KEPT_BUFFERS = 4
 
 
@@ -36,11 +39,15 @@ def _alone(kept: list[bytearray], i: int) -> bool:
 
 
 class BodyBuffers:
-    """A few ``bytearray`` buffers reused for bodies of the same size; thread-safe.
+    """At most ``max_buffers`` ``bytearray`` buffers of ``max_bytes`` in all, reused for bodies of
+    the same size; thread-safe.
 
     ``take(n)`` returns a buffer of ``n`` bytes that no one else refers to: a kept one of that
-    size if one is free, else a new one (kept if the budget allows, in place of a free one of
-    another size first). Its content is whatever it held before: the caller overwrites it all.
+    size if one is free, else a new one, kept in place of free ones of other sizes if need be;
+    None when the budget has no room (the buffers in use fill it, or ``n`` is over it). Its
+    content is whatever it held before: the caller overwrites it all. Since a body's buffer is
+    taken (and its memory committed) when its headers arrive, before its bytes do, the budget
+    is what bounds the memory of clients that declare big bodies and send them slowly or never.
     """
 
     def __init__(self, max_bytes: int = KEPT_BYTES, max_buffers: int = KEPT_BUFFERS) -> None:
@@ -48,21 +55,24 @@ class BodyBuffers:
         self._kept: list[bytearray] = []
         self._lock = threading.Lock()
 
-    def take(self, n: int) -> bytearray:
+    def take(self, n: int) -> bytearray | None:
         with self._lock:
-            kept, spare = self._kept, None
-            for i in range(len(kept)):
-                if _alone(kept, i):
-                    if len(kept[i]) == n:
-                        return kept[i]
-                    spare = i if spare is None else spare
+            kept = self._kept
+            free = [i for i in range(len(kept)) if _alone(kept, i)]
+            for i in free:
+                if len(kept[i]) == n:
+                    return kept[i]
+            used = sum(map(len, kept))
+            busy = used - sum(len(kept[i]) for i in free)
+            if len(kept) - len(free) >= self.max_buffers or busy + n > self.max_bytes:
+                return None  # no room, even without the free ones
+            for i in reversed(free):  # make room: free buffers of other sizes go
+                if len(kept) < self.max_buffers and used + n <= self.max_bytes:
+                    break
+                used -= len(kept[i])
+                del kept[i]
             buf = bytearray(n)
-            if n <= self.max_bytes:
-                if spare is not None and (len(kept) >= self.max_buffers or
-                                          sum(map(len, kept)) + n > self.max_bytes):
-                    del kept[spare]  # a free buffer of another size makes room
-                if len(kept) < self.max_buffers and sum(map(len, kept)) + n <= self.max_bytes:
-                    kept.append(buf)
+            kept.append(buf)
             return buf
 
     def kept(self) -> list[int]:

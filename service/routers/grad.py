@@ -138,8 +138,8 @@ async def _read_all(request: Request, limit: int, declared: str | None | bool = 
             raise PayloadTooLarge(f"the body has {n} bytes; the limit max_body_bytes is {limit}",
                                   limit="max_body_bytes", loc=("body",))
         reader = request.scope.get("extensions", {}).get(BODY_EXTENSION) if whole else None
-        if reader is not None and n >= WHOLE_BODY_MIN_BYTES:
-            buf = BODIES.take(n)
+        buf = BODIES.take(n) if reader is not None and n >= WHOLE_BODY_MIN_BYTES else None
+        if buf is not None:  # (None: the buffers' budget is taken, by bodies still arriving)
             got = await reader.read_into(memoryview(buf))
             if got == n:
                 return buf

@@ -9,6 +9,7 @@ of the request's body, still being sent while later requests arrive.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -175,3 +176,29 @@ def test_a_big_body_that_stalls_gets_408_and_a_closed_connection(make_server) ->
     assert _READERS[s.fileno()].read(1) == b""  # the connection is closed
     close(s)
     post(server.url, values(32))
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_declared_big_bodies_that_never_come_commit_no_memory_and_block_no_one(make_server) -> None:
+    # 8 clients declare 128 MiB bodies (the default max_body_bytes) and send a few bytes: the
+    # server commits at most service.buffers.KEPT_BYTES for them, and still serves big bodies
+    server = make_server()
+    post(server.url, values(40))
+    before = rss_bytes(server.proc.pid)
+    stalled = []
+    for _ in range(8):
+        body, headers = request(values(41, 16))
+        head = head_of(body, headers).replace(f"Content-Length: {len(body)}".encode(),
+                                              f"Content-Length: {128 << 20}".encode())
+        stalled.append(raw(server.port, head + body))
+    time.sleep(0.5)
+    for k in range(2):
+        post(server.url, values(42 + k))
+    grown = rss_bytes(server.proc.pid) - before
+    assert grown < 200 << 20, f"the server grew by {grown >> 20} MiB"
+    for s in stalled:
+        close(s)
