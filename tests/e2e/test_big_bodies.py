@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
+import pytest
 
 from tests.service.helpers import binary_body, read_tensor, split_binary_response, wire_tensor
 
@@ -202,3 +203,12 @@ def test_declared_big_bodies_that_never_come_commit_no_memory_and_block_no_one(m
     assert grown < 200 << 20, f"the server grew by {grown >> 20} MiB"
     for s in stalled:
         close(s)
+
+
+@pytest.mark.parametrize("isolation", ["fork", "thread"])
+def test_big_bodies_under_each_isolation_mode(make_server, isolation) -> None:
+    # the first request of a header runs eagerly (in a child process with fork), the next ones
+    # replay its compiled program in the server; "process" is the default the tests above run
+    server = make_server(env={"GRADSERVE_ISOLATION": isolation})
+    for k in range(3):
+        post(server.url, values(50 + k, 4 * N))
