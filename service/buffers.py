@@ -27,7 +27,11 @@ from __future__ import annotations
 import sys
 import threading
 
-__all__ = ["BodyBuffers", "BODIES", "KEPT_BYTES"]
+__all__ = ["BodyBuffers", "BODIES", "KEPT_BYTES", "BODY_EXTENSION"]
+
+# The ASGI extension (scope["extensions"] key) under which gradserve's HTTP protocol offers a
+# request's body in one buffer (service.http.WholeBody); here, so the routes need not import uvicorn.
+BODY_EXTENSION = "gradserve.body"
 
 KEPT_BYTES = 64 << 20  # bytes of body buffers per process (bodies past them are read in pieces)
 KEPT_BUFFERS = 4

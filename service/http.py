@@ -32,11 +32,10 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .buffers import BODY_EXTENSION
 from .settings import Settings
 
 __all__ = ["Protocol", "WholeBody", "BODY_EXTENSION", "header_limits"]
-
-BODY_EXTENSION = "gradserve.body"  # scope["extensions"] key of a request's WholeBody
 
 
 @functools.lru_cache(maxsize=1)

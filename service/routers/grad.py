@@ -10,10 +10,9 @@ from fastapi import APIRouter, Request, Response
 from starlette.requests import ClientDisconnect
 
 from .. import core
-from ..buffers import BODIES
+from ..buffers import BODIES, BODY_EXTENSION
 from ..deps import get_service
 from ..errors import BadRequest, BodyTimeout, PayloadTooLarge, UnsupportedMediaType
-from ..http import BODY_EXTENSION
 from ..wire import GradResponse, Problem
 
 router = APIRouter(prefix="/v1", tags=["grad"])
