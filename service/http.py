@@ -15,8 +15,10 @@ protocol adds both, per connection:
 It also offers the app a request's body in one buffer (:class:`WholeBody`, the ASGI extension
 ``scope["extensions"]["gradserve.body"]``): uvicorn hands a body over in pieces of at most 64 KiB,
 pausing the socket after each until the app asks for the next, and each piece is copied twice
-(into the cycle's bytearray, then into a ``bytes``) before the app joins them, a third copy. A
-16 MiB body took ~7 ms of CPU that way; read straight into the app's buffer it takes ~2 ms.
+(into the cycle's bytearray, then into a ``bytes``) before the app joins them, a third copy; the
+event loop's reads and the parser copy each byte twice more. What remains of a big body after
+its headers is received by the kernel straight into the app's buffer instead (the transport's
+protocol is a :class:`asyncio.BufferedProtocol` until the body is whole).
 
 ``gradserve serve`` runs uvicorn with ``http="service.http:Protocol"``.
 
@@ -30,6 +32,7 @@ import asyncio
 import functools
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .buffers import BODY_EXTENSION
@@ -136,14 +139,83 @@ class WholeBody:
         view[:n] = pending
         cycle.body = bytearray()
         self.view, self.off = view, n
+        sink = None
         try:
-            while cycle.more_body and not cycle.disconnected and not cycle.response_complete:
+            if cycle.more_body and not cycle.disconnected and proto.cycle is cycle and \
+                    len(view) - n >= SINK_MIN_BYTES and not proto.transport.is_closing():
                 proto.flow.resume_reading()  # paused at uvicorn's high-water mark before
+                sink = _Sink(self, proto)
+                proto.transport.set_protocol(sink)
+            while cycle.more_body and not cycle.disconnected and not cycle.response_complete:
+                proto.flow.resume_reading()
                 await cycle.message_event.wait()  # set at the body's end, or on a disconnect
                 cycle.message_event.clear()
         finally:
             self.view = None
+            if sink is not None and sink.active:  # cancelled (the body's deadline) mid-body
+                sink.abandon()
         return self.off
+
+
+SINK_MIN_BYTES = 1 << 16  # a body's rest this big is received straight into the app's buffer
+
+
+class _Sink(asyncio.BufferedProtocol):
+    """The connection's protocol while the rest of a body is received straight into a
+    :class:`WholeBody`'s view; then the HTTP protocol again, with a new parser (the old one still
+    waits for the body) and the message completed as the parser would have completed it."""
+
+    def __init__(self, whole: WholeBody, proto: Protocol) -> None:
+        self.whole, self.proto, self.view = whole, proto, whole.view
+        self.start = whole.off  # the parser has handed over the body up to here
+        self.active = True
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.view[self.whole.off:]  # type: ignore[index]  (the rest: nothing past the body is read)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        w = self.whole
+        w.off += nbytes
+        if w.off == len(self.view):  # type: ignore[arg-type]
+            self._back()
+            proto = self.proto
+            proto.parser = _parser(proto)
+            proto.on_message_complete()
+
+    def _back(self) -> None:
+        self.active = False
+        self.proto.transport.set_protocol(self.proto)
+
+    def abandon(self) -> None:
+        """The read stopped mid-body: the parser gets the bytes taken here, so that it expects the
+        rest of the body (uvicorn drops it once answered) and finds the next request after it."""
+        self._back()
+        if not self.proto.transport.is_closing():
+            self.proto.data_received(bytes(self.view[self.start:self.whole.off]))  # type: ignore[index]
+
+    # the connection's other events are the HTTP protocol's
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.active = False
+        self.proto.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        return self.proto.eof_received()
+
+    def pause_writing(self) -> None:
+        self.proto.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.proto.resume_writing()
+
+
+def _parser(proto: Protocol) -> Any:
+    """A new parser for ``proto``, as uvicorn makes one for a connection."""
+    parser = httptools.HttpRequestParser(proto)
+    try:
+        parser.set_dangerous_leniencies(lenient_data_after_close=True)  # uvicorn's setting
+    except AttributeError:  # httptools < 0.6.3
+        pass
+    return parser
 
 
 class Protocol(HttpToolsProtocol):

@@ -177,6 +177,15 @@ def test_a_big_body_that_stalls_gets_408_and_a_closed_connection(make_server) ->
     assert _READERS[s.fileno()].read(1) == b""  # the connection is closed
     close(s)
     post(server.url, values(32))
+    # a client that sends the rest of its body after the 408, then another request on the same
+    # connection (before the server closes it): that request is read where it starts
+    s = raw(server.port, head_of(body, headers) + body[:len(body) // 3])
+    assert read_response(s)[0] == 408
+    x = values(33)
+    body2, headers2 = request(x)
+    s.sendall(body[len(body) // 3:] + head_of(body2, headers2) + body2)
+    check(*read_response(s), x)
+    close(s)
 
 
 def rss_bytes(pid: int) -> int:
