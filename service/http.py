@@ -99,9 +99,11 @@ class WholeBody:
     checked against its limit) and returns the bytes received: ``len(view)``, or another number
     when the body did not arrive whole (the client went away, or the body was not the view's
     length: then -1). It returns None when ``receive`` has delivered part of the body already
-    (then ``receive`` reads the rest). The socket is not paused between pieces: the body is bounded by the
-    declared length. A cancelled read (the app's body deadline) leaves what follows to uvicorn,
-    which drops the body of a request that was answered.
+    (then ``receive`` reads the rest). The socket is not paused between pieces: the body is
+    bounded by the declared length, and from :data:`SINK_MIN_BYTES` on the kernel writes it into
+    ``view`` itself (:class:`_Sink`). A cancelled read (the app's body deadline) hands the parser
+    what it took and leaves what follows to uvicorn, which drops the body of a request that was
+    answered.
 
     >>> got = await scope["extensions"]["gradserve.body"].read_into(memoryview(buf))  # doctest: +SKIP
     """
@@ -166,12 +168,13 @@ class _Sink(asyncio.BufferedProtocol):
     waits for the body) and the message completed as the parser would have completed it."""
 
     def __init__(self, whole: WholeBody, proto: Protocol) -> None:
-        self.whole, self.proto, self.view = whole, proto, whole.view
+        self.whole, self.proto = whole, proto
+        self.view: memoryview | None = whole.view
         self.start = whole.off  # the parser has handed over the body up to here
         self.active = True
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.view[self.whole.off:]  # type: ignore[index]  (the rest: nothing past the body is read)
+        return self.view[self.whole.off:]  # type: ignore[index]  (the rest: nothing past the body)
 
     def buffer_updated(self, nbytes: int) -> None:
         w = self.whole
@@ -184,18 +187,22 @@ class _Sink(asyncio.BufferedProtocol):
 
     def _back(self) -> None:
         self.active = False
+        # (the transport may keep this object's methods until its next buffered protocol: they
+        # must not keep the app's buffer from being reused)
+        self.view = None
         self.proto.transport.set_protocol(self.proto)
 
     def abandon(self) -> None:
         """The read stopped mid-body: the parser gets the bytes taken here, so that it expects the
         rest of the body (uvicorn drops it once answered) and finds the next request after it."""
+        taken = bytes(self.view[self.start:self.whole.off])  # type: ignore[index]
         self._back()
         if not self.proto.transport.is_closing():
-            self.proto.data_received(bytes(self.view[self.start:self.whole.off]))  # type: ignore[index]
+            self.proto.data_received(taken)
 
     # the connection's other events are the HTTP protocol's
     def connection_lost(self, exc: Exception | None) -> None:
-        self.active = False
+        self.active, self.view = False, None
         self.proto.connection_lost(exc)
 
     def eof_received(self) -> bool | None:
