@@ -459,7 +459,8 @@ _EXCISE_NONCE = secrets.token_hex(8)
 _AFTER_B64_KEY = re.compile(rb'[ \t\r\n]*:[ \t\r\n]*(?:\[[ \t\r\n]*)?"')  # R's ["..."] too
 
 
-def _parse_excising(body: bytes, limit: int | None = None) -> tuple[dict[str, Any], dict[str, memoryview]]:
+def _parse_excising(body: bytes | bytearray, limit: int | None = None
+                    ) -> tuple[dict[str, Any], dict[str, memoryview]]:
     """A JSON body parsed with its big base64 strings cut out, and those strings by marker
     (``limit``: max_json_body_bytes, for the text parsed, without the strings cut out)."""
     if len(body) < EXCISE_MIN_BYTES:
@@ -510,7 +511,8 @@ def _markers(payload: dict[str, Any]) -> list[str]:
     return found
 
 
-def _split_body(body: bytes, media_type: str, header_length: str | None, json_limit: int | None = None
+def _split_body(body: bytes | bytearray, media_type: str, header_length: str | None,
+                json_limit: int | None = None
                 ) -> tuple[dict[str, Any], memoryview | None, dict[str, memoryview]]:
     """The parsed JSON header of a body, the binary remainder of a Triton-layout body, and the
     base64 strings cut out of a JSON body (:func:`_parse_excising`)."""
@@ -526,7 +528,7 @@ def _split_body(body: bytes, media_type: str, header_length: str | None, json_li
         if not 0 <= n <= len(body):
             raise BadRequest(f"{HEADER_LENGTH} must be an integer between 0 and the body length "
                              f"({len(body)}), got {header_length[:40]!r}", loc=("headers", HEADER_LENGTH))
-        view = memoryview(body)
+        view = memoryview(body).toreadonly()  # tensors decoded from it are read-only views
         payload: Any = parse_json(view[:n], json_limit)
         rest = view[n:]
     else:
@@ -556,8 +558,8 @@ class Job:
     >>> content, media_type, headers = job() if job.runs_fast() else await gate.run(job, t)  # doctest: +SKIP
     """
 
-    def __init__(self, body: bytes, media_type: str, header_length: str | None, binary_response: bool,
-                 settings: Settings | None = None, deadline: float | None = None,
+    def __init__(self, body: bytes | bytearray, media_type: str, header_length: str | None,
+                 binary_response: bool, settings: Settings | None = None, deadline: float | None = None,
                  plan_cache: PlanCache | None = None) -> None:
         self.body, self.media_type, self.header_length = body, media_type, header_length
         self.binary_response, self.settings, self.deadline = binary_response, settings, deadline

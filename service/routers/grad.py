@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.requests import ClientDisconnect
 
 from .. import core
+from ..buffers import BODIES, BODY_EXTENSION
 from ..deps import get_service
 from ..errors import BadRequest, BodyTimeout, PayloadTooLarge, UnsupportedMediaType
 from ..wire import GradResponse, Problem
@@ -96,11 +97,18 @@ class PartsResponse(Response):
             await send({"type": "http.response.body", "body": part, "more_body": i < last})
 
 
+# Bodies from this size on are read into one buffer (service.http.WholeBody, service.buffers)
+# when the server offers it; smaller ones come in one or two pieces anyway.
+WHOLE_BODY_MIN_BYTES = 1 << 18
+
+
 async def _read_body(request: Request, limit: int, timeout: float | None = None,
-                     declared: str | None | bool = False) -> bytes:
+                     declared: str | None | bool = False, whole: bool = False) -> bytes | bytearray:
     """The whole body, within ``max_body_bytes`` and within ``timeout`` seconds (by default the
     app's ``request_timeout_s``): a client that sends slowly or stops mid-body gets 408, and its
-    connection is closed, instead of holding a request open for ever."""
+    connection is closed, instead of holding a request open for ever. With ``whole``, a big body
+    may come as a reused ``bytearray`` of :data:`service.buffers.BODIES` (read only: other
+    requests get it after this one let it go)."""
     if timeout is None:
         settings = getattr(request.app.state, "settings", None)
         timeout = settings.request_timeout_s if settings is not None else None
@@ -110,13 +118,14 @@ async def _read_body(request: Request, limit: int, timeout: float | None = None,
         return await _read_all(request, limit, declared)
     try:
         async with asyncio.timeout(timeout):  # unlike wait_for, no extra task per request
-            return await _read_all(request, limit, declared)
+            return await _read_all(request, limit, declared, whole)
     except TimeoutError:
         raise BodyTimeout(f"the request body did not arrive within request_timeout_s={timeout:g} s",
                           loc=("body",)) from None
 
 
-async def _read_all(request: Request, limit: int, declared: str | None | bool = False) -> bytes:
+async def _read_all(request: Request, limit: int, declared: str | None | bool = False,
+                    whole: bool = False) -> bytes | bytearray:
     if declared is False:  # the caller did not look it up
         declared = request.headers.get("content-length")
     if declared is not None:
@@ -127,6 +136,14 @@ async def _read_all(request: Request, limit: int, declared: str | None | bool = 
         if n > limit:
             raise PayloadTooLarge(f"the body has {n} bytes; the limit max_body_bytes is {limit}",
                                   limit="max_body_bytes", loc=("body",))
+        reader = request.scope.get("extensions", {}).get(BODY_EXTENSION) if whole else None
+        buf = BODIES.take(n) if reader is not None and n >= WHOLE_BODY_MIN_BYTES else None
+        if buf is not None:  # (None: the buffers' budget is taken, by bodies still arriving)
+            got = await reader.read_into(memoryview(buf))
+            if got == n:
+                return buf
+            if got is not None:  # the client went away mid-body
+                raise ClientDisconnect()
     chunks, size = [], 0
     receive = request.receive  # the ASGI messages themselves: Request.stream's generator costs more
     while True:
@@ -178,7 +195,8 @@ async def grad(request: Request) -> Response:
         raise UnsupportedMediaType(
             f"Content-Type must be {core.JSON_MEDIA_TYPE} or {core.BINARY_MEDIA_TYPE} "
             f"(with {core.HEADER_LENGTH}), got {media or 'none'!r}", loc=("headers", "Content-Type"))
-    body = await _read_body(request, settings.max_body_bytes, declared=_str(h.get(b"content-length")))
+    body = await _read_body(request, settings.max_body_bytes, declared=_str(h.get(b"content-length")),
+                            whole=True)
     job = core.Job(body, media, _str(h.get(_HEADER_LENGTH_KEY)), _wants_binary(_str(h.get(b"accept"))),
                    settings, deadline, service.plan_cache)
     if job.runs_fast():  # a small graph known to run fast: cheaper than a thread hand-off
