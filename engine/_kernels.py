@@ -96,21 +96,32 @@ def _relu_into(out: np.ndarray, x: np.ndarray) -> None:
 
 
 def relu_backward(g: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """relu's VJP ``g * ~(y <= 0)``: as torch's threshold_backward, where the result ``y`` is
-    <= 0 the gradient is 0, else ``g`` (a NaN result passes ``g``).
+    """relu's VJP, torch's threshold_backward: where the result ``y`` is <= 0 the gradient is
+    +0 whatever ``g`` holds (inf and NaN included), else ``g`` (a NaN result passes ``g``).
 
-    >>> relu_backward(np.array([3.0, 4.0]), np.array([0.0, 1.0]))
-    array([0., 4.])
+    >>> relu_backward(np.array([3.0, np.inf]), np.array([1.0, 0.0]))
+    array([3., 0.])
     """
-    if type(g) is _ND and g.size >= _SMALL and g.dtype.kind == "f" and splits_cleanly(g, y):
-        return elementwise(_relu_backward_into, np.empty_like(g), g, y)
-    return np.multiply(g, ~(y <= 0))
+    if type(g) is _ND and g.dtype.kind == "f" and g.dtype.itemsize in _BITS:
+        if g.size >= _SMALL and splits_cleanly(g, y):
+            return elementwise(_relu_backward_into, np.empty_like(g), g, y)
+        out = np.empty(np.broadcast_shapes(g.shape, y.shape), g.dtype)
+        _relu_backward_into(out, np.broadcast_to(g, out.shape), y)
+        return out
+    return np.where(y <= 0, np.zeros((), g.dtype), g)
+
+
+_BITS = {2: np.int16, 4: np.int32, 8: np.int64}
 
 
 def _relu_backward_into(out: np.ndarray, g: np.ndarray, y: np.ndarray) -> None:
-    keep = np.less_equal(y, 0)  # one mask, inverted in place: one temporary, not two
-    np.logical_not(keep, out=keep)
-    np.multiply(g, keep, out=out)
+    # g AND a mask of all ones (keep) or zeros (drop): torch's "y <= 0 ? 0 : g" exactly, as
+    # fast as g * mask (which makes NaN of inf * 0 and -0 of -g * 0) and 6x faster than
+    # np.where, whose masked loops stall on a mask of random bits
+    it = _BITS[out.dtype.itemsize]
+    drop = np.less_equal(y, 0)
+    mask = np.subtract(drop.view(np.int8), np.int8(1), out=np.empty(drop.shape, it), casting="unsafe")
+    np.bitwise_and(g.view(it), mask, out=out.view(it))
 
 
 # ---------------------------------------------------------------- sums over trailing rows

@@ -267,7 +267,7 @@ def test_relu_and_its_gradient_match_torch_on_special_values(threads, cut_small)
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(5)
     x = _specials(rng, 6000, np.float32)
-    g = rng.standard_normal(6000).astype(np.float32)  # finite: torch gives 0 where relu is 0
+    g = _specials(rng, 6000, np.float32)  # torch gives +0 where relu is 0, even for inf, NaN, -g
     for n in (1, 2):
         threads(n)
         tx = engine.tensor(x, requires_grad=True)
@@ -277,7 +277,24 @@ def test_relu_and_its_gradient_match_torch_on_special_values(threads, cut_small)
         ry = torch.relu(rx)
         ry.backward(torch.tensor(g))
         np.testing.assert_array_equal(y.detach().numpy(), ry.detach().numpy())  # NaN where torch's
-        np.testing.assert_array_equal(gx.numpy(), rx.grad.numpy())  # a NaN input passes g
+        assert gx.numpy().tobytes() == rx.grad.numpy().tobytes()  # a NaN input passes g
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("n", [7, 5000])
+def test_relu_gradient_is_torchs_for_any_upstream_gradient(n, dtype) -> None:
+    # a broadcast upstream gradient (of sum) and one holding inf, NaN and negative values
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(n)
+    x = _specials(rng, n, dtype)
+    g = _specials(rng, n, dtype)[::-1].copy()
+    tx, rx = engine.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    (gx,) = engine.autograd_grad(engine.relu(tx), (tx,), engine.tensor(g))
+    (rg,) = torch.autograd.grad(torch.relu(rx), (rx,), torch.tensor(g))
+    assert gx.numpy().tobytes() == rg.numpy().tobytes()
+    (gx,) = engine.autograd_grad(engine.relu(tx).sum(), (tx,))
+    (rg,) = torch.autograd.grad(torch.relu(rx).sum(), (rx,))
+    assert gx.numpy().tobytes() == rg.numpy().tobytes()
 
 
 # ---------------------------------------------------------------- sums over kept axes
