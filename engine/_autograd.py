@@ -539,36 +539,103 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
 _PY_SCALARS = (int, float, bool)
 _array = np.array
 _make = Tensor._make  # bound once: apply is the hot path
+_new = object.__new__
 
 
-def apply_scalar(prim: Primitive, t: Tensor, c: float, reflected: bool = False) -> Tensor:
-    """``apply(prim, (t, c), None, t.dtype)`` (``(c, t)`` when ``reflected``) for a floating
-    tensor ``t`` and a Python number ``c`` that cannot promote it, by a shorter path.
+# Python numbers of the scalar operators as 0-d arrays of the tensor's dtype (read-only: ufunc
+# inputs only), made once per value: the chain multiplies by the same few numbers every time.
+_consts: dict[float, np.ndarray] = {}
+# per shape, for the scalar operators: (dtype, in_meta of tensor <op> c, in_meta of c <op> tensor)
+_in_metas: dict[tuple, tuple] = {}
 
-    The scalar chain (``x * a + b``) is nothing but these: one tensor, no cast, no unbroadcasting,
-    so the argument loop has nothing to decide. Anything unusual (forward mode, vmap, meta mode,
-    tracing, primitives that save outputs) takes :func:`apply`.
+
+def _const(c: float, dt: np.dtype) -> np.ndarray:
+    k = _array(c, dt)
+    if c:  # -0.0 == 0.0 as keys: zeros are not kept
+        k.flags.writeable = False
+        if len(_consts) >= 256:
+            _consts.clear()
+        _consts[c] = k
+    return k
+
+
+def _scalar_metas(shape: tuple, dt: np.dtype) -> tuple:
+    meta = (shape, dt)
+    metas = (dt, (meta, None), (None, meta))
+    if len(_in_metas) >= 256:
+        _in_metas.clear()
+    _in_metas[shape] = metas
+    return metas
+
+
+def scalar_operator(prim: Primitive, general: Callable, reflected: bool = False) -> Callable:
+    """The Tensor operator for ``tensor <op> number`` (``number <op> tensor`` when
+    ``reflected``): :func:`apply` of ``prim`` to ``(t, c)`` with the tensor's dtype, by a shorter
+    path when the tensor is floating and the number a Python float or int (such a number never
+    promotes a floating tensor: no dtype to work out, no unbroadcasting, no check that can fail);
+    anything else is ``general(t, c)`` (``general(c, t)``), the public op.
+
+    The scalar chain (``x * a + b``) is nothing but these, so the operator is the whole forward:
+    no call to ``apply``, no ``_make``. Anything unusual (forward mode, vmap, meta mode, tracing)
+    takes :func:`apply`, which records the same node.
+
+    >>> Tensor.__mul__ = scalar_operator(_mul, mul)
     """
-    if _state.ext or _hooks.meta is not None or _tracing or prim.saves_output:
-        return apply(prim, (c, t) if reflected else (t, c), None, t._data.dtype)
-    x = t._data
-    k = _array(c, x.dtype)
-    out = prim.fwd(k, x) if reflected else prim.fwd(x, k)
-    if not (t._rg and _state.enabled):
-        return _make(out, None, 0, False)
-    # tuples, not lists: cheaper to make, and the garbage collector stops tracking in_meta (shapes
-    # and dtypes alone) at its first pass, so the graph's nodes bring it fewer objects to scan
-    edge, meta = (t.grad_fn or t, t._out), (x.shape, x.dtype)
-    if reflected:
-        args, edges, in_meta = (c, t), (None, edge), (None, meta)
-    else:
-        args, edges, in_meta = (t, c), (edge, None), (meta, None)
+    if prim.saves_output or prim.aux or prim.n_out != 1 or prim.save not in ((), (0,), (1,), (0, 1)):
+        raise ValueError(f"{prim.name}: no scalar operator for this primitive")
     save = prim.save
-    saved = () if not save else (args[save[0]],) if len(save) == 1 else prim.pick_saved(args)
-    node = Node(prim, edges, None, saved, None, in_meta)
-    if mutation_seen and saved:
-        node.versions = _versions(saved)
-    return _make(out, node, 0, True)
+    # numpy ufuncs return a 0-d array rather than a numpy scalar when given out=... (as _make
+    # would convert it), one conversion less for 0-d tensors
+    ufunc = isinstance(prim.fwd, np.ufunc)
+    ndarray, asarray = np.ndarray, np.asarray
+
+    def method(self: Tensor, other: Any) -> Any:
+        tp = type(other)
+        x = self._data
+        dt = x.dtype
+        if (tp is not float and tp is not int) or dt.kind != "f":
+            return general(other, self) if reflected else general(self, other)
+        if _tracing or _state.ext or _hooks.meta is not None:
+            return apply(prim, (other, self) if reflected else (self, other), None, dt)
+        k = _consts.get(other)
+        if k is None or k.dtype is not dt:
+            k = _const(other, dt)
+        if ufunc:
+            out = prim.fwd(k, x, out=...) if reflected else prim.fwd(x, k, out=...)
+        else:
+            out = prim.fwd(k, x) if reflected else prim.fwd(x, k)
+            if type(out) is not ndarray:
+                out = asarray(out)
+        r = _new(Tensor)  # Tensor._make, inline
+        r._data = out
+        r._out = 0
+        r._grad = r._hooks = None
+        if not (self._rg and _state.enabled):
+            r._rg = False
+            r.grad_fn = None
+            return r
+        # The inputs' metadata comes from a cache (tuples are immutable: nodes can share them):
+        # two objects fewer per node for the garbage collector to count and scan.
+        shape = x.shape
+        metas = _in_metas.get(shape)
+        if metas is None or metas[0] is not dt:
+            metas = _scalar_metas(shape, dt)
+        edge = (self.grad_fn or self, self._out)
+        if reflected:
+            args, edges, in_meta = (other, self), (None, edge), metas[2]
+        else:
+            args, edges, in_meta = (self, other), (edge, None), metas[1]
+        saved = args if len(save) == 2 else (args[save[0]],) if save else ()
+        node = Node(prim, edges, None, saved, None, in_meta)
+        if mutation_seen and saved:
+            node.versions = _versions(saved)
+        r._rg = True
+        r.grad_fn = node
+        return r
+
+    method.__name__ = method.__qualname__ = general.__name__
+    method.__doc__ = general.__doc__
+    return method
 
 
 # ---------------------------------------------------------------- forward mode: dual levels and JVPs
