@@ -1252,13 +1252,23 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
             if not retain_graph and (prim.save or (params and _holds_index(params))):
                 node.saved = node.aux = None  # free what backward has used, as soon as it has
             edges = node.edges
-            if len(edges) == 1:
+            n = len(edges)
+            if n == 1:
                 out_grads = (out_grads,)
             if monitor is not None:
                 monitor(node, out_grads)
-            for e, g, meta in zip(edges, out_grads, node.in_meta):
-                if e is None or g is None:
+            if type(out_grads) is not tuple or len(out_grads) != n:
+                out_grads = _per_input(out_grads, n)
+            # by index, not zip(edges, out_grads, in_meta): most nodes have one or two inputs
+            i = -1
+            for e in edges:
+                i += 1
+                if e is None:
                     continue
+                g = out_grads[i]
+                if g is None:
+                    continue
+                meta = node.in_meta[i]
                 d = g._data
                 if d.shape != meta[0] or (d.dtype is not meta[1] and d.dtype != meta[1]):
                     g = _fit(g, meta)
@@ -1283,6 +1293,11 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
     finally:
         _set_enabled(prev)
     return results
+
+
+def _per_input(out_grads: Iterable, n: int) -> tuple:
+    """A VJP's gradients as a tuple of ``n``, as zip with the edges would read them."""
+    return tuple(itertools.islice(itertools.chain(out_grads, itertools.repeat(None)), n))
 
 
 def _capture(node: Node, buf: list, capture_nodes: dict, results: list) -> None:
