@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import math
 import operator
 import sys
 import threading
@@ -329,6 +330,7 @@ class Node:
         self.in_meta = in_meta      # per input: (shape, numpy dtype) or None
         self.out_meta: tuple | None = None  # multi-output primitives: (shape, dtype) per output
         self.seq = next(_seq)       # creation order: a valid topological order
+        # (scalar_operator builds its nodes inline: a slot added here is set there too)
         self.hooks: dict[int, list] | None = None
         self.retains: dict[int, Any] | None = None
 
@@ -551,7 +553,9 @@ _in_metas: dict[tuple, tuple] = {}
 
 def _const(c: float, dt: np.dtype) -> np.ndarray:
     k = _array(c, dt)
-    if c:  # -0.0 == 0.0 as keys: zeros are not kept
+    # -0.0 == 0.0 as keys: zeros are not kept; nor is a number that overflows the dtype, as
+    # each use of it warns (or raises, under np.errstate) like the cast here
+    if c and not (math.isinf(k) and not math.isinf(c)):
         k.flags.writeable = False
         if len(_consts) >= 256:
             _consts.clear()
@@ -584,8 +588,9 @@ def scalar_operator(prim: Primitive, general: Callable, reflected: bool = False)
     if prim.saves_output or prim.aux or prim.n_out != 1 or prim.save not in ((), (0,), (1,), (0, 1)):
         raise ValueError(f"{prim.name}: no scalar operator for this primitive")
     save = prim.save
+    save_both = len(save) == 2  # (0, 1): the arguments as they are
     # numpy ufuncs return a 0-d array rather than a numpy scalar when given out=... (as _make
-    # would convert it), one conversion less for 0-d tensors
+    # would convert it): one conversion less for 0-d tensors (the keyword costs the others more)
     ufunc = isinstance(prim.fwd, np.ufunc)
     ndarray, asarray = np.ndarray, np.asarray
 
@@ -600,7 +605,7 @@ def scalar_operator(prim: Primitive, general: Callable, reflected: bool = False)
         k = _consts.get(other)
         if k is None or k.dtype is not dt:
             k = _const(other, dt)
-        if ufunc:
+        if ufunc and not x.ndim:  # a 0-d array, not a numpy scalar: no conversion after
             out = prim.fwd(k, x, out=...) if reflected else prim.fwd(x, k, out=...)
         else:
             out = prim.fwd(k, x) if reflected else prim.fwd(x, k)
@@ -625,8 +630,14 @@ def scalar_operator(prim: Primitive, general: Callable, reflected: bool = False)
             args, edges, in_meta = (other, self), (None, edge), metas[2]
         else:
             args, edges, in_meta = (self, other), (edge, None), metas[1]
-        saved = args if len(save) == 2 else (args[save[0]],) if save else ()
-        node = Node(prim, edges, None, saved, None, in_meta)
+        saved = args if save_both else (args[save[0]],) if save else ()
+        node = _new(Node)  # Node(prim, edges, None, saved, None, in_meta), inline
+        node.prim = prim
+        node.edges = edges
+        node.saved = saved
+        node.in_meta = in_meta
+        node.params = node.aux = node.out_meta = node.hooks = node.retains = None
+        node.seq = next(_seq)
         if mutation_seen and saved:
             node.versions = _versions(saved)
         r._rg = True
