@@ -1177,16 +1177,17 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
     leaves: set[int] = set()  # ids of the leaves the graph reaches
     stack = [n for n in buffers]
     seen.update(stack)
+    pop, push, visit, see = stack.pop, stack.append, nodes.append, seen.add  # once per node
     while stack:
-        n = stack.pop()
-        nodes.append(n)
+        n = pop()
+        visit(n)
         for e in n.edges:
             if e is not None:
                 t = e[0]
                 if type(t) is Node:
                     if t not in seen:
-                        seen.add(t)
-                        stack.append(t)
+                        see(t)
+                        push(t)
                 else:
                     leaves.add(id(t))
     nodes.sort(key=_seq_key)
@@ -1259,7 +1260,10 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
                 check_versions(node)
             params = node.params
             g = buf[0] if prim.n_out == 1 else _output_grads(node, buf)
-            out_grads = prim.bwd(node, g, *saved, **params) if params else prim.bwd(node, g, *saved)
+            if params:
+                out_grads = prim.bwd(node, g, *saved, **params)
+            else:
+                out_grads = prim.bwd(node, g, *saved) if saved else prim.bwd(node, g)
             if not retain_graph and (prim.save or (params and _holds_index(params))):
                 node.saved = node.aux = None  # free what backward has used, as soon as it has
             edges = node.edges
