@@ -51,6 +51,10 @@ class _GradState(threading.local):
     vm: int | None = None  # the active vmap level: see _apply_batched
     vm_random = "different"  # the active vmap's randomness
     ext = False  # fw or vm: apply's one test for both
+    # The one thread-local read of the hot paths (apply, the scalar operators), kept by
+    # _refresh_mode whenever enabled, ext or the meta hook changes: 0 grad mode on, 1 grad mode
+    # off, 2 forward mode, vmap or meta mode (read the others).
+    mode = 0
 
 
 _state = _GradState()
@@ -67,9 +71,18 @@ class _Hooks(threading.local):
     instead of a primitive's numpy forward; it records the application and returns the outputs.
     """
 
-    meta: Callable | None = None
+    _meta: Callable | None = None
     backward: Callable | None = None
     trace: Callable | None = None
+
+    @property
+    def meta(self) -> Callable | None:
+        return self._meta
+
+    @meta.setter
+    def meta(self, fn: Callable | None) -> None:
+        self._meta = fn
+        _refresh_mode()
 
 
 _hooks = _Hooks()
@@ -85,6 +98,17 @@ def is_grad_enabled() -> bool:
 
 def _set_enabled(mode: bool) -> None:
     _state.enabled = mode
+    _refresh_mode()
+
+
+def _set_ext(ext: bool) -> None:
+    _state.ext = ext
+    _refresh_mode()
+
+
+def _refresh_mode() -> None:
+    st = _state
+    st.mode = 2 if st.ext or _hooks._meta is not None else 0 if st.enabled else 1
 
 
 class _GradMode:
@@ -464,11 +488,17 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
     # are made only once an input that requires grad is met (never under no_grad, nor in a
     # backward pass without create_graph). Forward mode costs one test here when no dual
     # level is active.
-    if _state.ext:  # forward mode or vmap
-        if _state.fw:
-            return _apply_dual(prim, args, params, dtype)
-        return _apply_batched(prim, args, params, dtype)
-    enabled = _state.enabled
+    mode = _state.mode
+    if mode == 2:
+        if _state.ext:  # forward mode or vmap
+            if _state.fw:
+                return _apply_dual(prim, args, params, dtype)
+            return _apply_batched(prim, args, params, dtype)
+        meta = _hooks.meta
+        enabled = _state.enabled
+    else:
+        meta = None
+        enabled = not mode
     arrays = []
     edges = in_meta = None
     for a in args:
@@ -498,13 +528,13 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
             x = _array(a, dtype) if dtype is not None and isinstance(a, _PY_SCALARS) else a
         arrays.append(x)
     try:
-        if _hooks.meta is None:
+        if meta is None:
             if not _tracing or _hooks.trace is None:
                 out = prim.fwd(*arrays, **params) if params else prim.fwd(*arrays)
             else:
                 out = _hooks.trace(prim, args, arrays, params)
         else:
-            out = _hooks.meta(prim, arrays, params)
+            out = meta(prim, arrays, params)
     except ValueError as e:
         if "broadcast" not in str(e):
             raise
@@ -600,7 +630,8 @@ def scalar_operator(prim: Primitive, general: Callable, reflected: bool = False)
         dt = x.dtype
         if (tp is not float and tp is not int) or dt.kind != "f":
             return general(other, self) if reflected else general(self, other)
-        if _tracing or _state.ext or _hooks.meta is not None:
+        mode = _state.mode
+        if mode == 2 or _tracing:
             return apply(prim, (other, self) if reflected else (self, other), None, dt)
         k = _consts.get(other)
         if k is None or k.dtype is not dt:
@@ -615,7 +646,7 @@ def scalar_operator(prim: Primitive, general: Callable, reflected: bool = False)
         r._data = out
         r._out = 0
         r._grad = r._hooks = None
-        if not (self._rg and _state.enabled):
+        if mode or not self._rg:
             r._rg = False
             r.grad_fn = None
             return r
@@ -659,7 +690,7 @@ _level_duals: dict[int, dict[int, weakref.ref]] = {}  # level -> {id(tensor): re
 
 def _set_fw(levels: tuple) -> None:
     _state.fw = levels
-    _state.ext = bool(levels) or _state.vm is not None
+    _set_ext(bool(levels) or _state.vm is not None)
 
 
 def _is_dual(t: Tensor) -> bool:
@@ -779,14 +810,14 @@ def _enter_vmap(randomness: str = "different") -> int:
     lev = next(_vm_ids)
     _state.vm = lev
     _state.vm_random = randomness
-    _state.ext = True
+    _set_ext(True)
     return lev
 
 
 def _exit_vmap(prev: int | None) -> None:
     _state.vm = prev
     _state.vm_random = "different"  # (vmap does not nest vectorized)
-    _state.ext = bool(_state.fw) or prev is not None
+    _set_ext(bool(_state.fw) or prev is not None)
 
 
 class RandomInVmap(VmapFallback):
@@ -835,11 +866,11 @@ def _apply_batched(prim: Primitive, args: Sequence, params: dict | None, dtype: 
         arrays.append(x)
         flags.append(b is not None)
     if not any(flags):
-        _state.ext = False
+        _set_ext(False)
         try:
             return apply(prim, args, params, dtype)
         finally:
-            _state.ext = True
+            _set_ext(True)
     p = params or {}
     if prim.batch is not None:
         out = prim.batch(prim, arrays, flags, **p)
@@ -849,12 +880,12 @@ def _apply_batched(prim: Primitive, args: Sequence, params: dict | None, dtype: 
     shadows = tuple(Shadow(o.shape[1:], o.dtype) for o in outs)
     prev_meta = _hooks.meta
     _hooks.meta = lambda prim, arrays, params: shadows if prim.n_out > 1 else shadows[0]
-    _state.ext = False
+    _set_ext(False)
     try:
         result = apply(prim, args, params, dtype)
     finally:
         _hooks.meta = prev_meta
-        _state.ext = True
+        _set_ext(True)
     res = result if prim.n_out > 1 else (result,)
     lev = _state.vm
     for t, o in zip(res, outs):

@@ -119,3 +119,25 @@ def test_no_grad_inputs_and_no_grad_mode_record_nothing():
         ty = tx * 2.0 + 1
     assert_same(ey, ty)
     assert ey.grad_fn is None
+
+
+def test_grad_mode_is_per_thread_for_the_operators():
+    # the operators read one per-thread mode word: another thread's no_grad must not leak in
+    import threading
+
+    ex, _ = _both("float32", 1)
+    inside, go, done = [], threading.Event(), threading.Event()
+
+    def worker():
+        with engine.no_grad():
+            inside.append((ex * 2.0).grad_fn)
+            go.set()
+            done.wait(10)
+
+    th = threading.Thread(target=worker)
+    th.start()
+    go.wait(10)
+    outside = (ex * 2.0).grad_fn
+    done.set()
+    th.join()
+    assert inside == [None] and outside is not None
