@@ -611,9 +611,10 @@ def scalar_operator(prim: Primitive, general: Callable, reflected: bool = False)
 
     The scalar chain (``x * a + b``) is nothing but these, so the operator is the whole forward:
     no call to ``apply``, no ``_make``. Anything unusual (forward mode, vmap, meta mode, tracing)
-    takes :func:`apply`, which records the same node.
+    takes :func:`apply`, which records the same node. Bound by :mod:`engine.ops`::
 
-    >>> Tensor.__mul__ = scalar_operator(_mul, mul)
+        Tensor.__mul__ = scalar_operator(_mul, mul)
+        Tensor.__rmul__ = scalar_operator(_mul, mul, reflected=True)
     """
     if prim.saves_output or prim.aux or prim.n_out != 1 or prim.save not in ((), (0,), (1,), (0, 1)):
         raise ValueError(f"{prim.name}: no scalar operator for this primitive")
