@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import math
 import operator
 import sys
 import threading
@@ -50,6 +51,10 @@ class _GradState(threading.local):
     vm: int | None = None  # the active vmap level: see _apply_batched
     vm_random = "different"  # the active vmap's randomness
     ext = False  # fw or vm: apply's one test for both
+    # The one thread-local read of the hot paths (apply, the scalar operators), kept by
+    # _refresh_mode whenever enabled, ext or the meta hook changes: 0 grad mode on, 1 grad mode
+    # off, 2 forward mode, vmap or meta mode (read the others).
+    mode = 0
 
 
 _state = _GradState()
@@ -66,9 +71,18 @@ class _Hooks(threading.local):
     instead of a primitive's numpy forward; it records the application and returns the outputs.
     """
 
-    meta: Callable | None = None
+    _meta: Callable | None = None
     backward: Callable | None = None
     trace: Callable | None = None
+
+    @property
+    def meta(self) -> Callable | None:
+        return self._meta
+
+    @meta.setter
+    def meta(self, fn: Callable | None) -> None:
+        self._meta = fn
+        _refresh_mode()
 
 
 _hooks = _Hooks()
@@ -84,6 +98,17 @@ def is_grad_enabled() -> bool:
 
 def _set_enabled(mode: bool) -> None:
     _state.enabled = mode
+    _refresh_mode()
+
+
+def _set_ext(ext: bool) -> None:
+    _state.ext = ext
+    _refresh_mode()
+
+
+def _refresh_mode() -> None:
+    st = _state
+    st.mode = 2 if st.ext or _hooks._meta is not None else 0 if st.enabled else 1
 
 
 class _GradMode:
@@ -329,6 +354,7 @@ class Node:
         self.in_meta = in_meta      # per input: (shape, numpy dtype) or None
         self.out_meta: tuple | None = None  # multi-output primitives: (shape, dtype) per output
         self.seq = next(_seq)       # creation order: a valid topological order
+        # (scalar_operator builds its nodes inline: a slot added here is set there too)
         self.hooks: dict[int, list] | None = None
         self.retains: dict[int, Any] | None = None
 
@@ -462,11 +488,17 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
     # are made only once an input that requires grad is met (never under no_grad, nor in a
     # backward pass without create_graph). Forward mode costs one test here when no dual
     # level is active.
-    if _state.ext:  # forward mode or vmap
-        if _state.fw:
-            return _apply_dual(prim, args, params, dtype)
-        return _apply_batched(prim, args, params, dtype)
-    enabled = _state.enabled
+    mode = _state.mode
+    if mode == 2:
+        if _state.ext:  # forward mode or vmap
+            if _state.fw:
+                return _apply_dual(prim, args, params, dtype)
+            return _apply_batched(prim, args, params, dtype)
+        meta = _hooks.meta
+        enabled = _state.enabled
+    else:
+        meta = None
+        enabled = not mode
     arrays = []
     edges = in_meta = None
     for a in args:
@@ -496,13 +528,13 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
             x = _array(a, dtype) if dtype is not None and isinstance(a, _PY_SCALARS) else a
         arrays.append(x)
     try:
-        if _hooks.meta is None:
+        if meta is None:
             if not _tracing or _hooks.trace is None:
                 out = prim.fwd(*arrays, **params) if params else prim.fwd(*arrays)
             else:
                 out = _hooks.trace(prim, args, arrays, params)
         else:
-            out = _hooks.meta(prim, arrays, params)
+            out = meta(prim, arrays, params)
     except ValueError as e:
         if "broadcast" not in str(e):
             raise
@@ -539,36 +571,114 @@ def apply(prim: Primitive, args: Sequence, params: dict | None = None,
 _PY_SCALARS = (int, float, bool)
 _array = np.array
 _make = Tensor._make  # bound once: apply is the hot path
+_new = object.__new__
 
 
-def apply_scalar(prim: Primitive, t: Tensor, c: float, reflected: bool = False) -> Tensor:
-    """``apply(prim, (t, c), None, t.dtype)`` (``(c, t)`` when ``reflected``) for a floating
-    tensor ``t`` and a Python number ``c`` that cannot promote it, by a shorter path.
+# Python numbers of the scalar operators as 0-d arrays of the tensor's dtype (read-only: ufunc
+# inputs only), made once per value: the chain multiplies by the same few numbers every time.
+_consts: dict[float, np.ndarray] = {}
+# per shape, for the scalar operators: (dtype, in_meta of tensor <op> c, in_meta of c <op> tensor)
+_in_metas: dict[tuple, tuple] = {}
 
-    The scalar chain (``x * a + b``) is nothing but these: one tensor, no cast, no unbroadcasting,
-    so the argument loop has nothing to decide. Anything unusual (forward mode, vmap, meta mode,
-    tracing, primitives that save outputs) takes :func:`apply`.
+
+def _const(c: float, dt: np.dtype) -> np.ndarray:
+    k = _array(c, dt)
+    # -0.0 == 0.0 as keys: zeros are not kept; nor is a number that overflows the dtype, as
+    # each use of it warns (or raises, under np.errstate) like the cast here
+    if c and not (math.isinf(k) and not math.isinf(c)):
+        k.flags.writeable = False
+        if len(_consts) >= 256:
+            _consts.clear()
+        _consts[c] = k
+    return k
+
+
+def _scalar_metas(shape: tuple, dt: np.dtype) -> tuple:
+    meta = (shape, dt)
+    metas = (dt, (meta, None), (None, meta))
+    if len(_in_metas) >= 256:
+        _in_metas.clear()
+    _in_metas[shape] = metas
+    return metas
+
+
+def scalar_operator(prim: Primitive, general: Callable, reflected: bool = False) -> Callable:
+    """The Tensor operator for ``tensor <op> number`` (``number <op> tensor`` when
+    ``reflected``): :func:`apply` of ``prim`` to ``(t, c)`` with the tensor's dtype, by a shorter
+    path when the tensor is floating and the number a Python float or int (such a number never
+    promotes a floating tensor: no dtype to work out, no unbroadcasting, no check that can fail);
+    anything else is ``general(t, c)`` (``general(c, t)``), the public op.
+
+    The scalar chain (``x * a + b``) is nothing but these, so the operator is the whole forward:
+    no call to ``apply``, no ``_make``. Anything unusual (forward mode, vmap, meta mode, tracing)
+    takes :func:`apply`, which records the same node. Bound by :mod:`engine.ops`::
+
+        Tensor.__mul__ = scalar_operator(_mul, mul)
+        Tensor.__rmul__ = scalar_operator(_mul, mul, reflected=True)
     """
-    if _state.ext or _hooks.meta is not None or _tracing or prim.saves_output:
-        return apply(prim, (c, t) if reflected else (t, c), None, t._data.dtype)
-    x = t._data
-    k = _array(c, x.dtype)
-    out = prim.fwd(k, x) if reflected else prim.fwd(x, k)
-    if not (t._rg and _state.enabled):
-        return _make(out, None, 0, False)
-    # tuples, not lists: cheaper to make, and the garbage collector stops tracking in_meta (shapes
-    # and dtypes alone) at its first pass, so the graph's nodes bring it fewer objects to scan
-    edge, meta = (t.grad_fn or t, t._out), (x.shape, x.dtype)
-    if reflected:
-        args, edges, in_meta = (c, t), (None, edge), (None, meta)
-    else:
-        args, edges, in_meta = (t, c), (edge, None), (meta, None)
+    if prim.saves_output or prim.aux or prim.n_out != 1 or prim.save not in ((), (0,), (1,), (0, 1)):
+        raise ValueError(f"{prim.name}: no scalar operator for this primitive")
     save = prim.save
-    saved = () if not save else (args[save[0]],) if len(save) == 1 else prim.pick_saved(args)
-    node = Node(prim, edges, None, saved, None, in_meta)
-    if mutation_seen and saved:
-        node.versions = _versions(saved)
-    return _make(out, node, 0, True)
+    save_both = len(save) == 2  # (0, 1): the arguments as they are
+    # numpy ufuncs return a 0-d array rather than a numpy scalar when given out=... (as _make
+    # would convert it): one conversion less for 0-d tensors (the keyword costs the others more)
+    ufunc = isinstance(prim.fwd, np.ufunc)
+    ndarray, asarray = np.ndarray, np.asarray
+
+    def method(self: Tensor, other: Any) -> Any:
+        tp = type(other)
+        x = self._data
+        dt = x.dtype
+        if (tp is not float and tp is not int) or dt.kind != "f":
+            return general(other, self) if reflected else general(self, other)
+        mode = _state.mode
+        if mode == 2 or _tracing:
+            return apply(prim, (other, self) if reflected else (self, other), None, dt)
+        k = _consts.get(other)
+        if k is None or k.dtype is not dt:
+            k = _const(other, dt)
+        if ufunc and not x.ndim:  # a 0-d array, not a numpy scalar: no conversion after
+            out = prim.fwd(k, x, out=...) if reflected else prim.fwd(x, k, out=...)
+        else:
+            out = prim.fwd(k, x) if reflected else prim.fwd(x, k)
+            if type(out) is not ndarray:
+                out = asarray(out)
+        r = _new(Tensor)  # Tensor._make, inline
+        r._data = out
+        r._out = 0
+        r._grad = r._hooks = None
+        if mode or not self._rg:
+            r._rg = False
+            r.grad_fn = None
+            return r
+        # The inputs' metadata comes from a cache (tuples are immutable: nodes can share them):
+        # two objects fewer per node for the garbage collector to count and scan.
+        shape = x.shape
+        metas = _in_metas.get(shape)
+        if metas is None or metas[0] is not dt:
+            metas = _scalar_metas(shape, dt)
+        edge = (self.grad_fn or self, self._out)
+        if reflected:
+            args, edges, in_meta = (other, self), (None, edge), metas[2]
+        else:
+            args, edges, in_meta = (self, other), (edge, None), metas[1]
+        saved = args if save_both else (args[save[0]],) if save else ()
+        node = _new(Node)  # Node(prim, edges, None, saved, None, in_meta), inline
+        node.prim = prim
+        node.edges = edges
+        node.saved = saved
+        node.in_meta = in_meta
+        node.params = node.aux = node.out_meta = node.hooks = node.retains = None
+        node.seq = next(_seq)
+        if mutation_seen and saved:
+            node.versions = _versions(saved)
+        r._rg = True
+        r.grad_fn = node
+        return r
+
+    method.__name__ = method.__qualname__ = general.__name__
+    method.__doc__ = general.__doc__
+    return method
 
 
 # ---------------------------------------------------------------- forward mode: dual levels and JVPs
@@ -581,7 +691,7 @@ _level_duals: dict[int, dict[int, weakref.ref]] = {}  # level -> {id(tensor): re
 
 def _set_fw(levels: tuple) -> None:
     _state.fw = levels
-    _state.ext = bool(levels) or _state.vm is not None
+    _set_ext(bool(levels) or _state.vm is not None)
 
 
 def _is_dual(t: Tensor) -> bool:
@@ -701,14 +811,14 @@ def _enter_vmap(randomness: str = "different") -> int:
     lev = next(_vm_ids)
     _state.vm = lev
     _state.vm_random = randomness
-    _state.ext = True
+    _set_ext(True)
     return lev
 
 
 def _exit_vmap(prev: int | None) -> None:
     _state.vm = prev
     _state.vm_random = "different"  # (vmap does not nest vectorized)
-    _state.ext = bool(_state.fw) or prev is not None
+    _set_ext(bool(_state.fw) or prev is not None)
 
 
 class RandomInVmap(VmapFallback):
@@ -757,11 +867,11 @@ def _apply_batched(prim: Primitive, args: Sequence, params: dict | None, dtype: 
         arrays.append(x)
         flags.append(b is not None)
     if not any(flags):
-        _state.ext = False
+        _set_ext(False)
         try:
             return apply(prim, args, params, dtype)
         finally:
-            _state.ext = True
+            _set_ext(True)
     p = params or {}
     if prim.batch is not None:
         out = prim.batch(prim, arrays, flags, **p)
@@ -771,12 +881,12 @@ def _apply_batched(prim: Primitive, args: Sequence, params: dict | None, dtype: 
     shadows = tuple(Shadow(o.shape[1:], o.dtype) for o in outs)
     prev_meta = _hooks.meta
     _hooks.meta = lambda prim, arrays, params: shadows if prim.n_out > 1 else shadows[0]
-    _state.ext = False
+    _set_ext(False)
     try:
         result = apply(prim, args, params, dtype)
     finally:
         _hooks.meta = prev_meta
-        _state.ext = True
+        _set_ext(True)
     res = result if prim.n_out > 1 else (result,)
     lev = _state.vm
     for t, o in zip(res, outs):
@@ -1099,16 +1209,17 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
     leaves: set[int] = set()  # ids of the leaves the graph reaches
     stack = [n for n in buffers]
     seen.update(stack)
+    pop, push, visit, see = stack.pop, stack.append, nodes.append, seen.add  # once per node
     while stack:
-        n = stack.pop()
-        nodes.append(n)
+        n = pop()
+        visit(n)
         for e in n.edges:
             if e is not None:
                 t = e[0]
                 if type(t) is Node:
                     if t not in seen:
-                        seen.add(t)
-                        stack.append(t)
+                        see(t)
+                        push(t)
                 else:
                     leaves.add(id(t))
     nodes.sort(key=_seq_key)
@@ -1181,17 +1292,30 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
                 check_versions(node)
             params = node.params
             g = buf[0] if prim.n_out == 1 else _output_grads(node, buf)
-            out_grads = prim.bwd(node, g, *saved, **params) if params else prim.bwd(node, g, *saved)
+            if params:
+                out_grads = prim.bwd(node, g, *saved, **params)
+            else:
+                out_grads = prim.bwd(node, g, *saved) if saved else prim.bwd(node, g)
             if not retain_graph and (prim.save or (params and _holds_index(params))):
                 node.saved = node.aux = None  # free what backward has used, as soon as it has
             edges = node.edges
-            if len(edges) == 1:
+            n = len(edges)
+            if n == 1:
                 out_grads = (out_grads,)
             if monitor is not None:
                 monitor(node, out_grads)
-            for e, g, meta in zip(edges, out_grads, node.in_meta):
-                if e is None or g is None:
+            if type(out_grads) is not tuple or len(out_grads) != n:
+                out_grads = _per_input(out_grads, n)
+            # by index, not zip(edges, out_grads, in_meta): most nodes have one or two inputs
+            i = -1
+            for e in edges:
+                i += 1
+                if e is None:
                     continue
+                g = out_grads[i]
+                if g is None:
+                    continue
+                meta = node.in_meta[i]
                 d = g._data
                 if d.shape != meta[0] or (d.dtype is not meta[1] and d.dtype != meta[1]):
                     g = _fit(g, meta)
@@ -1216,6 +1340,11 @@ def _run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], targets: Seq
     finally:
         _set_enabled(prev)
     return results
+
+
+def _per_input(out_grads: Iterable, n: int) -> tuple:
+    """A VJP's gradients as a tuple of ``n``, as zip with the edges would read them."""
+    return tuple(itertools.islice(itertools.chain(out_grads, itertools.repeat(None)), n))
 
 
 def _capture(node: Node, buf: list, capture_nodes: dict, results: list) -> None:

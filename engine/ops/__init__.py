@@ -25,6 +25,7 @@ primitive's record (if it needs a new primitive) and its public function with ``
 
 from __future__ import annotations
 
+from .._autograd import scalar_operator
 from ..tensor import Tensor
 from . import (  # noqa: F401  (registration)
     composite,  # compositions of the others (each module imports what it builds on)
@@ -46,39 +47,15 @@ def _reflect(fn):
     return lambda self, other: fn(other, self)
 
 
-def _scalar_operand(prim, general, reflected: bool = False):
-    """``tensor <op> number`` (or ``number <op> tensor``) straight to its primitive when the
-    tensor is floating and the number a Python float or int: such a number never promotes a
-    floating tensor, so there is no dtype to work out and the op's own checks cannot fail.
-    Anything else goes through the op. The scalar chain (``x * a + b``) is nothing but these."""
-    from .._autograd import apply_scalar
-
-    if reflected:
-        def method(self, other):
-            t = type(other)
-            if (t is float or t is int) and self._data.dtype.kind == "f":
-                return apply_scalar(prim, self, other, True)
-            return general(other, self)
-    else:
-        def method(self, other):
-            t = type(other)
-            if (t is float or t is int) and self._data.dtype.kind == "f":
-                return apply_scalar(prim, self, other)
-            return general(self, other)
-
-    method.__name__ = method.__qualname__ = general.__name__
-    method.__doc__ = general.__doc__
-    return method
-
-
 _E = elementwise
 for _name, _fn in {"add": _E.add, "sub": _E.sub, "mul": _E.mul, "truediv": _E.div, "pow": _E.pow}.items():
     setattr(Tensor, f"__{_name}__", _fn)
     setattr(Tensor, f"__r{_name}__", _reflect(_fn))
 for _name, _prim, _fn in (("add", _E._add, _E.add), ("sub", _E._sub, _E.sub), ("mul", _E._mul, _E.mul),
                           ("truediv", _E._div, _E.div)):
-    setattr(Tensor, f"__{_name}__", _scalar_operand(_prim, _fn))
-    setattr(Tensor, f"__r{_name}__", _scalar_operand(_prim, _fn, reflected=True))
+    # tensor <op> Python number: straight to the primitive (the scalar chain is nothing else)
+    setattr(Tensor, f"__{_name}__", scalar_operator(_prim, _fn))
+    setattr(Tensor, f"__r{_name}__", scalar_operator(_prim, _fn, reflected=True))
 for _name, _fn in {"eq": _E.eq, "ne": _E.ne, "lt": _E.lt, "le": _E.le, "gt": _E.gt, "ge": _E.ge}.items():
     setattr(Tensor, f"__{_name}__", _fn)
 Tensor.__neg__ = _E.neg

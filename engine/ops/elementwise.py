@@ -119,6 +119,9 @@ _mul = Primitive("mul", _kernels.threaded_ufunc(np.multiply), save=(0, 1), save_
 
 @_mul.defvjp
 def _mul_vjp(ctx, g, a, b):
+    tb = type(b)
+    if tb is float or tb is int:  # x * c: only a can be the tensor that requires grad
+        return g * b, None
     if a is b:  # x * x (square, a sum of squares): one product serves both uses, 2 passes not 3
         return (g * 2) * a, None
     return (g * b if ctx.edges[0] is not None else None,
