@@ -621,8 +621,10 @@ def scalar_operator(prim: Primitive, general: Callable, reflected: bool = False)
     save = prim.save
     save_both = len(save) == 2  # (0, 1): the arguments as they are
     # numpy ufuncs return a 0-d array rather than a numpy scalar when given out=... (as _make
-    # would convert it): one conversion less for 0-d tensors (the keyword costs the others more)
-    ufunc = isinstance(prim.fwd, np.ufunc)
+    # would convert it): one conversion less for 0-d tensors (the keyword costs the others more).
+    # A forward that cuts big operands across threads (engine._kernels.threaded_ufunc) keeps its
+    # ufunc as .ufunc: a 0-d tensor is never cut, so that is what it calls.
+    ufunc = isinstance(getattr(prim.fwd, "ufunc", prim.fwd), np.ufunc)
     ndarray, asarray = np.ndarray, np.asarray
 
     def method(self: Tensor, other: Any) -> Any:
@@ -638,7 +640,9 @@ def scalar_operator(prim: Primitive, general: Callable, reflected: bool = False)
         if k is None or k.dtype is not dt:
             k = _const(other, dt)
         if ufunc and not x.ndim:  # a 0-d array, not a numpy scalar: no conversion after
-            out = prim.fwd(k, x, out=...) if reflected else prim.fwd(x, k, out=...)
+            f = prim.fwd
+            f = getattr(f, "ufunc", f)
+            out = f(k, x, out=...) if reflected else f(x, k, out=...)
         else:
             out = prim.fwd(k, x) if reflected else prim.fwd(x, k)
             if type(out) is not ndarray:
