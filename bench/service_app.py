@@ -5,7 +5,12 @@
 as it came: the cost of moving the bytes through the same stack. Both exist only on this bench
 app instance, never in ``service.app.create_app``'s production routes.
 
-    uvicorn --factory bench.service_app:create_bench_app --workers 2 --http service.http:Protocol
+    python -m bench.service_app --factory bench.service_app:create_bench_app --workers 2 \
+        --http service.http:Protocol
+
+Run that way (uvicorn's command line), the server and its workers first get the malloc policy of
+``gradserve serve`` (:func:`service.cli.malloc_policy`, the same function), so what the bench
+measures is what production runs.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request, Response
 
 from service.app import create_app
+from service.cli import malloc_policy
 from service.settings import Settings
 
 __all__ = ["create_bench_app", "FLOOR_PATH", "ECHO_PATH"]
@@ -35,3 +41,10 @@ def create_bench_app(settings: Settings | None = None) -> FastAPI:
         return Response(body, media_type=request.headers.get("content-type", "application/octet-stream"))
 
     return app
+
+
+if __name__ == "__main__":
+    import uvicorn
+
+    malloc_policy()  # before uvicorn starts a thread or a worker, as in `gradserve serve`
+    uvicorn.main()
