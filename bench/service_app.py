@@ -21,7 +21,7 @@ from service.app import create_app
 from service.cli import malloc_policy
 from service.settings import Settings
 
-__all__ = ["create_bench_app", "FLOOR_PATH", "ECHO_PATH"]
+__all__ = ["create_bench_app", "main", "FLOOR_PATH", "ECHO_PATH"]
 
 FLOOR_PATH = "/bench/floor"
 ECHO_PATH = "/bench/echo"
@@ -43,8 +43,14 @@ def create_bench_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    """uvicorn's command line, after ``gradserve serve``'s malloc policy (before uvicorn starts a
+    thread or a worker, as serve does)."""
     import uvicorn
 
-    malloc_policy()  # before uvicorn starts a thread or a worker, as in `gradserve serve`
-    uvicorn.main()
+    malloc_policy()
+    uvicorn.main(argv)
+
+
+if __name__ == "__main__":
+    main()
