@@ -2,6 +2,7 @@
 
     python -m bench.load --workers 2 --clients 16 --requests 25000
     python -m bench.load --quick          # a few hundred requests: the smoke test CI runs
+    python -m bench.load --weight valid-big=1   # with ~10 MB bodies: RSS under the malloc policy
 
 It starts ``gradserve serve --workers N`` on a free loopback port (nothing leaves 127.0.0.1),
 drives it with ``--clients`` keep-alive connections (plain asyncio sockets, so the load
@@ -74,8 +75,18 @@ class Kind:
     weight: float
 
 
+def _big() -> dict:
+    # a ~10 MB body (an 8 MB matrix in b64) and little work: the request body, its decoded input
+    # and the body buffer are megabyte blocks freed at the end of every such request
+    w = np.random.default_rng(0).standard_normal((1000, 1000)) / np.sqrt(1000)
+    inputs = [_tensor("x", np.ones((1, 1000)), True, b64=True), _tensor("w", w, b64=True)]
+    return {"graph": {"inputs": inputs, "source": "loss = sum(tanh(x @ w))"}, "outputs": ["loss"],
+            "inputs": ["x"]}
+
+
 def request_mix(timeout: float = 1.0) -> list[Kind]:
-    """The kinds of request; the deadline kind sleeps 10x ``timeout`` (``debug.sleep`` steps)."""
+    """The kinds of request; the deadline kind sleeps 10x ``timeout`` (``debug.sleep`` steps).
+    ``valid-big`` (~10 MB bodies) is off unless given a weight (``--weight valid-big=1``)."""
     seed, seed_ct = _json(_seed(**{"return": ["loss"]}))
     bad_shape = _seed()
     bad_shape["graph"] = {"inputs": _SEED_INPUTS, "source": "loss = sum(x @ w)"}
@@ -96,6 +107,7 @@ def request_mix(timeout: float = 1.0) -> list[Kind]:
         Kind("non-finite-input", *_json(nan), 422, 3),
         Kind("too-large", *_json(huge), 413, 3),
         Kind("deadline", *_json(sleep_chain(10 * timeout)), 504, 0.12),
+        Kind("valid-big", *_json(_big()), 200, 0),
     ]
 
 

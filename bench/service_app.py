@@ -5,7 +5,12 @@
 as it came: the cost of moving the bytes through the same stack. Both exist only on this bench
 app instance, never in ``service.app.create_app``'s production routes.
 
-    uvicorn --factory bench.service_app:create_bench_app --workers 2 --http service.http:Protocol
+    python -m bench.service_app --factory bench.service_app:create_bench_app --workers 2 \
+        --http service.http:Protocol
+
+Run that way (uvicorn's command line), the server and its workers first get the malloc policy of
+``gradserve serve`` (:func:`service.cli.malloc_policy`, the same function), so what the bench
+measures is what production runs.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ from __future__ import annotations
 from fastapi import FastAPI, Request, Response
 
 from service.app import create_app
+from service.cli import malloc_policy
 from service.settings import Settings
 
-__all__ = ["create_bench_app", "FLOOR_PATH", "ECHO_PATH"]
+__all__ = ["create_bench_app", "main", "FLOOR_PATH", "ECHO_PATH"]
 
 FLOOR_PATH = "/bench/floor"
 ECHO_PATH = "/bench/echo"
@@ -35,3 +41,16 @@ def create_bench_app(settings: Settings | None = None) -> FastAPI:
         return Response(body, media_type=request.headers.get("content-type", "application/octet-stream"))
 
     return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """uvicorn's command line, after ``gradserve serve``'s malloc policy (before uvicorn starts a
+    thread or a worker, as serve does)."""
+    import uvicorn
+
+    malloc_policy()
+    uvicorn.main(argv)
+
+
+if __name__ == "__main__":
+    main()

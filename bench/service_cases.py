@@ -47,7 +47,8 @@ SERVICE_HEADER = ("service case", "served ms", "floor ms", "CPU us s/f", "served
 
 # ---------------------------------------------------------------- the server and a client
 class Server:
-    """``uvicorn --factory bench.service_app:create_bench_app`` on a free loopback port."""
+    """``uvicorn --factory bench.service_app:create_bench_app`` on a free loopback port, with the
+    malloc policy of ``gradserve serve`` (``python -m bench.service_app``)."""
 
     def __init__(self, workers: int = WORKERS) -> None:
         with socket.socket() as s:
@@ -56,7 +57,7 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRADSERVE_")}
         env["GRADSERVE_LOG_LEVEL"] = "warning"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "bench.service_app:create_bench_app",
+            [sys.executable, "-m", "bench.service_app", "--factory", "bench.service_app:create_bench_app",
              "--http", "service.http:Protocol",  # the protocol `gradserve serve` runs
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
              "--log-level", "warning", "--no-access-log"],

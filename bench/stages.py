@@ -50,6 +50,9 @@ def _serve(port: int, out: str) -> None:
     import uvicorn
 
     from service import http as shttp
+    from service.cli import malloc_policy
+
+    malloc_policy()  # gradserve serve's, before any thread starts
 
     marks: list[list[tuple[str, float, int, float]]] = []
     current: list[list] = [[]]

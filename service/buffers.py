@@ -1,8 +1,9 @@
 """Request-body buffers kept between requests, so big bodies do not fault in fresh pages each time.
 
-A body of megabytes read into a new buffer touches every page of it for the first time: with
-``gradserve serve``'s malloc settings (buffers of 1 MiB and more are mapped afresh and returned
-on free) that is a page fault per 4 KiB, ~4000 for a 16 MiB body, costing more than the copy.
+A body of megabytes read into a new buffer touches every page of it for the first time: when it is
+mapped afresh (a body past the malloc policy's 32 MiB mmap threshold, engine/_malloc.py, or any
+big one under a user's lower ``MALLOC_MMAP_THRESHOLD_``) that is a page fault per 4 KiB, ~4000
+for a 16 MiB body, costing more than the copy.
 :data:`BODIES` keeps a few buffers and hands one out again once nothing refers to it any more.
 
 Nothing is ever reused while it is in use: a buffer is free when its reference count says that

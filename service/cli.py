@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import ipaddress
 import logging
 import logging.config
@@ -26,7 +25,7 @@ from typing import Any, NoReturn
 from .logs import log_config
 from .settings import Settings
 
-__all__ = ["main", "settings_help"]
+__all__ = ["main", "malloc_policy", "settings_help"]
 
 log = logging.getLogger("gradserve")
 
@@ -60,24 +59,18 @@ def _metrics_dir(workers: int) -> Iterator[str | None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _bounded_malloc() -> None:
-    """Keep glibc from holding on to freed big buffers (request bodies, tensors).
-
-    Its mmap threshold rises with every big block freed, after which blocks of megabytes come from
-    per-thread arenas and stay there: the load test (bench/load.py) saw the RSS of a server
-    taking 10 MB requests grow by a quarter in 25,000 requests, and stay flat with the threshold
-    fixed. So buffers of 1 MiB and more are mmapped (returned on free) and arenas are bounded, in
-    this process (mallopt) and in the workers uvicorn spawns (environment). Values set in the
-    environment win; on another libc this does nothing.
+def malloc_policy() -> bool:
+    """Gradserve's malloc policy (:mod:`engine._malloc`) in this process and in the workers it
+    starts: ``gradserve serve`` runs it, and so does the bench's server, so bench figures are
+    production's. Fixed mmap and trim thresholds keep RSS bounded under a long run of big requests
+    (glibc's dynamic threshold let it grow by a quarter in 25,000 requests, bench/load.py) while
+    freed body- and model-sized buffers are reused instead of page-faulted in afresh; arenas are
+    bounded. ``GRADSERVE_ENGINE_MALLOC=0`` and glibc's ``MALLOC_*`` variables win; on another libc
+    this does nothing. Returns whether the thresholds are the policy's.
     """
-    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
-    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, int(os.environ["MALLOC_MMAP_THRESHOLD_"]))  # M_MMAP_THRESHOLD
-        libc.mallopt(-8, int(os.environ["MALLOC_ARENA_MAX"]))  # M_ARENA_MAX
-    except (OSError, AttributeError, ValueError):
-        pass
+    from engine import _malloc
+
+    return _malloc.tune(export=True)
 
 
 def _version() -> str:
@@ -260,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if not s.api_keys and not _is_loopback(args.host):
         log.warning("listening on %s without API keys: anyone who can reach it can use it "
                     "(set GRADSERVE_API_KEYS)", args.host)
-    _bounded_malloc()
+    malloc_policy()
     with _metrics_dir(args.workers):
         # uvicorn's access log is off: service.observe logs each request with its request id.
         # SIGTERM: stop accepting, let requests in flight finish (their own deadline bounds them)

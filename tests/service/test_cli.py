@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging.config
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,144 @@ def test_python_dash_m_service_is_the_same_command():
     p = subprocess.run([sys.executable, "-m", "service", "--version"], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.startswith("gradserve ")
+
+
+# ---------------------------------------------------------------- the malloc policy of `serve`
+MALLOC_ENV = ("GRADSERVE_ENGINE_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+              "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX")
+
+
+@pytest.fixture
+def serve_run(monkeypatch):
+    """``gradserve serve`` up to uvicorn.run, whose call is recorded with the environment and the
+    ``mallopt`` calls made before it (the libc is faked: nothing changes in this process)."""
+    import os
+
+    import uvicorn
+
+    from engine import _malloc
+
+    for k in MALLOC_ENV:
+        monkeypatch.delenv(k, raising=False)
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(_malloc, "_mallopt", lambda: lambda p, v: calls.append((p, v)) or 1)
+    monkeypatch.setattr(_malloc, "tuned", False)
+    seen: dict = {}
+
+    def fake_run(app, **kw):
+        seen.update(app=app, workers=kw["workers"], env=dict(os.environ), mallopt=list(calls))
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(logging.config, "dictConfig", lambda cfg: None)  # keep pytest's logging
+
+    def serve(*argv: str, **env: str) -> dict:
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert cli.main(["serve", *argv]) == 0
+        for k in MALLOC_ENV:  # what serve exported, undone for the next test
+            monkeypatch.delenv(k, raising=False)
+        return seen
+
+    return serve
+
+
+def test_serve_applies_the_malloc_policy_here_and_exports_it_to_its_workers(serve_run):
+    from engine import _malloc
+
+    run = serve_run("--workers", "2")
+    assert run["app"] == "service.app:create_app" and run["workers"] == 2
+    assert run["mallopt"] == [(-3, _malloc.MMAP_BYTES), (-1, _malloc.TRIM_BYTES), (-8, _malloc.ARENA_MAX)]
+    assert {k: run["env"].get(k) for k in _malloc.policy()} == _malloc.policy()
+
+
+def test_serve_leaves_the_users_malloc_variables_alone(serve_run):
+    from engine import _malloc
+
+    run = serve_run(MALLOC_MMAP_THRESHOLD_="1048576", MALLOC_ARENA_MAX="4")
+    assert run["mallopt"] == []
+    assert run["env"]["MALLOC_MMAP_THRESHOLD_"] == "1048576" and run["env"]["MALLOC_ARENA_MAX"] == "4"
+    assert "MALLOC_TRIM_THRESHOLD_" not in run["env"]
+    off = serve_run(GRADSERVE_ENGINE_MALLOC="0")
+    assert off["mallopt"] == [] and not any(k in off["env"] for k in _malloc.policy())
+
+
+def test_the_bench_server_runs_serves_policy_function(monkeypatch):
+    import uvicorn
+
+    from bench import service_app
+
+    assert service_app.malloc_policy is cli.malloc_policy
+    order: list[str] = []
+    monkeypatch.setattr(service_app, "malloc_policy", lambda: order.append("policy"))
+    monkeypatch.setattr(uvicorn, "main", lambda argv: order.append(f"uvicorn {argv}"))
+    service_app.main(["--factory", "bench.service_app:create_bench_app"])
+    assert order == ["policy", "uvicorn ['--factory', 'bench.service_app:create_bench_app']"]
+    # (and the bench's Server runs it: `python -m bench.service_app`)
+    assert '"-m", "bench.service_app"' in (ROOT / "bench" / "service_cases.py").read_text()
+
+
+# A worker as uvicorn starts one (multiprocessing's spawn: a fresh interpreter with this
+# environment) and as the pool does (os.fork of it), each reading glibc's settings back: under the
+# policy's 32 MiB mmap threshold a 4 MiB block comes from the heap, a 48 MiB one is mapped.
+_WORKERS = """
+import ctypes, json, multiprocessing as mp, os, sys
+from service.cli import malloc_policy
+
+def mapped(n):
+    class Info(ctypes.Structure):
+        _fields_ = [(k, ctypes.c_size_t) for k in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                   "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = Info
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    before = libc.mallinfo2().hblks
+    p = libc.malloc(n)
+    out = libc.mallinfo2().hblks > before
+    libc.free(p)
+    return out
+
+def probe(q):
+    import engine  # noqa: F401  (what a worker imports)
+    seen = [mapped(4 << 20), mapped(48 << 20)]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a pool worker: forked from the uvicorn worker
+        os.write(w, json.dumps([mapped(4 << 20), mapped(48 << 20)]).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    q.put({"spawned": seen, "forked": json.loads(os.read(r, 100)),
+           "env": {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")}})
+
+if __name__ == "__main__":
+    malloc_policy()
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=probe, args=(q,))
+    p.start()
+    print(json.dumps({"server": [mapped(4 << 20), mapped(48 << 20)], **q.get(timeout=120)}))
+    p.join()
+"""
+
+
+@pytest.mark.parametrize("user", [{}, {"MALLOC_MMAP_THRESHOLD_": "1048576"}])
+def test_serves_workers_read_the_policy_back_from_glibc(tmp_path, user):
+    from tests._require import require
+    from tests.engine.test_malloc import MALLOC_ENV as ENGINE_ENV
+    from tests.engine.test_malloc import glibc_with_mallinfo2
+
+    require(glibc_with_mallinfo2(), "needs Linux with glibc 2.33+ (mallinfo2)")
+    import os
+
+    script = tmp_path / "workers.py"
+    script.write_text(_WORKERS)
+    env = {**{k: v for k, v in os.environ.items() if k not in ENGINE_ENV}, **user,
+           "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=180)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout)
+    policy = [False, True] if not user else [True, True]  # 4 MiB mapped only under the user's 1 MiB
+    assert out["server"] == out["spawned"] == out["forked"] == policy
+    assert out["env"] == {"MALLOC_MMAP_THRESHOLD_": user.get("MALLOC_MMAP_THRESHOLD_", str(32 << 20)),
+                          "MALLOC_ARENA_MAX": "2"}
