@@ -9,7 +9,9 @@ machine noise (other processes on the 2 shared cores) hits all libraries alike.
 from __future__ import annotations
 
 import gc
+import http.client
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -172,3 +174,25 @@ def run_case(case: Case, quick: bool, budget_s: float | None = None,
     times = measure(runs, min(reps, max_reps) if max_reps else reps, warmup=1 if quick else 3,
                     budget_s=budget_s)
     return Result(case, times)
+
+
+def wait_ready(port: int, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
+    """Return once the server on loopback ``port`` answers ``GET /health/ready`` with 200.
+
+    Raises RuntimeError when ``proc`` (the server's process) exits first or ``timeout`` seconds
+    pass; a bench then stops instead of timing a server that is not there.
+    """
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the bench server exited with {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/health/ready")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the bench server on port {port} did not become ready in {timeout:g} s")

@@ -34,6 +34,8 @@ from typing import Any
 
 import orjson
 
+from ._harness import wait_ready
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST = {"graph": {"inputs": [{"name": "x", "datatype": "FP64", "shape": [3], "data": [1.0, 2.0, 3.0],
                                  "requires_grad": True}],
@@ -99,18 +101,12 @@ def _server(isolation: str) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port",
                              str(port), "--log-level", "warning"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/health/ready")
-            if c.getresponse().status == 200:
-                c.close()
-                return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"the {isolation} server did not start")
+    try:
+        wait_ready(port, proc)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc, port
 
 
 def _over_http(rounds: int) -> dict[str, list[float]]:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ._harness import Case, Result, register
+from ._harness import Case, Result, register, wait_ready
 from .service_app import ECHO_PATH, FLOOR_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,21 +62,11 @@ class Server:
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
              "--log-level", "warning", "--no-access-log"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the bench server exited with {self.proc.returncode}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/health/ready")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("the bench server did not become ready in 60 s")
+        try:
+            wait_ready(self.port, self.proc)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def _pids(self) -> list[int]:
         try:

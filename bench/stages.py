@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import http.client
 import json
 import os
 import resource
@@ -29,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from ._harness import wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,15 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     proc = subprocess.Popen([sys.executable, "-m", "bench.stages", "--serve", str(port), "--out", out],
                             cwd=ROOT, env=env)
     try:
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                c.request("GET", "/health/ready")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+        wait_ready(port, proc)
         conn = sc.Conn(port)
         x = np.random.default_rng(0).standard_normal(sc.BIG_ELEMENTS).astype(np.float32)
         body, headers = sc._big_request(x, "binary")
