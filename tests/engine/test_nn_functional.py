@@ -326,3 +326,23 @@ def test_float32_gelu_special_values_match_torch() -> None:
     np.testing.assert_array_equal(np.isnan(e), np.isnan(t))
     np.testing.assert_allclose(e, t, rtol=1e-6, atol=1e-30)
     assert np.signbit(e[1]) == np.signbit(t[1])
+
+
+ACTIVATIONS = ["relu", "relu6", "hardtanh", "leaky_relu", "hardsigmoid", "hardswish", "elu", "selu",
+               "celu", "gelu", "silu", "mish", "softplus", "hardshrink", "softshrink", "logsigmoid"]
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_gradient_with_infinite_and_nan_upstream_gradients_matches_torch(name: str) -> None:
+    # torch forms each activation's local slope and multiplies the upstream gradient once, or
+    # selects 0 by the input's range: an infinite upstream gradient gives +-inf or 0, never the
+    # NaN of inf - inf that two product-rule paths would make
+    x = np.array([-4.0, -3.0, -2.0, -0.5, 0.0, 0.5, 2.0, 3.0, 7.0, np.nan])
+    g = np.array([np.inf, np.nan, -np.inf, np.inf, np.inf, -np.inf, np.inf, np.inf, 1.0, 1.0])
+    tx, ex = torch.tensor(x, requires_grad=True), engine.tensor(x, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (want,) = torch.autograd.grad(getattr(TF, name)(tx), tx, torch.tensor(g))
+        (got,) = engine.autograd_grad(getattr(EF, name)(ex), (ex,), engine.tensor(g))
+    # infinities and NaNs where torch's are, finite values to rounding
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12, atol=0)

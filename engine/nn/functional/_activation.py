@@ -155,8 +155,49 @@ def hardswish(input, inplace=False):
     >>> F.hardswish(engine.tensor([-4.0, 1.0, 4.0]))
     tensor([0.    , 0.6667, 4.    ])
     """
-    x = float_kernel(input, "hardswish_cpu")
-    return where(x <= -3.0, 0.0, where(x >= 3.0, x, x * (x + 3.0) / 6.0))
+    return _hardswish(float_kernel(input, "hardswish_cpu"))
+
+
+# silu, mish and hardswish are primitives for their gradients: torch forms the local slope first
+# and multiplies the upstream gradient once (or selects 0 by the input's range), so an infinite
+# upstream gradient gives +-inf (or 0) where the composites' two product-rule paths made inf - inf
+@primitive(save=(0,))
+def _hardswish(x):
+    return np.where(x <= -3.0, 0.0, np.where(x >= 3.0, x, x * (x + 3.0) / 6.0)).astype(x.dtype, copy=False)
+
+
+@_hardswish.defvjp
+def _hardswish_vjp(ctx, g, x):
+    # torch: 0 up to -3 (whatever g holds), x / 3 + 1/2 inside, 1 from 3 on and at NaN
+    return where(x <= -3.0, 0.0, g * where(x < 3.0, x / 3.0 + 0.5, 1.0))
+
+
+@primitive(save=(0,))
+def _silu(x):
+    return x * _E._sigmoid_np(x)
+
+
+@_silu.defvjp
+def _silu_vjp(ctx, g, x):
+    s = _E.sigmoid(x)
+    return g * s * (1.0 + x * (1.0 - s))  # torch's silu_backward, in its order
+
+
+@primitive(save=(0,))
+def _mish(x):
+    return x * np.tanh(_softplus.fwd(x, 1.0, math.inf))
+
+
+@_mish.defvjp
+def _mish_vjp(ctx, g, x):
+    t = _E.tanh(softplus_inf(x))
+    return g * (t + x * _E.sigmoid(x) * (1.0 - t * t))  # torch's mish_backward
+
+
+for _p in (_hardswish, _silu, _mish):
+    _p.defjvp(diagonal_jvp)
+    _p.defbatch(elementwise_batch)
+    _p.defshape(elementwise_shape)
 
 
 @op()
@@ -328,8 +369,7 @@ def silu(input, inplace=False):
     >>> F.silu(engine.tensor([1.0]))
     tensor([0.7311])
     """
-    x = float_kernel(input, "silu_cpu")
-    return x * _E.sigmoid(x)
+    return _silu(float_kernel(input, "silu_cpu"))
 
 
 @op()
@@ -340,8 +380,7 @@ def mish(input, inplace=False):
     >>> F.mish(engine.tensor([1.0]))
     tensor([0.8651])
     """
-    x = float_kernel(input, "mish_cpu")
-    return x * _E.tanh(softplus_inf(x))
+    return _mish(float_kernel(input, "mish_cpu"))
 
 
 # Phi(x) = (1 + erf(x / sqrt 2)) / 2 in float32 without scipy, which evaluates each element in
