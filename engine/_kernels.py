@@ -67,18 +67,55 @@ _zeros: dict[np.dtype, np.ndarray] = {}
 
 
 def relu(x: np.ndarray) -> np.ndarray:
-    """``np.maximum(x, 0)`` in ``x``'s dtype.
+    """``np.maximum(0, x)`` in ``x``'s dtype: torch's relu, where NaN stays NaN and -0.0 stays
+    -0.0 (numpy's maximum returns its first operand when the two compare equal, so zero goes
+    first; ``np.maximum(x, 0)`` would turn -0.0 into +0.0).
 
     numpy's maximum against a broadcast scalar takes a loop ~2.5x slower than against an array
     (AVX-512 numpy 2.4, float32), so a float array is compared with a block of zeros, block by
-    block: the same comparison per element (NaN stays NaN, -0.0 stays -0.0).
+    block: the same comparison per element.
 
     >>> relu(np.array([-1.0, 2.0]))
     array([0., 2.])
     """
-    if x.dtype.kind != "f" or x.size < _SMALL or not x.flags.c_contiguous:
-        return np.maximum(x, 0).astype(x.dtype, copy=False)
+    dt = x.dtype
+    if dt.kind != "f":
+        return np.maximum(0, x).astype(dt, copy=False)
+    if not _keeps_sign(dt):
+        return _relu_bits(x)
+    if x.size < _SMALL or not x.flags.c_contiguous:
+        return np.maximum(np.zeros((), dt), x)
     return elementwise(_relu_into, np.empty_like(x), x)
+
+
+_SIGNS: dict[np.dtype, bool] = {}
+
+
+def _keeps_sign(dt: np.dtype) -> bool:
+    """Whether numpy's maximum(0, -0.0) is -0.0 for ``dt`` in every loop relu calls. Its SIMD
+    loops return the second operand of an equal pair on x86 (AVX2, AVX-512), but its scalar loop
+    and some platforms' instructions (ARM's fmax) give +0.0: float16 here, for one. Probed once
+    per dtype, in the forms relu uses."""
+    ok = _SIGNS.get(dt)
+    if ok is None:
+        neg = np.full(2 * _SMALL + 3, -0.0, dt)
+        zero = np.zeros((), dt)
+        got = [np.maximum(zero, neg[:n]) for n in (1, 3, 17, 67)] + [np.maximum(zero, neg[::2])]
+        block = np.empty_like(neg)
+        np.maximum(np.zeros(neg.size, dt), neg, out=block)
+        ok = _SIGNS[dt] = all(np.signbit(a).all() for a in got + [block])
+    return ok
+
+
+def _relu_bits(x: np.ndarray) -> np.ndarray:
+    # x AND a mask of all ones (keep: x >= 0, -0.0 or NaN) or zeros (x < 0 gives +0.0)
+    it = _BITS[x.dtype.itemsize]
+    xc = x if x.flags.c_contiguous else x.copy()
+    drop = np.less(xc, 0, out=np.empty(xc.shape, bool))
+    keep = np.subtract(drop.view(np.int8), np.int8(1), out=np.empty(xc.shape, it), casting="unsafe")
+    out = np.empty(xc.shape, x.dtype)
+    np.bitwise_and(xc.view(it), keep, out=out.view(it))
+    return out
 
 
 def _relu_into(out: np.ndarray, x: np.ndarray) -> None:
@@ -88,11 +125,11 @@ def _relu_into(out: np.ndarray, x: np.ndarray) -> None:
     out, x = out.reshape(-1), x.reshape(-1)
     n = x.size
     if n <= _BLOCK:
-        np.maximum(x, z[:n], out=out)
+        np.maximum(z[:n], x, out=out)
         return
     for lo in range(0, n, _BLOCK):
         hi = min(n, lo + _BLOCK)
-        np.maximum(x[lo:hi], z[:hi - lo], out=out[lo:hi])
+        np.maximum(z[:hi - lo], x[lo:hi], out=out[lo:hi])
 
 
 def relu_backward(g: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ here depends on speed.)"""
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 
@@ -206,7 +207,7 @@ PLAIN = {  # numpy's own spelling, computed whole
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide,
     "maximum": np.maximum, "minimum": np.minimum, "where": lambda a, b: np.where(a > b, a, b),
     "add scalar": lambda a, b: a + 0.5, "scalar div": lambda a, b: 2.0 / a,
-    "relu": lambda a, b: np.maximum(a, 0),
+    "relu": lambda a, b: np.maximum(0, a),  # zero first: -0.0 stays -0.0, as in torch
 }
 
 
@@ -276,8 +277,26 @@ def test_relu_and_its_gradient_match_torch_on_special_values(threads, cut_small)
         rx = torch.tensor(x, requires_grad=True)
         ry = torch.relu(rx)
         ry.backward(torch.tensor(g))
-        np.testing.assert_array_equal(y.detach().numpy(), ry.detach().numpy())  # NaN where torch's
+        # NaN where torch's, -0.0 where torch's (relu(-0.0) is -0.0, relu(-1) is +0.0)
+        assert y.detach().numpy().tobytes() == ry.detach().numpy().tobytes()
         assert gx.numpy().tobytes() == rx.grad.numpy().tobytes()  # a NaN input passes g
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(), (7,), (5000,), (80, 70)])
+def test_relu_keeps_torchs_signed_zeros(dtype, shape) -> None:
+    # numpy's maximum(x, 0) gives +0.0 for -0.0, and its scalar and float16 loops do for
+    # maximum(0, x) as well; torch keeps -0.0. Contiguous, transposed and 0-d inputs.
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(len(shape))
+    x = _specials(rng, max(1, math.prod(shape)), dtype)
+    x[::5] = -0.0
+    x = x[:math.prod(shape)].reshape(shape)
+    for a in (x, x.T):
+        got = engine.relu(engine.tensor(a)).numpy()
+        want = torch.relu(torch.tensor(a)).numpy()
+        assert got.shape == want.shape
+        assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes()
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
