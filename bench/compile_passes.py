@@ -2,10 +2,11 @@
 
 For the seed, chain, MLP and CNN steps, the same program is built with the passes switched on one
 after the other (none, + constant folding, + dead-step elimination, + freeing at last use, + buffer
-reuse with ``out=``); each program's results are checked bitwise against eager first. Reported
-per configuration: program steps, CPU time per call (median of interleaved rounds,
-``time.process_time``: steadier than wall time on a shared machine) and the peak of numpy
-allocations during one call (``tracemalloc``).
+reuse with ``out=``, + the rewrites rules register: the fusions around max pooling); each
+program's results are checked bitwise against eager first. Reported per configuration: program
+steps, CPU time per call (median of interleaved rounds, ``time.process_time``, every thread's:
+steadier than wall time on a shared machine), wall time per call (what the engine's threads buy
+shows there) and the peak of numpy allocations during one call (``tracemalloc``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-PASSES = ("none", "+fold", "+dce", "+free", "+reuse")
+PASSES = ("none", "+fold", "+dce", "+free", "+reuse", "+rewrites")
 
 
 @contextmanager
@@ -27,6 +28,7 @@ def _passes(level: int):
     """Switch the passes after ``level`` off (module switches, for this measurement only)."""
     from engine import _compile as C
     saved = (C._fold, C._eliminate_dead, C.FREE_BYTES, C.REUSE_BYTES)
+    rules = list(C._REWRITES)
     if level < 1:
         C._fold = lambda steps, n: steps
     if level < 2:
@@ -35,10 +37,13 @@ def _passes(level: int):
         C.FREE_BYTES = 1 << 62
     if level < 4:
         C.REUSE_BYTES = 1 << 62
+    if level < 5:
+        C._REWRITES.clear()
     try:
         yield
     finally:
         C._fold, C._eliminate_dead, C.FREE_BYTES, C.REUSE_BYTES = saved
+        C._REWRITES[:] = rules
 
 
 def _steps():
@@ -91,8 +96,9 @@ def _peak(run) -> float:
 
 
 LABELS = {"none": "no passes", "+fold": "+ constants folded", "+dce": "+ dead steps eliminated",
-          "+free": "+ large buffers freed at last use", "+reuse": "+ dead buffers reused (`out=`)"}
-HEADER = ("case", "program", "steps", "CPU µs/call", "peak MiB")
+          "+free": "+ large buffers freed at last use", "+reuse": "+ dead buffers reused (`out=`)",
+          "+rewrites": "+ rewrites (fusions around max pooling)"}
+HEADER = ("case", "program", "steps", "CPU µs/call", "wall µs/call", "peak MiB")
 
 
 def table(cases: tuple[str, ...] = ("seed", "chain", "mlp", "cnn"),
@@ -114,20 +120,23 @@ def table(cases: tuple[str, ...] = ("seed", "chain", "mlp", "cnn"),
             runs[label] = lambda cf=cf, fargs=fargs: cf(*fargs)
             info[label] = (str(len(cf.programs()[0].runs)), _peak(runs[label]))
         times = {k: [] for k in runs}
+        walls = {k: [] for k in runs}
         n = max(1, int(2e-3 // max(1e-6, _once(runs["eager"]))))  # calls per sample: >= ~2 ms
         for r in range(rounds):
             order = list(runs)
             k = r % len(order)
             for label in order[k:] + order[:k]:
                 gc.collect()
-                t0 = time.process_time()
+                t0, w0 = time.process_time(), time.perf_counter()
                 for _ in range(n):
                     runs[label]()
                 times[label].append((time.process_time() - t0) / n)
+                walls[label].append((time.perf_counter() - w0) / n)
         for label in runs:
             s, peak = info[label]
             rows.append((name, LABELS.get(label, label), s,
-                         f"{statistics.median(times[label]) * 1e6:.1f}", f"{peak:.2f}"))
+                         f"{statistics.median(times[label]) * 1e6:.1f}",
+                         f"{statistics.median(walls[label]) * 1e6:.1f}", f"{peak:.2f}"))
     return rows
 
 

@@ -171,7 +171,11 @@ Reading it:
   every intermediate until the end (fresh pages cost time). With it the compiled MLP and CNN
   steps peak at or below eager (eager also frees what backward has used;
   `tests/engine/test_compile_memory.py` checks this).
-- Buffer reuse (`out=` on elementwise ufuncs, into buffers no view can see) saves allocations."""
+- Buffer reuse (`out=` on elementwise ufuncs, into buffers no view can see) saves allocations.
+- Rewrites (`engine/nn/functional/_fusions.py`): in the CNN, relu's backward runs on the pooled
+  gradient before max_pool's scatter (a quarter of the elements), and relu and max_pool run in
+  the convolution's threads on the samples each thread has just convolved. Same bits as eager
+  (`tests/engine/test_compile_fusions.py`); the wall column shows the threads' share."""
 
 
 def _gemm_verdict(gemm: list[tuple[str, ...]]) -> str:
@@ -241,8 +245,9 @@ def write_docs(results: list[Result], path: Path, command: str,
     if passes:
         from .compile_passes import HEADER as PASSES_HEADER
         lines += ["## What each pass of `engine.compile` buys", "",
-                  "`python -m bench.compile_passes`: CPU time per call (median of interleaved rounds) "
-                  "and the peak of numpy allocations during one call (`tracemalloc`). Each row adds "
+                  "`python -m bench.compile_passes`: CPU time (every thread's) and wall time per call "
+                  "(medians of interleaved rounds) and the peak of numpy allocations during one call "
+                  "(`tracemalloc`). Each row adds "
                   "one pass to the row above; every program's results are bitwise eager's.", "",
                   _markdown(PASSES_HEADER, passes), "", PASSES_TEXT, ""]
     lines += [

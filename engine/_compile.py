@@ -49,7 +49,7 @@ from ._dtype import get_default_dtype
 from ._kernels import sum_plan
 from .tensor import Tensor
 
-__all__ = ["compile", "CompileWarning", "CompiledFunction", "MAX_PROGRAMS"]
+__all__ = ["compile", "CompileWarning", "CompiledFunction", "MAX_PROGRAMS", "Graph", "register_rewrite"]
 
 MAX_PROGRAMS = 8          # programs kept per signature (guards keyed by value) before eager
 FREE_BYTES = 1 << 10      # arrays at least this large are dropped at their last use
@@ -317,7 +317,7 @@ class _Step:
     """One recorded call: ``outs = fn(*args, **kwargs)`` over slots."""
 
     __slots__ = ("fn", "args", "kwargs", "outs", "multi", "inplace", "uses", "ufunc", "guard",
-                 "shape_check", "name", "fresh", "scalar")
+                 "shape_check", "name", "fresh", "scalar", "prim")
 
     def __init__(self, fn: Callable, args: Any, kwargs: Any, uses: list[int], name: str) -> None:
         self.fn, self.args, self.kwargs, self.uses, self.name = fn, args, kwargs, uses, name
@@ -329,6 +329,7 @@ class _Step:
         self.shape_check: tuple | None = None  # output shapes replay must find again
         self.fresh = False   # the output is a new array that no one else holds
         self.scalar = False  # numpy returned a scalar at trace time: replay makes it 0-d too
+        self.prim: Any = None  # the primitive whose forward this is (what rewrites match)
 
 
 _SKIP = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.path.dirname(np.__file__) + os.sep,
@@ -396,9 +397,9 @@ class _Tracer:
     # -- recording
     def record(self, fn: Callable, args: tuple, kwargs: dict, ufunc: np.ufunc | None = None,
                name: str | None = None, source: bool = False, inplace: bool = False,
-               dynamic: bool = False, primitive: bool = False) -> Any:
+               dynamic: bool = False, primitive: Any = None) -> Any:
         """Run ``fn`` on the plain values and record it as a step; returns probes."""
-        out_kw = None if primitive else kwargs.get("out")  # a primitive's "out" is its own
+        out_kw = None if primitive is not None else kwargs.get("out")  # a primitive's "out" is its own
         if out_kw is not None:
             outs = out_kw if type(out_kw) is tuple else (out_kw,)
             for o in outs:
@@ -416,6 +417,7 @@ class _Tracer:
         finally:
             _tls.tracer = self
         step = _Step(fn, largs, lkw, uses, name or _name(fn))
+        step.prim = primitive
         # in-place: out= probes, and methods that change their array
         if out_kw is not None:
             step.inplace = tuple(o._slot for o in (out_kw if type(out_kw) is tuple else (out_kw,))
@@ -509,7 +511,7 @@ class _Tracer:
         elif prim.name == "sum" and fwd is _LOWER.get(("sum", ("x", "dims", "keepdim"))):
             fwd = _sum_of(arrays[0], params.get("dims"), params.get("keepdim", False)) or fwd
         return self.record(fwd, tuple(arrays), params, name=prim.name, dynamic=_has_probe(params),
-                           primitive=True, ufunc=fwd if type(fwd) is np.ufunc else None)
+                           primitive=prim, ufunc=fwd if type(fwd) is np.ufunc else None)
 
 
 _WRITES_FIRST = {np.copyto, np.put, np.place, np.putmask, np.fill_diagonal, np.put_along_axis}
@@ -811,6 +813,11 @@ class Program:
         if optimize:
             steps = _eliminate_dead(steps, outs)
         self.stats["after_dce"] = len(steps)
+        self.stats["rewrites"] = 0
+        if optimize and _REWRITES:
+            steps, self.stats["rewrites"] = _rewrite(steps, values, outs)
+            steps = _eliminate_dead(steps, outs)
+        self.stats["after_rewrites"] = len(steps)
         kills, reuse = _lifetimes(steps, outs, values, n_inputs, optimize)
         self.stats["freed"] = sum(len(k) for k in kills)
         self.stats["reused"] = len(reuse)
@@ -934,6 +941,84 @@ def _eliminate_dead(steps: list[_Step], outs: list[int]) -> list[_Step]:
         kept.append(s)
     kept.reverse()
     return kept
+
+
+# ---------------------------------------------------------------- rewrites
+class Graph:
+    """A program's steps as a rewrite rule sees them (:func:`register_rewrite`): which step makes
+    each slot, and which steps read it. Rules match steps by ``step.prim`` (the primitive whose
+    forward the step runs) and their ``args`` (:class:`_Ref` slots) and ``kwargs`` (the
+    primitive's parameters)."""
+
+    def __init__(self, steps: list[_Step], values: list, outs: list[int]) -> None:
+        self.steps, self.values, self.outs = steps, values, set(outs)
+        self.reindex()
+
+    def reindex(self) -> None:
+        self.maker: dict[int, _Step] = {o: s for s in self.steps for o in s.outs}
+        self.readers: dict[int, list[_Step]] = {}
+        for s in self.steps:
+            for k in dict.fromkeys((*s.uses, *s.inplace)):
+                self.readers.setdefault(k, []).append(s)
+
+    def made_by(self, arg: Any, prim: Any) -> _Step | None:
+        """The step of ``prim`` whose output the step argument ``arg`` is, if it is one."""
+        if type(arg) is not _Ref:
+            return None
+        s = self.maker.get(arg.slot)
+        return s if s is not None and s.prim is prim else None
+
+    def read_only_by(self, slot: int, *steps: _Step) -> bool:
+        """``slot`` is read by ``steps`` alone: no other step, no output, no write in place."""
+        return slot not in self.outs and {id(s) for s in self.readers.get(slot, ())} <= \
+            {id(s) for s in steps} and not any(slot in s.inplace for s in self.steps)
+
+    def new_step(self, like: _Step, fn: Callable, args: list, kwargs: dict,
+                 outs: tuple[int, ...] | None = None, multi: type | None = None) -> _Step:
+        """A step of ``fn`` over ``args``; its outputs are ``outs`` or one new slot, whose value
+        (for the lifetimes pass: shape, dtype, size) is computed now from the trace's values."""
+        uses = [a.slot for a in args if type(a) is _Ref]
+        st = _Step(fn, args, kwargs, uses, like.name)
+        st.prim, st.multi = like.prim, multi
+        if outs is None:
+            plain = [self.values[a.slot] if type(a) is _Ref else a for a in args]
+            self.values.append(fn(*plain, **kwargs))
+            outs = (len(self.values) - 1,)
+            st.fresh = True
+        st.outs = outs
+        return st
+
+    def replace(self, old: list[_Step], new: list[_Step]) -> None:
+        """Drop the steps ``old`` and put ``new`` where the last of them was (every slot ``new``
+        reads is made by then: the last old step read or made it)."""
+        ids = {id(s) for s in old}
+        at = max(i for i, s in enumerate(self.steps) if id(s) in ids)
+        head = [s for s in self.steps[:at] if id(s) not in ids]
+        self.steps[:] = head + new + self.steps[at + 1:]
+        self.reindex()
+
+
+_REWRITES: list[Callable[[Graph], int]] = []
+
+
+def register_rewrite(rule: Callable[[Graph], int]) -> Callable[[Graph], int]:
+    """Register ``rule(graph) -> rewrites made``, run on every optimized program until no rule
+    changes it. A rule replaces steps by others that compute the program's results to the same
+    bits (``engine.nn.functional._fusions``: relu and max_pool's backward in the other order,
+    a convolution's relu and max_pool done on its chunks)."""
+    _REWRITES.append(rule)
+    return rule
+
+
+def _rewrite(steps: list[_Step], values: list, outs: list[int]) -> tuple[list[_Step], int]:
+    g = Graph(list(steps), values, outs)
+    total = 0
+    for _ in range(len(steps) + 1):  # (a bound: a rule that kept matching would be a bug)
+        made = sum(rule(g) for rule in _REWRITES)
+        total += made
+        if not made:
+            break
+    return g.steps, total
 
 
 def _lifetimes(steps: list[_Step], outs: list[int], values: list, n_inputs: int,

@@ -18,7 +18,7 @@ import numpy as np
 from . import _threads
 from ._threads import elementwise, get_num_threads, splits_cleanly
 
-__all__ = ["threaded_ufunc", "relu", "relu_backward", "where", "sum_plan", "sum_fast"]
+__all__ = ["threaded_ufunc", "relu", "relu_into", "relu_backward", "where", "sum_plan", "sum_fast"]
 
 _ND = np.ndarray
 
@@ -86,6 +86,19 @@ def relu(x: np.ndarray) -> np.ndarray:
     if x.size < _SMALL or not x.flags.c_contiguous:
         return np.maximum(np.zeros((), dt), x)
     return elementwise(_relu_into, np.empty_like(x), x)
+
+
+def relu_into(out: np.ndarray, x: np.ndarray) -> None:
+    """``out[...] = relu(x)``, the same bits, with no temporary where :func:`relu` makes none
+    (``out`` may be ``x``; same shape and dtype).
+
+    >>> a = np.array([-1.0, 2.0]); relu_into(a, a); a
+    array([0., 2.])
+    """
+    if x.dtype.kind == "f" and _keeps_sign(x.dtype) and x.flags.c_contiguous and out.flags.c_contiguous:
+        _relu_into(out, x)
+    else:
+        out[...] = relu(x)
 
 
 _SIGNS: dict[np.dtype, bool] = {}

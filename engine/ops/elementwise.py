@@ -420,6 +420,7 @@ def _unary(name: str, fwd: Callable, save: tuple, vjp: Callable, doc: str,
 
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = doc
+    fn.primitive = prim  # (engine.compile's rewrites match steps by their primitive)
     return op(method=True, aliases=aliases)(fn)
 
 

@@ -339,13 +339,21 @@ def _operands(a: np.ndarray, r: np.ndarray, m: int, split: bool) -> tuple:
 def _conv_gemm(x, w, b, pads, kernel, stride, dilation, out, groups):
     """``x`` (N, C, *sp), ``w`` (O, C/groups, *kernel), bias ``b`` (O,) or None -> (N, O, *out),
     ``x`` zero-padded by ``pads``: im2col + GEMM, a chunk of the batch at a time."""
+    y = np.empty((x.shape[0], w.shape[0]) + tuple(out), np.result_type(x, w))
+    conv_into(y, x, w, b, pads, kernel, stride, dilation, out, groups)
+    return y
+
+
+def conv_into(y, x, w, b, pads, kernel, stride, dilation, out, groups, then=None) -> None:
+    """:func:`_conv_gemm`'s work, into ``y``; ``then(start, stop)``, where given, runs in each
+    engine thread once its samples ``start:stop`` of ``y`` are written, while they are still in
+    that core's cache (``_fusions`` does relu and max_pool there)."""
     n, c = x.shape[:2]
     o = w.shape[0]
     dt = np.result_type(x, w)
     lay = _layout(c, groups, x.shape[2:], pads, kernel, stride, dilation, out)
     og = o // groups
     split = lay.rows < _SPLIT_ROWS
-    y = np.empty((n, o) + tuple(out), dt)
     # rows in the columns' order, (offset, channel)
     wm = w.reshape(groups, og, lay.cg, lay.kk).swapaxes(2, 3).reshape(groups, og, lay.rows)
     wm = wm.astype(dt, copy=False)
@@ -364,9 +372,10 @@ def _conv_gemm(x, w, b, pads, kernel, stride, dilation, out, groups):
             if bias is not None:  # here, in the threads, on a chunk still in cache
                 r += bias
             y[s0:s0 + m] = valid
+        if then is not None:
+            then(run[0][0], run[-1][0] + run[-1][1])
 
     _chunked(chunks, lay, n, dt)
-    return y
 
 
 @primitive(save=(0, 1))

@@ -1,0 +1,99 @@
+"""Rewrites of compiled programs around max pooling (``engine.compile``; see
+:func:`engine._compile.register_rewrite`). Each computes the program's results to the same bits.
+
+A convolution block ``max_pool(relu(conv(x)))`` with its gradient records, per layer, a full-size
+conv output, its relu, the pool's scatter of the gradient and relu's backward over it: four
+passes over the largest arrays of a CNN step, each on one core. Two rewrites remove most of them:
+
+- **relu's backward before the scatter.** ``relu_backward(max_pool_scatter(gp, am), y)`` with
+  ``(p, am) = max_pool(y)`` becomes ``max_pool_scatter(relu_backward(gp, p), am)``: the mask is
+  read at the pooled size. The same bits: the scatter puts each window's gradient at its argmax
+  and +0.0 elsewhere; at an argmax ``y`` is the window's ``p`` (pooling copies it; padding never
+  wins), so ``y <= 0`` there exactly where ``p <= 0``; elsewhere both give +0.0 (relu's backward
+  gives +0.0 where ``y <= 0``, and passes the scatter's +0.0 where not). Overlapping windows
+  that share an argmax share its mask, so their sum is masked alike. It holds for any ``y``, not
+  only a relu's output.
+- **relu and max_pool inside the convolution's chunks.** ``max_pool(relu(conv(x)))``, where the
+  conv's output and the relu's are read by nothing else (after the first rewrite, relu's output
+  no longer is), becomes one step: each engine thread, once it has convolved its run of the
+  batch, passes those samples through relu and max_pool while they are still in its core's
+  cache (``conv_into``'s ``then``). relu's full-size output is never stored, and relu and the
+  pooling run in the convolution's threads. The same bits: the conv's output is the
+  primitive's, and relu and max_pool compute each sample on its own with the same numpy code.
+
+Measured with ``python -m bench.compile_passes`` (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..._compile import Graph, _Ref, register_rewrite
+from ..._kernels import relu_into
+from ...ops.elementwise import _relu_backward, relu
+from ._conv import _conv_gemm, conv_into
+from ._pooling import _am_dtype, _max_pool_prim, _max_pool_scatter
+
+
+@register_rewrite
+def _relu_backward_pooled(g: Graph) -> int:
+    made = 0
+    for rb in list(g.steps):
+        if rb.prim is not _relu_backward or rb.kwargs or len(rb.args) != 2:
+            continue
+        grad, y = rb.args
+        sc = g.made_by(grad, _max_pool_scatter)
+        if sc is None or len(sc.args) != 2 or not g.read_only_by(grad.slot, rb):
+            continue
+        gp, am = sc.args
+        pool = g.made_by(am, _max_pool_prim)
+        if pool is None or type(y) is not _Ref or pool.outs[1] != am.slot \
+                or type(pool.args[0]) is not _Ref or pool.args[0].slot != y.slot:
+            continue
+        masked = g.new_step(rb, rb.fn, [gp, _Ref(pool.outs[0])], {})
+        scatter = g.new_step(sc, sc.fn, [_Ref(masked.outs[0]), am], dict(sc.kwargs), outs=rb.outs)
+        g.replace([sc, rb], [masked, scatter])
+        made += 1
+    return made
+
+
+def conv_relu_max_pool(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, conv: dict[str, Any],
+                       pool: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``max_pool(relu(conv_gemm(x, w, b, **conv)), **pool)``, pooled chunk by chunk."""
+    lead = (x.shape[0], w.shape[0])
+    y = np.empty(lead + tuple(conv["out"]), np.result_type(x, w))
+    p, am = np.empty(lead + tuple(pool["out"]), y.dtype), np.empty(lead + tuple(pool["out"]),
+                                                                   _am_dtype(tuple(pool["kernel"])))
+    pool_fwd = _max_pool_prim.fwd
+
+    def then(a: int, b: int) -> None:  # a thread's samples, once it has convolved them all
+        relu_into(y[a:b], y[a:b])
+        p[a:b], am[a:b] = pool_fwd(y[a:b], **pool)
+
+    conv_into(y, x, w, b, then=then, **conv)
+    return p, am
+
+
+@register_rewrite
+def _pool_in_conv_chunks(g: Graph) -> int:
+    made = 0
+    relu_prim = relu.primitive
+    for mp in list(g.steps):
+        if mp.prim is not _max_pool_prim or len(mp.args) != 1:
+            continue
+        (r,) = mp.args
+        rl = g.made_by(r, relu_prim)
+        if rl is None or len(rl.args) != 1 or rl.kwargs or not g.read_only_by(r.slot, mp):
+            continue
+        (y,) = rl.args
+        cv = g.made_by(y, _conv_gemm)
+        if cv is None or len(cv.args) != 3 or not g.read_only_by(y.slot, rl):
+            continue
+        fused = g.new_step(mp, conv_relu_max_pool, list(cv.args),
+                           {"conv": dict(cv.kwargs), "pool": dict(mp.kwargs)}, outs=mp.outs, multi=mp.multi)
+        fused.name = "conv_relu_max_pool"
+        g.replace([cv, rl, mp], [fused])
+        made += 1
+    return made
