@@ -988,14 +988,22 @@ class Graph:
         st.outs = outs
         return st
 
-    def replace(self, old: list[_Step], new: list[_Step]) -> None:
-        """Drop the steps ``old`` and put ``new`` where the last of them was (every slot ``new``
-        reads is made by then: the last old step read or made it)."""
+    def replace(self, old: list[_Step], new: list[_Step]) -> bool:
+        """Drop the steps ``old`` and put ``new`` where the last of them was; False (and nothing
+        changed) where that would read a slot before a step makes it: a slot ``new`` reads made
+        later, or an old step's output read in between."""
         ids = {id(s) for s in old}
         at = max(i for i, s in enumerate(self.steps) if id(s) in ids)
         head = [s for s in self.steps[:at] if id(s) not in ids]
+        later = {o for s in self.steps[at:] for o in s.outs} - {o for s in old for o in s.outs}
+        if any(later.intersection(s.uses) for s in new):
+            return False
+        outs = {o for s in new for o in s.outs}
+        if any(outs.intersection(s.uses) or outs.intersection(s.inplace) for s in head):
+            return False
         self.steps[:] = head + new + self.steps[at + 1:]
         self.reindex()
+        return True
 
 
 _REWRITES: list[Callable[[Graph], int]] = []

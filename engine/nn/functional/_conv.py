@@ -382,54 +382,96 @@ def conv_into(y, x, w, b, pads, kernel, stride, dilation, out, groups, then=None
 def _conv_wgrad(x, g, pads, kernel, stride, dilation, groups):
     """The weight gradient of :func:`_conv_gemm` for output gradient ``g`` (N, O, *out):
     ``sum over the batch of g @ im2col(x)^T``, shape (O, C/groups, *kernel)."""
-    n, c = x.shape[:2]
-    o = g.shape[1]
-    dt = np.result_type(x, g)
-    lay = _layout(c, groups, x.shape[2:], pads, kernel, stride, dilation, g.shape[2:])
-    og = o // groups
-    split = lay.rows < _SPLIT_ROWS
-    # computed transposed, cols (K*C, span) @ g^T (span, O): ~1.4x faster than g @ cols^T here
-    gwt = np.zeros((groups, lay.rows, og), dt)
-    junk = lay.junk_matters(x)
+    wg = _WGrad(x, g, pads, kernel, stride, dilation, groups)
 
     def chunks(run: Sequence[tuple[int, int]]) -> list:
-        parts = []  # one product per chunk, summed below in chunk order whatever the threads
+        chunk, parts = wg.run(run)
+        for _, m, gbuf in wg.lay.spread(g, wg.dt, run):
+            chunk(m, gbuf)
+        return parts
+
+    return wg.total(_chunked(chunks, wg.lay, x.shape[0], wg.dt))
+
+
+class _WGrad:
+    """:func:`_conv_wgrad`'s work, a chunk at a time: ``run(chunks)`` gives a function of a
+    chunk's spread gradient (``_Layout.spread``) and the list its products go to; ``total`` sums
+    every run's products in chunk order (whatever the threads) into the weight gradient."""
+
+    def __init__(self, x, g, pads, kernel, stride, dilation, groups) -> None:
+        c = x.shape[1]
+        self.x, self.o, self.groups, self.kernel = x, g.shape[1], groups, tuple(kernel)
+        self.dt = np.result_type(x, g)
+        self.lay = _layout(c, groups, x.shape[2:], pads, kernel, stride, dilation, g.shape[2:])
+        self.split = self.lay.rows < _SPLIT_ROWS
+        self.junk = self.lay.junk_matters(x)
+
+    def run(self, run: Sequence[tuple[int, int]]) -> tuple:
+        lay, split, junk = self.lay, self.split, self.junk
+        cols = lay.columns(self.x, self.dt, run)
+        parts: list = []  # one product per chunk
         views: dict[int, tuple] = {}
-        for (_, m, buf), (_, _, gbuf) in zip(lay.columns(x, dt, run), lay.spread(g, dt, run)):
+
+        def chunk(m: int, gbuf: np.ndarray) -> None:
+            _, _, buf = next(cols)
             if junk:
                 lay.zero_junk(buf, m)
             if m not in views:
                 a, gt = _operands(lay.gemm_view(buf, m), lay.gemm_view(gbuf, m), m, split)
+                # computed transposed, cols (K*C, span) @ g^T (span, O): ~1.4x faster than
+                # g @ cols^T here
                 views[m] = a, gt.swapaxes(-1, -2)
             p = np.matmul(*views[m])
             parts.append(p.sum(0) if p.ndim == 4 else p)  # (summing the samples' GEMMs)
-        return parts
+        return chunk, parts
 
-    for parts in _chunked(chunks, lay, n, dt):
-        for p in parts:
-            gwt += p
-    gw = gwt.reshape(groups, lay.kk, lay.cg, og).transpose(0, 3, 2, 1)
-    return np.ascontiguousarray(gw).reshape((o, lay.cg) + tuple(kernel))
+    def total(self, runs: list) -> np.ndarray:
+        lay, og = self.lay, self.o // self.groups
+        gwt = np.zeros((self.groups, lay.rows, og), self.dt)
+        for parts in runs:
+            for p in parts:
+                gwt += p
+        gw = gwt.reshape(self.groups, lay.kk, lay.cg, og).transpose(0, 3, 2, 1)
+        return np.ascontiguousarray(gw).reshape((self.o, lay.cg) + self.kernel)
 
 
 @primitive(save=(0, 1))
 def _conv_xgrad(g, w, pads, kernel, stride, dilation, size, groups):
     """The input gradient of :func:`_conv_gemm` (and the transposed convolution): col2im of
     ``W^T g``, cropped to the unpadded ``size``; shape (N, C, *size)."""
-    n, o = g.shape[:2]
-    cg = w.shape[1]
-    c = cg * groups
-    og = o // groups
-    dt = np.result_type(g, w)
-    lay = _layout(c, groups, size, pads, kernel, stride, dilation, g.shape[2:])
-    split = lay.rows < _SPLIT_ROWS
-    gx = np.empty((n, c) + tuple(size), dt)
-    wt = w.reshape(groups, og, cg, lay.kk).transpose(0, 3, 2, 1).reshape(groups, lay.rows, og)
-    wt = wt.astype(dt, copy=False)
-    junk = lay.junk_matters(w)
-    kernel, nd = tuple(kernel), len(kernel)
+    xg = _XGrad(g, w, pads, kernel, stride, dilation, size, groups)
 
     def chunks(run: Sequence[tuple[int, int]]) -> None:
+        chunk = xg.run(run)
+        for s0, m, gbuf in xg.lay.spread(g, xg.dt, run):
+            chunk(s0, m, gbuf)
+
+    _chunked(chunks, xg.lay, g.shape[0], xg.dt)
+    return xg.gx
+
+
+class _XGrad:
+    """:func:`_conv_xgrad`'s work, a chunk at a time: ``run(chunks)`` gives a function of a
+    chunk's spread gradient that writes the chunk's samples of ``gx``."""
+
+    def __init__(self, g, w, pads, kernel, stride, dilation, size, groups) -> None:
+        n, o = g.shape[:2]
+        cg = w.shape[1]
+        self.c, self.cg, self.groups = cg * groups, cg, groups
+        self.kernel, self.stride, self.dilation = tuple(kernel), stride, dilation
+        og = o // groups
+        self.dt = dt = np.result_type(g, w)
+        self.lay = lay = _layout(self.c, groups, size, pads, kernel, stride, dilation, g.shape[2:])
+        self.split = lay.rows < _SPLIT_ROWS
+        self.gx = np.empty((n, self.c) + tuple(size), dt)
+        wt = w.reshape(groups, og, cg, lay.kk).transpose(0, 3, 2, 1).reshape(groups, lay.rows, og)
+        self.wt = wt.astype(dt, copy=False)
+        self.junk = lay.junk_matters(w)
+
+    def run(self, run: Sequence[tuple[int, int]]):
+        lay, groups, cg, c, dt, split, junk, wt, gx = (self.lay, self.groups, self.cg, self.c, self.dt,
+                                                       self.split, self.junk, self.wt, self.gx)
+        kernel, nd = self.kernel, len(self.kernel)
         row = lay.row(run)
         buf = np.empty((groups, lay.kk, cg, row), dt)
         if lay.pitched:  # col2im: a group's image is the sum of its offsets' columns, shifted
@@ -438,7 +480,8 @@ def _conv_xgrad(g, w, pads, kernel, stride, dilation, size, groups):
             shifted = [(flat[gi * k + st:(gi + 1) * k], _view(buf[gi, t], (k,))[:k - st])
                        for gi in range(groups) for t, st in enumerate(lay.starts)]
         views: dict[int, tuple] = {}
-        for s0, m, gbuf in lay.spread(g, dt, run):
+
+        def chunk(s0: int, m: int, gbuf: np.ndarray) -> None:
             if m not in views:
                 img = lay.grid_view(acc, m)[lay.inner].swapaxes(0, 1) if lay.pitched else None
                 views[m] = _operands(lay.gemm_view(gbuf, m), lay.gemm_view(buf, m), m, split) + (img,)
@@ -458,10 +501,28 @@ def _conv_xgrad(g, w, pads, kernel, stride, dilation, size, groups):
                 cols = lay.grid_view(buf, m).reshape((groups,) + kernel + (cg, m) + lay.out)
                 cols = cols.transpose((1 + nd + 1, 0, 1 + nd) + tuple(range(1, 1 + nd)) +
                                       tuple(range(3 + nd, 3 + 2 * nd))).reshape((m, c) + kernel + lay.out)
-                gx[s0:s0 + m] = _fold_windows.fwd(cols, kernel, stride, dilation, lay.padded)[lay.inner]
+                gx[s0:s0 + m] = _fold_windows.fwd(cols, kernel, self.stride, self.dilation,
+                                                  lay.padded)[lay.inner]
+        return chunk
 
-    _chunked(chunks, lay, n, dt)
-    return gx
+
+def conv_grads(x, g, w, pads, kernel, stride, dilation, groups) -> tuple[np.ndarray, np.ndarray]:
+    """``(_conv_xgrad(g, w, ..., size=x's), _conv_wgrad(x, g, ...))`` in one pass over the
+    chunks: each chunk's gradient is spread into columns once for both products, and the two
+    run in the same parallel region. The same bits as the two primitives (the same chunks and
+    the same numpy calls on each)."""
+    xg = _XGrad(g, w, pads, kernel, stride, dilation, x.shape[2:], groups)
+    wg = _WGrad(x, g, pads, kernel, stride, dilation, groups)
+
+    def chunks(run: Sequence[tuple[int, int]]) -> list:
+        xchunk = xg.run(run)
+        wchunk, parts = wg.run(run)
+        for s0, m, gbuf in xg.lay.spread(g, xg.dt, run):
+            xchunk(s0, m, gbuf)
+            wchunk(m, gbuf)
+        return parts
+
+    return xg.gx, wg.total(_chunked(chunks, xg.lay, g.shape[0], xg.dt))
 
 
 def _shared(pads, kernel, stride, dilation, groups) -> dict:

@@ -1,4 +1,4 @@
-"""Rewrites of compiled programs around max pooling (``engine.compile``; see
+"""Rewrites of compiled programs around convolutions and max pooling (``engine.compile``; see
 :func:`engine._compile.register_rewrite`). Each computes the program's results to the same bits.
 
 A convolution block ``max_pool(relu(conv(x)))`` with its gradient records, per layer, a full-size
@@ -20,6 +20,10 @@ passes over the largest arrays of a CNN step, each on one core. Two rewrites rem
   cache (``conv_into``'s ``then``). relu's full-size output is never stored, and relu and the
   pooling run in the convolution's threads. The same bits: the conv's output is the
   primitive's, and relu and max_pool compute each sample on its own with the same numpy code.
+- **A convolution's input and weight gradients together.** ``conv_xgrad(g, w)`` and
+  ``conv_wgrad(x, g)`` of one convolution become one step (``conv_grads``): each chunk of ``g``
+  is laid out as columns once for both products, in one parallel region instead of two. The
+  same chunks and the same numpy calls on each, so the same bits.
 
 Measured with ``python -m bench.compile_passes`` (docs/benchmarks.md).
 """
@@ -33,7 +37,7 @@ import numpy as np
 from ..._compile import Graph, _Ref, register_rewrite
 from ..._kernels import relu_into
 from ...ops.elementwise import _relu_backward, relu
-from ._conv import _conv_gemm, conv_into
+from ._conv import _conv_gemm, _conv_wgrad, _conv_xgrad, conv_grads, conv_into
 from ._pooling import _am_dtype, _max_pool_prim, _max_pool_scatter
 
 
@@ -54,8 +58,7 @@ def _relu_backward_pooled(g: Graph) -> int:
             continue
         masked = g.new_step(rb, rb.fn, [gp, _Ref(pool.outs[0])], {})
         scatter = g.new_step(sc, sc.fn, [_Ref(masked.outs[0]), am], dict(sc.kwargs), outs=rb.outs)
-        g.replace([sc, rb], [masked, scatter])
-        made += 1
+        made += g.replace([sc, rb], [masked, scatter])
     return made
 
 
@@ -94,6 +97,29 @@ def _pool_in_conv_chunks(g: Graph) -> int:
         fused = g.new_step(mp, conv_relu_max_pool, list(cv.args),
                            {"conv": dict(cv.kwargs), "pool": dict(mp.kwargs)}, outs=mp.outs, multi=mp.multi)
         fused.name = "conv_relu_max_pool"
-        g.replace([cv, rl, mp], [fused])
-        made += 1
+        made += g.replace([cv, rl, mp], [fused])
+    return made
+
+
+@register_rewrite
+def _input_and_weight_grads_together(g: Graph) -> int:
+    made = 0
+    for xs in list(g.steps):
+        if xs.prim is not _conv_xgrad or len(xs.args) != 2 or type(xs.args[0]) is not _Ref:
+            continue
+        grad, w = xs.args
+        ws = next((s for s in g.readers.get(grad.slot, ()) if s.prim is _conv_wgrad and len(s.args) == 2
+                   and type(s.args[1]) is _Ref and s.args[1].slot == grad.slot), None)
+        if ws is None:
+            continue
+        x = ws.args[0]
+        params = dict(ws.kwargs)
+        xv = g.values[x.slot] if type(x) is _Ref else x
+        gv, wv = g.values[grad.slot], g.values[w.slot] if type(w) is _Ref else w
+        if {k: xs.kwargs.get(k) for k in params} != params or xs.kwargs.get("size") != tuple(xv.shape[2:]) \
+                or np.result_type(xv, gv) != np.result_type(gv, wv):  # (one layout, one dtype)
+            continue
+        both = g.new_step(xs, conv_grads, [x, grad, w], params, outs=xs.outs + ws.outs, multi=tuple)
+        both.name = "conv_grads"
+        made += g.replace([xs, ws], [both])
     return made
