@@ -974,12 +974,14 @@ class Graph:
             {id(s) for s in steps} and not any(slot in s.inplace for s in self.steps)
 
     def new_step(self, like: _Step, fn: Callable, args: list, kwargs: dict,
-                 outs: tuple[int, ...] | None = None, multi: type | None = None) -> _Step:
+                 outs: tuple[int, ...] | None = None, multi: type | None = None,
+                 name: str | None = None) -> _Step:
         """A step of ``fn`` over ``args``; its outputs are ``outs`` or one new slot, whose value
-        (for the lifetimes pass: shape, dtype, size) is computed now from the trace's values."""
+        (for the lifetimes pass: shape, dtype, size) is computed now from the trace's values.
+        Named ``name`` (a fused step: no primitive), else ``like``'s primitive's step."""
         uses = [a.slot for a in args if type(a) is _Ref]
-        st = _Step(fn, args, kwargs, uses, like.name)
-        st.prim, st.multi = like.prim, multi
+        st = _Step(fn, args, kwargs, uses, name or like.name)
+        st.prim, st.multi = (None if name else like.prim), multi
         if outs is None:
             plain = [self.values[a.slot] if type(a) is _Ref else a for a in args]
             self.values.append(fn(*plain, **kwargs))

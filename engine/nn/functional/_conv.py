@@ -359,7 +359,7 @@ def conv_into(y, x, w, b, pads, kernel, stride, dilation, out, groups, then=None
     wm = wm.astype(dt, copy=False)
     bias = None if b is None else b.reshape(groups, og, 1)
 
-    def chunks(run: Sequence[tuple[int, int]]) -> None:
+    def convolve(run: Sequence[tuple[int, int]]) -> None:
         res = np.empty(o * max(m for _, m in run) * lay.pitch, dt)
         views: dict[int, tuple] = {}  # per chunk length: the buffers are the same every chunk
         for s0, m, buf in lay.columns(x, dt, run):
@@ -372,7 +372,10 @@ def conv_into(y, x, w, b, pads, kernel, stride, dilation, out, groups, then=None
             if bias is not None:  # here, in the threads, on a chunk still in cache
                 r += bias
             y[s0:s0 + m] = valid
-        if then is not None:
+
+    def chunks(run: Sequence[tuple[int, int]]) -> None:
+        convolve(run)
+        if then is not None:  # (once the chunks' buffers are freed: peak memory as eager's)
             then(run[0][0], run[-1][0] + run[-1][1])
 
     _chunked(chunks, lay, n, dt)
@@ -506,23 +509,29 @@ class _XGrad:
         return chunk
 
 
-def conv_grads(x, g, w, pads, kernel, stride, dilation, groups) -> tuple[np.ndarray, np.ndarray]:
+def conv_grads(x, g, w, pads, kernel, stride, dilation, groups, before=None) -> tuple:
     """``(_conv_xgrad(g, w, ..., size=x's), _conv_wgrad(x, g, ...))`` in one pass over the
     chunks: each chunk's gradient is spread into columns once for both products, and the two
     run in the same parallel region. The same bits as the two primitives (the same chunks and
-    the same numpy calls on each)."""
-    xg = _XGrad(g, w, pads, kernel, stride, dilation, x.shape[2:], groups)
+    the same numpy calls on each). With ``w`` None, the weight gradient alone (``(None, gw)``).
+    ``before(start, stop)``, where given, runs in each engine thread before its chunks, for the
+    samples ``start:stop`` (``_fusions`` writes them into ``g`` there)."""
     wg = _WGrad(x, g, pads, kernel, stride, dilation, groups)
+    xg = None if w is None else _XGrad(g, w, pads, kernel, stride, dilation, x.shape[2:], groups)
 
     def chunks(run: Sequence[tuple[int, int]]) -> list:
-        xchunk = xg.run(run)
+        if before is not None:
+            before(run[0][0], run[-1][0] + run[-1][1])
+        xchunk = None if xg is None else xg.run(run)
         wchunk, parts = wg.run(run)
-        for s0, m, gbuf in xg.lay.spread(g, xg.dt, run):
-            xchunk(s0, m, gbuf)
+        for s0, m, gbuf in wg.lay.spread(g, wg.dt, run):
+            if xchunk is not None:
+                xchunk(s0, m, gbuf)
             wchunk(m, gbuf)
         return parts
 
-    return xg.gx, wg.total(_chunked(chunks, xg.lay, g.shape[0], xg.dt))
+    gw = wg.total(_chunked(chunks, wg.lay, g.shape[0], wg.dt))
+    return (None if xg is None else xg.gx), gw
 
 
 def _shared(pads, kernel, stride, dilation, groups) -> dict:

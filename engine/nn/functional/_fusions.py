@@ -24,6 +24,11 @@ passes over the largest arrays of a CNN step, each on one core. Two rewrites rem
   ``conv_wgrad(x, g)`` of one convolution become one step (``conv_grads``): each chunk of ``g``
   is laid out as columns once for both products, in one parallel region instead of two. The
   same chunks and the same numpy calls on each, so the same bits.
+- **max_pool's scatter in the gradients' threads.** ``g = max_pool_scatter(gp, am)`` read by that
+  pass (or by a weight gradient alone) is written by the pass's threads, each scattering the
+  samples it is about to lay out as columns (``conv_grads``' ``before``). ``g`` is still made
+  whole (the bias gradient sums it); the scatter of each sample is the same numpy code on the
+  same planes, so the same bits.
 
 Measured with ``python -m bench.compile_passes`` (docs/benchmarks.md).
 """
@@ -38,7 +43,7 @@ from ..._compile import Graph, _Ref, register_rewrite
 from ..._kernels import relu_into
 from ...ops.elementwise import _relu_backward, relu
 from ._conv import _conv_gemm, _conv_wgrad, _conv_xgrad, conv_grads, conv_into
-from ._pooling import _am_dtype, _max_pool_prim, _max_pool_scatter
+from ._pooling import _am_dtype, _max_pool_prim, _max_pool_scatter, scatter_into
 
 
 @register_rewrite
@@ -95,8 +100,8 @@ def _pool_in_conv_chunks(g: Graph) -> int:
         if cv is None or len(cv.args) != 3 or not g.read_only_by(y.slot, rl):
             continue
         fused = g.new_step(mp, conv_relu_max_pool, list(cv.args),
-                           {"conv": dict(cv.kwargs), "pool": dict(mp.kwargs)}, outs=mp.outs, multi=mp.multi)
-        fused.name = "conv_relu_max_pool"
+                           {"conv": dict(cv.kwargs), "pool": dict(mp.kwargs)}, outs=mp.outs, multi=mp.multi,
+                           name="conv_relu_max_pool")
         made += g.replace([cv, rl, mp], [fused])
     return made
 
@@ -119,7 +124,46 @@ def _input_and_weight_grads_together(g: Graph) -> int:
         if {k: xs.kwargs.get(k) for k in params} != params or xs.kwargs.get("size") != tuple(xv.shape[2:]) \
                 or np.result_type(xv, gv) != np.result_type(gv, wv):  # (one layout, one dtype)
             continue
-        both = g.new_step(xs, conv_grads, [x, grad, w], params, outs=xs.outs + ws.outs, multi=tuple)
-        both.name = "conv_grads"
+        both = g.new_step(xs, conv_grads, [x, grad, w], params, outs=xs.outs + ws.outs, multi=tuple,
+                          name="conv_grads")
         made += g.replace([xs, ws], [both])
+    return made
+
+
+def max_pool_scatter_conv_grads(gp: np.ndarray, am: np.ndarray, x: np.ndarray, w: np.ndarray | None,
+                                scatter: dict[str, Any], conv: dict[str, Any]) -> tuple:
+    """``g = max_pool_scatter(gp, am, **scatter)`` and ``conv_grads(x, g, w, **conv)``, each
+    engine thread scattering its own samples before it convolves them: ``(g, gx, gw)``, or
+    ``(g, gw)`` with ``w`` None."""
+    nd = len(scatter["kernel"])
+    g = np.empty(gp.shape[:-nd] + tuple(scatter["size"]), gp.dtype)
+    geometry = {k: scatter[k] for k in ("kernel", "stride", "padding", "dilation")}
+
+    def before(a: int, b: int) -> None:
+        scatter_into(g[a:b], gp[a:b], am[a:b], **geometry)
+
+    gx, gw = conv_grads(x, g, w, before=before, **conv)
+    return (g, gw) if w is None else (g, gx, gw)
+
+
+@register_rewrite
+def _scatter_in_conv_grads(g: Graph) -> int:
+    made = 0
+    for sc in list(g.steps):
+        if sc.prim is not _max_pool_scatter or len(sc.args) != 2 or not all(type(a) is _Ref for a in sc.args):
+            continue
+        gp, am = sc.args
+        if g.values[gp.slot].shape != g.values[am.slot].shape:  # (vmap may batch one of them)
+            continue
+        grad = sc.outs[0]
+        cg = next((s for s in g.readers.get(grad, ())
+                   if (s.fn is conv_grads and len(s.args) == 3 or s.prim is _conv_wgrad and len(s.args) == 2)
+                   and type(s.args[1]) is _Ref and s.args[1].slot == grad), None)
+        if cg is None:
+            continue
+        x, w = cg.args[0], (cg.args[2] if cg.fn is conv_grads else None)
+        fused = g.new_step(sc, max_pool_scatter_conv_grads, [gp, am, x, w],
+                           {"scatter": dict(sc.kwargs), "conv": dict(cg.kwargs)}, outs=sc.outs + cg.outs,
+                           multi=tuple, name="max_pool_scatter_conv_grads")
+        made += g.replace([sc, cg], [fused])
     return made

@@ -376,10 +376,23 @@ def _max_pool_scatter(g, am, kernel, stride, padding, dilation, size):
     if am.shape[:-nd] != lead:  # (vmap's batching rule may batch only one of them)
         lead = np.broadcast_shapes(lead, am.shape[:-nd])
         g, am = np.broadcast_to(g, lead + out), np.broadcast_to(am, lead + out)
-    m = math.prod(lead)
     dx = np.empty(lead + tuple(size), g.dtype)
+    scatter_into(dx, g, am, kernel, stride, padding, dilation)
+    return dx
+
+
+def scatter_into(dx: np.ndarray, g: np.ndarray, am: np.ndarray, kernel: tuple, stride: tuple,
+                 padding: tuple, dilation: tuple) -> None:
+    """:func:`_max_pool_scatter`'s work, into the C-contiguous ``dx`` (``g``'s leading dims,
+    then the input's size): every entry of it written (``_fusions`` scatters a thread's samples
+    into their rows of a whole gradient)."""
+    nd = len(kernel)
+    out = g.shape[-nd:]
+    lead = g.shape[:-nd]
+    size = dx.shape[-nd:]
+    m = math.prod(lead)
     if m == 0:
-        return dx
+        return
     if _pair_ok(g, nd, kernel, stride, padding, dilation, out, size):
         h, w = size
         w2 = 2 * out[1]
@@ -391,7 +404,7 @@ def _max_pool_scatter(g, am, kernel, stride, padding, dilation, size):
             dm = dx.reshape((m, h, w))
             dm[:, :, :w2] = d3
             dm[:, :, w2:] = 0
-        return dx
+        return
     need, tiled = _need(kernel, stride, dilation, out)
     ext = tuple(max(n, p + i) for n, p, i in zip(need, padding, size))
     gm, amm = g.reshape((m,) + out), am.reshape((m,) + out)
@@ -424,7 +437,6 @@ def _max_pool_scatter(g, am, kernel, stride, padding, dilation, size):
             dm[a:b] = res[crop]
 
     _planes(part, m, dx.size)
-    return dx
 
 
 @primitive(save=(1,))
