@@ -3,7 +3,9 @@
 
 A convolution block ``max_pool(relu(conv(x)))`` with its gradient records, per layer, a full-size
 conv output, its relu, the pool's scatter of the gradient and relu's backward over it: four
-passes over the largest arrays of a CNN step, each on one core. Two rewrites remove most of them:
+passes over the largest arrays of a CNN step, each on one core, besides the convolution's own
+parallel regions (its forward, input gradient and weight gradient). Four rewrites take these
+passes to the pooled size or into the convolution's threads, and merge two of its regions:
 
 - **relu's backward before the scatter.** ``relu_backward(max_pool_scatter(gp, am), y)`` with
   ``(p, am) = max_pool(y)`` becomes ``max_pool_scatter(relu_backward(gp, p), am)``: the mask is
