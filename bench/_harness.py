@@ -171,13 +171,16 @@ def measure(runs: dict[str, Run], reps: int, warmup: int = 2,
 
 
 # ---------------------------------------------------------------- each library in its own process
-# Between two blocks the parent waits this long, so that the threads of the worker that just ran
-# have gone to sleep before the next worker starts. Measured on the 2-core machine after one call
-# (CPU time of the whole process while its main thread sleeps): torch's OpenMP threads (libgomp)
-# keep spinning 7-9 ms after a conv2d; numpy's OpenBLAS threads 103-104 ms after a 512x784x512
-# GEMM (OpenBLAS busy-waits about 2^28 cycles before it sleeps). 150 ms leaves the slower of the
-# two half again as much.
-SETTLE_S = 0.15
+# Between two blocks the parent waits until the worker processes are quiet (their threads have
+# gone to sleep), so that the next worker does not share the cores with the last one's spinning
+# pool. Measured on the 2-core machine after one call (CPU time of the whole process while its
+# main thread sleeps): torch's OpenMP threads (libgomp) keep spinning 7-9 ms after a conv2d;
+# numpy's OpenBLAS threads 103-104 ms after a 512x784x512 GEMM (OpenBLAS busy-waits about 2^28
+# cycles before it sleeps). A fixed gap would have to be 150 ms for every block, OpenBLAS's
+# figure with half again as much; waiting for quiet costs ~10 ms after torch and nothing after a
+# step too small to wake a pool. SETTLE_S caps the wait (a worker busy for another reason).
+SETTLE_S = 0.3
+QUIET_S = 0.006     # quiet: the workers used under 10 % of a core over this window
 ROUNDS = 10        # blocks per library in a full run: enough turns that drift hits every worker
 QUICK_ROUNDS = 3
 REPLY_TIMEOUT_S = 900.0  # a worker that answers nothing for this long is taken for hung
@@ -303,6 +306,41 @@ class WorkerPool:
         self.close()
 
 
+def _cpu_s(pids: Sequence[int]) -> float | None:
+    """CPU seconds every thread of these processes has used (Linux ``/proc``), None without it."""
+    total, seen = 0, False
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+                seen = True
+            except OSError:
+                continue  # a thread that just ended
+    return total / 1e9 if seen else None
+
+
+def settle(pids: Sequence[int], most_s: float = SETTLE_S, quiet_s: float = QUIET_S) -> float:
+    """Wait until the processes ``pids`` use under 10 % of a core over ``quiet_s`` (their pools'
+    threads asleep), at most ``most_s``; without ``/proc``, wait ``most_s``. Returns the wait."""
+    t0 = time.perf_counter()
+    last = _cpu_s(pids)
+    if last is None:
+        time.sleep(most_s)
+        return most_s
+    while time.perf_counter() - t0 < most_s:
+        time.sleep(quiet_s)
+        now = _cpu_s(pids) or 0.0
+        if now - last < 0.1 * quiet_s:
+            break
+        last = now
+    return time.perf_counter() - t0
+
+
 def _blocks(reps: int, rounds: int) -> list[int]:
     """``reps`` split into ``rounds`` blocks as even as can be: ``_blocks(10, 3) == [4, 3, 3]``."""
     rounds = max(1, min(reps, rounds))
@@ -316,8 +354,9 @@ def measure_isolated(case: Case, names: Sequence[str], pool: WorkerPool, quick: 
 
     Every worker builds the case, keeps its own run, warms it up; then the workers take turns in
     rounds, the starting one rotating every round, each running a block of repetitions back to
-    back (as a training loop or a server would) after a ``settle_s`` pause. The first repetition
-    of each block is not kept: it pays the wake-up after the pause. With ``budget_s``, stop after
+    back (as a training loop or a server would), once every worker's threads are asleep
+    (:func:`settle`, at most ``settle_s``). The first repetition of each block is not kept: it
+    pays the wake-up after the pause. With ``budget_s``, stop after
     the round in which that much wall time is spent (at least 3 rounds run).
     """
     workers = {n: pool.get(n) for n in names}
@@ -331,11 +370,12 @@ def measure_isolated(case: Case, names: Sequence[str], pool: WorkerPool, quick: 
             w.recv()
         times: dict[str, list[float]] = {n: [] for n in names}
         order = list(names)
+        pids = [w.pid for w in workers.values()]
         start = time.perf_counter()
         for r, size in enumerate(_blocks(reps, QUICK_ROUNDS if quick else ROUNDS)):
             k = r % len(order)
             for n in order[k:] + order[:k]:
-                time.sleep(settle_s)
+                settle(pids, settle_s)
                 times[n] += workers[n].request({"op": "time", "reps": size + 1})["times"][1:]
             if budget_s is not None and r >= 2 and time.perf_counter() - start > budget_s:
                 break
