@@ -11,6 +11,7 @@ each in turn (``python -m bench --same-process``).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import http.client
 import json
@@ -184,6 +185,10 @@ QUIET_S = 0.006     # quiet: the workers used under 10 % of a core over this win
 ROUNDS = 10        # blocks per library in a full run: enough turns that drift hits every worker
 QUICK_ROUNDS = 3
 REPLY_TIMEOUT_S = 900.0  # a worker that answers nothing for this long is taken for hung
+# Environment variables every worker gets before it builds a case, set by what the parent has
+# started since the workers did: the bench server's port (bench.service_cases.server), so that
+# the onnx_cnn case's worker sends its requests to the parent's server instead of starting one.
+WORKER_ENV: dict[str, str] = {}
 
 
 class WorkerError(RuntimeError):
@@ -252,16 +257,24 @@ class Worker:
             code = None
         return WorkerError(f"worker {self.name!r} exited (status {code}); its stderr:\n{self._stderr_tail()}")
 
-    def close(self) -> None:
-        """Ask the worker to quit (its exit handlers stop what it started), then kill its session."""
+    def quit(self) -> None:
+        """Ask the worker to quit (it exits once it has read the request)."""
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.write(b'{"op": "quit"}\n')
                 self.proc.stdin.flush()
-                self.proc.wait(10)
-            except (OSError, subprocess.TimeoutExpired):
+            except OSError:
                 pass
-        try:  # the worker and anything left of what it started
+
+    def close(self, grace_s: float = 10.0) -> None:
+        """Ask the worker to quit, give it ``grace_s`` (its exit handlers stop what it started),
+        then kill its session: the worker if it is still there, and anything left it started."""
+        self.quit()
+        try:
+            self.proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
@@ -294,10 +307,13 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers.values()]
 
-    def close(self) -> None:
+    def close(self, grace_s: float = 10.0) -> None:
         workers, self.workers = list(self.workers.values()), {}
+        for w in workers:  # all quit at once: an interpreter with torch and jax takes a while to exit
+            w.quit()
+        end = time.monotonic() + grace_s
         for w in workers:
-            w.close()
+            w.close(max(0.0, end - time.monotonic()))
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -361,7 +377,7 @@ def measure_isolated(case: Case, names: Sequence[str], pool: WorkerPool, quick: 
     """
     workers = {n: pool.get(n) for n in names}
     build = {"op": "build", "module": case.build.__module__, "case": case.name, "quick": quick,
-             "warmup": warmup}
+             "warmup": warmup, "env": WORKER_ENV}
     done = False
     try:
         for n, w in workers.items():  # the workers build in parallel: nothing is being timed yet
@@ -400,20 +416,20 @@ def run_case(case: Case, quick: bool, budget_s: float | None = None,
     if case.runner is not None:
         return case.runner(case, quick)
     runs = case.build(quick)
-    check(case, runs)
     reps = case.quick_reps if quick else case.reps
     reps = min(reps, max_reps) if max_reps else reps
     warmup = 1 if quick else 3
     if same_process:
+        check(case, runs)
         return Result(case, measure(runs, reps, warmup=warmup, budget_s=budget_s))
-    names = list(runs)
-    del runs  # the parent's copies are no longer needed: each worker builds its own
-    gc.collect()
-    if pool is None:
-        with WorkerPool() as own:
-            times = measure_isolated(case, names, own, quick, reps, warmup, budget_s)
-    else:
-        times = measure_isolated(case, names, pool, quick, reps, warmup, budget_s)
+    with WorkerPool() if pool is None else contextlib.nullcontext(pool) as workers:
+        names = list(runs)
+        for n in names:  # new workers start (import torch, jax: seconds) while this checks
+            workers.get(n)
+        check(case, runs)
+        del runs  # the parent's copies are no longer needed: each worker builds its own
+        gc.collect()
+        times = measure_isolated(case, names, workers, quick, reps, warmup, budget_s)
     return Result(case, times, extra={"method": "isolated"})
 
 

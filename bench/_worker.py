@@ -3,9 +3,10 @@
 ``python -m bench._worker [--threads N]`` reads JSON requests from stdin, one a line, and writes
 one JSON answer a line to stdout (``{"ok": true, ...}``, or ``{"ok": false, "error": traceback}``):
 
-- ``{"op": "build", "module": m, "case": c, "run": r, "quick": q, "warmup": w}``: import ``m``
-  (which registers case ``c``), build the case, keep run ``r`` only, run it ``w`` times, then
-  freeze everything alive out of the garbage collector's reach;
+- ``{"op": "build", "module": m, "case": c, "run": r, "quick": q, "warmup": w, "env": e}``: set
+  the environment variables ``e``, import ``m`` (which registers case ``c``), build the case, keep
+  run ``r`` only, run it ``w`` times, then freeze everything alive out of the garbage collector's
+  reach;
 - ``{"op": "time", "reps": k}``: run it ``k`` times back to back, collecting garbage before each;
   answers ``{"ok": true, "times": [seconds, ...]}``;
 - ``{"op": "drop"}``: let go of the run (the next ``build`` starts clean); ``{"op": "quit"}``.
@@ -72,6 +73,7 @@ def main(argv: list[str]) -> int:
                 run = None
                 gc.unfreeze()
                 gc.collect()
+                os.environ.update(msg.get("env", {}))  # bench._harness.WORKER_ENV
                 importlib.import_module(msg["module"])
                 from bench._harness import CASES
                 case = next((c for c in CASES if c.name == msg["case"]), None)
