@@ -54,7 +54,7 @@ def _block(run, reps: int) -> list[float]:
     return times
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> None:
     threads = _threads(argv)
     out = os.fdopen(os.dup(1), "w", buffering=1)  # the answers' channel ...
     os.dup2(2, 1)                                 # ... and fd 1 (what a library prints) to stderr
@@ -105,8 +105,12 @@ def main(argv: list[str]) -> int:
                 raise ValueError(f"unknown op {op!r}")
         except Exception:
             answer({"ok": False, "error": traceback.format_exc()})
-    return 0
+    out.flush()
+    sys.stderr.flush()
+    # no interpreter teardown (seconds with torch and jax loaded, times seven workers): what the
+    # worker started, the parent kills with its session (bench._harness.Worker.close)
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])
