@@ -203,7 +203,7 @@ class Worker:
     Started with ``subprocess`` (a fork would copy torch's OpenMP state, which does not survive
     it), in the parent's working directory and environment, with the parent's own ``sys.path``
     entries in ``PYTHONPATH``, in a session of its own so that :meth:`close` also reaches
-    whatever it started (the ``onnx_cnn`` case's server).
+    whatever it started (a case's helper process).
     """
 
     def __init__(self, name: str, threads: int | None = None) -> None:
@@ -267,8 +267,8 @@ class Worker:
                 pass
 
     def close(self, grace_s: float = 10.0) -> None:
-        """Ask the worker to quit, give it ``grace_s`` (its exit handlers stop what it started),
-        then kill its session: the worker if it is still there, and anything left it started."""
+        """Ask the worker to quit, give it ``grace_s`` to exit, then kill its session: the
+        worker if it is still there (hung, or busy in a block), and anything it started."""
         self.quit()
         try:
             self.proc.wait(grace_s)
