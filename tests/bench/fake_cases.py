@@ -1,5 +1,6 @@
-"""Tiny benchmark cases for the worker tests: numpy only, registered on import (in the test
-process and in each worker, which imports this module to find them)."""
+"""Tiny benchmark cases for the worker tests: numpy only. A worker imports this module to find
+them, so it registers them there; in the test process they stay out of ``bench._harness.CASES``
+(test_bench_quick.py expects a table row for every registered case)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ FAIL_MESSAGE = "the fake run broke on purpose"
 def _in_worker() -> bool:
     """True in a ``python -m bench._worker`` process (the parent's check must pass)."""
     return getattr(sys.modules["__main__"].__spec__, "name", None) == "bench._worker"
+
+
+def _register(case: Case) -> Case:
+    return register(case) if _in_worker() else case
 
 
 def build_fake(quick: bool) -> dict[str, Run]:
@@ -66,10 +71,10 @@ def build_hangs(quick: bool) -> dict[str, Run]:
     return {**runs, "engine": run}
 
 
-FAKE = register(Case("fake_worker", "a 3x4 matrix product", build_fake, reps=7, quick_reps=4))
-RAISES = register(Case("fake_worker_raises", "the same, raising in the worker", build_raises,
+FAKE = _register(Case("fake_worker", "a 3x4 matrix product", build_fake, reps=7, quick_reps=4))
+RAISES = _register(Case("fake_worker_raises", "the same, raising in the worker", build_raises,
                        reps=3, quick_reps=3))
-CRASHES = register(Case("fake_worker_crashes", "the same, the worker exiting", build_crashes,
+CRASHES = _register(Case("fake_worker_crashes", "the same, the worker exiting", build_crashes,
                         reps=3, quick_reps=3))
-HANGS = register(Case("fake_worker_hangs", "the same, the worker hanging with a child process",
+HANGS = _register(Case("fake_worker_hangs", "the same, the worker hanging with a child process",
                      build_hangs, reps=3, quick_reps=3))
