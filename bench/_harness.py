@@ -183,7 +183,7 @@ def measure(runs: dict[str, Run], reps: int, warmup: int = 2,
 SETTLE_S = 0.3
 QUIET_S = 0.006     # quiet: the workers used under 10 % of a core over this window
 ROUNDS = 10        # blocks per library in a full run: enough turns that drift hits every worker
-QUICK_ROUNDS = 3
+QUICK_ROUNDS = 2    # --quick: a smoke run, the fewest pauses and dropped repetitions
 REPLY_TIMEOUT_S = 900.0  # a worker that answers nothing for this long is taken for hung
 # Environment variables every worker gets before it builds a case, set by what the parent has
 # started since the workers did: the bench server's port (bench.service_cases.server), so that
