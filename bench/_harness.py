@@ -395,8 +395,10 @@ def measure_isolated(case: Case, names: Sequence[str], pool: WorkerPool, quick: 
                 times[n] += workers[n].request({"op": "time", "reps": size + 1})["times"][1:]
             if budget_s is not None and r >= 2 and time.perf_counter() - start > budget_s:
                 break
-        for w in workers.values():  # the case's objects go: the worker waits for the next case
-            w.request({"op": "drop"})
+        for w in workers.values():  # the case's objects go (a full collection: all at once)
+            w.send({"op": "drop"})
+        for w in workers.values():
+            w.recv()
         done = True
     finally:
         if not done:  # a worker failed (or we were interrupted): these workers are not reused
