@@ -365,15 +365,17 @@ def _blocks(reps: int, rounds: int) -> list[int]:
 
 def measure_isolated(case: Case, names: Sequence[str], pool: WorkerPool, quick: bool, reps: int,
                      warmup: int = 2, budget_s: float | None = None,
-                     settle_s: float = SETTLE_S) -> dict[str, list[float]]:
+                     settle_s: float = SETTLE_S,
+                     while_building: Callable[[], None] | None = None) -> dict[str, list[float]]:
     """Time each of the case's runs ``names`` ``reps`` times, each in its own worker process.
 
     Every worker builds the case, keeps its own run, warms it up; then the workers take turns in
     rounds, the starting one rotating every round, each running a block of repetitions back to
     back (as a training loop or a server would), once every worker's threads are asleep
     (:func:`settle`, at most ``settle_s``). The first repetition of each block is not kept: it
-    pays the wake-up after the pause. With ``budget_s``, stop after
-    the round in which that much wall time is spent (at least 3 rounds run).
+    pays the wake-up after the pause. With ``budget_s``, stop after the round in which that much
+    wall time is spent (at least 3 rounds run).
+    ``while_building`` runs here while the workers build and warm up (nothing is timed yet).
     """
     workers = {n: pool.get(n) for n in names}
     build = {"op": "build", "module": case.build.__module__, "case": case.name, "quick": quick,
@@ -382,6 +384,8 @@ def measure_isolated(case: Case, names: Sequence[str], pool: WorkerPool, quick: 
     try:
         for n, w in workers.items():  # the workers build in parallel: nothing is being timed yet
             w.send({**build, "run": n})
+        if while_building is not None:
+            while_building()
         for w in workers.values():
             w.recv()
         times: dict[str, list[float]] = {n: [] for n in names}
@@ -424,14 +428,16 @@ def run_case(case: Case, quick: bool, budget_s: float | None = None,
     if same_process:
         check(case, runs)
         return Result(case, measure(runs, reps, warmup=warmup, budget_s=budget_s))
-    with WorkerPool() if pool is None else contextlib.nullcontext(pool) as workers:
-        names = list(runs)
-        for n in names:  # new workers start (import torch, jax: seconds) while this checks
-            workers.get(n)
-        check(case, runs)
-        del runs  # the parent's copies are no longer needed: each worker builds its own
+    names, held = list(runs), [runs]
+    del runs
+
+    def check_and_drop() -> None:  # while the workers build: they start (seconds) and warm up
+        check(case, held.pop())     # the parent's copies then go: each worker has its own
         gc.collect()
-        times = measure_isolated(case, names, workers, quick, reps, warmup, budget_s)
+
+    with WorkerPool() if pool is None else contextlib.nullcontext(pool) as workers:
+        times = measure_isolated(case, names, workers, quick, reps, warmup, budget_s,
+                                 while_building=check_and_drop)
     return Result(case, times, extra={"method": "isolated"})
 
 

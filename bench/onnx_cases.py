@@ -84,12 +84,9 @@ def build_onnx_cnn(quick: bool) -> dict[str, Run]:
     # the first request of each worker process carries the model; later ones name it by hash
     full, full_headers = body_of({**req, "graph": {**req["graph"], "onnx": {
         "b64": base64.b64encode(data).decode()}}}, blobs, binary_response=True)
-    conns: list[Conn] = []  # the server starts on the first call: a torch-only worker never needs it
+    conn = Conn(server().port)
 
     def served() -> list[np.ndarray]:
-        if not conns:
-            conns.append(Conn(server().port))
-        conn = conns[0]
         status, hdrs, content = conn.post("/v1/grad", body, headers)
         if status == 409:  # this worker has not seen the model yet (or forgot it)
             status, hdrs, content = conn.post("/v1/grad", full, full_headers)
