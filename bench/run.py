@@ -14,7 +14,7 @@ from . import (  # noqa: F401  (registers the cases, in table order)
     onnx_cases,
     service_cases,
 )
-from ._harness import CASES, run_case
+from ._harness import CASES, WorkerPool, run_case
 from .memory import run_memory
 from .report import environment, memory_table, text_table, write_docs
 
@@ -29,10 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", action="store_true",
                    help="also write docs/benchmarks.md and its PNG plots")
     p.add_argument("--rounds", type=int,
-                   help="at most this many interleaved rounds per case (a shorter run on a busy machine)")
+                   help="at most this many repetitions per library and case (a shorter run on a busy "
+                        "machine; with --same-process: interleaved rounds)")
     p.add_argument("--threads", type=int,
                    help="BLAS, torch and engine threads for every library (default: each library's own); "
                         "1 is steadier on a busy machine")
+    p.add_argument("--same-process", action="store_true",
+                   help="time every library in this one process, one repetition each in turn (the "
+                        "old method, for comparison) instead of each in a worker process of its own")
     args = p.parse_args(argv)
     if args.threads:
         import torch
@@ -52,10 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {environment()}", flush=True)
     t0 = time.perf_counter()
     results = []
-    for case in cases:
-        print(f"# {case.name}: {case.title} ...", flush=True)
-        results.append(run_case(case, args.quick, budget_s=8.0 if args.quick else None,
-                                max_reps=args.rounds))
+    with WorkerPool(threads=args.threads) as pool:  # its workers end with the block, error or not
+        for case in cases:
+            print(f"# {case.name}: {case.title} ...", flush=True)
+            results.append(run_case(case, args.quick, budget_s=8.0 if args.quick else None,
+                                    max_reps=args.rounds, pool=pool, same_process=args.same_process))
     memory = []
     ran = {r.case.name for r in results if not r.skipped}
     for name in MEMORY_CASES[:1] if args.quick else MEMORY_CASES:
@@ -71,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.docs:
         command = "python -m bench --docs" + (" --quick" if args.quick else "") + \
             (f" --threads {args.threads}" if args.threads else "") + \
-            (f" --rounds {args.rounds}" if args.rounds else "")
+            (f" --rounds {args.rounds}" if args.rounds else "") + \
+            (" --same-process" if args.same_process else "")
         from . import compile_passes, gemm
         print("# GEMM alternatives (bench.gemm) ...", flush=True)
         gemm_rows = gemm.table(rounds=3 if args.quick else 30)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ._harness import Case, Result, register, wait_ready
+from ._harness import WORKER_ENV, Case, Result, register, wait_ready
 from .service_app import ECHO_PATH, FLOOR_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,12 +100,23 @@ class Server:
 _SERVER: Server | None = None
 
 
+class _Shared:
+    """The bench server a worker process's parent started (``bench._harness.WORKER_ENV``)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
 def server() -> Server:
-    """The one bench server of this run, started on first use and stopped at exit."""
+    """The one bench server of this run, started on first use and stopped at exit; in a worker
+    process of ``bench._harness`` the parent's."""
     global _SERVER
     if _SERVER is None:
+        if os.environ.get("BENCH_SERVER_PORT"):
+            return _Shared(int(os.environ["BENCH_SERVER_PORT"]))  # type: ignore[return-value]
         _SERVER = Server()
         atexit.register(_SERVER.stop)
+        WORKER_ENV["BENCH_SERVER_PORT"] = str(_SERVER.port)
     return _SERVER
 
 

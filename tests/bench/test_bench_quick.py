@@ -43,3 +43,12 @@ def test_quick_mode_prints_the_table() -> None:
     # the peak-memory table (quick mode measures the MLP step): a size per library, in MiB
     row = lines[mem + 2].split()
     assert row[0] == "mlp" and all(float(c) > 0 for c in row[1:4]), row
+
+
+def test_same_process_keeps_the_old_method() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--cases", "seed", "--same-process"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("seed")]
+    assert [r[0] for r in rows] == ["seed", "seed+compiled"], proc.stdout
+    assert all(float(c) > 0 for r in rows for c in r[1:6]), rows
