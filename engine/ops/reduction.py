@@ -565,9 +565,13 @@ def _softmax_input(input: Tensor, dim: int | None, dtype: object) -> tuple[Tenso
 def _log_softmax(x, dim):
     if x.size == 0:
         return x.copy()
-    m = np.amax(x, axis=dim, keepdims=True)
-    shifted = x - np.where(np.isfinite(m), m, 0)  # all -inf slices stay -inf - log(0) = nan
-    return shifted - np.log(np.sum(np.exp(shifted), axis=dim, keepdims=True))
+    # np.amax and np.sum's own reductions without their Python layers (the classifier's hot end)
+    m = np.maximum.reduce(x, dim, None, None, True)
+    if not np.isfinite(m).all():
+        m = np.where(np.isfinite(m), m, 0)  # all -inf slices stay -inf - log(0) = nan
+    shifted = x - m
+    s = np.log(np.add.reduce(np.exp(shifted), dim, None, None, True))
+    return np.subtract(shifted, s, out=shifted) if type(shifted) is np.ndarray else shifted - s
 
 
 # torch's formula, in engine ops so that it differentiates again: g - softmax * sum(g).
