@@ -310,7 +310,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
                                f"{torch_type_name(weight)}")
         _not_differentiable(weight, "nll_loss_forward", "weight")
     float_kernel(x, "nll_loss_out_frame")
-    td = t._data.astype(np.int64)
+    td = t._data.astype(np.int64, copy=False)  # (no copy of int64 targets: nothing writes td)
     valid = td != ignore_index
     bad = valid & ((td < 0) | (td >= n_classes))
     if bad.any():
