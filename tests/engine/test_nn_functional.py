@@ -349,27 +349,12 @@ def test_activation_gradient_with_infinite_and_nan_upstream_gradients_matches_to
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gelu_is_the_same_bits_on_any_number_of_threads_and_keeps_shape(dtype) -> None:
-    # past _PARALLEL_MIN elements the blocks are shared out among the engine's threads; a 0-d
-    # input stays 0-d (np.ascontiguousarray made it [1])
-    from engine._threads import get_num_threads, set_num_threads
-
+def test_gelu_keeps_the_inputs_shape(dtype) -> None:
+    # a 0-d input stays 0-d (np.ascontiguousarray made it [1]); one of several blocks too
     rng = np.random.default_rng(3)
-    x = (rng.standard_normal(600_001) * 3).astype(dtype)
-    x[::997] = np.nan
-    g = rng.standard_normal(x.size).astype(dtype)
-    n = get_num_threads()
-    got = []
-    try:
-        for k in (1, 2, 3):
-            set_num_threads(k)
-            t = engine.tensor(x, requires_grad=True)
-            y = EF.gelu(t)
-            (d,) = engine.autograd_grad(y, t, engine.tensor(g))
-            got.append((y.detach().numpy().tobytes(), d.numpy().tobytes()))
-    finally:
-        set_num_threads(n)
-    assert got[0] == got[1] == got[2]
-    for shape in ((), (1,), (0,), (2, 3)):
+    for shape in ((), (1,), (0,), (2, 3), (300_001,)):
         a = rng.standard_normal(shape).astype(dtype)
-        assert tuple(EF.gelu(engine.tensor(a)).shape) == tuple(TF.gelu(torch.tensor(a)).shape)
+        t = engine.tensor(a, requires_grad=True)
+        y = EF.gelu(t)
+        (d,) = engine.autograd_grad(y.sum(), t)
+        assert tuple(y.shape) == tuple(d.shape) == tuple(TF.gelu(torch.tensor(a)).shape)

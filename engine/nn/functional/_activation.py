@@ -14,7 +14,7 @@ import functools
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,6 @@ import scipy.special
 
 from ..._autograd import _align, diagonal_jvp, elementwise_batch, primitive
 from ..._meta import elementwise_shape
-from ..._threads import get_num_threads, run_parts
 from ...ops import elementwise as _E
 from ...ops import inplace as _inplace
 from ...ops._registry import as_tensor_arg, op
@@ -441,8 +440,12 @@ def _std_normal_cdf(x: np.ndarray, out: np.ndarray, s1: np.ndarray, s2: np.ndarr
     return out
 
 
-_BLOCK = 1 << 18  # elements per pass: fewer numpy calls (each releases and retakes the GIL)
-_PARALLEL_MIN = 1 << 19  # elements: past this the blocks are shared out among the engine's threads
+# Elements per pass. Measured on the transformer block's gelu and its backward (4x128x1024
+# float32, wall time, medians of 25 interleaved rounds of the compiled step on a quiet 2-core
+# machine): 3.66 ms in 64K-element blocks, 3.56 in 256K ones (fewer numpy calls), 4.03 with the
+# 256K blocks shared out between two threads: the passes are memory-bound, and the second
+# thread ran beside OpenBLAS's worker, still spinning after the GEMM before it.
+_BLOCK = 1 << 18
 
 
 def _blocks(*arrays: np.ndarray) -> Iterator[list[np.ndarray]]:
@@ -455,27 +458,6 @@ def _blocks(*arrays: np.ndarray) -> Iterator[list[np.ndarray]]:
         yield [f[i:i + k] for f in flats] + [scratch[0, :k], scratch[1, :k], scratch[2, :k]]
 
 
-def _by_blocks(body: Callable[..., None], *arrays: np.ndarray) -> None:
-    """``body(*blocks)`` over :func:`_blocks` of the arrays; from :data:`_PARALLEL_MIN` elements
-    the arrays are cut into one piece per engine thread first (each element is computed by the
-    same code wherever it falls, so the bits do not depend on the threads). Measured on the
-    transformer block's gelu and its backward (4x128x1024 float32; wall time, medians of 40
-    interleaved rounds, quiet 2-core machine): 5.34 ms in 64K-element blocks on one thread, 4.35
-    ms in 256K blocks; shared out among 2 threads 4.10 ms in 256K blocks, and 6.15 ms in 64K
-    ones, whose many short numpy calls queue for the GIL. The passes are memory-bound: a second
-    core buys little."""
-    flats = [a.reshape(-1) for a in arrays]
-    n = flats[0].size
-    k = get_num_threads() if n >= _PARALLEL_MIN else 1
-    step = -(-n // k // 64) * 64 if k > 1 else n  # whole cache lines per piece
-
-    def part(starts: Sequence[int]) -> None:
-        for lo in starts:
-            for blocks in _blocks(*(f[lo:lo + step] for f in flats)):
-                body(*blocks)
-
-    if n:
-        run_parts(part, range(0, n, step), blas=False)
 def _contiguous(a: np.ndarray) -> np.ndarray:
     # (np.ascontiguousarray makes a 0-d array 1-d: gelu of a 0-d tensor was shaped [1])
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
@@ -490,11 +472,9 @@ def _gelu(x):
     x = _contiguous(x)
     y = np.empty(x.shape, x.dtype)
 
-    def block(xb, yb, s1, s2, _):
+    for xb, yb, s1, s2, _ in _blocks(x, y):
         _std_normal_cdf(xb, yb, s1, s2)
         yb *= xb
-
-    _by_blocks(block, x, y)
     return y
 
 
@@ -505,7 +485,7 @@ def _gelu_backward(g, x):
     d = np.empty(x.shape, np.result_type(g, x))
     inv = x.dtype.type(_INV_SQRT_2PI)
 
-    def block(xb, gb, db, pb, s1, s2):
+    for xb, gb, db, pb, s1, s2 in _blocks(x, g, d):
         _std_normal_cdf(xb, pb, s1, s2)
         np.multiply(xb, xb, out=db)
         db *= -0.5
@@ -514,8 +494,6 @@ def _gelu_backward(g, x):
         db *= xb
         db += pb
         db *= gb
-
-    _by_blocks(block, x, g, d)
     return d
 
 
