@@ -199,10 +199,11 @@ def build_block(quick: bool) -> dict[str, Run]:
         from jax.scipy.special import erf, logsumexp
         loss = functools.partial(_array_block_loss, jnp, erf, logsumexp)
         runs["jax"] = _jax_run(jax.jit(jax.grad(loss)), params, x)
-    # the step's matrix products alone, numpy's and torch's (the block_gemms row): the block is
-    # GEMM-bound, so this ratio bounds what any engine on numpy's OpenBLAS can reach
+    # the step's matrix products alone, numpy's and torch's (the block_gemms row): what is left of
+    # each step is its elementwise work, attention's softmax and the layer norms
     from .gemm_calls import record, runs_for
-    runs.update({"gemm_" + lib: run for lib, run in runs_for(record(runs["engine"]), ("numpy", "torch")).items()})
+    gemms = runs_for(record(runs["engine"]), ("numpy", "torch"))
+    runs.update({"gemm_" + lib: run for lib, run in gemms.items()})
     return runs
 
 

@@ -247,15 +247,19 @@ def write_docs(results: list[Result], path: Path, command: str,
                   "`python -m bench.gemm`: every `np.matmul` of one eager step of each model, "
                   "replayed per library on the same operands (interleaved rounds, medians): numpy's "
                   "OpenBLAS (what the engine calls), `scipy.linalg.blas` sgemm/dgemm, BLIS (the `blis` "
-                  "package) and torch. The engine adopts another GEMM only if it wins here and "
-                  f"installs from PyPI on a fresh machine. {gemm_env}", "",
+                  "package) and torch, in one process (its numpy/torch column is a rough guide: "
+                  "the `mlp_gemms` and `block_gemms` rows of the first table time numpy's and torch's "
+                  "products each in a process of their own). The engine adopts another GEMM only if "
+                  f"it wins here and installs from PyPI on a fresh machine. {gemm_env}", "",
                   _markdown(GEMM_HEADER, gemm), "", _gemm_verdict(gemm), ""]
     if pool:
         from .threads import HEADER as POOL_HEADER
         lines += ["## Threads", "",
                   "`python -m bench.threads`: the eager step with `engine.set_num_threads(1)` and with "
                   "the default pool (N threads: convolution chunks split across it, OpenBLAS held to "
-                  "one thread inside), interleaved with torch; both must give the same bits.", "",
+                  "one thread inside), interleaved in one process; both must give the same bits. "
+                  "(The ratios to torch are in the first table, each library in a process of its "
+                  "own.)", "",
                   _markdown(POOL_HEADER, pool), ""]
     if passes:
         from .compile_passes import HEADER as PASSES_HEADER

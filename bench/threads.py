@@ -3,8 +3,10 @@
 Times the eager engine step of each case with ``engine.set_num_threads(1)`` (everything on the
 calling thread; OpenBLAS with its own threads outside the convolutions' chunk loops) and with
 ``N`` threads (the default: the cores this process may use; convolution chunks split across the
-pool, OpenBLAS held to one thread inside it), interleaved in the same rounds with torch, and
-checks both give the same bits.
+pool, OpenBLAS held to one thread inside it), interleaved in the same rounds, and checks both
+give the same bits. torch is not timed here: in one process its OpenMP threads and OpenBLAS's
+spin against each other (bench/README.md); the main table has the ratios to torch, each library
+timed in a process of its own.
 ``OPENBLAS_NUM_THREADS=1`` in the environment takes BLAS's own threads out of the comparison.
 """
 
@@ -15,7 +17,7 @@ import gc
 import statistics
 import time
 
-HEADER = ("case", "1 thread ms", "N threads ms", "torch ms", "N", "N/1", "1 thread/torch", "N/torch")
+HEADER = ("case", "1 thread ms", "N threads ms", "N", "N/1")
 
 
 def table(cases: tuple[str, ...] = ("cnn", "block"), rounds: int = 20) -> list[tuple[str, ...]]:
@@ -39,7 +41,7 @@ def table(cases: tuple[str, ...] = ("cnn", "block"), rounds: int = 20) -> list[t
                     engine.set_num_threads(n)
             return run
 
-        runs = {"one": with_threads(1), "n": with_threads(n), "torch": built["torch"]}
+        runs = {"one": with_threads(1), "n": with_threads(n)}
         a, b = to_arrays(runs["one"]()), to_arrays(runs["n"]())
         assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b)), f"{name}: {n} threads differ from 1"
         gc.collect()
@@ -57,9 +59,8 @@ def table(cases: tuple[str, ...] = ("cnn", "block"), rounds: int = 20) -> list[t
         finally:
             gc.unfreeze()
         m = {k: statistics.median(v) for k, v in times.items()}
-        ms = [f"{m[k] * 1e3:.3f}" for k in ("one", "n", "torch")]
-        rows.append((name, *ms, str(n), f"{m['n'] / m['one']:.2f}", f"{m['one'] / m['torch']:.2f}",
-                     f"{m['n'] / m['torch']:.2f}"))
+        ms = [f"{m[k] * 1e3:.3f}" for k in ("one", "n")]
+        rows.append((name, *ms, str(n), f"{m['n'] / m['one']:.2f}"))
     return rows
 
 
