@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -34,41 +35,39 @@ def build_fake(quick: bool) -> dict[str, Run]:
     return {"engine": run, "torch": run, "hips": lambda: [(a @ a.T).copy()]}
 
 
-def build_raises(quick: bool) -> dict[str, Run]:
-    runs = build_fake(quick)
-    in_worker = _in_worker()
+def _failing(fail: Callable[[], None]) -> Callable[[bool], dict[str, Run]]:
+    """A builder like :func:`build_fake` whose engine run calls ``fail()`` inside a worker (so the
+    parent's check, in the parent, passes)."""
+    def build(quick: bool) -> dict[str, Run]:
+        runs = build_fake(quick)
+        in_worker = _in_worker()
 
-    def run() -> list[np.ndarray]:
-        if in_worker:
-            raise ValueError(FAIL_MESSAGE)
-        return runs["engine"]()
-    return {**runs, "engine": run}
-
-
-def build_crashes(quick: bool) -> dict[str, Run]:
-    runs = build_fake(quick)
-    in_worker = _in_worker()
-
-    def run() -> list[np.ndarray]:
-        if in_worker:
-            print(FAIL_MESSAGE, file=sys.stderr, flush=True)
-            os._exit(3)  # no exception to report: the process is simply gone
-        return runs["engine"]()
-    return {**runs, "engine": run}
+        def run() -> list[np.ndarray]:
+            if in_worker:
+                fail()
+            return runs["engine"]()
+        return {**runs, "engine": run}
+    return build
 
 
-def build_hangs(quick: bool) -> dict[str, Run]:
-    runs = build_fake(quick)
-    in_worker = _in_worker()
+def _raise() -> None:
+    raise ValueError(FAIL_MESSAGE)
 
-    def run() -> list[np.ndarray]:
-        if in_worker:  # something the worker started, then a worker that never answers
-            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-            with open(os.environ["FAKE_PIDFILE"], "w") as f:
-                f.write(str(child.pid))
-            time.sleep(600)
-        return runs["engine"]()
-    return {**runs, "engine": run}
+
+def _crash() -> None:
+    print(FAIL_MESSAGE, file=sys.stderr, flush=True)
+    os._exit(3)  # no exception to report: the process is simply gone
+
+
+def _hang() -> None:
+    # something the worker started, then a worker that never answers
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open(os.environ["FAKE_PIDFILE"], "w") as f:
+        f.write(str(child.pid))
+    time.sleep(600)
+
+
+build_raises, build_crashes, build_hangs = _failing(_raise), _failing(_crash), _failing(_hang)
 
 
 FAKE = _register(Case("fake_worker", "a 3x4 matrix product", build_fake, reps=7, quick_reps=4))
