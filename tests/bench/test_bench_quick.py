@@ -51,4 +51,6 @@ def test_same_process_keeps_the_old_method() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("seed")]
     assert [r[0] for r in rows] == ["seed", "seed+compiled"], proc.stdout
-    assert all(float(c) > 0 for r in rows for c in r[1:6]), rows
+    # (n/a: a library this machine lacks; jax is in the bench extra, not the test one)
+    assert all(c == "n/a" or float(c) > 0 for r in rows for c in r[1:6]), rows
+    assert all(float(r[i]) > 0 for r in rows for i in (1, 2)), rows  # the engine's and torch's
