@@ -46,27 +46,32 @@ def _glibc() -> bool:
         return False
 
 
-# Whether glibc gives a block of 4 MiB / 48 MiB its own mapping (mallinfo2's count of mapped
-# blocks goes up): under the policy's fixed 32 MiB threshold, the first comes from the heap.
-PROBE = """
-import ctypes, json
-import engine, engine._malloc as m
+# Source for scripts run in fresh interpreters (here and tests/service/test_cli.py): ``mapped(n)``
+# says whether glibc gives a block of n bytes its own mapping (mallinfo2's count of mapped blocks
+# goes up).
+MAPPED = """
+import ctypes
 
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+class _Info(ctypes.Structure):
+    _fields_ = [(k, ctypes.c_size_t) for k in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
                                                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = Info
-libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-libc.free.argtypes = [ctypes.c_void_p]
+_libc = ctypes.CDLL(None)
+_libc.mallinfo2.restype = _Info
+_libc.malloc.restype, _libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+_libc.free.argtypes = [ctypes.c_void_p]
 
 def mapped(n):
-    before = libc.mallinfo2().hblks
-    p = libc.malloc(n)
-    out = libc.mallinfo2().hblks > before
-    libc.free(p)
+    before = _libc.mallinfo2().hblks
+    p = _libc.malloc(n)
+    out = _libc.mallinfo2().hblks > before
+    _libc.free(p)
     return out
+"""
+# Under the policy's fixed 32 MiB threshold a 4 MiB block comes from the heap, a 48 MiB one is mapped.
+PROBE = MAPPED + """
+import json
+import engine, engine._malloc as m
 
 print(json.dumps({"tuned": m.tuned, "mapped_4mib": mapped(4 << 20), "mapped_48mib": mapped(48 << 20)}))
 """

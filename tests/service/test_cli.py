@@ -14,6 +14,7 @@ import torch
 
 from service import cli
 from service.settings import Settings
+from tests.engine.test_malloc import MAPPED
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -214,23 +215,9 @@ def test_the_bench_server_runs_serves_policy_function(monkeypatch):
 # A worker as uvicorn starts one (multiprocessing's spawn: a fresh interpreter with this
 # environment) and as the pool does (os.fork of it), each reading glibc's settings back: under the
 # policy's 32 MiB mmap threshold a 4 MiB block comes from the heap, a 48 MiB one is mapped.
-_WORKERS = """
-import ctypes, json, multiprocessing as mp, os, sys
+_WORKERS = MAPPED + """
+import json, multiprocessing as mp, os, sys
 from service.cli import malloc_policy
-
-def mapped(n):
-    class Info(ctypes.Structure):
-        _fields_ = [(k, ctypes.c_size_t) for k in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
-                                                   "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-    libc = ctypes.CDLL(None)
-    libc.mallinfo2.restype = Info
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-    before = libc.mallinfo2().hblks
-    p = libc.malloc(n)
-    out = libc.mallinfo2().hblks > before
-    libc.free(p)
-    return out
 
 def probe(q):
     import engine  # noqa: F401  (what a worker imports)
