@@ -462,20 +462,23 @@ _max_pool_prim.defjvp(lambda ctx, ts, x, kernel, stride, padding, dilation, out:
     ts[0], ctx.out[1], kernel=kernel, stride=stride, padding=padding, dilation=dilation, out=out),
     None))
 _max_pool_prim.defbatch(dims_batch())
-_max_pool_scatter.defvjp(lambda ctx, g, am, kernel, stride, padding, dilation, size: (_max_pool_gather(
-    g, am, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
-    out=ctx.in_meta[0][0][-len(kernel):]), None))
-_max_pool_scatter.defjvp(lambda ctx, ts, g, am, kernel, stride, padding, dilation, size: None
-                         if ts[0] is None else _max_pool_scatter(
-    ts[0], am, kernel=kernel, stride=stride, padding=padding, dilation=dilation, size=size))
-_max_pool_scatter.defbatch(dims_batch())
-_max_pool_gather.defvjp(lambda ctx, g, am, kernel, stride, padding, dilation, out: (_max_pool_scatter(
-    g, am, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
-    size=ctx.in_meta[0][0][-len(kernel):]), None))
-_max_pool_gather.defjvp(lambda ctx, ts, t, am, kernel, stride, padding, dilation, out: None
-                        if ts[0] is None else _max_pool_gather(
-    ts[0], am, kernel=kernel, stride=stride, padding=padding, dilation=dilation, out=out))
-_max_pool_gather.defbatch(dims_batch())
+
+
+def _adjoints(prim: Any, adjoint: Any, sized_by: str) -> None:
+    """The rules of the scatter and the gather, each the other's adjoint: linear in their first
+    operand (``am`` is an index, not differentiated), so a JVP is the primitive itself and a VJP
+    the adjoint, given ``prim``'s input size as its ``sized_by`` parameter."""
+    def vjp(ctx, g, am, *, kernel, stride, padding, dilation, **_):
+        geometry = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation}
+        return adjoint(g, am, **geometry, **{sized_by: ctx.in_meta[0][0][-len(kernel):]}), None
+
+    prim.defvjp(vjp)
+    prim.defjvp(lambda ctx, ts, t, am, **params: None if ts[0] is None else prim(ts[0], am, **params))
+    prim.defbatch(dims_batch())
+
+
+_adjoints(_max_pool_scatter, _max_pool_gather, "out")
+_adjoints(_max_pool_gather, _max_pool_scatter, "size")
 
 
 @_max_pool_prim.defshape
