@@ -194,9 +194,8 @@ def build_mlp(quick: bool) -> dict[str, Run]:
     jax = _jax()
     if jax is not None:
         runs["jax"] = _jax_run(jax.jit(jax.grad(_jax_loss)), hp, a["x"], a["y"])
-    from .gemm_calls import record, runs_for  # the step's matrix products alone, numpy's and torch's
-    calls = record(runs["engine"])
-    runs.update({"gemm_" + lib: run for lib, run in runs_for(calls, ("numpy", "torch")).items()})
+    from .gemm_calls import bound_runs  # the step's matrix products alone, numpy's and torch's
+    runs.update(bound_runs(runs["engine"]))
     return runs
 
 

@@ -146,3 +146,9 @@ def runs_for(calls: list, libs: tuple[str, ...] = LIBS) -> dict[str, Callable[[]
     return out
 
 
+
+
+def bound_runs(step: Callable[[], object]) -> dict[str, Callable[[], list]]:
+    """A case's ``gemm_numpy`` and ``gemm_torch`` runs (:data:`bench._harness.GEMM_RUNS`): the
+    matrix products of one call of the engine's ``step``, replayed by numpy and by torch."""
+    return {"gemm_" + lib: run for lib, run in runs_for(record(step), ("numpy", "torch")).items()}

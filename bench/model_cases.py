@@ -201,9 +201,8 @@ def build_block(quick: bool) -> dict[str, Run]:
         runs["jax"] = _jax_run(jax.jit(jax.grad(loss)), params, x)
     # the step's matrix products alone, numpy's and torch's (the block_gemms row): what is left of
     # each step is its elementwise work, attention's softmax and the layer norms
-    from .gemm_calls import record, runs_for
-    gemms = runs_for(record(runs["engine"]), ("numpy", "torch"))
-    runs.update({"gemm_" + lib: run for lib, run in gemms.items()})
+    from .gemm_calls import bound_runs
+    runs.update(bound_runs(runs["engine"]))
     return runs
 
 

@@ -960,6 +960,7 @@ class Graph:
         for s in self.steps:
             for k in dict.fromkeys((*s.uses, *s.inplace)):
                 self.readers.setdefault(k, []).append(s)
+        self.written = {k for s in self.steps for k in s.inplace}
 
     def made_by(self, arg: Any, prim: Any) -> _Step | None:
         """The step of ``prim`` whose output the step argument ``arg`` is, if it is one."""
@@ -971,7 +972,7 @@ class Graph:
     def read_only_by(self, slot: int, *steps: _Step) -> bool:
         """``slot`` is read by ``steps`` alone: no other step, no output, no write in place."""
         return slot not in self.outs and {id(s) for s in self.readers.get(slot, ())} <= \
-            {id(s) for s in steps} and not any(slot in s.inplace for s in self.steps)
+            {id(s) for s in steps} and slot not in self.written
 
     def new_step(self, like: _Step, fn: Callable, args: list, kwargs: dict,
                  outs: tuple[int, ...] | None = None, multi: type | None = None,
