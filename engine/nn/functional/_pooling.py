@@ -467,14 +467,25 @@ _max_pool_prim.defbatch(dims_batch())
 def _adjoints(prim: Any, adjoint: Any, sized_by: str) -> None:
     """The rules of the scatter and the gather, each the other's adjoint: linear in their first
     operand (``am`` is an index, not differentiated), so a JVP is the primitive itself and a VJP
-    the adjoint, given ``prim``'s input size as its ``sized_by`` parameter."""
+    the adjoint, given ``prim``'s input size as its ``sized_by`` parameter; the shape rule
+    broadcasts the operands' leading dims."""
     def vjp(ctx, g, am, *, kernel, stride, padding, dilation, **_):
         geometry = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation}
         return adjoint(g, am, **geometry, **{sized_by: ctx.in_meta[0][0][-len(kernel):]}), None
 
+    own = "size" if sized_by == "out" else "out"  # the parameter that sizes prim's own output
+
+    def shape(prim: Any, arrays: list, params: dict) -> Any:
+        a = _bound(prim, arrays, params)
+        first, am = arrays[0], a["am"]
+        nd = len(a["kernel"])
+        lead = np.broadcast_shapes(first.shape[:-nd], am.shape[:-nd])
+        return _fresh(lead + tuple(a[own]), first.dtype)
+
     prim.defvjp(vjp)
     prim.defjvp(lambda ctx, ts, t, am, **params: None if ts[0] is None else prim(ts[0], am, **params))
     prim.defbatch(dims_batch())
+    prim.defshape(shape)
 
 
 _adjoints(_max_pool_scatter, _max_pool_gather, "out")
@@ -487,22 +498,6 @@ def _max_pool_shape(prim: Any, arrays: list, params: dict) -> Any:
     x, nd = a["x"], len(a["kernel"])
     shape = x.shape[:-nd] + tuple(a["out"])
     return _fresh(shape, x.dtype), _fresh(shape, _am_dtype(a["kernel"]))
-
-
-@_max_pool_scatter.defshape
-def _max_pool_scatter_shape(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    g, am, nd = a["g"], a["am"], len(a["kernel"])
-    lead = np.broadcast_shapes(g.shape[:-nd], am.shape[:-nd])
-    return _fresh(lead + tuple(a["size"]), g.dtype)
-
-
-@_max_pool_gather.defshape
-def _max_pool_gather_shape(prim: Any, arrays: list, params: dict) -> Any:
-    a = _bound(prim, arrays, params)
-    t, am, nd = a["t"], a["am"], len(a["kernel"])
-    lead = np.broadcast_shapes(t.shape[:-nd], am.shape[:-nd])
-    return _fresh(lead + tuple(a["out"]), t.dtype)
 
 
 def _flat_indices(am: np.ndarray, size: tuple, kernel: tuple, stride: tuple, padding: tuple,
