@@ -280,7 +280,10 @@ class Worker:
             pass
         self.proc.wait()
         for f in (self.proc.stdin, self.proc.stdout, self.stderr):
-            f.close()
+            # (a quit request can still sit in stdin's buffer when the worker exited before
+            # reading it: flushing it on close then meets a broken pipe; the file closes anyway)
+            with contextlib.suppress(OSError):
+                f.close()
 
 
 class WorkerPool:
