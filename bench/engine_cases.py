@@ -308,4 +308,4 @@ register(Case("hvp", "Hessian-vector product of the MLP loss (create_graph)",
               build_hvp, reps=150, quick_reps=6,
               targets=(Target("#2", torch=1.5, hips_speedup=2), Target("#5", torch=1.2),
                        Target("#11", torch=0.8)),
-              rtol=5e-3, atol=1e-5))
+              compiled_targets=(Target("#11", torch=0.8),), rtol=5e-3, atol=1e-5))

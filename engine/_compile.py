@@ -1,7 +1,7 @@
 """Compiled functions: trace once, replay a flat list of numpy calls (``engine.compile``).
 
-The first call for a signature (the tensors' shapes, dtypes, ``requires_grad`` flags and the
-other arguments) runs the function once, eagerly, with every input array replaced by a *probe*
+The first call for a signature (the tensors' shapes, strides, dtypes, ``requires_grad`` flags
+and the other arguments) runs the function once, eagerly, with every input array replaced by a *probe*
 (an ndarray subclass that knows its slot). Three things are recorded:
 
 - every primitive application, through the core's ``trace`` hook (a primitive's numpy forward is
@@ -699,7 +699,7 @@ def _flatten(x: Any, leaves: list, key: list) -> Any:
         leaves.append(x)
         d = x._data
         dt = d.dtype
-        key.append((d.shape, _dtype_key(dt), x._rg, x._grad is not None))
+        key.append((d.shape, d.strides, _dtype_key(dt), x._rg, x._grad is not None))
     elif t is tuple or t is list:
         key.append((t, len(x)))
         for e in x:
@@ -1284,7 +1284,8 @@ class CompiledFunction:
             dt = d.dtype
             # (a builtin dtype by its id: numpy hashes a dtype afresh on every call; .grad would
             # warn on non-leaves)
-            key.append((d.shape, id(dt) if id(dt) in _BUILTIN_DTYPES else dt, a._rg, a._grad is not None))
+            key.append((d.shape, d.strides, id(dt) if id(dt) in _BUILTIN_DTYPES else dt, a._rg,
+                        a._grad is not None))
         else:
             if not kwargs:
                 leaves = list(args)

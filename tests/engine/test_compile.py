@@ -203,6 +203,24 @@ def test_non_tensor_arguments_are_part_of_the_signature() -> None:
     assert len(cf.programs()) == 3
 
 
+def test_strides_are_part_of_the_signature() -> None:
+    # matmul's VJP lays a gradient out as its operand is (W.T's gradient column by column), so a
+    # program traced for one layout must not replay for another of the same shape.
+    def f(a, b):
+        return engine.autograd_grad((a @ b).sum(), (a, b))
+
+    cf = engine.compile(f)
+    rng = np.random.default_rng(0)
+    a_c, a_f = rng.standard_normal((4, 3)), rng.standard_normal((3, 4)).T  # C- and F-ordered
+    b_c, b_f = rng.standard_normal((3, 4)), rng.standard_normal((4, 3)).T
+    for av, bv in ((a_c, b_c), (a_f, b_c), (a_c, b_f), (a_f, b_f)):
+        a, b = (engine.from_numpy(v).requires_grad_() for v in (av, bv))  # layouts kept
+        got, want = cf(a, b), f(a, b)
+        assert_identical(got, want)
+        assert [g._data.flags.c_contiguous for g in got] == [g._data.flags.c_contiguous for g in want]
+    assert len(cf.programs()) == 4
+
+
 def test_grad_mode_is_part_of_the_signature() -> None:
     cf = engine.compile(lambda x: x.exp())
     x = _t([1.0, 2.0], requires_grad=True)
