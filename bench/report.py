@@ -87,7 +87,9 @@ def rows(results: list[Result]) -> list[tuple[str, ...]]:
         if "gemm_numpy" in r.times and "gemm_torch" in r.times:
             out.append((r.case.name + "_gemms", _ms(r.median("gemm_numpy")), _ms(r.median("gemm_torch")),
                         "", "", _ratio(r.ratio("gemm_numpy", "gemm_torch")), "", "", str(reps),
-                        "the step's matrix products alone: numpy (engine column) / torch"))
+                        "the step's matrix products alone: numpy (engine column) / torch; numpy's "
+                        f"alone = {_ratio(r.ratio('gemm_numpy', 'torch'))}x torch's whole step "
+                        "(the engine's floor)"))
     return out
 
 

@@ -55,9 +55,34 @@ class _GradState(threading.local):
     # _refresh_mode whenever enabled, ext or the meta hook changes: 0 grad mode on, 1 grad mode
     # off, 2 forward mode, vmap or meta mode (read the others).
     mode = 0
+    # A buffer an in-place op is about to overwrite with the result it computes (see donated)
+    donated: np.ndarray | None = None
 
 
 _state = _GradState()
+
+
+def donated(x: np.ndarray) -> bool:
+    """Whether ``x``'s buffer is about to be overwritten with the result of the primitive now
+    running, so that its forward may write into it instead of into a copy (``jax.jit``'s
+    ``donate_argnums``). Only forwards that save nothing ask: writing early changes no saved value.
+    The in-place ops donate their destination for the write they would make anyway."""
+    return _state.donated is x
+
+
+class donating:
+    """Donate ``x``'s buffer to the primitive forwards run inside (see :func:`donated`)."""
+
+    __slots__ = ("x", "prev")
+
+    def __init__(self, x: np.ndarray | None) -> None:
+        self.x = x
+
+    def __enter__(self) -> None:
+        self.prev, _state.donated = _state.donated, self.x
+
+    def __exit__(self, *exc: object) -> None:
+        _state.donated = self.prev
 
 
 class _Hooks(threading.local):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .._autograd import linear_jvp, primitive, transpose_jvp
+from .._autograd import donated, linear_jvp, primitive, transpose_jvp
 from .._meta import _bound, _fresh, elementwise_shape
 from ..tensor import Size, Tensor
 from ._registry import as_tensor_arg, op
@@ -54,7 +54,7 @@ def _same_as_x(prim: Any, arrays: list, params: dict) -> Any:
 # ---------------------------------------------------------------- index_put: x with x[key] = v
 @primitive()
 def _index_put(x, v, key, accumulate):
-    out = x.copy()
+    out = x if donated(x) else x.copy()
     if accumulate:
         np.add.at(out, key, v)  # duplicate indices accumulate
     else:
@@ -140,6 +140,11 @@ def index_put(input, indices, values, accumulate=False):
 def _put_at(input: Tensor, key: tuple, value: Tensor | float, accumulate: bool = False) -> Tensor:
     """The checked write primitive: torch's errors for too many / out-of-range indices and for a
     value that does not broadcast to ``input[key]``."""
+    _check_put(input, key, value)
+    return _index_put(input, value, key=key, accumulate=bool(accumulate))
+
+
+def _check_put(input: Tensor, key: tuple, value: Tensor | float) -> None:
     x = input._data
     dims = builtins.sum(k.ndim if isinstance(k, np.ndarray) and k.dtype == np.bool_ else
                         0 if k is None or k is Ellipsis else 1 for k in key)
@@ -149,7 +154,6 @@ def _put_at(input: Tensor, key: tuple, value: Tensor | float, accumulate: bool =
         _value_shape_check(x, key, value._data if isinstance(value, Tensor) else None)
     except IndexError as e:  # numpy says "axis" where torch says "dimension"
         raise IndexError(str(e).replace(" for axis ", " for dimension ")) from None
-    return _index_put(input, value, key=key, accumulate=bool(accumulate))
 
 
 def setitem(input: Tensor, key: object, value: object) -> Tensor:
@@ -164,9 +168,25 @@ def setitem(input: Tensor, key: object, value: object) -> Tensor:
     tensor([[3., 3.],
             [0., 0.]])
     """
+    key, value = setitem_operands(input, key, value)
+    try:
+        return _index_put(input, value, key=key, accumulate=False)
+    except IndexError as e:
+        raise item_index_error(e) from None
+
+
+def setitem_operands(input: Tensor, key: object, value: object) -> tuple[tuple, Tensor | float]:
+    """``input[key] = value``'s checked operands: the normalized key, and the value as a tensor of
+    ``input``'s dtype (broadcast where torch's copy_ would) or a Python number. Raises torch's
+    errors for a bad key or value.
+
+    >>> setitem_operands(engine.zeros(2, 2), 0, 1)
+    ((0,), 1.0)
+    """
     key = _normalize_key(key)
     if isinstance(value, Tensor):
         if value._data.dtype != input._data.dtype:
+            _check_put_dtype(input, key, value)
             value = value.to(input.dtype)
         lead = 0  # as torch, leading size-1 dims of the value are dropped
         while lead < value._data.ndim - 1 and value._data.shape[lead] == 1:
@@ -185,10 +205,30 @@ def setitem(input: Tensor, key: object, value: object) -> Tensor:
         if input._data.dtype.kind == "f":
             value = float(value)
     try:
-        return _put_at(input, key, value)
-    except IndexError as e:  # (item assignment's message does not count the indices)
-        msg = str(e).replace(" for axis ", " for dimension ")
-        raise IndexError(msg.partition(" (got ")[0] if msg.startswith("too many") else msg) from None
+        _check_put(input, key, value)
+    except IndexError as e:
+        raise item_index_error(e) from None
+    return key, value
+
+
+def _check_put_dtype(input: Tensor, key: tuple, value: Tensor) -> None:
+    """torch casts the value of an item assignment only where it copies (basic keys, 0-d integer
+    tensors among them) or fills (one bool mask, one value); index_put refuses other dtypes."""
+    arrays = [k for k in key if isinstance(k, np.ndarray) and not (k.ndim == 0 and k.dtype.kind in "iu")]
+    if not arrays:
+        return
+    if len(arrays) == 1 and arrays[0].dtype in (np.bool_, np.uint8) and value._data.size == 1:
+        return
+    raise RuntimeError(f"Index put requires the source and destination dtypes match, got "
+                       f"{type_name(input._data.dtype)} for the destination and "
+                       f"{type_name(value._data.dtype)} for the source.")
+
+
+def item_index_error(e: IndexError) -> IndexError:
+    """numpy's IndexError from an item assignment, in torch's words (torch says "dimension" where
+    numpy says "axis", and does not count the indices)."""
+    msg = str(e).replace(" for axis ", " for dimension ")
+    return IndexError(msg.partition(" (got ")[0] if msg.startswith("too many") else msg)
 
 
 @primitive()

@@ -19,6 +19,15 @@ primitive: the base with the region the chain selects replaced), and every live 
 re-derives its ``grad_fn`` from the new base history (torch's ``AsStridedBackward0``: the
 primitive ``view_replay``), as torch regenerates a view whose version changed.
 
+The out-of-place op would copy the whole destination for a write of one region, so a write
+costs what the region costs, as in torch, two ways. Item assignment that nothing records (no
+gradient, tangent or batch on either side, or no_grad) writes straight into the buffer, with the
+same checks, casts, versions and view refreshes (``_writes_through``). Where autograd records
+the write, the destination's buffer is *donated* to the primitive that makes the new values
+(``index_put``, ``copy_slices``; ``engine._autograd.donated``): its forward writes into that
+buffer, which commit would have overwritten with its result anyway. Only forwards that save
+nothing take a donation, so no saved value changes early.
+
 Under meta mode and vmap no buffer is written: the destination is rebound to the result's (meta
 or batched) data and the base's views are re-derived. ``engine.compile`` does not trace
 mutation: a function that mutates runs eagerly, with the one-time CompileWarning.
@@ -109,7 +118,7 @@ def _like_x_shape(prim: Any, arrays: list, params: dict) -> Any:
 # ---------------------------------------------------------------- copy_slices and view_replay
 @primitive()
 def _copy_slices(x, v, chain):
-    out = x.copy()
+    out = x if _ag.donated(x) else x.copy()
     region = chain.numpy(out)
     region[...] = v
     return out
@@ -452,7 +461,7 @@ def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, 
     physical = _physical(t) and _physical(base)
     record = enabled and (base._rg or res._rg)
     if record or not physical or _ag._state.ext:
-        with _ag.set_grad_enabled(enabled):
+        with _ag.set_grad_enabled(enabled), _ag.donating(_donatable(base) if physical else None):
             new_base = _copy_slices(base, res, chain=chain)
         if physical:
             t._data[...] = res._data
@@ -543,7 +552,17 @@ def _meta_module() -> Any:
     return sys.modules.get("engine._meta")
 
 
+def _donatable(t: Tensor) -> np.ndarray | None:
+    """``t``'s buffer, where an in-place op may compute its result straight into it."""
+    d = t._data
+    if type(d) is not np.ndarray or _ag._state.ext or not _physical(t) or _overlaps_itself(d):
+        return None
+    return d
+
+
 def _write(t: Tensor, res: Tensor) -> None:
+    if res._data is t._data:  # computed in place (a donated buffer)
+        return
     if _physical(t) and type(res._data) is np.ndarray and not _ag._state.ext:
         if not _overlaps_itself(t._data):
             np.copyto(t._data, res._data)
@@ -642,11 +661,63 @@ def _setitem(self, key, value):
         raise RuntimeError(_VIEW_LEAF_MSG)  # torch writes through the view self[key]
     _check(self)
     seq0 = next(_ag._seq)
-    res = _I.setitem(self, key, value)
+    key, value = _I.setitem_operands(self, key, value)
+    if _writes_through(self, value):
+        return _write_item(self, key, value)
+    try:
+        # the write itself: into self's buffer, which commit would overwrite with the result
+        with _ag.donating(_donatable(self)):
+            res = _I._index_put(self, value, key=key, accumulate=False)
+    except IndexError as e:
+        raise _I.item_index_error(e) from None
     node = res.grad_fn
     if node is not None and node.prim is _I._index_put and _has_basic_part(_S._normalize_key(key)):
         node.prim = _setitem_slices
     commit(self, res, seq0=seq0, setitem=True)
+
+
+def _writes_through(t: Tensor, value: Tensor | float) -> bool:
+    """Whether ``t[key] = value`` may write straight into ``t``'s buffer: nothing records it
+    (no gradient, tangent or batch on either side) and the buffer is real. Then the write costs
+    what the region costs, as torch's; through the functional path it costs a copy of the
+    whole tensor (``x[i] += 1`` on a million entries: 339 us, torch 10)."""
+    if _ag._state.vm is not None or _ag._state.ext or _ag._state.fw or not _physical(t):
+        return False
+    base = getattr(t, "_vbase", None)
+    if base is not None and not _physical(base):
+        return False
+    if isinstance(value, Tensor):
+        if type(value._data) is not np.ndarray or getattr(value, "_fw", None) or \
+                getattr(value, "_bat", None) is not None:
+            return False
+        if value._rg and _ag._state.enabled:
+            return False
+    if getattr(t, "_fw", None) or getattr(t, "_bat", None) is not None:
+        return False
+    return not (_ag._state.enabled and (t._rg or (base is not None and base._rg)))
+
+
+def _write_item(t: Tensor, key: tuple, value: Tensor | float) -> None:
+    """``t[key] = value`` in place, with commit's bookkeeping (versions, views) and no history."""
+    d = t._data
+    if _overlaps_itself(d):
+        raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers "
+                           "to a single memory location. Please clone() the tensor before performing "
+                           "the operation.")
+    _ag.mutation_seen = True
+    base = getattr(t, "_vbase", None)
+    owner = t if base is None else base
+    vc = _ag.version_counter(owner)
+    try:
+        d[key] = value._data if isinstance(value, Tensor) else value
+    except IndexError as e:
+        raise _I.item_index_error(e) from None
+    vc[0] += 1
+    if base is not None:
+        t._vc = vc
+    _ag.link_saved_output(owner)
+    if getattr(owner, "_views", None) is not None:
+        _refresh_views(owner, _ag._state.enabled)
 
 
 def _has_basic_part(key: tuple) -> bool:
@@ -656,7 +727,11 @@ def _has_basic_part(key: tuple) -> bool:
 
 def _index_put_(self, indices, values, accumulate=False):
     """``self[indices] = values`` (``accumulate``: ``+=``), in place."""
-    return inplace(self, lambda s: _I.index_put(s, indices, values, accumulate))
+    def compute(s: Tensor) -> Tensor:
+        with _ag.donating(_donatable(s)):  # the write itself, into self's buffer (see _setitem)
+            return _I.index_put(s, indices, values, accumulate)
+
+    return inplace(self, compute)
 
 
 def _detach_(self):
