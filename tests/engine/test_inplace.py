@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import tracemalloc
-
 import warnings
 from collections.abc import Callable
 
@@ -216,7 +215,8 @@ _MASK_ROWS, _MASK_COLS = [True, False, True], [True, False, True, False]
     ((0, [1, 2]), lambda lib: lib.ones(2)), ([0], lambda lib: lib.tensor(1.0)),
     ("rows", lambda lib: lib.tensor(1.0)), ("rows", lambda lib: lib.ones(4)),
     ("rows", lambda lib: lib.ones(1)), ("rows", lambda lib: lib.tensor(3)),
-    (("rows", slice(None)), lambda lib: lib.tensor(1.0)), ((slice(None), "cols"), lambda lib: lib.tensor(1.0)),
+    (("rows", slice(None)), lambda lib: lib.tensor(1.0)),
+    ((slice(None), "cols"), lambda lib: lib.tensor(1.0)),
     (("rows", "cols"), lambda lib: lib.tensor(1.0)), ("0-d", lambda lib: lib.tensor(1.0)),
 ], ids=lambda v: "value" if callable(v) else str(v))
 def test_item_assignment_casts_where_torch_copies_or_fills(key: object, value: Callable) -> None:
