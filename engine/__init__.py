@@ -49,7 +49,18 @@ from ._dtype import (
 from .ops import OPS, OpInfo
 from .ops import top_level as _top_level
 from .ops.creation import manual_seed
-from .tensor import Size, Tensor, as_tensor, from_numpy, tensor
+from .tensor import (
+    Size,
+    Tensor,
+    as_tensor,
+    channels_last,
+    channels_last_3d,
+    contiguous_format,
+    from_numpy,
+    memory_format,
+    preserve_format,
+    tensor,
+)
 
 # Read once every module that registers ops is imported: linalg's aliases det, inverse, ... are
 # top-level names too.
@@ -75,5 +86,6 @@ __all__ = [
     "get_default_dtype", "float16", "float32", "float64", "int8", "int16", "int32", "int64",
     "uint8", "bool", "half", "float", "double", "short", "int", "long", "_dtype",
     "linalg", "special", "func", "compile", "CompileWarning", "get_num_threads", "set_num_threads",
+    "memory_format", "contiguous_format", "preserve_format", "channels_last", "channels_last_3d",
     *sorted(_ops_namespace),
 ]

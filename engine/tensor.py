@@ -19,7 +19,55 @@ from ._dtype import dtype as DType
 # is imported, so Tensor.backward and friends reach it without an upward import.
 _engine: Any = None
 
-__all__ = ["Tensor", "Size", "tensor", "as_tensor", "from_numpy"]
+__all__ = ["Tensor", "Size", "tensor", "as_tensor", "from_numpy", "memory_format", "contiguous_format",
+           "preserve_format", "channels_last", "channels_last_3d"]
+
+
+class memory_format:
+    """A tensor layout for ``clone``/``contiguous`` (``torch.memory_format``)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"engine.{self.name}"
+
+    def __reduce__(self) -> str:
+        return self.name
+
+
+contiguous_format = memory_format("contiguous_format")  # row-major (C order)
+preserve_format = memory_format("preserve_format")      # the source's strides
+channels_last = memory_format("channels_last")          # NCHW tensors laid out as NHWC
+channels_last_3d = memory_format("channels_last_3d")    # NCDHW tensors laid out as NDHWC
+
+
+def format_order(fmt: memory_format, ndim: int) -> tuple[int, ...]:
+    """The dims of a tensor laid out in ``fmt``, outermost first (not for preserve_format)."""
+    if fmt is contiguous_format:
+        return tuple(range(ndim))
+    rank = {channels_last: 4, channels_last_3d: 5}.get(fmt)
+    if rank is None:
+        raise TypeError(f"expected a memory format, got {fmt!r}")
+    if ndim != rank:
+        raise RuntimeError(f"required rank {rank} tensor to use {fmt.name} format")
+    return (0, *range(2, ndim), 1)
+
+
+def laid_out(a: Any, order: tuple[int, ...]) -> bool:
+    """Whether array ``a`` is dense with its dims in memory in ``order`` (outermost first), dims
+    of size 1 aside (torch's contiguity rule)."""
+    if type(a) is not np.ndarray:
+        return tuple(order) == tuple(range(len(order)))
+    step = a.itemsize
+    for d in reversed(order):
+        if a.shape[d] != 1:
+            if a.strides[d] != step:
+                return False
+            step *= a.shape[d]
+    return True
 
 
 _NON_LEAF_RG_MSG = (
@@ -100,6 +148,57 @@ class Tensor:
 
     def size(self, dim: int | None = None) -> Size | int:
         return Size(self._data.shape) if dim is None else self._data.shape[dim]
+
+    def stride(self, dim: int | None = None) -> tuple[int, ...] | int:
+        """Elements to step in memory along each dim (``torch.Tensor.stride``): a transpose's are
+        its base's reversed, an expanded dim's 0.
+
+        >>> engine.ones(2, 3).t().stride()
+        (1, 3)
+        """
+        d = self._data
+        if type(d) is np.ndarray:
+            st = tuple(k // d.itemsize for k in d.strides)
+        else:  # a batched tensor's stand-in under vmap: laid out in C order
+            st, n = [], 1
+            for k in reversed(d.shape):
+                st.append(n)
+                n *= k
+            st = tuple(reversed(st))
+        if dim is None:
+            return st
+        if not st:
+            raise IndexError(f"Dimension specified as {dim} but tensor has no dimensions")
+        if not -len(st) <= dim < len(st):
+            raise IndexError(f"Dimension out of range (expected to be in range of "
+                             f"[{-len(st)}, {len(st) - 1}], but got {dim})")
+        return st[dim]
+
+    def is_contiguous(self, memory_format: memory_format = contiguous_format) -> bool:
+        """Whether the values lie in C order, dims of size 1 aside (``torch.Tensor.is_contiguous``).
+
+        >>> engine.ones(2, 3).t().is_contiguous()
+        False
+        """
+        d = self._data
+        if memory_format is contiguous_format:
+            return type(d) is not np.ndarray or d.flags.c_contiguous
+        rank = {channels_last: 4, channels_last_3d: 5}.get(memory_format)
+        if rank is None:
+            raise RuntimeError(f"is_contiguous: memory format {memory_format!r} is not supported")
+        return d.ndim == rank and laid_out(d, format_order(memory_format, rank))
+
+    def element_size(self) -> int:
+        """Bytes per element (``torch.Tensor.element_size``)."""
+        return self._data.dtype.itemsize
+
+    @property
+    def itemsize(self) -> int:
+        return self._data.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._data.size) * self._data.dtype.itemsize
 
     @property
     def dtype(self) -> DType:

@@ -24,7 +24,7 @@ from .._meta import (
     index_shape,
     view_shape,
 )
-from ..tensor import Size, Tensor
+from ..tensor import Size, Tensor, contiguous_format, format_order, laid_out, preserve_format
 from ._registry import as_tensor_arg, op, promote
 
 
@@ -818,7 +818,21 @@ Tensor.long = lambda self: to(self, np.int64)
 Tensor.int = lambda self: to(self, np.int32)
 Tensor.bool = lambda self: to(self, np.bool_)
 Tensor.type_as = lambda self, other: to(self, other.dtype)
-Tensor.contiguous = lambda self, memory_format=None: self
+
+def _contiguous(self, memory_format=contiguous_format):
+    """The tensor itself if its values lie in C order (or ``memory_format``'s), else such a copy
+    in the graph (``torch.Tensor.contiguous``: ``x.t().contiguous().view(-1)``)."""
+    if memory_format is preserve_format:
+        if self.is_contiguous():
+            return self
+        raise RuntimeError("preserve memory format is unsupported by the contiguous operator")
+    order = format_order(memory_format, self._data.ndim)
+    if laid_out(self._data, order):
+        return self
+    return clone(self, memory_format=memory_format)
+
+
+Tensor.contiguous = _contiguous
 Tensor.cpu = lambda self: self
 
 
@@ -828,7 +842,59 @@ def detach(input):
     return input.detach()
 
 
+@primitive()
+def _clone(x, perm):
+    # a copy whose dims lie in memory in the order perm (outermost first)
+    inv = tuple(np.argsort(perm)) if perm else ()
+    out = np.empty(tuple(x.shape[d] for d in perm), x.dtype).transpose(inv)
+    np.copyto(out, x)
+    return out
+
+
+_clone.defvjp(lambda ctx, g, perm: g)
+_clone.defjvp(linear_jvp)
+_clone.defbatch(lambda prim, a, f, perm: prim.fwd(a[0], perm=(0, *(d + 1 for d in perm))) if f[0]
+                else prim.fwd(a[0], perm=perm))
+_clone.defshape(elementwise_shape)
+
+
+def _preserved_order(a: Any) -> tuple[int, ...]:
+    """The dims of ``clone``'s preserve_format result, outermost first: torch keeps the strides
+    of a dense, non-overlapping tensor; for others it orders the dims by stride, where a dim of
+    stride 0 (expanded) keeps its place, and packs them densely."""
+    nd = len(a.shape)
+    if type(a) is not np.ndarray:
+        return tuple(range(nd))
+    st, sh = a.strides, a.shape
+    perm = list(range(nd - 1, -1, -1))  # innermost first
+
+    def swap(d0: int, d1: int) -> int:
+        if st[d0] == 0 or st[d1] == 0:
+            return 0
+        if st[d0] != st[d1]:
+            return 1 if st[d0] > st[d1] else -1
+        return 1 if sh[d0] > sh[d1] else 0
+
+    for i in range(1, nd):  # torch's stable insertion sort: stride-0 dims never move
+        d1 = i
+        for d0 in range(i - 1, -1, -1):
+            c = swap(perm[d0], perm[d1])
+            if c > 0:
+                perm[d0], perm[d1] = perm[d1], perm[d0]
+                d1 = d0
+            elif c < 0:
+                break
+    return tuple(reversed(perm))
+
+
 @op(method=True)
 def clone(input, *, memory_format=None):
-    """A copy that stays in the graph."""
-    return _to(input, dtype=input._data.dtype)
+    """A copy that stays in the graph, laid out as ``input`` (``preserve_format``, the default)
+    or in C order (``memory_format=engine.contiguous_format``).
+
+    >>> engine.ones(2, 3).t().clone().is_contiguous()
+    False
+    """
+    if memory_format is None or memory_format is preserve_format:
+        return apply(_clone, (input,), {"perm": _preserved_order(input._data)})
+    return apply(_clone, (input,), {"perm": format_order(memory_format, input._data.ndim)})

@@ -188,6 +188,8 @@ class Converter:
             return engine.Size(x)
         if isinstance(x, torch.device):
             return "cpu"
+        if isinstance(x, torch.memory_format):
+            return getattr(engine, str(x).removeprefix("torch."))
         if isinstance(x, complex):
             raise Unsupported("complex")
         if isinstance(x, list):
