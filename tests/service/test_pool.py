@@ -9,6 +9,7 @@ inline bound; torch computes their expected gradients.
 from __future__ import annotations
 
 import base64
+import gc
 import os
 import signal
 import threading
@@ -322,10 +323,15 @@ def test_a_worker_whose_socket_is_past_descriptor_1024_serves(pooled) -> None:
 
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
         pytest.skip("needs 1200 open files (ulimit -n)")
+    # The collector runs first: a socket an earlier test leaked, closed by it while this app
+    # starts, would free a descriptor below 1024 for the worker's socketpair to take (the likely
+    # cause of this test's one failure in a full run, unconfirmed: it printed no descriptors).
+    gc.collect()
     held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]  # select() stops at 1024
     try:
         c = pooled(pool_size=1)
-        assert [w.sock.fileno() > 1024 for w in pool.POOL._workers] == [True]
+        fds = [w.sock.fileno() for w in pool.POOL._workers]
+        assert len(fds) == 1 and fds[0] > 1024, (fds, pool.POOL.stats())
         _ok_small(c)
         _ok_small(c)
     finally:
