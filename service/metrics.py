@@ -14,6 +14,11 @@ Metric names (all prefixed ``gradserve_``):
 - ``tensor_bytes_in_total`` / ``tensor_bytes_out_total``: decoded input tensors and result arrays
 - ``errors_total{type,status}``: error responses by problem type (``invalid-graph``, ...)
 - ``plan_cache_hits_total`` / ``plan_cache_misses_total``
+- ``pool_workers`` / ``pool_busy_workers``: worker processes of ``isolation=process`` and those
+  running a job (summed over server processes); ``pool_worker_events_total{event}``: workers
+  ``spawned``, ``replaced`` (found dead, or stale), ``recycled`` (past ``max_worker_rss_bytes``)
+  and ``killed`` (at a deadline). All busy for long means requests wait for a worker: raise
+  ``pool_size`` or add servers.
 
 >>> b"gradserve_http_requests_total" in render()[0]          # doctest: +SKIP
 True
@@ -22,6 +27,7 @@ True
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from prometheus_client import (
@@ -29,6 +35,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -66,6 +73,13 @@ ERRORS = Counter("gradserve_errors_total", "Error responses by problem type and 
                  ["type", "status"])
 PLAN_CACHE_HITS = Counter("gradserve_plan_cache_hits_total", "Plan-cache lookups that found the plan.")
 PLAN_CACHE_MISSES = Counter("gradserve_plan_cache_misses_total", "Plan-cache lookups that did not.")
+POOL_WORKERS = Gauge("gradserve_pool_workers", "Worker processes in the pool (isolation=process).",
+                     multiprocess_mode="livesum")
+POOL_BUSY = Gauge("gradserve_pool_busy_workers", "Pool workers running a job.", multiprocess_mode="livesum")
+POOL_EVENTS = Counter("gradserve_pool_worker_events_total",
+                      "Pool workers spawned, replaced (found dead or stale), recycled (past their RSS "
+                      "limit) and killed (at a deadline).", ["event"])
+_POOL_EVENTS = ("spawned", "replaced", "recycled", "killed")
 
 
 def multiprocess_mode() -> bool:
@@ -99,7 +113,11 @@ def observe_problem(type_uri: str, status: int) -> None:
 
 
 class Observer:
-    """The :mod:`service.stats` observer that feeds the engine metrics."""
+    """The :mod:`service.stats` observer that feeds the engine and pool metrics."""
+
+    def __init__(self) -> None:
+        self._pool_seen = dict.fromkeys(_POOL_EVENTS, 0)  # this process's pool counts, reported
+        self._pool_lock = threading.Lock()
 
     def on_run(self, stats: RunStats) -> None:
         COMPUTE.observe(stats.compute_s)
@@ -110,6 +128,17 @@ class Observer:
 
     def on_plan_cache(self, hit: bool) -> None:
         (PLAN_CACHE_HITS if hit else PLAN_CACHE_MISSES).inc()
+
+    def on_pool(self, snapshot: dict[str, int]) -> None:
+        with self._pool_lock:  # (jobs report from several threads: each count is added once)
+            POOL_WORKERS.set(snapshot["workers"])
+            POOL_BUSY.set(snapshot["busy"])
+            for event in _POOL_EVENTS:
+                now = snapshot[event]
+                seen = self._pool_seen[event]
+                if now > seen:
+                    POOL_EVENTS.labels(event).inc(now - seen)
+                self._pool_seen[event] = now
 
 
 OBSERVER = Observer()

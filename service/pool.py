@@ -69,7 +69,7 @@ from typing import Any
 
 import engine
 
-from . import isolate
+from . import isolate, stats
 from .compiled import execute_warm
 from .errors import GradserveError, PayloadTooLarge, RequestTimeout
 from .run import Checked
@@ -305,9 +305,10 @@ class Pool:
         while True:
             with self._cond:
                 if len(self._workers) + self._forking >= self.size:
-                    return
+                    break
                 self._forking += 1
             self._add(self._spawn(), busy=False)
+        stats.report_pool(self.stats())
 
     def shutdown(self, timeout: float = 2.0) -> None:
         """Stop every worker and reap it: idle ones exit on end of file, busy ones are killed."""
@@ -332,6 +333,7 @@ class Pool:
                     _reap(w.pid, block=True)
                     break
                 time.sleep(0.005)
+        stats.report_pool(self.stats())
 
     def pids(self) -> list[int]:
         """The workers' process ids (for tests and operators)."""
@@ -464,23 +466,27 @@ class Pool:
         ``memory``) when the worker ran out of memory or died, RequestTimeout (504) when it was
         killed at the deadline or no worker was free in time, RuntimeError for a bug."""
         deadline = c.deadline
-        for _ in range(3):  # a worker that died before taking the job: the next one takes it
-            w = self._acquire(key, deadline)
-            try:
-                kind, value = self._job(w, c, key, limit_bytes, deadline, grace, max_rss)
-            except _Unpicklable:
-                return isolate.run_forked(lambda: _timed(execute_warm, c, None, OrderedDict()), deadline,
-                                          limit_bytes, grace)
-            except _NotTaken:
-                self._drop(w, kill=True)
-                with self._cond:
-                    self.replaced += 1
-                continue
-            break
-        else:
-            raise PayloadTooLarge("no worker process could take the computation (each died at once): "
-                                  "it most likely ran out of its memory limit (max_memory_bytes)",
-                                  limit="memory")
+        try:
+            for _ in range(3):  # a worker that died before taking the job: the next one takes it
+                w = self._acquire(key, deadline)
+                stats.report_pool(self.stats())
+                try:
+                    kind, value = self._job(w, c, key, limit_bytes, deadline, grace, max_rss)
+                except _Unpicklable:
+                    return isolate.run_forked(lambda: _timed(execute_warm, c, None, OrderedDict()),
+                                              deadline, limit_bytes, grace)
+                except _NotTaken:
+                    self._drop(w, kill=True)
+                    with self._cond:
+                        self.replaced += 1
+                    continue
+                break
+            else:
+                raise PayloadTooLarge("no worker process could take the computation (each died at "
+                                      "once): it most likely ran out of its memory limit "
+                                      "(max_memory_bytes)", limit="memory")
+        finally:
+            stats.report_pool(self.stats())
         if kind == "ok":
             value[0].report = c.report  # the whole report (the worker had a slim copy)
             return value

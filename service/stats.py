@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["RunStats", "Observer", "add_observer", "remove_observer", "report_run", "report_plan_cache"]
+__all__ = ["RunStats", "Observer", "add_observer", "remove_observer", "report_run", "report_plan_cache",
+           "report_pool"]
 
 _ITEMSIZE = {"FP16": 2, "FP32": 4, "FP64": 8, "INT32": 4, "INT64": 8, "BOOL": 1}
 
@@ -98,3 +99,13 @@ def report_plan_cache(hit: bool) -> None:
     """Called on every plan-cache lookup of a request."""
     for obs in _observers:
         obs.on_plan_cache(hit)
+
+
+def report_pool(snapshot: dict[str, int]) -> None:
+    """Called by the worker pool (:mod:`service.pool`) when a job takes or gives back a worker
+    and when the pool starts or stops: its ``stats()`` (workers, busy, and the spawned /
+    replaced / recycled / killed counts so far). Observers without ``on_pool`` are skipped."""
+    for obs in _observers:
+        on_pool = getattr(obs, "on_pool", None)
+        if on_pool is not None:
+            on_pool(snapshot)

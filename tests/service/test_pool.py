@@ -353,3 +353,34 @@ def test_a_job_its_worker_never_took_goes_to_another(pooled) -> None:
     assert out["r"].status_code == 200, out["r"].text[:300]
     assert out["r"].json()["grads"][0]["data"] == [2.0, 4.0, 6.0]
     assert stuck not in pool.POOL.pids() and _gone(stuck)
+
+
+def test_the_pool_s_state_and_events_are_in_the_metrics(pooled) -> None:
+    from prometheus_client import REGISTRY
+
+    def metric(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    def event(name: str) -> float:
+        return metric("gradserve_pool_worker_events_total", event=name)
+
+    before = {e: event(e) for e in ("spawned", "killed")}
+    killed = pool.POOL.stats()["killed"]
+    c = pooled(request_timeout_s=1.0, pool_size=1)
+    assert metric("gradserve_pool_workers") == 1 and metric("gradserve_pool_busy_workers") == 0
+    assert event("spawned") == before["spawned"] + 1
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", c.post("/v1/grad", json=_small(0.5))))
+    t.start()
+    _wait(lambda: metric("gradserve_pool_busy_workers") == 1, "the busy worker is not in the metrics")
+    t.join(30)
+    assert out["r"].status_code == 200 and metric("gradserve_pool_busy_workers") == 0
+    _problem(c.post("/v1/grad", json=sleep_chain(30.0, step=30.0, op="debug.spin")), 504)
+    _wait(lambda: pool.POOL.stats()["killed"] == killed + 1, "the worker was not killed")
+    _ok_small(c)  # (the pool reports at each job)
+    assert event("killed") == before["killed"] + 1
+    assert event("spawned") == before["spawned"] + 2  # its replacement
+    assert metric("gradserve_pool_workers") == 1
+    text = c.get("/metrics").text
+    assert "# TYPE gradserve_pool_busy_workers gauge" in text
+    assert "gradserve_pool_worker_events_total{" in text
