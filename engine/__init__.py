@@ -48,6 +48,7 @@ from ._dtype import (
 )
 from .ops import OPS, OpInfo
 from .ops import top_level as _top_level
+from .ops.composite import allclose, equal
 from .ops.creation import manual_seed
 from .tensor import (
     Size,
@@ -87,5 +88,6 @@ __all__ = [
     "uint8", "bool", "half", "float", "double", "short", "int", "long", "_dtype",
     "linalg", "special", "func", "compile", "CompileWarning", "get_num_threads", "set_num_threads",
     "memory_format", "contiguous_format", "preserve_format", "channels_last", "channels_last_3d",
+    "allclose", "equal",
     *sorted(_ops_namespace),
 ]

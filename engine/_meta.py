@@ -808,7 +808,7 @@ def _ctor_full(fn: Callable, size: Any, *args: Any, **kwargs: Any) -> Any:
     return _meta_tensor(fn(_small(shape), *args, **kwargs), shape)
 
 
-@op_rule("new_zeros", "new_ones")
+@op_rule("new_zeros", "new_ones", "new_empty")
 def _ctor_new(fn: Callable, input: Any, *size: Any, **kwargs: Any) -> Any:
     shape = _size_args(size)
     if not _valid_size(shape):
@@ -832,6 +832,13 @@ def _ctor_randint(fn: Callable, low: Any, high: Any = None, size: Any = (), *arg
     if not _valid_size(shape):
         return fn(low, high, size, *args, **kwargs)
     return _meta_tensor(fn(low, high, _small(shape), *args, **kwargs), shape)
+
+
+@op_rule("randperm")
+def _ctor_randperm(fn: Callable, n: Any, *args: Any, **kwargs: Any) -> Any:
+    if not _valid_size((n,)):
+        return fn(n, *args, **kwargs)
+    return _meta_tensor(fn(min(int(n), 1), *args, **kwargs), (int(n),))
 
 
 @op_rule("zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like")

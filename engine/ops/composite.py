@@ -14,7 +14,7 @@ import numpy as np
 
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op
-from .elementwise import clamp, isnan, mul, pow, sign, sub, where
+from .elementwise import clamp, isnan, mul, pow, sign, sub, type_name, where
 from .linalg_prims import diag, diagonal, dot, outer
 from .reduction import amax, amin, cumsum, mean, nansum, norm, std, sum, var
 from .shape import (
@@ -558,6 +558,26 @@ _new("new_ones", lambda x, a, dt: _make_full(1, a, dt), "Ones of the given size,
 _new("new_zeros", lambda x, a, dt: _make_full(0, a, dt), "Zeros of the given size, with the input's dtype.")
 _new("new_full", lambda x, a, dt: _make_full(a[1], a[:1], dt),
      "``fill_value`` in the given size, with the input's dtype: ``x.new_full(size, fill_value)``.")
+_new("new_empty", lambda x, a, dt: _make_full(0, a, dt),
+     "A tensor of the given size with the input's dtype (zeros: the engine never hands out "
+     "uninitialized memory).")
+
+
+def _new_tensor(input, data, *, dtype=None, device=None, requires_grad=False, layout=None,
+                pin_memory=False):
+    """``data`` as a new tensor, with the input's dtype unless ``dtype`` is given.
+
+    >>> engine.ones(2).new_tensor([1, 2])
+    tensor([1., 2.])
+    """
+    from ..tensor import tensor
+    if isinstance(data, Tensor):
+        data = data.detach()._data
+    return tensor(data, dtype=dtype if dtype is not None else input.dtype, requires_grad=requires_grad)
+
+
+_new_tensor.__name__ = _new_tensor.__qualname__ = "new_tensor"
+op(differentiable=(), method=True)(_new_tensor)
 
 
 @op(differentiable=("input", "src"), method=True)
@@ -573,3 +593,153 @@ def select_scatter(input, src, dim, index):
     shape[d] = n
     mask = Tensor._make((np.arange(n) == i).reshape(shape))
     return where(mask, src.unsqueeze(d), input)
+
+
+# ---------------------------------------------------------------- where, which values, how close
+# Built from the engine's primitives (mask indexing, sort), so meta mode bounds their
+# value-dependent sizes as it bounds a mask index's: by the input's size.
+def _index_grids(shape: tuple) -> list[Tensor]:
+    """Each dim's coordinate of every entry of a tensor of ``shape`` (broadcast views)."""
+    from .creation import arange
+    nd = len(shape)
+    return [expand(reshape(arange(n), (1,) * d + (n,) + (1,) * (nd - d - 1)), shape)
+            for d, n in enumerate(shape)]
+
+
+@op(differentiable=(), method=True)
+def nonzero(input, *, out=None, as_tuple=False):
+    """The coordinates of the nonzero entries, one row each (``as_tuple``: one tensor per dim),
+    in row-major order.
+
+    >>> engine.nonzero(engine.tensor([[0, 1], [2, 0]]))
+    tensor([[0, 1],
+            [1, 0]])
+    """
+    if out is not None:
+        raise TypeError("nonzero(): out= is not supported")
+    x = as_tensor_arg(input).detach()
+    shape = tuple(x._data.shape)
+    mask = x != 0
+    if not shape:  # a 0-d tensor counts as one entry (torch)
+        found = reshape(mask, (1,))
+        if as_tuple:
+            return (getitem(_index_grids((1,))[0], found),)
+        return _empty_rows(found, 0)
+    coords = [getitem(g, mask) for g in _index_grids(shape)]
+    if as_tuple:
+        return tuple(coords)
+    from .shape import stack
+    return stack(coords, dim=1)
+
+
+def _empty_rows(found: Tensor, width: int) -> Tensor:
+    # a 0-d input: one row of no coordinates where it is nonzero, none where it is zero
+    rows = int(found._data.sum()) if type(found._data) is np.ndarray else 1
+    return Tensor._make(np.zeros((rows, width), np.int64))
+
+
+@op(differentiable=(), method=True)
+def argwhere(input):
+    """``nonzero(input)``: one row of coordinates per nonzero entry.
+
+    >>> engine.argwhere(engine.tensor([0.0, 3.0, 0.0, 1.0]))
+    tensor([[1],
+            [3]])
+    """
+    return nonzero(input)
+
+
+@op(differentiable=(), method=True)
+def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):  # noqa: A002
+    """The distinct values, in ascending order (``sorted=False`` sorts too, as torch on CPU); each
+    NaN is distinct. With ``dim``, the distinct slices along it, in lexicographic order.
+    ``return_inverse``: where each entry's (slice's) value is in them; ``return_counts``: how
+    often each occurs. The values do not require grad (torch's have no derivative).
+
+    >>> engine.unique(engine.tensor([3, 1, 3]), return_counts=True)
+    (tensor([1, 3]), tensor([1, 2]))
+    """
+    from .creation import arange
+    from .indexing import index_put
+    from .shape import index_select, movedim
+    from .sorting import _row_groups
+    x = as_tensor_arg(input).detach()
+    if dim is not None:  # distinct slices along dim, in lexicographic order
+        if x._data.ndim == 0:
+            raise IndexError(f"Dimension specified as {dim} but tensor has no dimensions")
+        d = norm_dim(dim, x._data.ndim)
+        rows = reshape(movedim(x, d, 0), (x._data.shape[d], -1)) if x._data.shape[d] else None
+        n = x._data.shape[d]
+        keys = _row_groups(rows) if rows is not None else Tensor._make(np.zeros(0, np.int64))
+        shape = (n,)
+    else:
+        keys = reshape(x, (-1,))
+        n = keys._data.shape[0]
+        shape = x._data.shape
+    vals, order = sort(keys, stable=True)
+    first = cat([Tensor._make(np.ones(min(n, 1), np.bool_)), vals[1:] != vals[:-1]]) if n else \
+        Tensor._make(np.zeros(0, np.bool_))
+    if dim is None:
+        out = [getitem(vals, first)]
+    else:
+        out = [index_select(x, d, getitem(order, first))]
+    if return_inverse:
+        group = cumsum(first.long(), 0) - 1  # each sorted entry's group
+        inv = index_put(Tensor._make(np.zeros(n, np.int64)), (order,), group)
+        out.append(reshape(inv, shape))
+    if return_counts:
+        starts = getitem(arange(n), first)
+        ends = cat([starts[1:], Tensor._make(np.array([n], np.int64))])
+        out.append(ends - starts)
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+@op(differentiable=(), method=True)
+def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Elementwise ``|input - other| <= atol + rtol * |other|``, infinities equal only to
+    themselves; NaN equal to NaN only with ``equal_nan``.
+
+    >>> engine.isclose(engine.tensor([1.0, 2.0]), engine.tensor([1.0 + 1e-9, 2.1]))
+    tensor([ True, False])
+    """
+    from .elementwise import abs as abs_
+    from .elementwise import isfinite
+    a, b = as_tensor_arg(input).detach(), as_tensor_arg(other).detach()
+    if a._data.dtype != b._data.dtype:
+        raise RuntimeError(f"{type_name(a._data.dtype)} did not match {type_name(b._data.dtype)}")
+    if rtol < 0:
+        raise RuntimeError(f"rtol must be greater than or equal to zero, but got {rtol:g}")
+    if atol < 0:
+        raise RuntimeError(f"atol must be greater than or equal to zero, but got {atol:g}")
+    close = a == b
+    if equal_nan:
+        close = close | (isnan(a) & isnan(b))
+    if a._data.dtype.kind in "fc" and not (rtol == 0 and atol == 0):
+        near = isfinite(a) & isfinite(b) & (abs_(a - b) <= atol + rtol * abs_(b))
+        close = close | near
+    return close
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
+    """Whether every entry is close (:func:`isclose`, broadcast).
+
+    >>> engine.allclose(engine.tensor([1.0, 2.0]), engine.tensor([1.0, 2.0 + 1e-9]))
+    True
+    """
+    return bool(isclose(input, other, rtol, atol, equal_nan).all().item())
+
+
+def equal(input, other) -> bool:
+    """Whether the two tensors have the same size and the same values (NaN is not equal to NaN).
+
+    >>> engine.equal(engine.tensor([1, 2]), engine.tensor([1.0, 2.0]))
+    True
+    """
+    a, b = as_tensor_arg(input), as_tensor_arg(other)
+    if a._data.shape != b._data.shape:
+        return False
+    return bool(np.array_equal(a._data, b._data))
+
+
+Tensor.allclose = allclose
+Tensor.equal = equal

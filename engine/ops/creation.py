@@ -166,6 +166,22 @@ def randint(low, high=None, size=(), *, generator=None, dtype=None, device=None)
 
 
 @op(differentiable=())
+def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False, layout=None,
+             pin_memory=False):
+    """A random permutation of ``0 .. n-1`` (int64 unless ``dtype`` says otherwise).
+
+    >>> sorted(engine.randperm(4).tolist())
+    [0, 1, 2, 3]
+    """
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
+        raise TypeError(f"randperm(): argument 'n' (position 1) must be int, not {type(n).__name__}")
+    if n < 0:
+        raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
+    rng = _generator(generator)
+    return _finish(rng.permutation(int(n)).astype(_np_dtype(dtype, to_dtype("int64"))), requires_grad)
+
+
+@op(differentiable=())
 def rand_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None):
     """Uniform samples with ``input``'s shape."""
     return _finish(_generator().random(input._data.shape).astype(_like(input, dtype)), requires_grad)

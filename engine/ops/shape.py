@@ -455,6 +455,8 @@ def _normalize_key(key: object) -> tuple:
             k = k._data if isinstance(k, Tensor) else np.asarray(k)
             if k.dtype.kind == "f":
                 raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
+        elif type(k) is slice and isinstance(k.step, (int, np.integer)) and k.step < 0:
+            raise ValueError("step must be greater than zero")  # torch has no negative strides
         out.append(k)
     return tuple(out)
 

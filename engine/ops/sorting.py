@@ -204,3 +204,19 @@ def quantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):
         elif x.ndim:
             out = unsqueeze(out, d + 1)
     return out if q_dim else squeeze(out, 0)
+
+
+# ---------------------------------------------------------------- row groups (unique along a dim)
+@primitive()
+def _row_groups(rows):
+    """Each row's group among the distinct rows of a 2-d array, the groups numbered in the rows'
+    lexicographic order (``np.unique(rows, axis=0, return_inverse=True)``'s inverse)."""
+    if rows.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    return np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+@_row_groups.defshape
+def _row_groups_shape(prim: Any, arrays: list, params: dict) -> Any:
+    # the values (group numbers) are unknown in meta mode: what is built from them is bounded
+    return _fresh((np.shape(arrays[0])[0],), np.dtype(np.int64))
