@@ -296,7 +296,7 @@ def _view_op(fn: Callable) -> Callable:
 
 def _strict_view(self, *shape):
     """``Tensor.view``: as reshape, but torch's error where the strides would need a copy
-    (``view(dtype)`` casts)."""
+    (``view(dtype)`` reads the same bytes as another dtype)."""
     out = _S._view(self, *shape)
     d, s = out._data, self._data
     if out is not self and type(d) is np.ndarray and type(s) is np.ndarray and d.size and d.dtype == s.dtype \

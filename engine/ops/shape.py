@@ -84,8 +84,32 @@ def reshape(input, *shape):
 
 def _view(self, *shape):
     if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list, Size)):
-        return self.to(shape[0])
+        return _view_dtype(self, shape[0])
     return reshape(self, *shape)
+
+
+def _view_dtype(x: Tensor, dtype: Any) -> Tensor:
+    """``x.view(dtype)``: the same bytes read as ``dtype`` (torch's bit reinterpretation; the last
+    dim rescales where the element sizes differ). Not differentiable, as in torch."""
+    dt = to_dtype(dtype).np
+    d = x._data
+    src = d.dtype
+    if dt.itemsize != src.itemsize:
+        names = f"view {_TYPE_NAMES.get(src.name, src.name)} as {_TYPE_NAMES.get(dt.name, dt.name)} " \
+                f"(different element sizes)"
+        if d.ndim == 0:
+            raise RuntimeError(f"self.dim() cannot be 0 to {names}")
+        if d.shape[-1] != 1 and d.strides[-1] != src.itemsize:
+            raise RuntimeError(f"self.stride(-1) must be 1 to {names}, but got "
+                               f"{d.strides[-1] // src.itemsize}")
+        if dt.itemsize > src.itemsize and (d.shape[-1] * src.itemsize) % dt.itemsize:
+            raise RuntimeError(f"self.size(-1) must be divisible by {dt.itemsize // src.itemsize} to "
+                               f"{names}, but got {d.shape[-1]}")
+    return Tensor._make(d.view(dt))
+
+
+_TYPE_NAMES = {"float16": "Half", "float32": "Float", "float64": "Double", "int8": "Char", "int16": "Short",
+               "int32": "Int", "int64": "Long", "uint8": "Byte", "bool": "Bool"}
 
 
 op(name="view", differentiable=("input",))(lambda input, *shape: reshape(input, *shape))

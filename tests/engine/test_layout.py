@@ -116,3 +116,36 @@ def test_memory_formats_as_torch(fmt: str, shape: tuple, view: str) -> None:
         return out
 
     assert run(engine) == run(torch)
+
+
+@pytest.mark.parametrize("make, dtype", [
+    (lambda lib: lib.tensor([1.5, -2.0], requires_grad=True), "int32"),
+    (lambda lib: lib.tensor([1.5, -2.0]), "int16"),
+    (lambda lib: lib.tensor([[1, 2], [3, 4]], dtype=lib.int16), "int32"),
+    (lambda lib: lib.ones(3, dtype=lib.int16), "int32"),
+    (lambda lib: lib.ones(2, 2).t(), "int16"),
+    (lambda lib: lib.ones(()), "int16"),
+    (lambda lib: lib.ones(()), "int32"),
+    (lambda lib: lib.tensor([1.5, -2.0], dtype=lib.float64), "int64"),
+    (lambda lib: lib.tensor([True, False]), "uint8"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_view_dtype_reads_the_same_bytes_as_torch(make: Callable, dtype: str) -> None:
+    # view(dtype) used to cast the values (x.view(int32) of 1.5 gave 1)
+    out = []
+    for lib in (engine, torch):
+        try:
+            y = make(lib).view(getattr(lib, dtype))
+            out.append((str(y.dtype).split(".")[-1], tuple(y.shape), y.tolist(), y.requires_grad))
+        except RuntimeError as e:
+            out.append(str(e))
+    assert out[0] == out[1]
+
+
+def test_a_write_through_a_dtype_view_changes_the_bytes_as_torch() -> None:
+    out = []
+    for lib in (engine, torch):
+        x = lib.tensor([1.5, -2.0])
+        x.view(lib.int32)[0] = 0
+        x.view(lib.int16)[3] = 0
+        out.append(x.tolist())
+    assert out[0] == out[1] == [0.0, 0.0]
