@@ -21,6 +21,7 @@ from ._autograd import (
     backward,
     enable_grad,
     grad,
+    inference_mode,
     is_grad_enabled,
     no_grad,
     set_grad_enabled,
@@ -29,12 +30,14 @@ from ._dtype import (
     bool,  # noqa: A004
     double,
     dtype,
+    finfo,
     float,  # noqa: A004
     float16,
     float32,
     float64,
     get_default_dtype,
     half,
+    iinfo,
     int,  # noqa: A004
     int8,
     int16,
@@ -58,7 +61,9 @@ from .tensor import (
     channels_last_3d,
     contiguous_format,
     from_numpy,
+    is_tensor,
     memory_format,
+    numel,
     preserve_format,
     tensor,
 )
@@ -88,6 +93,6 @@ __all__ = [
     "uint8", "bool", "half", "float", "double", "short", "int", "long", "_dtype",
     "linalg", "special", "func", "compile", "CompileWarning", "get_num_threads", "set_num_threads",
     "memory_format", "contiguous_format", "preserve_format", "channels_last", "channels_last_3d",
-    "allclose", "equal",
+    "allclose", "equal", "finfo", "iinfo", "is_tensor", "numel", "inference_mode",
     *sorted(_ops_namespace),
 ]

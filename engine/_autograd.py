@@ -223,6 +223,31 @@ class no_grad(_NoParamGradMode):
     _mode = False
 
 
+class inference_mode(_GradMode):
+    """``torch.inference_mode``: no graph is recorded inside (``mode=False``: nothing changes).
+    The engine has no inference tensors: this is :class:`no_grad` by another name.
+
+    >>> with engine.inference_mode(): y = x * 2
+    """
+
+    def __new__(cls, mode: Any = True) -> Any:
+        if callable(mode) and not isinstance(mode, bool):  # a bare @inference_mode
+            return cls()(mode)
+        return super().__new__(cls)
+
+    def __init__(self, mode: bool = True) -> None:
+        self._mode = False
+        self._on = bool(mode)
+
+    def __enter__(self) -> None:
+        self._prev = is_grad_enabled()
+        if self._on:
+            _set_enabled(False)
+
+    def __call__(self, fn: Callable) -> Callable:
+        return super().__call__(fn) if self._on else fn
+
+
 class enable_grad(_NoParamGradMode):
     """Enable graph recording inside a ``no_grad`` region."""
 

@@ -11,7 +11,7 @@ import builtins
 import numpy as np
 
 __all__ = ["dtype", "float16", "float32", "float64", "int8", "int16", "int32", "int64",
-           "uint8", "bool", "get_default_dtype", "result_type", "promote_types"]
+           "uint8", "bool", "get_default_dtype", "result_type", "promote_types", "finfo", "iinfo"]
 
 
 class dtype:
@@ -128,3 +128,54 @@ def result_type(*args: object) -> dtype:
     if out is None:
         raise TypeError("result_type needs at least one argument")
     return out
+
+
+def _g(x: builtins.float) -> str:
+    return f"{x:g}"
+
+
+class finfo:
+    """Machine limits of a floating dtype (``torch.finfo``): ``bits``, ``eps``, ``max``, ``min``,
+    ``tiny``, ``smallest_normal``, ``resolution``, ``dtype``.
+
+    >>> engine.finfo(engine.float32).eps
+    1.1920928955078125e-07
+    """
+
+    def __init__(self, type: dtype | None = None) -> None:  # noqa: A002 (torch's name)
+        dt = get_default_dtype() if type is None else type
+        if not isinstance(dt, dtype) or not dt.is_floating_point:
+            raise TypeError("torch.finfo() requires a floating point input type. Use torch.iinfo to "
+                            "handle 'torch.finfo'")
+        f = np.finfo(dt.np)
+        self.bits = builtins.int(f.bits)
+        self.eps, self.max, self.min = builtins.float(f.eps), builtins.float(f.max), builtins.float(f.min)
+        self.tiny = self.smallest_normal = builtins.float(f.smallest_normal)
+        self.resolution = 10.0 ** -f.precision  # (in double, as torch: numpy rounds it to the dtype)
+        self.dtype = dt.name
+
+    def __repr__(self) -> str:
+        return (f"finfo(resolution={_g(self.resolution)}, min={_g(self.min)}, max={_g(self.max)}, "
+                f"eps={_g(self.eps)}, smallest_normal={_g(self.smallest_normal)}, tiny={_g(self.tiny)}, "
+                f"dtype={self.dtype})")
+
+
+class iinfo:
+    """Limits of an integer dtype (``torch.iinfo``): ``bits``, ``max``, ``min``, ``dtype``.
+
+    >>> engine.iinfo(engine.int32).max
+    2147483647
+    """
+
+    def __init__(self, type: dtype) -> None:  # noqa: A002 (torch's name)
+        if isinstance(type, dtype) and type.name == "bool":
+            raise TypeError("torch.bool is not supported by torch.iinfo")
+        if not isinstance(type, dtype) or type.category != 1:
+            raise TypeError("torch.iinfo() requires an integer input type. Use torch.finfo to handle "
+                            "'torch.iinfo'")
+        i = np.iinfo(type.np)
+        self.bits, self.dtype = builtins.int(i.bits), type.name
+        self.max, self.min = builtins.int(i.max), builtins.int(i.min)
+
+    def __repr__(self) -> str:
+        return f"iinfo(min={_g(self.min)}, max={_g(self.max)}, dtype={self.dtype})"

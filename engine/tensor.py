@@ -19,7 +19,8 @@ from ._dtype import dtype as DType
 # is imported, so Tensor.backward and friends reach it without an upward import.
 _engine: Any = None
 
-__all__ = ["Tensor", "Size", "tensor", "as_tensor", "from_numpy", "memory_format", "contiguous_format",
+__all__ = ["Tensor", "Size", "tensor", "as_tensor", "from_numpy", "is_tensor", "numel", "memory_format",
+           "contiguous_format",
            "preserve_format", "channels_last", "channels_last_3d"]
 
 
@@ -539,6 +540,24 @@ def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
         _dtype.from_numpy_dtype(arr.dtype)
         return Tensor._make(arr)
     return tensor(data, dtype=dtype)
+
+
+def is_tensor(obj: Any) -> bool:
+    """Whether ``obj`` is an engine tensor (``torch.is_tensor``).
+
+    >>> engine.is_tensor(engine.ones(1)), engine.is_tensor([1.0])
+    (True, False)
+    """
+    return isinstance(obj, Tensor)
+
+
+def numel(input: Tensor) -> int:
+    """The number of elements (``torch.numel``).
+
+    >>> engine.numel(engine.ones(2, 3))
+    6
+    """
+    return input.numel()
 
 
 def from_numpy(arr: np.ndarray) -> Tensor:

@@ -220,3 +220,89 @@ def _row_groups(rows):
 def _row_groups_shape(prim: Any, arrays: list, params: dict) -> Any:
     # the values (group numbers) are unknown in meta mode: what is built from them is bounded
     return _fresh((np.shape(arrays[0])[0],), np.dtype(np.int64))
+
+
+# ---------------------------------------------------------------- searchsorted / bucketize
+@primitive()
+def _searchsorted(seq, values, right, out_dtype):
+    """Insertion points of ``values`` into the sorted last dim of ``seq`` (1-d: one sequence for
+    all; else one per leading index, those dims matching ``values``')."""
+    side = "right" if right else "left"
+    if np.size(values) == 0:
+        return np.zeros(np.shape(values), out_dtype)
+    if seq.ndim == 1:
+        out = np.searchsorted(seq, values, side=side)
+    else:
+        s2 = seq.reshape(-1, seq.shape[-1])
+        v2 = values.reshape(s2.shape[0], -1)
+        out = np.stack([np.searchsorted(s, v, side=side) for s, v in zip(s2, v2)]).reshape(values.shape)
+    return np.asarray(out, dtype=out_dtype)
+
+
+@_searchsorted.defshape
+def _searchsorted_shape(prim: Any, arrays: list, params: dict) -> Any:
+    return _fresh(np.shape(arrays[1]), np.dtype(params["out_dtype"]))
+
+
+def _dims(t: Tensor) -> str:
+    return str(list(t._data.shape))
+
+
+@op(differentiable=())
+def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=None, out=None,
+                 sorter=None):
+    """Where each of ``input`` would go in ``sorted_sequence``'s last dim to keep it sorted:
+    the first such place, or the last with ``right=True`` / ``side="right"``.
+
+    >>> engine.searchsorted(engine.tensor([1.0, 3.0, 5.0]), engine.tensor([3.0, 6.0]))
+    tensor([1, 3])
+    """
+    from ._registry import as_tensor_arg
+    if out is not None:
+        raise TypeError("searchsorted(): out= is not supported")
+    if side is not None:
+        if side not in ("left", "right"):
+            raise RuntimeError(f"torch.searchsorted(): side can only be 'left' or 'right' but got {side}")
+        if right and side == "left":
+            raise RuntimeError("torch.searchsorted(): side and right can't be set to opposites, got side "
+                               "of left while right was True")
+        right = side == "right"
+    seq = as_tensor_arg(sorted_sequence).detach()
+    scalar = not isinstance(input, Tensor)
+    v = as_tensor_arg(input).detach()
+    if sorter is not None:
+        seq = gather(seq, -1, as_tensor_arg(sorter).long())
+    if seq._data.ndim == 0:
+        raise RuntimeError("torch.searchsorted(): boundaries tensor should have positive dimension, but "
+                           "got 0 dimension")
+    if seq._data.ndim > 1:
+        if scalar or v._data.ndim == 0:
+            raise RuntimeError(f"torch.searchsorted(): input value can be a scalar only when boundaries "
+                               f"tensor dimension is 1, but we got boundaries tensor dim("
+                               f"{seq._data.ndim}) and input value's dim({v._data.ndim}) numel("
+                               f"{v._data.size})")
+        if seq._data.shape[:-1] != v._data.shape[:-1]:
+            raise RuntimeError(f"torch.searchsorted(): boundaries tensor should be 1 dimension or the "
+                               f"first N-1 dimensions of boundaries tensor and input value tensor must "
+                               f"match, but we got boundaries tensor {_dims(seq)} and input value tensor "
+                               f"{_dims(v)}")
+    if seq._data.dtype != v._data.dtype:
+        from ._registry import promote
+        dt = promote(seq, v) if not scalar else seq._data.dtype
+        seq, v = seq.to(dt), v.to(dt)
+    return _searchsorted(seq, v, right=bool(right), out_dtype="int32" if out_int32 else "int64")
+
+
+@op(differentiable=())
+def bucketize(input, boundaries, *, out_int32=False, right=False, out=None):
+    """The bucket of each entry among the sorted 1-d ``boundaries``: ``i`` with
+    ``boundaries[i-1] < x <= boundaries[i]`` (``right=True``: ``boundaries[i-1] <= x < boundaries[i]``).
+
+    >>> engine.bucketize(engine.tensor([2.0, 6.0]), engine.tensor([1.0, 3.0, 5.0]))
+    tensor([1, 3])
+    """
+    from ._registry import as_tensor_arg
+    b = as_tensor_arg(boundaries)
+    if b._data.ndim != 1:
+        raise RuntimeError(f"boundaries tensor must be 1 dimension, but got dim({b._data.ndim})")
+    return searchsorted(b, input, out_int32=out_int32, right=right, out=out)
