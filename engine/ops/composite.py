@@ -598,6 +598,17 @@ def select_scatter(input, src, dim, index):
 # ---------------------------------------------------------------- where, which values, how close
 # Built from the engine's primitives (mask indexing, sort), so meta mode bounds their
 # value-dependent sizes as it bounds a mask index's: by the input's size.
+def _refuse_dynamic_vmap(t: object, name: str) -> None:
+    """torch's vmap error for an op whose output size depends on each element's values."""
+    from .. import _autograd
+    level = _autograd._state.vm
+    bat = getattr(t, "_bat", None)
+    if level is not None and bat is not None and bat[0] == level:
+        raise RuntimeError(f"vmap: We do not support batching operators that can output dynamic shape. "
+                           f"Attempted to vmap over aten::{name}. Please file an issue at "
+                           f"https://github.com/pytorch/pytorch/issues if you need this feature.")
+
+
 def _index_grids(shape: tuple) -> list[Tensor]:
     """Each dim's coordinate of every entry of a tensor of ``shape`` (broadcast views)."""
     from .creation import arange
@@ -617,6 +628,7 @@ def nonzero(input, *, out=None, as_tuple=False):
     """
     if out is not None:
         raise TypeError("nonzero(): out= is not supported")
+    _refuse_dynamic_vmap(input, "nonzero")
     x = as_tensor_arg(input).detach()
     shape = tuple(x._data.shape)
     mask = x != 0
@@ -663,6 +675,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     from .indexing import index_put
     from .shape import index_select, movedim
     from .sorting import _row_groups
+    _refuse_dynamic_vmap(input, "_unique2")
     x = as_tensor_arg(input).detach()
     if dim is not None:  # distinct slices along dim, in lexicographic order
         if x._data.ndim == 0:

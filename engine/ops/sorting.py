@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .._autograd import primitive, transpose_jvp
+from .._autograd import primitive, transpose_jvp, zeros_jvp
 from .._meta import _fresh, _probe_dtype
 from ..tensor import Tensor
 from ._registry import op
@@ -216,6 +216,10 @@ def _row_groups(rows):
     return np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
+_row_groups.defjvp(zeros_jvp)  # integer results: no tangent
+_row_groups.defbatch(lambda prim, a, f: np.stack([prim.fwd(x) for x in a[0]]))
+
+
 @_row_groups.defshape
 def _row_groups_shape(prim: Any, arrays: list, params: dict) -> Any:
     # the values (group numbers) are unknown in meta mode: what is built from them is bounded
@@ -237,6 +241,17 @@ def _searchsorted(seq, values, right, out_dtype):
         v2 = values.reshape(s2.shape[0], -1)
         out = np.stack([np.searchsorted(s, v, side=side) for s, v in zip(s2, v2)]).reshape(values.shape)
     return np.asarray(out, dtype=out_dtype)
+
+
+_searchsorted.defjvp(zeros_jvp)  # integer results: no tangent
+
+
+@_searchsorted.defbatch
+def _searchsorted_batch(prim: Any, a: list, f: list, right: bool, out_dtype: str) -> np.ndarray:
+    n = next(x.shape[0] for x, fl in zip(a, f) if fl)
+    seqs = a[0] if f[0] else [a[0]] * n
+    vals = a[1] if f[1] else [a[1]] * n
+    return np.stack([prim.fwd(s, v, right=right, out_dtype=out_dtype) for s, v in zip(seqs, vals)])
 
 
 @_searchsorted.defshape

@@ -157,21 +157,24 @@ def test_attributes_refs_literals_slices_and_dtype(client):
     graph = {"inputs": [wire_tensor("a", a, requires_grad=True), wire_tensor("mask", mask)], "nodes": [
         {"op": "where", "inputs": ["mask", "a"], "attributes": {"other": {"ref": "a2"}}, "outputs": ["wh"]},
         {"op": "mul", "inputs": ["a", "a"], "outputs": ["a2"]},  # listed after its user: reordered
-        {"op": "getitem", "inputs": ["wh", {"tuple": [{"slice": [None, None, -1]}, {"ellipsis": True}]}],
-         "outputs": ["flipped"]},
-        {"op": "sum", "inputs": ["flipped"], "attributes": {"dtype": "FP64"}, "outputs": ["loss"]},
+        {"op": "getitem", "inputs": ["wh", {"tuple": [{"ellipsis": True}, {"slice": [None, None, 2]}]}],
+         "outputs": ["picked"]},
+        {"op": "sum", "inputs": ["picked"], "attributes": {"dtype": "FP64"}, "outputs": ["loss"]},
     ]}
     r = client.post("/v1/grad", json={"graph": graph, "outputs": ["loss"], "inputs": ["a"],
                                       "return": ["loss"]})
-    # torch does not support negative slice steps; numpy and the engine do, so check by hand
     at = torch.tensor(a, requires_grad=True)
-    loss = torch.where(torch.from_numpy(mask), at, at * at).sum(dtype=torch.float64)
+    loss = torch.where(torch.from_numpy(mask), at, at * at)[..., ::2].sum(dtype=torch.float64)
     ga, = torch.autograd.grad(loss, at)
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["values"]["loss"]["datatype"] == "FP64"
     np.testing.assert_allclose(read_tensor(out["values"]["loss"]), loss.item(), rtol=1e-12)
     np.testing.assert_allclose(read_tensor(out["grads"][0]), ga.numpy())
+    # a negative step is refused as torch refuses it (torch has no negative strides)
+    graph["nodes"][2]["inputs"][1] = {"tuple": [{"slice": [None, None, -1]}, {"ellipsis": True}]}
+    r = client.post("/v1/grad", json={"graph": graph, "outputs": ["loss"], "inputs": ["a"]})
+    assert r.status_code == 422 and "step must be greater than zero" in r.json()["detail"], r.text
 
 
 def test_grad_outputs_inline_and_named_allow_unused_and_materialize(client):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import add, away, distinct, ints, pos, randn, unit
+from . import NO_VALUE_PARITY, add, away, distinct, ints, pos, randn, unit
 
 add("asinh", randn(2, 3))
 add("acosh", pos(2, 3, lo=1.2, hi=3.0))
@@ -83,3 +83,21 @@ add("new_zeros", randn(2), 3, 1)
 add("new_full", randn(2), (2, 2), 1.5)
 add("select_scatter", randn(3, 4), randn(4, seed=1), 0, 1)
 add("select_scatter", randn(3, 4), randn(3, seed=1), 1, -1)
+add("new_empty", randn(2), 3, 1)
+add("new_tensor", randn(2), [1.5, 2.5])
+add("new_tensor", np.array([1, 2]), [[1, 2]])
+NO_VALUE_PARITY["new_empty"] = "uninitialised values in torch; shapes and dtypes are still compared"
+# where, which values, how close (integer or bool results: nothing to differentiate)
+add("nonzero", np.array([[0.0, 1.5, 0.0], [2.0, 0.0, -1.0]]))
+add("nonzero", np.array([[0.0, 1.5], [2.0, 0.0]]), as_tuple=True)
+add("nonzero", np.array([0, 3, 0, 0, 7]))
+add("argwhere", np.array([[0.0, 1.5, 0.0], [2.0, 0.0, -1.0]]))
+# (torch's unique has no derivative: its float values are not differentiated here either)
+add("unique", np.array([3.0, 1.0, 3.0, -0.0, 0.0, 2.0]), opts={"nondiff": (0,)})
+add("unique", np.array([[3, 1], [3, 1], [0, 2]]), return_inverse=True, return_counts=True)
+add("unique", np.array([[3, 1], [3, 1], [0, 2]]), dim=0, return_inverse=True, return_counts=True)
+add("unique", np.array([[3, 1, 3], [0, 2, 0]]), dim=1)
+add("isclose", np.array([1.0, 2.0, np.inf, np.nan]), np.array([1.0 + 1e-9, 2.1, np.inf, np.nan]))
+add("isclose", np.array([1.0, np.nan]), np.array([1.05, np.nan]), rtol=0.1, equal_nan=True)
+add("randperm", 6)
+NO_VALUE_PARITY["randperm"] = "random values; shapes and dtypes are still compared"

@@ -186,3 +186,8 @@ add("index_put", randn(4, 3), (np.array([0, 2, 0]), np.array([1, 1, 2])), randn(
 add("index_put", randn(4, 3), (np.array([[True, False, True], [False] * 3, [True] * 3, [False] * 3]),),
     randn(1, seed=1), opts={"note": "bool mask, broadcast value"})
 add("index_put", randn(4, 3), (np.array([1, 3]), np.array([2, 0])), randn(2, seed=1), accumulate=True)
+add("searchsorted", np.array([1.0, 3.0, 5.0, 7.0]), np.array([[0.0, 3.0], [5.5, 9.0]]))
+add("searchsorted", np.array([[1.0, 3.0, 5.0], [2.0, 4.0, 6.0]]), np.array([[3.0], [3.0]]), right=True)
+add("searchsorted", np.array([1, 3, 5]), np.array([3, 4]), side="right", out_int32=True)
+add("bucketize", np.array([[0.0, 3.0], [5.5, 9.0]]), np.array([1.0, 3.0, 5.0, 7.0]))
+add("bucketize", np.array([0.0, 3.0, 5.5]), np.array([1.0, 3.0, 5.0]), right=True)
