@@ -12,6 +12,8 @@ from collections import namedtuple
 
 import numpy as np
 
+from .._autograd import elementwise_batch, primitive, zeros_jvp
+from .._meta import _fresh, elementwise_shape
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op
 from .elementwise import clamp, isnan, mul, pow, sign, sub, type_name, where
@@ -598,6 +600,48 @@ def select_scatter(input, src, dim, index):
 # ---------------------------------------------------------------- where, which values, how close
 # Built from the engine's primitives (mask indexing, sort), so meta mode bounds their
 # value-dependent sizes as it bounds a mask index's: by the input's size.
+# Masks as primitives: meta mode then knows it does not know their values, and bounds what a mask
+# selects by its size (a comparison outside primitives would compute on placeholder values).
+@primitive()
+def _nonzero_mask(x):
+    return x != 0
+
+
+_nonzero_mask.defjvp(zeros_jvp)
+_nonzero_mask.defbatch(elementwise_batch)
+_nonzero_mask.defshape(elementwise_shape)
+
+
+@primitive()
+def _run_starts(v):
+    """Where each run of equal values of the sorted 1-d ``v`` starts (each NaN its own run)."""
+    out = np.ones(v.shape, np.bool_)
+    np.not_equal(v[1:], v[:-1], out=out[1:])
+    return out
+
+
+_run_starts.defjvp(zeros_jvp)
+_run_starts.defbatch(lambda prim, a, f: np.stack([prim.fwd(v) for v in a[0]]))
+_run_starts.defshape(lambda prim, arrays, params: _fresh(np.shape(arrays[0]), np.dtype(np.bool_)))
+
+
+@primitive()
+def _isclose(a, b, rtol, atol, equal_nan):
+    close = np.equal(a, b)
+    if equal_nan:
+        close |= np.isnan(a) & np.isnan(b)
+    if a.dtype.kind == "f" and not (rtol == 0 and atol == 0):
+        with np.errstate(invalid="ignore", over="ignore"):
+            near = np.abs(a - b) <= atol + rtol * np.abs(b)
+        close |= near & np.isfinite(a) & np.isfinite(b)
+    return close
+
+
+_isclose.defjvp(zeros_jvp)
+_isclose.defbatch(elementwise_batch)
+_isclose.defshape(elementwise_shape)
+
+
 def _refuse_dynamic_vmap(t: object, name: str) -> None:
     """torch's vmap error for an op whose output size depends on each element's values."""
     from .. import _autograd
@@ -631,7 +675,7 @@ def nonzero(input, *, out=None, as_tuple=False):
     _refuse_dynamic_vmap(input, "nonzero")
     x = as_tensor_arg(input).detach()
     shape = tuple(x._data.shape)
-    mask = x != 0
+    mask = _nonzero_mask(x)
     if not shape:  # a 0-d tensor counts as one entry (torch)
         found = reshape(mask, (1,))
         if as_tuple:
@@ -690,8 +734,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
         n = keys._data.shape[0]
         shape = x._data.shape
     vals, order = sort(keys, stable=True)
-    first = cat([Tensor._make(np.ones(min(n, 1), np.bool_)), vals[1:] != vals[:-1]]) if n else \
-        Tensor._make(np.zeros(0, np.bool_))
+    first = _run_starts(vals)
     if dim is None:
         out = [getitem(vals, first)]
     else:
@@ -715,8 +758,6 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     >>> engine.isclose(engine.tensor([1.0, 2.0]), engine.tensor([1.0 + 1e-9, 2.1]))
     tensor([ True, False])
     """
-    from .elementwise import abs as abs_
-    from .elementwise import isfinite
     a, b = as_tensor_arg(input).detach(), as_tensor_arg(other).detach()
     if a._data.dtype != b._data.dtype:
         raise RuntimeError(f"{type_name(a._data.dtype)} did not match {type_name(b._data.dtype)}")
@@ -724,13 +765,7 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
         raise RuntimeError(f"rtol must be greater than or equal to zero, but got {rtol:g}")
     if atol < 0:
         raise RuntimeError(f"atol must be greater than or equal to zero, but got {atol:g}")
-    close = a == b
-    if equal_nan:
-        close = close | (isnan(a) & isnan(b))
-    if a._data.dtype.kind in "fc" and not (rtol == 0 and atol == 0):
-        near = isfinite(a) & isfinite(b) & (abs_(a - b) <= atol + rtol * abs_(b))
-        close = close | near
-    return close
+    return _isclose(a, b, rtol=float(rtol), atol=float(atol), equal_nan=bool(equal_nan))
 
 
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:

@@ -45,6 +45,7 @@ RAW_BOUNDED = {
     "logical_not", "max", "min", "median", "sort", "topk", "nn.functional.adaptive_max_pool1d",
     "nn.functional.adaptive_max_pool2d", "nn.functional.adaptive_max_pool3d",
     "nn.functional.max_pool1d", "nn.functional.max_pool2d", "nn.functional.max_pool3d",
+    "new_tensor",  # its data argument, converted: no larger than what the caller sent
 }
 
 

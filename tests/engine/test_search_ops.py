@@ -119,6 +119,14 @@ def test_negative_and_zero_slice_steps_are_refused_as_torch() -> None:
 
 def test_value_dependent_sizes_are_upper_bounds_in_meta_mode() -> None:
     # the service's preflight sizes memory and work by these: a bound must not be below the truth
+    with _meta.meta_mode() as m:  # (integer placeholders are 0: a count of them would be 0)
+        i = engine.from_numpy(m.array((40, 30), "int64"))
+        assert tuple(engine.nonzero(i).shape) == (1200, 2) and m.inexact
+    with _meta.meta_mode() as m:  # a broadcast comparison is sized, not computed
+        a = engine.from_numpy(m.array((50000, 1), "float32"))
+        b = engine.from_numpy(m.array((1, 50000), "float32"))
+        c = engine.isclose(a, b)
+        assert tuple(c.shape) == (50000, 50000) and _meta.is_meta(c._data)
     with _meta.meta_mode() as m:
         x = engine.from_numpy(m.array((40, 30), "float32"))
         assert tuple(engine.nonzero(x).shape) == (1200, 2)
