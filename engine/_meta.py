@@ -874,6 +874,36 @@ def _ctor_linspace(fn: Callable, start: Any, end: Any, steps: Any, **kwargs: Any
     return _meta_tensor(fn(start, end, 2, **kwargs), (int(steps),))
 
 
+@op_rule("logspace")
+def _ctor_logspace(fn: Callable, start: Any, end: Any, steps: Any, *args: Any, **kwargs: Any) -> Any:
+    if not (isinstance(steps, (int, np.integer)) and steps > 2) or isinstance(steps, bool):
+        return fn(start, end, steps, *args, **kwargs)
+    return _meta_tensor(fn(start, end, 2, *args, **kwargs), (int(steps),))
+
+
+def _tri_count(row: int, col: int, offset: int) -> int:
+    """Entries of a row x col matrix on and below diagonal ``offset``: row i holds
+    ``clip(i + offset + 1, 0, col)`` of them (a closed form: no loop over rows)."""
+    def ramp(n: int) -> int:  # sum of clip(i + a, 0, col) for i in range(n), a = offset + 1
+        a = offset + 1
+        lo = max(0, min(n, -a + 1))          # rows with nothing
+        hi = max(lo, min(n, col - a))        # rows before the full ones: i + a < col
+        part = (hi - lo) * (lo + a + hi - 1 + a) // 2 if hi > lo else 0
+        return part + (n - hi) * col
+    return ramp(row)
+
+
+@op_rule("tril_indices", "triu_indices")
+def _ctor_tri_indices(fn: Callable, row: Any, col: Any, offset: Any = 0, **kwargs: Any) -> Any:
+    if not (_valid_size((row, col)) and isinstance(offset, (int, np.integer))
+            and not isinstance(offset, bool)):
+        return fn(row, col, offset, **kwargs)
+    row, col, offset = int(row), int(col), int(offset)
+    n = _tri_count(row, col, offset) if fn.__name__ == "tril_indices" else \
+        row * col - _tri_count(row, col, offset - 1)
+    return _meta_tensor(fn(0, 0, 0, **kwargs), (2, n))
+
+
 @op_rule("eye")
 def _ctor_eye(fn: Callable, n: Any, m: Any = None, **kwargs: Any) -> Any:
     dims = (n,) if m is None else (n, m)

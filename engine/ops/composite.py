@@ -8,6 +8,7 @@ Their gradients, meta shapes and create_graph behaviour come from the ops they a
 from __future__ import annotations
 
 import builtins
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -791,3 +792,88 @@ def equal(input, other) -> bool:
 
 Tensor.allclose = allclose
 Tensor.equal = equal
+
+
+# ---------------------------------------------------------------- histograms and counts
+def _nan_str(v: float) -> str:
+    if math.isnan(v):
+        return "-nan" if math.copysign(1.0, v) < 0 else "nan"
+    return f"{v:g}"
+
+
+@primitive()
+def _histc(x, bins, lo, hi):
+    x = x.reshape(-1)
+    if lo == hi and x.size:
+        lo, hi = float(np.min(x)), float(np.max(x))
+    if lo == hi:
+        lo, hi = lo - 1, hi + 1
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise RuntimeError(f"torch.histc: range of [{_nan_str(lo)}, {_nan_str(hi)}] is not finite")
+    edges = np.linspace(lo, hi, bins + 1).astype(x.dtype)
+    counts, _ = np.histogram(x[(x >= edges[0]) & (x <= edges[-1])], bins=edges)
+    return counts.astype(x.dtype)
+
+
+_histc.defjvp(zeros_jvp)
+_histc.defbatch(lambda prim, a, f, **p: np.stack([prim.fwd(v, **p) for v in a[0]]))
+_histc.defshape(lambda prim, arrays, params: _fresh((params["bins"],), np.asarray(arrays[0]).dtype))
+
+
+@op(differentiable=(), method=True)
+def histc(input, bins=100, min=0, max=0, *, out=None):  # noqa: A002 (torch's names)
+    """A histogram of ``bins`` equal bins over ``[min, max]`` (the data's range where ``min ==
+    max``); entries outside it and NaN are not counted.
+
+    >>> engine.histc(engine.tensor([1.0, 2.0, 1.0]), bins=4, min=0, max=3)
+    tensor([0., 2., 1., 0.])
+    """
+    x = as_tensor_arg(input).detach()
+    if x._data.dtype.kind != "f":
+        raise NotImplementedError(f"\"histogram_cpu\" not implemented for '{type_name(x._data.dtype)}'")
+    if bins <= 0:
+        raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension 0")
+    if min > max:
+        raise RuntimeError("torch.histc: max must be larger than min")
+    return _histc(x, bins=int(bins), lo=float(min), hi=float(max))
+
+
+@primitive()
+def _bincount(x, w, minlength):
+    out = np.bincount(x, None if w is None else w, minlength=minlength)
+    return out if w is None else out.astype(w.dtype if w.dtype.kind == "f" else np.float64)
+
+
+def _bincount_shape(prim, arrays, params):
+    from .._meta import Unknown
+    raise Unknown("bincount: the result's size is the largest value counted")
+
+
+_bincount.defjvp(zeros_jvp)
+_bincount.defshape(_bincount_shape)
+@_bincount.defbatch
+def _bincount_batch(prim, a, f, minlength):
+    n = next(v.shape[0] for v, fl in zip(a, f) if fl)
+    outs = [prim.fwd(*[v[i] if fl else v for v, fl in zip(a, f)], minlength=minlength) for i in range(n)]
+    return np.stack(outs)  # (counts of different lengths do not stack: as torch's vmap)
+
+
+@op(differentiable=(), method=True)
+def bincount(input, weights=None, minlength=0):
+    """How often each of ``0 .. max(input)`` occurs in the 1-d non-negative integer ``input``
+    (summing ``weights`` instead of counting ones); at least ``minlength`` entries.
+
+    >>> engine.bincount(engine.tensor([0, 1, 1, 3]))
+    tensor([1, 2, 0, 1])
+    """
+    x = as_tensor_arg(input).detach()
+    if x._data.dtype.kind not in "iub" or x._data.dtype.kind == "b":
+        raise NotImplementedError(f"\"bincount_cpu\" not implemented for '{type_name(x._data.dtype)}'")
+    if x._data.ndim != 1 or (x._data.size and int(x._data.min()) < 0):
+        raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
+    if minlength < 0:
+        raise RuntimeError("minlength should be >= 0")
+    w = None if weights is None else as_tensor_arg(weights).detach()
+    if w is not None and w._data.shape != x._data.shape:
+        raise RuntimeError("weights should be 1-d and have the same length as input")
+    return _bincount(x, w, minlength=int(minlength))

@@ -130,7 +130,59 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
     """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
     if steps < 0:
         raise RuntimeError("number of steps must be non-negative")
-    return _finish(np.linspace(start, end, steps).astype(_np_dtype(dtype)), requires_grad)
+    lo, hi = (float(v.item()) if isinstance(v, Tensor) else v for v in (start, end))  # (see logspace)
+    return _finish(np.linspace(lo, hi, steps).astype(_np_dtype(dtype)), requires_grad)
+
+
+@op(differentiable=())
+def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False):
+    """``steps`` values from ``base ** start`` to ``base ** end``, evenly spaced in the exponent.
+
+    >>> engine.logspace(0, 2, 3)
+    tensor([  1.,  10., 100.])
+    """
+    if steps < 0:
+        raise RuntimeError("number of steps must be non-negative")
+    # (tensor endpoints as Python floats, in double, as torch reads them: numpy would compute in
+    # a float32 endpoint's precision)
+    lo, hi = (float(v.item()) if isinstance(v, Tensor) else v for v in (start, end))
+    return _finish(np.power(float(base), np.linspace(lo, hi, steps)).astype(_np_dtype(dtype)),
+                   requires_grad)
+
+
+def _tri_indices(name: str, row: int, col: int, offset: int, dtype: object) -> Tensor:
+    if row < 0:
+        raise RuntimeError(f"row must be non-negative, got{row}")
+    if col < 0:
+        raise RuntimeError(f"col must be non-negative, got{col}")
+    mask = np.tri(row, col, offset, dtype=np.bool_)
+    if name == "triu":
+        mask = ~np.tri(row, col, offset - 1, dtype=np.bool_)
+    return _finish(np.stack(np.nonzero(mask)).astype(_np_dtype(dtype, to_dtype("int64"))).reshape(2, -1),
+                   False)
+
+
+@op(differentiable=())
+def tril_indices(row, col, offset=0, *, dtype=None, device=None, layout=None):
+    """The (row, column) coordinates of a ``row`` x ``col`` matrix's lower triangle (on and below
+    diagonal ``offset``), as a 2 x N tensor in row-major order.
+
+    >>> engine.tril_indices(2, 2)
+    tensor([[0, 1, 1],
+            [0, 0, 1]])
+    """
+    return _tri_indices("tril", row, col, offset, dtype)
+
+
+@op(differentiable=())
+def triu_indices(row, col, offset=0, *, dtype=None, device=None, layout=None):
+    """The coordinates of the upper triangle (on and above diagonal ``offset``), 2 x N.
+
+    >>> engine.triu_indices(2, 2)
+    tensor([[0, 0, 1],
+            [0, 1, 1]])
+    """
+    return _tri_indices("triu", row, col, offset, dtype)
 
 
 @op(differentiable=())

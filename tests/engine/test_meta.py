@@ -28,7 +28,8 @@ DIFF_CASES = [c for c in CASES if UNIQUE[c[0]].is_differentiable and gc.build(SA
 
 # Ops whose result size depends on values the sample computes: meta mode says Unknown (the
 # service then leaves them to the real run). Any other op must infer its shapes.
-DYNAMIC = {"repeat_interleave": "counts given as a tensor: the size is their sum"}
+DYNAMIC = {"repeat_interleave": "counts given as a tensor: the size is their sum",
+           "bincount": "the size is the largest value counted"}
 # Backward code that branches on values (meta tensors hold placeholders): the gradient's shape
 # and dtype are right, whether it requires grad under create_graph may not be.
 VALUE_BRANCHING_VJP = {

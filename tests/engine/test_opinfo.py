@@ -54,9 +54,6 @@ KNOWN: dict[tuple[str, str], tuple[str, str]] = {
         _EXT),
     ('linalg.pinv.hermitian', 'first'): ('float32:0,4',
         _F32),
-    ('linspace.tensor_overload', 'forward'): ('float64:97,106',
-        ('float64 last-bit differences (5e-7 on large ranges): torch and numpy compute the steps '
-         'differently')),
     ('logcumsumexp', 'first'): ('float32:0,1',
         _F32),
     ('logcumsumexp', 'second'): ('float32:1',

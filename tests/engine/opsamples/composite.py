@@ -101,3 +101,8 @@ add("isclose", np.array([1.0, 2.0, np.inf, np.nan]), np.array([1.0 + 1e-9, 2.1, 
 add("isclose", np.array([1.0, np.nan]), np.array([1.05, np.nan]), rtol=0.1, equal_nan=True)
 add("randperm", 6)
 NO_VALUE_PARITY["randperm"] = "random values; shapes and dtypes are still compared"
+add("histc", np.array([1.0, 2.0, 1.0, -1.0, 2.5]), bins=4, min=0, max=3, opts={"nondiff": (0,)})
+add("histc", np.array([[2.0, 2.0], [0.5, 1.5]]), bins=3, opts={"nondiff": (0,)})
+add("bincount", np.array([0, 1, 1, 3]))
+add("bincount", np.array([0, 1, 4]), weights=np.array([0.5, 1.0, 2.0]), minlength=6,
+    opts={"nondiff": ("weights",)})

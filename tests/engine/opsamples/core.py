@@ -250,3 +250,9 @@ add("to", np.array([1, 2]), engine.float64, opts={"torch_fn": _torch_to, "note":
 add("to", np.array([1.5, -2.5]), engine.int64, opts={"torch_fn": _torch_to, "nondiff": (0,),
                                                      "note": "an integer cast cuts the graph"})
 add("detach", randn(2, 3))
+add("logspace", 0.0, 2.0, 5)
+add("logspace", -1.0, 1.0, 4, base=2.0)
+add("tril_indices", 3, 4, 1)
+add("tril_indices", 4, 3, -1)
+add("triu_indices", 3, 3)
+add("triu_indices", 3, 5, 2)
