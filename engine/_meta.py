@@ -834,6 +834,19 @@ def _ctor_randint(fn: Callable, low: Any, high: Any = None, size: Any = (), *arg
     return _meta_tensor(fn(low, high, _small(shape), *args, **kwargs), shape)
 
 
+@op_rule("multinomial")
+def _multinomial(fn: Callable, input: Any, num_samples: Any, *args: Any, **kwargs: Any) -> Any:
+    # sized by num_samples, which may be huge with replacement: checked before anything is drawn
+    if not (isinstance(input, Tensor) and isinstance(num_samples, (int, np.integer))
+            and not isinstance(num_samples, bool) and num_samples > 1 and input._data.ndim in (1, 2)):
+        return fn(input, num_samples, *args, **kwargs)
+    replacement = args[0] if args else kwargs.get("replacement", False)
+    if not replacement and num_samples > input._data.shape[-1]:
+        return fn(input, num_samples, *args, **kwargs)  # its error
+    shape = tuple(input._data.shape[:-1]) + (int(num_samples),)
+    return _meta_tensor(fn(input, 1, *args, **kwargs), shape)
+
+
 @op_rule("randperm")
 def _ctor_randperm(fn: Callable, n: Any, *args: Any, **kwargs: Any) -> Any:
     if not _valid_size((n,)):

@@ -233,6 +233,50 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False,
     return _finish(rng.permutation(int(n)).astype(_np_dtype(dtype, to_dtype("int64"))), requires_grad)
 
 
+@op(differentiable=(), method=True)
+def multinomial(input, num_samples, replacement=False, *, generator=None, out=None):
+    """``num_samples`` category indices per row of ``input``'s (unnormalized) probabilities,
+    without replacement (categories of probability 0 last, as in torch) unless ``replacement``.
+
+    >>> engine.multinomial(engine.tensor([0.0, 1.0]), 1)
+    tensor([1])
+    """
+    if out is not None:
+        raise TypeError("multinomial(): out= is not supported")
+    p = input._data
+    if p.dtype.kind != "f":
+        raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: "
+                           f"{_TYPE_NAMES.get(p.dtype.name, p.dtype.name)}")
+    if p.ndim not in (1, 2):
+        raise RuntimeError("prob_dist must be 1 or 2 dim")
+    if not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, bool) or num_samples <= 0:
+        raise RuntimeError("cannot sample n_sample <= 0 samples")
+    n = p.shape[-1]
+    if not replacement and num_samples > n:
+        raise RuntimeError("cannot sample n_sample > prob_dist.size(-1) samples without replacement")
+    rows = p.reshape(-1, n).astype(np.float64)
+    if not np.isfinite(rows).all() or (rows < 0).any():
+        raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
+    if rows.shape[0] and (rows.sum(1) <= 0).any():
+        raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
+    rng = _generator(generator)
+    if replacement:
+        cdf = np.cumsum(rows, 1)
+        cdf /= cdf[:, -1:]
+        u = rng.random((rows.shape[0], int(num_samples)))
+        idx = np.stack([np.searchsorted(c, v, side="right") for c, v in zip(cdf, u)]) if len(rows) else \
+            np.zeros((0, int(num_samples)), np.int64)
+        idx = np.minimum(idx, n - 1)
+    else:  # the exponential race (torch's way): the largest p / E, E ~ Exp(1), win in order
+        keys = rows / rng.exponential(size=rows.shape)
+        idx = np.argsort(-keys, axis=1, kind="stable")[:, :int(num_samples)]
+    return Tensor._make(idx.astype(np.int64).reshape(p.shape[:-1] + (int(num_samples),)))
+
+
+_TYPE_NAMES = {"int64": "Long", "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte",
+               "bool": "Bool"}
+
+
 @op(differentiable=())
 def rand_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None):
     """Uniform samples with ``input``'s shape."""

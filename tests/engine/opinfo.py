@@ -54,7 +54,7 @@ REF_GRAD_NUMEL = 10_000
 # OpInfos whose outputs are random (or uninitialised): only structure, shapes and dtypes are
 # compared, for the values and for the gradients (a dropout mask is drawn by each library's own
 # generator).
-RANDOM = {"randn", "randn_like", "rand_like", "randint", "empty", "empty_like",
+RANDOM = {"randn", "randn_like", "rand_like", "randint", "empty", "empty_like", "multinomial", "randperm",
           "nn.functional.dropout", "nn.functional.dropout1d", "nn.functional.dropout2d",
           "nn.functional.dropout3d", "nn.functional.alpha_dropout",
           "nn.functional.feature_alpha_dropout.with_train"}

@@ -135,3 +135,29 @@ def test_value_dependent_sizes_are_upper_bounds_in_meta_mode() -> None:
         vals, inv, counts = engine.unique(x, return_inverse=True, return_counts=True)
         assert (tuple(inv.shape), tuple(counts.shape)) == ((40, 30), (1200,))
         assert m.inexact
+
+
+@pytest.mark.parametrize("call", [
+    lambda lib: lib.multinomial(lib.tensor([0.0, 1.0]), 3),
+    lambda lib: lib.multinomial(lib.tensor([0.0, 0.0]), 1),
+    lambda lib: lib.multinomial(lib.tensor([-1.0, 1.0]), 1),
+    lambda lib: lib.multinomial(lib.tensor([NAN, 1.0]), 1),
+    lambda lib: lib.multinomial(lib.tensor([1.0, 1.0]), 0),
+    lambda lib: lib.multinomial(lib.tensor(1.0), 1),
+    lambda lib: lib.multinomial(lib.tensor([1, 2]), 1),
+    lambda lib: lib.multinomial(lib.tensor([0.0, 1.0, 0.0]), 2),  # zeros come after the rest
+    lambda lib: lib.multinomial(lib.zeros(0, 3), 2).shape,
+])
+def test_multinomial_errors_and_edges_as_torch(call: Callable) -> None:
+    _same(call)
+
+
+def test_multinomial_draws_follow_the_probabilities() -> None:
+    # (random: the frequencies over 40,000 draws, 5 standard deviations of slack)
+    engine.manual_seed(0)
+    x = engine.multinomial(engine.tensor([1.0, 3.0]), 40_000, replacement=True).numpy()
+    assert abs((x == 1).mean() - 0.75) < 5 * (0.75 * 0.25 / 40_000) ** 0.5
+    first = engine.multinomial(engine.tensor([[1.0, 2.0, 7.0]] * 20_000), 2).numpy()
+    freq = np.bincount(first[:, 0], minlength=3) / 20_000
+    assert np.all(np.abs(freq - [0.1, 0.2, 0.7]) < 5 * np.sqrt(0.25 / 20_000))
+    assert (first[:, 0] != first[:, 1]).all()  # without replacement

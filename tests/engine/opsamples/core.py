@@ -256,3 +256,6 @@ add("tril_indices", 3, 4, 1)
 add("tril_indices", 4, 3, -1)
 add("triu_indices", 3, 3)
 add("triu_indices", 3, 5, 2)
+add("multinomial", np.array([0.2, 0.5, 0.3]), 2, opts={"nondiff": (0,)})
+add("multinomial", np.array([[0.2, 0.8], [1.0, 0.0]]), 3, replacement=True, opts={"nondiff": (0,)})
+NO_VALUE_PARITY["multinomial"] = "random draws; shapes and dtypes are still compared"
