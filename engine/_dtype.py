@@ -130,6 +130,15 @@ def result_type(*args: object) -> dtype:
     return out
 
 
+_TYPE_NAMES = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
+               "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+
+
+def type_name(dt: np.dtype) -> str:
+    """torch's C++ name of a dtype, as in its error messages (Float, Double, Long, ...)."""
+    return _TYPE_NAMES.get(dt.name, dt.name)
+
+
 def _g(x: builtins.float) -> str:
     return f"{x:g}"
 

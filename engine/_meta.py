@@ -895,15 +895,12 @@ def _ctor_logspace(fn: Callable, start: Any, end: Any, steps: Any, *args: Any, *
 
 
 def _tri_count(row: int, col: int, offset: int) -> int:
-    """Entries of a row x col matrix on and below diagonal ``offset``: row i holds
-    ``clip(i + offset + 1, 0, col)`` of them (a closed form: no loop over rows)."""
-    def ramp(n: int) -> int:  # sum of clip(i + a, 0, col) for i in range(n), a = offset + 1
-        a = offset + 1
-        lo = max(0, min(n, -a + 1))          # rows with nothing
-        hi = max(lo, min(n, col - a))        # rows before the full ones: i + a < col
-        part = (hi - lo) * (lo + a + hi - 1 + a) // 2 if hi > lo else 0
-        return part + (n - hi) * col
-    return ramp(row)
+    """Entries of a row x col matrix on and below diagonal ``offset``: the sum over rows i of
+    ``clip(i + a, 0, col)``, a = offset + 1, in closed form (no loop over rows)."""
+    a = offset + 1
+    lo = max(0, min(row, 1 - a))    # rows before lo hold nothing
+    hi = max(lo, min(row, col - a))  # rows from hi on are full
+    return (hi - lo) * (lo + hi - 1 + 2 * a) // 2 + (row - hi) * col
 
 
 @op_rule("tril_indices", "triu_indices")

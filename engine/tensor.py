@@ -20,8 +20,7 @@ from ._dtype import dtype as DType
 _engine: Any = None
 
 __all__ = ["Tensor", "Size", "tensor", "as_tensor", "from_numpy", "is_tensor", "numel", "memory_format",
-           "contiguous_format",
-           "preserve_format", "channels_last", "channels_last_3d"]
+           "contiguous_format", "preserve_format", "channels_last", "channels_last_3d"]
 
 
 class memory_format:

@@ -308,7 +308,7 @@ class Pool:
                     break
                 self._forking += 1
             self._add(self._spawn(), busy=False)
-        stats.report_pool(self.stats())
+        stats.report_pool(self.stats)
 
     def shutdown(self, timeout: float = 2.0) -> None:
         """Stop every worker and reap it: idle ones exit on end of file, busy ones are killed."""
@@ -333,7 +333,7 @@ class Pool:
                     _reap(w.pid, block=True)
                     break
                 time.sleep(0.005)
-        stats.report_pool(self.stats())
+        stats.report_pool(self.stats)
 
     def pids(self) -> list[int]:
         """The workers' process ids (for tests and operators)."""
@@ -469,7 +469,7 @@ class Pool:
         try:
             for _ in range(3):  # a worker that died before taking the job: the next one takes it
                 w = self._acquire(key, deadline)
-                stats.report_pool(self.stats())
+                stats.report_pool(self.stats)
                 try:
                     kind, value = self._job(w, c, key, limit_bytes, deadline, grace, max_rss)
                 except _Unpicklable:
@@ -486,7 +486,7 @@ class Pool:
                                       "once): it most likely ran out of its memory limit "
                                       "(max_memory_bytes)", limit="memory")
         finally:
-            stats.report_pool(self.stats())
+            stats.report_pool(self.stats)
         if kind == "ok":
             value[0].report = c.report  # the whole report (the worker had a slim copy)
             return value

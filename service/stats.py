@@ -14,6 +14,7 @@ embedded mode) a report costs one function call and an empty loop.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -101,11 +102,12 @@ def report_plan_cache(hit: bool) -> None:
         obs.on_plan_cache(hit)
 
 
-def report_pool(snapshot: dict[str, int]) -> None:
+def report_pool(snapshot: Callable[[], dict[str, int]]) -> None:
     """Called by the worker pool (:mod:`service.pool`) when a job takes or gives back a worker
-    and when the pool starts or stops: its ``stats()`` (workers, busy, and the spawned /
-    replaced / recycled / killed counts so far). Observers without ``on_pool`` are skipped."""
-    for obs in _observers:
-        on_pool = getattr(obs, "on_pool", None)
-        if on_pool is not None:
-            on_pool(snapshot)
+    and when the pool starts or stops, with its ``stats`` (workers, busy, and the spawned /
+    replaced / recycled / killed counts so far), taken only if an observer has ``on_pool``."""
+    listeners = [f for obs in _observers if (f := getattr(obs, "on_pool", None)) is not None]
+    if listeners:
+        now = snapshot()
+        for on_pool in listeners:
+            on_pool(now)

@@ -17,7 +17,9 @@ from .._autograd import elementwise_batch, primitive, zeros_jvp
 from .._meta import _fresh, elementwise_shape
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op
-from .elementwise import clamp, isnan, mul, pow, sign, sub, type_name, where
+from .creation import arange
+from .elementwise import clamp, float_only, isnan, mul, pow, sign, sub, type_name, where
+from .indexing import index_put
 from .linalg_prims import diag, diagonal, dot, outer
 from .reduction import amax, amin, cumsum, mean, nansum, norm, std, sum, var
 from .shape import (
@@ -27,14 +29,17 @@ from .shape import (
     expand,
     flip,
     getitem,
+    index_select,
+    movedim,
     narrow,
     norm_dim,
     permute,
     reshape,
     split,
+    stack,
     transpose,
 )
-from .sorting import sort
+from .sorting import _row_groups, sort
 
 _aminmax = namedtuple("aminmax", ["min", "max"])
 
@@ -599,10 +604,9 @@ def select_scatter(input, src, dim, index):
 
 
 # ---------------------------------------------------------------- where, which values, how close
-# Built from the engine's primitives (mask indexing, sort), so meta mode bounds their
-# value-dependent sizes as it bounds a mask index's: by the input's size.
-# Masks as primitives: meta mode then knows it does not know their values, and bounds what a mask
-# selects by its size (a comparison outside primitives would compute on placeholder values).
+# Built from the engine's primitives (mask indexing, sort), the masks included: meta mode then
+# knows it does not know their values and bounds what a mask selects by its size, the input's
+# (a comparison outside primitives would compute on placeholder values).
 @primitive()
 def _nonzero_mask(x):
     return x != 0
@@ -656,7 +660,6 @@ def _refuse_dynamic_vmap(t: object, name: str) -> None:
 
 def _index_grids(shape: tuple) -> list[Tensor]:
     """Each dim's coordinate of every entry of a tensor of ``shape`` (broadcast views)."""
-    from .creation import arange
     nd = len(shape)
     return [expand(reshape(arange(n), (1,) * d + (n,) + (1,) * (nd - d - 1)), shape)
             for d, n in enumerate(shape)]
@@ -681,18 +684,15 @@ def nonzero(input, *, out=None, as_tuple=False):
         found = reshape(mask, (1,))
         if as_tuple:
             return (getitem(_index_grids((1,))[0], found),)
-        return _empty_rows(found, 0)
+        return _no_coordinates(found)
     coords = [getitem(g, mask) for g in _index_grids(shape)]
-    if as_tuple:
-        return tuple(coords)
-    from .shape import stack
-    return stack(coords, dim=1)
+    return tuple(coords) if as_tuple else stack(coords, dim=1)
 
 
-def _empty_rows(found: Tensor, width: int) -> Tensor:
+def _no_coordinates(found: Tensor) -> Tensor:
     # a 0-d input: one row of no coordinates where it is nonzero, none where it is zero
     rows = int(found._data.sum()) if type(found._data) is np.ndarray else 1
-    return Tensor._make(np.zeros((rows, width), np.int64))
+    return Tensor._make(np.zeros((rows, 0), np.int64))
 
 
 @op(differentiable=(), method=True)
@@ -716,10 +716,6 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     >>> engine.unique(engine.tensor([3, 1, 3]), return_counts=True)
     (tensor([1, 3]), tensor([1, 2]))
     """
-    from .creation import arange
-    from .indexing import index_put
-    from .shape import index_select, movedim
-    from .sorting import _row_groups
     _refuse_dynamic_vmap(input, "_unique2")
     x = as_tensor_arg(input).detach()
     if dim is not None:  # distinct slices along dim, in lexicographic order
@@ -829,8 +825,7 @@ def histc(input, bins=100, min=0, max=0, *, out=None):  # noqa: A002 (torch's na
     tensor([0., 2., 1., 0.])
     """
     x = as_tensor_arg(input).detach()
-    if x._data.dtype.kind != "f":
-        raise NotImplementedError(f"\"histogram_cpu\" not implemented for '{type_name(x._data.dtype)}'")
+    float_only("histogram_cpu", x._data.dtype)
     if bins <= 0:
         raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension 0")
     if min > max:
@@ -851,6 +846,8 @@ def _bincount_shape(prim, arrays, params):
 
 _bincount.defjvp(zeros_jvp)
 _bincount.defshape(_bincount_shape)
+
+
 @_bincount.defbatch
 def _bincount_batch(prim, a, f, minlength):
     n = next(v.shape[0] for v, fl in zip(a, f) if fl)

@@ -7,7 +7,7 @@ import builtins
 import numpy as np
 
 from .._autograd import random_op
-from .._dtype import float32, get_default_dtype, to_dtype
+from .._dtype import float32, get_default_dtype, to_dtype, type_name
 from ..tensor import Size, Tensor, tensor
 from ._registry import op
 
@@ -130,8 +130,14 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
     """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
     if steps < 0:
         raise RuntimeError("number of steps must be non-negative")
-    lo, hi = (float(v.item()) if isinstance(v, Tensor) else v for v in (start, end))  # (see logspace)
-    return _finish(np.linspace(lo, hi, steps).astype(_np_dtype(dtype)), requires_grad)
+    return _finish(np.linspace(_endpoint(start), _endpoint(end), steps).astype(_np_dtype(dtype)),
+                   requires_grad)
+
+
+def _endpoint(v: object) -> object:
+    # a tensor endpoint as a Python float, in double, as torch reads it: numpy would compute in a
+    # float32 endpoint's precision
+    return float(v.item()) if isinstance(v, Tensor) else v
 
 
 @op(differentiable=())
@@ -143,11 +149,8 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_
     """
     if steps < 0:
         raise RuntimeError("number of steps must be non-negative")
-    # (tensor endpoints as Python floats, in double, as torch reads them: numpy would compute in
-    # a float32 endpoint's precision)
-    lo, hi = (float(v.item()) if isinstance(v, Tensor) else v for v in (start, end))
-    return _finish(np.power(float(base), np.linspace(lo, hi, steps)).astype(_np_dtype(dtype)),
-                   requires_grad)
+    exps = np.linspace(_endpoint(start), _endpoint(end), steps)
+    return _finish(np.power(float(base), exps).astype(_np_dtype(dtype)), requires_grad)
 
 
 def _tri_indices(name: str, row: int, col: int, offset: int, dtype: object) -> Tensor:
@@ -246,7 +249,7 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
     p = input._data
     if p.dtype.kind != "f":
         raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: "
-                           f"{_TYPE_NAMES.get(p.dtype.name, p.dtype.name)}")
+                           f"{type_name(p.dtype)}")
     if p.ndim not in (1, 2):
         raise RuntimeError("prob_dist must be 1 or 2 dim")
     if not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, bool) or num_samples <= 0:
@@ -271,10 +274,6 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
         keys = rows / rng.exponential(size=rows.shape)
         idx = np.argsort(-keys, axis=1, kind="stable")[:, :int(num_samples)]
     return Tensor._make(idx.astype(np.int64).reshape(p.shape[:-1] + (int(num_samples),)))
-
-
-_TYPE_NAMES = {"int64": "Long", "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte",
-               "bool": "Bool"}
 
 
 @op(differentiable=())

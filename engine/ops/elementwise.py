@@ -20,7 +20,7 @@ from .._autograd import (
     primitive,
     zeros_jvp,
 )
-from .._dtype import result_type
+from .._dtype import result_type, type_name
 from .._meta import elementwise_shape
 from ..tensor import Tensor
 from ._registry import as_tensor_arg, op
@@ -674,15 +674,6 @@ Tensor.__invert__ = lambda self: _unary_values(np.invert, self)
 
 
 # ---------------------------------------------------------------- more binary math
-_TYPE_NAMES = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
-               "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
-
-
-def type_name(dt: np.dtype) -> str:
-    """torch's C++ name of a dtype, as in its error messages (Float, Double, Long, ...)."""
-    return _TYPE_NAMES.get(dt.name, dt.name)
-
-
 def float_only(kernel: str, dt: np.dtype) -> None:
     """torch's NotImplementedError for a floating-only kernel applied to an integer dtype."""
     if dt.kind != "f":

@@ -424,9 +424,7 @@ def commit(t: Tensor, res: Tensor, cast: bool = False, seq0: int | None = None, 
     ``bump=False``: the version stays (torch's batch_norm kernel writes its running statistics so)."""
     d, r = t._data, res._data
     if type(d) is np.ndarray and _overlaps_itself(d) and not _is_meta(d):
-        raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers "
-                           "to a single memory location. Please clone() the tensor before performing "
-                           "the operation.")
+        raise RuntimeError(_OVERLAP_MSG)
     if r.shape != d.shape:
         raise RuntimeError(f"output with shape {list(d.shape)} doesn't match the broadcast shape "
                            f"{list(r.shape)}")
@@ -567,10 +565,12 @@ def _write(t: Tensor, res: Tensor) -> None:
         if not _overlaps_itself(t._data):
             np.copyto(t._data, res._data)
             return
-        raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers "
-                           "to a single memory location. Please clone() the tensor before performing "
-                           "the operation.")
+        raise RuntimeError(_OVERLAP_MSG)
     t._data = res._data
+
+
+_OVERLAP_MSG = ("unsupported operation: more than one element of the written-to tensor refers to a "
+                "single memory location. Please clone() the tensor before performing the operation.")
 
 
 def _overlaps_itself(a: np.ndarray) -> bool:
@@ -701,9 +701,7 @@ def _write_item(t: Tensor, key: tuple, value: Tensor | float) -> None:
     """``t[key] = value`` in place, with commit's bookkeeping (versions, views) and no history."""
     d = t._data
     if _overlaps_itself(d):
-        raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers "
-                           "to a single memory location. Please clone() the tensor before performing "
-                           "the operation.")
+        raise RuntimeError(_OVERLAP_MSG)
     _ag.mutation_seen = True
     base = getattr(t, "_vbase", None)
     owner = t if base is None else base

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 
 from .._autograd import apply, dims_batch, elementwise_batch, linear_jvp, primitive
-from .._dtype import to_dtype
+from .._dtype import to_dtype, type_name
 from .._meta import (
     _as_meta,
     _basic,
@@ -95,8 +95,7 @@ def _view_dtype(x: Tensor, dtype: Any) -> Tensor:
     d = x._data
     src = d.dtype
     if dt.itemsize != src.itemsize:
-        names = f"view {_TYPE_NAMES.get(src.name, src.name)} as {_TYPE_NAMES.get(dt.name, dt.name)} " \
-                f"(different element sizes)"
+        names = f"view {type_name(src)} as {type_name(dt)} (different element sizes)"
         if d.ndim == 0:
             raise RuntimeError(f"self.dim() cannot be 0 to {names}")
         if d.shape[-1] != 1 and d.strides[-1] != src.itemsize:
@@ -106,10 +105,6 @@ def _view_dtype(x: Tensor, dtype: Any) -> Tensor:
             raise RuntimeError(f"self.size(-1) must be divisible by {dt.itemsize // src.itemsize} to "
                                f"{names}, but got {d.shape[-1]}")
     return Tensor._make(d.view(dt))
-
-
-_TYPE_NAMES = {"float16": "Half", "float32": "Float", "float64": "Double", "int8": "Char", "int16": "Short",
-               "int32": "Int", "int64": "Long", "uint8": "Byte", "bool": "Bool"}
 
 
 op(name="view", differentiable=("input",))(lambda input, *shape: reshape(input, *shape))
@@ -844,6 +839,7 @@ Tensor.long = lambda self: to(self, np.int64)
 Tensor.int = lambda self: to(self, np.int32)
 Tensor.bool = lambda self: to(self, np.bool_)
 Tensor.type_as = lambda self, other: to(self, other.dtype)
+
 
 def _contiguous(self, memory_format=contiguous_format):
     """The tensor itself if its values lie in C order (or ``memory_format``'s), else such a copy

@@ -16,7 +16,7 @@ import numpy as np
 from .._autograd import primitive, transpose_jvp, zeros_jvp
 from .._meta import _fresh, _probe_dtype
 from ..tensor import Tensor
-from ._registry import op
+from ._registry import as_tensor_arg, op, promote
 from .elementwise import lerp, where
 from .shape import gather, movedim, norm_dim, reshape, squeeze, unsqueeze
 
@@ -272,7 +272,6 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
     >>> engine.searchsorted(engine.tensor([1.0, 3.0, 5.0]), engine.tensor([3.0, 6.0]))
     tensor([1, 3])
     """
-    from ._registry import as_tensor_arg
     if out is not None:
         raise TypeError("searchsorted(): out= is not supported")
     if side is not None:
@@ -302,7 +301,6 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
                                f"match, but we got boundaries tensor {_dims(seq)} and input value tensor "
                                f"{_dims(v)}")
     if seq._data.dtype != v._data.dtype:
-        from ._registry import promote
         dt = promote(seq, v) if not scalar else seq._data.dtype
         seq, v = seq.to(dt), v.to(dt)
     return _searchsorted(seq, v, right=bool(right), out_dtype="int32" if out_int32 else "int64")
@@ -316,7 +314,6 @@ def bucketize(input, boundaries, *, out_int32=False, right=False, out=None):
     >>> engine.bucketize(engine.tensor([2.0, 6.0]), engine.tensor([1.0, 3.0, 5.0]))
     tensor([1, 3])
     """
-    from ._registry import as_tensor_arg
     b = as_tensor_arg(boundaries)
     if b._data.ndim != 1:
         raise RuntimeError(f"boundaries tensor must be 1 dimension, but got dim({b._data.ndim})")
