@@ -3,6 +3,9 @@ choice among ties and NaN), gradients and errors; tensor reprs under several pri
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -125,3 +128,115 @@ def test_mode_second_order() -> None:
     (hge,) = engine.autograd.grad(ge.sum(), [e_in])
     (hgt,) = torch.autograd.grad(gt.sum(), [t_in])
     np.testing.assert_allclose(hge.numpy(), hgt.numpy())
+
+
+# ---------------------------------------------------------------- print options and repr
+@pytest.fixture
+def print_defaults():
+    """The print options are global: every test leaves torch's and the engine's at the defaults."""
+    yield
+    engine.set_printoptions(profile="default")
+    torch.set_printoptions(profile="default")
+
+
+def _reprs(a: np.ndarray, requires_grad: bool = False) -> tuple[str, str]:
+    """The engine's and torch's repr of ``a`` (made by an op when it requires grad, for a grad_fn);
+    torch's dtype names spelled as the engine's."""
+    e, t = engine.tensor(a, requires_grad=requires_grad), torch.tensor(a, requires_grad=requires_grad)
+    if requires_grad:
+        e, t = e * 1, t * 1
+    es = repr(e)
+    assert str(e) == es
+    return es, repr(t).replace("torch.", "engine.")
+
+
+def _unwrapped(s: str) -> str:
+    # "engine." is a character longer than "torch.", so a dtype suffix can wrap onto its own
+    # line in one and not the other: suffix placement is compared exactly by the default-dtype test
+    return re.sub(r",\n {7}(dtype=|grad_fn=|requires_grad=|size=)", r", \1", s)
+
+
+_PR = np.random.default_rng(0)
+_ARRAYS = [
+    np.array(3.0), np.array(-0.0), np.array(1e-7), np.array(np.nan), np.array(7), np.array(False),
+    np.array([1.0, 2.0, 3.5]), np.array([1.0, -2.0, 3.0]), np.array([0.0, -0.0]),
+    np.array([1e-5, 1.0, np.nan, np.inf, -np.inf]), np.array([1e10, 1.0]), np.array([123456789.0, 1.0]),
+    np.array([1e-120, -3e200]), np.array([np.nan, np.inf]), np.array([0.1, 0.25, 100.0]),
+    np.arange(10), np.arange(-50, 50), np.arange(2000).reshape(40, 50), np.array([True, False, True]),
+    _PR.standard_normal((30, 40, 3)), _PR.standard_normal((5, 7)) * 1e5, _PR.standard_normal((3, 4)) * 1e-6,
+    _PR.standard_normal((2, 3, 4, 5)), _PR.standard_normal(2000), _PR.integers(-1000, 1000, (13, 17)),
+    _PR.standard_normal((1001,)), np.zeros((2, 0)), np.zeros((0,)), np.zeros((0, 3, 0)),
+    _PR.standard_normal(100) * 1000, np.full((3, 3), 2.5), np.array([65504.0, 1.0, 0.001]),
+    _PR.integers(0, 2, (20, 30)).astype(bool), np.array([[1.0, 2.0], [3.0, 4.0]]),
+]
+_DTYPES = [None, np.float32, np.float16, np.int32, np.int8, np.uint8]
+_SETTINGS = [
+    {}, {"precision": 2}, {"precision": 0}, {"precision": 8}, {"threshold": 5},
+    {"threshold": 5, "edgeitems": 1}, {"threshold": 5, "edgeitems": 0}, {"edgeitems": 0},
+    {"linewidth": 30}, {"linewidth": 200}, {"linewidth": 5}, {"sci_mode": True}, {"sci_mode": False},
+    {"profile": "short"}, {"profile": "full"}, {"profile": "short", "precision": 6},
+    {"threshold": 20, "edgeitems": 2, "linewidth": 40, "sci_mode": True},
+]
+
+
+@pytest.mark.parametrize("settings", _SETTINGS, ids=str)
+def test_repr_matches_torch_under_print_options(settings: dict, print_defaults: None) -> None:
+    engine.set_printoptions(**settings)
+    torch.set_printoptions(**settings)
+    for a in _ARRAYS:
+        for dt in _DTYPES:
+            castable = a.dtype.kind != "b" and (np.dtype(dt).kind == "f" or np.isfinite(a).all())
+            if dt is not None and not castable:
+                continue
+            with np.errstate(all="ignore"):
+                b = a if dt is None else a.astype(dt)
+            for rg in (False, True) if b.dtype.kind == "f" else (False,):
+                e, t = _reprs(b, rg)
+                assert _unwrapped(e) == _unwrapped(t), f"{settings} {b.dtype} {b.shape}:\n{e}\n{t}"
+
+
+@pytest.mark.parametrize("settings", [{}, {"linewidth": 40}, {"linewidth": 60, "precision": 6},
+                                      {"edgeitems": 0}, {"threshold": 3, "linewidth": 20}], ids=str)
+def test_repr_default_dtypes_exactly(settings: dict, print_defaults: None) -> None:
+    # no dtype suffix here: the strings, suffix wrapping included, are torch's to the character
+    engine.set_printoptions(**settings)
+    torch.set_printoptions(**settings)
+    cases = [_PR.standard_normal((3, 5)).astype(np.float32), np.arange(12).reshape(3, 4),
+             _PR.standard_normal(30).astype(np.float32), np.array([True, False]), np.array(1.5, np.float32),
+             np.zeros((0,), np.float32), np.zeros((2, 0), np.float32)]
+    for a in cases:
+        for rg in (False, True) if a.dtype.kind == "f" else (False,):
+            e, t = _reprs(a, rg)
+            assert e == t, f"{settings}:\n{e}\n{t}"
+
+
+def test_print_options_state_as_torch(print_defaults: None) -> None:
+    from torch import _tensor_str as tstr
+    assert engine._tensor_str.get_printoptions() == tstr.get_printoptions()
+    calls = [{"precision": 2, "sci_mode": True}, {"threshold": 10},  # sci_mode resets to None
+             {"profile": "short", "edgeitems": 5}, {"profile": "full"}, {"profile": "nonsense"},
+             {"linewidth": 120}, {"profile": "default"}]
+    for kw in calls:
+        engine.set_printoptions(**kw)
+        torch.set_printoptions(**kw)
+        assert engine._tensor_str.get_printoptions() == tstr.get_printoptions(), kw
+    with engine._tensor_str.printoptions(precision=1):
+        with torch._tensor_str.printoptions(precision=1):
+            assert repr(engine.tensor([1.25, 2.0])) == repr(torch.tensor([1.25, 2.0]))
+    assert engine._tensor_str.get_printoptions() == tstr.get_printoptions()
+    # exposed where torch exposes them
+    assert hasattr(engine, "get_printoptions") == hasattr(torch, "get_printoptions")
+    sig_e, sig_t = inspect.signature(engine.set_printoptions), inspect.signature(torch.set_printoptions)
+    assert [(p.name, p.default) for p in sig_e.parameters.values()] == \
+        [(p.name, p.default) for p in sig_t.parameters.values()]
+
+
+def test_repr_shows_the_tangent_in_a_dual_level() -> None:
+    import torch.autograd.forward_ad as tfw
+
+    import engine.autograd.forward_ad as efw
+    with efw.dual_level():
+        e = repr(efw.make_dual(engine.ones(2), engine.tensor([0.5, 2.0])))
+    with tfw.dual_level():
+        t = repr(tfw.make_dual(torch.ones(2), torch.tensor([0.5, 2.0])))
+    assert e == t
