@@ -12,6 +12,7 @@ from __future__ import annotations
 from . import (
     _dtype,
     _malloc,
+    _tensor_str,
     autograd,  # noqa: E402
     linalg,
     special,
@@ -49,6 +50,7 @@ from ._dtype import (
     short,
     uint8,
 )
+from ._tensor_str import set_printoptions
 from .ops import OPS, OpInfo
 from .ops import top_level as _top_level
 from .ops.composite import allclose, equal
@@ -90,9 +92,9 @@ __all__ = [
     "autograd_backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "manual_seed", "OPS", "OpInfo", "PRIMITIVES", "result_type", "promote_types",
     "get_default_dtype", "float16", "float32", "float64", "int8", "int16", "int32", "int64",
-    "uint8", "bool", "half", "float", "double", "short", "int", "long", "_dtype",
+    "uint8", "bool", "half", "float", "double", "short", "int", "long", "_dtype", "_tensor_str",
     "linalg", "special", "func", "compile", "CompileWarning", "get_num_threads", "set_num_threads",
     "memory_format", "contiguous_format", "preserve_format", "channels_last", "channels_last_3d",
-    "allclose", "equal", "finfo", "iinfo", "is_tensor", "numel", "inference_mode",
+    "allclose", "equal", "finfo", "iinfo", "is_tensor", "numel", "inference_mode", "set_printoptions",
     *sorted(_ops_namespace),
 ]

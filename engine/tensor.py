@@ -387,15 +387,18 @@ class Tensor:
             setattr(self, k, v)
 
     def __repr__(self) -> str:
-        body = np.array2string(self._data, separator=", ", precision=4, prefix="tensor(")
-        extra = ""
-        if self._data.dtype not in (np.float32, np.int64, np.bool_):
-            extra += f", dtype={self.dtype!r}"
-        if self.grad_fn is not None:
-            extra += f", grad_fn=<{self.grad_fn.name()}>"
-        elif self._rg:
-            extra += ", requires_grad=True"
-        return f"tensor({body}{extra})"
+        # torch's layout and print options (engine.set_printoptions); see engine/_tensor_str.py
+        from . import _autograd, _tensor_str
+        from ._dtype import get_default_dtype
+        from .autograd import forward_ad
+
+        def tangent() -> Tensor | None:
+            lev = forward_ad._public[-1] if forward_ad._public else None
+            return None if lev is None else _autograd._get_tangent(self, lev)
+
+        return _tensor_str.tensor_repr(self._data, self.dtype, get_default_dtype(),
+                                       None if self.grad_fn is None else self.grad_fn.name(),
+                                       self._rg, tangent)
 
 
 _NOT_COPIED = frozenset({"__weakref__", "_views", "_vinfo", "_vbase"})

@@ -1,9 +1,10 @@
-"""Sorting and selection: sort, argsort, topk, kthvalue, median, quantile.
+"""Sorting and selection: sort, argsort, topk, kthvalue, median, mode, quantile.
 
 Values are gathered from the input at numpy-computed indices, so their gradient goes to the
 selected entries (torch's ``value_selecting_reduction_backward``); indices are not differentiable.
 NaN sorts above every number, as in torch. Among equal values the earliest index is chosen (torch's
-choice there is an implementation detail of its kernels and may differ).
+choice there is an implementation detail of its kernels and may differ), except in ``mode``, which
+replays torch's CPU kernel to return its index.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _sort_result = namedtuple("sort", ["values", "indices"])
 _topk_result = namedtuple("topk", ["values", "indices"])
 _kthvalue_result = namedtuple("kthvalue", ["values", "indices"])
 _median_result = namedtuple("median", ["values", "indices"])
+_mode_result = namedtuple("mode", ["values", "indices"])
 
 
 def _argsort(x: np.ndarray, d: int, descending: bool) -> np.ndarray:
@@ -139,6 +141,197 @@ def median(input, dim=None, keepdim=False):
     if n == 0:
         raise IndexError(f"median(): Expected reduction dim {d} to have non-zero size.")
     return _kth(input, (n - 1) // 2, d, keepdim, _median_result)
+
+
+# ---------------------------------------------------------------- mode
+# torch's CPU mode sorts each row's (value, index) pairs with std::sort on ``value <`` and takes the
+# last pair of the first longest run. std::sort is not stable, so which index of the mode comes out
+# (and, with NaN, which value: NaN breaks the ordering) depends on libstdc++'s introsort; the
+# helpers below replay it step by step so the engine returns the same pair.
+_STD_THRESHOLD = 16  # libstdc++'s _S_threshold: introsort leaves runs this short to insertion sort
+
+
+def _std_linear_insert(v: list, idx: list, i: int, lo: int) -> None:
+    # __unguarded_linear_insert; ``lo`` keeps a NaN-broken ordering from running off the start
+    val, vi = v[i], idx[i]
+    j = i - 1
+    while j >= lo and val < v[j]:
+        v[j + 1], idx[j + 1] = v[j], idx[j]
+        j -= 1
+    v[j + 1], idx[j + 1] = val, vi
+
+
+def _std_insertion_sort(v: list, idx: list, first: int, last: int) -> None:
+    for i in range(first + 1, last):
+        if v[i] < v[first]:
+            val, vi = v[i], idx[i]
+            v[first + 1:i + 1], idx[first + 1:i + 1] = v[first:i], idx[first:i]
+            v[first], idx[first] = val, vi
+        else:
+            _std_linear_insert(v, idx, i, first)
+
+
+def _std_adjust_heap(v: list, idx: list, first: int, hole: int, n: int, val: Any, vi: int) -> None:
+    top, child = hole, hole
+    while child < (n - 1) // 2:
+        child = 2 * (child + 1)
+        if v[first + child] < v[first + child - 1]:
+            child -= 1
+        v[first + hole], idx[first + hole] = v[first + child], idx[first + child]
+        hole = child
+    if n % 2 == 0 and child == (n - 2) // 2:
+        child = 2 * (child + 1)
+        v[first + hole], idx[first + hole] = v[first + child - 1], idx[first + child - 1]
+        hole = child - 1
+    parent = (hole - 1) // 2
+    while hole > top and v[first + parent] < val:
+        v[first + hole], idx[first + hole] = v[first + parent], idx[first + parent]
+        hole = parent
+        parent = (hole - 1) // 2
+    v[first + hole], idx[first + hole] = val, vi
+
+
+def _std_heap_sort(v: list, idx: list, first: int, last: int) -> None:
+    # __partial_sort(first, last, last): make_heap then sort_heap, when introsort runs too deep
+    n = last - first
+    if n >= 2:
+        for parent in range((n - 2) // 2, -1, -1):
+            _std_adjust_heap(v, idx, first, parent, n, v[first + parent], idx[first + parent])
+    while last - first > 1:
+        last -= 1
+        val, vi = v[last], idx[last]
+        v[last], idx[last] = v[first], idx[first]
+        _std_adjust_heap(v, idx, first, 0, last - first, val, vi)
+
+
+def _std_partition_pivot(v: list, idx: list, first: int, last: int) -> int:
+    a, b, c = first + 1, first + (last - first) // 2, last - 1
+    # __move_median_to_first
+    if v[a] < v[b]:
+        m = b if v[b] < v[c] else c if v[a] < v[c] else a
+    else:
+        m = a if v[a] < v[c] else c if v[b] < v[c] else b
+    v[first], v[m], idx[first], idx[m] = v[m], v[first], idx[m], idx[first]
+    pivot, lo, hi = v[first], first + 1, last
+    while True:  # __unguarded_partition
+        while v[lo] < pivot:
+            lo += 1
+        hi -= 1
+        while pivot < v[hi]:
+            hi -= 1
+        if lo >= hi:
+            return lo
+        v[lo], v[hi], idx[lo], idx[hi] = v[hi], v[lo], idx[hi], idx[lo]
+        lo += 1
+
+
+def _std_introsort(v: list, idx: list, first: int, last: int, depth: int) -> None:
+    while last - first > _STD_THRESHOLD:
+        if depth == 0:
+            _std_heap_sort(v, idx, first, last)
+            return
+        depth -= 1
+        cut = _std_partition_pivot(v, idx, first, last)
+        _std_introsort(v, idx, cut, last, depth)
+        last = cut
+
+
+def _std_sort_order(values: list) -> tuple[list, list]:
+    """``values`` and their indices as libstdc++'s ``std::sort`` on ``value <`` leaves them."""
+    v, idx, n = list(values), list(range(len(values))), len(values)
+    if n > 1:
+        _std_introsort(v, idx, 0, n, 2 * (n.bit_length() - 1))
+        if n > _STD_THRESHOLD:
+            _std_insertion_sort(v, idx, 0, _STD_THRESHOLD)
+            for i in range(_STD_THRESHOLD, n):
+                _std_linear_insert(v, idx, i, 0)
+        else:
+            _std_insertion_sort(v, idx, 0, n)
+    return v, idx
+
+
+def _mode_row(row: np.ndarray) -> int:
+    """The index torch's CPU kernel returns for the mode of one row: the last pair of the first
+    longest run once std::sort has run."""
+    v, idx = _std_sort_order(row.tolist())
+    best_i, best_f, run = 0, 0, 0
+    for i in range(len(v)):
+        run += 1
+        if i == len(v) - 1 or v[i] != v[i + 1]:
+            if run > best_f:
+                best_i, best_f = idx[i], run
+            run = 0
+    return best_i
+
+
+def _mode_short_rows(rows: np.ndarray) -> np.ndarray:
+    """Rows of at most 16 elements without NaN: there std::sort is insertion sort (stable), so the
+    index is the last occurrence of the smallest most frequent value; vectorized over rows."""
+    n = rows.shape[1]
+    eq = rows[:, :, None] == rows[:, None, :]
+    counts = eq.sum(-1)
+    rank = (rows[:, None, :] < rows[:, :, None]).sum(-1)       # entries below each: orders values
+    top = counts == counts.max(1, keepdims=True)
+    col = np.argmin(np.where(top, rank, n), axis=1)
+    hits = eq[np.arange(rows.shape[0]), col]                     # where the chosen value sits
+    return n - 1 - np.argmax(hits[:, ::-1], axis=1)
+
+
+def _mode_indices(rows: np.ndarray) -> np.ndarray:
+    out = np.empty(rows.shape[0], np.int64)
+    slow = np.ones(rows.shape[0], bool)
+    if rows.shape[1] <= _STD_THRESHOLD:
+        slow = np.isnan(rows).any(1) if rows.dtype.kind == "f" else ~slow
+        for lo in range(0, rows.shape[0], 1 << 14):              # bounds the (rows, n, n) temporaries
+            part = ~slow[lo:lo + (1 << 14)]
+            if part.any():
+                out[lo:lo + (1 << 14)][part] = _mode_short_rows(rows[lo:lo + (1 << 14)][part])
+    for i in np.flatnonzero(slow):
+        out[i] = _mode_row(rows[i])
+    return out
+
+
+@primitive()
+def _mode_index(x, dim):
+    """The index of each row's mode along ``dim`` (kept as a size-1 dim), as torch's CPU kernel."""
+    moved = np.moveaxis(x, dim, -1)
+    rows = moved.reshape(-1, moved.shape[-1])
+    return np.expand_dims(_mode_indices(rows).reshape(moved.shape[:-1]), dim)
+
+
+_mode_index.defjvp(zeros_jvp)  # integer results: no tangent
+_mode_index.defbatch(lambda prim, a, f, dim: prim.fwd(a[0], dim=dim + 1) if f[0] else prim.fwd(a[0], dim=dim))
+
+
+@_mode_index.defshape
+def _mode_index_shape(prim: Any, arrays: list, params: dict) -> Any:
+    shape = list(np.shape(arrays[0]))
+    shape[params["dim"]] = 1
+    return _fresh(tuple(shape), np.dtype(np.int64))
+
+
+@op(method=True, n_outputs=2)
+def mode(input, dim=-1, keepdim=False, *, out=None):
+    """The most frequent value along ``dim`` (the smallest on ties) and an index of it, chosen as
+    torch's CPU kernel chooses; the gradient goes to that index.
+
+    >>> engine.mode(engine.tensor([1.0, 2.0, 2.0, 1.0, 3.0])).indices
+    tensor(3)
+    """
+    if out is not None:
+        raise TypeError("mode(): out= is not supported")
+    x = input._data
+    d = norm_dim(dim, x.ndim)
+    if x.ndim == 0:
+        values, indices = mode(reshape(input, (1,)), 0)
+        return _mode_result(values, indices)
+    if x.shape[d] == 0:
+        raise IndexError(f"mode(): Expected reduction dim {d} to have non-zero size.")
+    idx = _mode_index(input.detach(), dim=d)
+    values = gather(input, d, idx)
+    if not keepdim:
+        values, idx = squeeze(values, d), squeeze(idx, d)
+    return _mode_result(values, idx)
 
 
 # ---------------------------------------------------------------- quantiles

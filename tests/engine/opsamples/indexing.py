@@ -113,6 +113,15 @@ add("median", distinct(3, 5), 1)
 add("median", distinct(3, 4), 0, True)
 add("median", np.array([1.0, 2.0, 2.0, 3.0, 2.0]), opts={**KINK, "note": "ties share the gradient"})
 add("median", np.array([[1.0, np.nan, 2.0, np.nan]]), 1, opts={**KINK, "note": "NaN: the first NaN"})
+add("mode", distinct(3, 5))
+add("mode", distinct(3, 5), 0, True)
+add("mode", np.array(1.5), opts={"note": "0-d"})
+add("mode", np.array([[1.0, 2.0, 2.0, 1.0, 3.0, 1.0], [3.0, 3.0, 0.5, 0.5, 2.0, 2.0]]), 1,
+    opts={**KINK, "note": "ties: the smallest most frequent value, its last occurrence"})
+add("mode", np.resize(np.array([2.0, 0.5, 1.0, 0.5, 2.0]), (2, 23)), 1,
+    opts={**KINK, "note": "rows longer than 16: the index std::sort's introsort leaves last"})
+add("mode", np.array([[np.nan, 1.0, np.nan, 2.0, 2.0], [np.nan, 1.0, np.nan, 2.0, 0.5]]),
+    opts={**KINK, "note": "NaN breaks std::sort's ordering: torch's choice replayed"})
 add("quantile", distinct(3, 5), 0.3, 1)
 add("quantile", distinct(3, 5), 0.75)
 add("quantile", distinct(3, 5), np.array([0.2, 0.5, 1.0]), 0, True, opts={"nondiff": (1,)})
