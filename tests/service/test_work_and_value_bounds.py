@@ -180,6 +180,31 @@ def test_value_dependent_plans_never_run_inline(make_client) -> None:
     assert job.runs_fast()
 
 
+def test_mode_over_long_rows_costs_its_python_sort_and_never_runs_inline(make_client) -> None:
+    # mode's rows past 16 elements replay std::sort in Python (~0.5-2 us an element): a small
+    # body of such rows must not be taken for a cheap plan and run on the event loop
+    from service.core import Job
+
+    with _meta.meta_mode() as m:
+        engine.mode(engine.from_numpy(m.array((10, 1000), "float32")), 1)
+        assert m.work >= 10 * 1000 * 500
+    c = make_client()
+    cache = c.app.state.plan_cache
+
+    def runs_fast(x: np.ndarray) -> bool:
+        node = {"op": "mode", "inputs": ["x"], "attributes": {"dim": 1}, "outputs": ["y", "i"]}
+        req = _nodes_req(x, [node])
+        for _ in range(6):
+            r = c.post("/v1/grad", json=req)
+            assert r.status_code == 200, r.text[:300]
+        return Job(orjson.dumps(req), "application/json", None, False, c.app.state.settings, None,
+                   cache).runs_fast()
+
+    rng = np.random.default_rng(0)
+    assert not runs_fast(rng.integers(0, 9, (4, 2000)).astype(np.float64))  # a small body of long rows
+    assert runs_fast(rng.integers(0, 9, (8, 4)).astype(np.float64))
+
+
 # ---------------------------------------------------------------- parsing
 def test_json_text_is_bounded_by_memory(make_client) -> None:
     c = make_client(max_memory_bytes=100 * MB)
