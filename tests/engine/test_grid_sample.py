@@ -201,3 +201,16 @@ def test_empty_batch_and_channels() -> None:
         assert tuple(eo.shape) == tuple(to.shape)
         gx, gg = engine.autograd.grad(eo.sum(), (ex, eg))
         assert tuple(gx.shape) == xs and tuple(gg.shape) == gs and not gg.numpy().any()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_non_finite_and_huge_grid_values_match_torch(dtype: str) -> None:
+    # torch's clip takes NaN to 0 (border, reflection); taps of inf or 1e30 fall outside (zeros)
+    x = (np.arange(12.0) + 1).reshape(1, 1, 3, 4).astype(dtype)
+    special = [np.nan, np.inf, -np.inf, 1e30, -1e30, 1e10]
+    g = np.array([[[[v, 0.1] for v in special] + [[0.1, v] for v in special]]]).astype(dtype)
+    for mode, pad, align in CASES_2D:
+        to = TF.grid_sample(torch.tensor(x), torch.tensor(g), mode, pad, align).numpy()
+        with np.errstate(all="ignore"):
+            eo = EF.grid_sample(engine.tensor(x), engine.tensor(g), mode, pad, align).numpy()
+        np.testing.assert_allclose(eo, to, rtol=1e-6, err_msg=f"{mode} {pad} {align}")  # NaN where torch's

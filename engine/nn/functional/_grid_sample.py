@@ -125,11 +125,11 @@ def _reflect(c: Tensor, size: int, align: bool) -> Tensor:
 
 
 def _pad(c: Tensor, size: int, padding: str, align: bool) -> Tensor:
-    if padding == "border":
-        return clamp(c, 0, size - 1)
-    if padding == "reflection":
-        return clamp(_reflect(c, size, align), 0, size - 1)
-    return c
+    if padding == "zeros":
+        return c
+    r = clamp(_reflect(c, size, align) if padding == "reflection" else c, 0, size - 1)
+    # torch's clip takes NaN (a NaN grid value, or an infinite one reflected) to 0
+    return where(Tensor._make(np.isnan(r._data)), Tensor._make(np.zeros((), r._data.dtype)), r)
 
 
 def _pad_taps(p: np.ndarray, size: int, padding: str, align: bool) -> np.ndarray:
@@ -147,9 +147,11 @@ def _pad_taps(p: np.ndarray, size: int, padding: str, align: bool) -> np.ndarray
     return p
 
 
-def _zero_grad(values: np.ndarray, dep: Tensor) -> Tensor:
-    """``values``, depending on ``dep`` with a zero gradient (torch's grid gets zeros, not None)."""
-    return where(Tensor._make(np.ones((1,), np.bool_)), Tensor._make(values), dep)
+def _zero_grad(values: np.ndarray | Tensor, dep: Tensor) -> Tensor:
+    """``values``, depending on ``dep`` with a zero gradient: where torch's grid gradient is zeros
+    (not None), and the result requires grad when the grid does."""
+    v = values if isinstance(values, Tensor) else Tensor._make(values)
+    return where(Tensor._make(np.ones((1,), np.bool_)), v, dep)
 
 
 def _cubic(t: Tensor) -> list[Tensor]:
@@ -258,7 +260,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     vals = take(reshape(table, (n * (p + 1), c)), np.stack(rows, axis=1), 0)  # (N, T, Q, C)
 
     if mode == "nearest":
-        out = where(Tensor._make(np.ones((1,), np.bool_)), select(vals, 1, 0), unsqueeze(coords[0], 2))
+        out = _zero_grad(select(vals, 1, 0), unsqueeze(coords[0], 2))
     else:
         # a tap's weight is the product of its per-dim weights, in itertools.product's order
         w = stack([math.prod(ws[1:], start=ws[0]) for ws in itertools.product(*weights)], 1)
