@@ -763,7 +763,15 @@ def _mvlgamma_shapes(input: Any, p: Any, *args: Any, **kw: Any) -> list:
     return [(n,), tuple(input._data.shape) + (n,)] if n > 0 else []
 
 
+def _affine_grid_shapes(theta: Any, size: Any, *args: Any, **kw: Any) -> list:
+    # its base grid (one linspace per spatial dim, then (*spatial, nd + 1)) is built in numpy
+    sizes = tuple(int(v) for v in size)
+    sp = sizes[2:]
+    return [*((v,) for v in sp), sp + (len(sp) + 1,), sizes[:1] + sp + (len(sp),)]
+
+
 OP_RULES["nn.functional.interpolate"] = _prechecked(_interpolate_shapes)
+OP_RULES["nn.functional.affine_grid"] = _prechecked(_affine_grid_shapes)
 OP_RULES["mvlgamma"] = OP_RULES["special.multigammaln"] = _prechecked(_mvlgamma_shapes)
 for _nd in (1, 2, 3):
     OP_RULES[f"nn.functional.adaptive_avg_pool{_nd}d"] = _prechecked(_adaptive_shapes(_nd, True))

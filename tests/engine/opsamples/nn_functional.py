@@ -1,4 +1,4 @@
-"""Samples for engine.nn.functional: activations and losses.
+"""Samples for engine.nn.functional: activations, losses, affine_grid and grid_sample.
 
 Smooth samples stay away from kinks and are checked by finite differences; samples exactly at a
 kink (``fd: False``) are checked against torch's convention only (values, gradients and second
@@ -230,3 +230,44 @@ add(F + "triplet_margin_loss", randn(4, 3), randn(4, 3, seed=1), randn(4, 3, see
 add(F + "triplet_margin_loss", randn(4, 3), randn(4, 3, seed=1), randn(4, 3, seed=2), swap=True,
     reduction="sum")
 add(F + "triplet_margin_loss", randn(3), randn(3, seed=1), randn(3, seed=2), margin=2.0)
+
+
+# ---------------------------------------------------------------- affine_grid, grid_sample
+add(F + "affine_grid", randn(2, 2, 3), (2, 3, 4, 5), align_corners=False)
+add(F + "affine_grid", randn(2, 2, 3, seed=1), [2, 1, 3, 2], True)
+add(F + "affine_grid", randn(1, 3, 4), (1, 2, 2, 3, 4), align_corners=False)
+add(F + "affine_grid", randn(1, 3, 4, seed=1), (1, 1, 3, 1, 2), align_corners=True,
+    opts={"note": "a unit-size dim: torch warns"})
+
+
+def grid(n: int, out: tuple, size: tuple, align: bool, nearest: bool = False, seed: int = 0) -> np.ndarray:
+    """A grid of (x, y[, z]) points for an input of spatial ``size``, each at an integer plus a
+    fraction of the pixel grid, from two pixels outside the input to two past its end: away from
+    the kinks (cell boundaries, and the clip and reflection points, which lie on integers or
+    half-integers) and, for ``nearest``, from the rounding jumps at the half-integers."""
+    r = rng(seed)
+    shape = (n, *out, len(size))
+    frac = r.uniform(0.15, 0.85, shape) if not nearest else \
+        r.uniform(0.1, 0.4, shape) + 0.5 * r.integers(0, 2, shape)
+    s = np.array(size[::-1], dtype=np.float64)  # grid entry k runs along spatial dim -1 - k
+    u = np.floor(r.uniform(0, 1, shape) * (s + 4)) - 2 + frac
+    if not align:
+        return (2 * u + 1) / s - 1
+    # align_corners with a unit-size dim: every point maps to pixel 0, any grid value will do
+    return np.where(s > 1, 2 * u / np.maximum(s - 1, 1) - 1, frac)
+
+
+for mode in ("bilinear", "nearest", "bicubic"):
+    for pad in ("zeros", "border", "reflection"):
+        for align in (False, True):
+            add(F + "grid_sample", randn(1, 2, 3, 4), grid(1, (2, 3), (3, 4), align, mode == "nearest"),
+                mode=mode, padding_mode=pad, align_corners=align)
+for k, pad in enumerate(("zeros", "border", "reflection")):
+    add(F + "grid_sample", randn(1, 2, 2, 3, 3), grid(1, (2, 1, 2), (2, 3, 3), k == 1), mode="bilinear",
+        padding_mode=pad, align_corners=k == 1, opts={"note": "trilinear"})
+    add(F + "grid_sample", randn(1, 1, 2, 3, 3), grid(1, (1, 2, 2), (2, 3, 3), k != 1, True), mode="nearest",
+        padding_mode=pad, align_corners=k != 1)
+add(F + "grid_sample", randn(2, 1, 2, 3), grid(2, (1, 3), (2, 3), False, seed=1), "bilinear", "zeros", False,
+    opts={"note": "batch of two, positional mode and padding"})
+add(F + "grid_sample", randn(1, 1, 1, 3), grid(1, (1, 4), (1, 3), True), mode="bilinear",
+    padding_mode="reflection", align_corners=True, opts={"note": "a unit-size dim reflects to 0"})
