@@ -178,53 +178,55 @@ class Module:
 
     register_module = add_module
 
+    def _forget(self, name: str, *kinds: str) -> None:
+        """Drop ``name`` from the registries ``kinds`` (and the instance dict) before it is
+        registered as another kind: an attribute is one thing at a time."""
+        for kind in kinds:
+            self.__dict__.get(kind, {}).pop(name, None)
+        self.__dict__.pop(name, None)
+        if "_buffers" not in kinds:
+            return
+        self._non_persistent_buffers_set.discard(name)
+
     def __setattr__(self, name: str, value: Any) -> None:
         d = self.__dict__
-        params = d.get("_parameters")
-
-        def remove_from(*dicts: Any) -> None:
-            for dd in dicts:
-                if name in dd:
-                    if isinstance(dd, dict):
-                        del dd[name]
-                    else:
-                        dd.discard(name)
-
+        params, modules, buffers = d.get("_parameters"), d.get("_modules"), d.get("_buffers")
         if isinstance(value, Parameter):
             if params is None:
                 raise AttributeError("cannot assign parameters before Module.__init__() call")
-            remove_from(d, self._buffers, self._modules, self._non_persistent_buffers_set)
+            self._forget(name, "_buffers", "_modules")
             self.register_parameter(name, value)
-        elif params is not None and name in params:
+            return
+        if params is not None and name in params:  # a parameter slot takes a Parameter or None
             if value is not None:
                 raise TypeError(f"cannot assign '{typename(value)}' as parameter '{name}' "
                                 "(torch.nn.Parameter or None expected)")
             self.register_parameter(name, value)
-        elif isinstance(value, Module):
-            modules = d.get("_modules")
+            return
+        if isinstance(value, Module):
             if modules is None:
                 raise AttributeError("cannot assign module before Module.__init__() call")
-            remove_from(d, self._parameters, self._buffers, self._non_persistent_buffers_set)
+            self._forget(name, "_parameters", "_buffers")
             modules[name] = value
-        elif d.get("_modules") is not None and name in d["_modules"]:
+            return
+        if modules is not None and name in modules:
             if value is not None:
                 raise TypeError(f"cannot assign '{typename(value)}' as child module '{name}' "
                                 "(torch.nn.Module or None expected)")
-            d["_modules"][name] = value
-        else:
-            buffers = d.get("_buffers")
-            if isinstance(value, Buffer) or (buffers is not None and name in buffers):
-                if value is not None and not isinstance(value, Tensor):
-                    raise TypeError(f"cannot assign '{typename(value)}' as buffer '{name}' "
-                                    "(torch.nn.Buffer, torch.Tensor or None expected)")
-                if buffers is None:
-                    raise AttributeError("cannot assign buffer before Module.__init__() call")
-                persistent = value.persistent if isinstance(value, Buffer) else \
-                    name not in self._non_persistent_buffers_set
-                remove_from(d, self._parameters, self._modules)
-                self.register_buffer(name, value, persistent)
-            else:
-                object.__setattr__(self, name, value)
+            modules[name] = value
+            return
+        if isinstance(value, Buffer) or (buffers is not None and name in buffers):
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"cannot assign '{typename(value)}' as buffer '{name}' "
+                                "(torch.nn.Buffer, torch.Tensor or None expected)")
+            if buffers is None:
+                raise AttributeError("cannot assign buffer before Module.__init__() call")
+            keep = value.persistent if isinstance(value, Buffer) else \
+                name not in self._non_persistent_buffers_set
+            self._forget(name, "_parameters", "_modules")
+            self.register_buffer(name, value, keep)
+            return
+        object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
         # only reached when normal lookup fails: the registered state
