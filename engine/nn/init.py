@@ -3,8 +3,8 @@
 ``engine.manual_seed`` seeds; the draws follow torch's distributions but not its stream.
 
 >>> w = engine.empty(3, 5)
->>> engine.nn.init.kaiming_uniform_(w, a=5 ** 0.5).shape
-engine.Size([3, 5])
+>>> tuple(engine.nn.init.kaiming_uniform_(w, a=5 ** 0.5).shape)
+(3, 5)
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
 def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: Any = None) -> Tensor:
     """Fill ``tensor`` from U(a, b).
 
-    >>> engine.nn.init.uniform_(engine.empty(2, 3), -1, 1).shape
-    engine.Size([2, 3])
+    >>> tuple(engine.nn.init.uniform_(engine.empty(2, 3), -1, 1).shape)
+    (2, 3)
     """
     with no_grad():
         return tensor.uniform_(a, b, generator=generator)
@@ -65,8 +65,8 @@ def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: Any = No
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: Any = None) -> Tensor:
     """Fill ``tensor`` from N(mean, std²).
 
-    >>> engine.nn.init.normal_(engine.empty(2, 3), 0.0, 0.02).shape
-    engine.Size([2, 3])
+    >>> tuple(engine.nn.init.normal_(engine.empty(2, 3), 0.0, 0.02).shape)
+    (2, 3)
     """
     with no_grad():
         return tensor.normal_(mean, std, generator=generator)
@@ -189,8 +189,8 @@ def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: Any = None) ->
 def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: Any = None) -> Tensor:
     """Glorot normal: N(0, std²) with std = gain·sqrt(2 / (fan_in + fan_out)).
 
-    >>> engine.nn.init.xavier_normal_(engine.empty(4, 2)).shape
-    engine.Size([4, 2])
+    >>> tuple(engine.nn.init.xavier_normal_(engine.empty(4, 2)).shape)
+    (4, 2)
     """
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
@@ -228,8 +228,8 @@ def kaiming_normal_(tensor: Tensor, a: float = 0, mode: str = "fan_in", nonlinea
                     generator: Any = None) -> Tensor:
     """He normal: N(0, std²) with std = gain / sqrt(fan).
 
-    >>> engine.nn.init.kaiming_normal_(engine.empty(4, 6), mode="fan_out", nonlinearity="relu").shape
-    engine.Size([4, 6])
+    >>> tuple(engine.nn.init.kaiming_normal_(engine.empty(4, 6), mode="fan_out", nonlinearity="relu").shape)
+    (4, 6)
     """
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)

@@ -166,3 +166,10 @@ def test_deprecated_alias() -> None:
     msg = "`nn.init.normal` is now deprecated in favor of `nn.init.normal_`"
     with pytest.warns(FutureWarning, match=msg):
         EI.normal(engine.empty(2))
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    res = doctest.testmod(EI, extraglobs={"engine": engine}, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert res.failed == 0 and res.attempted > 0
