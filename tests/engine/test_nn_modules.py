@@ -79,6 +79,17 @@ class T:
 
 
 @dataclass
+class Mod:
+    """A module constructor argument (TransformerEncoder's layer), built in each library."""
+
+    fn: Callable[[Any], Any]
+    name: str
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+@dataclass
 class Case:
     name: str
     args: tuple = ()
@@ -122,6 +133,26 @@ def _pad_idx_target(r: np.random.Generator) -> np.ndarray:
 
 def LSTM_HC(layer: Any, x: Any, h: Any, c: Any) -> Any:
     return layer(x, (h, c))
+
+
+def SELF(layer: Any, x: Any, *masks: Any, **kw: Any) -> Any:
+    return layer(x, x, x, *masks, **kw)
+
+
+def _key_padding(r: np.random.Generator) -> np.ndarray:
+    m = np.zeros((3, 6), bool)
+    m[0, -1] = m[2, -2:] = True
+    return m
+
+
+def _attn_bool(r: np.random.Generator) -> np.ndarray:
+    m = r.random((5, 6)) < 0.3
+    m[:, 0] = False  # every query keeps a key
+    return m
+
+
+def _causal(r: np.random.Generator) -> np.ndarray:
+    return np.triu(np.full((5, 5), -np.inf), 1)
 
 
 C = Case
@@ -399,6 +430,36 @@ CASES: list[Case] = [
     C("LSTMCell", (4, 5), {"bias": False}, (G(4), G(5), G(5)), call=LSTM_HC),
     C("GRUCell", (4, 5), {}, (G(3, 4),)),
     C("GRUCell", (4, 5, False), {}, (G(4), G(5))),
+    # attention
+    C("MultiheadAttention", (8, 2), {}, (G(5, 3, 8), G(6, 3, 8), G(6, 3, 8))),
+    C("MultiheadAttention", (8, 2), {"batch_first": True}, (G(3, 5, 8),), call=SELF),
+    C("MultiheadAttention", (8, 4), {"bias": False, "kdim": 5, "vdim": 3}, (G(5, 3, 8), G(6, 3, 5), G(6, 3,
+                                                                                                      3))),
+    C("MultiheadAttention", (8, 2), {"add_bias_kv": True, "add_zero_attn": True},
+      (G(5, 3, 8), G(6, 3, 8), G(6, 3, 8), K(_key_padding), kfloat(5, 6)),
+      call=lambda m, q, k, v, kp, am: m(q, k, v, key_padding_mask=kp, attn_mask=am)),
+    C("MultiheadAttention", (8, 2), {}, (G(5, 3, 8), G(6, 3, 8), G(6, 3, 8), K(_attn_bool)),
+      call=lambda m, q, k, v, am: m(q, k, v, attn_mask=am, need_weights=False)),
+    C("MultiheadAttention", (8, 2), {"batch_first": True}, (G(3, 5, 8), G(3, 6, 8), G(3, 6, 8), kfloat(6, 5,
+                                                                                                       6)),
+      call=lambda m, q, k, v, am: m(q, k, v, attn_mask=am, average_attn_weights=False)),
+    C("MultiheadAttention", (8, 2), {}, (G(5, 8), G(6, 8), G(6, 8), K(lambda r: np.arange(6) > 3)),
+      call=lambda m, q, k, v, kp: m(q, k, v, key_padding_mask=kp)),
+    C("MultiheadAttention", (8, 2), {}, (G(5, 3, 8), K(_causal)),
+      call=lambda m, x, am: m(x, x, x, attn_mask=am, need_weights=False, is_causal=True)),
+    C("MultiheadAttention", (8, 2), {"dropout": 0.3}, (G(5, 3, 8), G(6, 3, 8), G(6, 3, 8)), random=True),
+    C("TransformerEncoderLayer", (8, 2, 16, 0.0), {}, (G(5, 3, 8),)),
+    C("TransformerEncoderLayer", (8, 2, 16, 0.0, "gelu"), {"batch_first": True, "norm_first": True},
+      (G(3, 5, 8),)),
+    C("TransformerEncoderLayer", (8, 2, 16, 0.0), {"bias": False, "layer_norm_eps": 1e-3},
+      (G(5, 3, 8), kfloat(5, 5), K(_key_padding)),
+      call=lambda m, x, am, kp: m(x, src_mask=am, src_key_padding_mask=kp[:, :5])),
+    C("TransformerEncoderLayer", (8, 2, 16), {}, (G(5, 3, 8),), random=True),
+    C("TransformerEncoder", (Mod(lambda lib: lib.nn.TransformerEncoderLayer(8, 2, 16, 0.0), "layer"), 2),
+      {"enable_nested_tensor": False}, (G(5, 3, 8),)),
+    C("TransformerEncoder", (Mod(lambda lib: lib.nn.TransformerEncoderLayer(8, 2, 16, 0.0, batch_first=True),
+                                 "layer"), 2, Mod(lambda lib: lib.nn.LayerNorm(8), "norm")), {},
+      (G(3, 5, 8), K(_causal)), call=lambda m, x, am: m(x, mask=am)),
 ]
 IDS = [c.id for c in CASES]
 TRAIN_CASES = [c for c in CASES if not c.random]  # dropout's training draws: test_dropout_training
@@ -413,6 +474,8 @@ TOL = {"float32": {"rtol": 1e-5, "atol": 1e-6}, "float64": {"rtol": 1e-10, "atol
 def _arg(a: Any, lib: Any) -> Any:
     if isinstance(a, T):
         return lib.tensor(np.asarray(a.value, np.float32))
+    if isinstance(a, Mod):
+        return a.fn(lib)
     return a
 
 
@@ -497,6 +560,8 @@ def run_pair(case: Case, dt: str, train: bool, seed: int = 0) -> None:
             to, eo = tl(*t_in, **case.fkw), el(*e_in, **case.fkw)
     touts, eouts = _flat(to), _flat(eo)
     assert len(touts) == len(eouts) and isinstance(to, tuple) == isinstance(eo, tuple)
+    assert [b is None for b in touts] == [a is None for a in eouts]
+    touts, eouts = [b for b in touts if b is not None], [a for a in eouts if a is not None]
     for i, (a, b) in enumerate(zip(eouts, touts)):
         if b.is_floating_point():
             assert_close(a, b, dt, f"output {i}")
@@ -654,7 +719,35 @@ ERRORS: dict[str, Callable[[Any], Any]] = {
     "gru cell 3-D hidden": lambda m: m.nn.GRUCell(3, 4)(m.ones(2, 3), m.zeros(1, 2, 4)),
     "lstm cell hx dims": lambda m: m.nn.LSTMCell(3, 4)(m.ones(2, 3), (m.zeros(2, 4), m.zeros(1, 2, 4))),
     "rnn cell nonlinearity": lambda m: m.nn.RNNCell(3, 4, nonlinearity="gelu")(m.ones(2, 3)),
+    "mha embed_dim 0": lambda m: m.nn.MultiheadAttention(0, 2),
+    "mha heads divide": lambda m: m.nn.MultiheadAttention(6, 4),
+    "mha 4-D query": lambda m: _mha(m)(m.ones(1, 2, 3, 4), m.ones(1, 2, 3, 4), m.ones(1, 2, 3, 4)),
+    "mha key dims": lambda m: _mha(m)(m.ones(2, 3, 4), m.ones(2, 4), m.ones(2, 3, 4)),
+    "mha unbatched key dims": lambda m: _mha(m)(m.ones(2, 4), m.ones(1, 2, 4), m.ones(2, 4)),
+    "mha key_padding_mask dims": lambda m: _mha(m)(m.ones(2, 3, 4), m.ones(2, 3, 4), m.ones(2, 3, 4),
+                                                   key_padding_mask=m.zeros(3, 2, 1).bool()),
+    "mha attn_mask dims": lambda m: _mha(m)(m.ones(2, 3, 4), m.ones(2, 3, 4), m.ones(2, 3, 4),
+                                            attn_mask=m.zeros(2)),
+    "mha attn_mask 2-D shape": lambda m: _mha(m)(m.ones(2, 3, 4), m.ones(5, 3, 4), m.ones(5, 3, 4),
+                                                 attn_mask=m.zeros(2, 2)),
+    "mha attn_mask 3-D shape": lambda m: _mha(m)(m.ones(2, 3, 4), m.ones(5, 3, 4), m.ones(5, 3, 4),
+                                                 attn_mask=m.zeros(3, 2, 5)),
+    "mha unbatched 3-D attn_mask": lambda m: _mha(m)(m.ones(2, 4), m.ones(5, 4), m.ones(5, 4),
+                                                     attn_mask=m.zeros(3, 2, 5)),
+    "mha key_padding_mask shape": lambda m: _mha(m)(m.ones(2, 3, 4), m.ones(5, 3, 4), m.ones(5, 3, 4),
+                                                    key_padding_mask=m.zeros(3, 4).bool()),
+    "mha int mask": lambda m: _mha(m)(m.ones(2, 3, 4), m.ones(5, 3, 4), m.ones(5, 3, 4),
+                                      attn_mask=m.zeros(2, 5).long()),
+    "mha is_causal without mask": lambda m: _mha(m)(m.ones(2, 3, 4), m.ones(2, 3, 4), m.ones(2, 3, 4),
+                                                    is_causal=True),
+    "mha key value shapes": lambda m: _mha(m)(m.ones(2, 3, 4), m.ones(5, 3, 4), m.ones(4, 3, 4)),
+    "mha embed_dim mismatch": lambda m: _mha(m)(m.ones(2, 3, 6), m.ones(5, 3, 6), m.ones(5, 3, 6)),
+    "transformer activation": lambda m: m.nn.TransformerEncoderLayer(4, 2, 8, activation="tanh"),
 }
+
+
+def _mha(m: Any) -> Any:
+    return m.nn.MultiheadAttention(4, 2)
 
 
 # these messages print a set, whose order depends on the process's string hashing (in torch too)
@@ -782,6 +875,30 @@ def test_rnn_all_weights_order() -> None:
         [[tuple(w.shape) for w in ws] for ws in t.all_weights]
 
 
+def test_transformer_encoder_nested_tensor_warning() -> None:
+    def make(lib: Any) -> Any:
+        return lib.nn.TransformerEncoder(lib.nn.TransformerEncoderLayer(4, 2, 8), 2)
+
+    msgs = []
+    for lib in (torch, engine):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            enc = make(lib)
+        msgs.append([str(x.message) for x in w if "enable_nested_tensor" in str(x.message)])
+        assert enc.use_nested_tensor is False
+    assert msgs[0] == msgs[1] and len(msgs[0]) == 1
+
+
+def test_transformer_encoder_layers_are_copies() -> None:
+    enc = engine.nn.TransformerEncoder(engine.nn.TransformerEncoderLayer(4, 2, 8), 3,
+                                       enable_nested_tensor=False)
+    ws = [layer.linear1.weight for layer in enc.layers]
+    assert len({id(w) for w in ws}) == 3
+    np.testing.assert_array_equal(ws[0].detach().numpy(), ws[2].detach().numpy())
+    t = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(4, 2, 8), 3, enable_nested_tensor=False)
+    assert [n for n, _ in enc.named_parameters()] == [n for n, _ in t.named_parameters()]
+
+
 def test_embedding_padding_idx() -> None:
     engine.manual_seed(0)
     emb = engine.nn.Embedding(6, 3, padding_idx=-2)
@@ -898,7 +1015,7 @@ def test_reset_parameters_redraws() -> None:
 
 LAYER_FILES = ["linear", "conv", "activation", "pooling", "batchnorm", "instancenorm", "normalization",
                "dropout", "sparse", "flatten", "padding", "loss", "pixelshuffle", "upsampling", "distance",
-               "fold", "channelshuffle", "rnn"]
+               "fold", "channelshuffle", "rnn", "transformer"]
 
 
 @pytest.mark.parametrize("name", LAYER_FILES)

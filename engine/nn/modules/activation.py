@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
-from ...tensor import Tensor
+from ... import bool as engine_bool
+from ... import cat, zeros
+from ...tensor import Size, Tensor
 from .. import functional as F
 from .. import init
 from ..parameter import Parameter
@@ -15,7 +18,7 @@ from .utils import _empty
 __all__ = ["Threshold", "ReLU", "Hardtanh", "ReLU6", "Sigmoid", "Hardsigmoid", "Tanh", "SiLU", "Mish",
            "Hardswish", "ELU", "CELU", "SELU", "GLU", "GELU", "Hardshrink", "LeakyReLU", "LogSigmoid",
            "Softplus", "Softshrink", "PReLU", "Softsign", "Tanhshrink", "Softmin", "Softmax", "Softmax2d",
-           "LogSoftmax"]
+           "LogSoftmax", "MultiheadAttention"]
 
 
 class _Inplace(Module):
@@ -473,3 +476,241 @@ class LogSoftmax(_DimSoftmax):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.log_softmax(input, self.dim, _stacklevel=5)
+
+
+def _canonical_mask(mask: Tensor | None, mask_name: str, other_type: Any, other_name: str, target_type: Any,
+                    check_other: bool = True) -> Tensor | None:
+    """A boolean mask as the float mask it means (-inf where True), as torch's F._canonical_mask."""
+    if mask is None:
+        return None
+    if mask.dtype != engine_bool and not mask.is_floating_point():
+        raise AssertionError(f"only bool and floating types of {mask_name} are supported")
+    if check_other and other_type is not None and mask.dtype != other_type:
+        warnings.warn(f"Support for mismatched {mask_name} and {other_name} is deprecated. Use same type "
+                      "for both instead.", stacklevel=3)
+    if not mask.is_floating_point():
+        mask = zeros(mask.shape, dtype=target_type).masked_fill_(mask, float("-inf"))
+    return mask
+
+
+def _mha_shape_check(query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None,
+                     attn_mask: Tensor | None, num_heads: int) -> bool:
+    if query.dim() == 3:
+        if key.dim() != 3 or value.dim() != 3:
+            raise AssertionError("For batched (3-D) `query`, expected `key` and `value` to be 3-D but found "
+                                 f"{key.dim()}-D and {value.dim()}-D tensors respectively")
+        if key_padding_mask is not None and key_padding_mask.dim() != 2:
+            raise AssertionError("For batched (3-D) `query`, expected `key_padding_mask` to be `None` or "
+                                 f"2-D but found {key_padding_mask.dim()}-D tensor instead")
+        if attn_mask is not None and attn_mask.dim() not in (2, 3):
+            raise AssertionError("For batched (3-D) `query`, expected `attn_mask` to be `None`, 2-D or 3-D "
+                                 f"but found {attn_mask.dim()}-D tensor instead")
+        return True
+    if query.dim() == 2:
+        if key.dim() != 2 or value.dim() != 2:
+            raise AssertionError("For unbatched (2-D) `query`, expected `key` and `value` to be 2-D but "
+                                 f"found {key.dim()}-D and {value.dim()}-D tensors respectively")
+        if key_padding_mask is not None and key_padding_mask.dim() != 1:
+            raise AssertionError("For unbatched (2-D) `query`, expected `key_padding_mask` to be `None` or "
+                                 f"1-D but found {key_padding_mask.dim()}-D tensor instead")
+        if attn_mask is not None:
+            if attn_mask.dim() not in (2, 3):
+                raise AssertionError("For unbatched (2-D) `query`, expected `attn_mask` to be `None`, 2-D "
+                                     f"or 3-D but found {attn_mask.dim()}-D tensor instead")
+            if attn_mask.dim() == 3:
+                expected_shape = (num_heads, query.shape[0], key.shape[0])
+                if tuple(attn_mask.shape) != expected_shape:
+                    raise AssertionError(f"Expected `attn_mask` shape to be {expected_shape} but got "
+                                         f"{attn_mask.shape}")
+        return False
+    raise AssertionError(f"query should be unbatched 2D or batched 3D tensor but received {query.dim()}-D "
+                         "query tensor")
+
+
+class MultiheadAttention(Module):
+    """Multi-head attention (torch's, off its inference fast path): queries ``(L, N, E)`` (or
+    ``(N, L, E)`` with ``batch_first``, or unbatched ``(L, E)``) attend over keys and values;
+    returns the output and (``need_weights``) the attention weights, averaged over the heads
+    unless ``average_attn_weights=False``. ``key_padding_mask``/``attn_mask``: True or -inf masks out.
+
+    >>> mha = engine.nn.MultiheadAttention(8, 2, batch_first=True)
+    >>> out, w = mha(engine.randn(3, 5, 8), engine.randn(3, 6, 8), engine.randn(3, 6, 8))
+    >>> tuple(out.shape), tuple(w.shape)
+    ((3, 5, 8), (3, 5, 6))
+    """
+
+    __constants__ = ["batch_first"]
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: int | None = None,
+                 vdim: int | None = None, batch_first: bool = False, device: Any = None,
+                 dtype: Any = None) -> None:
+        from .linear import NonDynamicallyQuantizableLinear
+
+        if embed_dim <= 0 or num_heads <= 0:
+            raise ValueError(f"embed_dim and num_heads must be greater than 0, got embed_dim={embed_dim} and "
+                             f"num_heads={num_heads} instead")
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.kdim = kdim if kdim is not None else embed_dim
+        self.vdim = vdim if vdim is not None else embed_dim
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.batch_first = batch_first
+        self.head_dim = embed_dim // num_heads
+        if self.head_dim * num_heads != self.embed_dim:
+            raise AssertionError("embed_dim must be divisible by num_heads")
+        fk = {"device": device, "dtype": dtype}
+        if not self._qkv_same_embed_dim:
+            self.q_proj_weight = Parameter(_empty(embed_dim, embed_dim, **fk))
+            self.k_proj_weight = Parameter(_empty(embed_dim, self.kdim, **fk))
+            self.v_proj_weight = Parameter(_empty(embed_dim, self.vdim, **fk))
+            self.register_parameter("in_proj_weight", None)
+        else:
+            self.in_proj_weight = Parameter(_empty(3 * embed_dim, embed_dim, **fk))
+            self.register_parameter("q_proj_weight", None)
+            self.register_parameter("k_proj_weight", None)
+            self.register_parameter("v_proj_weight", None)
+        if bias:
+            self.in_proj_bias = Parameter(_empty(3 * embed_dim, **fk))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = NonDynamicallyQuantizableLinear(embed_dim, embed_dim, bias=bias, **fk)
+        if add_bias_kv:
+            self.bias_k = Parameter(_empty(1, 1, embed_dim, **fk))
+            self.bias_v = Parameter(_empty(1, 1, embed_dim, **fk))
+        else:
+            self.bias_k = self.bias_v = None
+        self.add_zero_attn = add_zero_attn
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        if self._qkv_same_embed_dim:
+            init.xavier_uniform_(self.in_proj_weight)
+        else:
+            init.xavier_uniform_(self.q_proj_weight)
+            init.xavier_uniform_(self.k_proj_weight)
+            init.xavier_uniform_(self.v_proj_weight)
+        if self.in_proj_bias is not None:
+            init.constant_(self.in_proj_bias, 0.0)
+            init.constant_(self.out_proj.bias, 0.0)
+        if self.bias_k is not None:
+            init.xavier_normal_(self.bias_k)
+        if self.bias_v is not None:
+            init.xavier_normal_(self.bias_v)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
+                need_weights: bool = True, attn_mask: Tensor | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
+        is_batched = query.dim() == 3
+        key_padding_mask = _canonical_mask(key_padding_mask, "key_padding_mask",
+                                           attn_mask.dtype if attn_mask is not None else None, "attn_mask",
+                                           query.dtype)
+        attn_mask = _canonical_mask(attn_mask, "attn_mask", None, "", query.dtype, check_other=False)
+        if self.batch_first and is_batched:
+            query, key, value = (x.transpose(1, 0) for x in (query, key, value))
+        out, weights = self._attention(query, key, value, key_padding_mask, need_weights, attn_mask,
+                                       average_attn_weights, is_causal)
+        if self.batch_first and is_batched:
+            out = out.transpose(1, 0)
+        return out, weights
+
+    def _attention(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None,
+                   need_weights: bool, attn_mask: Tensor | None, average_attn_weights: bool,
+                   is_causal: bool) -> tuple[Tensor, Tensor | None]:
+        # torch's F.multi_head_attention_forward, composed of engine ops
+        num_heads = self.num_heads
+        is_batched = _mha_shape_check(query, key, value, key_padding_mask, attn_mask, num_heads)
+        if not is_batched:
+            query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask.unsqueeze(0)
+        tgt_len, bsz, embed_dim = query.shape
+        src_len = key.shape[0]
+        if is_causal and attn_mask is None:
+            raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the Transformer "
+                               "module method `generate_square_subsequent_mask` to create this mask.")
+        if is_causal and key_padding_mask is None and not need_weights:
+            attn_mask = None
+        elif key_padding_mask is not None:
+            is_causal = False
+        if embed_dim != self.embed_dim:
+            raise AssertionError(f"was expecting embedding dimension of {self.embed_dim}, but got "
+                                 f"{embed_dim}")
+        head_dim = embed_dim // num_heads
+        b = self.in_proj_bias
+        if self._qkv_same_embed_dim:
+            if tuple(key.shape) != tuple(value.shape):
+                raise AssertionError(f"key shape {key.shape} does not match value shape {value.shape}")
+            w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        else:
+            if tuple(key.shape[:2]) != tuple(value.shape[:2]):
+                raise AssertionError(f"key's sequence and batch dims {Size(key.shape[:2])} do not match "
+                                     f"value's {Size(value.shape[:2])}")
+            w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+        b_q, b_k, b_v = b.chunk(3) if b is not None else (None, None, None)
+        q, k, v = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+        if attn_mask is not None:
+            if attn_mask.dim() == 2:
+                if tuple(attn_mask.shape) != (tgt_len, src_len):
+                    raise RuntimeError(f"The shape of the 2D attn_mask is {attn_mask.shape}, but should be "
+                                       f"{(tgt_len, src_len)}.")
+                attn_mask = attn_mask.unsqueeze(0)
+            elif tuple(attn_mask.shape) != (bsz * num_heads, tgt_len, src_len):
+                raise RuntimeError(f"The shape of the 3D attn_mask is {attn_mask.shape}, but should be "
+                                   f"{(bsz * num_heads, tgt_len, src_len)}.")
+        if self.bias_k is not None and self.bias_v is not None:
+            k = cat([k, self.bias_k.repeat(1, bsz, 1)])
+            v = cat([v, self.bias_v.repeat(1, bsz, 1)])
+            if attn_mask is not None:
+                attn_mask = F.pad(attn_mask, (0, 1))
+            if key_padding_mask is not None:
+                key_padding_mask = F.pad(key_padding_mask, (0, 1))
+        q = q.reshape(tgt_len, bsz * num_heads, head_dim).transpose(0, 1)
+        k = k.reshape(k.shape[0], bsz * num_heads, head_dim).transpose(0, 1)
+        v = v.reshape(v.shape[0], bsz * num_heads, head_dim).transpose(0, 1)
+        if self.add_zero_attn:
+            k = cat([k, zeros(bsz * num_heads, 1, head_dim, dtype=k.dtype)], dim=1)
+            v = cat([v, zeros(bsz * num_heads, 1, head_dim, dtype=v.dtype)], dim=1)
+            if attn_mask is not None:
+                attn_mask = F.pad(attn_mask, (0, 1))
+            if key_padding_mask is not None:
+                key_padding_mask = F.pad(key_padding_mask, (0, 1))
+        src_len = k.shape[1]
+        if key_padding_mask is not None:
+            if key_padding_mask.shape[0] != bsz:
+                raise AssertionError(f"Expected key_padded_mask.shape[0] to be {bsz}, but got "
+                                     f"{key_padding_mask.shape[0]}")
+            if key_padding_mask.shape[1] != src_len:
+                raise AssertionError(f"Expected key_padded_mask.shape[1] to be {src_len}, but got "
+                                     f"{key_padding_mask.shape[1]}")
+            key_padding_mask = key_padding_mask.reshape(bsz, 1, 1, src_len).expand(-1, num_heads, -1, -1)
+            key_padding_mask = key_padding_mask.reshape(bsz * num_heads, 1, src_len)
+            attn_mask = key_padding_mask if attn_mask is None else attn_mask + key_padding_mask
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights:
+            scores = (q * math.sqrt(1.0 / float(head_dim))) @ k.transpose(-2, -1)
+            if attn_mask is not None:
+                scores = attn_mask + scores
+            weights = F.softmax(scores, dim=-1)
+            if dropout_p > 0.0:
+                weights = F.dropout(weights, p=dropout_p)
+            out = (weights @ v).transpose(0, 1).reshape(tgt_len * bsz, embed_dim)
+            out = F.linear(out, self.out_proj.weight, self.out_proj.bias).reshape(tgt_len, bsz, embed_dim)
+            weights = weights.reshape(bsz, num_heads, tgt_len, src_len)
+            if average_attn_weights:
+                weights = weights.mean(dim=1)
+            if not is_batched:
+                out, weights = out.squeeze(1), weights.squeeze(0)
+            return out, weights
+        if attn_mask is not None:
+            attn_mask = attn_mask.unsqueeze(0) if attn_mask.shape[0] == 1 else \
+                attn_mask.reshape(bsz, num_heads, -1, src_len)
+        q = q.reshape(bsz, num_heads, tgt_len, head_dim)
+        k = k.reshape(bsz, num_heads, src_len, head_dim)
+        v = v.reshape(bsz, num_heads, src_len, head_dim)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal)
+        out = out.permute(2, 0, 1, 3).reshape(bsz * tgt_len, embed_dim)
+        out = F.linear(out, self.out_proj.weight, self.out_proj.bias).reshape(tgt_len, bsz, embed_dim)
+        return (out if is_batched else out.squeeze(1)), None
