@@ -251,6 +251,7 @@ CASES: list[Case] = [
     C("GLU", (1,), {}, (G(2, 4, 3),)),
     C("Softmax", (1,), {}, (G(3, 4, 2),)),
     C("Softmax", (-1,), {}, (G(3, 4),)),
+    C("Softmax", (), {}, (G(3, 4, 2),)),  # the implicit dim (with torch's deprecation warning)
     C("LogSoftmax", (1,), {}, (G(3, 4),)),
     C("LogSoftmax", (), {"dim": 0}, (G(3, 4),)),
     C("Softmin", (0,), {}, (G(3, 4),)),
@@ -977,6 +978,17 @@ def test_conv_transpose_output_size_picks_size() -> None:
     x = engine.randn(1, 2, 6, 6)
     assert tuple(up(x).shape) == (1, 2, 11, 11)
     assert tuple(up(x, output_size=[1, 2, 12, 12]).shape) == (1, 2, 12, 12)
+
+
+@pytest.mark.parametrize("name", ["Softmax", "LogSoftmax", "Softmin"])
+def test_softmax_implicit_dim_warns(name: str) -> None:
+    msgs = []
+    for lib in (torch, engine):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            getattr(lib.nn, name)()(lib.ones(2, 3))
+        msgs.append([str(x.message) for x in w])
+    assert msgs[0] == msgs[1] and len(msgs[0]) == 1
 
 
 def test_inplace_activation_returns_input() -> None:

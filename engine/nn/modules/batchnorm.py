@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ... import int64, ones, tensor, zeros
+from ..._autograd import no_grad
 from ...tensor import Tensor
 from .. import functional as F
 from .. import init
@@ -77,7 +78,8 @@ class _BatchNorm(_NormBase):
         self._check_input_dim(input)
         exponential_average_factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            init.constant_(self.num_batches_tracked, int(self.num_batches_tracked) + 1)
+            with no_grad():
+                self.num_batches_tracked.add_(1)
             # momentum=None: the running statistics are the plain average over all batches
             if self.momentum is None:
                 exponential_average_factor = 1.0 / float(self.num_batches_tracked)
