@@ -10,9 +10,9 @@ tensor([0., 2.])
 
 from __future__ import annotations
 
-from . import functional, modules
+from . import functional, init, modules
 from .modules import *  # noqa: F403  (torch.nn's namespace: every module class at engine.nn.X)
 from .modules import __all__ as _modules_all
 from .parameter import Buffer, Parameter
 
-__all__ = ["functional", "modules", "Parameter", "Buffer", *_modules_all]
+__all__ = ["functional", "init", "modules", "Parameter", "Buffer", *_modules_all]
