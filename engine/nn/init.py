@@ -101,7 +101,7 @@ def constant_(tensor: Tensor, val: float) -> Tensor:
     """Fill ``tensor`` with ``val``.
 
     >>> engine.nn.init.constant_(engine.empty(2), 0.3)
-    tensor([0.3, 0.3])
+    tensor([0.3000, 0.3000])
     """
     with no_grad():
         return tensor.fill_(val)

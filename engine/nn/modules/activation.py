@@ -120,7 +120,7 @@ class Sigmoid(Module):
     """``1 / (1 + exp(-x))``.
 
     >>> engine.nn.Sigmoid()(engine.tensor([0.0]))
-    tensor([0.5])
+    tensor([0.5000])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -131,7 +131,7 @@ class Hardsigmoid(Module):
     """Piecewise-linear sigmoid: ``relu6(x + 3) / 6``.
 
     >>> engine.nn.Hardsigmoid()(engine.tensor([0.0]))
-    tensor([0.5])
+    tensor([0.5000])
     """
 
     __constants__ = ["inplace"]
@@ -302,7 +302,7 @@ class LeakyReLU(Module):
     """``x`` if positive, else ``negative_slope * x``.
 
     >>> engine.nn.LeakyReLU(0.1)(engine.tensor([-1.0]))
-    tensor([-0.1])
+    tensor([-0.1000])
     """
 
     __constants__ = ["inplace", "negative_slope"]
@@ -356,7 +356,7 @@ class Softshrink(Module):
     """``x - lambd`` above ``lambd``, ``x + lambd`` below ``-lambd``, else 0.
 
     >>> engine.nn.Softshrink()(engine.tensor([1.0]))
-    tensor([0.5])
+    tensor([0.5000])
     """
 
     __constants__ = ["lambd"]
@@ -403,7 +403,7 @@ class Softsign(Module):
     """``x / (1 + |x|)``.
 
     >>> engine.nn.Softsign()(engine.tensor([1.0]))
-    tensor([0.5])
+    tensor([0.5000])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -436,7 +436,7 @@ class Softmin(_DimSoftmax):
     """``softmax(-x)`` along ``dim``.
 
     >>> engine.nn.Softmin(dim=1)(engine.zeros(1, 2))
-    tensor([[0.5, 0.5]])
+    tensor([[0.5000, 0.5000]])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -447,7 +447,7 @@ class Softmax(_DimSoftmax):
     """Softmax along ``dim``.
 
     >>> engine.nn.Softmax(dim=1)(engine.zeros(1, 2))
-    tensor([[0.5, 0.5]])
+    tensor([[0.5000, 0.5000]])
     """
 
     def forward(self, input: Tensor) -> Tensor:

@@ -36,7 +36,7 @@ class L1Loss(_Loss):
     """Mean absolute error.
 
     >>> engine.nn.L1Loss()(engine.tensor([1.0, 2.0]), engine.tensor([0.0, 0.0]))
-    tensor(1.5)
+    tensor(1.5000)
     """
 
     __constants__ = ["reduction"]
@@ -172,7 +172,7 @@ class HingeEmbeddingLoss(_Loss):
     """``x`` for target 1, ``max(0, margin - x)`` for target -1.
 
     >>> engine.nn.HingeEmbeddingLoss()(engine.tensor([0.3, 2.0]), engine.tensor([1.0, -1.0]))
-    tensor(0.15)
+    tensor(0.1500)
     """
 
     __constants__ = ["margin", "reduction"]
@@ -311,7 +311,7 @@ class MultiMarginLoss(_WeightedLoss):
     """Multi-class hinge loss (``p`` 1 or 2) of ``(N, C)`` scores at class targets.
 
     >>> engine.nn.MultiMarginLoss()(engine.tensor([[0.1, 0.2, 0.4, 0.8]]), engine.tensor([3]))
-    tensor(0.325)
+    tensor(0.3250)
     """
 
     __constants__ = ["p", "margin", "reduction"]

@@ -93,7 +93,7 @@ class ConstantPad1d(_ConstantPadNd):
     """Pads the last dimension with ``value``.
 
     >>> engine.nn.ConstantPad1d(1, 3.5)(engine.zeros(1, 2))
-    tensor([[3.5, 0. , 0. , 3.5]])
+    tensor([[3.5000, 0.0000, 0.0000, 3.5000]])
     """
 
     _nd = 1

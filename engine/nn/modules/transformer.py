@@ -342,9 +342,9 @@ class Transformer(Module):
         """The causal mask: -inf above the diagonal, 0 on and below it.
 
         >>> engine.nn.Transformer.generate_square_subsequent_mask(3)
-        tensor([[  0., -inf, -inf],
-                [  0.,   0., -inf],
-                [  0.,   0.,   0.]])
+        tensor([[0., -inf, -inf],
+                [0., 0., -inf],
+                [0., 0., 0.]])
         """
         return _generate_square_subsequent_mask(sz, dtype=dtype)
 
