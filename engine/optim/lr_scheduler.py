@@ -95,6 +95,8 @@ class LRScheduler:
     """
 
     # attributes that are not part of the saved state
+    # (ExponentialLR, LinearLR, PolynomialLR and CosineAnnealingLR keep the groups' lrs on the initial
+    # step of a resumed schedule, ``last_epoch >= 0``, as torch's do; the others apply their rule)
     _unsaved: tuple[str, ...] = ("optimizer",)
 
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
@@ -365,7 +367,7 @@ class LinearLR(LRScheduler):
         groups = self.optimizer.param_groups
         if self.last_epoch == 0:
             return [g["lr"] * self.start_factor for g in groups]
-        if self.last_epoch > self.total_iters:
+        if self._is_initial or self.last_epoch > self.total_iters:
             return [g["lr"] for g in groups]
         span = self.end_factor - self.start_factor
         # the ratio of this epoch's factor to the previous one's
@@ -392,7 +394,7 @@ class ExponentialLR(LRScheduler):
 
     def _chained(self) -> list[Any]:
         groups = self.optimizer.param_groups
-        if self.last_epoch == 0:
+        if self.last_epoch == 0 or self._is_initial:
             return [g["lr"] for g in groups]
         return [g["lr"] * self.gamma for g in groups]
 
@@ -416,7 +418,7 @@ class PolynomialLR(LRScheduler):
 
     def _chained(self) -> list[Any]:
         groups = self.optimizer.param_groups
-        if self.last_epoch == 0 or self.last_epoch > self.total_iters:
+        if self.last_epoch == 0 or self._is_initial or self.last_epoch > self.total_iters:
             return [g["lr"] for g in groups]
         decay = ((1.0 - self.last_epoch / self.total_iters)
                  / (1.0 - (self.last_epoch - 1) / self.total_iters)) ** self.power
@@ -443,11 +445,8 @@ class CosineAnnealingLR(LRScheduler):
 
     def _chained(self) -> list[Any]:
         groups, t, T, lo = self.optimizer.param_groups, self.last_epoch, self.T_max, self.eta_min
-        if t == 0:
+        if t == 0 or self._is_initial:
             return [g["lr"] for g in groups]
-        if self._step_count == 1 and t > 0:
-            # resumed at a later epoch: nothing to chain from yet
-            return [lo + (base - lo) * (1 + math.cos(t * math.pi / T)) / 2 for base in self.base_lrs]
         if (t - 1 - T) % (2 * T) == 0:
             # the trough: the cosine ratio below would divide by zero
             return [g["lr"] + (base - lo) * (1 - math.cos(math.pi / T)) / 2

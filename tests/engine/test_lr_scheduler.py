@@ -272,3 +272,74 @@ def test_schedule_drives_training() -> None:
             sched.step()
         out[m] = w.detach().numpy().tolist()
     assert out[engine] == out[torch]
+
+
+RESUMED: dict[str, Callable[[Any, Any, int], Any]] = {
+    "StepLR": lambda S, o, e: S.StepLR(o, 2, last_epoch=e),
+    "ExponentialLR": lambda S, o, e: S.ExponentialLR(o, 0.5, last_epoch=e),
+    "LinearLR": lambda S, o, e: S.LinearLR(o, 0.5, total_iters=6, last_epoch=e),
+    "ConstantLR": lambda S, o, e: S.ConstantLR(o, 0.5, total_iters=4, last_epoch=e),
+    "MultiStepLR": lambda S, o, e: S.MultiStepLR(o, [2, 4], last_epoch=e),
+    "PolynomialLR": lambda S, o, e: S.PolynomialLR(o, 8, last_epoch=e),
+    "CosineAnnealingLR": lambda S, o, e: S.CosineAnnealingLR(o, 5, last_epoch=e),
+    "MultiplicativeLR": lambda S, o, e: S.MultiplicativeLR(o, lambda x: 0.9, last_epoch=e),
+    "LambdaLR": lambda S, o, e: S.LambdaLR(o, _lambda, last_epoch=e),
+    "CosineAnnealingWarmRestarts": lambda S, o, e: S.CosineAnnealingWarmRestarts(o, 3, last_epoch=e),
+    "CyclicLR": lambda S, o, e: S.CyclicLR(o, 0.01, 0.1, step_size_up=3, last_epoch=e),
+}
+
+
+@pytest.mark.parametrize("last_epoch", [0, 1, 3, 4])
+@pytest.mark.parametrize("case", list(RESUMED))
+def test_resumed_schedule_equals_torch(case: str, last_epoch: int) -> None:
+    """Constructed with ``last_epoch >= 0`` over groups that carry ``initial_lr`` and a current lr
+    of their own: the first (initial) step and the ones after give torch's lrs."""
+    out = {}
+    for m in (engine, torch):
+        opt = _opt(m)
+        for g in opt.param_groups:
+            g["initial_lr"], g["lr"] = g["lr"], g["lr"] * 0.7
+        sched = RESUMED[case](m.optim.lr_scheduler, opt, last_epoch)
+        seq = [_snapshot(opt, sched)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(10):
+                opt.step()
+                sched.step()
+                seq.append(_snapshot(opt, sched))
+        out[m] = seq, sched.last_epoch
+    assert out[engine] == out[torch]
+
+
+SEQUENTIAL: dict[str, Callable[[Any, Any], Any]] = {
+    "then MultiplicativeLR": lambda S, o: S.SequentialLR(
+        o, [S.ExponentialLR(o, 0.5), S.MultiplicativeLR(o, lambda e: 0.9)], milestones=[3]),
+    "then ConstantLR": lambda S, o: S.SequentialLR(
+        o, [S.ExponentialLR(o, 0.5), S.ConstantLR(o, 0.5, total_iters=2)], milestones=[3]),
+    "three": lambda S, o: S.SequentialLR(
+        o, [S.ConstantLR(o, 0.5, total_iters=2), S.StepLR(o, 2), S.LambdaLR(o, _lambda)], milestones=[3, 7]),
+    "then warm restarts": lambda S, o: S.SequentialLR(
+        o, [S.LinearLR(o, 0.5, total_iters=3), S.CosineAnnealingWarmRestarts(o, 3)], milestones=[3]),
+    "then MultiStepLR": lambda S, o: S.SequentialLR(
+        o, [S.LinearLR(o, 0.5, total_iters=3), S.MultiStepLR(o, [2, 5])], milestones=[4]),
+}
+
+
+@pytest.mark.parametrize("case", list(SEQUENTIAL))
+def test_sequential_restarts_each_schedule_as_torch(case: str) -> None:
+    """At a milestone the next schedule starts over from its epoch 0 (its closed form where it has
+    one), without the deprecation warning ``step(0)`` would give."""
+    out = {}
+    for m in (engine, torch):
+        opt = _opt(m)
+        sched = SEQUENTIAL[case](m.optim.lr_scheduler, opt)
+        seq = [_snapshot(opt, sched)]
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            for _ in range(15):
+                opt.step()
+                sched.step()
+                seq.append(_snapshot(opt, sched))
+        out[m] = seq, [str(x.message) for x in w]
+    assert out[engine] == out[torch]
+    assert out[engine][1] == []
