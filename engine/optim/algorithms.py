@@ -54,6 +54,13 @@ def _check_betas(betas: tuple[float, float]) -> None:
         _need(0.0 <= beta < 1.0, f"Invalid beta parameter at index {i}: {beta}")
 
 
+def _check_fused(fused: bool | None, foreach: bool | None, differentiable: bool) -> None:
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    if fused and differentiable:
+        raise RuntimeError("`fused` does not support `differentiable`")
+
+
 def _advance(state: State) -> float:
     """Count one more step; the count as a Python number (what the bias corrections use)."""
     step = state["step"]
@@ -91,6 +98,7 @@ class SGD(Optimizer):
         _check_weight_decay(weight_decay)
         _need(not nesterov or (momentum > 0 and dampening == 0),
               "Nesterov momentum requires a momentum and zero dampening")
+        _check_fused(fused, foreach, differentiable)
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
                                   "weight_decay": weight_decay, "nesterov": nesterov, "maximize": maximize,
                                   "foreach": foreach, "differentiable": differentiable, "fused": fused})
@@ -133,6 +141,11 @@ class Adam(Optimizer):
         _check_eps(eps)
         _check_betas(betas)
         _check_weight_decay(weight_decay)
+        if isinstance(lr, Tensor) and foreach and not capturable:
+            raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+        if isinstance(betas[0], Tensor) != isinstance(betas[1], Tensor):
+            raise ValueError("betas must be either both floats or both Tensors")
+        _check_fused(fused, foreach, differentiable)
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
                                   "amsgrad": amsgrad, "maximize": maximize, "foreach": foreach,
                                   "capturable": capturable, "differentiable": differentiable, "fused": fused,
@@ -145,7 +158,8 @@ class Adam(Optimizer):
         return state
 
     def _update(self, p: Tensor, grad: Tensor, state: State, group: Group) -> None:
-        lr, (beta1, beta2), wd = _scalar(group["lr"]), group["betas"], group["weight_decay"]
+        lr, wd = _scalar(group["lr"]), group["weight_decay"]
+        beta1, beta2 = (_scalar(b) for b in group["betas"])
         g = _signed(grad, group)
         if wd != 0 and group["decoupled_weight_decay"]:
             p.mul_(1 - lr * wd)
@@ -392,6 +406,7 @@ class Adagrad(Optimizer):
         _need(0.0 <= initial_accumulator_value,
               f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
         _check_eps(eps)
+        _check_fused(fused, foreach, differentiable)
         super().__init__(params, {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
                                   "initial_accumulator_value": initial_accumulator_value, "foreach": foreach,
                                   "maximize": maximize, "differentiable": differentiable, "fused": fused})
@@ -401,7 +416,9 @@ class Adagrad(Optimizer):
                 self.state[p].update(self._init_state(p, group))
 
     def _init_state(self, p: Tensor, group: Group) -> State:
-        return {"step": _step_tensor(), "sum": full_like(p, group["initial_accumulator_value"])}
+        # the constructor's value, not the group's: torch fills every accumulator, including those
+        # of groups added later or overriding it, from its defaults
+        return {"step": _step_tensor(), "sum": full_like(p, self.defaults["initial_accumulator_value"])}
 
     def _update(self, p: Tensor, grad: Tensor, state: State, group: Group) -> None:
         step = _advance(state)

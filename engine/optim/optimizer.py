@@ -332,7 +332,11 @@ class Optimizer:
             text += f"\nParameter Group {i}\n"
             for key in sorted(group):
                 if key != "params":
-                    text += f"    {key}: {group[key]}\n"
+                    value = group[key]
+                    # torch shows a 0-d tensor hyper-parameter (a tensor lr) by its value
+                    if isinstance(value, Tensor) and value.dim() == 0:
+                        value = value.item()
+                    text += f"    {key}: {value}\n"
         return text + ")"
 
 

@@ -610,3 +610,48 @@ def test_foreach_and_fused_flags(name: str, flag: str) -> None:
     assert oe.param_groups[0][flag] is True and oe.defaults == ot.defaults
     for a, b in zip(pe, pt):
         np.testing.assert_allclose(_np(a), b.detach().numpy(), **TOL[np.float32])
+
+
+FLAG_ERRORS = {
+    "fused and foreach": lambda m: m.optim.Adam([m.ones(1, requires_grad=True)], fused=True, foreach=True),
+    "SGD fused and foreach": lambda m: m.optim.SGD([m.ones(1, requires_grad=True)], fused=True, foreach=True),
+    "Adagrad fused differentiable": lambda m: m.optim.Adagrad([m.ones(1, requires_grad=True)], fused=True,
+                                                              differentiable=True),
+    "tensor lr with foreach": lambda m: m.optim.AdamW([m.ones(1, requires_grad=True)], lr=m.tensor(0.01),
+                                                      foreach=True),
+    "betas half tensors": lambda m: m.optim.Adam([m.ones(1, requires_grad=True)],
+                                                 betas=(m.tensor(0.9), 0.99)),
+}
+
+
+@pytest.mark.parametrize("case", list(FLAG_ERRORS))
+def test_flag_errors(case: str) -> None:
+    assert_same_error(FLAG_ERRORS[case])
+
+
+def test_adagrad_accumulator_starts_from_the_constructor_value() -> None:
+    """Every accumulator starts at the constructor's ``initial_accumulator_value``, also for a group
+    that overrides it or is added later (as torch)."""
+    res = {}
+    for m in (engine, torch):
+        a, b, c = (m.ones(2, requires_grad=True) for _ in range(3))
+        opt = m.optim.Adagrad([{"params": [a]}, {"params": [b], "initial_accumulator_value": 0.3}], lr=0.1,
+                              initial_accumulator_value=0.5)
+        opt.add_param_group({"params": [c], "lr": 0.2, "initial_accumulator_value": 0.7})
+        for p in (a, b, c):
+            p.grad = m.ones(2)
+        opt.step()
+        res[m] = [opt.state[p]["sum"].tolist() for p in (a, b, c)], [p.tolist() for p in (a, b, c)]
+    assert res[engine] == res[torch]
+
+
+def test_repr_and_state_dict_details() -> None:
+    res = {}
+    for m in (engine, torch):
+        p, q = m.ones(2, requires_grad=True), m.ones(2, requires_grad=True)
+        opt = m.optim.SGD([p, q], lr=m.tensor(0.01), momentum=0.9)
+        opt.state[q]  # an entry made by looking, as in torch's defaultdict
+        p.grad = m.ones(2)
+        opt.step()
+        res[m] = repr(opt), list(opt.state_dict()["state"]), p.tolist()
+    assert res[engine] == res[torch]
