@@ -75,7 +75,7 @@ from .tensor import (
 _ops_namespace = _top_level()
 globals().update(_ops_namespace)
 
-from . import func, nn  # noqa: E402  (after the core ops they build on)
+from . import func, nn, optim  # noqa: E402  (after the core ops they build on)
 from ._compile import CompileWarning, compile  # noqa: E402, A004
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
 
@@ -88,8 +88,8 @@ autograd_backward = backward
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "Size", "tensor", "nn", "as_tensor", "from_numpy", "dtype", "autograd", "autograd_grad",
-    "autograd_backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+    "Tensor", "Size", "tensor", "nn", "optim", "as_tensor", "from_numpy", "dtype", "autograd",
+    "autograd_grad", "autograd_backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "manual_seed", "OPS", "OpInfo", "PRIMITIVES", "result_type", "promote_types",
     "get_default_dtype", "float16", "float32", "float64", "int8", "int16", "int32", "int64",
     "uint8", "bool", "half", "float", "double", "short", "int", "long", "_dtype", "_tensor_str",
