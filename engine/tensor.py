@@ -12,12 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from . import _dtype
+from . import _dtype, _tensor_str
 from ._dtype import dtype as DType
 
 # The autograd core (engine._autograd) sits above this module and registers itself here when it
 # is imported, so Tensor.backward and friends reach it without an upward import.
 _engine: Any = None
+# The public forward-AD levels, innermost last. engine.autograd.forward_ad pushes and pops this
+# very list (its dual_level); repr reads it to show a tangent as torch's does, without this
+# bottom layer importing the autograd above it.
+forward_levels: list[int] = []
 
 __all__ = ["Tensor", "Size", "tensor", "as_tensor", "from_numpy", "is_tensor", "numel", "memory_format",
            "contiguous_format", "preserve_format", "channels_last", "channels_last_3d"]
@@ -388,15 +392,11 @@ class Tensor:
 
     def __repr__(self) -> str:
         # torch's layout and print options (engine.set_printoptions); see engine/_tensor_str.py
-        from . import _autograd, _tensor_str
-        from ._dtype import get_default_dtype
-        from .autograd import forward_ad
-
         def tangent() -> Tensor | None:
-            lev = forward_ad._public[-1] if forward_ad._public else None
-            return None if lev is None else _autograd._get_tangent(self, lev)
+            fw = getattr(self, "_fw", None)
+            return fw.get(forward_levels[-1]) if fw and forward_levels else None
 
-        return _tensor_str.tensor_repr(self._data, self.dtype, get_default_dtype(),
+        return _tensor_str.tensor_repr(self._data, self.dtype, _dtype.get_default_dtype(),
                                        None if self.grad_fn is None else self.grad_fn.name(),
                                        self._rg, tangent)
 

@@ -21,13 +21,14 @@ import numpy as np
 
 from .. import _autograd
 from ..tensor import Tensor
+from ..tensor import forward_levels as _public
 
 __all__ = ["UnpackedDualTensor", "enter_dual_level", "exit_dual_level", "make_dual", "unpack_dual",
            "dual_level"]
 
-# The public levels: torch numbers them from 0 and allows one at a time. Each maps to a core
-# level id (engine._autograd), which engine.func's transforms also use, nested.
-_public: list[int] = []
+# The public levels (_public, engine.tensor's forward_levels: repr reads it too): torch numbers
+# them from 0 and allows one at a time. Each maps to a core level id (engine._autograd), which
+# engine.func's transforms also use, nested.
 
 
 class UnpackedDualTensor(NamedTuple):
