@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from ...tensor import Size, Tensor
 from .. import functional as F
-from .. import init
-from ..parameter import Parameter
 from .module import Module
-from .utils import _empty, _pair, _reverse_repeat_tuple, _single, _triple
+from .utils import _pair, _parameter, _reset_fan_in, _reverse_repeat_tuple, _single, _triple
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
 
@@ -67,20 +64,12 @@ class _ConvNd(Module):
         else:
             self._reversed_padding_repeated_twice = list(_reverse_repeat_tuple(self.padding, 2))
         shape = (in_channels, out_channels // groups) if transposed else (out_channels, in_channels // groups)
-        self.weight = Parameter(_empty(*shape, *kernel_size, device=device, dtype=dtype))
-        if bias:
-            self.bias = Parameter(_empty(out_channels, device=device, dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
+        _parameter(self, "weight", (*shape, *kernel_size), device=device, dtype=dtype)
+        _parameter(self, "bias", out_channels if bias else None, device=device, dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # a=sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as torch
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        _reset_fan_in(self.weight, self.bias)
 
     def extra_repr(self) -> str:
         s = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}"

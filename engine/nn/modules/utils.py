@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import collections.abc
+import math
 from collections.abc import Callable
 from itertools import repeat
 from typing import Any
 
 from ... import empty as _engine_empty
 from ...tensor import Tensor
+from .. import init
+from ..parameter import Parameter
 
 __all__: list[str] = []
 
@@ -47,3 +50,32 @@ def _empty(*shape: int, device: Any = None, dtype: Any = None) -> Tensor:
     if device is not None and str(device).split(":")[0] != "cpu":
         raise RuntimeError(f"engine tensors live on the cpu only, not on {device!r}")
     return _engine_empty(*shape, dtype=dtype)
+
+
+def _parameter(module: Any, name: str, shape: int | tuple | None, *, device: Any = None,
+               dtype: Any = None) -> None:
+    """Register ``module.<name>`` as an uninitialised Parameter of ``shape``, or as None (a layer
+    built without it: ``bias=False``, ``affine=False``), as torch's layers do."""
+    if shape is None:
+        module.register_parameter(name, None)
+        return
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    setattr(module, name, Parameter(_empty(*shape, device=device, dtype=dtype)))
+
+
+def _reset_fan_in(weight: Tensor, bias: Tensor | None) -> None:
+    """Linear's and the convolutions' default: weight kaiming_uniform_(a=sqrt(5)), that is
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the bias from the same range."""
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = init._calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        init.uniform_(bias, -bound, bound)
+
+
+def _reset_affine(weight: Tensor | None, bias: Tensor | None) -> None:
+    """The normalisation layers' affine: weight ones, bias zeros (each where there is one)."""
+    if weight is not None:
+        init.ones_(weight)
+    if bias is not None:
+        init.zeros_(bias)
