@@ -28,7 +28,7 @@ class Sequential(Module):
 
     >>> net = engine.nn.Sequential(engine.nn.Linear(2, 3), engine.nn.ReLU())
     >>> net(engine.ones(4, 2)).shape
-    engine.Size([4, 3])
+    torch.Size([4, 3])
     """
 
     def __init__(self, *args: Module) -> None:
