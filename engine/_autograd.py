@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _dtype
 from . import tensor as _tensor_module
 from .tensor import Shadow, Size, Tensor, VmapFallback
 
@@ -447,9 +448,6 @@ mutation_seen = False
 
 _HINT = ("Hint: enable anomaly detection to find the operation that failed to compute its gradient, "
          "with torch.autograd.set_detect_anomaly(True, check_nan=False).")
-_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
-               "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor", "int8": "CharTensor",
-               "uint8": "ByteTensor", "bool": "BoolTensor"}
 
 
 def version_counter(t: Tensor) -> list:
@@ -502,7 +500,7 @@ def check_versions(node: Node) -> None:
             continue
         raise RuntimeError(
             "one of the variables needed for gradient computation has been modified by an inplace "
-            f"operation: [torch.{_TYPE_NAMES.get(arr.dtype.name, 'Tensor')} {list(arr.shape)}]{what} is "
+            f"operation: [torch.{_dtype.tensor_type(arr.dtype)} {list(arr.shape)}]{what} is "
             f"at version {now}; expected version {want} instead. {_HINT}")
 
 

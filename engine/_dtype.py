@@ -139,6 +139,13 @@ def type_name(dt: np.dtype) -> str:
     return _TYPE_NAMES.get(dt.name, dt.name)
 
 
+def tensor_type(dt: np.dtype) -> str:
+    """torch's legacy tensor type name of a dtype (``FloatTensor``; ``Tensor`` for another), as
+    ``torch.typename`` and its version-counter errors give it."""
+    name = _TYPE_NAMES.get(dt.name)
+    return "Tensor" if name is None else name + "Tensor"
+
+
 def _g(x: builtins.float) -> str:
     return f"{x:g}"
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import scipy.special
 
+from ... import _dtype
 from ..._autograd import _align, diagonal_jvp, elementwise_batch, primitive
 from ..._meta import elementwise_shape
 from ...ops import elementwise as _E
@@ -31,13 +32,10 @@ from ...ops.reduction import softmax as _softmax
 from ...ops.shape import narrow, norm_dim, reshape
 from ...tensor import Tensor
 
-_TORCH_TYPE = {"float64": "Double", "float32": "Float", "float16": "Half", "int64": "Long",
-               "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
-
 
 def torch_type_name(t: Tensor) -> str:
     """torch's C++ name of a tensor's dtype (``Float``, ``Long``...), as its error messages say it."""
-    return _TORCH_TYPE.get(t._data.dtype.name, t._data.dtype.name)
+    return _dtype.type_name(t._data.dtype)
 
 
 def inplace_variant(fn: Callable) -> Callable:

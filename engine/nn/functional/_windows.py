@@ -24,6 +24,7 @@ import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ... import _dtype
 from ..._autograd import dims_batch, linear_jvp, primitive
 from ..._meta import _bound, _free, _fresh, view_shape
 from ...ops.shape import getitem
@@ -236,13 +237,9 @@ def ntuple(value: object, n: int, name: str, op: str | None = None) -> tuple[int
     return vals
 
 
-TORCH_TYPE = {"float64": "Double", "float32": "Float", "float16": "Half", "int64": "Long",
-              "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
-
-
 def type_name(t: Tensor) -> str:
     """torch's C++ scalar-type name (``Float``, ``Long``...), as its error messages say it."""
-    return TORCH_TYPE.get(t._data.dtype.name, t._data.dtype.name)
+    return _dtype.type_name(t._data.dtype)
 
 
 def size_str(shape: Sequence[int], sep: str = ", ") -> str:

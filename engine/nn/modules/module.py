@@ -17,16 +17,12 @@ from ..parameter import Buffer, Parameter
 
 __all__ = ["Module", "typename"]
 
-_TENSOR_TYPES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
-                 "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor", "int8": "CharTensor",
-                 "uint8": "ByteTensor", "bool": "BoolTensor"}
-
 
 def typename(obj: Any) -> str:
     """The type's name as torch's messages give it (``torch.typename``): ``torch.FloatTensor`` for
     a float32 tensor, ``int``, ``engine.nn.modules.linear.Linear``."""
     if isinstance(obj, Tensor):
-        return "torch." + _TENSOR_TYPES.get(obj._data.dtype.name, "Tensor")
+        return "torch." + _dtype.tensor_type(obj._data.dtype)
     t = obj if isinstance(obj, type) else type(obj)
     module = getattr(t, "__module__", "builtins")
     return t.__qualname__ if module in ("builtins", None) else f"{module}.{t.__qualname__}"
