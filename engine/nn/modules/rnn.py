@@ -47,6 +47,13 @@ def _lstm_cell(gi: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor | No
     return h, c
 
 
+def _reset_uniform(module: Module) -> None:
+    """The recurrent layers' and cells' default: every parameter U(-1/sqrt(hidden), 1/sqrt(hidden))."""
+    stdv = 1.0 / math.sqrt(module.hidden_size) if module.hidden_size > 0 else 0
+    for weight in module.parameters():
+        init.uniform_(weight, -stdv, stdv)
+
+
 class RNNBase(Module):
     """The stacked, optionally bidirectional recurrence shared by RNN, LSTM and GRU; parameters
     ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (``_reverse`` for the
@@ -135,9 +142,7 @@ class RNNBase(Module):
         """A no-op, as torch's off cuDNN."""
 
     def reset_parameters(self) -> None:
-        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for weight in self.parameters():
-            init.uniform_(weight, -stdv, stdv)
+        _reset_uniform(self)
 
     def check_input(self, input: Tensor, batch_sizes: Any = None) -> None:
         w = self._flat_weights[0]
@@ -379,11 +384,11 @@ class RNNCellBase(Module):
         return s.format(**self.__dict__)
 
     def reset_parameters(self) -> None:
-        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for weight in self.parameters():
-            init.uniform_(weight, -stdv, stdv)
+        _reset_uniform(self)
 
-    def _batched(self, input: Tensor, hx: Tensor | None, name: str) -> tuple[Tensor, Tensor | None, bool]:
+    def _batched(self, input: Tensor, hx: Tensor | None, name: str) -> tuple[Tensor, Tensor, bool]:
+        """``input`` and ``hx`` with a batch dim, ``hx`` zeros when not given, and whether the
+        input had a batch dim (RNNCell's and GRUCell's one state)."""
         if input.dim() not in (1, 2):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if hx is not None and hx.dim() not in (1, 2):
@@ -392,6 +397,8 @@ class RNNCellBase(Module):
         if not is_batched:
             input = input.unsqueeze(0)
             hx = hx.unsqueeze(0) if hx is not None else None
+        if hx is None:
+            hx = zeros(input.size(0), self.hidden_size, dtype=input.dtype)
         return input, hx, is_batched
 
 
@@ -411,8 +418,6 @@ class RNNCell(RNNCellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         input, hx, is_batched = self._batched(input, hx, "RNNCell")
-        if hx is None:
-            hx = zeros(input.size(0), self.hidden_size, dtype=input.dtype)
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
         mode = "RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU"
@@ -466,8 +471,6 @@ class GRUCell(RNNCellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         input, hx, is_batched = self._batched(input, hx, "GRUCell")
-        if hx is None:
-            hx = zeros(input.size(0), self.hidden_size, dtype=input.dtype)
         ret = _rnn_cell("GRU", F.linear(input, self.weight_ih, self.bias_ih), hx, self.weight_hh,
                         self.bias_hh)
         return ret if is_batched else ret.squeeze(0)
