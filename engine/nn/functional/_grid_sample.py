@@ -26,6 +26,7 @@ from ...ops.linalg_prims import matmul
 from ...ops.reduction import sum as sum_
 from ...ops.shape import reshape, select, stack, transpose, unsqueeze
 from ...tensor import Tensor
+from ._interpolate import cubic_weights
 from ._windows import pad_constant, size_str, take, type_name
 
 _MODES = ("bilinear", "nearest", "bicubic")
@@ -33,7 +34,6 @@ _PADDINGS = ("zeros", "border", "reflection")
 _ALIGN_WARNING = ("Default grid_sample and affine_grid behavior has changed to align_corners=False since "
                   "1.3.0. Please specify align_corners=True if the old behavior is desired. See the "
                   "documentation of grid_sample for details.")
-_A = -0.75  # torch's cubic convolution coefficient (as in its bicubic upsampling)
 
 
 # ---------------------------------------------------------------- affine_grid
@@ -154,17 +154,6 @@ def _zero_grad(values: np.ndarray | Tensor, dep: Tensor) -> Tensor:
     return where(Tensor._make(np.ones((1,), np.bool_)), v, dep)
 
 
-def _cubic(t: Tensor) -> list[Tensor]:
-    """The four cubic convolution weights of taps -1, 0, 1, 2 at fraction ``t``."""
-    def near(x: Tensor) -> Tensor:  # |x| <= 1
-        return ((_A + 2) * x - (_A + 3)) * x * x + 1.0
-
-    def far(x: Tensor) -> Tensor:   # 1 < |x| < 2
-        return ((_A * x - 5 * _A) * x + 8 * _A) * x - 4 * _A
-
-    return [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
-
-
 # ---------------------------------------------------------------- grid_sample
 def _check(x: Tensor, g: Tensor, mode: str) -> None:
     """torch's checks, in its order (check_grid_sampler_common, then _2d/_3d, then the kernel)."""
@@ -240,7 +229,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
             weights.append([1.0 - t, t])
         else:
             taps.append([_pad_taps(f + k, sp[d], padding_mode, align) for k in (-1, 0, 1, 2)])
-            weights.append(_cubic(t))
+            weights.append(cubic_weights(t))
 
     # each tap's row in the (N * (P + 1), C) pixel table: row P of a sample is an appended zero.
     # (Pixels as rows, channels as columns: the index arrays are the grid's size, not C times it.)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -59,22 +60,28 @@ def _linear_matrix(i: int, o: int, scale: float | None, align_corners: bool) -> 
     return m
 
 
+def cubic_weights(t: Any) -> list:
+    """torch's cubic convolution weights (coefficient -0.75) of the taps -1, 0, 1, 2 at fraction
+    ``t``: numpy arrays or engine tensors alike (bicubic ``interpolate`` and ``grid_sample``)."""
+    a = -0.75
+
+    def near(x: Any) -> Any:   # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: Any) -> Any:    # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+
+
 def _cubic_matrix(i: int, o: int, scale: float | None, align_corners: bool) -> np.ndarray:
-    a = -0.75  # torch's bicubic coefficient
     rows = np.arange(o)
     s = _kernel_scale(i, o, scale, align_corners)
     src = s * rows if align_corners else s * (rows + 0.5) - 0.5
     f = np.floor(src)
     t = src - f
-
-    def near(x: np.ndarray) -> np.ndarray:   # |x| <= 1
-        return ((a + 2) * x - (a + 3)) * x * x + 1
-
-    def far(x: np.ndarray) -> np.ndarray:    # 1 < |x| < 2
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-
     m = np.zeros((o, i))
-    for off, w in ((-1, far(t + 1)), (0, near(t)), (1, near(1 - t)), (2, far(2 - t))):
+    for off, w in zip((-1, 0, 1, 2), cubic_weights(t)):
         np.add.at(m, (rows, np.clip(f.astype(np.int64) + off, 0, i - 1)), w)
     return m
 
