@@ -178,8 +178,6 @@ def _summarized(a: np.ndarray) -> np.ndarray:
 
 
 def _tensor_str(a: np.ndarray, indent: int) -> str:
-    if a.size == 0:
-        return "[]"
     summarize = a.size > PRINT_OPTS.threshold
     return _str_with(a, indent, summarize, _Formatter(_summarized(a) if summarize else a))
 

@@ -285,9 +285,10 @@ def _mode_indices(rows: np.ndarray) -> np.ndarray:
     if rows.shape[1] <= _STD_THRESHOLD:
         slow = np.isnan(rows).any(1) if rows.dtype.kind == "f" else ~slow
         for lo in range(0, rows.shape[0], 1 << 14):              # bounds the (rows, n, n) temporaries
-            part = ~slow[lo:lo + (1 << 14)]
+            chunk = slice(lo, lo + (1 << 14))
+            part = ~slow[chunk]
             if part.any():
-                out[lo:lo + (1 << 14)][part] = _mode_short_rows(rows[lo:lo + (1 << 14)][part])
+                out[chunk][part] = _mode_short_rows(rows[chunk][part])
     for i in np.flatnonzero(slow):
         out[i] = _mode_row(rows[i])
     return out
